@@ -1,0 +1,25 @@
+"""Integer codes shared by every backend's kernels.
+
+Kernels return plain integers (numba and jax cannot return Python enums from compiled
+code); :class:`autofit.Status` gives them names at the user-facing layer. The numbering of
+the converged codes follows MINPACK's ``ier`` so that ``curve_fit(..., full_output=True)``
+returns the same ``ier`` as scipy for the same stopping reason.
+"""
+
+RUNNING = 0
+CONVERGED_FTOL = 1
+CONVERGED_XTOL = 2
+CONVERGED_FTOL_XTOL = 3
+CONVERGED_GTOL = 4
+MAX_NFEV = 5
+MACHINE_PRECISION = 6
+NONFINITE = 7
+
+CONVERGED_CODES = (CONVERGED_FTOL, CONVERGED_XTOL, CONVERGED_FTOL_XTOL, CONVERGED_GTOL,
+                   MACHINE_PRECISION)
+
+# How lm_solve obtains the Jacobian.
+JAC_ANALYTIC = 0
+JAC_FORWARD = 1
+JAC_CENTRAL = 2
+JAC_AUTODIFF = 3

@@ -1,0 +1,204 @@
+"""Levenberg-Marquardt step and driver (NumPy reference).
+
+Written with explicit loops where the numba port needs them, so that
+``diff autofit/original/lm.py autofit/numba/lm.py`` shows only real differences.
+"""
+
+import numpy as np
+
+from autofit._codes import (CONVERGED_FTOL, CONVERGED_FTOL_XTOL, CONVERGED_GTOL,
+                            CONVERGED_XTOL, JAC_ANALYTIC, JAC_CENTRAL, JAC_FORWARD,
+                            MACHINE_PRECISION, MAX_NFEV, NONFINITE, RUNNING)
+from autofit._declarations import implements
+from autofit.original.jacobians import jacobian_central, jacobian_forward
+
+_EPS = np.finfo(np.float64).eps
+# Nielsen's initial damping relative to the (unit) diagonal of the scaled system.
+_INITIAL_DAMPING = 1e-3
+# MINPACK accepts a step when it achieves this fraction of the predicted reduction.
+_ACCEPT_RATIO = 1e-4
+# Geodesic acceleration: finite-difference probe along the velocity, and the largest
+# acceptable |acceleration| / |velocity| (Transtrum & Sethna 2012 suggest 0.75).
+_GEODESIC_PROBE = 0.1
+_GEODESIC_MAX_RATIO = 0.75
+
+
+def _cholesky_solve(a, b):
+    """Solve ``a z = b`` for symmetric positive-definite ``a``; ok is False otherwise."""
+    n = b.shape[0]
+    chol = np.zeros((n, n))
+    for j in range(n):
+        pivot = a[j, j] - chol[j, :j] @ chol[j, :j]
+        if not pivot > 0.0 or not np.isfinite(pivot):
+            return np.zeros(n), False
+        chol[j, j] = np.sqrt(pivot)
+        for i in range(j + 1, n):
+            chol[i, j] = (a[i, j] - chol[i, :j] @ chol[j, :j]) / chol[j, j]
+    z = np.empty(n)
+    for i in range(n):
+        z[i] = (b[i] - chol[i, :i] @ z[:i]) / chol[i, i]
+    for i in range(n - 1, -1, -1):
+        z[i] = (z[i] - chol[i + 1:, i] @ z[i + 1:]) / chol[i, i]
+    return z, True
+
+
+@implements("lm_step")
+def lm_step(jtj, gradient, scale, damping, free):
+    n_params = gradient.shape[0]
+    system = np.zeros((n_params, n_params))
+    rhs = np.zeros(n_params)
+    for i in range(n_params):
+        if free[i]:
+            rhs[i] = -gradient[i] / scale[i]
+            for j in range(n_params):
+                if free[j]:
+                    system[i, j] = jtj[i, j] / (scale[i] * scale[j])
+            system[i, i] += damping
+        else:
+            system[i, i] = 1.0
+    scaled_step, ok = _cholesky_solve(system, rhs)
+    return scaled_step / scale, ok
+
+
+def _weigh(weights, values):
+    """Apply the residual weighting to a residual vector or a Jacobian."""
+    if weights.ndim == 2:
+        return weights @ values
+    if values.ndim == 1:
+        return weights * values
+    return weights[:, None] * values
+
+
+def _model_jacobian(model, jacobian, jac_method, x, params, f0, lower, upper):
+    """The (unweighted) Jacobian by the chosen method, and the model evaluations it cost."""
+    n_params = params.shape[0]
+    if jac_method == JAC_FORWARD:
+        return jacobian_forward(model, x, params, f0, lower, upper), n_params
+    if jac_method == JAC_CENTRAL:
+        return jacobian_central(model, x, params, lower, upper), 2 * n_params + 1
+    if jac_method == JAC_ANALYTIC:
+        return jacobian(x, params), 0
+    raise ValueError("jac_method must be JAC_ANALYTIC, JAC_FORWARD or JAC_CENTRAL here")
+
+
+def _geodesic_step(model, x, ydata, weights, params, residuals, jac, jtj, scale, damping,
+                   free, lower, upper, step):
+    """Add Transtrum and Sethna's geodesic acceleration to the LM step (the velocity).
+
+    The second directional derivative of the residuals along the velocity, from one extra
+    model evaluation, bends the step along the curved valleys of models such as MGH10 and
+    BoxBOD. A step whose acceleration is large next to its velocity is not trusted: ok is
+    False and the caller raises the damping, as for a rejected step.
+    """
+    velocity = np.minimum(np.maximum(params + step, lower), upper) - params
+    probe = params + _GEODESIC_PROBE * velocity
+    jac_w = _weigh(weights, jac)
+    directional = (_weigh(weights, model(x, probe) - ydata) - residuals) / _GEODESIC_PROBE
+    second = (2.0 / _GEODESIC_PROBE) * (directional - jac_w @ velocity)
+    if not np.all(np.isfinite(second)):
+        return velocity, False
+    acceleration, ok = lm_step(jtj, jac_w.T @ second, scale, damping, free)
+    velocity_norm = np.sqrt(np.sum((scale * velocity) ** 2))
+    acceleration_norm = np.sqrt(np.sum((scale * acceleration) ** 2))
+    if not ok or 2.0 * acceleration_norm > _GEODESIC_MAX_RATIO * velocity_norm:
+        return velocity, False
+    return velocity + 0.5 * acceleration, True
+
+
+def _normal_equations(weights, jac, residuals):
+    jac_w = _weigh(weights, jac)
+    return jac_w.T @ jac_w, jac_w.T @ residuals
+
+
+@implements("lm_solve")
+def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
+             gtol, max_nfev):
+    n_params = p0.shape[0]
+    params = p0.copy()
+    f = model(x, params)
+    nfev = 1
+    residuals = _weigh(weights, f - ydata)
+    chi2 = residuals @ residuals
+    if not np.isfinite(chi2):
+        return params, chi2, NONFINITE, nfev, 0
+    jac, cost = _model_jacobian(model, jacobian, jac_method, x, params, f, lower, upper)
+    nfev += cost
+    jtj, gradient = _normal_equations(weights, jac, residuals)
+    if not (np.all(np.isfinite(jtj)) and np.all(np.isfinite(gradient))):
+        return params, chi2, NONFINITE, nfev, 0
+    column_norms = np.sqrt(np.diag(jtj))
+    scale = np.where(column_norms > 0.0, column_norms, 1.0)
+    damping = _INITIAL_DAMPING
+    growth = 2.0
+    n_iter = 0
+    status = RUNNING
+    while status == RUNNING:
+        if chi2 == 0.0:
+            status = CONVERGED_FTOL
+            break
+        # Parameters at a bound whose descent direction (-gradient) points outwards are held.
+        free = ~(((params <= lower) & (gradient > 0.0)) | ((params >= upper) & (gradient < 0.0)))
+        cosine = 0.0
+        residual_norm = np.sqrt(chi2)
+        for j in range(n_params):
+            if free[j] and column_norms[j] > 0.0:
+                cosine = max(cosine, abs(gradient[j]) / (column_norms[j] * residual_norm))
+        if cosine <= gtol:
+            status = CONVERGED_GTOL
+            break
+        if nfev >= max_nfev:
+            status = MAX_NFEV
+            break
+        step, ok = lm_step(jtj, gradient, scale, damping, free)
+        if ok:
+            step, ok = _geodesic_step(model, x, ydata, weights, params, residuals, jac, jtj,
+                                      scale, damping, free, lower, upper, step)
+            nfev += 1
+        ratio = -1.0
+        step_norm = 0.0
+        if ok:
+            trial = np.minimum(np.maximum(params + step, lower), upper)
+            taken = trial - params
+            step_norm = np.sqrt(np.sum((scale * taken) ** 2))
+            predicted = -(2.0 * (gradient @ taken) + taken @ (jtj @ taken))
+            f_trial = model(x, trial)
+            nfev += 1
+            residuals_trial = _weigh(weights, f_trial - ydata)
+            chi2_trial = residuals_trial @ residuals_trial
+            if predicted > 0.0 and np.isfinite(chi2_trial):
+                ratio = (chi2 - chi2_trial) / predicted
+        params_norm = np.sqrt(np.sum((scale * params) ** 2))
+        if ratio > _ACCEPT_RATIO:
+            actual_reduction = (chi2 - chi2_trial) / chi2
+            predicted_reduction = predicted / chi2
+            params = trial
+            f = f_trial
+            residuals = residuals_trial
+            chi2 = chi2_trial
+            n_iter += 1
+            jac, cost = _model_jacobian(model, jacobian, jac_method, x, params, f, lower, upper)
+            nfev += cost
+            jtj, gradient = _normal_equations(weights, jac, residuals)
+            if not (np.all(np.isfinite(jtj)) and np.all(np.isfinite(gradient))):
+                return params, chi2, NONFINITE, nfev, n_iter
+            column_norms = np.sqrt(np.diag(jtj))
+            scale = np.maximum(scale, column_norms)
+            damping *= max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
+            growth = 2.0
+            f_converged = (actual_reduction <= ftol and predicted_reduction <= ftol
+                           and ratio <= 2.0)
+            x_converged = step_norm <= xtol * (params_norm + xtol)
+            if f_converged and x_converged:
+                status = CONVERGED_FTOL_XTOL
+            elif f_converged:
+                status = CONVERGED_FTOL
+            elif x_converged:
+                status = CONVERGED_XTOL
+        else:
+            damping *= growth
+            growth *= 2.0
+            # No reduction even for a step at the rounding level of the parameters: this
+            # point cannot be improved in float64.
+            if (ok and step_norm <= _EPS * params_norm) or damping > 1e32:
+                status = MACHINE_PRECISION
+    return params, chi2, status, nfev, n_iter
