@@ -1,0 +1,351 @@
+"""``autofit.curve_fit``: scipy.optimize.curve_fit's interface on every backend."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+
+from autofit import _adapters, _codes, _dispatch
+from autofit import _validation as check
+from autofit._status import Status
+
+try:  # users catching scipy's warning keep catching ours
+    from scipy.optimize import OptimizeWarning as _ScipyOptimizeWarning
+except ImportError:  # pragma: no cover - scipy is a dependency
+    _ScipyOptimizeWarning = UserWarning
+
+
+class OptimizeWarning(_ScipyOptimizeWarning):
+    """The covariance could not be estimated (a subclass of scipy's OptimizeWarning)."""
+
+
+class ImproperInputError(ValueError, TypeError):
+    """Fewer points than parameters (a TypeError in scipy, a ValueError in spirit)."""
+
+
+DEFAULT_FTOL = 1e-15
+DEFAULT_XTOL = 1e-15
+DEFAULT_GTOL = 1e-15
+_SOLVER_KEYWORDS = ("ftol", "xtol", "gtol", "maxfev", "max_nfev")
+_METHODS = ("lm", "trf", "dogbox")
+
+
+def default_max_nfev(n_params: int) -> int:
+    """Model evaluations allowed by default (finite-difference ones included).
+
+    Generous, because a budget stop loses a fit that was still improving (NIST's MGH10 from
+    its far start needs about 80,000); a fit that cannot improve stops long before it.
+    """
+    return 30000 * (n_params + 1)
+
+
+def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_finite=None,
+              bounds=(-np.inf, np.inf), method=None, jac=None, *, full_output=False,
+              nan_policy=None, backend=None, strict=None, **kwargs):
+    """Use non-linear least squares to fit a function ``f`` to data.
+
+    A drop-in replacement for :func:`scipy.optimize.curve_fit`: same arguments, same return
+    values, same meaning, plus ``backend=`` and ``strict=``. Fits ``ydata = f(xdata, *params)
+    + eps`` with autofit's Levenberg-Marquardt (bounded problems by a projected LM; every
+    ``method`` runs it), on the backend chosen by :func:`autofit.get_backend`'s rule.
+
+    Parameters
+    ----------
+    f : callable ``f(x, p1, ..., pk) -> (n_points,)``, or a model from :mod:`autofit.models`
+        NumPy code runs on ``numpy`` and ``numba`` (compiled with ``numba.njit``);
+        ``jax.numpy`` code runs on ``jax``. A NumPy model asked to run on jax falls back to
+        the next backend with a warning (an error in strict mode).
+    xdata : (n_points,) or (k, n_points) array_like
+    ydata : (n_points,) array_like
+    p0 : (n_params,) array_like, optional
+        Starting values. Default: the built-in model's guess, else 1 for each parameter of
+        ``f``'s signature (moved inside finite bounds, as scipy does).
+    sigma : (n_points,) or (n_points, n_points) array_like, optional
+        Standard deviations of ``ydata``, or its covariance matrix.
+    absolute_sigma : bool
+        If True, sigma is absolute and pcov is not scaled by the reduced chi-square.
+    check_finite : bool, optional
+        Raise on nan/inf input. Default True unless ``nan_policy`` is given.
+    bounds : 2-tuple of scalars or (n_params,) arrays, or scipy.optimize.Bounds
+    method : {None, 'lm', 'trf', 'dogbox'}
+        Accepted for compatibility; all run autofit's (bounded) LM.
+    jac : callable ``jac(x, p1, ..., pk) -> (n_points, n_params)``, '2-point', '3-point' or None
+        None: analytic for built-in models, autodiff on jax, else forward differences with
+        central differences for the final steps and the covariance.
+    full_output : bool
+        Also return ``infodict, mesg, ier``.
+    nan_policy : {None, 'raise', 'omit'}
+        'omit' drops points where xdata or ydata is nan.
+    backend : {'numpy', 'numba', 'jax'}, optional
+    strict : bool, optional
+        Raise instead of falling back to another backend (default: ``FFIT_STRICT``).
+    **kwargs
+        ``ftol``, ``xtol``, ``gtol`` (defaults 1e-15: stop at float64 precision) and
+        ``maxfev`` / ``max_nfev`` (default ``30000 * (n_params + 1)``).
+
+    Returns
+    -------
+    popt : (n_params,) ndarray
+    pcov : (n_params, n_params) ndarray
+        inf where the covariance cannot be estimated (with an OptimizeWarning).
+    infodict : dict, if full_output
+        ``nfev``, ``fvec`` (weighted residuals), ``nit``, ``status`` (:class:`autofit.Status`),
+        ``backend`` (the backend that ran) and ``backend_reason``.
+    mesg : str, if full_output
+    ier : int, if full_output
+        1-4 as in scipy, 6 for "converged to float64 precision".
+
+    Raises
+    ------
+    ValueError
+        For invalid input (nan/inf data, mismatched lengths, bad bounds, sigma or p0...).
+    RuntimeError
+        If the fit does not converge (budget spent, non-finite model during the fit).
+
+    Examples
+    --------
+    >>> import numpy as np, autofit
+    >>> def decay(x, a, b, c):
+    ...     return a * np.exp(-b * x) + c
+    >>> x = np.linspace(0, 4, 50)
+    >>> popt, pcov = autofit.curve_fit(decay, x, decay(x, 2.5, 1.3, 0.5), backend="numpy")
+    >>> np.round(popt, 6)
+    array([2.5, 1.3, 0.5])
+    """
+    options = _solver_options(kwargs)
+    if method is not None and method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS} (all run autofit's bounded LM) "
+                         f"or None, got {method!r}")
+    if not (jac is None or callable(jac) or jac in ("2-point", "3-point")):
+        raise ValueError(f"jac must be a callable, '2-point', '3-point' or None, got {jac!r}")
+    if nan_policy not in (None, "raise", "omit"):
+        raise ValueError(f"nan_policy must be None, 'raise' or 'omit', got {nan_policy!r}")
+    if not callable(f):
+        raise TypeError(f"f must be callable as f(xdata, *params), got {f!r}")
+    if check_finite is None:
+        check_finite = nan_policy is None
+
+    x = check.as_float_array(xdata, "xdata")
+    y = check.as_float_array(ydata, "ydata")
+    if y.ndim != 1:
+        raise ValueError(f"ydata must be 1-D, got shape {y.shape}; flatten it (and the "
+                         "model's output) for multi-dimensional data")
+    if x.ndim == 0 or x.ndim > 2 or x.shape[-1] != y.shape[0]:
+        raise ValueError(f"xdata has shape {x.shape} but ydata has {y.shape[0]} points: "
+                         "xdata must be (n_points,) or (k, n_points) with the same n_points")
+    if y.size == 0:
+        raise ValueError("`ydata` must not be empty!")
+    x, y, sigma = _apply_nan_policy(x, y, sigma, nan_policy, check_finite)
+
+    lower, upper = check.check_bounds(bounds, _n_params_hint(f, p0))
+    if p0 is None:
+        p0 = _default_p0(f, x, y, lower, upper)
+    p0 = check.check_p0(p0, f)
+    if lower.shape[0] != p0.shape[0]:
+        lower, upper = check.check_bounds(bounds, p0.shape[0])
+    check.check_feasible(p0, lower, upper)
+    n_params = p0.shape[0]
+    if y.shape[0] < n_params:
+        raise ImproperInputError(f"Improper input: func (m={y.shape[0]}) < n={n_params}: "
+                                 f"{y.shape[0]} points cannot determine {n_params} "
+                                 "parameters; give at least as many points as parameters")
+    if sigma is None:
+        weights, sigma_is_matrix = np.ones(y.shape[0]), False
+    else:
+        weights, sigma_is_matrix = check.check_sigma(sigma, y.shape[0])
+    max_nfev = options.pop("max_nfev") or default_max_nfev(n_params)
+
+    choice = _dispatch.choose(backend)
+    _check_model_at_p0(f, x, y, p0, choice.requested)
+
+    def attempt(name):
+        prepared = _adapters.prepare(name, f, n_params, jac)
+        _adapters.check_runs(name, prepared, x, p0)
+        return _run_backend(name, prepared, x, y, weights, p0, lower, upper, options,
+                            max_nfev)
+
+    fit = _dispatch.run_with_fallback(choice, attempt, strict=strict)
+    return _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev)
+
+
+def _solver_options(kwargs) -> dict:
+    unknown = sorted(set(kwargs) - set(_SOLVER_KEYWORDS))
+    if unknown:
+        raise TypeError(f"curve_fit() got unexpected keyword argument(s) {unknown}; "
+                        f"autofit's solver takes {list(_SOLVER_KEYWORDS)}")
+    if "maxfev" in kwargs and "max_nfev" in kwargs:
+        raise TypeError("give maxfev or max_nfev, not both")
+    options = {"ftol": DEFAULT_FTOL, "xtol": DEFAULT_XTOL, "gtol": DEFAULT_GTOL}
+    for name in ("ftol", "xtol", "gtol"):
+        if name in kwargs:
+            value = float(kwargs[name])
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {kwargs[name]!r}")
+            options[name] = value
+    budget = kwargs.get("maxfev", kwargs.get("max_nfev"))
+    if budget is not None and (int(budget) != budget or budget < 1):
+        raise ValueError(f"maxfev must be a positive integer, got {budget!r}")
+    options["max_nfev"] = None if budget is None else int(budget)
+    return options
+
+
+def _apply_nan_policy(x, y, sigma, nan_policy, check_finite):
+    if check_finite:
+        for array, name in ((x, "xdata"), (y, "ydata")):
+            if not np.all(np.isfinite(array)):
+                raise ValueError(check.first_nonfinite(array, name) + "; array must not "
+                                 "contain infs or NaNs (drop those points, or pass "
+                                 "nan_policy='omit' to skip nan points)")
+    if nan_policy == "raise":
+        for array, name in ((x, "xdata"), (y, "ydata")):
+            if np.isnan(array).any():
+                raise ValueError("The input contains nan values: "
+                                 + check.first_nonfinite(array, name)
+                                 + "; pass nan_policy='omit' to skip them")
+    if nan_policy == "omit":
+        keep = ~((np.isnan(x) if x.ndim == 1 else np.isnan(x).any(axis=0)) | np.isnan(y))
+        if not keep.all():
+            x = x[..., keep]
+            y = y[keep]
+            if sigma is not None:
+                sigma = np.asarray(sigma)
+                sigma = sigma[keep] if sigma.ndim == 1 else sigma[np.ix_(keep, keep)]
+        if y.size == 0:
+            raise ValueError("every point has a nan in xdata or ydata; nothing is left to "
+                             "fit after nan_policy='omit'")
+    return x, y, sigma
+
+
+def _n_params_hint(f, p0) -> int:
+    if p0 is not None:
+        return np.atleast_1d(np.asarray(p0)).shape[0]
+    count = check.fixed_parameter_count(f)
+    return 1 if count is None else count
+
+
+def _default_p0(f, x, y, lower, upper):
+    guess = getattr(f, "guess", None)
+    if guess is not None and getattr(f, "n_params", None) is not None and x.ndim == 1:
+        p0 = f.guess(x, y)
+        return np.clip(p0, lower, upper) if np.all(np.isinf(lower) | np.isinf(upper)) else \
+            check.feasible_start(lower, upper)
+    check.count_parameters(f)  # raises scipy's "Unable to determine number" error
+    return check.feasible_start(lower, upper)
+
+
+def _check_model_at_p0(f, x, y, p0, backend):
+    """Evaluate the model once in Python: its own exceptions propagate unchanged."""
+    if backend == "jax" and not hasattr(f, "guess"):
+        import jax
+
+        with jax.enable_x64(True):
+            f0 = np.asarray(f(x, *p0), dtype=np.float64)
+    else:
+        f0 = np.asarray(f(x, *p0), dtype=np.float64)
+    if f0.shape != y.shape:
+        raise ValueError(f"the model returned shape {f0.shape} at p0, but ydata has shape "
+                         f"{y.shape}; f(xdata, *params) must return one value per point")
+    if not np.all(np.isfinite(f0)):
+        raise ValueError(check.first_nonfinite(f0, "the model's output at p0") +
+                         "; choose a p0 where the model is finite")
+
+
+def _bucket(n_points: int) -> int:
+    """Padded length for jax: the next of 16, 24, 32, 48, 64, ... (at most 1.5x the data)."""
+    size = 16
+    while size < n_points:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
+def _pad(x, y, weights, size):
+    extra = size - y.shape[0]
+    if extra == 0:
+        return x, y, weights
+    x = np.concatenate([x, np.repeat(x[..., -1:], extra, axis=-1)], axis=-1)
+    y = np.concatenate([y, np.full(extra, y[-1])])
+    if weights.ndim == 1:
+        weights = np.concatenate([weights, np.zeros(extra)])
+    else:
+        weights = np.pad(weights, ((0, extra), (0, extra)))
+    return x, y, weights
+
+
+def _run_backend(name, prepared, x, y, weights, p0, lower, upper, options, max_nfev):
+    """lm_solve (and its polish pass) plus the covariance, on one backend."""
+    kernels = _dispatch.load(name)
+    n_points = y.shape[0]
+    if name == "jax":
+        import jax
+
+        x, y, weights = _pad(x, y, weights, _bucket(n_points))
+        context = jax.enable_x64(True)
+    else:
+        context = contextlib.nullcontext()
+    with context:
+        tolerances = (options["ftol"], options["xtol"], options["gtol"])
+        params, chi2, status, nfev, n_iter = (
+            _to_numpy(v) for v in kernels.lm_solve(
+                prepared.model, prepared.jacobian, prepared.jac_method, x, y, weights, p0,
+                lower, upper, *tolerances, max_nfev))
+        if prepared.polish_method is not None and int(status) in _codes.CONVERGED_CODES:
+            params, chi2, status, nfev_polish, n_polish = (
+                _to_numpy(v) for v in kernels.lm_solve(
+                    prepared.model, prepared.jacobian, prepared.polish_method, x, y, weights,
+                    params, lower, upper, *tolerances, max(max_nfev - int(nfev), 1)))
+            nfev, n_iter = int(nfev) + int(nfev_polish), int(n_iter) + int(n_polish)
+        jac = _jacobian(kernels, prepared, x, params, lower, upper)
+        jac_w = weights @ jac if weights.ndim == 2 else weights[:, None] * jac
+        pcov, rank = (_to_numpy(v) for v in kernels.covariance_from_jacobian(jac_w))
+        f = _to_numpy(prepared.model(x, params))
+    residuals = weights @ (f - y) if weights.ndim == 2 else weights * (f - y)
+    return {"params": np.array(params, dtype=np.float64), "chi2": float(chi2),
+            "status": Status(int(status)), "nfev": int(nfev), "nit": int(n_iter),
+            "pcov": np.array(pcov, dtype=np.float64), "rank": int(rank),
+            "fvec": np.array(residuals[:n_points], dtype=np.float64)}
+
+
+def _jacobian(kernels, prepared, x, params, lower, upper):
+    method = prepared.covariance_method
+    if method == _codes.JAC_ANALYTIC:
+        return prepared.jacobian(x, params)
+    if method == _codes.JAC_AUTODIFF:
+        return kernels.jacobian_autodiff(prepared.model, x, params)
+    if method == _codes.JAC_CENTRAL:
+        return kernels.jacobian_central(prepared.model, x, params, lower, upper)
+    f0 = prepared.model(x, params)
+    return kernels.jacobian_forward(prepared.model, x, params, f0, lower, upper)
+
+
+def _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev):
+    status = fit["status"]
+    if not status.converged:
+        detail = (f"The maximum number of function evaluations is exceeded "
+                  f"(max_nfev = {max_nfev})." if status == Status.MAX_NFEV else status.message)
+        raise RuntimeError(f"Optimal parameters not found: {detail}")
+    pcov = fit["pcov"]
+    warn_cov = not np.all(np.isfinite(pcov))
+    if warn_cov:
+        pcov = np.full((n_params, n_params), np.inf)
+    elif not absolute_sigma:
+        dof = y.shape[0] - n_params
+        if dof > 0:
+            pcov = pcov * (fit["chi2"] / dof)
+        else:
+            pcov = np.full((n_params, n_params), np.inf)
+            warn_cov = True
+    if warn_cov:
+        warnings.warn("Covariance of the parameters could not be estimated",
+                      category=OptimizeWarning, stacklevel=3)
+    if not full_output:
+        return fit["params"], pcov
+    infodict = {"nfev": fit["nfev"], "fvec": fit["fvec"], "nit": fit["nit"],
+                "status": status, "chi2": fit["chi2"], "rank": fit["rank"],
+                "backend": choice.backend, "backend_reason": choice.reason}
+    return fit["params"], pcov, infodict, status.message, int(status)
+
+
+def _to_numpy(value):
+    return np.asarray(value)

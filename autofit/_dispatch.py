@@ -1,0 +1,267 @@
+"""Which backend runs, and why: the backend table, the precedence rule and the fallbacks.
+
+Precedence, first match wins:
+
+1. the ``backend=`` argument of the call;
+2. the innermost ``with autofit.use_backend(name):`` block in this thread / task;
+3. ``autofit.set_backend(name)`` (process-wide);
+4. the environment variable ``FFIT_BACKEND`` (read at call time);
+5. the default: ``jax`` when jax is installed and sees a GPU, else ``numba`` when numba is
+   installed, else ``numpy``.
+
+A backend named in 1-4 that is not installed raises ImportError naming the extra to install.
+When the chosen backend cannot run something (a kernel it does not implement, a user model
+numba cannot compile or jax cannot trace), the next backend in ``FALLBACK`` runs and a
+:class:`BackendFallbackWarning` names the reason; in strict mode (``strict=True``, or
+``FFIT_STRICT=1``) that is a :class:`BackendError` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from autofit._declarations import KERNELS
+
+BACKENDS: tuple[str, ...] = ("numpy", "numba", "jax")
+ALIASES: dict[str, str] = {"original": "numpy"}
+# Backend name -> (module with its kernels, the distribution it needs, the extra to install).
+_TABLE: dict[str, tuple[str, str | None, str | None]] = {
+    "numpy": ("autofit.original", None, None),
+    "numba": ("autofit.numba", "numba", "numba"),
+    "jax": ("autofit.jax", "jax", "jax"),
+}
+# What runs when a backend cannot run a model or a kernel, in order of preference.
+FALLBACK: dict[str, tuple[str, ...]] = {
+    "jax": ("numba", "numpy"),
+    "numba": ("numpy",),
+    "numpy": (),
+}
+# Kernels only some backends implement: where the others send them.
+KERNEL_FALLBACK: dict[str, tuple[str, ...]] = {
+    name: tuple(b if b != "original" else "numpy" for b in spec.native)
+    for name, spec in KERNELS.items()
+    if set(spec.native) != {"original", "numba", "jax"}
+}
+
+_context_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "autofit_backend", default=None)
+_context_strict: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "autofit_strict", default=None)
+_config_lock = threading.Lock()
+_config: dict[str, object] = {"backend": None}
+_default_cache: dict[str, str] = {}
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run what was asked and strict mode forbids a fallback."""
+
+
+class BackendFallbackWarning(UserWarning):
+    """Another backend ran instead of the one chosen; the message says why."""
+
+
+class BackendCannotRun(Exception):
+    """Raised inside autofit when a backend cannot run a model; caught by the dispatcher."""
+
+
+@dataclass
+class BackendChoice:
+    """The dispatcher's decision, recorded on every result.
+
+    ``requested`` is the backend the precedence rule picked, ``source`` where it came from,
+    ``backend`` the one that actually ran and ``fallbacks`` each backend skipped, with why.
+    """
+
+    requested: str
+    source: str
+    backend: str
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        text = f"{self.requested!r} chosen by {self.source}"
+        for skipped, why in self.fallbacks:
+            text += f"; {skipped!r} could not run it ({why})"
+        if self.backend != self.requested:
+            text += f"; ran on {self.backend!r}"
+        return text
+
+
+def normalize(name: str) -> str:
+    """Canonical backend name; ValueError listing the valid ones for anything else."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string such as 'numba', got {name!r}")
+    key = ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in _TABLE:
+        valid = ", ".join(repr(b) for b in BACKENDS + tuple(ALIASES))
+        raise ValueError(f"unknown backend {name!r}; valid backends are {valid}")
+    return key
+
+
+def is_installed(name: str) -> bool:
+    """Whether the packages a backend needs can be imported (without importing them)."""
+    dependency = _TABLE[normalize(name)][1]
+    return dependency is None or importlib.util.find_spec(dependency) is not None
+
+
+def load(name: str) -> ModuleType:
+    """The kernel module of a backend; ImportError naming the extra when it is missing."""
+    name = normalize(name)
+    module_name, dependency, extra = _TABLE[name]
+    if not is_installed(name):
+        raise ImportError(f"the {name!r} backend needs the {dependency!r} package, which is "
+                          f"not installed; install it with: pip install 'autofit-lm[{extra}]'")
+    return importlib.import_module(module_name)
+
+
+def installed_version(name: str) -> str | None:
+    dependency = _TABLE[normalize(name)][1] or "numpy"
+    try:
+        return importlib.metadata.version(dependency)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def set_backend(name: str | None) -> None:
+    """Set the process-wide backend (``None`` restores the environment variable / default)."""
+    with _config_lock:
+        _config["backend"] = None if name is None else normalize(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str, *, strict: bool | None = None):
+    """Run the enclosed calls on ``name`` (in this thread or task only).
+
+    Examples
+    --------
+    >>> import autofit
+    >>> with autofit.use_backend("numpy"):
+    ...     autofit.get_backend()
+    'numpy'
+    """
+    backend_token = _context_backend.set(normalize(name))
+    strict_token = _context_strict.set(strict)
+    try:
+        yield
+    finally:
+        _context_backend.reset(backend_token)
+        _context_strict.reset(strict_token)
+
+
+def default_backend() -> str:
+    """The documented default: jax on a GPU, else numba, else numpy."""
+    if "default" not in _default_cache:
+        choice = "numpy"
+        if is_installed("numba"):
+            choice = "numba"
+        if is_installed("jax") and _jax_sees_gpu():
+            choice = "jax"
+        _default_cache["default"] = choice
+    return _default_cache["default"]
+
+
+def _jax_sees_gpu() -> bool:
+    try:
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    except Exception:  # a broken jax install is "no GPU" for choosing the default
+        return False
+
+
+def choose(backend: str | None = None) -> BackendChoice:
+    """Apply the precedence rule; the backend is checked to be installed."""
+    if backend is not None:
+        name, source = normalize(backend), "the backend= argument"
+    elif _context_backend.get() is not None:
+        name, source = _context_backend.get(), "autofit.use_backend()"
+    elif _config["backend"] is not None:
+        name, source = _config["backend"], "autofit.set_backend()"
+    elif os.environ.get("FFIT_BACKEND", "").strip():
+        name, source = normalize(os.environ["FFIT_BACKEND"]), "the FFIT_BACKEND variable"
+    else:
+        name, source = default_backend(), "the default rule (jax on GPU, else numba, else numpy)"
+    load(name)
+    return BackendChoice(requested=name, source=source, backend=name)
+
+
+def get_backend() -> str:
+    """The backend a call without ``backend=`` would run on now."""
+    return choose().backend
+
+
+def is_strict(strict: bool | None = None) -> bool:
+    if strict is not None:
+        return bool(strict)
+    if _context_strict.get() is not None:
+        return bool(_context_strict.get())
+    return os.environ.get("FFIT_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def fallback_chain(name: str) -> tuple[str, ...]:
+    """``name`` then its installed fallbacks, in order."""
+    return (name,) + tuple(b for b in FALLBACK[name] if is_installed(b))
+
+
+def run_with_fallback(choice: BackendChoice, attempt, *, strict: bool | None = None):
+    """Call ``attempt(backend_name)`` along the fallback chain until one can run.
+
+    ``attempt`` raises :class:`BackendCannotRun` to pass to the next backend. Each skip is
+    recorded on ``choice`` and warned about (or raised, in strict mode).
+    """
+    strict = is_strict(strict)
+    for name in fallback_chain(choice.requested):
+        try:
+            result = attempt(name)
+        except BackendCannotRun as exc:
+            choice.fallbacks.append((name, str(exc)))
+            if strict:
+                raise BackendError(f"backend {name!r} cannot run this: {exc} (strict mode "
+                                   "forbids falling back; pass strict=False or unset "
+                                   "FFIT_STRICT to allow it)") from exc
+            continue
+        choice.backend = name
+        if choice.fallbacks:
+            warnings.warn(f"autofit ran on {name!r} instead: {choice.reason}",
+                          BackendFallbackWarning, stacklevel=3)
+        return result
+    raise BackendError(f"no backend could run this: {choice.reason}")
+
+
+def kernel(name: str, backend: str | None = None, *, strict: bool | None = None):
+    """The implementation of kernel ``name`` on the chosen backend (or its fallback).
+
+    Examples
+    --------
+    >>> import numpy as np, autofit
+    >>> model = autofit.kernel("model_linear", backend="numpy")
+    >>> model(np.array([0.0, 1.0]), np.array([2.0, 1.0]))
+    array([1., 3.])
+    """
+    if name not in KERNELS:
+        raise ValueError(f"unknown kernel {name!r}; see autofit.KERNELS for the list")
+    choice = choose(backend)
+    chain = list(fallback_chain(choice.requested))
+    chain += [b for b in KERNEL_FALLBACK.get(name, ()) if b not in chain and is_installed(b)]
+    for backend_name in chain:
+        module = load(backend_name)
+        if name not in module.__all__:
+            continue
+        if backend_name != choice.requested:
+            why = (f"kernel {name!r} is not implemented on {choice.requested!r}; the fallback "
+                   f"table sends it to {backend_name!r}")
+            if is_strict(strict):
+                raise BackendError(why + " (strict mode forbids falling back)")
+            warnings.warn(why, BackendFallbackWarning, stacklevel=2)
+        return getattr(module, name)
+    raise BackendError(f"kernel {name!r} is not available on {choice.requested!r} nor on any "
+                       f"installed fallback ({', '.join(chain)})")

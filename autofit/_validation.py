@@ -1,0 +1,159 @@
+"""Checks of user input at the public boundary, with scipy-style messages.
+
+Every message says what was wrong, the offending value and how to fix it. Inputs are never
+modified: arrays are converted to new float64 arrays where needed and never written to.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+
+def as_float_array(value, name: str) -> np.ndarray:
+    """``value`` as a float64 array; TypeError naming ``name`` if it is not numeric."""
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists and exotic objects
+        raise TypeError(f"{name} must be an array of numbers; could not convert it: {exc}"
+                        ) from exc
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number)
+                                     or array.dtype == bool):
+        raise TypeError(f"{name} must be an array of numbers, got dtype {array.dtype} "
+                        f"(first element {array.flat[0]!r})" if array.size else
+                        f"{name} must be an array of numbers, got dtype {array.dtype}")
+    if np.iscomplexobj(array):
+        raise TypeError(f"{name} must be real; got a complex array. Fit the real and "
+                        "imaginary parts as separate points instead")
+    return np.asarray(array, dtype=np.float64)
+
+
+def count_parameters(f) -> int:
+    """Number of fit parameters of ``f(x, p1, p2, ...)`` from its signature."""
+    n_params = getattr(f, "n_params", None)
+    if n_params is not None:
+        return n_params
+    try:
+        signature = inspect.signature(f)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("Unable to determine number of fit parameters from the signature "
+                         f"of {f!r}; pass p0") from exc
+    parameters = list(signature.parameters.values())
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters) or \
+            len(parameters) < 2:
+        raise ValueError("Unable to determine number of fit parameters: f takes "
+                         f"{signature}; pass p0 with one value per parameter")
+    return len(parameters) - 1
+
+
+def fixed_parameter_count(f) -> int | None:
+    """The number of parameters after x when the signature fixes it, else None."""
+    try:
+        return count_parameters(f)
+    except ValueError:
+        return None
+
+
+def check_p0(p0, f) -> np.ndarray:
+    p0 = np.atleast_1d(as_float_array(p0, "p0"))
+    if p0.ndim != 1:
+        raise ValueError(f"p0 must be 1-D (one value per parameter), got shape {p0.shape}")
+    if p0.size == 0:
+        raise ValueError("p0 is empty; a fit needs at least one parameter")
+    bad = ~np.isfinite(p0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"p0 must be finite, but p0[{i}] = {p0[i]}; give a finite "
+                         "starting value for every parameter")
+    expected = fixed_parameter_count(f)
+    if expected is not None and expected != p0.size:
+        raise ValueError(f"p0 has {p0.size} values but the model takes {expected} parameters "
+                         f"after x; give one starting value per parameter")
+    return p0
+
+
+def check_bounds(bounds, n_params: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) as float64 arrays of length n_params."""
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
+        lower, upper = bounds.lb, bounds.ub
+    else:
+        try:
+            lower, upper = bounds
+        except (TypeError, ValueError) as exc:
+            raise ValueError("bounds must be a 2-tuple (lower, upper) of scalars or arrays, "
+                             f"or a scipy.optimize.Bounds; got {bounds!r}") from exc
+    limits = []
+    for name, value in (("lower", lower), ("upper", upper)):
+        array = as_float_array(value, f"the {name} bound")
+        if np.isnan(array).any():
+            raise ValueError(f"the {name} bound contains nan; use -inf/inf for no bound")
+        if array.ndim == 0:
+            array = np.full(n_params, float(array))
+        if array.shape != (n_params,):
+            raise ValueError(f"the {name} bound has shape {array.shape} but there are "
+                             f"{n_params} parameters; give a scalar or one value per "
+                             "parameter")
+        limits.append(array)
+    lower, upper = limits
+    bad = lower >= upper
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError("Each lower bound must be strictly less than each upper bound: "
+                         f"lower[{i}] = {lower[i]} >= upper[{i}] = {upper[i]}")
+    return lower, upper
+
+
+def feasible_start(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """scipy's default p0 for bounded problems: 1, moved inside the bounds."""
+    p0 = np.ones_like(lower)
+    both = np.isfinite(lower) & np.isfinite(upper)
+    p0[both] = 0.5 * (lower[both] + upper[both])
+    only_lower = np.isfinite(lower) & ~np.isfinite(upper)
+    p0[only_lower] = lower[only_lower] + 1.0
+    only_upper = ~np.isfinite(lower) & np.isfinite(upper)
+    p0[only_upper] = upper[only_upper] - 1.0
+    return p0
+
+
+def check_feasible(p0, lower, upper) -> None:
+    outside = (p0 < lower) | (p0 > upper)
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise ValueError(f"p0 is infeasible: p0[{i}] = {p0[i]} is outside its bounds "
+                         f"[{lower[i]}, {upper[i]}]; start inside the bounds")
+
+
+def first_nonfinite(array: np.ndarray, name: str) -> str:
+    bad = ~np.isfinite(array)
+    index = np.unravel_index(int(np.argmax(bad)), array.shape)
+    where = index[0] if len(index) == 1 else index
+    return (f"{name} contains {int(bad.sum())} non-finite value(s) "
+            f"(first at index {where}: {array[index]})")
+
+
+def check_sigma(sigma, n_points: int) -> tuple[np.ndarray, bool]:
+    """Residual weights from sigma: (1/sigma, False) or (inverse Cholesky factor, True)."""
+    sigma = as_float_array(sigma, "sigma")
+    if sigma.shape == (n_points,):
+        if not np.all(np.isfinite(sigma)):
+            raise ValueError(first_nonfinite(sigma, "sigma") + "; sigma must be finite")
+        if np.any(sigma <= 0):
+            i = int(np.argmax(sigma <= 0))
+            raise ValueError(f"sigma must be positive, but sigma[{i}] = {sigma[i]}; give "
+                             "each point's standard deviation (> 0), or drop the point")
+        return 1.0 / sigma, False
+    if sigma.shape == (n_points, n_points):
+        if not np.all(np.isfinite(sigma)):
+            raise ValueError(first_nonfinite(sigma, "sigma") + "; sigma must be finite")
+        try:
+            cholesky = np.linalg.cholesky(sigma)
+        except np.linalg.LinAlgError as exc:
+            raise ValueError("`sigma` must be positive definite: a 2-D sigma is the "
+                             "covariance matrix of ydata") from exc
+        from scipy.linalg import solve_triangular
+
+        return solve_triangular(cholesky, np.eye(n_points), lower=True), True
+    raise ValueError(f"sigma has shape {sigma.shape}, but ydata has {n_points} points: give "
+                     f"sigma of shape ({n_points},) (standard deviations) or "
+                     f"({n_points}, {n_points}) (a covariance matrix)")
