@@ -1,0 +1,166 @@
+"""Inputs for every kernel, shared by the generated tests, ``validate`` and the benchmarks.
+
+``cases(kernel_name, n_points)`` returns named variants; each holds the arguments, with
+:class:`Ref` placeholders for callables that must come from the backend under test (numba
+kernels take jitted models, jax kernels traceable ones), and how each output is compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from autofit import _codes
+from autofit._declarations import KERNELS
+
+# Tolerances of the cross-backend comparison (float64), per kind of output.
+KERNEL_RTOL = 1e-10
+FIT_RTOL = 1e-8
+
+TRUE_PARAMS = {
+    "linear": (1.5, -0.5),
+    "polynomial": (0.5, -1.2, 0.3, 0.05),
+    "exponential_decay": (2.5, 1.3, 0.5),
+    "gaussian": (3.0, 0.4, 1.1, 0.2),
+    "lorentzian": (2.0, -0.3, 0.7, 0.1),
+}
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A backend's own kernel, looked up by name when the case runs on that backend."""
+
+    kernel: str
+
+
+@dataclass(frozen=True)
+class Case:
+    """One variant: ``args`` for the kernel and how to compare each output.
+
+    ``compare`` has one entry per output (a kernel returning one array has one): 'kernel'
+    (relative tolerance KERNEL_RTOL), 'fit' (FIT_RTOL), 'exact' (integers, flags) or 'skip'
+    (counts that may legitimately differ, such as evaluations). ``reference`` names the
+    ``original`` kernel that gives the expected value when the kernel itself has no NumPy
+    implementation (autodiff is checked against the analytic Jacobian).
+    """
+
+    variant: str
+    args: tuple
+    compare: tuple[str, ...]
+    reference: str | None = None
+
+
+def x_grid(model: str, n_points: int) -> np.ndarray:
+    if model == "exponential_decay":
+        return np.linspace(0.0, 5.0, n_points)
+    if model == "polynomial":
+        return np.linspace(-2.0, 2.0, n_points)
+    return np.linspace(-5.0, 5.0, n_points)
+
+
+def noisy_data(model: str, n_points: int, seed: int = 0):
+    """x, y = model(x, TRUE_PARAMS) + 1% gaussian noise, with the NumPy reference model."""
+    from autofit import original
+
+    x = x_grid(model, n_points)
+    params = np.array(TRUE_PARAMS[model])
+    clean = getattr(original, f"model_{model}")(x, params)
+    noise = np.random.default_rng(seed).normal(size=n_points)
+    return x, clean + 0.01 * np.abs(clean).max() * noise
+
+
+def cases(name: str, n_points: int) -> list[Case]:
+    """The variants for kernel ``name`` on data of ``n_points`` points."""
+    kind = KERNELS[name].case
+    if kind == "model":
+        model = name.split("_", 1)[1]
+        return [Case("typical", (x_grid(model, n_points), np.array(TRUE_PARAMS[model])),
+                     ("kernel",))]
+    return _FACTORIES[kind](name, n_points)
+
+
+def _finite_difference(name, n_points):
+    x = x_grid("gaussian", n_points)
+    params = np.array(TRUE_PARAMS["gaussian"])
+    unbounded = (np.full(4, -np.inf), np.full(4, np.inf))
+    at_upper = (np.full(4, -np.inf), params + np.array([0.0, 1e-12, 0.0, 0.0]))
+    from autofit.original import model_gaussian
+
+    f0 = model_gaussian(x, params)
+    variants = []
+    for label, (lower, upper) in (("unbounded", unbounded), ("at-upper-bound", at_upper)):
+        if name == "jacobian_forward":
+            args = (Ref("model_gaussian"), x, params, f0, lower, upper)
+        else:
+            args = (Ref("model_gaussian"), x, params, lower, upper)
+        variants.append(Case(label, args, ("kernel",)))
+    return variants
+
+
+def _autodiff(name, n_points):
+    x = x_grid("gaussian", n_points)
+    params = np.array(TRUE_PARAMS["gaussian"])
+    return [Case("gaussian", (Ref("model_gaussian"), x, params), ("kernel",),
+                 reference="jacobian_gaussian")]
+
+
+def _lm_step(name, n_points):
+    rng = np.random.default_rng(n_points)
+    n_params = 5
+    basis = rng.normal(size=(max(n_points, n_params), n_params)) * np.logspace(0, 3, n_params)
+    jtj = basis.T @ basis
+    gradient = rng.normal(size=n_params) * 10.0
+    scale = np.sqrt(np.diag(jtj))
+    all_free = np.ones(n_params, dtype=bool)
+    one_held = all_free.copy()
+    one_held[2] = False
+    return [Case("all-free", (jtj, gradient, scale, 1e-3, all_free), ("kernel", "exact")),
+            Case("one-held", (jtj, gradient, scale, 1e-1, one_held), ("kernel", "exact"))]
+
+
+def _lm_solve(name, n_points):
+    x, y = noisy_data("gaussian", n_points)
+    truth = np.array(TRUE_PARAMS["gaussian"])
+    p0 = truth * np.array([1.2, 1.0, 0.8, 1.0]) + np.array([0.0, 0.2, 0.0, 0.05])
+    free = (np.full(4, -np.inf), np.full(4, np.inf))
+    # The amplitude's upper bound sits below the best fit, so it ends active.
+    capped = (np.full(4, -np.inf), np.array([2.9, np.inf, np.inf, np.inf]))
+    ones = np.ones(n_points)
+    compare = ("fit", "fit", "exact", "skip", "skip")
+    tolerances = (1e-15, 1e-15, 1e-15, 100000)
+    variants = []
+    for label, method in (("analytic", _codes.JAC_ANALYTIC), ("forward", _codes.JAC_FORWARD),
+                          ("central", _codes.JAC_CENTRAL)):
+        args = (Ref("model_gaussian"), Ref("jacobian_gaussian"), method, x, y, ones, p0,
+                *free, *tolerances)
+        variants.append(Case(label, args, compare))
+    args = (Ref("model_gaussian"), Ref("jacobian_gaussian"), _codes.JAC_ANALYTIC, x, y,
+            ones, p0, *capped, *tolerances)
+    variants.append(Case("bounded", args, compare))
+    if n_points <= 2000:  # the 2-D weights are n_points x n_points
+        weights = np.diag(1.0 / (1.0 + 0.1 * np.abs(x)))
+        weights[np.tril_indices(n_points, -1)] = 0.001
+        args = (Ref("model_gaussian"), Ref("jacobian_gaussian"), _codes.JAC_ANALYTIC, x, y,
+                weights, p0, *free, *tolerances)
+        variants.append(Case("matrix-weights", args, compare))
+    return variants
+
+
+def _covariance(name, n_points):
+    rng = np.random.default_rng(n_points + 1)
+    n_rows = max(n_points, 6)
+    jac = rng.normal(size=(n_rows, 4)) * np.array([1.0, 10.0, 0.1, 1e3])
+    deficient = jac.copy()
+    deficient[:, 3] = 2.0 * deficient[:, 0]
+    return [Case("full-rank", (jac,), ("kernel", "exact")),
+            Case("rank-deficient", (deficient,), ("kernel", "exact"))]
+
+
+_FACTORIES = {
+    "finite_difference": _finite_difference,
+    "autodiff": _autodiff,
+    "lm_step": _lm_step,
+    "lm_solve": _lm_solve,
+    "covariance": _covariance,
+}

@@ -1,0 +1,185 @@
+"""Cross-backend validation: every kernel on every available backend against ``original``.
+
+``python -m autofit validate`` prints a table (kernel x backend: largest relative deviation
+from the NumPy reference, and time per call) and exits non-zero on any disagreement. The
+generated tests (``tests/test_kernels.py``) run the same comparisons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from autofit import _cases, _dispatch
+from autofit._declarations import KERNELS
+
+SIZES = (10, 1000, 100_000)
+
+
+@dataclass
+class Comparison:
+    """One kernel variant on one backend, compared with the reference."""
+
+    kernel: str
+    variant: str
+    n_points: int
+    backend: str
+    deviation: float  # largest relative deviation over the compared float outputs
+    tolerance: float
+    exact_ok: bool  # integer / flag outputs identical
+    seconds: float  # one warm call
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.exact_ok and self.deviation <= self.tolerance
+
+
+def _module(backend: str):
+    return _dispatch.load(backend)
+
+
+def _context(backend: str):
+    if backend == "jax":
+        import jax
+
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def _resolve(args, module):
+    return tuple(getattr(module, a.kernel) if isinstance(a, _cases.Ref) else a for a in args)
+
+
+def _as_tuple(output) -> tuple:
+    return tuple(output) if isinstance(output, tuple) else (output,)
+
+
+def call(name: str, backend: str, case: _cases.Case) -> tuple[tuple, float]:
+    """Run one case on one backend: its outputs as NumPy values, and a warm call's time."""
+    module = _module(backend)
+    function = getattr(module, name)
+    args = _resolve(case.args, module)
+    with _context(backend):
+        first = _as_tuple(function(*args))
+        _block(first)
+        start = time.perf_counter()
+        output = _as_tuple(function(*args))
+        _block(output)
+        seconds = time.perf_counter() - start
+    del first
+    return tuple(np.asarray(o) for o in output), seconds
+
+
+def _block(outputs):
+    for value in outputs:
+        if hasattr(value, "block_until_ready"):
+            value.block_until_ready()
+
+
+def relative_deviation(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max |actual - expected| / (|expected| + 1e-8 max|expected|): relative per element,
+    with a floor so entries that are zero up to rounding do not dominate."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return np.inf
+    if expected.size == 0:
+        return 0.0
+    floor = 1e-8 * np.max(np.abs(expected)) + np.finfo(np.float64).tiny
+    with np.errstate(invalid="ignore"):
+        deviation = np.max(np.abs(actual - expected) / (np.abs(expected) + floor))
+    return float(deviation) if np.isfinite(deviation) else np.inf
+
+
+def compare(name: str, backend: str, n_points: int) -> list[Comparison]:
+    """Compare kernel ``name`` on ``backend`` with ``original`` for every case variant."""
+    rows = []
+    for case in _cases.cases(name, n_points):
+        if case.reference is not None:
+            expected_fn = getattr(_module("numpy"), case.reference)
+            expected = _as_tuple(expected_fn(*_resolve(case.args[1:], _module("numpy"))))
+        else:
+            expected, _ = call(name, "numpy", case)
+        tolerance = _cases.FIT_RTOL if "fit" in case.compare else _cases.KERNEL_RTOL
+        try:
+            actual, seconds = call(name, backend, case)
+        except Exception as exc:  # reported in the table, never hidden
+            rows.append(Comparison(name, case.variant, n_points, backend, np.inf, tolerance,
+                                   False, 0.0, f"{type(exc).__name__}: {exc}"))
+            continue
+        deviation, exact_ok = 0.0, len(actual) == len(case.compare)
+        for how, a, e in zip(case.compare, actual, expected):
+            if how in ("kernel", "fit"):
+                deviation = max(deviation, relative_deviation(a, e))
+            elif how == "exact":
+                exact_ok = exact_ok and np.array_equal(np.asarray(a), np.asarray(e))
+        rows.append(Comparison(name, case.variant, n_points, backend, deviation, tolerance,
+                               exact_ok, seconds))
+    return rows
+
+
+def available_backends() -> list[str]:
+    return [b for b in _dispatch.BACKENDS if _dispatch.is_installed(b)]
+
+
+def implementing(name: str, backends) -> list[str]:
+    """Backends that implement kernel ``name`` themselves (others use the fallback table)."""
+    return [b for b in backends if name in _module(b).__all__]
+
+
+def run(backends=None, sizes=SIZES, kernels=None, progress=None) -> list[Comparison]:
+    """All comparisons for the given backends (default: every installed one)."""
+    backends = list(backends or available_backends())
+    rows = []
+    for name in kernels or KERNELS:
+        for backend in implementing(name, backends):
+            if backend == "numpy" and KERNELS[name].case != "autodiff":
+                continue  # the reference itself
+            for n_points in sizes:
+                rows.extend(compare(name, backend, n_points))
+                if progress:
+                    progress(rows[-1])
+    return rows
+
+
+def format_table(rows: list[Comparison]) -> str:
+    """One line per kernel and backend: worst deviation over sizes and variants, time."""
+    backends = sorted({r.backend for r in rows}, key=_dispatch.BACKENDS.index)
+    kernels = list(dict.fromkeys(r.kernel for r in rows))
+    width = max(len(k) for k in kernels) + 2 if kernels else 10
+    header = "kernel".ljust(width) + "".join(f"{b:>26}" for b in backends)
+    lines = [header, "-" * len(header)]
+    for kernel_name in kernels:
+        cells = []
+        for backend in backends:
+            mine = [r for r in rows if r.kernel == kernel_name and r.backend == backend]
+            if not mine:
+                cells.append(f"{'(fallback)':>26}")
+                continue
+            worst = max(r.deviation for r in mine)
+            seconds = max(r.seconds for r in mine)
+            mark = "ok" if all(r.ok for r in mine) else "FAIL"
+            cells.append(f"{worst:9.1e} {_format_seconds(seconds):>10} {mark:>5}")
+        lines.append(kernel_name.ljust(width) + "".join(cells))
+    failures = [r for r in rows if not r.ok]
+    lines.append("")
+    lines.append(f"{len(rows)} comparisons, {len(failures)} disagreement(s); deviation = "
+                 "largest relative difference from autofit.original over sizes "
+                 f"{sorted({r.n_points for r in rows})}; time = slowest warm call")
+    for r in failures:
+        why = r.error or (f"deviation {r.deviation:.2e} > {r.tolerance:.0e}"
+                          if r.deviation > r.tolerance else "integer outputs differ")
+        lines.append(f"  FAIL {r.kernel} [{r.variant}, n={r.n_points}] on {r.backend}: {why}")
+    return "\n".join(lines)
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"

@@ -1,0 +1,181 @@
+"""Backend selection: precedence, errors, fallbacks, strict mode, thread safety."""
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import autofit
+from autofit import _dispatch
+from tests.conftest import installed
+
+needs_numba = pytest.mark.skipif(not installed("numba"), reason="numba is not installed")
+needs_jax = pytest.mark.skipif(not installed("jax"), reason="jax is not installed")
+
+
+def numpy_decay(x, a, b):
+    return a * np.exp(-b * x)
+
+
+X = np.linspace(0, 3, 40)
+Y = numpy_decay(X, 2.0, 1.5)
+
+
+def test_default_rule_without_gpu_prefers_numba_then_numpy(monkeypatch):
+    monkeypatch.setattr(_dispatch, "_default_cache", {})
+    monkeypatch.setattr(_dispatch, "_jax_sees_gpu", lambda: False)
+    expected = "numba" if installed("numba") else "numpy"
+    assert autofit.get_backend() == expected
+    assert "default rule" in autofit.explain_backend()
+
+
+def test_default_rule_picks_jax_when_it_sees_a_gpu(monkeypatch):
+    monkeypatch.setattr(_dispatch, "_default_cache", {})
+    monkeypatch.setattr(_dispatch, "_jax_sees_gpu", lambda: True)
+    monkeypatch.setattr(_dispatch, "is_installed", lambda name: True)
+    assert _dispatch.default_backend() == "jax"
+
+
+def test_precedence_argument_context_config_environment(monkeypatch):
+    monkeypatch.setenv("FFIT_BACKEND", "numpy")
+    assert autofit.get_backend() == "numpy"
+    assert "FFIT_BACKEND" in autofit.explain_backend()
+    autofit.set_backend("original")
+    assert autofit.explain_backend().endswith("autofit.set_backend()")
+    with autofit.use_backend("numpy"):
+        assert "use_backend" in autofit.explain_backend()
+        assert autofit.explain_backend("numpy").endswith("the backend= argument")
+
+
+@pytest.mark.parametrize("bad", ["cuda", "NUMPYY", ""])
+def test_unknown_backend_lists_valid_names(bad):
+    with pytest.raises(ValueError, match="valid backends are 'numpy', 'numba', 'jax'"):
+        autofit.curve_fit(numpy_decay, X, Y, backend=bad)
+
+
+def test_unknown_backend_in_environment(monkeypatch):
+    monkeypatch.setenv("FFIT_BACKEND", "tpu")
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        autofit.get_backend()
+
+
+def test_missing_backend_names_the_extra(monkeypatch):
+    real = _dispatch.is_installed
+    monkeypatch.setattr(_dispatch, "is_installed", lambda n: n == "numpy" or (
+        real(n) and n != "jax"))
+    with pytest.raises(ImportError, match=r"pip install 'autofit-lm\[jax\]'"):
+        autofit.curve_fit(numpy_decay, X, Y, backend="jax")
+
+
+def test_names_are_case_insensitive_and_aliased():
+    assert _dispatch.normalize(" NumPy ") == "numpy"
+    assert _dispatch.normalize("original") == "numpy"
+
+
+@needs_jax
+def test_numpy_model_on_jax_falls_back_with_a_warning():
+    with pytest.warns(autofit.BackendFallbackWarning, match="jax cannot trace the model"):
+        popt, _, info, _, _ = autofit.curve_fit(numpy_decay, X, Y, p0=[1, 1], backend="jax",
+                                                full_output=True)
+    assert info["backend"] in ("numba", "numpy")
+    assert "could not run it" in info["backend_reason"]
+    np.testing.assert_allclose(popt, [2.0, 1.5], rtol=1e-9)
+
+
+@needs_jax
+@pytest.mark.parametrize("how", ["argument", "environment", "context"])
+def test_strict_mode_turns_the_fallback_into_an_error(how, monkeypatch):
+    kwargs = {}
+    if how == "argument":
+        kwargs["strict"] = True
+    elif how == "environment":
+        monkeypatch.setenv("FFIT_STRICT", "1")
+    if how == "context":
+        with autofit.use_backend("jax", strict=True):
+            with pytest.raises(autofit.BackendError, match="strict mode"):
+                autofit.curve_fit(numpy_decay, X, Y, p0=[1, 1])
+        return
+    with pytest.raises(autofit.BackendError, match="strict mode"):
+        autofit.curve_fit(numpy_decay, X, Y, p0=[1, 1], backend="jax", **kwargs)
+
+
+@needs_numba
+def test_model_numba_cannot_compile_falls_back_to_numpy():
+    def plain_python_helper(value):
+        return value
+
+    def uses_python_objects(x, a, b):
+        # Calling a plain (not jitted) Python function is something numba cannot compile.
+        return plain_python_helper(a) * np.exp(-b * x)
+
+    with pytest.warns(autofit.BackendFallbackWarning, match="numba cannot compile"):
+        *_, info, _, _ = autofit.curve_fit(uses_python_objects, X, Y, p0=[1, 1],
+                                           backend="numba", full_output=True)
+    assert info["backend"] == "numpy"
+
+
+@needs_jax
+def test_jax_model_runs_on_jax_without_warning():
+    import jax.numpy as jnp
+
+    def jax_decay(x, a, b):
+        return a * jnp.exp(-b * x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        popt, _, info, _, _ = autofit.curve_fit(jax_decay, X, Y, p0=[1, 1], backend="jax",
+                                                full_output=True)
+    assert info["backend"] == "jax"
+    np.testing.assert_allclose(popt, [2.0, 1.5], rtol=1e-10)
+
+
+def test_use_backend_is_local_to_each_thread():
+    seen = {}
+    barrier = threading.Barrier(2)
+
+    def worker(name):
+        with autofit.use_backend(name):
+            barrier.wait()
+            seen[name] = autofit.get_backend()
+            barrier.wait()
+
+    names = ["numpy", "numba" if installed("numba") else "numpy"]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in set(names)]
+    if len(threads) == 1:
+        pytest.skip("needs two installed backends")
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {n: n for n in set(names)}
+
+
+def test_every_result_records_the_backend_that_ran():
+    *_, info, _, _ = autofit.curve_fit(numpy_decay, X, Y, p0=[1, 1], backend="numpy",
+                                       full_output=True)
+    assert info["backend"] == "numpy"
+    assert info["backend_reason"] == "'numpy' chosen by the backend= argument"
+
+
+def test_kernel_lookup_falls_back_for_autodiff_on_numpy():
+    if not installed("jax"):
+        with pytest.raises(autofit.BackendError):
+            autofit.kernel("jacobian_autodiff", backend="numpy")
+        return
+    with pytest.warns(autofit.BackendFallbackWarning, match="fallback table sends it"):
+        function = autofit.kernel("jacobian_autodiff", backend="numpy")
+    assert function.__module__.startswith("autofit.jax")
+    with pytest.raises(autofit.BackendError, match="strict"):
+        autofit.kernel("jacobian_autodiff", backend="numpy", strict=True)
+
+
+def test_import_autofit_does_not_import_jax_or_numba():
+    import subprocess
+    import sys
+
+    code = ("import sys, autofit; "
+            "print(any(m in sys.modules for m in ('jax', 'numba')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
