@@ -137,6 +137,8 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
                          "xdata must be (n_points,) or (k, n_points) with the same n_points")
     if y.size == 0:
         raise ValueError("`ydata` must not be empty!")
+    if sigma is not None:
+        check.check_sigma_shape(sigma, y.shape[0])
     x, y, sigma = _apply_nan_policy(x, y, sigma, nan_policy, check_finite)
 
     lower, upper = check.check_bounds(bounds, _n_params_hint(f, p0))
@@ -158,7 +160,7 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     max_nfev = options.pop("max_nfev") or default_max_nfev(n_params)
 
     choice = _dispatch.choose(backend)
-    _check_model_at_p0(f, x, y, p0, choice.requested)
+    _check_model_at_p0(f, jac, x, y, p0, choice.requested)
 
     def attempt(name):
         prepared = _adapters.prepare(name, f, n_params, jac)
@@ -180,14 +182,24 @@ def _solver_options(kwargs) -> dict:
     options = {"ftol": DEFAULT_FTOL, "xtol": DEFAULT_XTOL, "gtol": DEFAULT_GTOL}
     for name in ("ftol", "xtol", "gtol"):
         if name in kwargs:
-            value = float(kwargs[name])
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {kwargs[name]!r}")
+            value = kwargs[name]
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"{name} must be a number >= 0, got {kwargs[name]!r}") from None
+            if not (value >= 0 and np.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {kwargs[name]!r}")
             options[name] = value
-    budget = kwargs.get("maxfev", kwargs.get("max_nfev"))
-    if budget is not None and (int(budget) != budget or budget < 1):
-        raise ValueError(f"maxfev must be a positive integer, got {budget!r}")
-    options["max_nfev"] = None if budget is None else int(budget)
+    name = "maxfev" if "maxfev" in kwargs else "max_nfev"
+    budget = kwargs.get(name)
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer, float,
+                                                               np.floating)):
+            raise TypeError(f"{name} must be a positive integer, got {budget!r}")
+        if not (np.isfinite(budget) and budget >= 1 and int(budget) == budget):
+            raise ValueError(f"{name} must be a positive integer, got {budget!r}")
+        budget = int(budget)
+    options["max_nfev"] = budget
     return options
 
 
@@ -220,7 +232,7 @@ def _apply_nan_policy(x, y, sigma, nan_policy, check_finite):
 
 def _n_params_hint(f, p0) -> int:
     if p0 is not None:
-        return np.atleast_1d(np.asarray(p0)).shape[0]
+        return np.atleast_1d(check.as_float_array(p0, "p0")).shape[0]
     count = check.fixed_parameter_count(f)
     return 1 if count is None else count
 
@@ -235,15 +247,30 @@ def _default_p0(f, x, y, lower, upper):
     return check.feasible_start(lower, upper)
 
 
-def _check_model_at_p0(f, x, y, p0, backend):
-    """Evaluate the model once in Python: its own exceptions propagate unchanged."""
+def _check_model_at_p0(f, jac, x, y, p0, backend):
+    """Evaluate the model (and a callable jac) once in Python at p0.
+
+    The user's own exceptions propagate unchanged; wrong shapes and non-finite values are
+    reported here, before any backend compiles anything.
+    """
+    context = contextlib.nullcontext()
     if backend == "jax" and not hasattr(f, "guess"):
         import jax
 
-        with jax.enable_x64(True):
-            f0 = np.asarray(f(x, *p0), dtype=np.float64)
-    else:
+        context = jax.enable_x64(True)
+    with context:
         f0 = np.asarray(f(x, *p0), dtype=np.float64)
+        j0 = np.asarray(jac(x, *p0), dtype=np.float64) if callable(jac) else None
+    if not np.all(np.isfinite(y)):
+        raise ValueError("Residuals are not finite in the initial point: "
+                         + check.first_nonfinite(y, "ydata") + " (check_finite=False lets "
+                         "it through); drop those points or use nan_policy='omit'")
+    if j0 is not None and j0.shape != (y.shape[0], p0.shape[0]):
+        raise ValueError(f"jac returned shape {j0.shape} at p0, but it must return "
+                         f"(n_points, n_params) = ({y.shape[0]}, {p0.shape[0]})")
+    if j0 is not None and not np.all(np.isfinite(j0)):
+        raise ValueError(check.first_nonfinite(j0, "jac's output at p0")
+                         + "; choose a p0 where the Jacobian is finite")
     if f0.shape != y.shape:
         raise ValueError(f"the model returned shape {f0.shape} at p0, but ydata has shape "
                          f"{y.shape}; f(xdata, *params) must return one value per point")
@@ -296,9 +323,12 @@ def _run_backend(name, prepared, x, y, weights, p0, lower, upper, options, max_n
                     prepared.model, prepared.jacobian, prepared.polish_method, x, y, weights,
                     params, lower, upper, *tolerances, max(max_nfev - int(nfev), 1)))
             nfev, n_iter = int(nfev) + int(nfev_polish), int(n_iter) + int(n_polish)
-        jac = _jacobian(kernels, prepared, x, params, lower, upper)
-        jac_w = weights @ jac if weights.ndim == 2 else weights[:, None] * jac
-        pcov, rank = (_to_numpy(v) for v in kernels.covariance_from_jacobian(jac_w))
+        if int(status) in _codes.CONVERGED_CODES:
+            jac = _jacobian(kernels, prepared, x, params, lower, upper)
+            jac_w = weights @ jac if weights.ndim == 2 else weights[:, None] * jac
+            pcov, rank = (_to_numpy(v) for v in kernels.covariance_from_jacobian(jac_w))
+        else:  # curve_fit raises for this fit; there is no covariance to estimate
+            pcov, rank = np.full((p0.shape[0], p0.shape[0]), np.nan), 0
         f = _to_numpy(prepared.model(x, params))
     residuals = weights @ (f - y) if weights.ndim == 2 else weights * (f - y)
     return {"params": np.array(params, dtype=np.float64), "chi2": float(chi2),

@@ -68,7 +68,8 @@ def check_p0(p0, f) -> np.ndarray:
                          "starting value for every parameter")
     expected = fixed_parameter_count(f)
     if expected is not None and expected != p0.size:
-        raise ValueError(f"p0 has {p0.size} values but the model takes {expected} parameters "
+        raise ValueError(f"p0 has {p0.size} value(s) but the model takes {expected} "
+                         f"parameter(s) "
                          f"after x; give one starting value per parameter")
     return p0
 
@@ -126,10 +127,18 @@ def check_feasible(p0, lower, upper) -> None:
 
 def first_nonfinite(array: np.ndarray, name: str) -> str:
     bad = ~np.isfinite(array)
-    index = np.unravel_index(int(np.argmax(bad)), array.shape)
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))
     where = index[0] if len(index) == 1 else index
     return (f"{name} contains {int(bad.sum())} non-finite value(s) "
             f"(first at index {where}: {array[index]})")
+
+
+def check_sigma_shape(sigma, n_points: int) -> None:
+    shape = as_float_array(sigma, "sigma").shape
+    if shape not in ((n_points,), (n_points, n_points)):
+        raise ValueError(f"sigma has shape {shape}, but ydata has {n_points} points: give "
+                         f"sigma of shape ({n_points},) (standard deviations) or "
+                         f"({n_points}, {n_points}) (a covariance matrix)")
 
 
 def check_sigma(sigma, n_points: int) -> tuple[np.ndarray, bool]:

@@ -1,0 +1,182 @@
+"""curve_fit is a drop-in for scipy.optimize.curve_fit: same arguments, results, meaning."""
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+import autofit
+from tests.conftest import backend_params, installed
+
+
+def decay(x, a, b, c):
+    return a * np.exp(-b * x) + c
+
+
+def decay_jac(x, a, b, c):
+    e = np.exp(-b * x)
+    return np.stack([e, -a * x * e, np.ones_like(x)], axis=1)
+
+
+def model_for(backend, name="decay"):
+    """The same model written for the backend (jax needs jax.numpy)."""
+    if backend != "jax":
+        return {"decay": decay, "decay_jac": decay_jac}[name]
+    import jax.numpy as jnp
+
+    if name == "decay":
+        return lambda x, a, b, c: a * jnp.exp(-b * x) + c
+    return lambda x, a, b, c: jnp.stack(
+        [jnp.exp(-b * x), -a * x * jnp.exp(-b * x), jnp.ones_like(x)], axis=1)
+
+
+RNG = np.random.default_rng(42)
+X = np.linspace(0, 4, 60)
+SIGMA = 0.02 + 0.01 * X
+Y = decay(X, 2.5, 1.3, 0.5) + SIGMA * RNG.normal(size=X.size)
+P0 = [1.0, 1.0, 0.0]
+BACKENDS = backend_params()
+
+
+def scipy_fit(**kwargs):
+    kwargs.setdefault("p0", P0)
+    return optimize.curve_fit(decay, X, Y, ftol=1e-14, xtol=1e-14, gtol=1e-15, **kwargs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("options", [
+    {},
+    {"sigma": SIGMA},
+    {"sigma": SIGMA, "absolute_sigma": True},
+    {"sigma": np.diag(SIGMA ** 2)},
+    {"bounds": ([0, 0, -1], [10, 10, 1])},
+    {"bounds": optimize.Bounds([0, 0, -1], [10, 10, 1])},
+], ids=["plain", "sigma", "absolute-sigma", "covariance-sigma", "bounds", "Bounds"])
+def test_same_result_as_scipy(backend, options):
+    expected_popt, expected_pcov = scipy_fit(**options)
+    popt, pcov = autofit.curve_fit(model_for(backend), X, Y, p0=P0, backend=backend,
+                                   **options)
+    assert popt.shape == (3,) and pcov.shape == (3, 3)
+    np.testing.assert_allclose(popt, expected_popt, rtol=1e-7)
+    np.testing.assert_allclose(pcov, expected_pcov, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("jac", ["callable", "2-point", "3-point"])
+def test_jac_options(backend, jac):
+    expected, _ = scipy_fit()
+    jac_arg = model_for(backend, "decay_jac") if jac == "callable" else jac
+    popt, pcov = autofit.curve_fit(model_for(backend), X, Y, p0=P0, jac=jac_arg,
+                                   backend=backend)
+    np.testing.assert_allclose(popt, expected, rtol=1e-6)
+    assert np.all(np.isfinite(pcov))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_active_bound_is_respected_and_matches_scipy_trf(backend):
+    bounds = ([0, 1.4, -1], [10, 10, 1])  # the rate's lower bound is active at the optimum
+    expected, _ = optimize.curve_fit(decay, X, Y, p0=[1, 2, 0], bounds=bounds,
+                                     ftol=1e-15, xtol=1e-15, gtol=1e-15)
+    popt, _ = autofit.curve_fit(model_for(backend), X, Y, p0=[1, 2, 0], bounds=bounds,
+                                backend=backend)
+    assert popt[1] == 1.4
+    np.testing.assert_allclose(popt, expected, rtol=1e-6)
+
+
+def test_default_p0_from_signature_is_ones_like_scipy():
+    def line(x, m, c):
+        return m * x + c
+
+    popt, _ = autofit.curve_fit(line, X, 2 * X + 1, backend="numpy")
+    np.testing.assert_allclose(popt, [2, 1], rtol=1e-12)
+    bounded, _ = autofit.curve_fit(line, X, 2 * X + 1, bounds=([0, 0], [5, 5]),
+                                   backend="numpy")
+    np.testing.assert_allclose(bounded, [2, 1], rtol=1e-10)
+
+
+def test_full_output_like_scipy():
+    popt, pcov, info, mesg, ier = autofit.curve_fit(decay, X, Y, p0=P0, full_output=True,
+                                                    backend="numpy")
+    _, _, scipy_info, _, scipy_ier = optimize.curve_fit(decay, X, Y, p0=P0, full_output=True)
+    assert ier in (1, 2, 3, 4, 6) and scipy_ier in (1, 2, 3, 4)
+    assert isinstance(mesg, str) and mesg
+    assert info["fvec"].shape == scipy_info["fvec"].shape
+    np.testing.assert_allclose(info["fvec"], decay(X, *popt) - Y, atol=1e-12)
+    assert info["nfev"] > 0 and info["backend"] == "numpy"
+    assert isinstance(info["status"], autofit.Status) and info["status"].converged
+
+
+def test_builtin_models_use_analytic_jacobians_and_guesses():
+    x = np.linspace(-3, 3, 101)
+    for model, truth in [(autofit.models.gaussian, (2.0, 0.3, 0.7, 0.1)),
+                         (autofit.models.lorentzian, (-1.5, -0.2, 0.5, 1.0)),
+                         (autofit.models.exponential_decay, (3.0, 0.8, 0.2)),
+                         (autofit.models.linear, (1.5, -2.0))]:
+        y = model(x, *truth)
+        popt, _, info, _, _ = autofit.curve_fit(model, x, y, backend="numpy",
+                                                full_output=True)
+        np.testing.assert_allclose(popt, truth, rtol=1e-8, atol=1e-10)
+    poly, _ = autofit.curve_fit(autofit.models.polynomial, x, 1 + 2 * x - x ** 2,
+                                p0=[0, 0, 0], backend="numpy")
+    np.testing.assert_allclose(poly, [1, 2, -1], atol=1e-10)
+    with pytest.raises(ValueError, match="p0"):
+        autofit.curve_fit(autofit.models.polynomial, x, x, backend="numpy")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_builtin_model_on_every_backend(backend):
+    x = np.linspace(-3, 3, 101)
+    y = autofit.models.gaussian(x, 2.0, 0.3, 0.7, 0.1) + 0.01 * RNG.normal(size=x.size)
+    reference, reference_cov = autofit.curve_fit(autofit.models.gaussian, x, y,
+                                                 backend="numpy")
+    popt, pcov = autofit.curve_fit(autofit.models.gaussian, x, y, backend=backend)
+    np.testing.assert_allclose(popt, reference, rtol=1e-8)
+    np.testing.assert_allclose(pcov, reference_cov, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_variable_xdata(backend):
+    xy = np.stack(np.meshgrid(np.linspace(-1, 1, 9), np.linspace(-1, 1, 9))).reshape(2, -1)
+    if backend == "jax":
+        import jax.numpy as lib
+    else:
+        lib = np
+
+    def plane_bump(xy, a, b, c):
+        return a * lib.exp(-(xy[0] ** 2 + xy[1] ** 2) / b) + c
+
+    z = np.asarray(plane_bump(xy, 1.5, 0.5, 0.2))
+    popt, _ = autofit.curve_fit(plane_bump, xy, z, p0=[1, 1, 0], backend=backend)
+    np.testing.assert_allclose(popt, [1.5, 0.5, 0.2], rtol=1e-9)
+
+
+def test_jax_does_not_change_global_precision():
+    if not installed("jax"):
+        pytest.skip("jax is not installed")
+    import jax
+    import jax.numpy as jnp
+
+    before = jax.config.jax_enable_x64
+    autofit.curve_fit(model_for("jax"), X, Y, p0=P0, backend="jax")
+    assert jax.config.jax_enable_x64 == before
+    assert jnp.ones(2).dtype == (jnp.float64 if before else jnp.float32)
+
+
+def test_jax_recompiles_neither_for_new_values_nor_within_a_bucket():
+    if not installed("jax"):
+        pytest.skip("jax is not installed")
+    import jax.numpy as jnp
+
+    from autofit.jax import lm
+
+    traces = []
+
+    def counted(x, a, b, c):
+        traces.append(1)
+        return a * jnp.exp(-b * x) + c
+
+    autofit.curve_fit(counted, X, Y, p0=P0, backend="jax")
+    after_first = len(traces)
+    autofit.curve_fit(counted, X, Y * 1.01, p0=P0, backend="jax")  # new values
+    autofit.curve_fit(counted, X[:55], Y[:55], p0=P0, backend="jax")  # same bucket (64)
+    assert len(traces) == after_first, "jax retraced for new data values or lengths"
+    del lm
