@@ -204,7 +204,7 @@ def ci_test_command() -> str:
 
 
 def readme_test_commands(text: str) -> list[str]:
-    """Lines starting with ``python -m pytest`` inside fenced code blocks, in order."""
+    """``python -m pytest`` commands (alone or after ``&&``) in fenced code blocks, in order."""
     commands = []
     fence = None
     for line in text.splitlines():
@@ -220,6 +220,8 @@ def readme_test_commands(text: str) -> list[str]:
             continue
         command = re.sub(r"^\$\s+", "", stripped)  # a "$ " shell prompt
         command = re.sub(r"\s+#.*$", "", command)  # a trailing shell comment
+        # The quick start may install first: "pip install ... && python -m pytest ...".
+        command = command.split("&&")[-1].strip()
         if command.startswith("python -m pytest"):
             commands.append(" ".join(command.split()))
     return commands
