@@ -17,6 +17,13 @@ from autofit._declarations import KERNELS
 # Tolerances of the cross-backend comparison (float64), per kind of output.
 KERNEL_RTOL = 1e-10
 FIT_RTOL = 1e-8
+# Finite differences divide a difference of model values by the step h, so a one-ulp
+# difference between two backends' exp (XLA's and libm's differ) becomes about
+# eps |f| / h, with h = sqrt(eps) |p| (forward) or eps**(1/3) |p| (central). For the gaussian
+# case (|f| <= 3.2, smallest |p| = 0.2, |J| up to 3) that is ~1e-7 and ~5e-10 of max |J|
+# (measured: 1.5e-7 and 5.5e-10 on jax; numba, on the same libm, is bit-identical). These
+# kernels are therefore compared norm-wise with a tolerance ten times that bound.
+FD_RTOL = {"forward": 1e-6, "central": 1e-8}
 
 TRUE_PARAMS = {
     "linear": (1.5, -0.5),
@@ -39,8 +46,9 @@ class Case:
     """One variant: ``args`` for the kernel and how to compare each output.
 
     ``compare`` has one entry per output (a kernel returning one array has one): 'kernel'
-    (relative tolerance KERNEL_RTOL), 'fit' (FIT_RTOL), 'exact' (integers, flags) or 'skip'
-    (counts that may legitimately differ, such as evaluations). ``reference`` names the
+    (relative tolerance KERNEL_RTOL), 'fit' (FIT_RTOL), 'fd-forward' / 'fd-central'
+    (norm-wise, FD_RTOL), 'exact' (integers, flags) or 'skip' (counts that may legitimately
+    differ, such as evaluations). ``reference`` names the
     ``original`` kernel that gives the expected value when the kernel itself has no NumPy
     implementation (autodiff is checked against the analytic Jacobian).
     """
@@ -94,7 +102,7 @@ def _finite_difference(name, n_points):
             args = (Ref("model_gaussian"), x, params, f0, lower, upper)
         else:
             args = (Ref("model_gaussian"), x, params, lower, upper)
-        variants.append(Case(label, args, ("kernel",)))
+        variants.append(Case(label, args, ("fd-" + name.split("_")[1],)))
     return variants
 
 
@@ -128,7 +136,10 @@ def _lm_solve(name, n_points):
     capped = (np.full(4, -np.inf), np.array([2.9, np.inf, np.inf, np.inf]))
     ones = np.ones(n_points)
     compare = ("fit", "fit", "exact", "skip", "skip")
-    tolerances = (1e-15, 1e-15, 1e-15, 100000)
+    # Tolerances well above rounding, so that the stopping rule that fires is decided by the
+    # iteration, not by the last bits of chi2 (at 1e-15 it is a coin toss between "ftol" and
+    # "no further reduction possible", legitimately different across backends).
+    tolerances = (1e-10, 1e-10, 1e-10, 100000)
     variants = []
     for label, method in (("analytic", _codes.JAC_ANALYTIC), ("forward", _codes.JAC_FORWARD),
                           ("central", _codes.JAC_CENTRAL)):

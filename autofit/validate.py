@@ -95,6 +95,26 @@ def relative_deviation(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(deviation) if np.isfinite(deviation) else np.inf
 
 
+def normwise_deviation(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max |actual - expected| / max |expected|."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return np.inf
+    scale = np.max(np.abs(expected)) if expected.size else 0.0
+    deviation = np.max(np.abs(actual - expected)) / scale if scale > 0 else 0.0
+    return float(deviation) if np.isfinite(deviation) else np.inf
+
+
+def _tolerance(compare: tuple[str, ...]) -> float:
+    if "fit" in compare:
+        return _cases.FIT_RTOL
+    for how in compare:
+        if how.startswith("fd-"):
+            return _cases.FD_RTOL[how[3:]]
+    return _cases.KERNEL_RTOL
+
+
 def compare(name: str, backend: str, n_points: int) -> list[Comparison]:
     """Compare kernel ``name`` on ``backend`` with ``original`` for every case variant."""
     rows = []
@@ -104,7 +124,7 @@ def compare(name: str, backend: str, n_points: int) -> list[Comparison]:
             expected = _as_tuple(expected_fn(*_resolve(case.args[1:], _module("numpy"))))
         else:
             expected, _ = call(name, "numpy", case)
-        tolerance = _cases.FIT_RTOL if "fit" in case.compare else _cases.KERNEL_RTOL
+        tolerance = _tolerance(case.compare)
         try:
             actual, seconds = call(name, backend, case)
         except Exception as exc:  # reported in the table, never hidden
@@ -115,6 +135,8 @@ def compare(name: str, backend: str, n_points: int) -> list[Comparison]:
         for how, a, e in zip(case.compare, actual, expected):
             if how in ("kernel", "fit"):
                 deviation = max(deviation, relative_deviation(a, e))
+            elif how.startswith("fd-"):
+                deviation = max(deviation, normwise_deviation(a, e))
             elif how == "exact":
                 exact_ok = exact_ok and np.array_equal(np.asarray(a), np.asarray(e))
         rows.append(Comparison(name, case.variant, n_points, backend, deviation, tolerance,
