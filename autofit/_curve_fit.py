@@ -326,6 +326,8 @@ def _run_backend(name, prepared, x, y, weights, p0, lower, upper, options, max_n
         if int(status) in _codes.CONVERGED_CODES:
             jac = _jacobian(kernels, prepared, x, params, lower, upper)
             jac_w = weights @ jac if weights.ndim == 2 else weights[:, None] * jac
+            # Without jax's padding rows: the rank threshold scales with the number of rows.
+            jac_w = jac_w[:n_points]
             pcov, rank = (_to_numpy(v) for v in kernels.covariance_from_jacobian(jac_w))
         else:  # curve_fit raises for this fit; there is no covariance to estimate
             pcov, rank = np.full((p0.shape[0], p0.shape[0]), np.nan), 0
