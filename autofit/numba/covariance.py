@@ -1,0 +1,29 @@
+"""Parameter covariance from the Jacobian (numba)."""
+
+import numpy as np
+from numba import njit
+
+from autofit._declarations import implements
+
+_EPS = np.finfo(np.float64).eps
+
+
+@implements("covariance_from_jacobian")
+@njit(cache=True, error_model="numpy")
+def covariance_from_jacobian(jac):
+    _, singular_values, vt = np.linalg.svd(jac, full_matrices=False)
+    threshold = _EPS * max(jac.shape[0], jac.shape[1]) * singular_values[0]
+    n_params = vt.shape[1]
+    inverse_squares = np.zeros(singular_values.shape[0])
+    rank = 0
+    for k in range(singular_values.shape[0]):
+        if singular_values[k] > threshold:
+            inverse_squares[k] = 1.0 / singular_values[k] ** 2
+            rank += 1
+    pcov = np.zeros((n_params, n_params))
+    for k in range(singular_values.shape[0]):
+        for i in range(n_params):
+            vi = vt[k, i] * inverse_squares[k]
+            for j in range(n_params):
+                pcov[i, j] += vi * vt[k, j]
+    return pcov, rank
