@@ -101,8 +101,8 @@ _GENERIC = (
 
 The step for parameter j is ``sqrt(eps) * |params[j]|`` (``sqrt(eps)`` where it is 0),
 rounded so that ``params[j] + h`` is exactly representable; where the step would cross
-``upper[j]`` it is taken backwards instead, so the model is never evaluated outside the
-bounds. Costs n_params model evaluations.
+``upper[j]`` it is taken backwards instead, so the model is not evaluated outside the bounds
+(unless the box is narrower than the step itself). Costs n_params model evaluations.
 
 Parameters
 ----------
