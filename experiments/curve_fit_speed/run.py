@@ -3,7 +3,7 @@
 Exponential decay a*exp(-b*x)+c, 1e3..1e6 points, 1% noise, p0=(1, 1, 0). Each timing is
 the median of several warm calls (compilation excluded and reported separately). Run:
 
-    python experiments/curve_fit_speed/run.py > experiments/curve_fit_speed/results.md
+    python experiments/curve_fit_speed/run.py [default|scipy]
 """
 
 import platform
@@ -19,6 +19,11 @@ import autofit
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 P0 = (1.0, 1.0, 0.0)
+# "default": autofit's defaults (iterate to float64 precision); "scipy": scipy's tolerances
+# (ftol = xtol = 1.49e-8), so both stop at the same accuracy.
+MODE = sys.argv[1] if len(sys.argv) > 1 else "default"
+TOLERANCES = {} if MODE == "default" else {"ftol": 1.49012e-8, "xtol": 1.49012e-8,
+                                            "gtol": 0.0}
 
 
 def decay(x, a, b, c):
@@ -41,8 +46,10 @@ def median_seconds(call, repeats):
 
 
 def main():
+    tolerance_note = {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
+    print(f"tolerances: {MODE} {TOLERANCES}")
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{__import__('os').cpu_count()} cores; python {platform.python_version()}; "
           f"commit {commit}\n")
@@ -70,7 +77,8 @@ def main():
                 autofit.curve_fit(f, x, y, p0=P0, backend=backend)
             compile_times.setdefault((backend, model), time.perf_counter() - start)
             seconds = median_seconds(
-                lambda: autofit.curve_fit(f, x, y, p0=P0, backend=backend), repeats)
+                lambda: autofit.curve_fit(f, x, y, p0=P0, backend=backend, **TOLERANCES),
+                repeats)
             cells.append(f"{seconds * 1e3:.2f} ms ({reference / seconds:.1f}x)")
         print(f"| {n_points:,} | " + " | ".join(cells) + " |", flush=True)
     print("\nfirst call (compilation included) at 1,000 points: " + ", ".join(
