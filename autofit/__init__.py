@@ -10,9 +10,19 @@ from autofit import models
 from autofit._codes import CONVERGED_CODES
 from autofit._curve_fit import ImproperInputError, OptimizeWarning, curve_fit
 from autofit._declarations import KERNELS, MODELS
-from autofit._dispatch import (BACKENDS, FALLBACK, KERNEL_FALLBACK, BackendChoice,
-                               BackendError, BackendFallbackWarning, choose, get_backend,
-                               kernel, set_backend, use_backend)
+from autofit._dispatch import (
+    BACKENDS,
+    FALLBACK,
+    KERNEL_FALLBACK,
+    BackendChoice,
+    BackendError,
+    BackendFallbackWarning,
+    choose,
+    get_backend,
+    kernel,
+    set_backend,
+    use_backend,
+)
 from autofit._status import Status
 
 __version__ = "0.1.0"

@@ -107,7 +107,7 @@ def _no_jacobian(backend):
         if backend == "numba":
             import numba
 
-            def no_jacobian(x, params):  # noqa: F811 - numba needs a typed body
+            def no_jacobian(x, params):
                 return np.zeros((x.shape[-1], params.shape[0]))
 
             no_jacobian = numba.njit(no_jacobian)

@@ -39,7 +39,7 @@ def model_function(problem: dict, namespace):
     """``f(x, b1, ..., bk)`` from the problem's formula, with ``np`` bound to ``namespace``
     (numpy for the numpy and numba backends, jax.numpy for jax)."""
     names = ", ".join(problem["param_names"])
-    return eval(f"lambda x, {names}: {problem['formula']}", {"np": namespace})  # noqa: S307
+    return eval(f"lambda x, {names}: {problem['formula']}", {"np": namespace})
 
 
 def lre(estimate, certified) -> float:

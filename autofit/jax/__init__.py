@@ -8,10 +8,18 @@ does not change any global JAX configuration.
 from autofit.jax.covariance import covariance_from_jacobian
 from autofit.jax.jacobians import jacobian_autodiff, jacobian_central, jacobian_forward
 from autofit.jax.lm import lm_solve, lm_step
-from autofit.jax.models import (jacobian_exponential_decay, jacobian_gaussian,
-                                jacobian_linear, jacobian_lorentzian, jacobian_polynomial,
-                                model_exponential_decay, model_gaussian, model_linear,
-                                model_lorentzian, model_polynomial)
+from autofit.jax.models import (
+                                jacobian_exponential_decay,
+                                jacobian_gaussian,
+                                jacobian_linear,
+                                jacobian_lorentzian,
+                                jacobian_polynomial,
+                                model_exponential_decay,
+                                model_gaussian,
+                                model_linear,
+                                model_lorentzian,
+                                model_polynomial,
+)
 
 __all__ = [
     "covariance_from_jacobian",

@@ -43,9 +43,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autofit._codes import (CONVERGED_FTOL, CONVERGED_FTOL_XTOL, CONVERGED_GTOL,
-                            CONVERGED_XTOL, JAC_ANALYTIC, JAC_AUTODIFF, JAC_CENTRAL,
-                            JAC_FORWARD, MACHINE_PRECISION, MAX_NFEV, NONFINITE, RUNNING)
+from autofit._codes import (
+    CONVERGED_FTOL,
+    CONVERGED_FTOL_XTOL,
+    CONVERGED_GTOL,
+    CONVERGED_XTOL,
+    JAC_ANALYTIC,
+    JAC_AUTODIFF,
+    JAC_CENTRAL,
+    JAC_FORWARD,
+    MACHINE_PRECISION,
+    MAX_NFEV,
+    NONFINITE,
+    RUNNING,
+)
 from autofit._declarations import implements
 from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
 

@@ -14,11 +14,18 @@ that a fit that wanders into a singular model ends with status ``NONFINITE`` on 
 from autofit.numba.covariance import covariance_from_jacobian
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
 from autofit.numba.lm import lm_solve, lm_step
-from autofit.numba.models import (jacobian_exponential_decay, jacobian_gaussian,
-                                  jacobian_linear, jacobian_lorentzian,
-                                  jacobian_polynomial, model_exponential_decay,
-                                  model_gaussian, model_linear, model_lorentzian,
-                                  model_polynomial)
+from autofit.numba.models import (
+                                  jacobian_exponential_decay,
+                                  jacobian_gaussian,
+                                  jacobian_linear,
+                                  jacobian_lorentzian,
+                                  jacobian_polynomial,
+                                  model_exponential_decay,
+                                  model_gaussian,
+                                  model_linear,
+                                  model_lorentzian,
+                                  model_polynomial,
+)
 
 __all__ = [
     "covariance_from_jacobian",

@@ -18,9 +18,19 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
-from autofit._codes import (CONVERGED_FTOL, CONVERGED_FTOL_XTOL, CONVERGED_GTOL,
-                            CONVERGED_XTOL, JAC_ANALYTIC, JAC_CENTRAL, JAC_FORWARD,
-                            MACHINE_PRECISION, MAX_NFEV, NONFINITE, RUNNING)
+from autofit._codes import (
+    CONVERGED_FTOL,
+    CONVERGED_FTOL_XTOL,
+    CONVERGED_GTOL,
+    CONVERGED_XTOL,
+    JAC_ANALYTIC,
+    JAC_CENTRAL,
+    JAC_FORWARD,
+    MACHINE_PRECISION,
+    MAX_NFEV,
+    NONFINITE,
+    RUNNING,
+)
 from autofit._declarations import implements
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
 

@@ -6,9 +6,19 @@ Written with explicit loops where the numba port needs them, so that
 
 import numpy as np
 
-from autofit._codes import (CONVERGED_FTOL, CONVERGED_FTOL_XTOL, CONVERGED_GTOL,
-                            CONVERGED_XTOL, JAC_ANALYTIC, JAC_CENTRAL, JAC_FORWARD,
-                            MACHINE_PRECISION, MAX_NFEV, NONFINITE, RUNNING)
+from autofit._codes import (
+    CONVERGED_FTOL,
+    CONVERGED_FTOL_XTOL,
+    CONVERGED_GTOL,
+    CONVERGED_XTOL,
+    JAC_ANALYTIC,
+    JAC_CENTRAL,
+    JAC_FORWARD,
+    MACHINE_PRECISION,
+    MAX_NFEV,
+    NONFINITE,
+    RUNNING,
+)
 from autofit._declarations import implements
 from autofit.original.jacobians import jacobian_central, jacobian_forward
 
