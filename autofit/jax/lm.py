@@ -41,34 +41,29 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from autofit._codes import (
+    ACCEPT_RATIO,
     CONVERGED_FTOL,
     CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
     CONVERGED_XTOL,
+    EPS,
+    GEODESIC_MAX_RATIO,
+    GEODESIC_PROBE,
+    INITIAL_DAMPING,
     JAC_ANALYTIC,
     JAC_AUTODIFF,
     JAC_CENTRAL,
     JAC_FORWARD,
     MACHINE_PRECISION,
+    MAX_DAMPING,
     MAX_NFEV,
     NONFINITE,
     RUNNING,
 )
 from autofit._declarations import implements
 from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
-
-_EPS = float(np.finfo(np.float64).eps)
-# Nielsen's initial damping relative to the (unit) diagonal of the scaled system.
-_INITIAL_DAMPING = 1e-3
-# MINPACK accepts a step when it achieves this fraction of the predicted reduction.
-_ACCEPT_RATIO = 1e-4
-# Geodesic acceleration: finite-difference probe along the velocity, and the largest
-# acceptable |acceleration| / |velocity| (Transtrum & Sethna 2012 suggest 0.75).
-_GEODESIC_PROBE = 0.1
-_GEODESIC_MAX_RATIO = 0.75
 
 
 def _as_float(a):
@@ -238,7 +233,7 @@ def _lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
     state = _State(params=params, residuals=residuals, chi2=chi2, jac_wt=jac_wt, jtj=jtj,
                    gradient=gradient, column_norms=column_norms,
                    scale=jnp.where(column_norms > 0.0, column_norms, 1.0),
-                   damping=_as_float(_INITIAL_DAMPING), growth=_as_float(2.0),
+                   damping=_as_float(INITIAL_DAMPING), growth=_as_float(2.0),
                    nfev=integer(1) + cost, n_iter=integer(0), status=integer(status))
 
     # --- The tests at the top of the original's loop body. ------------------------------
@@ -263,16 +258,16 @@ def _lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
     def geodesic_step(s, free, step):
         """Transtrum and Sethna's geodesic acceleration added to the LM step (velocity)."""
         velocity = jnp.minimum(jnp.maximum(s.params + step, lower), upper) - s.params
-        probe = s.params + _GEODESIC_PROBE * velocity
-        directional = (weigh(model(x, probe) - ydata) - s.residuals) / _GEODESIC_PROBE
-        second = (2.0 / _GEODESIC_PROBE) * (directional - velocity @ s.jac_wt)
+        probe = s.params + GEODESIC_PROBE * velocity
+        directional = (weigh(model(x, probe) - ydata) - s.residuals) / GEODESIC_PROBE
+        second = (2.0 / GEODESIC_PROBE) * (directional - velocity @ s.jac_wt)
         second_finite = _all_finite(second)
         acceleration, ok = _lm_step(s.jtj, s.jac_wt @ second, s.scale, s.damping, free)
         velocity_norm = jnp.sqrt(jnp.sum((s.scale * velocity) ** 2))
         acceleration_norm = jnp.sqrt(jnp.sum((s.scale * acceleration) ** 2))
         # As in the original: a NaN norm does not count as "too large".
         trusted = (second_finite & ok
-                   & ~(2.0 * acceleration_norm > _GEODESIC_MAX_RATIO * velocity_norm))
+                   & ~(2.0 * acceleration_norm > GEODESIC_MAX_RATIO * velocity_norm))
         return jnp.where(trusted, velocity + 0.5 * acceleration, velocity), trusted
 
     def body(s):
@@ -296,7 +291,7 @@ def _lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
         ratio = jnp.where(improves,
                           (s.chi2 - chi2_trial) / jnp.where(improves, predicted, 1.0), -1.0)
         params_norm = jnp.sqrt(jnp.sum((s.scale * s.params) ** 2))
-        accept = ratio > _ACCEPT_RATIO
+        accept = ratio > ACCEPT_RATIO
 
         # Only an accepted step pays for a new Jacobian.
         def keep_jacobian(params, f, residuals):
@@ -322,7 +317,7 @@ def _lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
         # Rejected: raise the damping. No reduction even for a step at the rounding level of
         # the parameters means this point cannot be improved in float64.
         rejected_damping = s.damping * s.growth
-        stuck = (ok & (step_norm <= _EPS * params_norm)) | (rejected_damping > 1e32)
+        stuck = (ok & (step_norm <= EPS * params_norm)) | (rejected_damping > MAX_DAMPING)
         rejected_status = jnp.where(stuck, MACHINE_PRECISION, RUNNING)
 
         return _State(

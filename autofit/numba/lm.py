@@ -19,30 +19,26 @@ from numba import njit
 from numba.extending import overload
 
 from autofit._codes import (
+    ACCEPT_RATIO,
     CONVERGED_FTOL,
     CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
     CONVERGED_XTOL,
+    EPS,
+    GEODESIC_MAX_RATIO,
+    GEODESIC_PROBE,
+    INITIAL_DAMPING,
     JAC_ANALYTIC,
     JAC_CENTRAL,
     JAC_FORWARD,
     MACHINE_PRECISION,
+    MAX_DAMPING,
     MAX_NFEV,
     NONFINITE,
     RUNNING,
 )
 from autofit._declarations import implements
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
-
-_EPS = np.finfo(np.float64).eps
-# Nielsen's initial damping relative to the (unit) diagonal of the scaled system.
-_INITIAL_DAMPING = 1e-3
-# MINPACK accepts a step when it achieves this fraction of the predicted reduction.
-_ACCEPT_RATIO = 1e-4
-# Geodesic acceleration: finite-difference probe along the velocity, and the largest
-# acceptable |acceleration| / |velocity| (Transtrum & Sethna 2012 suggest 0.75).
-_GEODESIC_PROBE = 0.1
-_GEODESIC_MAX_RATIO = 0.75
 
 
 @njit(cache=True, error_model="numpy")
@@ -199,7 +195,7 @@ def _geodesic_step(model, x, ydata, weights, params, residuals, jac_w, jtj, scal
     velocity = _project(params, step, lower, upper)
     for j in range(velocity.shape[0]):
         velocity[j] -= params[j]
-    probe = _axpy(_GEODESIC_PROBE, velocity, params)
+    probe = _axpy(GEODESIC_PROBE, velocity, params)
     residuals_probe = _weigh_difference(weights, model(x, probe), ydata)
     return _geodesic_acceleration(residuals_probe, residuals, jac_w, jtj, scale, damping,
                                   free, velocity)
@@ -215,14 +211,14 @@ def _geodesic_acceleration(residuals_probe, residuals, jac_w, jtj, scale, dampin
         jac_velocity = 0.0
         for j in range(n_params):
             jac_velocity += jac_w[i, j] * velocity[j]
-        directional = (residuals_probe[i] - residuals[i]) / _GEODESIC_PROBE
-        second[i] = (2.0 / _GEODESIC_PROBE) * (directional - jac_velocity)
+        directional = (residuals_probe[i] - residuals[i]) / GEODESIC_PROBE
+        second[i] = (2.0 / GEODESIC_PROBE) * (directional - jac_velocity)
         if not np.isfinite(second[i]):
             return velocity, False
     acceleration, ok = lm_step(jtj, _jt_dot(jac_w, second), scale, damping, free)
     velocity_norm = _scaled_norm(scale, velocity)
     acceleration_norm = _scaled_norm(scale, acceleration)
-    if not ok or 2.0 * acceleration_norm > _GEODESIC_MAX_RATIO * velocity_norm:
+    if not ok or 2.0 * acceleration_norm > GEODESIC_MAX_RATIO * velocity_norm:
         return velocity, False
     return _axpy(0.5, acceleration, velocity), True
 
@@ -397,7 +393,7 @@ def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         return params, chi2, NONFINITE, nfev, 0
     column_norms = _column_norms(jtj)
     scale = _initial_scale(column_norms)
-    damping = _INITIAL_DAMPING
+    damping = INITIAL_DAMPING
     growth = 2.0
     n_iter = 0
     status = RUNNING
@@ -436,7 +432,7 @@ def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
             if predicted > 0.0 and np.isfinite(chi2_trial):
                 ratio = (chi2 - chi2_trial) / predicted
         params_norm = _scaled_norm(scale, params)
-        if ratio > _ACCEPT_RATIO:
+        if ratio > ACCEPT_RATIO:
             actual_reduction = (chi2 - chi2_trial) / chi2
             predicted_reduction = predicted / chi2
             params = trial
@@ -467,6 +463,6 @@ def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
             growth *= 2.0
             # No reduction even for a step at the rounding level of the parameters: this
             # point cannot be improved in float64.
-            if (ok and step_norm <= _EPS * params_norm) or damping > 1e32:
+            if (ok and step_norm <= EPS * params_norm) or damping > MAX_DAMPING:
                 status = MACHINE_PRECISION
     return params, chi2, status, nfev, n_iter

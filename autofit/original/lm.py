@@ -7,30 +7,26 @@ Written with explicit loops where the numba port needs them, so that
 import numpy as np
 
 from autofit._codes import (
+    ACCEPT_RATIO,
     CONVERGED_FTOL,
     CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
     CONVERGED_XTOL,
+    EPS,
+    GEODESIC_MAX_RATIO,
+    GEODESIC_PROBE,
+    INITIAL_DAMPING,
     JAC_ANALYTIC,
     JAC_CENTRAL,
     JAC_FORWARD,
     MACHINE_PRECISION,
+    MAX_DAMPING,
     MAX_NFEV,
     NONFINITE,
     RUNNING,
 )
 from autofit._declarations import implements
 from autofit.original.jacobians import jacobian_central, jacobian_forward
-
-_EPS = np.finfo(np.float64).eps
-# Nielsen's initial damping relative to the (unit) diagonal of the scaled system.
-_INITIAL_DAMPING = 1e-3
-# MINPACK accepts a step when it achieves this fraction of the predicted reduction.
-_ACCEPT_RATIO = 1e-4
-# Geodesic acceleration: finite-difference probe along the velocity, and the largest
-# acceptable |acceleration| / |velocity| (Transtrum & Sethna 2012 suggest 0.75).
-_GEODESIC_PROBE = 0.1
-_GEODESIC_MAX_RATIO = 0.75
 
 
 def _cholesky_solve(a, b):
@@ -101,16 +97,16 @@ def _geodesic_step(model, x, ydata, weights, params, residuals, jac, jtj, scale,
     False and the caller raises the damping, as for a rejected step.
     """
     velocity = np.minimum(np.maximum(params + step, lower), upper) - params
-    probe = params + _GEODESIC_PROBE * velocity
+    probe = params + GEODESIC_PROBE * velocity
     jac_w = _weigh(weights, jac)
-    directional = (_weigh(weights, model(x, probe) - ydata) - residuals) / _GEODESIC_PROBE
-    second = (2.0 / _GEODESIC_PROBE) * (directional - jac_w @ velocity)
+    directional = (_weigh(weights, model(x, probe) - ydata) - residuals) / GEODESIC_PROBE
+    second = (2.0 / GEODESIC_PROBE) * (directional - jac_w @ velocity)
     if not np.all(np.isfinite(second)):
         return velocity, False
     acceleration, ok = lm_step(jtj, jac_w.T @ second, scale, damping, free)
     velocity_norm = np.sqrt(np.sum((scale * velocity) ** 2))
     acceleration_norm = np.sqrt(np.sum((scale * acceleration) ** 2))
-    if not ok or 2.0 * acceleration_norm > _GEODESIC_MAX_RATIO * velocity_norm:
+    if not ok or 2.0 * acceleration_norm > GEODESIC_MAX_RATIO * velocity_norm:
         return velocity, False
     return velocity + 0.5 * acceleration, True
 
@@ -138,7 +134,7 @@ def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         return params, chi2, NONFINITE, nfev, 0
     column_norms = np.sqrt(np.diag(jtj))
     scale = np.where(column_norms > 0.0, column_norms, 1.0)
-    damping = _INITIAL_DAMPING
+    damping = INITIAL_DAMPING
     growth = 2.0
     n_iter = 0
     status = RUNNING
@@ -178,7 +174,7 @@ def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
             if predicted > 0.0 and np.isfinite(chi2_trial):
                 ratio = (chi2 - chi2_trial) / predicted
         params_norm = np.sqrt(np.sum((scale * params) ** 2))
-        if ratio > _ACCEPT_RATIO:
+        if ratio > ACCEPT_RATIO:
             actual_reduction = (chi2 - chi2_trial) / chi2
             predicted_reduction = predicted / chi2
             params = trial
@@ -209,6 +205,6 @@ def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
             growth *= 2.0
             # No reduction even for a step at the rounding level of the parameters: this
             # point cannot be improved in float64.
-            if (ok and step_norm <= _EPS * params_norm) or damping > 1e32:
+            if (ok and step_norm <= EPS * params_norm) or damping > MAX_DAMPING:
                 status = MACHINE_PRECISION
     return params, chi2, status, nfev, n_iter
