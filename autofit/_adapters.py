@@ -141,8 +141,24 @@ def _jax_wrapper(f, n_params):
     return model
 
 
+# Models that compiled or traced: (model, jacobian, jac_method, x.ndim) need no new check.
+_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def check_runs(backend: str, prepared: Prepared, x: np.ndarray, p0: np.ndarray) -> None:
     """Compile or trace the model once; BackendCannotRun with the reason if it fails."""
+    key = (id(prepared.jacobian), prepared.jac_method, x.ndim)
+    try:
+        done = _checked.setdefault(prepared.model, set())
+    except TypeError:  # not weakly referenceable: check every time
+        done = set()
+    if key in done:
+        return
+    _check_runs(backend, prepared, x, p0)
+    done.add(key)
+
+
+def _check_runs(backend, prepared, x, p0):
     if backend == "numba":
         from numba.core.errors import NumbaError
 

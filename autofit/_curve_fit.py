@@ -240,9 +240,7 @@ def _n_params_hint(f, p0) -> int:
 def _default_p0(f, x, y, lower, upper):
     guess = getattr(f, "guess", None)
     if guess is not None and getattr(f, "n_params", None) is not None and x.ndim == 1:
-        p0 = f.guess(x, y)
-        return np.clip(p0, lower, upper) if np.all(np.isinf(lower) | np.isinf(upper)) else \
-            check.feasible_start(lower, upper)
+        return np.clip(f.guess(x, y), lower, upper)
     check.count_parameters(f)  # raises scipy's "Unable to determine number" error
     return check.feasible_start(lower, upper)
 
