@@ -23,6 +23,7 @@ from autofit._dispatch import (
     set_backend,
     use_backend,
 )
+from autofit._batch import BatchResult, fit_batch
 from autofit._status import Status
 
 __version__ = "0.1.0"
@@ -43,11 +44,13 @@ __all__ = [
     "BackendChoice",
     "BackendError",
     "BackendFallbackWarning",
+    "BatchResult",
     "ImproperInputError",
     "OptimizeWarning",
     "Status",
     "curve_fit",
     "explain_backend",
+    "fit_batch",
     "get_backend",
     "kernel",
     "models",

@@ -14,6 +14,13 @@ CONVERGED_GTOL = 4
 MAX_NFEV = 5
 MACHINE_PRECISION = 6
 NONFINITE = 7
+# Codes that only the batched solver (``lm_batch``) returns.
+MAX_ITERATIONS = 8       # max_iter passes spent
+SINGULAR = 9             # the damped system or the information matrix is not invertible
+NONFINITE_DATA = 10      # this fit's data, sigma, x or p0 holds nan/inf: not attempted
+MLE_NONPOSITIVE_MODEL = 11  # Poisson MLE at p0: the model is <= 0 where it must be > 0
+MLE_NEGATIVE_DATA = 12   # Poisson MLE: negative counts; not attempted
+TOO_FEW_POINTS = 13      # fewer usable points than free parameters; not attempted
 
 CONVERGED_CODES = (CONVERGED_FTOL, CONVERGED_XTOL, CONVERGED_FTOL_XTOL, CONVERGED_GTOL,
                    MACHINE_PRECISION)
@@ -23,6 +30,10 @@ JAC_ANALYTIC = 0
 JAC_FORWARD = 1
 JAC_CENTRAL = 2
 JAC_AUTODIFF = 3
+
+# Estimators of the batched solver.
+ESTIMATOR_LSE = 0  # weighted least squares, chi2 = sum (w (y - f))^2
+ESTIMATOR_MLE = 1  # Poisson maximum likelihood, chi2 = 2 sum (f - y - y log(f / y))
 
 # Levenberg-Marquardt tuning, one definition for the three lm.py files.
 EPS = 2.220446049250313e-16  # float64 machine epsilon
@@ -36,3 +47,11 @@ ACCEPT_RATIO = 1e-4
 # acceptable |acceleration| / |velocity| (Transtrum & Sethna 2012 suggest 0.75).
 GEODESIC_PROBE = 0.1
 GEODESIC_MAX_RATIO = 0.75
+
+# Batched LM (Gpufit's damping schedule, which keeps the per-fit state to a few scalars):
+# lambda starts at BATCH_INITIAL_DAMPING times the running maximum of diag(JᵀJ), shrinks
+# tenfold on an accepted step and grows tenfold on a rejected one.
+BATCH_INITIAL_DAMPING = 1e-3
+BATCH_DAMPING_DOWN = 0.1
+BATCH_DAMPING_UP = 10.0
+BATCH_MIN_DAMPING = 1e-12

@@ -16,6 +16,12 @@ class Status(IntEnum):
     MAX_NFEV = _codes.MAX_NFEV
     MACHINE_PRECISION = _codes.MACHINE_PRECISION
     NONFINITE = _codes.NONFINITE
+    MAX_ITERATIONS = _codes.MAX_ITERATIONS
+    SINGULAR = _codes.SINGULAR
+    NONFINITE_DATA = _codes.NONFINITE_DATA
+    MLE_NONPOSITIVE_MODEL = _codes.MLE_NONPOSITIVE_MODEL
+    MLE_NEGATIVE_DATA = _codes.MLE_NEGATIVE_DATA
+    TOO_FEW_POINTS = _codes.TOO_FEW_POINTS
 
     @property
     def converged(self) -> bool:
@@ -43,4 +49,19 @@ _MESSAGES = {
                               "it, so this is a minimum to float64 precision.",
     Status.NONFINITE: "The model or its Jacobian returned non-finite values (nan or inf) at "
                       "the current parameters.",
+    Status.MAX_ITERATIONS: "The maximum number of iterations (max_iter) was reached.",
+    Status.SINGULAR: "The fit stopped at a point where the parameters are not determined: "
+                     "the (damped) normal equations or the information matrix could not be "
+                     "inverted (a parameter without influence on the model, or two that act "
+                     "alike). The parameters are returned; their covariance is nan.",
+    Status.NONFINITE_DATA: "This fit's data, x, sigma or starting point holds nan or inf; it "
+                           "was not attempted (params are the starting point).",
+    Status.MLE_NONPOSITIVE_MODEL: "Poisson maximum likelihood needs a positive model "
+                                  "wherever it is evaluated; the model is <= 0 at the "
+                                  "starting point. Start from a positive background.",
+    Status.MLE_NEGATIVE_DATA: "Poisson maximum likelihood needs counts >= 0; this fit's "
+                              "data holds negative values. Subtract no background, or use "
+                              "estimator='lse'.",
+    Status.TOO_FEW_POINTS: "Fewer usable data points than free parameters; the fit was not "
+                           "attempted.",
 }

@@ -1,0 +1,523 @@
+"""``fit_batch``: many independent fits of one model in one call, on any backend.
+
+The public boundary of the batched solver: it checks and normalises the arguments once,
+turns the model into each backend's form, runs the backend's ``lm_batch`` kernel over
+chunks of fits, and wraps the results in a :class:`BatchResult` shaped like the data.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from autofit import _codes, _dispatch
+from autofit._dispatch import BackendCannotRun
+from autofit._status import Status
+from autofit._validation import as_float_array, count_parameters
+from autofit.models import Model
+
+DEFAULT_TOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-5}
+DEFAULT_MAX_ITER = 200
+# Fits per kernel call: bounds the memory of the per-fit work arrays and covariances that
+# are not kept, and is the unit of progress.
+CHUNK_FITS = 1 << 16
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class BatchResult:
+    """Results of :func:`fit_batch`, shaped like the data's leading dimensions.
+
+    Attributes
+    ----------
+    params : (..., n_params) array
+    errors : (..., n_params) array
+        Standard errors, ``sqrt(diag(covariance))``; nan where the covariance is not
+        available (status ``SINGULAR`` or a fit not attempted).
+    covariance : (..., n_params, n_params) array or None
+        None when ``fit_batch(..., covariance=False)``.
+    chi2 : (...) array
+        Weighted sum of squared residuals (least squares) or Poisson deviance (MLE).
+    n_iter : (...) int array
+    status : (...) int8 array of :class:`autofit.Status` codes
+        (a single :class:`autofit.Status` for a single curve).
+    converged : (...) bool array
+    backend : str
+        The backend that ran (after any fallback); ``backend_reason`` says why.
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    """
+
+    params: np.ndarray
+    errors: np.ndarray
+    covariance: np.ndarray | None
+    chi2: np.ndarray
+    n_iter: np.ndarray
+    status: np.ndarray
+    converged: np.ndarray
+    backend: str
+    backend_reason: str
+    device: str
+    model: str
+    param_names: tuple[str, ...]
+    estimator: str
+    dof: np.ndarray = field(repr=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The leading (per-fit) shape of the batch."""
+        return self.chi2.shape
+
+    @property
+    def reduced_chi2(self) -> np.ndarray:
+        """``chi2 / (n_points - n_free)`` per fit (points with weight 0 not counted)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.chi2 / self.dof
+
+    def status_counts(self) -> dict[Status, int]:
+        """How many fits ended with each status."""
+        codes, counts = np.unique(np.asarray(self.status), return_counts=True)
+        return {Status(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """``result["center"]``: one parameter's values over the batch."""
+        if name not in self.param_names:
+            raise KeyError(f"no parameter {name!r}; the parameters are {self.param_names}")
+        return self.params[..., self.param_names.index(name)]
+
+
+def fit_batch(model, x, y, p0=None, *, sigma=None, bounds=None, fixed=None, estimator="lse",
+              max_iter=None, tol=None, jac=None, backend=None, strict=None, device=None,
+              dtype=None, absolute_sigma=False, covariance=True) -> BatchResult:
+    """Fit one model to many curves at once: one independent fit per curve.
+
+    Parameters
+    ----------
+    model : autofit.models.Model or callable ``f(x, *params)``
+        A built-in model (analytic Jacobian, automatic starting point) or any function as
+        for :func:`autofit.curve_fit`. On numba a user function must compile with
+        ``numba.njit`` for scalar ``x`` (one point at a time); on jax it must be written
+        with ``jax.numpy``; otherwise the dispatcher falls back (and says so).
+    x : array
+        ``(n_points,)`` shared by all fits; ``(k, n_points)`` shared, for a model of k
+        variables (e.g. the pixel coordinates of ``gaussian_2d``); or one row per fit,
+        ``(..., n_points)`` or ``(..., k, n_points)`` with the leading shape of ``y``.
+    y : (..., n_points) array
+        One curve per leading index, e.g. an image cube ``(height, width, n_points)``.
+        Integers and float32 are converted to the working dtype. A curve holding nan or
+        inf is not fitted (status ``NONFINITE_DATA``) and does not affect the others.
+    p0 : (n_params,) or (..., n_params) array, optional
+        One start for all fits or one per fit; default the model's ``guess`` for each
+        curve (built-in models), or ones (user functions, as ``curve_fit``).
+    sigma : (n_points,) or (..., n_points) array, optional
+        Standard deviations of ``y`` (least squares only). ``inf`` drops a point.
+    bounds : (lower, upper), optional
+        Each a scalar, ``(n_params,)`` or ``(..., n_params)``; ``lower < upper``.
+    fixed : (n_params,) bool or sequence of parameter names, optional
+        Parameters held at p0 (Gpufit's ``parameters_to_fit``, inverted).
+    estimator : {"lse", "mle"}
+        Weighted least squares, or Poisson maximum likelihood (``y`` are counts).
+    max_iter : int, optional
+        Iterations per fit (model passes, accepted or not); default 200.
+    tol : float, optional
+        Relative tolerance of the stopping tests; default 1e-8 (float64), 1e-5 (float32).
+    jac : None or "2-point", optional
+        None: analytic for built-in models; forward differences (numpy, numba) or
+        autodiff (jax) for user functions. "2-point" forces forward differences.
+    backend, strict : as for :func:`autofit.curve_fit`.
+    device : {"cpu", "cuda"}, optional
+        numba backend only: "cuda" runs one GPU thread per fit with numba.cuda. Default
+        ``FFIT_DEVICE`` if set, else "cpu". Reported as ``result.device``.
+    dtype : {numpy.float64, numpy.float32}, optional
+        Working precision; float32 only when asked (default tolerance 1e-5 then).
+    absolute_sigma : bool
+        As in ``curve_fit``: False scales the least-squares covariance by each fit's
+        reduced χ². Ignored for MLE (the inverse Fisher information is absolute).
+    covariance : bool
+        Keep the full covariance matrices (``n_fits * n_params**2`` numbers); errors are
+        returned either way.
+
+    Returns
+    -------
+    BatchResult
+
+    Examples
+    --------
+    >>> import numpy as np, autofit
+    >>> x = np.linspace(-3, 3, 32)
+    >>> centers = np.array([[-0.5, 0.0], [0.5, 1.0]])
+    >>> y = autofit.models.gaussian(x, 2.0, centers[..., None], 0.7, 0.1)
+    >>> res = autofit.fit_batch(autofit.models.gaussian, x, y, backend="numpy")
+    >>> res.params.shape, bool(res.converged.all())
+    ((2, 2, 4), True)
+    >>> np.allclose(res["center"], centers)
+    True
+    """
+    problem = _Problem.build(model, x, y, p0, sigma, bounds, fixed, estimator, max_iter, tol,
+                             jac, dtype)
+    device = _choose_device(device)
+    choice = _dispatch.choose(backend)
+
+    def attempt(name):
+        if device == "cuda" and name != "numba":
+            raise BackendCannotRun(f"device='cuda' is the numba backend's; {name} cannot "
+                                   "use it (jax picks its own device)")
+        return _run(name, device, problem)
+
+    outputs = _dispatch.run_with_fallback(choice, attempt, strict=strict)
+    return problem.result(outputs, choice, device, absolute_sigma, covariance)
+
+
+def _choose_device(device):
+    device = device if device is not None else os.environ.get("FFIT_DEVICE", "cpu")
+    device = str(device).lower()
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r} (from the "
+                         "argument or FFIT_DEVICE)")
+    return device
+
+
+@dataclass
+class _Problem:
+    """The normalised arguments: fits flattened to one leading axis."""
+
+    model: object
+    n_params: int
+    param_names: tuple[str, ...]
+    leading: tuple[int, ...]
+    x: np.ndarray          # (1 or n_fits, k, n_points)
+    y: np.ndarray          # (n_fits, n_points)
+    weights: np.ndarray    # (1 or n_fits, n_points)
+    p0: np.ndarray         # (n_fits, n_params)
+    lower: np.ndarray      # (1 or n_fits, n_params)
+    upper: np.ndarray
+    free: np.ndarray       # (n_params,) bool
+    estimator: int
+    tol: float
+    max_iter: int
+    jac: str | None
+    dtype: np.dtype
+
+    @classmethod
+    def build(cls, model, x, y, p0, sigma, bounds, fixed, estimator, max_iter, tol, jac,
+              dtype):
+        if not callable(model):
+            raise TypeError(f"model must be callable f(x, *params) or an autofit model, got "
+                            f"{type(model).__name__}")
+        dtype = np.dtype(np.float64 if dtype is None else dtype)
+        if dtype not in DEFAULT_TOL:
+            raise ValueError(f"dtype must be float64 or float32, got {dtype}")
+        estimator_code = _estimator_code(estimator)
+        y = as_float_array(y, "y")
+        if y.ndim == 0 or y.shape[-1] == 0 or y.size == 0:
+            raise ValueError(f"y must have shape (..., n_points) with n_points >= 1, got "
+                             f"shape {y.shape}")
+        leading, n_points = y.shape[:-1], y.shape[-1]
+        n_fits = int(np.prod(leading, dtype=np.int64))
+        y = y.reshape(n_fits, n_points)
+        x = _normalise_x(model, as_float_array(x, "x"), leading, n_points)
+        n_params, param_names = _parameters(model, p0)
+        p0 = _start(model, p0, x, y, leading, n_params)
+        lower, upper = _bounds(bounds, leading, n_params)
+        free = _fixed_mask(fixed, n_params, param_names)
+        weights = _weights(sigma, leading, n_points, estimator_code)
+        if not np.any(free):
+            raise ValueError("every parameter is fixed; leave at least one free")
+        if max_iter is None:
+            max_iter = DEFAULT_MAX_ITER
+        if int(max_iter) != max_iter or max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+        tol = DEFAULT_TOL[dtype] if tol is None else float(tol)
+        if not (np.isfinite(tol) and tol > 0.0):
+            raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+        if jac not in (None, "2-point"):
+            raise ValueError(f"jac must be None or '2-point' for fit_batch, got {jac!r} "
+                             "(analytic Jacobians come with the built-in models)")
+        infeasible = np.any(((p0 < lower) | (p0 > upper)) & np.isfinite(p0), axis=-1)
+        if np.any(infeasible):
+            first = np.unravel_index(int(np.argmax(infeasible)), leading) if leading else ()
+            raise ValueError(f"p0 is outside the bounds for {int(infeasible.sum())} fit(s) "
+                             f"(first at index {tuple(int(i) for i in first)}); give a p0 "
+                             "inside [lower, upper]")
+        cast = (lambda a: np.ascontiguousarray(a, dtype=dtype))
+        return cls(model, n_params, param_names, leading, cast(x), cast(y), cast(weights),
+                   cast(p0), cast(lower), cast(upper), free, estimator_code, tol,
+                   int(max_iter), jac, dtype)
+
+    @property
+    def n_fits(self) -> int:
+        return self.y.shape[0]
+
+    def chunks(self, size=CHUNK_FITS):
+        """(start, stop, per-fit argument arrays) for each chunk of fits."""
+        def rows(a, start, stop):
+            return a if a.shape[0] == 1 else a[start:stop]
+
+        for start in range(0, max(self.n_fits, 1), size):
+            stop = min(start + size, self.n_fits)
+            yield start, stop, (rows(self.x, start, stop), self.y[start:stop],
+                                rows(self.weights, start, stop), self.p0[start:stop],
+                                rows(self.lower, start, stop), rows(self.upper, start, stop))
+
+    def result(self, outputs, choice, device, absolute_sigma, keep_covariance):
+        params, chi2, n_iter, status, cov = outputs
+        n_used = np.count_nonzero(np.broadcast_to(self.weights != 0, self.y.shape), axis=1)
+        dof = n_used - np.count_nonzero(self.free)
+        if self.estimator == _codes.ESTIMATOR_LSE and not absolute_sigma:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = np.where(dof > 0, chi2 / dof, np.inf)
+            cov = cov * factor[:, None, None]
+        diagonal = np.diagonal(cov, axis1=1, axis2=2)
+        with np.errstate(invalid="ignore"):
+            errors = np.sqrt(diagonal)
+        status = status.astype(np.int8)
+        converged = np.isin(status, _codes.CONVERGED_CODES)
+        shape = self.leading
+        single_status = Status(int(status[0])) if shape == () else status.reshape(shape)
+        return BatchResult(
+            params=params.reshape(shape + (self.n_params,)),
+            errors=errors.reshape(shape + (self.n_params,)),
+            covariance=(cov.reshape(shape + (self.n_params, self.n_params))
+                        if keep_covariance else None),
+            chi2=chi2.reshape(shape), n_iter=n_iter.reshape(shape), status=single_status,
+            converged=converged.reshape(shape), backend=choice.backend,
+            backend_reason=choice.reason, device=device,
+            model=getattr(self.model, "name", getattr(self.model, "__name__", "model")),
+            param_names=self.param_names,
+            estimator="mle" if self.estimator == _codes.ESTIMATOR_MLE else "lse",
+            dof=dof.reshape(shape))
+
+
+def _estimator_code(estimator) -> int:
+    codes = {"lse": _codes.ESTIMATOR_LSE, "mle": _codes.ESTIMATOR_MLE}
+    key = str(estimator).lower()
+    if key not in codes:
+        raise ValueError(f"estimator must be 'lse' (least squares) or 'mle' (Poisson maximum "
+                         f"likelihood), got {estimator!r}")
+    return codes[key]
+
+
+def _n_variables(model) -> int | None:
+    return getattr(model, "n_variables", None)
+
+
+def _normalise_x(model, x, leading, n_points):
+    """x as (1 or n_fits, k, n_points)."""
+    n_fits = int(np.prod(leading, dtype=np.int64))
+    k_model = _n_variables(model)
+    if x.ndim == 0 or x.shape[-1] != n_points:
+        raise ValueError(f"x must end with the n_points={n_points} axis of y; got x of shape "
+                         f"{x.shape} for y of shape {leading + (n_points,)}")
+    if x.ndim == 1:
+        shaped = x.reshape(1, 1, n_points)
+    elif x.shape[:-1] == leading and k_model in (None, 1) and x.ndim > 1:
+        shaped = x.reshape(n_fits, 1, n_points)
+    elif x.ndim == 2 and (k_model is None or x.shape[0] == k_model):
+        shaped = x.reshape(1, x.shape[0], n_points)
+    elif x.shape[:-2] == leading and x.ndim >= 2:
+        shaped = x.reshape(n_fits, x.shape[-2], n_points)
+    else:
+        raise ValueError(f"x of shape {x.shape} does not fit y of shape "
+                         f"{leading + (n_points,)}: give (n_points,), (k, n_points), or one "
+                         "row per fit (y's leading shape, then [k,] n_points)")
+    if k_model is not None and shaped.shape[1] != k_model:
+        raise ValueError(f"the {model.name} model takes {k_model} independent variable(s): "
+                         f"x must be ({k_model}, {n_points}) or per fit, got {x.shape}")
+    return shaped
+
+
+def _parameters(model, p0):
+    if isinstance(model, Model) and model.n_params is not None:
+        n_params = model.n_params
+    elif p0 is not None:
+        n_params = np.shape(p0)[-1] if np.ndim(p0) else 1
+    else:
+        n_params = count_parameters(model)
+    names = getattr(model, "param_names", None)
+    if not names or len(names) != n_params:
+        names = tuple(f"p{j}" for j in range(n_params))
+    return n_params, tuple(names)
+
+
+def _model_x(x):
+    return x[:, 0] if x.shape[1] == 1 else x
+
+
+def _start(model, p0, x, y, leading, n_params):
+    n_fits = y.shape[0]
+    if p0 is None:
+        if isinstance(model, Model):
+            if x.shape[0] == 1:
+                with np.errstate(all="ignore"):
+                    guess = model.guess(_model_x(x)[0], y)
+            else:
+                with np.errstate(all="ignore"):
+                    guess = np.stack([model.guess(_model_x(x)[i], y[i])
+                                      for i in range(n_fits)])
+            return np.asarray(guess, dtype=np.float64).reshape(n_fits, n_params)
+        return np.ones((n_fits, n_params))
+    p0 = as_float_array(p0, "p0")
+    if p0.shape == (n_params,):
+        return np.broadcast_to(p0, (n_fits, n_params))
+    if p0.shape == leading + (n_params,):
+        return p0.reshape(n_fits, n_params)
+    raise ValueError(f"p0 must have shape ({n_params},) or {leading + (n_params,)} (one row "
+                     f"per fit), got {p0.shape}")
+
+
+def _per_fit(value, name, leading, size):
+    """A per-parameter or per-point array: scalar, (size,) or leading + (size,)."""
+    value = as_float_array(value, name)
+    n_fits = int(np.prod(leading, dtype=np.int64))
+    if value.ndim == 0 or value.shape == (size,):
+        return np.broadcast_to(value, (1, size))
+    if value.shape == leading + (size,):
+        return value.reshape(n_fits, size)
+    raise ValueError(f"{name} must be a scalar, shape ({size},) or {leading + (size,)}, got "
+                     f"{value.shape}")
+
+
+def _bounds(bounds, leading, n_params):
+    if bounds is None:
+        return np.full((1, n_params), -np.inf), np.full((1, n_params), np.inf)
+    try:
+        lower, upper = bounds
+    except (TypeError, ValueError) as exc:
+        raise ValueError("bounds must be a pair (lower, upper)") from exc
+    lower = _per_fit(lower, "lower bound", leading, n_params)
+    upper = _per_fit(upper, "upper bound", leading, n_params)
+    if np.any(np.isnan(lower)) or np.any(np.isnan(upper)):
+        raise ValueError("bounds must not be nan; use -inf/inf for no bound")
+    bad = ~(lower < upper)
+    if np.any(bad):
+        raise ValueError("Each lower bound must be strictly less than each upper bound: "
+                         f"{int(bad.sum())} pair(s) are not (e.g. lower={lower[bad][0]}, "
+                         f"upper={np.broadcast_to(upper, bad.shape)[bad][0]})")
+    return lower, upper
+
+
+def _fixed_mask(fixed, n_params, names):
+    if fixed is None:
+        return np.ones(n_params, dtype=bool)
+    fixed = list(fixed) if not isinstance(fixed, np.ndarray) else fixed
+    if len(fixed) and all(isinstance(f, str) for f in fixed):
+        unknown = [f for f in fixed if f not in names]
+        if unknown:
+            raise ValueError(f"fixed names unknown parameter(s) {unknown}; the parameters "
+                             f"are {names}")
+        return np.array([n not in fixed for n in names])
+    mask = np.asarray(fixed)
+    if mask.dtype != bool or mask.shape != (n_params,):
+        raise ValueError(f"fixed must be a boolean mask of shape ({n_params},) or a list of "
+                         f"parameter names, got {fixed!r}")
+    return ~mask
+
+
+def _weights(sigma, leading, n_points, estimator):
+    if sigma is None:
+        return np.ones((1, n_points))
+    if estimator == _codes.ESTIMATOR_MLE:
+        raise ValueError("sigma has no meaning for estimator='mle' (Poisson counts carry "
+                         "their own variance); drop sigma or use estimator='lse'")
+    sigma = _per_fit(sigma, "sigma", leading, n_points)
+    if np.any(sigma <= 0):
+        raise ValueError(f"sigma must be > 0 (use inf to drop a point); found "
+                         f"{int(np.count_nonzero(sigma <= 0))} value(s) <= 0")
+    with np.errstate(divide="ignore"):
+        return 1.0 / sigma
+
+
+# ----------------------------------------------------------------------------- backends
+
+def _run(backend, device, problem):
+    """All chunks on one backend; BackendCannotRun if it cannot run this model."""
+    model, jacobian, jac_method = _backend_model(backend, device, problem)
+    if backend == "numba" and device == "cuda":
+        from autofit.numba import gpu as kernels_module
+
+        solve = kernels_module.lm_batch_cuda
+    else:
+        solve = _dispatch.load(backend).lm_batch
+    n, p = problem.n_fits, problem.n_params
+    dtype = problem.dtype
+    params = np.empty((n, p), dtype=dtype)
+    chi2 = np.empty(n, dtype=dtype)
+    n_iter = np.empty(n, dtype=np.int64)
+    status = np.empty(n, dtype=np.int64)
+    cov = np.empty((n, p, p), dtype=dtype)
+    for start, stop, (x, y, w, p0, lower, upper) in problem.chunks():
+        out = _call(backend, solve, model, jacobian, jac_method, x, y, w, p0, lower, upper,
+                    problem)
+        params[start:stop], chi2[start:stop], n_iter[start:stop], status[start:stop], \
+            cov[start:stop] = (np.asarray(o) for o in out)
+    return params, chi2, n_iter, status, cov
+
+
+def _call(backend, solve, model, jacobian, jac_method, x, y, w, p0, lower, upper, problem):
+    args = (model, jacobian, jac_method, x, y, w, p0, lower, upper, problem.free,
+            problem.estimator, problem.tol, problem.max_iter)
+    if backend == "jax":
+        import jax
+
+        with jax.enable_x64(problem.dtype == np.float64):
+            return solve(*args)
+    if backend == "numba":
+        from numba.core.errors import NumbaError
+
+        try:
+            return solve(*args)
+        except NumbaError as exc:
+            raise BackendCannotRun("numba cannot compile the model for batched fitting "
+                                   "(it must work on one scalar point at a time): "
+                                   + str(exc).strip().splitlines()[0]) from exc
+    return solve(*args)
+
+
+_user_models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _backend_model(backend, device, problem):
+    """(model, jacobian, jac_method) in the backend's form."""
+    f = problem.model
+    k = problem.x.shape[1]
+    builtin = isinstance(f, Model)
+    forward = problem.jac == "2-point"
+    if backend == "numba":
+        from autofit.numba import points
+
+        if builtin:
+            value, gradient = points.POINT_FUNCTIONS[f.name]
+            if forward:
+                return value, None, _codes.JAC_FORWARD
+            return value, gradient, _codes.JAC_ANALYTIC
+        from autofit.numba.batch import user_point_function
+
+        return (user_point_function(f, problem.n_params, k, device, problem.dtype), None,
+                _codes.JAC_FORWARD)
+    kernels = _dispatch.load(backend)
+    if builtin:
+        model = getattr(kernels, f"model_{f.name}")
+        if forward:
+            return model, None, _codes.JAC_FORWARD
+        return model, getattr(kernels, f"jacobian_{f.name}"), _codes.JAC_ANALYTIC
+    from autofit import _adapters
+
+    key = (backend, problem.n_params)
+    try:
+        per_function = _user_models.setdefault(f, {})
+    except TypeError:
+        per_function = {}
+    if key not in per_function:
+        wrap = _adapters._jax_wrapper if backend == "jax" else _adapters._numpy_wrapper
+        per_function[key] = wrap(f, problem.n_params)
+    model = per_function[key]
+    if backend == "jax":
+        prepared = _adapters.Prepared(model, None, _codes.JAC_AUTODIFF, None,
+                                      _codes.JAC_AUTODIFF)
+        x0 = _model_x(problem.x)[0]
+        _adapters.check_runs("jax", prepared, x0, problem.p0[0].astype(np.float64))
+        return model, None, (_codes.JAC_FORWARD if forward else _codes.JAC_AUTODIFF)
+    return model, None, _codes.JAC_FORWARD

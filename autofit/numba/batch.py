@@ -1,0 +1,499 @@
+"""Batched Levenberg-Marquardt (numba): ``prange`` over fits on the CPU, one thread per fit
+on a CUDA GPU, from one source.
+
+The per-fit solver below (:func:`build_fit_one`) is written once in the subset of Python
+that both ``numba.njit`` and ``numba.cuda.jit(device=True)`` compile: scalars, loops,
+``math`` and indexing into work arrays that the caller provides, no allocation. It follows
+:mod:`autofit.original.batch` step for step, with everything the reference keeps in
+(n_points, n_params) arrays folded into a single pass over the points per iteration: each
+point's model value and gradient are computed, and χ², the gradient and the upper
+triangle of the Gauss-Newton matrix are accumulated at once, so the Jacobian is never
+stored. The CPU kernel (:func:`build_cpu_kernel`) gives each chunk of fits one set of work
+arrays; the CUDA kernel (:mod:`autofit.numba.gpu`) gives each thread local arrays.
+
+Models enter as point functions (:mod:`autofit.numba.points`): ``value(x, i, p)`` and
+``gradient(x, i, p, jac, col)``. Without an analytic gradient, the forward-difference
+column of each parameter is computed point by point with the step rule of
+:func:`autofit.original.jacobian_forward`.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import math
+import textwrap
+
+import numpy as np
+
+from autofit._codes import (
+    BATCH_DAMPING_DOWN,
+    BATCH_DAMPING_UP,
+    BATCH_INITIAL_DAMPING,
+    BATCH_MIN_DAMPING,
+    CONVERGED_FTOL,
+    CONVERGED_FTOL_XTOL,
+    CONVERGED_GTOL,
+    CONVERGED_XTOL,
+    ESTIMATOR_MLE,
+    JAC_ANALYTIC,
+    MACHINE_PRECISION,
+    MAX_DAMPING,
+    MAX_ITERATIONS,
+    MLE_NEGATIVE_DATA,
+    MLE_NONPOSITIVE_MODEL,
+    NONFINITE,
+    NONFINITE_DATA,
+    RUNNING,
+    SINGULAR,
+    TOO_FEW_POINTS,
+)
+from autofit._declarations import implements
+
+FORWARD_STEP = 1.4901161193847656e-08  # sqrt(float64 eps), as autofit.original.jacobians
+
+
+def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
+                  dtype=np.float64):
+    """The per-fit solver for one model, compiled by ``jit``.
+
+    ``value`` and ``gradient`` are point functions already compiled by ``jit``;
+    ``jac_method`` is ``JAC_ANALYTIC`` or ``JAC_FORWARD`` and ``n_params`` the number of
+    parameters (compile-time constants: the pass over the points is generated for them).
+    Returns ``fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial,
+    step, g, h, trial_g, trial_h, scale, system, jac, work_p, covariance)
+    -> (chi2, n_iter, status)`` which writes the fitted parameters into ``p`` and the
+    covariance into ``covariance``.
+    """
+    analytic = jac_method == JAC_ANALYTIC
+    inline = inline or jit
+    # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
+    # scalar of that type so that the step arithmetic stays in it.
+    forward_step = np.dtype(dtype).type(FORWARD_STEP if np.dtype(dtype) == np.float64
+                                        else np.sqrt(np.finfo(dtype).eps))
+
+    @inline
+    def point(x, i, p, lower, upper, free, jac, work_p):
+        # Model value at point i; its gradient goes to jac[:, 0].
+        if analytic:
+            return gradient(x, i, p, jac, 0)
+        f0 = value(x, i, p)
+        for j in range(n_params):
+            if not free[j]:
+                jac[j, 0] = 0.0
+                continue
+            h = forward_step * abs(p[j])
+            if h == 0.0:
+                h = forward_step
+            if p[j] + h > upper[j]:
+                h = -h
+            work_p[j] = p[j] + h
+            h = work_p[j] - p[j]
+            jac[j, 0] = (value(x, i, work_p) - f0) / h
+            work_p[j] = p[j]
+        return f0
+
+    evaluate = jit(_generated_evaluate(n_params, point, dtype))
+
+    @jit
+    def cholesky_factor(a):
+        # Factor a (symmetric positive definite) in place into its lower Cholesky factor;
+        # False when a pivot is not > 0 (the solve is then abandoned, as in the reference).
+        for j in range(n_params):
+            pivot = a[j, j]
+            for k in range(j):
+                pivot -= a[j, k] * a[j, k]
+            if not (pivot > 0.0 and math.isfinite(pivot)):
+                return False
+            a[j, j] = math.sqrt(pivot)
+            for i in range(j + 1, n_params):
+                s = a[i, j]
+                for k in range(j):
+                    s -= a[i, k] * a[j, k]
+                a[i, j] = s / a[j, j]
+        return True
+
+    @jit
+    def cholesky_substitute(chol, b, z):
+        # Solve (chol cholᵀ) z = b with the factor from cholesky_factor.
+        for i in range(n_params):
+            s = b[i]
+            for k in range(i):
+                s -= chol[i, k] * z[k]
+            z[i] = s / chol[i, i]
+        for i in range(n_params - 1, -1, -1):
+            s = z[i]
+            for k in range(i + 1, n_params):
+                s -= chol[k, i] * z[k]
+            z[i] = s / chol[i, i]
+
+    @jit
+    def damped_system(h, g, scale, damping, free, system, rhs):
+        # Fixed parameters get an identity row and column, so their step is exactly 0.
+        for a in range(n_params):
+            for b in range(n_params):
+                system[a, b] = h[a, b] if (free[a] and free[b]) else 0.0
+            if free[a]:
+                system[a, a] = h[a, a] + damping * scale[a]
+                rhs[a] = g[a]
+            else:
+                system[a, a] = 1.0
+                rhs[a] = 0.0
+
+    @jit
+    def not_attempted(x, y, w, p0, free, estimator):
+        for v in range(x.shape[0]):
+            for i in range(x.shape[1]):
+                if not math.isfinite(x[v, i]):
+                    return NONFINITE_DATA
+        n_used = 0
+        negative = False
+        for i in range(y.shape[0]):
+            if not (math.isfinite(y[i]) and math.isfinite(w[i])):
+                return NONFINITE_DATA
+            if w[i] != 0.0:
+                n_used += 1
+                if y[i] < 0.0:
+                    negative = True
+        n_free = 0
+        for j in range(n_params):
+            if not math.isfinite(p0[j]):
+                return NONFINITE_DATA
+            if free[j]:
+                n_free += 1
+        if estimator == ESTIMATOR_MLE and negative:
+            return MLE_NEGATIVE_DATA
+        if n_used < n_free:
+            return TOO_FEW_POINTS
+        return RUNNING
+
+    @jit
+    def fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial, step,
+                g, h, trial_g, trial_h, scale, system, jac, work_p, covariance):
+        # n_params is the compile-time constant, not p0.shape[0], so that loops of known
+        # length can be unrolled and the work arrays kept in registers.
+        for a in range(n_params):
+            for b in range(n_params):
+                covariance[a, b] = math.nan
+        status = not_attempted(x, y, w, p0, free, estimator)
+        if status != RUNNING:
+            for a in range(n_params):
+                p[a] = p0[a]
+            return math.nan, 0, status
+        for a in range(n_params):
+            p[a] = min(max(p0[a], lower[a]), upper[a])
+        chi2, positive = evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac,
+                                  work_p, False)
+        if not math.isfinite(chi2):
+            return math.nan, 0, (NONFINITE if positive else MLE_NONPOSITIVE_MODEL)
+        any_gradient = False
+        for a in range(n_params):
+            scale[a] = h[a, a]
+            if free[a] and g[a] != 0.0:
+                any_gradient = True
+        if not any_gradient:
+            status = CONVERGED_GTOL
+        damping = BATCH_INITIAL_DAMPING
+        n_iter = 0
+        while status == RUNNING:
+            if n_iter >= max_iter:
+                status = MAX_ITERATIONS
+                break
+            n_iter += 1
+            damped_system(h, g, scale, damping, free, system, work_p)
+            if cholesky_factor(system):
+                cholesky_substitute(system, work_p, step)
+            else:
+                damping *= BATCH_DAMPING_UP
+                if damping > MAX_DAMPING:
+                    status = SINGULAR
+                continue
+            moved2 = 0.0
+            size2 = 0.0
+            for a in range(n_params):
+                trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
+                moved = trial[a] - p[a]
+                moved2 += scale[a] * moved * moved
+                size2 += scale[a] * p[a] * p[a]
+            small_step = moved2 <= tol * tol * size2
+            trial_chi2, _ = evaluate(x, y, w, trial, lower, upper, free, estimator, trial_g,
+                                     trial_h, jac, work_p, False)
+            if trial_chi2 <= chi2:
+                predicted = 0.0
+                for a in range(n_params):
+                    row = 0.0
+                    for b in range(n_params):
+                        row += h[a, b] * step[b]
+                    predicted += step[a] * row
+                damped = 0.0
+                for a in range(n_params):
+                    damped += scale[a] * step[a] * step[a]
+                predicted += 2.0 * damping * damped
+                small_reduction = (chi2 - trial_chi2 <= tol * trial_chi2
+                                   and predicted <= tol * trial_chi2)
+                chi2 = trial_chi2
+                for a in range(n_params):
+                    p[a] = trial[a]
+                    g[a] = trial_g[a]
+                    for b in range(n_params):
+                        h[a, b] = trial_h[a, b]
+                    scale[a] = max(scale[a], h[a, a])
+                damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
+                if small_reduction and small_step:
+                    status = CONVERGED_FTOL_XTOL
+                elif small_reduction or chi2 == 0.0:
+                    status = CONVERGED_FTOL
+                elif small_step:
+                    status = CONVERGED_XTOL
+            else:
+                if small_step:
+                    status = CONVERGED_XTOL
+                damping *= BATCH_DAMPING_UP
+                if status == RUNNING and damping > MAX_DAMPING:
+                    status = MACHINE_PRECISION
+        # Covariance: the inverse of H (least squares) or of the Fisher information (MLE).
+        if estimator == ESTIMATOR_MLE:
+            evaluate(x, y, w, p, lower, upper, free, estimator, trial_g, h, jac, work_p, True)
+        for a in range(n_params):
+            scale[a] = 0.0
+        damped_system(h, scale, scale, 0.0, free, system, work_p)
+        invertible = cholesky_factor(system)
+        if invertible:
+            for b in range(n_params):
+                for a in range(n_params):
+                    trial_g[a] = 1.0 if a == b else 0.0
+                cholesky_substitute(system, trial_g, step)
+                for a in range(n_params):
+                    covariance[a, b] = step[a] if (free[a] and free[b]) else 0.0
+        if not invertible:
+            for a in range(n_params):
+                for b in range(n_params):
+                    covariance[a, b] = math.nan
+            if (status == CONVERGED_FTOL or status == CONVERGED_XTOL
+                    or status == CONVERGED_FTOL_XTOL or status == CONVERGED_GTOL
+                    or status == MACHINE_PRECISION):
+                status = SINGULAR
+        return chi2, n_iter, status
+
+    return fit_one
+
+
+def _evaluate_source(n_params: int) -> str:
+    """Source of the pass over the points, unrolled over ``n_params`` parameters.
+
+    ``evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher)``
+    returns ``(chi2, positive)``: χ² (inf when not finite), and False when the Poisson model
+    was <= 0 at a used point; it writes the gradient ``g = -½ ∂χ²/∂p`` and the
+    Gauss-Newton matrix ``h`` (with ``fisher`` set, the Poisson Fisher information). The
+    sums are scalar locals rather than array elements, which lets the compiler keep them in
+    registers: with a loop over a run-time number of parameters, the pass cost 4x more.
+    """
+    n = range(n_params)
+    pairs = [(a, b) for a in n for b in range(a + 1)]
+    lines = [
+        "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher):",
+        *(f"    work_p[{a}] = p[{a}]" for a in n),
+        *(f"    free{a} = free[{a}]" for a in n),
+        *(f"    g{a} = 0.0" for a in n),
+        *(f"    h{a}_{b} = 0.0" for a, b in pairs),
+        "    mle = estimator == ESTIMATOR_MLE",
+        "    chi2 = 0.0",
+        "    for i in range(y.shape[0]):",
+        "        wi = w[i]",
+        "        if wi == 0.0:",
+        "            continue",
+        "        f = point(x, i, p, lower, upper, free, jac, work_p)",
+        "        yi = y[i]",
+        "        if mle:",
+        "            if not f > 0.0:",
+        "                return math.inf, False",
+        "            term = f - yi",
+        "            if yi > 0.0:",
+        "                term -= yi * math.log(f / yi)",
+        "            chi2 += 2.0 * wi * term",
+        "            weight_g = wi * (yi / f - 1.0)",
+        "            weight_h = wi / f if fisher else wi * yi / (f * f)",
+        "        else:",
+        "            r = wi * (yi - f)",
+        "            chi2 += r * r",
+        "            weight_g = wi * r",
+        "            weight_h = wi * wi",
+        *(f"        j{a} = jac[{a}, 0] if free{a} else 0.0" for a in n),
+        *(f"        g{a} += weight_g * j{a}" for a in n),
+        *(f"        t{a} = weight_h * j{a}" for a in n),
+        *(f"        h{a}_{b} += t{a} * j{b}" for a, b in pairs),
+        "    finite = math.isfinite(chi2)",
+        *(f"    g[{a}] = g{a}" for a in n),
+        *(f"    finite = finite and math.isfinite(g{a})" for a in n),
+        *(f"    h[{a}, {b}] = h{a}_{b}" for a, b in pairs),
+        *(f"    h[{b}, {a}] = h{a}_{b}" for a, b in pairs if a != b),
+        *(f"    finite = finite and math.isfinite(h{a}_{b})" for a, b in pairs),
+        "    if not finite:",
+        "        return math.inf, True",
+        "    return chi2, True",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _generated_evaluate(n_params, point, dtype=np.float64):
+    import numba
+
+    tree = ast.parse(_evaluate_source(n_params))
+    if np.dtype(dtype) != np.float64:
+        tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
+    namespace = {"math": math, "point": point, "ESTIMATOR_MLE": ESTIMATOR_MLE,
+                 "_real": numba.from_dtype(np.dtype(dtype))}
+    exec(compile(tree, f"<autofit evaluate {n_params}>", "exec"), namespace)  # noqa: S102
+    return namespace["evaluate"]
+
+
+class _TypedFloatLiterals(ast.NodeTransformer):
+    """Wrap every float literal ``c`` as ``_real(c)``.
+
+    numba types a Python float literal as float64, and float32 * float64 is float64: in a
+    float32 kernel each literal would pull the arithmetic (and ``exp``) into float64.
+    """
+
+    def visit_Constant(self, node):
+        if isinstance(node.value, float):
+            call = ast.Call(ast.Name("_real", ast.Load()), [ast.Constant(node.value)], [])
+            return ast.copy_location(call, node)
+        return node
+
+
+def with_literals_of(function, dtype):
+    """``function`` recompiled from its source with its float literals of ``dtype``.
+
+    The identity for float64, and for functions whose source cannot be read (they then run
+    with float64 literals: correct, slower in float32).
+    """
+    import numba
+
+    if np.dtype(dtype) == np.float64:
+        return function
+    function = getattr(function, "py_func", function)
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+    except (OSError, TypeError):
+        return function
+    tree = ast.parse(source)
+    definition = tree.body[0]
+    if not isinstance(definition, ast.FunctionDef):  # a lambda: leave it
+        return function
+    definition.decorator_list = []
+    tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
+    namespace = dict(function.__globals__)
+    for name, cell in zip(function.__code__.co_freevars, function.__closure__ or (),
+                          strict=True):
+        namespace[name] = cell.cell_contents
+    namespace["_real"] = numba.from_dtype(np.dtype(dtype))
+    exec(compile(tree, inspect.getsourcefile(function) or "<autofit>", "exec"),  # noqa: S102
+         namespace)
+    return namespace[definition.name]
+
+
+def build_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
+    """``run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, params,
+    chi2, n_iter, status, covariance)``: all fits, in parallel chunks, results in place."""
+    import numba
+
+    jit = numba.njit(error_model="numpy")
+    # The point functions are inlined into the pass over the points: a call per point that
+    # passes numba's array structures would cost more than the model itself.
+    inline = numba.njit(error_model="numpy", inline="always")
+    fit_one = build_fit_one(inline(with_literals_of(value, dtype)),
+                            inline(with_literals_of(gradient, dtype)), jac_method, n_params,
+                            jit, inline, dtype)
+
+    @numba.njit(parallel=True, error_model="numpy")
+    def run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, params,
+            chi2, n_iter, status, covariance):
+        n_fits, n_params = p0.shape
+        # Chunks of fits share one set of work arrays (no allocation per fit); small chunks
+        # keep the two threads balanced when some fits take far longer than others.
+        chunk = 16
+        n_chunks = (n_fits + chunk - 1) // chunk
+        for c in numba.prange(n_chunks):
+            trial = np.empty(n_params)
+            step = np.empty(n_params)
+            g = np.empty(n_params)
+            trial_g = np.empty(n_params)
+            scale = np.empty(n_params)
+            work_p = np.empty(n_params)
+            h = np.empty((n_params, n_params))
+            trial_h = np.empty((n_params, n_params))
+            system = np.empty((n_params, n_params))
+            jac = np.empty((n_params, 1))
+            for fit in range(c * chunk, min(n_fits, (c + 1) * chunk)):
+                chi2[fit], n_iter[fit], status[fit] = fit_one(
+                    x[fit % x.shape[0]], ydata[fit], weights[fit % weights.shape[0]],
+                    p0[fit], lower[fit % lower.shape[0]], upper[fit % upper.shape[0]], free,
+                    estimator, tol, max_iter, params[fit], trial, step, g, h, trial_g,
+                    trial_h, scale, system, jac, work_p, covariance[fit])
+
+    return run
+
+
+_KERNELS: dict = {}
+
+
+def cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
+    """The compiled CPU kernel for these point functions (built once per process)."""
+    key = (value, gradient, jac_method, n_params, np.dtype(dtype))
+    if key not in _KERNELS:
+        _KERNELS[key] = build_cpu_kernel(value, gradient, jac_method, n_params, dtype)
+    return _KERNELS[key]
+
+
+_USER_POINTS: dict = {}
+
+
+def user_point_function(f, n_params, n_variables, device="cpu", dtype=np.float64):
+    """A point function ``value(x, i, p)`` calling the user's ``f(x, *params)`` on one point.
+
+    ``f`` is compiled for the target (``numba.njit`` or ``numba.cuda.jit(device=True)``)
+    and called with a scalar x (one variable) or the column ``x[:, i]`` (several), and the
+    parameters unpacked: numba cannot call ``f(x, *p)`` with an array ``p``. Built once per
+    function, size and device.
+    """
+    key = (f, n_params, n_variables, device, np.dtype(dtype))
+    if key not in _USER_POINTS:
+        if device == "cuda":
+            from numba import cuda
+
+            user = cuda.jit(device=True)(with_literals_of(f, dtype))
+        else:
+            import numba
+            from numba.core.registry import CPUDispatcher
+
+            user = f if isinstance(f, CPUDispatcher) else numba.njit(
+                with_literals_of(f, dtype), error_model="numpy")
+        point = "x[0, i]" if n_variables == 1 else "x[:, i]"
+        arguments = ", ".join(f"p[{j}]" for j in range(n_params))
+        source = (f"def value(x, i, p):\n"
+                  f"    return user({point}, {arguments})\n")
+        namespace = {"user": user}
+        exec(compile(source, f"<autofit point function {n_params}>", "exec"),  # noqa: S102
+             namespace)
+        _USER_POINTS[key] = namespace["value"]
+    return _USER_POINTS[key]
+
+
+def _no_gradient(x, i, p, jac, col):
+    return 0.0
+
+
+@implements("lm_batch")
+def lm_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
+             estimator, tol, max_iter):
+    n_fits, n_params = p0.shape
+    run = cpu_kernel(model, jacobian if jac_method == JAC_ANALYTIC else _no_gradient,
+                     jac_method, n_params, p0.dtype)
+    params = np.empty((n_fits, n_params), dtype=p0.dtype)
+    chi2 = np.empty(n_fits, dtype=p0.dtype)
+    n_iter = np.empty(n_fits, dtype=np.int64)
+    status = np.empty(n_fits, dtype=np.int64)
+    covariance = np.empty((n_fits, n_params, n_params), dtype=p0.dtype)
+    run(x, ydata, weights, p0, lower, upper, np.asarray(free, dtype=np.bool_), estimator,
+        float(tol), int(max_iter), params, chi2, n_iter, status, covariance)
+    return params, chi2, n_iter, status, covariance

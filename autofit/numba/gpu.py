@@ -1,0 +1,106 @@
+"""Batched Levenberg-Marquardt on a CUDA GPU with numba.cuda: one thread per fit.
+
+The per-fit solver is the one the CPU kernel runs (:func:`autofit.numba.batch.build_fit_one`),
+compiled as a device function; each thread keeps its work arrays in local memory sized at
+compile time from the number of parameters, so the whole LM loop of a fit runs in one
+thread without touching global memory except to read its data and write its results.
+Built-in models use their point functions (:mod:`autofit.numba.points`), user functions
+are compiled as device functions, so no CUDA source is written by hand.
+
+Without a GPU this module runs on numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set
+before numba is imported), which the tests use for small batches.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import cuda  # a module global: the simulator swaps it inside kernels
+
+from autofit._codes import JAC_ANALYTIC
+from autofit.numba.batch import _no_gradient, build_fit_one, with_literals_of
+
+THREADS_PER_BLOCK = 128
+_KERNELS: dict = {}
+
+
+def available() -> bool:
+    """True when numba.cuda can run kernels here (a GPU, or the simulator)."""
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # numba-cuda missing or no driver
+        return False
+
+
+def build_kernel(value, gradient, jac_method, n_params, dtype):
+    """The CUDA kernel for one model, size and dtype."""
+    device = cuda.jit(device=True)
+    fit_one = build_fit_one(device(with_literals_of(value, dtype)),
+                            device(with_literals_of(gradient, dtype)), jac_method, n_params,
+                            device, dtype=dtype)
+    real = numba.float32 if np.dtype(dtype) == np.float32 else numba.float64
+    size = n_params
+
+    @cuda.jit
+    def kernel(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, params,
+               chi2, n_iter, status, covariance):
+        fit = cuda.grid(1)
+        if fit >= ydata.shape[0]:
+            return
+        trial = cuda.local.array(size, real)
+        step = cuda.local.array(size, real)
+        g = cuda.local.array(size, real)
+        trial_g = cuda.local.array(size, real)
+        scale = cuda.local.array(size, real)
+        work_p = cuda.local.array(size, real)
+        h = cuda.local.array((size, size), real)
+        trial_h = cuda.local.array((size, size), real)
+        system = cuda.local.array((size, size), real)
+        jac = cuda.local.array((size, 1), real)
+        chi2[fit], n_iter[fit], status[fit] = fit_one(
+            x[fit % x.shape[0]], ydata[fit], weights[fit % weights.shape[0]], p0[fit],
+            lower[fit % lower.shape[0]], upper[fit % upper.shape[0]], free, estimator, tol,
+            max_iter, params[fit], trial, step, g, h, trial_g, trial_h, scale, system,
+            jac, work_p, covariance[fit])
+
+    return kernel
+
+
+def kernel_for(value, gradient, jac_method, n_params, dtype):
+    key = (value, gradient, jac_method, n_params, np.dtype(dtype))
+    if key not in _KERNELS:
+        _KERNELS[key] = build_kernel(value, gradient, jac_method, n_params, dtype)
+    return _KERNELS[key]
+
+
+def lm_batch_device(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
+                    estimator, tol, max_iter, out=None):
+    """``lm_batch`` on arrays already on the GPU (numba device arrays, or any array with
+    ``__cuda_array_interface__``, e.g. CuPy or JAX); returns device arrays
+    ``(params, chi2, n_iter, status, covariance)`` (``out`` reuses them)."""
+    n_fits, n_params = p0.shape
+    dtype = np.dtype(p0.dtype)
+    kernel = kernel_for(model, jacobian if jac_method == JAC_ANALYTIC else _no_gradient,
+                        jac_method, n_params, dtype)
+    if out is None:
+        out = (cuda.device_array((n_fits, n_params), dtype=dtype),
+               cuda.device_array(n_fits, dtype=dtype),
+               cuda.device_array(n_fits, dtype=np.int64),
+               cuda.device_array(n_fits, dtype=np.int64),
+               cuda.device_array((n_fits, n_params, n_params), dtype=dtype))
+    blocks = (n_fits + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
+    if n_fits:
+        kernel[blocks, THREADS_PER_BLOCK](x, ydata, weights, p0, lower, upper, free,
+                                          estimator, dtype.type(tol), max_iter, *out)
+    return out
+
+
+def lm_batch_cuda(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
+                  estimator, tol, max_iter):
+    """``lm_batch`` from host arrays: copies in, runs one thread per fit, copies out."""
+    arrays = [cuda.to_device(np.ascontiguousarray(a))
+              for a in (x, ydata, weights, p0, lower, upper)]
+    free = cuda.to_device(np.ascontiguousarray(free, dtype=np.bool_))
+    out = lm_batch_device(model, jacobian, jac_method, *arrays, free, estimator, tol,
+                          max_iter)
+    return tuple(o.copy_to_host() for o in out)

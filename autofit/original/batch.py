@@ -1,0 +1,242 @@
+"""Batched Levenberg-Marquardt (NumPy reference): many independent small fits.
+
+One fit at a time, vectorised over its points. This file defines the algorithm; the numba
+(CPU ``prange`` and CUDA) and jax engines follow it step for step, and the generated tests
+hold them to it.
+
+The algorithm per fit (the same on every backend):
+
+1. Not attempted, with a status, when the fit's data, x, weights or p0 hold nan/inf
+   (``NONFINITE_DATA``), when Poisson counts are negative (``MLE_NEGATIVE_DATA``), or when
+   fewer points have a non-zero weight than there are free parameters (``TOO_FEW_POINTS``).
+2. ``p = clip(p0, lower, upper)``; one pass over the points gives χ², the gradient
+   ``g = -½ ∂χ²/∂p`` and the Gauss-Newton matrix ``H`` (``JᵀW²J`` for least squares,
+   ``Σ w y/f² J Jᵀ`` for Poisson MLE, as in Gpufit). Non-finite here ends the fit with
+   ``NONFINITE`` (``MLE_NONPOSITIVE_MODEL`` when the Poisson model is ≤ 0).
+3. Each iteration solves ``(H + λ diag(s)) δ = g`` by Cholesky over the free parameters,
+   where ``s`` is the running maximum of ``diag(H)`` (Marquardt's scaling), evaluates χ²,
+   g and H at ``clip(p + δ)`` in one pass, and accepts the step when χ² does not grow
+   (λ /= 10) or rejects it (λ *= 10). A failed factorisation also raises λ. An iteration is
+   one such pass, accepted or not; ``max_iter`` bounds them.
+4. Stopping (MINPACK's tests with one tolerance): on an accepted step, the actual and the
+   predicted relative reductions of χ² both ≤ tol (``CONVERGED_FTOL``) and/or the scaled
+   step ≤ tol × the scaled parameters (``CONVERGED_XTOL``; ``..._FTOL_XTOL`` for both); a
+   rejected step that is itself below the xtol test also ends with ``CONVERGED_XTOL``
+   (the minimum is closer than tol); λ > MAX_DAMPING ends with ``MACHINE_PRECISION``
+   (converged) or ``SINGULAR`` (the factorisation never succeeded).
+5. The covariance is the inverse of the information matrix over the free parameters:
+   ``JᵀW²J`` for least squares, the Fisher information ``Σ w J Jᵀ / f`` for Poisson MLE
+   (one more pass); zero rows and columns for fixed parameters. When it is not positive
+   definite the covariance is nan and a converged status becomes ``SINGULAR``.
+"""
+
+import numpy as np
+
+from autofit._codes import (
+    BATCH_DAMPING_DOWN,
+    BATCH_DAMPING_UP,
+    BATCH_INITIAL_DAMPING,
+    BATCH_MIN_DAMPING,
+    CONVERGED_CODES,
+    CONVERGED_FTOL,
+    CONVERGED_FTOL_XTOL,
+    CONVERGED_GTOL,
+    CONVERGED_XTOL,
+    ESTIMATOR_MLE,
+    JAC_ANALYTIC,
+    MACHINE_PRECISION,
+    MAX_DAMPING,
+    MAX_ITERATIONS,
+    MLE_NEGATIVE_DATA,
+    MLE_NONPOSITIVE_MODEL,
+    NONFINITE,
+    NONFINITE_DATA,
+    RUNNING,
+    SINGULAR,
+    TOO_FEW_POINTS,
+)
+from autofit._declarations import implements
+from autofit.original.jacobians import jacobian_forward
+
+
+def cholesky_solve(a, b):
+    """Solve ``a z = b`` for symmetric positive-definite ``a``; ok is False otherwise.
+
+    A pivot that is not > 0 (or not finite) fails, exactly as in the numba and jax ports.
+    """
+    n = b.shape[0]
+    chol = np.zeros((n, n))
+    for j in range(n):
+        pivot = a[j, j] - chol[j, :j] @ chol[j, :j]
+        if not (pivot > 0.0 and np.isfinite(pivot)):
+            return np.zeros(n), False
+        chol[j, j] = np.sqrt(pivot)
+        for i in range(j + 1, n):
+            chol[i, j] = (a[i, j] - chol[i, :j] @ chol[j, :j]) / chol[j, j]
+    z = np.empty(n)
+    for i in range(n):
+        z[i] = (b[i] - chol[i, :i] @ z[:i]) / chol[i, i]
+    for i in range(n - 1, -1, -1):
+        z[i] = (z[i] - chol[i + 1:, i] @ z[i + 1:]) / chol[i, i]
+    return z, True
+
+
+def _model_x(x):
+    # One-variable models take x as (n_points,), k-variable ones as (k, n_points).
+    return x[0] if x.shape[0] == 1 else x
+
+
+def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estimator):
+    """chi2, g, H at p (chi2 = inf where the model is non-finite or, for MLE, f <= 0)."""
+    mx = _model_x(x)
+    f = model(mx, p)
+    if jac_method == JAC_ANALYTIC:
+        jac = jacobian(mx, p)
+    else:
+        jac = jacobian_forward(model, mx, p, f, lower, upper)
+    used = w != 0.0
+    f, jac, y, w = f[used], jac[used] * free, y[used], w[used]
+    if estimator == ESTIMATOR_MLE:
+        if not np.all(f > 0.0):
+            return np.inf, None, None, False
+        counts = y > 0.0
+        chi2 = 2.0 * np.sum(w * (f - y)) - 2.0 * np.sum(
+            w[counts] * y[counts] * np.log(f[counts] / y[counts]))
+        g = jac.T @ (w * (y / f - 1.0))
+        h = (jac * (w * y / (f * f))[:, None]).T @ jac
+    else:
+        r = w * (y - f)
+        chi2 = r @ r
+        wj = jac * w[:, None]
+        g = wj.T @ r
+        h = wj.T @ wj
+    finite = np.isfinite(chi2) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))
+    return (chi2 if finite else np.inf), g, h, True
+
+
+def _information(model, jacobian, jac_method, x, w, p, lower, upper, free, estimator, h):
+    """The matrix whose inverse is the covariance: H itself (LSE) or Fisher's (MLE)."""
+    if estimator != ESTIMATOR_MLE:
+        return h
+    mx = _model_x(x)
+    f = model(mx, p)
+    if jac_method == JAC_ANALYTIC:
+        jac = jacobian(mx, p)
+    else:
+        jac = jacobian_forward(model, mx, p, f, lower, upper)
+    used = w != 0.0
+    jac = jac[used] * free
+    return (jac * (w[used] / f[used])[:, None]).T @ jac
+
+
+def _damped_system(h, g, scale, damping, free):
+    # Fixed parameters get an identity row and column, so their step is exactly 0.
+    system = np.where(np.outer(free, free), h, 0.0)
+    system[np.diag_indices_from(system)] = np.where(free, np.diag(h) + damping * scale, 1.0)
+    return system, np.where(free, g, 0.0)
+
+
+def _invert(information, free):
+    n_params = free.shape[0]
+    system, _ = _damped_system(information, np.zeros(n_params), np.zeros(n_params), 0.0,
+                               free)
+    covariance = np.empty((n_params, n_params))
+    for j in range(n_params):
+        column, ok = cholesky_solve(system, np.eye(n_params)[j])
+        if not ok:
+            return np.full((n_params, n_params), np.nan), False
+        covariance[:, j] = column
+    return np.where(np.outer(free, free), covariance, 0.0), True
+
+
+def _not_attempted(x, y, w, p0, free, estimator):
+    """The status of a fit that cannot start, or RUNNING."""
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(np.isfinite(w))
+            and np.all(np.isfinite(p0))):
+        return NONFINITE_DATA
+    if estimator == ESTIMATOR_MLE and np.any(y[w != 0.0] < 0.0):
+        return MLE_NEGATIVE_DATA
+    if np.count_nonzero(w) < np.count_nonzero(free):
+        return TOO_FEW_POINTS
+    return RUNNING
+
+
+def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estimator, tol,
+             max_iter):
+    n_params = p0.shape[0]
+    nan_covariance = np.full((n_params, n_params), np.nan)
+    status = _not_attempted(x, y, w, p0, free, estimator)
+    if status != RUNNING:
+        return p0.copy(), np.nan, 0, status, nan_covariance
+    p = np.clip(p0, lower, upper)
+    chi2, g, h, positive = _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper,
+                                     free, estimator)
+    if not np.isfinite(chi2):
+        return p, np.nan, 0, (NONFINITE if positive else MLE_NONPOSITIVE_MODEL), nan_covariance
+    if not np.any(g[free] != 0.0):
+        status = CONVERGED_GTOL
+    scale = np.diag(h).copy()
+    damping = BATCH_INITIAL_DAMPING
+    n_iter = 0
+    while status == RUNNING:
+        if n_iter >= max_iter:
+            status = MAX_ITERATIONS
+            break
+        n_iter += 1
+        system, rhs = _damped_system(h, g, scale, damping, free)
+        step, ok = cholesky_solve(system, rhs)
+        if not ok:
+            damping *= BATCH_DAMPING_UP
+            if damping > MAX_DAMPING:
+                status = SINGULAR
+            continue
+        trial = np.clip(p + step, lower, upper)
+        moved = trial - p
+        small_step = np.sum(scale * moved * moved) <= tol * tol * np.sum(scale * p * p)
+        trial_chi2, trial_g, trial_h, _ = _evaluate(model, jacobian, jac_method, x, y, w,
+                                                    trial, lower, upper, free, estimator)
+        if trial_chi2 <= chi2:
+            # MINPACK's predicted reduction of the quadratic model for the damped step.
+            predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale * step * step)
+            small_reduction = (chi2 - trial_chi2 <= tol * trial_chi2
+                               and predicted <= tol * trial_chi2)
+            p, chi2, g, h = trial, trial_chi2, trial_g, trial_h
+            scale = np.maximum(scale, np.diag(h))
+            damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
+            if small_reduction and small_step:
+                status = CONVERGED_FTOL_XTOL
+            elif small_reduction or chi2 == 0.0:
+                status = CONVERGED_FTOL
+            elif small_step:
+                status = CONVERGED_XTOL
+        else:
+            if small_step:
+                status = CONVERGED_XTOL
+            damping *= BATCH_DAMPING_UP
+            if status == RUNNING and damping > MAX_DAMPING:
+                status = MACHINE_PRECISION
+    information = _information(model, jacobian, jac_method, x, w, p, lower, upper, free,
+                               estimator, h)
+    covariance, ok = _invert(information, free)
+    if not ok and status in CONVERGED_CODES:
+        status = SINGULAR
+    return p, chi2, n_iter, status, covariance
+
+
+@implements("lm_batch")
+def lm_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
+             estimator, tol, max_iter):
+    n_fits, n_params = p0.shape
+    params = np.empty((n_fits, n_params))
+    chi2 = np.empty(n_fits)
+    n_iter = np.empty(n_fits, dtype=np.int64)
+    status = np.empty(n_fits, dtype=np.int64)
+    covariance = np.empty((n_fits, n_params, n_params))
+    free = np.asarray(free, dtype=bool)
+    for fit in range(n_fits):
+        (params[fit], chi2[fit], n_iter[fit], status[fit],
+         covariance[fit]) = _fit_one(
+            model, jacobian, jac_method, x[fit % x.shape[0]], ydata[fit],
+            weights[fit % weights.shape[0]], p0[fit], lower[fit % lower.shape[0]],
+            upper[fit % upper.shape[0]], free, estimator, tol, max_iter)
+    return params, chi2, n_iter, status, covariance
