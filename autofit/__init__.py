@@ -7,6 +7,7 @@ call (``backend=``), per block (``use_backend``), per process (``set_backend``),
 """
 
 from autofit import models
+from autofit._batch import BatchResult, fit_batch
 from autofit._codes import CONVERGED_CODES
 from autofit._curve_fit import ImproperInputError, OptimizeWarning, curve_fit
 from autofit._declarations import KERNELS, MODELS
@@ -23,7 +24,6 @@ from autofit._dispatch import (
     set_backend,
     use_backend,
 )
-from autofit._batch import BatchResult, fit_batch
 from autofit._status import Status
 
 __version__ = "0.1.0"

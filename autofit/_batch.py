@@ -149,7 +149,7 @@ def fit_batch(model, x, y, p0=None, *, sigma=None, bounds=None, fixed=None, esti
     >>> import numpy as np, autofit
     >>> x = np.linspace(-3, 3, 32)
     >>> centers = np.array([[-0.5, 0.0], [0.5, 1.0]])
-    >>> y = autofit.models.gaussian(x, 2.0, centers[..., None], 0.7, 0.1)
+    >>> y = autofit.models.gaussian(x, 2.0, centers, 0.7, 0.1)  # one curve per centre
     >>> res = autofit.fit_batch(autofit.models.gaussian, x, y, backend="numpy")
     >>> res.params.shape, bool(res.converged.all())
     ((2, 2, 4), True)
@@ -242,7 +242,9 @@ class _Problem:
             raise ValueError(f"p0 is outside the bounds for {int(infeasible.sum())} fit(s) "
                              f"(first at index {tuple(int(i) for i in first)}); give a p0 "
                              "inside [lower, upper]")
-        cast = (lambda a: np.ascontiguousarray(a, dtype=dtype))
+        def cast(a):
+            return np.ascontiguousarray(a, dtype=dtype)
+
         return cls(model, n_params, param_names, leading, cast(x), cast(y), cast(weights),
                    cast(p0), cast(lower), cast(upper), free, estimator_code, tol,
                    int(max_iter), jac, dtype)
@@ -436,9 +438,14 @@ def _run(backend, device, problem):
     """All chunks on one backend; BackendCannotRun if it cannot run this model."""
     model, jacobian, jac_method = _backend_model(backend, device, problem)
     if backend == "numba" and device == "cuda":
-        from autofit.numba import gpu as kernels_module
+        from autofit.numba import gpu
 
-        solve = kernels_module.lm_batch_cuda
+        if not gpu.available():
+            raise RuntimeError("device='cuda' was asked for (argument or FFIT_DEVICE), but "
+                               "numba.cuda finds no usable GPU here; install "
+                               "'autofit-lm[cuda]' on a machine with an NVIDIA GPU, or use "
+                               "device='cpu'")
+        solve = gpu.lm_batch_cuda
     else:
         solve = _dispatch.load(backend).lm_batch
     n, p = problem.n_fits, problem.n_params

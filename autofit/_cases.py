@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autofit import _codes
-from autofit._declarations import KERNELS
+from autofit._declarations import KERNELS, MODELS
 
 # Tolerances of the cross-backend comparison (float64), per kind of output.
 KERNEL_RTOL = 1e-10
@@ -31,6 +31,21 @@ TRUE_PARAMS = {
     "exponential_decay": (2.5, 1.3, 0.5),
     "gaussian": (3.0, 0.4, 1.1, 0.2),
     "lorentzian": (2.0, -0.3, 0.7, 0.1),
+    # The models below stay away from 0 on their grids: the relative comparison of a sum
+    # that cancels to 0 would measure the cancellation, not the kernel.
+    "double_exponential": (2.0, 3.0, 1.0, 0.4, 0.3),
+    "stretched_exponential": (2.0, 0.8, 0.6, 0.2),
+    "pseudo_voigt": (2.5, 0.3, 0.8, 0.4, 0.2),
+    # An ODMR spectrum: three dips (negative amplitudes) on a background of 1.
+    "multi_lorentzian": (-0.3, -2.5, 0.4, -0.5, 0.2, 0.3, -0.2, 2.8, 0.5, 1.0),
+    "damped_cosine": (1.5, 0.4, 0.7, 0.3, 2.0),
+    "sine": (1.2, 0.35, -0.8, 1.5),
+    "logistic": (2.0, 0.5, 0.8, 0.3),
+    "power_law": (1.5, 0.7, 0.4),
+    "gaussian_2d": (3.0, 0.4, -0.6, 1.2, 0.2),
+    "gaussian_2d_elliptic": (2.5, -0.5, 0.3, 1.4, 0.8, 0.1),
+    "gaussian_2d_rotated": (2.0, 0.3, -0.4, 1.6, 0.7, 0.2, 0.5),
+    "cauchy_2d_elliptic": (1.8, 0.2, 0.6, 1.1, 0.7, 0.1),
 }
 
 
@@ -60,8 +75,21 @@ class Case:
 
 
 def x_grid(model: str, n_points: int) -> np.ndarray:
-    if model == "exponential_decay":
+    """The points of ``model``'s cases: ``(n_points,)``, or ``(2, n_points)`` for a 2-D model.
+
+    A 2-D model gets the first ``n_points`` pixels, row by row, of a square grid on
+    [-5, 5]² with ``ceil(sqrt(n_points))`` pixels a side.
+    """
+    if MODELS[model].n_variables == 2:
+        side = max(int(np.ceil(np.sqrt(n_points))), 2)
+        axis = np.linspace(-5.0, 5.0, side)
+        grid_y, grid_x = np.meshgrid(axis, axis, indexing="ij")
+        return np.stack([grid_x.ravel(), grid_y.ravel()])[:, :n_points].copy()
+    if model in ("exponential_decay", "double_exponential", "stretched_exponential",
+                 "damped_cosine"):
         return np.linspace(0.0, 5.0, n_points)
+    if model == "power_law":
+        return np.linspace(0.1, 10.0, n_points)
     if model == "polynomial":
         return np.linspace(-2.0, 2.0, n_points)
     return np.linspace(-5.0, 5.0, n_points)

@@ -239,7 +239,9 @@ def _n_params_hint(f, p0) -> int:
 
 def _default_p0(f, x, y, lower, upper):
     guess = getattr(f, "guess", None)
-    if guess is not None and getattr(f, "n_params", None) is not None and x.ndim == 1:
+    n_variables = getattr(f, "n_variables", 1)
+    if (guess is not None and getattr(f, "n_params", None) is not None
+            and x.ndim == (1 if n_variables == 1 else 2)):
         return np.clip(f.guess(x, y), lower, upper)
     check.count_parameters(f)  # raises scipy's "Unable to determine number" error
     return check.feasible_start(lower, upper)

@@ -19,12 +19,17 @@ class ModelSpec:
     """A built-in model: its parameters and formula.
 
     ``param_names`` is None for models whose number of parameters is chosen by the caller
-    (the polynomial's degree follows from the length of ``params``).
+    (the polynomial's degree and the multi-Lorentzian's number of peaks follow from the
+    length of ``params``); ``variable_params`` then says, for the docs, how the parameters
+    are named and how many there are. ``n_variables`` is 2 for models of an image: their x
+    is ``(2, n_points)``, the x and y coordinate of each point.
     """
 
     name: str
     param_names: tuple[str, ...] | None
     formula: str
+    n_variables: int = 1
+    variable_params: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,28 +52,81 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("linear", ("slope", "intercept"), "slope * x + intercept"),
-        ModelSpec("polynomial", None, "c0 + c1 * x + c2 * x**2 + ... (degree = len(params) - 1)"),
+        ModelSpec("polynomial", None, "c0 + c1 * x + c2 * x**2 + ... (degree = len(params) - 1)",
+                  variable_params=("c0, c1, ..., c_degree", "degree + 1")),
         ModelSpec("exponential_decay", ("amplitude", "rate", "offset"),
                   "amplitude * exp(-rate * x) + offset"),
         ModelSpec("gaussian", ("amplitude", "center", "width", "offset"),
                   "amplitude * exp(-(x - center)**2 / (2 * width**2)) + offset"),
         ModelSpec("lorentzian", ("amplitude", "center", "hwhm", "offset"),
                   "amplitude * hwhm**2 / ((x - center)**2 + hwhm**2) + offset"),
+        ModelSpec("double_exponential", ("amplitude1", "rate1", "amplitude2", "rate2", "offset"),
+                  "amplitude1 * exp(-rate1 * x) + amplitude2 * exp(-rate2 * x) + offset"),
+        ModelSpec("stretched_exponential", ("amplitude", "rate", "beta", "offset"),
+                  "amplitude * exp(-(rate * x)**beta) + offset (x >= 0; the value at "
+                  "rate * x = 0 is amplitude + offset, with zero derivatives in rate and "
+                  "beta)"),
+        ModelSpec("pseudo_voigt", ("amplitude", "center", "hwhm", "eta", "offset"),
+                  "amplitude * (eta * L + (1 - eta) * G) + offset, "
+                  "L = hwhm**2 / ((x - center)**2 + hwhm**2), "
+                  "G = exp(-ln(2) * (x - center)**2 / hwhm**2)"),
+        ModelSpec("multi_lorentzian", None,
+                  "sum over peaks k of amplitude_k * hwhm_k**2 / ((x - center_k)**2 + "
+                  "hwhm_k**2) + offset (n_peaks = (len(params) - 1) / 3)",
+                  variable_params=(("amplitude_1, center_1, hwhm_1, ..., amplitude_n, "
+                                    "center_n, hwhm_n, offset"), "3 n_peaks + 1")),
+        ModelSpec("damped_cosine", ("amplitude", "rate", "frequency", "phase", "offset"),
+                  "amplitude * exp(-rate * x) * cos(2 * pi * frequency * x + phase) + offset"),
+        ModelSpec("sine", ("amplitude", "frequency", "phase", "offset"),
+                  "amplitude * sin(2 * pi * frequency * x + phase) + offset"),
+        ModelSpec("logistic", ("amplitude", "center", "width", "offset"),
+                  "amplitude / (1 + exp(-(x - center) / width)) + offset"),
+        ModelSpec("power_law", ("amplitude", "exponent", "offset"),
+                  "amplitude * x**exponent + offset (x > 0)"),
+        ModelSpec("gaussian_2d", ("amplitude", "x0", "y0", "width", "offset"),
+                  "amplitude * exp(-((x - x0)**2 + (y - y0)**2) / (2 * width**2)) + offset",
+                  n_variables=2),
+        ModelSpec("gaussian_2d_elliptic",
+                  ("amplitude", "x0", "y0", "width_x", "width_y", "offset"),
+                  "amplitude * exp(-(x - x0)**2 / (2 * width_x**2) "
+                  "- (y - y0)**2 / (2 * width_y**2)) + offset",
+                  n_variables=2),
+        ModelSpec("gaussian_2d_rotated",
+                  ("amplitude", "x0", "y0", "width_x", "width_y", "offset", "angle"),
+                  "amplitude * exp(-u**2 / (2 * width_x**2) - v**2 / (2 * width_y**2)) "
+                  "+ offset, u = (x - x0) * cos(angle) + (y - y0) * sin(angle), "
+                  "v = -(x - x0) * sin(angle) + (y - y0) * cos(angle) (angle: of the "
+                  "ellipse's x axis, in radians)",
+                  n_variables=2),
+        ModelSpec("cauchy_2d_elliptic",
+                  ("amplitude", "x0", "y0", "width_x", "width_y", "offset"),
+                  "amplitude / ((1 + ((x - x0) / width_x)**2) * (1 + ((y - y0) / width_y)**2))"
+                  " + offset",
+                  n_variables=2),
     )
 }
 
 
 def _model_kernels(spec: ModelSpec) -> tuple[KernelSpec, KernelSpec]:
-    names = ", ".join(spec.param_names) if spec.param_names else "c0, c1, ..., c_degree"
-    n = f"({len(spec.param_names)},)" if spec.param_names else "(degree + 1,)"
+    if spec.param_names is not None:
+        names, n = ", ".join(spec.param_names), f"({len(spec.param_names)},)"
+    else:
+        names, count = spec.variable_params
+        n = f"({count},)"
+    if spec.n_variables == 1:
+        x_doc = "x : (n_points,) float64\n    Independent variable."
+        point = "x[i]"
+    else:
+        x_doc = (f"x : ({spec.n_variables}, n_points) float64\n"
+                 "    Coordinates of each point: row 0 is x, row 1 is y.")
+        point = "x[:, i]"
     evaluate = KernelSpec(
         f"model_{spec.name}", ("x", "params"),
         f"""Evaluate the {spec.name} model ``{spec.formula}``.
 
 Parameters
 ----------
-x : (n_points,) float64
-    Independent variable.
+{x_doc}
 params : {n} float64
     {names}.
 
@@ -82,14 +140,14 @@ y : (n_points,) float64
 
 Parameters
 ----------
-x : (n_points,) float64
+{x_doc}
 params : {n} float64
     {names}.
 
 Returns
 -------
 jac : (n_points, n_params) float64
-    ``jac[i, j] = d model(x[i]) / d params[j]``.
+    ``jac[i, j] = d model({point}) / d params[j]``.
 """, case="model")
     return evaluate, jacobian
 
@@ -187,7 +245,7 @@ ok : bool
     KernelSpec(
         "lm_solve", ("model", "jacobian", "jac_method", "x", "ydata", "weights", "p0",
                      "lower", "upper", "ftol", "xtol", "gtol", "max_nfev"),
-        """Minimise ``||W (model(x, p) - ydata)||²`` over ``lower <= p <= upper`` by Levenberg-Marquardt.
+        """Minimise ``||W (model(x, p) - ydata)||²`` over ``lower <= p <= upper`` by LM.
 
 A MINPACK-style LM: Marquardt scaling by the running maximum of the Jacobian's column
 norms, Nielsen's update of the damping from the gain ratio, MINPACK's stopping rules, and
@@ -235,6 +293,58 @@ nfev : int
 n_iter : int
     Accepted steps.
 """, case="lm_solve"),
+    KernelSpec(
+        "lm_batch", ("model", "jacobian", "jac_method", "x", "ydata", "weights", "p0",
+                     "lower", "upper", "free", "estimator", "tol", "max_iter"),
+        """Fit many independent curves at once by Levenberg-Marquardt (LSE or Poisson MLE).
+
+Each fit is independent: one bad fit gets a status and never changes another's result.
+The algorithm is defined in :mod:`autofit.original.batch` (Gpufit's damping schedule with
+Marquardt scaling, MINPACK's stopping tests with one tolerance, bounds by projection).
+
+Parameters
+----------
+model : the backend's form of the model
+    NumPy: ``model(x, params) -> (n_points,)``; numba: a point function
+    ``value(x, i, params) -> float`` (:mod:`autofit.numba.points`); jax: a traceable
+    ``model(x, params)``.
+jacobian : the backend's form of the analytic Jacobian, used when ``jac_method`` is
+    ``JAC_ANALYTIC``: NumPy/jax ``jacobian(x, params) -> (n_points, n_params)``; numba a
+    point function ``gradient(x, i, params, jac, col) -> float``.
+jac_method : int
+    ``JAC_ANALYTIC``, ``JAC_FORWARD`` or (jax) ``JAC_AUTODIFF``.
+x : (1 or n_fits, n_variables, n_points) float64
+    Shared by all fits (leading size 1) or one per fit. One-variable models receive
+    ``x[fit, 0]`` as ``(n_points,)``.
+ydata : (n_fits, n_points) float64
+    Data; counts for Poisson MLE.
+weights : (1 or n_fits, n_points) float64
+    ``1 / sigma`` for least squares; 1 or 0 for Poisson MLE. Points with weight 0 are
+    ignored (the model is not even required to be finite there): padding and masks.
+p0 : (n_fits, n_params) float64
+lower, upper : (1 or n_fits, n_params) float64
+free : (n_params,) bool
+    False for parameters held at p0.
+estimator : int
+    ``ESTIMATOR_LSE`` or ``ESTIMATOR_MLE``.
+tol : float
+    Relative tolerance of the stopping tests.
+max_iter : int
+    Iterations (model passes, accepted or rejected) per fit.
+
+Returns
+-------
+params : (n_fits, n_params) float64
+chi2 : (n_fits,) float64
+    Weighted sum of squares, or the Poisson deviance ``2 Σ (f - y - y log(f / y))``; nan
+    for fits not attempted.
+n_iter : (n_fits,) int64
+status : (n_fits,) int64
+    A code from :mod:`autofit._codes` (see :class:`autofit.Status`).
+covariance : (n_fits, n_params, n_params) float64
+    Inverse of ``JᵀW²J`` (least squares, not scaled by the reduced χ²) or of the Fisher
+    information (MLE); nan when not invertible; 0 in rows and columns of fixed parameters.
+""", case="lm_batch"),
     KernelSpec(
         "covariance_from_jacobian", ("jac",),
         """Unscaled parameter covariance ``(JᵀJ)⁺`` from the weighted Jacobian.

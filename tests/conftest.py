@@ -33,6 +33,7 @@ def _clean_backend_config(monkeypatch):
 
     monkeypatch.delenv("FFIT_BACKEND", raising=False)
     monkeypatch.delenv("FFIT_STRICT", raising=False)
+    monkeypatch.delenv("FFIT_DEVICE", raising=False)
     autofit.set_backend(None)
     yield
     autofit.set_backend(None)

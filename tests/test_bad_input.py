@@ -485,7 +485,8 @@ def test_maxfev_and_max_nfev_together_raise():
 @pytest.mark.parametrize("name", ["ftol", "xtol", "gtol"])
 @pytest.mark.parametrize("value", [-1.0, -1e-300, np.nan])
 def test_negative_tolerance_raises(name, value):
-    with pytest.raises(ValueError, match=rf"{name} must be a finite number >= 0, got {re.escape(repr(value))}"):
+    message = rf"{name} must be a finite number >= 0, got {re.escape(repr(value))}"
+    with pytest.raises(ValueError, match=message):
         fit(**{name: value})
 
 

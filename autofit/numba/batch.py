@@ -51,6 +51,10 @@ from autofit._codes import (
 from autofit._declarations import implements
 
 FORWARD_STEP = 1.4901161193847656e-08  # sqrt(float64 eps), as autofit.original.jacobians
+# Floating-point freedoms for the CPU kernel: reciprocals (a division by a loop-invariant
+# parameter becomes one reciprocal per pass) and fused multiply-adds. No reassociation and
+# no finite-math assumptions: sums keep their order and nan/inf stay detectable.
+FASTMATH = {"arcp", "contract"}
 
 
 def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
@@ -294,6 +298,9 @@ def _evaluate_source(n_params: int) -> str:
         "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher):",
         *(f"    work_p[{a}] = p[{a}]" for a in n),
         *(f"    free{a} = free[{a}]" for a in n),
+        # The parameters as a tuple of scalars: the model cannot then alias the Jacobian
+        # column it writes, so the compiler keeps them (and 1/width...) out of the loop.
+        "    params = (" + "".join(f"p[{a}], " for a in n) + ")",
         *(f"    g{a} = 0.0" for a in n),
         *(f"    h{a}_{b} = 0.0" for a, b in pairs),
         "    mle = estimator == ESTIMATOR_MLE",
@@ -302,7 +309,7 @@ def _evaluate_source(n_params: int) -> str:
         "        wi = w[i]",
         "        if wi == 0.0:",
         "            continue",
-        "        f = point(x, i, p, lower, upper, free, jac, work_p)",
+        "        f = point(x, i, params, lower, upper, free, jac, work_p)",
         "        yi = y[i]",
         "        if mle:",
         "            if not f > 0.0:",
@@ -397,10 +404,10 @@ def build_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
     chi2, n_iter, status, covariance)``: all fits, in parallel chunks, results in place."""
     import numba
 
-    jit = numba.njit(error_model="numpy")
+    jit = numba.njit(error_model="numpy", fastmath=FASTMATH)
     # The point functions are inlined into the pass over the points: a call per point that
     # passes numba's array structures would cost more than the model itself.
-    inline = numba.njit(error_model="numpy", inline="always")
+    inline = numba.njit(error_model="numpy", inline="always", fastmath=FASTMATH)
     fit_one = build_fit_one(inline(with_literals_of(value, dtype)),
                             inline(with_literals_of(gradient, dtype)), jac_method, n_params,
                             jit, inline, dtype)

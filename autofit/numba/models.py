@@ -1,156 +1,457 @@
 """Built-in models and their analytic Jacobians (numba).
 
-Each kernel is one explicit loop over the points: no temporaries, and each Jacobian fills
-its (n_points, n_params) array in a single pass. The arithmetic is written in the same
-order as the NumPy reference, so the results agree with it bit for bit (only ``exp`` could
-round differently on another libm). No ``fastmath``: it would buy little here (``exp`` and
-the division dominate) and would break that agreement.
+Each model is written once, as scalar functions of one point in :mod:`autofit.numba.points`
+(which a CUDA engine compiles as device functions too); the kernels here compile them with
+``njit`` and loop over the points: no temporaries, and each Jacobian is filled in one pass,
+row by row (the point function writes row i through the transposed view ``jac.T``). A 1-D
+``x`` is passed to the point functions as the ``(1, n_points)`` view ``x[np.newaxis, :]``. The
+arithmetic is in the same order as the NumPy reference, so the results agree with it bit
+for bit (only ``exp`` and the other transcendental functions could round differently on
+another libm). No ``fastmath``: it would buy little here (``exp`` and the division
+dominate) and would break that agreement.
+
+numba keys the disk cache of a kernel on this file only: after editing ``points.py``, delete
+``autofit/numba/__pycache__`` (an installed package gets fresh files, so only development is
+affected).
 """
 
 import numpy as np
 from numba import njit
 
 from autofit._declarations import implements
+from autofit.numba import points
+
+_compile = njit(cache=True, error_model="numpy")
+
+
+_value_linear = _compile(points.value_linear)
+_gradient_linear = _compile(points.gradient_linear)
 
 
 @implements("model_linear")
 @njit(cache=True, error_model="numpy")
 def model_linear(x, params):
-    slope = params[0]
-    intercept = params[1]
+    points_x = x[np.newaxis, :]
     y = np.empty(x.shape[0])
     for i in range(x.shape[0]):
-        y[i] = slope * x[i] + intercept
+        y[i] = _value_linear(points_x, i, params)
     return y
 
 
 @implements("jacobian_linear")
 @njit(cache=True, error_model="numpy")
 def jacobian_linear(x, params):
+    points_x = x[np.newaxis, :]
     jac = np.empty((x.shape[0], 2))
+    columns = jac.T
     for i in range(x.shape[0]):
-        jac[i, 0] = x[i]
-        jac[i, 1] = 1.0
+        _gradient_linear(points_x, i, params, columns, i)
     return jac
+
+
+_value_polynomial = _compile(points.value_polynomial)
+_gradient_polynomial = _compile(points.gradient_polynomial)
 
 
 @implements("model_polynomial")
 @njit(cache=True, error_model="numpy")
 def model_polynomial(x, params):
-    # Horner's rule: one multiply-add per coefficient and point.
-    n_params = params.shape[0]
-    if n_params == 0:
+    if params.shape[0] == 0:
         raise IndexError("model_polynomial needs at least one coefficient")
+    points_x = x[np.newaxis, :]
     y = np.empty(x.shape[0])
     for i in range(x.shape[0]):
-        xi = x[i]
-        yi = params[n_params - 1]
-        for j in range(n_params - 2, -1, -1):
-            yi = yi * xi + params[j]
-        y[i] = yi
+        y[i] = _value_polynomial(points_x, i, params)
     return y
 
 
 @implements("jacobian_polynomial")
 @njit(cache=True, error_model="numpy")
 def jacobian_polynomial(x, params):
-    n_params = params.shape[0]
-    jac = np.empty((x.shape[0], n_params))
+    points_x = x[np.newaxis, :]
+    jac = np.empty((x.shape[0], params.shape[0]))
+    if params.shape[0] == 0:
+        return jac
+    columns = jac.T
     for i in range(x.shape[0]):
-        xi = x[i]
-        power = 1.0
-        for j in range(n_params):
-            jac[i, j] = power
-            power = power * xi
+        _gradient_polynomial(points_x, i, params, columns, i)
     return jac
+
+
+_value_exponential_decay = _compile(points.value_exponential_decay)
+_gradient_exponential_decay = _compile(points.gradient_exponential_decay)
 
 
 @implements("model_exponential_decay")
 @njit(cache=True, error_model="numpy")
 def model_exponential_decay(x, params):
-    amplitude = params[0]
-    minus_rate = -params[1]
-    offset = params[2]
+    points_x = x[np.newaxis, :]
     y = np.empty(x.shape[0])
     for i in range(x.shape[0]):
-        y[i] = amplitude * np.exp(minus_rate * x[i]) + offset
+        y[i] = _value_exponential_decay(points_x, i, params)
     return y
 
 
 @implements("jacobian_exponential_decay")
 @njit(cache=True, error_model="numpy")
 def jacobian_exponential_decay(x, params):
-    minus_amplitude = -params[0]
-    minus_rate = -params[1]
+    points_x = x[np.newaxis, :]
     jac = np.empty((x.shape[0], 3))
+    columns = jac.T
     for i in range(x.shape[0]):
-        decay = np.exp(minus_rate * x[i])
-        jac[i, 0] = decay
-        jac[i, 1] = minus_amplitude * x[i] * decay
-        jac[i, 2] = 1.0
+        _gradient_exponential_decay(points_x, i, params, columns, i)
     return jac
+
+
+_value_gaussian = _compile(points.value_gaussian)
+_gradient_gaussian = _compile(points.gradient_gaussian)
 
 
 @implements("model_gaussian")
 @njit(cache=True, error_model="numpy")
 def model_gaussian(x, params):
-    amplitude = params[0]
-    center = params[1]
-    width = params[2]
-    offset = params[3]
+    points_x = x[np.newaxis, :]
     y = np.empty(x.shape[0])
     for i in range(x.shape[0]):
-        u = (x[i] - center) / width
-        y[i] = amplitude * np.exp(-0.5 * u * u) + offset
+        y[i] = _value_gaussian(points_x, i, params)
     return y
 
 
 @implements("jacobian_gaussian")
 @njit(cache=True, error_model="numpy")
 def jacobian_gaussian(x, params):
-    amplitude = params[0]
-    center = params[1]
-    width = params[2]
+    points_x = x[np.newaxis, :]
     jac = np.empty((x.shape[0], 4))
+    columns = jac.T
     for i in range(x.shape[0]):
-        u = (x[i] - center) / width
-        peak = np.exp(-0.5 * u * u)
-        d_center = amplitude * peak * u / width
-        jac[i, 0] = peak
-        jac[i, 1] = d_center
-        jac[i, 2] = d_center * u
-        jac[i, 3] = 1.0
+        _gradient_gaussian(points_x, i, params, columns, i)
     return jac
+
+
+_value_lorentzian = _compile(points.value_lorentzian)
+_gradient_lorentzian = _compile(points.gradient_lorentzian)
 
 
 @implements("model_lorentzian")
 @njit(cache=True, error_model="numpy")
 def model_lorentzian(x, params):
-    amplitude = params[0]
-    center = params[1]
-    g2 = params[2] * params[2]
-    offset = params[3]
+    points_x = x[np.newaxis, :]
     y = np.empty(x.shape[0])
     for i in range(x.shape[0]):
-        d = x[i] - center
-        y[i] = amplitude * g2 / (d * d + g2) + offset
+        y[i] = _value_lorentzian(points_x, i, params)
     return y
 
 
 @implements("jacobian_lorentzian")
 @njit(cache=True, error_model="numpy")
 def jacobian_lorentzian(x, params):
-    amplitude = params[0]
-    center = params[1]
-    hwhm = params[2]
-    g2 = hwhm * hwhm
+    points_x = x[np.newaxis, :]
     jac = np.empty((x.shape[0], 4))
+    columns = jac.T
     for i in range(x.shape[0]):
-        d = x[i] - center
-        inv = 1.0 / (d * d + g2)
-        shape = g2 * inv
-        jac[i, 0] = shape
-        jac[i, 1] = 2.0 * amplitude * shape * d * inv
-        jac[i, 2] = 2.0 * amplitude * hwhm * d * d * inv * inv
-        jac[i, 3] = 1.0
+        _gradient_lorentzian(points_x, i, params, columns, i)
+    return jac
+
+
+_value_double_exponential = _compile(points.value_double_exponential)
+_gradient_double_exponential = _compile(points.gradient_double_exponential)
+
+
+@implements("model_double_exponential")
+@njit(cache=True, error_model="numpy")
+def model_double_exponential(x, params):
+    points_x = x[np.newaxis, :]
+    y = np.empty(x.shape[0])
+    for i in range(x.shape[0]):
+        y[i] = _value_double_exponential(points_x, i, params)
+    return y
+
+
+@implements("jacobian_double_exponential")
+@njit(cache=True, error_model="numpy")
+def jacobian_double_exponential(x, params):
+    points_x = x[np.newaxis, :]
+    jac = np.empty((x.shape[0], 5))
+    columns = jac.T
+    for i in range(x.shape[0]):
+        _gradient_double_exponential(points_x, i, params, columns, i)
+    return jac
+
+
+_value_stretched_exponential = _compile(points.value_stretched_exponential)
+_gradient_stretched_exponential = _compile(points.gradient_stretched_exponential)
+
+
+@implements("model_stretched_exponential")
+@njit(cache=True, error_model="numpy")
+def model_stretched_exponential(x, params):
+    points_x = x[np.newaxis, :]
+    y = np.empty(x.shape[0])
+    for i in range(x.shape[0]):
+        y[i] = _value_stretched_exponential(points_x, i, params)
+    return y
+
+
+@implements("jacobian_stretched_exponential")
+@njit(cache=True, error_model="numpy")
+def jacobian_stretched_exponential(x, params):
+    points_x = x[np.newaxis, :]
+    jac = np.empty((x.shape[0], 4))
+    columns = jac.T
+    for i in range(x.shape[0]):
+        _gradient_stretched_exponential(points_x, i, params, columns, i)
+    return jac
+
+
+_value_pseudo_voigt = _compile(points.value_pseudo_voigt)
+_gradient_pseudo_voigt = _compile(points.gradient_pseudo_voigt)
+
+
+@implements("model_pseudo_voigt")
+@njit(cache=True, error_model="numpy")
+def model_pseudo_voigt(x, params):
+    points_x = x[np.newaxis, :]
+    y = np.empty(x.shape[0])
+    for i in range(x.shape[0]):
+        y[i] = _value_pseudo_voigt(points_x, i, params)
+    return y
+
+
+@implements("jacobian_pseudo_voigt")
+@njit(cache=True, error_model="numpy")
+def jacobian_pseudo_voigt(x, params):
+    points_x = x[np.newaxis, :]
+    jac = np.empty((x.shape[0], 5))
+    columns = jac.T
+    for i in range(x.shape[0]):
+        _gradient_pseudo_voigt(points_x, i, params, columns, i)
+    return jac
+
+
+_value_multi_lorentzian = _compile(points.value_multi_lorentzian)
+_gradient_multi_lorentzian = _compile(points.gradient_multi_lorentzian)
+
+
+@implements("model_multi_lorentzian")
+@njit(cache=True, error_model="numpy")
+def model_multi_lorentzian(x, params):
+    if params.shape[0] % 3 != 1:
+        raise ValueError("multi_lorentzian takes 3 n_peaks + 1 parameters")
+    points_x = x[np.newaxis, :]
+    y = np.empty(x.shape[0])
+    for i in range(x.shape[0]):
+        y[i] = _value_multi_lorentzian(points_x, i, params)
+    return y
+
+
+@implements("jacobian_multi_lorentzian")
+@njit(cache=True, error_model="numpy")
+def jacobian_multi_lorentzian(x, params):
+    if params.shape[0] % 3 != 1:
+        raise ValueError("multi_lorentzian takes 3 n_peaks + 1 parameters")
+    points_x = x[np.newaxis, :]
+    jac = np.empty((x.shape[0], params.shape[0]))
+    columns = jac.T
+    for i in range(x.shape[0]):
+        _gradient_multi_lorentzian(points_x, i, params, columns, i)
+    return jac
+
+
+_value_damped_cosine = _compile(points.value_damped_cosine)
+_gradient_damped_cosine = _compile(points.gradient_damped_cosine)
+
+
+@implements("model_damped_cosine")
+@njit(cache=True, error_model="numpy")
+def model_damped_cosine(x, params):
+    points_x = x[np.newaxis, :]
+    y = np.empty(x.shape[0])
+    for i in range(x.shape[0]):
+        y[i] = _value_damped_cosine(points_x, i, params)
+    return y
+
+
+@implements("jacobian_damped_cosine")
+@njit(cache=True, error_model="numpy")
+def jacobian_damped_cosine(x, params):
+    points_x = x[np.newaxis, :]
+    jac = np.empty((x.shape[0], 5))
+    columns = jac.T
+    for i in range(x.shape[0]):
+        _gradient_damped_cosine(points_x, i, params, columns, i)
+    return jac
+
+
+_value_sine = _compile(points.value_sine)
+_gradient_sine = _compile(points.gradient_sine)
+
+
+@implements("model_sine")
+@njit(cache=True, error_model="numpy")
+def model_sine(x, params):
+    points_x = x[np.newaxis, :]
+    y = np.empty(x.shape[0])
+    for i in range(x.shape[0]):
+        y[i] = _value_sine(points_x, i, params)
+    return y
+
+
+@implements("jacobian_sine")
+@njit(cache=True, error_model="numpy")
+def jacobian_sine(x, params):
+    points_x = x[np.newaxis, :]
+    jac = np.empty((x.shape[0], 4))
+    columns = jac.T
+    for i in range(x.shape[0]):
+        _gradient_sine(points_x, i, params, columns, i)
+    return jac
+
+
+_value_logistic = _compile(points.value_logistic)
+_gradient_logistic = _compile(points.gradient_logistic)
+
+
+@implements("model_logistic")
+@njit(cache=True, error_model="numpy")
+def model_logistic(x, params):
+    points_x = x[np.newaxis, :]
+    y = np.empty(x.shape[0])
+    for i in range(x.shape[0]):
+        y[i] = _value_logistic(points_x, i, params)
+    return y
+
+
+@implements("jacobian_logistic")
+@njit(cache=True, error_model="numpy")
+def jacobian_logistic(x, params):
+    points_x = x[np.newaxis, :]
+    jac = np.empty((x.shape[0], 4))
+    columns = jac.T
+    for i in range(x.shape[0]):
+        _gradient_logistic(points_x, i, params, columns, i)
+    return jac
+
+
+_value_power_law = _compile(points.value_power_law)
+_gradient_power_law = _compile(points.gradient_power_law)
+
+
+@implements("model_power_law")
+@njit(cache=True, error_model="numpy")
+def model_power_law(x, params):
+    points_x = x[np.newaxis, :]
+    y = np.empty(x.shape[0])
+    for i in range(x.shape[0]):
+        y[i] = _value_power_law(points_x, i, params)
+    return y
+
+
+@implements("jacobian_power_law")
+@njit(cache=True, error_model="numpy")
+def jacobian_power_law(x, params):
+    points_x = x[np.newaxis, :]
+    jac = np.empty((x.shape[0], 3))
+    columns = jac.T
+    for i in range(x.shape[0]):
+        _gradient_power_law(points_x, i, params, columns, i)
+    return jac
+
+
+_value_gaussian_2d = _compile(points.value_gaussian_2d)
+_gradient_gaussian_2d = _compile(points.gradient_gaussian_2d)
+
+
+@implements("model_gaussian_2d")
+@njit(cache=True, error_model="numpy")
+def model_gaussian_2d(x, params):
+    points_x = x
+    y = np.empty(x.shape[1])
+    for i in range(x.shape[1]):
+        y[i] = _value_gaussian_2d(points_x, i, params)
+    return y
+
+
+@implements("jacobian_gaussian_2d")
+@njit(cache=True, error_model="numpy")
+def jacobian_gaussian_2d(x, params):
+    points_x = x
+    jac = np.empty((x.shape[1], 5))
+    columns = jac.T
+    for i in range(x.shape[1]):
+        _gradient_gaussian_2d(points_x, i, params, columns, i)
+    return jac
+
+
+_value_gaussian_2d_elliptic = _compile(points.value_gaussian_2d_elliptic)
+_gradient_gaussian_2d_elliptic = _compile(points.gradient_gaussian_2d_elliptic)
+
+
+@implements("model_gaussian_2d_elliptic")
+@njit(cache=True, error_model="numpy")
+def model_gaussian_2d_elliptic(x, params):
+    points_x = x
+    y = np.empty(x.shape[1])
+    for i in range(x.shape[1]):
+        y[i] = _value_gaussian_2d_elliptic(points_x, i, params)
+    return y
+
+
+@implements("jacobian_gaussian_2d_elliptic")
+@njit(cache=True, error_model="numpy")
+def jacobian_gaussian_2d_elliptic(x, params):
+    points_x = x
+    jac = np.empty((x.shape[1], 6))
+    columns = jac.T
+    for i in range(x.shape[1]):
+        _gradient_gaussian_2d_elliptic(points_x, i, params, columns, i)
+    return jac
+
+
+_value_gaussian_2d_rotated = _compile(points.value_gaussian_2d_rotated)
+_gradient_gaussian_2d_rotated = _compile(points.gradient_gaussian_2d_rotated)
+
+
+@implements("model_gaussian_2d_rotated")
+@njit(cache=True, error_model="numpy")
+def model_gaussian_2d_rotated(x, params):
+    points_x = x
+    y = np.empty(x.shape[1])
+    for i in range(x.shape[1]):
+        y[i] = _value_gaussian_2d_rotated(points_x, i, params)
+    return y
+
+
+@implements("jacobian_gaussian_2d_rotated")
+@njit(cache=True, error_model="numpy")
+def jacobian_gaussian_2d_rotated(x, params):
+    points_x = x
+    jac = np.empty((x.shape[1], 7))
+    columns = jac.T
+    for i in range(x.shape[1]):
+        _gradient_gaussian_2d_rotated(points_x, i, params, columns, i)
+    return jac
+
+
+_value_cauchy_2d_elliptic = _compile(points.value_cauchy_2d_elliptic)
+_gradient_cauchy_2d_elliptic = _compile(points.gradient_cauchy_2d_elliptic)
+
+
+@implements("model_cauchy_2d_elliptic")
+@njit(cache=True, error_model="numpy")
+def model_cauchy_2d_elliptic(x, params):
+    points_x = x
+    y = np.empty(x.shape[1])
+    for i in range(x.shape[1]):
+        y[i] = _value_cauchy_2d_elliptic(points_x, i, params)
+    return y
+
+
+@implements("jacobian_cauchy_2d_elliptic")
+@njit(cache=True, error_model="numpy")
+def jacobian_cauchy_2d_elliptic(x, params):
+    points_x = x
+    jac = np.empty((x.shape[1], 6))
+    columns = jac.T
+    for i in range(x.shape[1]):
+        _gradient_cauchy_2d_elliptic(points_x, i, params, columns, i)
     return jac

@@ -57,7 +57,8 @@ def user_gaussian_2d(x, amplitude, x0, y0, width, offset):
 def numba_cuda(x, y, p0, true, dtype, estimator, user, repeat):
     from numba import cuda
 
-    from autofit.numba import batch, gpu as fcuda, points
+    from autofit.numba import batch, points
+    from autofit.numba import gpu as fcuda
 
     n_fits, n_params = p0.shape
     if user:

@@ -46,7 +46,6 @@ def median_seconds(call, repeats):
 
 
 def main():
-    tolerance_note = {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     print(f"tolerances: {MODE} {TOLERANCES}")

@@ -1,6 +1,7 @@
 """NIST StRD accuracy of curve_fit with default options, per backend, plus scipy for scale.
 
-    python experiments/nist_accuracy/run.py ../shared/nist_strd > experiments/nist_accuracy/results.md
+    python experiments/nist_accuracy/run.py ../shared/nist_strd \
+        > experiments/nist_accuracy/results.md
 """
 
 import sys

@@ -1,0 +1,364 @@
+"""fit_batch: shapes, arguments, bad fits, agreement across backends and with scipy.
+
+Backends are compared at tol=1e-10 (parameters to 1e-8 relative to the largest parameter,
+statuses and iteration counts exactly). The CUDA path runs on numba's CUDA simulator in a
+subprocess (the simulator must be switched on before numba is imported).
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+import autofit
+from autofit import Status, models
+from tests.conftest import backend_params
+
+BACKENDS = backend_params()
+FAST_BACKENDS = backend_params(("numba", "jax"))
+TRUE = np.array([3.0, 0.4, 1.1, 0.2])
+X = np.linspace(-5.0, 5.0, 32)
+
+
+def gaussian_batch(shape=(20,), seed=0, noise=0.05):
+    """Noisy gaussians with per-fit parameters near TRUE, and starts near those."""
+    rng = np.random.default_rng(seed)
+    n_fits = int(np.prod(shape))
+    truth = TRUE * (1.0 + 0.1 * rng.normal(size=(n_fits, 4)))
+    y = np.stack([models.gaussian(X, *t) for t in truth])
+    y += noise * rng.normal(size=y.shape)
+    p0 = truth * (1.0 + 0.05 * rng.normal(size=truth.shape))
+    return y.reshape(shape + (X.size,)), p0.reshape(shape + (4,)), truth
+
+
+def user_gaussian(x, a, c, w, o):
+    return a * np.exp(-0.5 * ((x - c) / w) ** 2) + o
+
+
+def assert_same_fits(result, reference, rtol=1e-8):
+    np.testing.assert_array_equal(np.asarray(result.status), np.asarray(reference.status))
+    ok = np.asarray(reference.converged)
+    scale = np.abs(reference.params[ok]).max(axis=-1, keepdims=True)
+    deviation = np.abs(result.params[ok] - reference.params[ok]) / scale
+    assert deviation.max() <= rtol, f"parameters differ by {deviation.max():.2e}"
+
+
+# ------------------------------------------------------------------------------- shapes
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_image_shaped_batch_keeps_its_shape(backend):
+    y, p0, truth = gaussian_batch((3, 4), noise=0.01)
+    res = autofit.fit_batch(models.gaussian, X, y, p0=p0, backend=backend)
+    assert res.params.shape == (3, 4, 4)
+    assert res.errors.shape == (3, 4, 4)
+    assert res.covariance.shape == (3, 4, 4, 4)
+    assert res.chi2.shape == res.n_iter.shape == res.status.shape == res.converged.shape
+    assert res.converged.all()
+    assert res.backend == backend and res.device == "cpu"
+    np.testing.assert_allclose(res.params, truth.reshape(3, 4, 4), rtol=0.05, atol=0.05)
+    np.testing.assert_allclose(res["center"], res.params[..., 1])
+
+
+def test_single_curve_gives_a_status_enum():
+    y, p0, _ = gaussian_batch((1,))
+    res = autofit.fit_batch(models.gaussian, X, y[0], p0=p0[0], backend="numpy")
+    assert res.params.shape == (4,)
+    assert isinstance(res.status, Status) and res.status.converged
+
+
+def test_guess_is_used_when_p0_is_none():
+    y, _, truth = gaussian_batch((10,), noise=0.01)
+    res = autofit.fit_batch(models.gaussian, X, y, backend="numpy")
+    assert res.converged.all()
+    np.testing.assert_allclose(res.params, truth, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_fit_x_sigma_bounds_and_p0(backend):
+    y, p0, _ = gaussian_batch((6,))
+    x = np.tile(X, (6, 1)) + np.arange(6)[:, None] * 1e-3
+    sigma = np.full(y.shape, 0.05)
+    sigma[:, :3] = np.inf  # dropped points
+    lower = np.tile([0.0, -2.0, 0.1, -1.0], (6, 1))
+    upper = np.tile([10.0, 2.0, 5.0, 1.0], (6, 1))
+    res = autofit.fit_batch(models.gaussian, x, y, p0=p0, sigma=sigma,
+                            bounds=(lower, upper), backend=backend, tol=1e-10)
+    ref = autofit.fit_batch(models.gaussian, x, y, p0=p0, sigma=sigma,
+                            bounds=(lower, upper), backend="numpy", tol=1e-10)
+    assert ref.converged.all()
+    assert_same_fits(res, ref)
+    assert np.all(ref.dof == 32 - 3 - 4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fixed_parameters_stay_at_p0(backend):
+    y, p0, _ = gaussian_batch((5,))
+    res = autofit.fit_batch(models.gaussian, X, y, p0=p0, fixed=["width"], backend=backend)
+    np.testing.assert_array_equal(res.params[:, 2], p0[:, 2])
+    assert np.all(res.errors[:, 2] == 0.0)
+    assert res.converged.all()
+    mask = autofit.fit_batch(models.gaussian, X, y, p0=p0,
+                             fixed=np.array([False, False, True, False]), backend=backend)
+    np.testing.assert_array_equal(mask.params, res.params)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bounds_are_respected(backend):
+    y, p0, _ = gaussian_batch((5,))
+    lower, upper = [0.0, -5.0, 0.1, 0.3], [10.0, 5.0, 5.0, 1.0]
+    p0 = np.clip(p0, lower, upper)
+    res = autofit.fit_batch(models.gaussian, X, y, p0=p0, bounds=(lower, upper),
+                            backend=backend)
+    assert np.all(res.params >= lower) and np.all(res.params <= upper)
+    assert np.allclose(res.params[:, 3], 0.3)  # the offset (~0.2) is held at its bound
+
+
+# ---------------------------------------------------------------------- agreement
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("estimator", ["lse", "mle"])
+def test_backends_agree_with_reference(backend, estimator):
+    y, p0, _ = gaussian_batch((30,))
+    if estimator == "mle":
+        y = np.random.default_rng(1).poisson(np.clip(20 * y, 0, None)).astype(float)
+        p0 = p0 * [20, 1, 1, 20]
+        p0[:, 3] = np.abs(p0[:, 3]) + 1.0
+    kwargs = dict(p0=p0, estimator=estimator, tol=1e-10)
+    ref = autofit.fit_batch(models.gaussian, X, y, backend="numpy", **kwargs)
+    res = autofit.fit_batch(models.gaussian, X, y, backend=backend, **kwargs)
+    assert ref.converged.all()
+    assert_same_fits(res, ref)
+    np.testing.assert_array_equal(res.n_iter, ref.n_iter)
+    np.testing.assert_allclose(res.covariance, ref.covariance, rtol=1e-7,
+                               atol=1e-7 * np.abs(ref.covariance).max())
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_user_model_agrees_with_reference(backend):
+    y, p0, _ = gaussian_batch((10,))
+    ref = autofit.fit_batch(user_gaussian, X, y, p0=p0, backend="numpy", tol=1e-10)
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        def model(x, a, c, w, o):
+            return a * jnp.exp(-0.5 * ((x - c) / w) ** 2) + o
+    else:
+        model = user_gaussian
+    res = autofit.fit_batch(model, X, y, p0=p0, backend=backend, tol=1e-10)
+    assert res.backend == backend
+    # numpy's forward differences against numba's (same rule, one ulp of exp apart) or
+    # jax's exact autodiff: the minimum is the same, the path to it may differ slightly.
+    assert_same_fits(res, ref, rtol=1e-6)
+
+
+def test_numpy_user_model_on_jax_falls_back_with_a_warning():
+    y, p0, _ = gaussian_batch((4,))
+    with pytest.warns(autofit.BackendFallbackWarning, match="jax"):
+        res = autofit.fit_batch(user_gaussian, X, y, p0=p0, backend="jax")
+    assert res.backend == "numba"
+    with pytest.raises(autofit.BackendError, match="strict"):
+        autofit.fit_batch(user_gaussian, X, y, p0=p0, backend="jax", strict=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_agrees_with_curve_fit_and_scipy(backend):
+    y, p0, _ = gaussian_batch((8,))
+    res = autofit.fit_batch(models.gaussian, X, y, p0=p0, backend=backend, tol=1e-12)
+    for i in range(8):
+        popt, pcov = optimize.curve_fit(user_gaussian, X, y[i], p0=p0[i], xtol=1e-14,
+                                        ftol=1e-14, gtol=1e-14)
+        np.testing.assert_allclose(res.params[i], popt, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(res.errors[i], np.sqrt(np.diag(pcov)), rtol=1e-4)
+        ours, _ = autofit.curve_fit(models.gaussian, X, y[i], p0=p0[i], backend="numpy")
+        np.testing.assert_allclose(res.params[i], ours, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_float32_when_asked(backend):
+    y, p0, _ = gaussian_batch((10,), noise=0.01)
+    res64 = autofit.fit_batch(models.gaussian, X, y, p0=p0, backend=backend)
+    res32 = autofit.fit_batch(models.gaussian, X, y.astype(np.float32), p0=p0,
+                              backend=backend, dtype=np.float32)
+    assert res64.params.dtype == np.float64
+    assert res32.params.dtype == np.float32
+    assert res32.converged.all()
+    np.testing.assert_allclose(res32.params, res64.params, rtol=2e-3, atol=2e-3)
+
+
+def test_integer_data_is_converted():
+    y, p0, _ = gaussian_batch((3,))
+    counts = np.round(100 * y).astype(np.int64)
+    res = autofit.fit_batch(models.gaussian, X, counts, p0=p0 * [100, 1, 1, 100],
+                            backend="numpy")
+    assert res.params.dtype == np.float64 and res.converged.all()
+
+
+# ---------------------------------------------------------------------- bad fits
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_bad_fit_does_not_spoil_the_others(backend):
+    y, p0, _ = gaussian_batch((8,))
+    clean = autofit.fit_batch(models.gaussian, X, y, p0=p0, backend=backend)
+    bad = y.copy()
+    bad[1, 4] = np.nan                    # nan data
+    bad[2, 7] = np.inf                    # inf data
+    p0_bad = p0.copy()
+    p0_bad[3, 0] = np.nan                 # nan start
+    res = autofit.fit_batch(models.gaussian, X, bad, p0=p0_bad, backend=backend)
+    assert [int(s) for s in res.status[1:4]] == [Status.NONFINITE_DATA] * 3
+    assert np.isnan(res.chi2[1:4]).all() and (res.n_iter[1:4] == 0).all()
+    keep = [0, 4, 5, 6, 7]
+    np.testing.assert_array_equal(res.params[keep], clean.params[keep])
+    np.testing.assert_array_equal(res.status[keep], clean.status[keep])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mle_statuses(backend):
+    y, p0, _ = gaussian_batch((4,))
+    counts = np.abs(np.round(20 * y))
+    counts[1, 0] = -1.0                   # negative counts
+    p0 = p0 * [20, 1, 1, 20]
+    p0[:, 3] = 2.0
+    p0[2, 3] = -50.0                      # a model <= 0 at the start
+    res = autofit.fit_batch(models.gaussian, X, counts, p0=p0, estimator="mle",
+                            backend=backend)
+    assert int(res.status[1]) == Status.MLE_NEGATIVE_DATA
+    assert int(res.status[2]) == Status.MLE_NONPOSITIVE_MODEL
+    assert res.converged[[0, 3]].all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_singular_and_too_few_points(backend):
+    y, p0, _ = gaussian_batch((3,))
+    p0[0, 0] = 0.0                        # amplitude 0: centre and width do nothing
+    sigma = np.full(y.shape, 1.0)
+    sigma[1, 2:] = np.inf                 # 2 usable points for 3 free parameters
+    res = autofit.fit_batch(models.gaussian, X, y, p0=p0, sigma=sigma,
+                            fixed=["amplitude"], backend=backend)
+    assert int(res.status[0]) == Status.SINGULAR
+    assert np.isnan(res.errors[0]).all()
+    assert int(res.status[1]) == Status.TOO_FEW_POINTS
+    assert res.converged[2]
+
+
+@pytest.mark.parametrize("backend", backend_params(("numpy", "numba")))
+def test_model_returning_nan_for_one_fit(backend):
+    def model(x, a, c, w, o):
+        return a * np.exp(-0.5 * ((x - c) / w) ** 2) + o + np.log(w)
+
+    y, p0, _ = gaussian_batch((4,))
+    p0[2, 2] = -1.0                       # log of a negative width: nan at the start
+    res = autofit.fit_batch(model, X, y, p0=p0, backend=backend)
+    assert int(res.status[2]) == Status.NONFINITE
+    assert res.converged[[0, 1, 3]].all()
+
+
+def test_max_iterations_status():
+    y, p0, _ = gaussian_batch((3,))
+    res = autofit.fit_batch(models.gaussian, X, y, p0=p0 * 1.5, max_iter=1,
+                            backend="numpy")
+    assert (np.asarray(res.status) == Status.MAX_ITERATIONS).all()
+    assert (res.n_iter == 1).all() and not res.converged.any()
+
+
+def test_a_model_that_raises_propagates_its_error():
+    def model(x, a, c, w, o):
+        raise RuntimeError("detector offline")
+
+    y, p0, _ = gaussian_batch((2,))
+    with pytest.raises(RuntimeError, match="detector offline"):
+        autofit.fit_batch(model, X, y, p0=p0, backend="numpy")
+
+
+# ---------------------------------------------------------------------- arguments
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(x=np.linspace(0, 1, 31)), ValueError, "n_points=32"),
+    (dict(y=np.empty((3, 0))), ValueError, "n_points >= 1"),
+    (dict(y=np.array(["a"] * 32)), TypeError, "numbers"),
+    (dict(y=np.ones(32) * 1j), TypeError, "real"),
+    (dict(estimator="chi2"), ValueError, "'lse'"),
+    (dict(estimator="mle", sigma=np.ones(32)), ValueError, "sigma has no meaning"),
+    (dict(sigma=np.zeros(32)), ValueError, "sigma must be > 0"),
+    (dict(sigma=np.ones(31)), ValueError, "sigma must be"),
+    (dict(bounds=([0, 0, 0, 0], [1, 1, 0, 1])), ValueError, "strictly less"),
+    (dict(bounds=([0, 0, 0, 0], [1, 1, 1])), ValueError, "upper bound"),
+    (dict(bounds=([5, 0, 0, 0], [9, 1, 9, 1])), ValueError, "outside the bounds"),
+    (dict(p0=np.ones(3)), ValueError, "p0 must have shape"),
+    (dict(fixed=["height"]), ValueError, "unknown parameter"),
+    (dict(fixed=[True] * 4), ValueError, "every parameter is fixed"),
+    (dict(max_iter=0), ValueError, "max_iter"),
+    (dict(tol=-1.0), ValueError, "tol"),
+    (dict(jac="3-point"), ValueError, "jac"),
+    (dict(device="tpu"), ValueError, "device"),
+    (dict(dtype=np.int32), ValueError, "dtype"),
+    (dict(model=3), TypeError, "callable"),
+])
+def test_bad_arguments_raise_clear_errors(kwargs, error, match):
+    y, p0, _ = gaussian_batch((2,))
+    arguments = dict(model=models.gaussian, x=X, y=y[0], p0=p0[0], backend="numpy")
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        autofit.fit_batch(arguments.pop("model"), arguments.pop("x"), arguments.pop("y"),
+                          **arguments)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
+    pytest.importorskip("numba")
+    from autofit.numba import gpu
+
+    monkeypatch.setattr(gpu, "available", lambda: False)
+    y, p0, _ = gaussian_batch((2,))
+    with pytest.raises(RuntimeError, match="no usable GPU"):
+        autofit.fit_batch(models.gaussian, X, y, p0=p0, backend="numba", device="cuda")
+    monkeypatch.setenv("FFIT_DEVICE", "cuda")
+    with pytest.raises(RuntimeError, match="FFIT_DEVICE"):
+        autofit.fit_batch(models.gaussian, X, y, p0=p0, backend="numba")
+
+
+# ---------------------------------------------------------------------- CUDA simulator
+
+SIMULATOR_SCRIPT = textwrap.dedent("""
+    import numpy as np, autofit
+    from autofit import models
+    x = np.linspace(-5, 5, 16)
+    rng = np.random.default_rng(3)
+    truth = np.array([3.0, 0.4, 1.1, 0.2]) * (1 + 0.1 * rng.normal(size=(6, 4)))
+    y = np.stack([models.gaussian(x, *t) for t in truth]) + 0.05 * rng.normal(size=(6, 16))
+    y[2, 3] = np.nan
+    def user(x, a, c, w, o):
+        return a * np.exp(-0.5 * ((x - c) / w) ** 2) + o
+    for model in (models.gaussian, user):
+        for estimator, data, p0 in (("lse", y, truth), ("mle", np.abs(20 * y),
+                                                     truth * [20, 1, 1, 20])):
+            ref = autofit.fit_batch(model, x, data, p0=p0, backend="numpy", tol=1e-10,
+                                    estimator=estimator)
+            gpu = autofit.fit_batch(model, x, data, p0=p0, backend="numba", device="cuda",
+                                    tol=1e-10, estimator=estimator)
+            assert gpu.device == "cuda" and gpu.backend == "numba"
+            assert (gpu.status == ref.status).all(), (gpu.status, ref.status)
+            ok = ref.converged
+            assert ok.sum() == 5
+            dev = np.abs(gpu.params[ok] - ref.params[ok]).max() / np.abs(ref.params).max()
+            assert dev < 1e-6, dev
+    print("simulator ok")
+""")
+
+
+def test_cuda_path_on_the_simulator():
+    pytest.importorskip("numba")
+    try:
+        import numba.cuda  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"numba.cuda is not importable: {exc}")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    with warnings.catch_warnings():
+        done = subprocess.run([sys.executable, "-c", SIMULATOR_SCRIPT], env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "simulator ok" in done.stdout
