@@ -57,6 +57,16 @@ class Ref:
 
 
 @dataclass(frozen=True)
+class BatchModelRef:
+    """A built-in model in the form the backend's ``lm_batch`` takes: ``part`` "model" or
+    "jacobian" (numba: the point functions of :mod:`autofit.numba.points`; the others:
+    ``model_<name>`` / ``jacobian_<name>``)."""
+
+    model: str
+    part: str
+
+
+@dataclass(frozen=True)
 class Case:
     """One variant: ``args`` for the kernel and how to compare each output.
 
@@ -186,6 +196,53 @@ def _lm_solve(name, n_points):
     return variants
 
 
+def _lm_batch(name, n_points):
+    """16 noisy gaussians (at most 256 points each) with a NaN fit and a short one."""
+    n_fits, n = 16, min(n_points, 256)
+    rng = np.random.default_rng(n_points)
+    x = x_grid("gaussian", n)
+    truth = np.array(TRUE_PARAMS["gaussian"]) * (1.0 + 0.1 * rng.normal(size=(n_fits, 4)))
+    from autofit.original import model_gaussian
+
+    clean = np.stack([model_gaussian(x, t) for t in truth])
+    y = clean + 0.03 * rng.normal(size=clean.shape)
+    y[3, n // 2] = np.nan                             # not attempted: NONFINITE_DATA
+    counts = np.round(np.abs(50.0 * clean) + 5.0 + rng.normal(size=clean.shape))
+    p0 = truth * (1.0 + 0.05 * rng.normal(size=truth.shape))
+    p0_counts = p0 * np.array([50.0, 1.0, 1.0, 1.0]) + np.array([0.0, 0.0, 0.0, 8.0])
+    weights = np.ones((n_fits, n))
+    weights[5, 3:] = 0.0                              # 3 points for 4 parameters
+    shared_x = x[None, None, :]
+    unbounded = (np.full((1, 4), -np.inf), np.full((1, 4), np.inf))
+    per_fit = (np.tile([0.0, -4.0, 0.2, -1.0], (n_fits, 1)),
+               np.tile([2.9, 4.0, 5.0, 1.0], (n_fits, 1)))  # amplitude ends at its bound
+    free = np.ones(4, dtype=bool)
+    held = np.array([True, True, False, True])
+    model, jacobian = BatchModelRef("gaussian", "model"), BatchModelRef("gaussian", "jacobian")
+    exact = ("fit", "fit", "exact", "exact", "fit")
+    fd = ("fd-forward", "fd-forward", "skip", "exact", "fd-forward")
+    # A tolerance well above rounding: near the minimum the relative reduction of chi2
+    # shrinks quadratically (1e-3, 1e-6, 1e-12...), and a tolerance that one of those lands
+    # on within rounding makes the stopping iteration a coin toss between backends.
+    tol, max_iter = 1e-8, 200
+    lse, mle = _codes.ESTIMATOR_LSE, _codes.ESTIMATOR_MLE
+    analytic, forward = _codes.JAC_ANALYTIC, _codes.JAC_FORWARD
+
+    def args(method, data, start, bounds, mask, estimator, w=weights, tol=tol):
+        return (model, jacobian, method, shared_x, data, w, start, *bounds, mask, estimator,
+                tol, max_iter)
+
+    clip = np.clip(p0, per_fit[0], per_fit[1])
+    return [
+        Case("lse-analytic", args(analytic, y, p0, unbounded, free, lse), exact),
+        Case("lse-forward", args(forward, y, p0, unbounded, free, lse), fd),
+        Case("lse-bounded-per-fit", args(analytic, y, clip, per_fit, free, lse), exact),
+        Case("lse-width-fixed", args(analytic, y, p0, unbounded, held, lse), exact),
+        Case("mle-analytic", args(analytic, counts, p0_counts, unbounded, free, mle,
+                                  np.ones((1, n)), tol=1e-6), exact),
+    ]
+
+
 def _covariance(name, n_points):
     rng = np.random.default_rng(n_points + 1)
     n_rows = max(n_points, 6)
@@ -197,6 +254,7 @@ def _covariance(name, n_points):
 
 
 _FACTORIES = {
+    "lm_batch": _lm_batch,
     "finite_difference": _finite_difference,
     "autodiff": _autodiff,
     "lm_step": _lm_step,

@@ -51,7 +51,20 @@ def _context(backend: str):
 
 
 def _resolve(args, module):
-    return tuple(getattr(module, a.kernel) if isinstance(a, _cases.Ref) else a for a in args)
+    return tuple(_resolve_one(a, module) for a in args)
+
+
+def _resolve_one(arg, module):
+    if isinstance(arg, _cases.Ref):
+        return getattr(module, arg.kernel)
+    if isinstance(arg, _cases.BatchModelRef):
+        # numba's batched solver takes the model as point functions, the others as arrays.
+        if module.__name__ == "autofit.numba":
+            from autofit.numba.points import POINT_FUNCTIONS
+
+            return POINT_FUNCTIONS[arg.model][0 if arg.part == "model" else 1]
+        return getattr(module, f"{arg.part}_{arg.model}")
+    return arg
 
 
 def _as_tuple(output) -> tuple:
@@ -87,6 +100,7 @@ def relative_deviation(actual: np.ndarray, expected: np.ndarray) -> float:
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
         return np.inf
+    actual, expected = _without_shared_nans(actual, expected)
     if expected.size == 0:
         return 0.0
     floor = 1e-8 * np.max(np.abs(expected)) + np.finfo(np.float64).tiny
@@ -95,12 +109,20 @@ def relative_deviation(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(deviation) if np.isfinite(deviation) else np.inf
 
 
+def _without_shared_nans(actual, expected):
+    # nan in both (a fit not attempted, an undefined covariance) is agreement; nan in one
+    # only stays and makes the deviation infinite.
+    both = np.isnan(actual) & np.isnan(expected)
+    return actual[~both], expected[~both]
+
+
 def normwise_deviation(actual: np.ndarray, expected: np.ndarray) -> float:
     """max |actual - expected| / max |expected|."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
         return np.inf
+    actual, expected = _without_shared_nans(actual, expected)
     scale = np.max(np.abs(expected)) if expected.size else 0.0
     deviation = np.max(np.abs(actual - expected)) / scale if scale > 0 else 0.0
     return float(deviation) if np.isfinite(deviation) else np.inf
