@@ -100,6 +100,9 @@ from autofit._declarations import implements
 STAGE_ITERATIONS = 16
 # The smallest number of fits a batch is padded to.
 MIN_BUCKET = 8
+# Compaction never goes below this many fits: below it, the microseconds a pass would save
+# do not pay for compiling one more shape (a second or two on CPU).
+MIN_COMPACT_BUCKET = 64
 # On CPU, fits are processed in chunks of this many inside each pass (cache-sized
 # temporaries); on accelerators the whole batch is one vmap.
 CPU_CHUNK = 256
@@ -124,8 +127,8 @@ def bucket_size(n_fits):
 
 
 def _smaller_bucket(size):
-    """The next bucket below ``size`` (0 when there is none)."""
-    if size <= MIN_BUCKET:
+    """The next bucket below ``size`` that compaction uses (0 when there is none)."""
+    if size <= MIN_COMPACT_BUCKET:
         return 0
     power = 1 << (size.bit_length() - 1)
     return power if power < size else 3 * (power // 4)
@@ -599,7 +602,7 @@ def run_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
         if running.size == 0:
             break
         if compaction:
-            smaller = bucket_size(running.size)
+            smaller = max(bucket_size(running.size), MIN_COMPACT_BUCKET)
             if smaller < size:
                 # Save the current batch, then carry on with its running fits only.
                 if full is None:
@@ -616,7 +619,9 @@ def run_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
                                    for name, a, d in zip(BatchData._fields, host,
                                                          full_data)))
                 size, n_valid = smaller, running.size
-            n_steps, min_running = stage_iterations, _smaller_bucket(size)
+            min_running = _smaller_bucket(size)
+            # With no smaller bucket to go to, the fits left run to the end.
+            n_steps = stage_iterations if min_running else max(max_iter, 1)
         else:
             n_steps, min_running = max(max_iter, 1), 0
         state, trips = advance(state=state, data=data, free=free, tol=tol,

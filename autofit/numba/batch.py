@@ -58,7 +58,7 @@ FASTMATH = {"arcp", "contract"}
 
 
 def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
-                  dtype=np.float64):
+                  dtype=np.float64, block=False):
     """The per-fit solver for one model, compiled by ``jit``.
 
     ``value`` and ``gradient`` are point functions already compiled by ``jit``;
@@ -68,6 +68,12 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     step, g, h, trial_g, trial_h, scale, system, jac, work_p, covariance)
     -> (chi2, n_iter, status)`` which writes the fitted parameters into ``p`` and the
     covariance into ``covariance``.
+
+    ``block`` chooses how a pass over the points is organised. False (the GPU): each point's
+    gradient goes to ``jac`` ``(n_params, 1)`` and is accumulated at once, in registers.
+    True (the CPU): the weighted gradients of all points are written to ``jac``
+    ``(n_params + 3, n_points)`` first, then every sum of χ²'s gradient and Gauss-Newton
+    matrix is one vectorisable dot product over the points.
     """
     analytic = jac_method == JAC_ANALYTIC
     inline = inline or jit
@@ -77,14 +83,14 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                                         else np.sqrt(np.finfo(dtype).eps))
 
     @inline
-    def point(x, i, p, lower, upper, free, jac, work_p):
-        # Model value at point i; its gradient goes to jac[:, 0].
+    def point(x, i, p, lower, upper, free, jac, work_p, col):
+        # Model value at point i; its gradient goes to jac[:, col].
         if analytic:
-            return gradient(x, i, p, jac, 0)
+            return gradient(x, i, p, jac, col)
         f0 = value(x, i, p)
         for j in range(n_params):
             if not free[j]:
-                jac[j, 0] = 0.0
+                jac[j, col] = 0.0
                 continue
             h = forward_step * abs(p[j])
             if h == 0.0:
@@ -93,11 +99,11 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 h = -h
             work_p[j] = p[j] + h
             h = work_p[j] - p[j]
-            jac[j, 0] = (value(x, i, work_p) - f0) / h
+            jac[j, col] = (value(x, i, work_p) - f0) / h
             work_p[j] = p[j]
         return f0
 
-    evaluate = jit(_generated_evaluate(n_params, point, dtype))
+    evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline))
 
     @jit
     def cholesky_factor(a):
@@ -309,7 +315,7 @@ def _evaluate_source(n_params: int) -> str:
         "        wi = w[i]",
         "        if wi == 0.0:",
         "            continue",
-        "        f = point(x, i, params, lower, upper, free, jac, work_p)",
+        "        f = point(x, i, params, lower, upper, free, jac, work_p, 0)",
         "        yi = y[i]",
         "        if mle:",
         "            if not f > 0.0:",
@@ -342,15 +348,162 @@ def _evaluate_source(n_params: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _generated_evaluate(n_params, point, dtype=np.float64):
+def _block_evaluate_source(n_params: int) -> str:
+    """The pass of :func:`_evaluate_source` organised for SIMD on a CPU.
+
+    First a loop over the points writes each point's gradient to ``jac[:n_params, i]``
+    and its two weights (of the gradient and of the Gauss-Newton matrix) to
+    ``jac[n_params, i]`` and ``jac[n_params + 1, i]``; then each sum is a dot product over
+    the points (``_dot2``/``_dot3``, compiled with reassociation so that they vectorise).
+    The sums are the same as the point-by-point pass's, in another order.
+    """
+    n = range(n_params)
+    pairs = [(a, b) for a in n for b in range(a + 1)]
+    wg, wh, sq = n_params, n_params + 1, n_params + 2
+    lines = [
+        "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher):",
+        *(f"    work_p[{a}] = p[{a}]" for a in n),
+        "    params = (" + "".join(f"p[{a}], " for a in n) + ")",
+        "    mle = estimator == ESTIMATOR_MLE",
+        "    chi2 = 0.0",
+        "    if not mle:",
+        # Least squares: no branch, no early exit and no running sum in this loop, so the
+        # compiler can run it over several points at once; points of weight 0 are
+        # evaluated and then zeroed by selects.
+        "        for i in range(y.shape[0]):",
+        "            wi = w[i]",
+        "            used = wi != 0.0",
+        "            f = point(x, i, params, lower, upper, free, jac, work_p, i)",
+        "            r = wi * (y[i] - f) if used else 0.0",
+        *(f"            jac[{a}, i] = jac[{a}, i] if used else 0.0" for a in n),
+        f"            jac[{wg}, i] = wi * r",
+        f"            jac[{wh}, i] = wi * wi",
+        f"            jac[{sq}, i] = r * r",
+        f"        chi2 = _sum(jac, {sq})",
+        "    else:",
+        "        chi2 = _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, fisher)",
+        "        if chi2 == -1.0:",
+        "            return math.inf, False",
+        "    finite = math.isfinite(chi2)",
+        *(_fused_sums(n_params) if n_params <= FUSED_SUMS_MAX_PARAMS else (
+            *(f"    g[{a}] = _dot2(jac, {wg}, {a}) if free[{a}] else 0.0" for a in n),
+            *(f"    h[{a}, {b}] = _dot3(jac, {wh}, {a}, {b}) if free[{a}] and free[{b}] "
+              "else 0.0" for a, b in pairs))),
+        *(f"    h[{b}, {a}] = h[{a}, {b}]" for a, b in pairs if a != b),
+        *(f"    finite = finite and math.isfinite(g[{a}])" for a in n),
+        *(f"    finite = finite and math.isfinite(h[{a}, {b}])" for a, b in pairs),
+        "    if not finite:",
+        "        return math.inf, True",
+        "    return chi2, True",
+        "",
+        "",
+        "def _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, fisher):",
+        "    # chi2 (the Poisson deviance), or -1 when the model is <= 0 at a used point.",
+        "    chi2 = 0.0",
+        "    for i in range(y.shape[0]):",
+        "        wi = w[i]",
+        "        if wi == 0.0:",
+        *(f"            jac[{a}, i] = 0.0" for a in range(n_params + 2)),
+        "            continue",
+        "        f = point(x, i, params, lower, upper, free, jac, work_p, i)",
+        "        yi = y[i]",
+        "        if not f > 0.0:",
+        "            return -1.0",
+        "        term = f - yi",
+        "        if yi > 0.0:",
+        "            term -= yi * math.log(f / yi)",
+        "        chi2 += 2.0 * wi * term",
+        f"        jac[{wg}, i] = wi * (yi / f - 1.0)",
+        f"        jac[{wh}, i] = wi / f if fisher else wi * yi / (f * f)",
+        "    return chi2",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# Up to this many parameters all sums of a pass are one loop over the points (each sum a
+# vector accumulator); beyond it, one dot product per sum (fewer live accumulators).
+FUSED_SUMS_MAX_PARAMS = 8
+
+
+def _fused_sums(n_params):
+    """Lines of evaluate that call ``_all_sums`` and unpack its tuple into g and h."""
+    n = range(n_params)
+    pairs = [(a, b) for a in n for b in range(a + 1)]
+    names = [f"s{a}" for a in n] + [f"s{a}_{b}" for a, b in pairs]
+    return ("    " + ", ".join(names) + ", = _all_sums(jac)",
+            *(f"    g[{a}] = s{a} if free[{a}] else 0.0" for a in n),
+            *(f"    h[{a}, {b}] = s{a}_{b} if free[{a}] and free[{b}] else 0.0"
+              for a, b in pairs))
+
+
+def _all_sums_source(n_params):
+    n = range(n_params)
+    pairs = [(a, b) for a in n for b in range(a + 1)]
+    wg, wh = n_params, n_params + 1
+    names = [f"s{a}" for a in n] + [f"s{a}_{b}" for a, b in pairs]
+    return "\n".join([
+        "def _all_sums(jac):",
+        *(f"    {name} = 0.0" for name in names),
+        "    for i in range(jac.shape[1]):",
+        f"        weight_g = jac[{wg}, i]",
+        f"        weight_h = jac[{wh}, i]",
+        *(f"        j{a} = jac[{a}, i]" for a in n),
+        *(f"        s{a} += weight_g * j{a}" for a in n),
+        *(f"        t{a} = weight_h * j{a}" for a in n),
+        *(f"        s{a}_{b} += t{a} * j{b}" for a, b in pairs),
+        "    return (" + "".join(f"{name}, " for name in names) + ")",
+    ]) + "\n"
+
+
+def _sum(m, row):
+    total = 0.0
+    for i in range(m.shape[1]):
+        total += m[row, i]
+    return total
+
+
+def _dot2(m, weight_row, a):
+    total = 0.0
+    for i in range(m.shape[1]):
+        total += m[weight_row, i] * m[a, i]
+    return total
+
+
+def _dot3(m, weight_row, a, b):
+    total = 0.0
+    for i in range(m.shape[1]):
+        total += m[weight_row, i] * m[a, i] * m[b, i]
+    return total
+
+
+# Reassociation lets the dot products over the points run in SIMD lanes (rounding-level
+# changes only); nothing else is compiled with it.
+_REDUCE_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=None):
     import numba
 
-    tree = ast.parse(_evaluate_source(n_params))
+    source = _block_evaluate_source(n_params) if block else _evaluate_source(n_params)
+    tree = ast.parse(source)
     if np.dtype(dtype) != np.float64:
         tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
     namespace = {"math": math, "point": point, "ESTIMATOR_MLE": ESTIMATOR_MLE,
                  "_real": numba.from_dtype(np.dtype(dtype))}
+    if block:
+        # Not inline="always": numba would inline the IR and compile it without these flags.
+        reduce = numba.njit(error_model="numpy", fastmath=_REDUCE_FASTMATH)
+        namespace["_dot2"] = reduce(_dot2)
+        namespace["_dot3"] = reduce(_dot3)
+        namespace["_sum"] = reduce(_sum)
+        if n_params <= FUSED_SUMS_MAX_PARAMS:
+            exec(compile(_all_sums_source(n_params), f"<autofit sums {n_params}>", "exec"),  # noqa: S102
+                 namespace)
+            namespace["_all_sums"] = reduce(namespace["_all_sums"])
     exec(compile(tree, f"<autofit evaluate {n_params}>", "exec"), namespace)  # noqa: S102
+    if block:
+        # evaluate calls _mle_pass through the namespace, so it must be compiled there.
+        namespace["_mle_pass"] = (inline or numba.njit)(namespace["_mle_pass"])
     return namespace["evaluate"]
 
 
@@ -368,15 +521,31 @@ class _TypedFloatLiterals(ast.NodeTransformer):
         return node
 
 
-def with_literals_of(function, dtype):
-    """``function`` recompiled from its source with its float literals of ``dtype``.
+class _VectorisableExp(ast.NodeTransformer):
+    """Replace ``math.exp(...)`` by ``_vexp(...)`` (:mod:`autofit.numba.fastexp`)."""
 
-    The identity for float64, and for functions whose source cannot be read (they then run
-    with float64 literals: correct, slower in float32).
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        f = node.func
+        if (isinstance(f, ast.Attribute) and f.attr == "exp"
+                and isinstance(f.value, ast.Name) and f.value.id == "math"):
+            node.func = ast.copy_location(ast.Name("_vexp", ast.Load()), f)
+        return node
+
+
+def with_literals_of(function, dtype, fast_exp=False):
+    """``function`` recompiled from its source for the working dtype.
+
+    Its float literals become scalars of ``dtype`` (float32 only: in float64 they already
+    are), and with ``fast_exp`` (float64 CPU kernels) ``math.exp`` becomes the vectorisable
+    :func:`autofit.numba.fastexp.vexp`. The identity when there is nothing to change, and
+    for functions whose source cannot be read (they then run unchanged: correct, slower).
     """
     import numba
 
-    if np.dtype(dtype) == np.float64:
+    float32 = np.dtype(dtype) != np.float64
+    fast_exp = fast_exp and not float32
+    if not (float32 or fast_exp):
         return function
     function = getattr(function, "py_func", function)
     try:
@@ -388,12 +557,20 @@ def with_literals_of(function, dtype):
     if not isinstance(definition, ast.FunctionDef):  # a lambda: leave it
         return function
     definition.decorator_list = []
-    tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
+    if float32:
+        tree = _TypedFloatLiterals().visit(tree)
+    if fast_exp:
+        from autofit.numba.fastexp import vexp
+
+        tree = _VectorisableExp().visit(tree)
+    tree = ast.fix_missing_locations(tree)
     namespace = dict(function.__globals__)
     for name, cell in zip(function.__code__.co_freevars, function.__closure__ or (),
                           strict=True):
         namespace[name] = cell.cell_contents
     namespace["_real"] = numba.from_dtype(np.dtype(dtype))
+    if fast_exp:
+        namespace["_vexp"] = vexp
     exec(compile(tree, inspect.getsourcefile(function) or "<autofit>", "exec"),  # noqa: S102
          namespace)
     return namespace[definition.name]
@@ -408,9 +585,13 @@ def build_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
     # The point functions are inlined into the pass over the points: a call per point that
     # passes numba's array structures would cost more than the model itself.
     inline = numba.njit(error_model="numpy", inline="always", fastmath=FASTMATH)
-    fit_one = build_fit_one(inline(with_literals_of(value, dtype)),
-                            inline(with_literals_of(gradient, dtype)), jac_method, n_params,
-                            jit, inline, dtype)
+    # Built-in models (plain functions of autofit.numba.points) get the vectorisable exp;
+    # user functions are compiled as written.
+    fast_exp = getattr(value, "__module__", "") == "autofit.numba.points"
+    fit_one = build_fit_one(inline(with_literals_of(value, dtype, fast_exp)),
+                            inline(with_literals_of(gradient, dtype, fast_exp)),
+                            jac_method, n_params,
+                            jit, inline, dtype, block=True)
 
     @numba.njit(parallel=True, error_model="numpy")
     def run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, params,
@@ -430,7 +611,7 @@ def build_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
             h = np.empty((n_params, n_params))
             trial_h = np.empty((n_params, n_params))
             system = np.empty((n_params, n_params))
-            jac = np.empty((n_params, 1))
+            jac = np.empty((n_params + 3, ydata.shape[1]))
             for fit in range(c * chunk, min(n_fits, (c + 1) * chunk)):
                 chi2[fit], n_iter[fit], status[fit] = fit_one(
                     x[fit % x.shape[0]], ydata[fit], weights[fit % weights.shape[0]],
