@@ -7,39 +7,48 @@ the per-fit function :func:`_iteration`; the per-fit state it carries is the exp
 pytree :class:`BatchState` (params, χ², g, H, scale, damping, n_iter, status), so a fit can
 be stopped after any pass and resumed later with the same result.
 
-Structure (all three pieces jit-compiled with ``model``, ``jacobian``, ``jac_method`` and
-``estimator`` static):
+Three jit-compiled pieces (``model``, ``jacobian``, ``jac_method`` and ``estimator``
+static; ``lm_batch.jitted`` holds them, for ``._cache_size()``):
 
-* :func:`init_state` (pre-checks, clipping, the first evaluation) gives the state of a
-  batch of fits;
-* :func:`advance` runs at most ``n_steps`` passes of every running fit of a batch. It is a
-  ``jax.lax.while_loop`` over the batch whose body is the per-fit pass, ``jax.vmap``-ed
-  and applied only to the fits still running (``RUNNING`` status). This is exactly what
-  ``vmap`` of a per-fit ``while_loop`` compiles to (JAX's batching rule runs the body while
-  any fit's condition holds and selects the old state for the others), written out so the
-  stage can also stop early, as soon as at most ``min_running`` fits still run;
-* :func:`finalize` computes the covariance (and turns a converged status into
-  ``SINGULAR`` where the information matrix is not invertible).
+* :func:`init_state`: pre-checks, ``clip(p0)`` and the first evaluation of a batch;
+* :func:`advance`: at most ``n_steps`` passes of every running fit. It is a
+  ``jax.lax.while_loop`` over the batch whose body is the per-fit pass, ``vmap``-ed and
+  applied only to the fits still ``RUNNING``: exactly what ``vmap`` of a per-fit
+  ``while_loop`` compiles to (JAX's batching rule runs the body while any fit's condition
+  holds and keeps the old state of the others), written out so that a stage can also end
+  early, as soon as at most ``min_running`` fits still run;
+* :func:`finalize`: the covariance (and ``SINGULAR`` for a converged fit whose
+  information matrix is not invertible).
 
-:func:`lm_batch` (the declared kernel) and :func:`run_batch` (the same, with options and
-statistics) drive them from the host. **Compaction** keeps the cost proportional to the
-typical fit rather than to the slowest one (a vmapped loop runs every fit until the slowest
-stops): the batch runs in stages of at most :data:`STAGE_ITERATIONS` passes; a stage also
-ends as soon as the running fits would fit in the next smaller bucket. After each stage the
-host reads the statuses back, saves the finished fits, gathers the running ones (their
-state and data) into a smaller bucket and continues from their saved state. Since every
-fit goes through the same per-fit passes either way, the results are identical with and
-without compaction (``run_batch(..., compaction=False)`` runs one stage to the end).
+:func:`lm_batch` (the declared kernel) and :func:`run_batch` (the same with options and
+statistics) drive them from the host.
 
-Buckets: the number of fits is padded up to :func:`bucket_size` (8, 12, 16, 24, 32, 48,
-...: powers of two and 1.5 times powers of two), so the compiled code is reused whatever
-the values and whenever the number of fits stays within a bucket; with compaction, each
-smaller bucket a batch shrinks into compiles once (on first use) and is then reused.
-Padded fits copy fit 0's data and are marked finished from the start; they are dropped from
-the output. ``lm_batch.jitted`` holds the compiled functions (``._cache_size()``).
+**Compaction.** A vmapped loop runs every fit until the slowest one stops. Here the batch
+runs in stages of at most :data:`STAGE_ITERATIONS` passes, and a stage also ends as soon
+as its running fits fit in the next smaller bucket; the host then reads the statuses back,
+saves the whole stage's state, gathers the running fits (state and data) into that bucket
+and resumes them from their saved state. The work executed (fits x passes) then follows the
+typical fit, not the slowest. Compaction stops at :data:`MIN_COMPACT_BUCKET` fits (smaller
+shapes save microseconds and cost a compilation each); with no smaller bucket left, the
+remaining fits run to the end in one stage. ``run_batch(..., compaction=False)`` runs the
+whole batch in one stage.
 
-Inputs whose leading size is 1 (``x``, ``weights``, ``lower``, ``upper``) are shared by all
-fits: they are passed to ``vmap`` unbatched, never copied per fit.
+**Identical with and without compaction.** A fit's result must not depend on the size of
+the batch it runs in. XLA may order a reduction differently for different shapes, so the
+sums over points are written as a fixed pairwise tree of elementwise additions
+(:func:`_sum_points`) and the sums over parameters as unrolled left-to-right additions;
+every fit then computes bit for bit the same whatever its batch (tested).
+
+**Buckets.** The number of fits is padded up to :func:`bucket_size` (8, 12, 16, 24, 32,
+48, ...: powers of two and 1.5 times powers of two): no recompilation while only values
+change or the number of fits stays within a bucket. Each bucket a batch compacts into
+compiles once, on first use. Padding fits copy fit 0's data, are marked finished from the
+start, and are dropped from the output. Inputs with leading size 1 (``x``, ``weights``,
+``lower``, ``upper``) are shared by all fits: ``vmap`` gets them unbatched.
+
+**CPU.** Inside each pass, fits are processed in chunks of :data:`CPU_CHUNK`
+(``lax.map`` over ``vmap``-ed chunks) so that the per-point temporaries stay in cache;
+on other backends the whole batch is one ``vmap``.
 
 Differences from the reference, all deliberate:
 
@@ -48,16 +57,22 @@ Differences from the reference, all deliberate:
 * Points with weight 0 contribute exactly nothing even where the model or its Jacobian is
   nan/inf (selects, never ``0 * value``), as the reference's ``f[used]`` does.
 * A pass whose damped system is not positive definite still evaluates the model at the
-  (unchanged) trial point, and discards the result: in a batch every fit executes the same
+  (unchanged) trial point and discards the result: every fit of a batch executes the same
   instructions.
+* The budget is tested at the end of each pass (and once before the first) rather than at
+  the top of the next: the same statuses and counts, one batched pass fewer.
 * The dtype follows the inputs: float64 inside ``jax.enable_x64(True)`` with float64
-  inputs; **float32** when the float inputs are all float32 (or outside x64). Then every
-  quantity of the fit is float32 (models that compute in float64 internally are cast), the
-  forward-difference step is ``sqrt(eps)`` of float32, and tolerances below float32's
-  resolution (about 1e-7) can usually not be met: fits then end with ``CONVERGED_XTOL``,
-  ``MACHINE_PRECISION`` or ``MAX_ITERATIONS`` rather than ``CONVERGED_FTOL``.
-* The arithmetic is XLA's (fused multiply-adds, its own ``exp`` and ``log``, its own order
-  of the reductions), so iterates agree with the reference to rounding, not bit for bit.
+  inputs, **float32** when the float inputs are float32 (or outside ``enable_x64``). Every
+  quantity of the fit is then float32 (models that compute in float64 internally are cast
+  back), the forward-difference step is ``sqrt(eps)`` of float32, and ``tol`` should be
+  about 1e-6 or more: below float32's resolution the stopping tests are decided by
+  rounding. n_iter and status are int64 under x64, int32 otherwise.
+* The arithmetic is XLA's (its own ``exp`` and ``log``, its own evaluation order), so
+  iterates agree with the reference to rounding, not bit for bit. Statuses and ``n_iter``
+  therefore agree except where a fit's last decision is taken at the rounding floor of χ²
+  (with ``tol`` = 1e-10, a trial whose χ² differs from the current one only in its last
+  bits is accepted or not depending on those bits): a small fraction of fits, which still
+  end converged at the same parameters.
 """
 
 import functools
@@ -217,8 +232,8 @@ def _sum_points(a):
 
     A tree of elementwise additions, not an XLA reduction: XLA may order a reduction
     differently for different batch sizes, and compaction runs a fit in batches of several
-    sizes, which must give bit-identical results. (Also faster on CPU than batched dots of
-    such small matrices.) Zero padding up to a power of two adds exact zeros.
+    sizes, which must give bit-identical results. Zero padding up to a power of two adds
+    exact zeros.
     """
     n = a.shape[-1]
     size = 1 << max(n - 1, 0).bit_length()
@@ -351,7 +366,6 @@ def _invert(information, free):
 
 def _start(model, jacobian, jac_method, estimator, d, p0, free, max_iter):
     """The state of one fit before the loop: pre-checks, clip(p0), the first evaluation."""
-    n_params = p0.shape[0]
     finite_data = (jnp.all(jnp.isfinite(d.x)) & jnp.all(jnp.isfinite(d.ydata))
                    & jnp.all(jnp.isfinite(d.weights)) & jnp.all(jnp.isfinite(p0)))
     used = d.weights != 0.0
@@ -387,7 +401,10 @@ def _start(model, jacobian, jac_method, estimator, d, p0, free, max_iter):
 def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter):
     """One pass of the reference's loop for one running fit."""
     n_iter = s.n_iter + 1
-    system, rhs = _damped_system(s.h, s.g, s.scale, s.damping, free)
+    # The active set: a parameter at a bound whose descent direction points out is held.
+    active = (free & ~((s.params <= d.lower) & (s.g < 0.0))
+              & ~((s.params >= d.upper) & (s.g > 0.0)))
+    system, rhs = _damped_system(s.h, s.g, s.scale, s.damping, active)
     chol, ok = _cholesky(system)
     step = jnp.where(ok, _substitute(chol, rhs), 0.0)
     raised = s.damping * BATCH_DAMPING_UP
@@ -403,14 +420,15 @@ def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter
     # Accepted: MINPACK's predicted reduction of the quadratic model for the damped step.
     h_step = jnp.stack([_dot(s.h[i], step) for i in range(step.shape[0])])
     predicted = _dot(step, h_step) + 2.0 * s.damping * _dot(s.scale * step, step)
-    small_reduction = ((s.chi2 - trial_chi2 <= tol * trial_chi2)
+    small_reduction = ((jnp.abs(s.chi2 - trial_chi2) <= tol * trial_chi2)
                        & (predicted <= tol * trial_chi2))
     accepted_status = jnp.where(
         small_reduction & small_step, CONVERGED_FTOL_XTOL,
         jnp.where(small_reduction | (trial_chi2 == 0.0), CONVERGED_FTOL,
                   jnp.where(small_step, CONVERGED_XTOL, RUNNING)))
     # Rejected (and the factorisation failed: SINGULAR once the damping is spent).
-    rejected_status = jnp.where(small_step, CONVERGED_XTOL,
+    rejected_status = jnp.where(small_step,
+                                jnp.where(small_reduction, CONVERGED_FTOL_XTOL, CONVERGED_XTOL),
                                 jnp.where(raised > MAX_DAMPING, MACHINE_PRECISION, RUNNING))
     failed_status = jnp.where(raised > MAX_DAMPING, SINGULAR, RUNNING)
     status = jnp.where(~ok, failed_status,
@@ -576,6 +594,11 @@ def run_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
     if host.ydata.shape[0] != n_fits:
         raise ValueError("lm_batch: ydata must have one row per fit")
     free = jnp.asarray(np.asarray(free, dtype=bool).reshape(n_params))
+    if n_fits == 0:
+        empty = (jnp.zeros((0, n_params), dtype), jnp.zeros(0, dtype),
+                 jnp.zeros(0, dtype=int), jnp.zeros(0, dtype=int),
+                 jnp.zeros((0, n_params, n_params), dtype))
+        return empty, BatchStats(0, 0, 0, ())
     statics = dict(model=model, jacobian=jacobian, jac_method=int(jac_method),
                    estimator=int(estimator))
     tol = jnp.asarray(tol, dtype=dtype)

@@ -65,7 +65,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     ``jac_method`` is ``JAC_ANALYTIC`` or ``JAC_FORWARD`` and ``n_params`` the number of
     parameters (compile-time constants: the pass over the points is generated for them).
     Returns ``fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial,
-    step, g, h, trial_g, trial_h, scale, system, jac, work_p, covariance)
+    step, g, h, trial_g, trial_h, scale, system, jac, work_p, active, covariance)
     -> (chi2, n_iter, status)`` which writes the fitted parameters into ``p`` and the
     covariance into ``covariance``.
 
@@ -179,7 +179,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
 
     @jit
     def fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial, step,
-                g, h, trial_g, trial_h, scale, system, jac, work_p, covariance):
+                g, h, trial_g, trial_h, scale, system, jac, work_p, active, covariance):
         # n_params is the compile-time constant, not p0.shape[0], so that loops of known
         # length can be unrolled and the work arrays kept in registers.
         for a in range(n_params):
@@ -210,7 +210,12 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 status = MAX_ITERATIONS
                 break
             n_iter += 1
-            damped_system(h, g, scale, damping, free, system, work_p)
+            # The active set: a parameter at a bound whose descent direction points out is
+            # held for this step, so that it does not distort the others' step.
+            for a in range(n_params):
+                active[a] = free[a] and not (
+                    (p[a] <= lower[a] and g[a] < 0.0) or (p[a] >= upper[a] and g[a] > 0.0))
+            damped_system(h, g, scale, damping, active, system, work_p)
             if cholesky_factor(system):
                 cholesky_substitute(system, work_p, step)
             else:
@@ -228,19 +233,19 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             small_step = moved2 <= tol * tol * size2
             trial_chi2, _ = evaluate(x, y, w, trial, lower, upper, free, estimator, trial_g,
                                      trial_h, jac, work_p, False)
+            predicted = 0.0
+            for a in range(n_params):
+                row = 0.0
+                for b in range(n_params):
+                    row += h[a, b] * step[b]
+                predicted += step[a] * row
+            damped = 0.0
+            for a in range(n_params):
+                damped += scale[a] * step[a] * step[a]
+            predicted += 2.0 * damping * damped
+            small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
+                               and predicted <= tol * trial_chi2)
             if trial_chi2 <= chi2:
-                predicted = 0.0
-                for a in range(n_params):
-                    row = 0.0
-                    for b in range(n_params):
-                        row += h[a, b] * step[b]
-                    predicted += step[a] * row
-                damped = 0.0
-                for a in range(n_params):
-                    damped += scale[a] * step[a] * step[a]
-                predicted += 2.0 * damping * damped
-                small_reduction = (chi2 - trial_chi2 <= tol * trial_chi2
-                                   and predicted <= tol * trial_chi2)
                 chi2 = trial_chi2
                 for a in range(n_params):
                     p[a] = trial[a]
@@ -257,7 +262,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                     status = CONVERGED_XTOL
             else:
                 if small_step:
-                    status = CONVERGED_XTOL
+                    status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
                 damping *= BATCH_DAMPING_UP
                 if status == RUNNING and damping > MAX_DAMPING:
                     status = MACHINE_PRECISION
@@ -612,12 +617,13 @@ def build_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
             trial_h = np.empty((n_params, n_params))
             system = np.empty((n_params, n_params))
             jac = np.empty((n_params + 3, ydata.shape[1]))
+            active = np.empty(n_params, dtype=np.bool_)
             for fit in range(c * chunk, min(n_fits, (c + 1) * chunk)):
                 chi2[fit], n_iter[fit], status[fit] = fit_one(
                     x[fit % x.shape[0]], ydata[fit], weights[fit % weights.shape[0]],
                     p0[fit], lower[fit % lower.shape[0]], upper[fit % upper.shape[0]], free,
                     estimator, tol, max_iter, params[fit], trial, step, g, h, trial_g,
-                    trial_h, scale, system, jac, work_p, covariance[fit])
+                    trial_h, scale, system, jac, work_p, active, covariance[fit])
 
     return run
 

@@ -57,11 +57,12 @@ def build_kernel(value, gradient, jac_method, n_params, dtype):
         trial_h = cuda.local.array((size, size), real)
         system = cuda.local.array((size, size), real)
         jac = cuda.local.array((size, 1), real)
+        active = cuda.local.array(size, numba.boolean)
         chi2[fit], n_iter[fit], status[fit] = fit_one(
             x[fit % x.shape[0]], ydata[fit], weights[fit % weights.shape[0]], p0[fit],
             lower[fit % lower.shape[0]], upper[fit % upper.shape[0]], free, estimator, tol,
             max_iter, params[fit], trial, step, g, h, trial_g, trial_h, scale, system,
-            jac, work_p, covariance[fit])
+            jac, work_p, active, covariance[fit])
 
     return kernel
 

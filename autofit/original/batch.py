@@ -13,16 +13,19 @@ The algorithm per fit (the same on every backend):
    ``g = -½ ∂χ²/∂p`` and the Gauss-Newton matrix ``H`` (``JᵀW²J`` for least squares,
    ``Σ w y/f² J Jᵀ`` for Poisson MLE, as in Gpufit). Non-finite here ends the fit with
    ``NONFINITE`` (``MLE_NONPOSITIVE_MODEL`` when the Poisson model is ≤ 0).
-3. Each iteration solves ``(H + λ diag(s)) δ = g`` by Cholesky over the free parameters,
-   where ``s`` is the running maximum of ``diag(H)`` (Marquardt's scaling), evaluates χ²,
-   g and H at ``clip(p + δ)`` in one pass, and accepts the step when χ² does not grow
-   (λ /= 10) or rejects it (λ *= 10). A failed factorisation also raises λ. An iteration is
-   one such pass, accepted or not; ``max_iter`` bounds them.
+3. Each iteration solves ``(H + λ diag(s)) δ = g`` by Cholesky over the active
+   parameters (free, and not at a bound that the gradient pushes against: those are held
+   for the step), where ``s`` is the running maximum of ``diag(H)`` (Marquardt's
+   scaling), evaluates χ², g and H at ``clip(p + δ)`` in one pass, and accepts the step
+   when χ² does not grow (λ /= 10) or rejects it (λ *= 10). A failed factorisation also
+   raises λ. An iteration is one such pass, accepted or not; ``max_iter`` bounds them.
 4. Stopping (MINPACK's tests with one tolerance): on an accepted step, the actual and the
    predicted relative reductions of χ² both ≤ tol (``CONVERGED_FTOL``) and/or the scaled
    step ≤ tol × the scaled parameters (``CONVERGED_XTOL``; ``..._FTOL_XTOL`` for both); a
-   rejected step that is itself below the xtol test also ends with ``CONVERGED_XTOL``
-   (the minimum is closer than tol); λ > MAX_DAMPING ends with ``MACHINE_PRECISION``
+   rejected step that is itself below the xtol test also ends the fit (the minimum is
+   closer than tol): ``CONVERGED_XTOL``, or ``..._FTOL_XTOL`` when χ² changed by at most
+   tol either way (accepting or rejecting a step at rounding level is a coin toss, the
+   status is not); λ > MAX_DAMPING ends with ``MACHINE_PRECISION``
    (converged) or ``SINGULAR`` (the factorisation never succeeded).
 5. The covariance is the inverse of the information matrix over the free parameters:
    ``JᵀW²J`` for least squares, the Fisher information ``Σ w J Jᵀ / f`` for Poisson MLE
@@ -183,7 +186,10 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             status = MAX_ITERATIONS
             break
         n_iter += 1
-        system, rhs = _damped_system(h, g, scale, damping, free)
+        # The active set: a parameter at a bound whose descent direction points out is
+        # held for this step, so that it does not distort the others' step.
+        active = free & ~((p <= lower) & (g < 0.0)) & ~((p >= upper) & (g > 0.0))
+        system, rhs = _damped_system(h, g, scale, damping, active)
         step, ok = cholesky_solve(system, rhs)
         if not ok:
             damping *= BATCH_DAMPING_UP
@@ -195,11 +201,12 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
         small_step = np.sum(scale * moved * moved) <= tol * tol * np.sum(scale * p * p)
         trial_chi2, trial_g, trial_h, _ = _evaluate(model, jacobian, jac_method, x, y, w,
                                                     trial, lower, upper, free, estimator)
+        # MINPACK's predicted reduction of the quadratic model for the damped step, and the
+        # actual change (either sign: a step at rounding level may raise chi2 by an ulp).
+        predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale * step * step)
+        small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
+                           and predicted <= tol * trial_chi2)
         if trial_chi2 <= chi2:
-            # MINPACK's predicted reduction of the quadratic model for the damped step.
-            predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale * step * step)
-            small_reduction = (chi2 - trial_chi2 <= tol * trial_chi2
-                               and predicted <= tol * trial_chi2)
             p, chi2, g, h = trial, trial_chi2, trial_g, trial_h
             scale = np.maximum(scale, np.diag(h))
             damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
@@ -211,7 +218,8 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
                 status = CONVERGED_XTOL
         else:
             if small_step:
-                status = CONVERGED_XTOL
+                # Whether such a step is accepted is decided by rounding; the status is not.
+                status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
             damping *= BATCH_DAMPING_UP
             if status == RUNNING and damping > MAX_DAMPING:
                 status = MACHINE_PRECISION
