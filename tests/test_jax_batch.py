@@ -125,8 +125,14 @@ def _assert_agree(expected, actual, finite_differences=False):
 
 
 def _assert_identical(a, b):
+    """Equal results from batches of other sizes: bit for bit with fixed-order sums, else
+    to rounding (XLA orders a reduction by the shape it compiles for); integer outputs
+    (statuses, iteration counts) exactly either way."""
     for u, v in zip(a, b):
-        np.testing.assert_array_equal(u, v)
+        if batch.FIXED_ORDER_SUMS or np.issubdtype(np.asarray(u).dtype, np.integer):
+            np.testing.assert_array_equal(u, v)
+        else:
+            np.testing.assert_allclose(u, v, rtol=1e-12, atol=0)
 
 
 # --- Agreement with the reference ------------------------------------------------------
@@ -427,6 +433,10 @@ def test_compile_cache_does_not_grow():
 
 @pytest.mark.parametrize("estimator", [ESTIMATOR_LSE, ESTIMATOR_MLE], ids=["lse", "mle"])
 def test_compaction_gives_identical_results(estimator):
+    """The same fits, whether the still-running ones are regathered into smaller buckets
+    or not. XLA may order a reduction differently for another bucket size, so values agree
+    to rounding and statuses and iteration counts exactly (bit for bit with
+    ``FIXED_ORDER_SUMS``)."""
     args = list(_problem(n_fits=300, seed=20, poisson=estimator == ESTIMATOR_MLE))
     args[3] = args[3].copy()
     args[3][::7] *= 1.4  # a spread of iteration counts

@@ -79,6 +79,7 @@ import functools
 from typing import NamedTuple
 
 import jax
+import jax.scipy.linalg
 import jax.numpy as jnp
 import numpy as np
 
@@ -227,6 +228,14 @@ def _model_and_columns(model, jacobian, jac_method, d, p, free):
     return f, jnp.where(used[None, :], jac, 0.0), used
 
 
+# XLA orders a reduction by the shape it compiles for, so a fit can round differently in a
+# bucket of another size; with fixed-order sums compaction is bit-identical to running the
+# whole batch to the end, but the (n_params², n_points) temporaries it writes make it
+# slow for many parameters and on GPUs. Off by default; the tests switch it on to check
+# compaction bit for bit.
+FIXED_ORDER_SUMS = False
+
+
 def _sum_points(a):
     """Sum over the last axis (the points) in a fixed pairwise order.
 
@@ -270,9 +279,13 @@ def _symmetric(n, upper):
 
 
 def _normal_sums(vectors, jac, residual, weight=None):
-    """In one tree of point sums: each of ``vectors`` (n_points,), the gradient
-    ``jac @ residual`` and the matrix ``(jac * weight) @ jac.T`` (``jac @ jac.T`` without
-    a weight), ``jac`` being ``(n_params, n_points)``."""
+    """Each of ``vectors`` (n_points,) summed, the gradient ``jac @ residual`` and the
+    matrix ``(jac * weight) @ jac.T`` (``jac @ jac.T`` without a weight), ``jac`` being
+    ``(n_params, n_points)``: by XLA's reductions and matrix products, or, with
+    :data:`FIXED_ORDER_SUMS`, by one tree of additions in a fixed order."""
+    if not FIXED_ORDER_SUMS:
+        weighted = jac if weight is None else jac * weight[None, :]
+        return [jnp.sum(v) for v in vectors], jac @ residual, weighted @ jac.T
     n = jac.shape[0]
     weighted = jac if weight is None else jac * weight[None, :]
     rows = list(vectors) + [jac[j] * residual for j in range(n)]
@@ -312,11 +325,21 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
     return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive
 
 
+# Up to this many parameters the Cholesky factorisation is unrolled into scalars (fast for
+# small systems, and fails exactly where the reference's does); beyond it, LAPACK-style
+# library calls keep the compiled program small (25 parameters unrolled: minutes to
+# compile). They fail (nan factor) where a pivot is not > 0, as the reference does.
+UNROLLED_MAX_PARAMS = 8
+
+
 def _cholesky(a):
     """The reference's column-by-column Cholesky factor of ``a``, as nested lists of
     scalars (unrolled over the static size), and ok: False as soon as a pivot is not > 0
     or not finite (the factor is then meaningless)."""
     n = a.shape[0]
+    if n > UNROLLED_MAX_PARAMS:
+        chol = jnp.linalg.cholesky(a)
+        return chol, jnp.all(jnp.isfinite(chol))
     chol = [[None] * n for _ in range(n)]
     ok = jnp.asarray(True)
     for j in range(n):
@@ -332,6 +355,8 @@ def _cholesky(a):
 
 def _substitute(chol, b):
     """Solve ``L Lᵀ z = b`` with the factor of :func:`_cholesky`."""
+    if not isinstance(chol, list):
+        return jax.scipy.linalg.cho_solve((chol, True), b)
     n = len(chol)
     z = [None] * n
     for i in range(n):
@@ -359,7 +384,10 @@ def _invert(information, free):
     system, _ = _damped_system(information, zeros, zeros, 0.0, free)
     chol, ok = _cholesky(system)
     eye = jnp.eye(n, dtype=information.dtype)
-    covariance = jnp.stack([_substitute(chol, eye[j]) for j in range(n)], axis=1)
+    if isinstance(chol, list):
+        covariance = jnp.stack([_substitute(chol, eye[j]) for j in range(n)], axis=1)
+    else:
+        covariance = _substitute(chol, eye)
     covariance = jnp.where(free[:, None] & free[None, :], covariance, 0.0)
     return jnp.where(ok, covariance, jnp.nan), ok
 

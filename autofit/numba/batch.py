@@ -342,10 +342,10 @@ def _evaluate_source(n_params: int) -> str:
         *(f"        h{a}_{b} += t{a} * j{b}" for a, b in pairs),
         "    finite = math.isfinite(chi2)",
         *(f"    g[{a}] = g{a}" for a in n),
-        *(f"    finite = finite and math.isfinite(g{a})" for a in n),
+        *(f"    finite = finite & math.isfinite(g{a})" for a in n),
         *(f"    h[{a}, {b}] = h{a}_{b}" for a, b in pairs),
         *(f"    h[{b}, {a}] = h{a}_{b}" for a, b in pairs if a != b),
-        *(f"    finite = finite and math.isfinite(h{a}_{b})" for a, b in pairs),
+        *(f"    finite = finite & math.isfinite(h{a}_{b})" for a, b in pairs),
         "    if not finite:",
         "        return math.inf, True",
         "    return chi2, True",
@@ -365,9 +365,22 @@ def _block_evaluate_source(n_params: int) -> str:
     n = range(n_params)
     pairs = [(a, b) for a in n for b in range(a + 1)]
     wg, wh, sq = n_params, n_params + 1, n_params + 2
+    # Only what must be unrolled is (the tuple of parameters, the fused sums of small
+    # models); the rest are loops of constant length: hundreds of unrolled conditionals
+    # (25 parameters: 325 sums) exhaust numba's SSA pass.
+    small = n_params <= FUSED_SUMS_MAX_PARAMS
+
+    def each_param(statement, indent):
+        # ``statement`` (with ``{a}``) for every parameter: unrolled for small models,
+        # a loop of constant length for large ones.
+        pad = " " * indent
+        if small:
+            return [pad + statement.format(a=a) for a in n]
+        return [f"{pad}for a in range({n_params}):", pad + "    " + statement.format(a="a")]
+
     lines = [
         "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher):",
-        *(f"    work_p[{a}] = p[{a}]" for a in n),
+        *each_param("work_p[{a}] = p[{a}]", 4),
         "    params = (" + "".join(f"p[{a}], " for a in n) + ")",
         "    mle = estimator == ESTIMATOR_MLE",
         "    chi2 = 0.0",
@@ -380,7 +393,7 @@ def _block_evaluate_source(n_params: int) -> str:
         "            used = wi != 0.0",
         "            f = point(x, i, params, lower, upper, free, jac, work_p, i)",
         "            r = wi * (y[i] - f) if used else 0.0",
-        *(f"            jac[{a}, i] = jac[{a}, i] if used else 0.0" for a in n),
+        *each_param("jac[{a}, i] = jac[{a}, i] if used else 0.0", 12),
         f"            jac[{wg}, i] = wi * r",
         f"            jac[{wh}, i] = wi * wi",
         f"            jac[{sq}, i] = r * r",
@@ -390,13 +403,16 @@ def _block_evaluate_source(n_params: int) -> str:
         "        if chi2 == -1.0:",
         "            return math.inf, False",
         "    finite = math.isfinite(chi2)",
-        *(_fused_sums(n_params) if n_params <= FUSED_SUMS_MAX_PARAMS else (
-            *(f"    g[{a}] = _dot2(jac, {wg}, {a}) if free[{a}] else 0.0" for a in n),
-            *(f"    h[{a}, {b}] = _dot3(jac, {wh}, {a}, {b}) if free[{a}] and free[{b}] "
-              "else 0.0" for a, b in pairs))),
-        *(f"    h[{b}, {a}] = h[{a}, {b}]" for a, b in pairs if a != b),
-        *(f"    finite = finite and math.isfinite(g[{a}])" for a in n),
-        *(f"    finite = finite and math.isfinite(h[{a}, {b}])" for a, b in pairs),
+        *(_fused_sums(n_params) if small else (
+            f"    for a in range({n_params}):",
+            f"        g[a] = _dot2(jac, {wg}, a) if free[a] else 0.0",
+            "        for b in range(a + 1):",
+            f"            h[a, b] = _dot3(jac, {wh}, a, b) if free[a] and free[b] else 0.0")),
+        f"    for a in range({n_params}):",
+        "        finite = finite & math.isfinite(g[a])",
+        "        for b in range(a + 1):",
+        "            h[b, a] = h[a, b]",
+        "            finite = finite & math.isfinite(h[a, b])",
         "    if not finite:",
         "        return math.inf, True",
         "    return chi2, True",
@@ -408,7 +424,8 @@ def _block_evaluate_source(n_params: int) -> str:
         "    for i in range(y.shape[0]):",
         "        wi = w[i]",
         "        if wi == 0.0:",
-        *(f"            jac[{a}, i] = 0.0" for a in range(n_params + 2)),
+        f"            for a in range({n_params + 2}):",
+        "                jac[a, i] = 0.0",
         "            continue",
         "        f = point(x, i, params, lower, upper, free, jac, work_p, i)",
         "        yi = y[i]",

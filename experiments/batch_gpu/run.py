@@ -162,19 +162,19 @@ def main():
     x, y, p0, true = spots(args.fits)
     rows = []
     only = args.only.split(",")
-    for dtype in (np.float32, np.float64):
-        for estimator in ("lse", "mle"):
-            cases = []
-            if "numba" in only:
-                cases.append(("numba cuda, built-in", lambda: numba_cuda(
-                    x, y, p0, true, dtype, estimator, False, args.repeat)))
-            if "user" in only:
-                cases.append(("numba cuda, user function", lambda: numba_cuda(
-                    x, y, p0, true, dtype, estimator, True, args.repeat)))
-            if "jax" in only:
-                cases.append(("jax, built-in", lambda: jax_backend(
-                    x, y, p0, true, dtype, estimator, args.repeat)))
-            for name, run in cases:
+    engines = {"numba": "numba cuda, built-in", "user": "numba cuda, user function",
+               "jax": "jax, built-in"}
+    for engine in (e for e in ("numba", "user", "jax") if e in only):
+        for dtype in (np.float32, np.float64):
+            for estimator in ("lse", "mle"):
+                name = engines[engine]
+                if engine == "jax":
+                    def run(dtype=dtype, estimator=estimator):
+                        return jax_backend(x, y, p0, true, dtype, estimator, args.repeat)
+                else:
+                    def run(dtype=dtype, estimator=estimator, user=engine == "user"):
+                        return numba_cuda(x, y, p0, true, dtype, estimator, user,
+                                          args.repeat)
                 try:
                     row = run()
                 except Exception as exc:  # report and go on: one failure must not hide the rest
@@ -186,8 +186,8 @@ def main():
                            n_fits=args.fits)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    with open(args.out, "w") as fh:
-        json.dump({"autofit": autofit.__version__, "rows": rows}, fh, indent=1)
+                with open(args.out, "w") as fh:  # after every row: a timeout loses nothing
+                    json.dump({"autofit": autofit.__version__, "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":
