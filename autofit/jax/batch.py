@@ -79,8 +79,8 @@ import functools
 from typing import NamedTuple
 
 import jax
-import jax.scipy.linalg
 import jax.numpy as jnp
+import jax.scipy.linalg
 import numpy as np
 
 from autofit._codes import (

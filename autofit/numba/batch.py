@@ -363,7 +363,6 @@ def _block_evaluate_source(n_params: int) -> str:
     The sums are the same as the point-by-point pass's, in another order.
     """
     n = range(n_params)
-    pairs = [(a, b) for a in n for b in range(a + 1)]
     wg, wh, sq = n_params, n_params + 1, n_params + 2
     # Only what must be unrolled is (the tuple of parameters, the fused sums of small
     # models); the rest are loops of constant length: hundreds of unrolled conditionals
