@@ -60,28 +60,7 @@ from autofit._codes import (
 )
 from autofit._declarations import implements
 from autofit.original.jacobians import jacobian_forward
-
-
-def cholesky_solve(a, b):
-    """Solve ``a z = b`` for symmetric positive-definite ``a``; ok is False otherwise.
-
-    A pivot that is not > 0 (or not finite) fails, exactly as in the numba and jax ports.
-    """
-    n = b.shape[0]
-    chol = np.zeros((n, n))
-    for j in range(n):
-        pivot = a[j, j] - chol[j, :j] @ chol[j, :j]
-        if not (pivot > 0.0 and np.isfinite(pivot)):
-            return np.zeros(n), False
-        chol[j, j] = np.sqrt(pivot)
-        for i in range(j + 1, n):
-            chol[i, j] = (a[i, j] - chol[i, :j] @ chol[j, :j]) / chol[j, j]
-    z = np.empty(n)
-    for i in range(n):
-        z[i] = (b[i] - chol[i, :i] @ z[:i]) / chol[i, i]
-    for i in range(n - 1, -1, -1):
-        z[i] = (z[i] - chol[i + 1:, i] @ z[i + 1:]) / chol[i, i]
-    return z, True
+from autofit.original.lm import _cholesky_solve as cholesky_solve
 
 
 def _model_x(x):
@@ -89,8 +68,8 @@ def _model_x(x):
     return x[0] if x.shape[0] == 1 else x
 
 
-def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estimator):
-    """chi2, g, H at p (chi2 = inf where the model is non-finite or, for MLE, f <= 0)."""
+def _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper, free):
+    """f and J at the points of non-zero weight; J's columns of fixed parameters are 0."""
     mx = _model_x(x)
     f = model(mx, p)
     if jac_method == JAC_ANALYTIC:
@@ -98,7 +77,14 @@ def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estim
     else:
         jac = jacobian_forward(model, mx, p, f, lower, upper)
     used = w != 0.0
-    f, jac, y, w = f[used], jac[used] * free, y[used], w[used]
+    return f[used], jac[used] * free
+
+
+def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estimator):
+    """chi2, g, H at p (chi2 = inf where the model is non-finite or, for MLE, f <= 0)."""
+    f, jac = _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper,
+                                  free)
+    y, w = y[w != 0.0], w[w != 0.0]
     if estimator == ESTIMATOR_MLE:
         if not np.all(f > 0.0):
             return np.inf, None, None, False
@@ -121,15 +107,9 @@ def _information(model, jacobian, jac_method, x, w, p, lower, upper, free, estim
     """The matrix whose inverse is the covariance: H itself (LSE) or Fisher's (MLE)."""
     if estimator != ESTIMATOR_MLE:
         return h
-    mx = _model_x(x)
-    f = model(mx, p)
-    if jac_method == JAC_ANALYTIC:
-        jac = jacobian(mx, p)
-    else:
-        jac = jacobian_forward(model, mx, p, f, lower, upper)
-    used = w != 0.0
-    jac = jac[used] * free
-    return (jac * (w[used] / f[used])[:, None]).T @ jac
+    f, jac = _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper,
+                                  free)
+    return (jac * (w[w != 0.0] / f)[:, None]).T @ jac
 
 
 def _damped_system(h, g, scale, damping, free):
