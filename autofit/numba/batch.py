@@ -671,7 +671,8 @@ def user_point_function(f, n_params, n_variables, device="cpu", dtype=np.float64
         if device == "cuda":
             from numba import cuda
 
-            user = cuda.jit(device=True)(with_literals_of(f, dtype))
+            user = cuda.jit(device=True, fastmath=np.dtype(dtype) == np.float32)(
+                with_literals_of(f, dtype))
         else:
             import numba
             from numba.core.registry import CPUDispatcher
