@@ -285,7 +285,14 @@ def _normal_sums(vectors, jac, residual, weight=None):
     :data:`FIXED_ORDER_SUMS`, by one tree of additions in a fixed order."""
     if not FIXED_ORDER_SUMS:
         weighted = jac if weight is None else jac * weight[None, :]
-        return [jnp.sum(v) for v in vectors], jac @ residual, weighted @ jac.T
+        n = jac.shape[0]
+        if n > UNROLLED_MAX_PARAMS:
+            return [jnp.sum(v) for v in vectors], jac @ residual, weighted @ jac.T
+        # Small models: every sum an elementwise product reduced over the points, which XLA
+        # fuses per sum; under vmap a matrix product becomes a batch of tiny GEMMs instead.
+        g = jnp.stack([jnp.sum(jac[i] * residual) for i in range(n)])
+        upper = [jnp.sum(weighted[i] * jac[j]) for i, j in _pairs(n)]
+        return [jnp.sum(v) for v in vectors], g, _symmetric(n, upper)
     n = jac.shape[0]
     weighted = jac if weight is None else jac * weight[None, :]
     rows = list(vectors) + [jac[j] * residual for j in range(n)]
