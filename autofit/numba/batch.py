@@ -380,7 +380,10 @@ def _block_evaluate_source(n_params: int) -> str:
     lines = [
         "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher):",
         *each_param("work_p[{a}] = p[{a}]", 4),
-        "    params = (" + "".join(f"p[{a}], " for a in n) + ")",
+        # Large models index their parameters in loops (multi_lorentzian's peaks): a tuple
+        # indexed at run time costs a branch per access there, so they keep the array.
+        ("    params = (" + "".join(f"p[{a}], " for a in n) + ")") if small else
+        "    params = p",
         "    mle = estimator == ESTIMATOR_MLE",
         "    chi2 = 0.0",
         "    if not mle:",
@@ -403,10 +406,13 @@ def _block_evaluate_source(n_params: int) -> str:
         "            return math.inf, False",
         "    finite = math.isfinite(chi2)",
         *(_fused_sums(n_params) if small else (
+            # Rows sq + 1 + a hold weight_h * J[a]: each of the n(n+1)/2 sums of the
+            # Gauss-Newton matrix is then a plain dot product (one multiply-add a point).
             f"    for a in range({n_params}):",
+            f"        _scaled_row(jac, {wh}, a, {sq + 1} + a)",
             f"        g[a] = _dot2(jac, {wg}, a) if free[a] else 0.0",
             "        for b in range(a + 1):",
-            f"            h[a, b] = _dot3(jac, {wh}, a, b) if free[a] and free[b] else 0.0")),
+            f"            h[a, b] = _dot2(jac, {sq + 1} + a, b) if free[a] and free[b] else 0.0")),
         f"    for a in range({n_params}):",
         "        finite = finite & math.isfinite(g[a])",
         "        for b in range(a + 1):",
@@ -490,6 +496,11 @@ def _dot2(m, weight_row, a):
     return total
 
 
+def _scaled_row(m, weight_row, a, out_row):
+    for i in range(m.shape[1]):
+        m[out_row, i] = m[weight_row, i] * m[a, i]
+
+
 def _dot3(m, weight_row, a, b):
     total = 0.0
     for i in range(m.shape[1]):
@@ -517,6 +528,7 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
         namespace["_dot2"] = reduce(_dot2)
         namespace["_dot3"] = reduce(_dot3)
         namespace["_sum"] = reduce(_sum)
+        namespace["_scaled_row"] = reduce(_scaled_row)
         if n_params <= FUSED_SUMS_MAX_PARAMS:
             exec(compile(_all_sums_source(n_params), f"<autofit sums {n_params}>", "exec"),  # noqa: S102
                  namespace)
@@ -632,7 +644,10 @@ def build_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
             h = np.empty((n_params, n_params))
             trial_h = np.empty((n_params, n_params))
             system = np.empty((n_params, n_params))
-            jac = np.empty((n_params + 3, ydata.shape[1]))
+            # The pass's work array: the gradient, two weights and the squared residual
+            # per point, and for large models the weighted gradient rows too.
+            jac = np.empty((n_params + 3 + (n_params if n_params > FUSED_SUMS_MAX_PARAMS
+                                            else 0), ydata.shape[1]))
             active = np.empty(n_params, dtype=np.bool_)
             for fit in range(c * chunk, min(n_fits, (c + 1) * chunk)):
                 chi2[fit], n_iter[fit], status[fit] = fit_one(
