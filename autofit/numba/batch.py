@@ -5,11 +5,13 @@ The per-fit solver below (:func:`build_fit_one`) is written once in the subset o
 that both ``numba.njit`` and ``numba.cuda.jit(device=True)`` compile: scalars, loops,
 ``math`` and indexing into work arrays that the caller provides, no allocation. It follows
 :mod:`autofit.original.batch` step for step, with everything the reference keeps in
-(n_points, n_params) arrays folded into a single pass over the points per iteration: each
-point's model value and gradient are computed, and χ², the gradient and the upper
-triangle of the Gauss-Newton matrix are accumulated at once, so the Jacobian is never
-stored. The CPU kernel (:func:`build_cpu_kernel`) gives each chunk of fits one set of work
-arrays; the CUDA kernel (:mod:`autofit.numba.gpu`) gives each thread local arrays.
+(n_points, n_params) arrays folded into one pass over the points per iteration. On a GPU
+each point's model value and gradient are accumulated into χ², the gradient and the
+Gauss-Newton matrix at once, in registers. On the CPU the pass first writes one fit's
+gradients to a small work array and then forms every sum as a SIMD reduction (see
+``block`` in :func:`build_fit_one`); the batch's Jacobian is never formed. The CPU kernel
+(:func:`build_cpu_kernel`) gives each chunk of fits one set of work arrays, reused fit
+after fit; the CUDA kernel (:mod:`autofit.numba.gpu`) gives each thread local arrays.
 
 Models enter as point functions (:mod:`autofit.numba.points`): ``value(x, i, p)`` and
 ``gradient(x, i, p, jac, col)``. Without an analytic gradient, the forward-difference
