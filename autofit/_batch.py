@@ -8,7 +8,6 @@ chunks of fits, and wraps the results in a :class:`BatchResult` shaped like the 
 from __future__ import annotations
 
 import os
-import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -483,48 +482,27 @@ def _call(backend, solve, model, jacobian, jac_method, x, y, w, p0, lower, upper
     return solve(*args)
 
 
-_user_models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _backend_model(backend, device, problem):
     """(model, jacobian, jac_method) in the backend's form."""
     f = problem.model
-    k = problem.x.shape[1]
-    builtin = isinstance(f, Model)
-    forward = problem.jac == "2-point"
     if backend == "numba":
+        # numba's batch kernels take point functions (one point at a time), not the array
+        # models that autofit._adapters builds for lm_solve.
         from autofit.numba import points
 
-        if builtin:
+        if isinstance(f, Model):
             value, gradient = points.POINT_FUNCTIONS[f.name]
-            if forward:
+            if problem.jac == "2-point":
                 return value, None, _codes.JAC_FORWARD
             return value, gradient, _codes.JAC_ANALYTIC
         from autofit.numba.batch import user_point_function
 
-        return (user_point_function(f, problem.n_params, k, device, problem.dtype), None,
-                _codes.JAC_FORWARD)
-    kernels = _dispatch.load(backend)
-    if builtin:
-        model = getattr(kernels, f"model_{f.name}")
-        if forward:
-            return model, None, _codes.JAC_FORWARD
-        return model, getattr(kernels, f"jacobian_{f.name}"), _codes.JAC_ANALYTIC
+        return (user_point_function(f, problem.n_params, problem.x.shape[1], device,
+                                    problem.dtype), None, _codes.JAC_FORWARD)
     from autofit import _adapters
 
-    key = (backend, problem.n_params)
-    try:
-        per_function = _user_models.setdefault(f, {})
-    except TypeError:
-        per_function = {}
-    if key not in per_function:
-        wrap = _adapters._jax_wrapper if backend == "jax" else _adapters._numpy_wrapper
-        per_function[key] = wrap(f, problem.n_params)
-    model = per_function[key]
+    prepared = _adapters.prepare(backend, f, problem.n_params, problem.jac)
     if backend == "jax":
-        prepared = _adapters.Prepared(model, None, _codes.JAC_AUTODIFF, None,
-                                      _codes.JAC_AUTODIFF)
-        x0 = _model_x(problem.x)[0]
-        _adapters.check_runs("jax", prepared, x0, problem.p0[0].astype(np.float64))
-        return model, None, (_codes.JAC_FORWARD if forward else _codes.JAC_AUTODIFF)
-    return model, None, _codes.JAC_FORWARD
+        _adapters.check_runs("jax", prepared, _model_x(problem.x)[0],
+                             problem.p0[0].astype(np.float64))
+    return prepared.model, prepared.jacobian, prepared.jac_method
