@@ -364,3 +364,57 @@ def test_cuda_path_on_the_simulator():
                               capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "simulator ok" in done.stdout
+
+
+CACHE_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import autofit
+    from autofit import models
+    from autofit.numba import batch
+
+    x = np.linspace(0.0, 1.0, 16)
+    y = np.stack([2.0 * x + 1.0, -x + 0.5])
+    result = autofit.fit_batch(models.linear, x, y, p0=np.ones((2, 2)), backend="numba")
+    assert result.converged.all() and np.allclose(result.params, [[2.0, 1.0], [-1.0, 0.5]])
+    (kernel,) = batch._KERNELS.values()
+    print("hits", sum(kernel.stats.cache_hits.values()),
+          "misses", sum(kernel.stats.cache_misses.values()))
+""")
+
+
+def test_built_in_kernels_are_loaded_from_the_disk_cache_by_a_second_process(tmp_path):
+    pytest.importorskip("numba")
+    env = dict(os.environ, AUTOFIT_CACHE_DIR=str(tmp_path))
+    env.pop("NUMBA_CACHE_DIR", None)
+    runs = [subprocess.run([sys.executable, "-c", CACHE_SCRIPT], env=env, capture_output=True,
+                           text=True, timeout=600) for _ in range(2)]
+    for done in runs:
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert runs[0].stdout.split()[:2] == ["hits", "0"], runs[0].stdout
+    assert runs[1].stdout.split() == ["hits", "1", "misses", "0"], runs[1].stdout
+    # The generated module and numba's index and code for it, keyed by the source's hash.
+    (module,) = tmp_path.glob("autofit_batch_*.py")
+    assert list((tmp_path / "__pycache__").glob(module.stem + ".run-*.nbi"))
+    assert list((tmp_path / "__pycache__").glob(module.stem + ".run-*.nbc"))
+
+
+def test_user_models_get_no_disk_cached_kernel():
+    pytest.importorskip("numba")
+    from autofit._codes import JAC_ANALYTIC, JAC_FORWARD
+    from autofit.numba import batch, points
+
+    value = batch.user_point_function(user_gaussian, 4, 1)
+    assert batch.cached_cpu_kernel(value, batch._no_gradient, JAC_FORWARD, 4) is None
+    assert batch._kernel_module_source(*points.POINT_FUNCTIONS["gaussian"], JAC_ANALYTIC, 4,
+                                       np.float64) is not None
+
+
+def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):
+    pytest.importorskip("numba")
+    from autofit.numba import batch
+
+    monkeypatch.setenv("AUTOFIT_CACHE_DIR", str(tmp_path / "kernels"))
+    assert batch.cache_directory() == str(tmp_path / "kernels")
+    monkeypatch.delenv("AUTOFIT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert batch.cache_directory() == os.path.join(str(tmp_path), "autofit")
