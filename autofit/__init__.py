@@ -24,6 +24,8 @@ from autofit._dispatch import (
     set_backend,
     use_backend,
 )
+from autofit._fit import FitResult, fit
+from autofit._io import load_result
 from autofit._status import Status
 
 __version__ = "0.1.0"
@@ -45,14 +47,17 @@ __all__ = [
     "BackendError",
     "BackendFallbackWarning",
     "BatchResult",
+    "FitResult",
     "ImproperInputError",
     "OptimizeWarning",
     "Status",
     "curve_fit",
     "explain_backend",
+    "fit",
     "fit_batch",
     "get_backend",
     "kernel",
+    "load_result",
     "models",
     "set_backend",
     "use_backend",

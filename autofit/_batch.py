@@ -8,11 +8,12 @@ chunks of fits, and wraps the results in a :class:`BatchResult` shaped like the 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from autofit import _codes, _dispatch
+from autofit import _checkpoint, _codes, _dispatch, _distributed, _progress
 from autofit._dispatch import BackendCannotRun
 from autofit._status import Status
 from autofit._validation import as_float_array, count_parameters
@@ -64,6 +65,7 @@ class BatchResult:
     param_names: tuple[str, ...]
     estimator: str
     dof: np.ndarray = field(repr=False)
+    options: dict = field(default_factory=dict, repr=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -87,10 +89,45 @@ class BatchResult:
             raise KeyError(f"no parameter {name!r}; the parameters are {self.param_names}")
         return self.params[..., self.param_names.index(name)]
 
+    def statistics(self) -> dict:
+        """:meth:`summary`'s numbers as a dict (status counts, per-parameter statistics)."""
+        from autofit import _report
+
+        return _report.batch_statistics(self)
+
+    def summary(self) -> str:
+        """Shape, counts per status, converged fraction, per-parameter median, IQR and
+        mean ± std over the converged fits, and the median reduced χ²."""
+        from autofit import _report
+
+        return _report.batch_summary(self)
+
+    def plot_maps(self, params=None, *, chi2: bool = True):
+        """One image per parameter (and the reduced χ²) for a batch of 2-D leading shape.
+
+        Pixels whose fit did not converge are masked (grey). Returns a matplotlib Figure.
+        """
+        from autofit import _plotting
+
+        return _plotting.plot_maps(self, params, chi2=chi2)
+
+    def plot_histograms(self, params=None, *, bins: int = 50):
+        """Histograms of each parameter over the converged fits (a matplotlib Figure)."""
+        from autofit import _plotting
+
+        return _plotting.plot_histograms(self, params, bins=bins)
+
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write to ``.npz`` or ``.zarr`` (see :func:`autofit.load_result`)."""
+        from autofit import _io
+
+        _io.save_result(self, path, overwrite=overwrite)
+
 
 def fit_batch(model, x, y, p0=None, *, sigma=None, bounds=None, fixed=None, estimator="lse",
               max_iter=None, tol=None, jac=None, backend=None, strict=None, device=None,
-              dtype=None, absolute_sigma=False, covariance=True) -> BatchResult:
+              dtype=None, absolute_sigma=False, covariance=True, progress=None,
+              checkpoint=None, chunk_size=None, scheduler=None) -> BatchResult:
     """Fit one model to many curves at once: one independent fit per curve.
 
     Parameters
@@ -138,6 +175,34 @@ def fit_batch(model, x, y, p0=None, *, sigma=None, bounds=None, fixed=None, esti
     covariance : bool
         Keep the full covariance matrices (``n_fits * n_params**2`` numbers); errors are
         returned either way.
+    progress : None, True or False
+        A tqdm progress bar, updated as chunks of fits finish: None (default) shows it only
+        once the batch has run for 2 s, True always, False never. It needs ``tqdm``
+        (``pip install 'autofit-lm[progress]'``); without it None shows nothing and True
+        warns. Logs (stderr not a terminal) get one plain line every 10 s.
+    checkpoint : path, optional
+        A directory where each finished chunk's results are saved at once (written to a
+        temporary file, then renamed: a crash never leaves half a chunk). Calling again with
+        the same path and the same inputs loads the finished chunks and fits only the rest.
+        The path must not exist yet, be an empty directory, or be a checkpoint of the same
+        run; a checkpoint of other inputs, options or chunking is refused with a ValueError,
+        and nothing autofit did not write is ever overwritten.
+    chunk_size : int, optional
+        Fits per chunk, the unit of checkpoints and of the work sent to a dask worker when
+        ``y`` is in memory. Default 65536 with a checkpoint; otherwise chosen so a chunk
+        takes about 0.25 s on the CPU (progress updates), 65536 with ``progress=False``.
+        Dask arrays are cut by their own chunks instead.
+    scheduler : None, "threads", "processes" or a distributed Client
+        Where the blocks of a dask ``y`` (or of any dask argument) are fitted. None: the
+        active ``dask.distributed`` Client if there is one, else "threads". "threads": one
+        block after another in this process, each using all cores through the backend.
+        "processes": a ``LocalCluster`` of one single-threaded worker process per core,
+        started for this call. A Client: its cluster. A ``scheduler`` with in-memory arrays
+        sends them to it in chunks of ``chunk_size`` fits. With dask, every block is an
+        in-memory sub-batch on a worker (points must fit in one chunk; autofit rechunks that
+        axis), the result is an ordinary in-memory :class:`BatchResult`, equal fit for fit
+        to the in-memory ``fit_batch``, and numba compiles its kernels once per worker
+        process.
 
     Returns
     -------
@@ -155,19 +220,64 @@ def fit_batch(model, x, y, p0=None, *, sigma=None, bounds=None, fixed=None, esti
     >>> np.allclose(res["center"], centers)
     True
     """
+    progress = _progress.check_mode(progress)
+    chunk_size = _check_chunk_size(chunk_size)
+    if _distributed.is_dask_call(scheduler, x, y, p0, sigma, bounds):
+        return _distributed.fit(model, x, y, p0, sigma=sigma, bounds=bounds, fixed=fixed,
+                                estimator=estimator, max_iter=max_iter, tol=tol, jac=jac,
+                                backend=backend, strict=strict, device=device, dtype=dtype,
+                                absolute_sigma=absolute_sigma, covariance=covariance,
+                                progress=progress, checkpoint=checkpoint,
+                                chunk_size=chunk_size, scheduler=scheduler)
     problem = _Problem.build(model, x, y, p0, sigma, bounds, fixed, estimator, max_iter, tol,
                              jac, dtype)
     device = _choose_device(device)
     choice = _dispatch.choose(backend)
+    return _solve(problem, choice, device, strict, absolute_sigma, covariance,
+                  progress=progress, checkpoint=checkpoint, chunk_size=chunk_size)
+
+
+def _solve(problem, choice, device, strict, absolute_sigma, covariance, *, progress=False,
+           checkpoint=None, chunk_size=None):
+    """Run a built problem on the chosen backend (with its fallbacks) into a BatchResult."""
+    store = None
+    if checkpoint is not None:
+        chunk_size = chunk_size or CHUNK_FITS
+        store = _checkpoint.Checkpoint(checkpoint, _identity(problem, choice, device),
+                                       [[s, min(s + chunk_size, problem.n_fits)]
+                                        for s in range(0, problem.n_fits, chunk_size)])
 
     def attempt(name):
         if device == "cuda" and name != "numba":
             raise BackendCannotRun(f"device='cuda' is the numba backend's; {name} cannot "
                                    "use it (jax picks its own device)")
-        return _run(name, device, problem)
+        return _run(name, device, problem, chunk_size=chunk_size, store=store,
+                    progress=progress)
 
     outputs = _dispatch.run_with_fallback(choice, attempt, strict=strict)
     return problem.result(outputs, choice, device, absolute_sigma, covariance)
+
+
+def _check_chunk_size(chunk_size):
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer (fits per chunk), got "
+                         f"{chunk_size!r}")
+    return int(chunk_size)
+
+
+def _identity(problem, choice, device):
+    """What a checkpoint of this in-memory problem must match: data, model and options."""
+    return {
+        "kind": "in-memory",
+        "model": _checkpoint.model_identity(problem.model),
+        "data": _checkpoint.digest_arrays([problem.x, problem.y, problem.weights, problem.p0,
+                                           problem.lower, problem.upper, problem.free]),
+        "options": {"backend": choice.requested, "device": device,
+                    "dtype": str(problem.dtype), "estimator": int(problem.estimator),
+                    "tol": problem.tol, "max_iter": problem.max_iter, "jac": problem.jac},
+    }
 
 
 def _choose_device(device):
@@ -252,16 +362,13 @@ class _Problem:
     def n_fits(self) -> int:
         return self.y.shape[0]
 
-    def chunks(self, size=CHUNK_FITS):
-        """(start, stop, per-fit argument arrays) for each chunk of fits."""
-        def rows(a, start, stop):
+    def rows(self, start, stop):
+        """The per-fit argument arrays (x, y, weights, p0, lower, upper) of fits start:stop."""
+        def rows(a):
             return a if a.shape[0] == 1 else a[start:stop]
 
-        for start in range(0, max(self.n_fits, 1), size):
-            stop = min(start + size, self.n_fits)
-            yield start, stop, (rows(self.x, start, stop), self.y[start:stop],
-                                rows(self.weights, start, stop), self.p0[start:stop],
-                                rows(self.lower, start, stop), rows(self.upper, start, stop))
+        return (rows(self.x), self.y[start:stop], rows(self.weights), self.p0[start:stop],
+                rows(self.lower), rows(self.upper))
 
     def result(self, outputs, choice, device, absolute_sigma, keep_covariance):
         params, chi2, n_iter, status, cov = outputs
@@ -278,6 +385,15 @@ class _Problem:
         converged = np.isin(status, _codes.CONVERGED_CODES)
         shape = self.leading
         single_status = Status(int(status[0])) if shape == () else status.reshape(shape)
+        # The settings, saved with the result: JSON-compatible values only.
+        options = {"estimator": "mle" if self.estimator == _codes.ESTIMATOR_MLE else "lse",
+                   "tol": self.tol, "max_iter": self.max_iter, "dtype": self.dtype.name,
+                   "jac": self.jac, "absolute_sigma": bool(absolute_sigma),
+                   "fixed": [n for n, free in zip(self.param_names, self.free, strict=True)
+                             if not free],
+                   "bounds": bool(np.isfinite(self.lower).any()
+                                  or np.isfinite(self.upper).any()),
+                   "n_points": int(self.y.shape[1]), "covariance_kept": bool(keep_covariance)}
         return BatchResult(
             params=params.reshape(shape + (self.n_params,)),
             errors=errors.reshape(shape + (self.n_params,)),
@@ -289,7 +405,7 @@ class _Problem:
             model=getattr(self.model, "name", getattr(self.model, "__name__", "model")),
             param_names=self.param_names,
             estimator="mle" if self.estimator == _codes.ESTIMATOR_MLE else "lse",
-            dof=dof.reshape(shape))
+            dof=dof.reshape(shape), options=options)
 
 
 def _estimator_code(estimator) -> int:
@@ -433,8 +549,15 @@ def _weights(sigma, leading, n_points, estimator):
 
 # ----------------------------------------------------------------------------- backends
 
-def _run(backend, device, problem):
-    """All chunks on one backend; BackendCannotRun if it cannot run this model."""
+def _run(backend, device, problem, *, chunk_size=None, store=None, progress=False):
+    """All chunks on one backend; BackendCannotRun if it cannot run this model.
+
+    Chunks are ``chunk_size`` fits when given (always with a checkpoint ``store``, whose
+    finished chunks are loaded, not run); else CHUNK_FITS with ``progress=False`` or off
+    the CPU; else sized as they go to take about TARGET_CHUNK_S each, so a progress bar
+    moves a few times a second (this costs nothing measurable on numba, see
+    experiments/dask_scaling).
+    """
     model, jacobian, jac_method = _backend_model(backend, device, problem)
     if backend == "numba" and device == "cuda":
         from autofit.numba import gpu
@@ -454,12 +577,57 @@ def _run(backend, device, problem):
     n_iter = np.empty(n, dtype=np.int64)
     status = np.empty(n, dtype=np.int64)
     cov = np.empty((n, p, p), dtype=dtype)
-    for start, stop, (x, y, w, p0, lower, upper) in problem.chunks():
-        out = _call(backend, solve, model, jacobian, jac_method, x, y, w, p0, lower, upper,
-                    problem)
-        params[start:stop], chi2[start:stop], n_iter[start:stop], status[start:stop], \
-            cov[start:stop] = (np.asarray(o) for o in out)
-    return params, chi2, n_iter, status, cov
+    outputs = (params, chi2, n_iter, status, cov)
+    finished = set()
+    if store is not None:
+        for index in store.finished():
+            start, stop = store.chunks[index]
+            loaded = store.load(index, (stop - start,))
+            if loaded is not None and set(loaded[0]) == set(_OUTPUT_NAMES):
+                for name, out in zip(_OUTPUT_NAMES, outputs):
+                    out[start:stop] = loaded[0][name]
+                finished.add(index)
+    adaptive = (chunk_size is None and progress is not False and device == "cpu"
+                and backend in ("numpy", "numba"))
+    size = MIN_CHUNK_FITS if adaptive else chunk_size or CHUNK_FITS
+    done = sum(store.chunks[i][1] - store.chunks[i][0] for i in finished)
+    label = f"fit_batch {_model_name(problem.model)} on {backend}"
+    with _progress.ProgressBar(n, progress, initial=done, desc=label) as bar:
+        start, index = 0, 0
+        while start < n:
+            stop = min(start + size, n)
+            if index not in finished:
+                began = time.perf_counter()
+                out = _call(backend, solve, model, jacobian, jac_method,
+                            *problem.rows(start, stop), problem)
+                for target, value in zip(outputs, out):
+                    target[start:stop] = np.asarray(value)
+                if store is not None:
+                    store.save(index, {name: target[start:stop]
+                                       for name, target in zip(_OUTPUT_NAMES, outputs)})
+                bar.update(stop - start)
+                if adaptive:
+                    size = _next_chunk_size(stop - start, time.perf_counter() - began)
+            start, index = stop, index + 1
+    return outputs
+
+
+_OUTPUT_NAMES = ("params", "chi2", "n_iter", "status", "covariance")
+# Adaptive chunks (progress on, CPU): from MIN_CHUNK_FITS, sized to take about TARGET_CHUNK_S.
+MIN_CHUNK_FITS = 1024
+TARGET_CHUNK_S = 0.25
+
+
+def _next_chunk_size(n_fits, seconds):
+    """A power of two of fits expected to take about TARGET_CHUNK_S, within
+    [MIN_CHUNK_FITS, CHUNK_FITS]."""
+    wanted = n_fits * TARGET_CHUNK_S / max(seconds, 1e-9)
+    size = 1 << max(int(np.log2(max(wanted, 1.0))), 0)
+    return int(min(max(size, MIN_CHUNK_FITS), CHUNK_FITS))
+
+
+def _model_name(model):
+    return getattr(model, "name", getattr(model, "__name__", "model"))
 
 
 def _call(backend, solve, model, jacobian, jac_method, x, y, w, p0, lower, upper, problem):
