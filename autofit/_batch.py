@@ -243,7 +243,8 @@ def _solve(problem, choice, device, strict, absolute_sigma, covariance, *, progr
     store = None
     if checkpoint is not None:
         chunk_size = chunk_size or CHUNK_FITS
-        store = _checkpoint.Checkpoint(checkpoint, _identity(problem, choice, device),
+        store = _checkpoint.Checkpoint(checkpoint,
+                                       _identity(problem, choice, device, covariance),
                                        [[s, min(s + chunk_size, problem.n_fits)]
                                         for s in range(0, problem.n_fits, chunk_size)])
 
@@ -252,7 +253,7 @@ def _solve(problem, choice, device, strict, absolute_sigma, covariance, *, progr
             raise BackendCannotRun(f"device='cuda' is the numba backend's; {name} cannot "
                                    "use it (jax picks its own device)")
         return _run(name, device, problem, chunk_size=chunk_size, store=store,
-                    progress=progress)
+                    progress=progress, keep_covariance=covariance)
 
     outputs = _dispatch.run_with_fallback(choice, attempt, strict=strict)
     return problem.result(outputs, choice, device, absolute_sigma, covariance)
@@ -267,7 +268,7 @@ def _check_chunk_size(chunk_size):
     return int(chunk_size)
 
 
-def _identity(problem, choice, device):
+def _identity(problem, choice, device, keep_covariance=True):
     """What a checkpoint of this in-memory problem must match: data, model and options."""
     return {
         "kind": "in-memory",
@@ -276,7 +277,8 @@ def _identity(problem, choice, device):
                                            problem.lower, problem.upper, problem.free]),
         "options": {"backend": choice.requested, "device": device,
                     "dtype": str(problem.dtype), "estimator": int(problem.estimator),
-                    "tol": problem.tol, "max_iter": problem.max_iter, "jac": problem.jac},
+                    "tol": problem.tol, "max_iter": problem.max_iter, "jac": problem.jac,
+                    "covariance": bool(keep_covariance)},
     }
 
 
@@ -377,8 +379,9 @@ class _Problem:
         if self.estimator == _codes.ESTIMATOR_LSE and not absolute_sigma:
             with np.errstate(divide="ignore", invalid="ignore"):
                 factor = np.where(dof > 0, chi2 / dof, np.inf)
-            cov = cov * factor[:, None, None]
-        diagonal = np.diagonal(cov, axis1=1, axis2=2)
+            cov = cov * (factor[:, None, None] if cov.ndim == 3 else factor[:, None])
+        # Without keep_covariance, _run kept each covariance's diagonal only.
+        diagonal = np.diagonal(cov, axis1=1, axis2=2) if cov.ndim == 3 else cov
         with np.errstate(invalid="ignore"):
             errors = np.sqrt(diagonal)
         status = status.astype(np.int8)
@@ -549,8 +552,12 @@ def _weights(sigma, leading, n_points, estimator):
 
 # ----------------------------------------------------------------------------- backends
 
-def _run(backend, device, problem, *, chunk_size=None, store=None, progress=False):
+def _run(backend, device, problem, *, chunk_size=None, store=None, progress=False,
+         keep_covariance=True):
     """All chunks on one backend; BackendCannotRun if it cannot run this model.
+
+    Without ``keep_covariance`` only each covariance's diagonal is kept, ``(n_fits,
+    n_params)``: 4 million 25-parameter fits would otherwise hold 20 GB of matrices.
 
     Chunks are ``chunk_size`` fits when given (always with a checkpoint ``store``, whose
     finished chunks are loaded, not run); else CHUNK_FITS with ``progress=False`` or off
@@ -576,7 +583,7 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
     chi2 = np.empty(n, dtype=dtype)
     n_iter = np.empty(n, dtype=np.int64)
     status = np.empty(n, dtype=np.int64)
-    cov = np.empty((n, p, p), dtype=dtype)
+    cov = np.empty((n, p, p) if keep_covariance else (n, p), dtype=dtype)
     outputs = (params, chi2, n_iter, status, cov)
     finished = set()
     if store is not None:
@@ -600,8 +607,11 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
                 began = time.perf_counter()
                 out = _call(backend, solve, model, jacobian, jac_method,
                             *problem.rows(start, stop), problem)
+                out = [np.asarray(value) for value in out]
+                if not keep_covariance:
+                    out[4] = np.diagonal(out[4], axis1=1, axis2=2)
                 for target, value in zip(outputs, out):
-                    target[start:stop] = np.asarray(value)
+                    target[start:stop] = value
                 if store is not None:
                     store.save(index, {name: target[start:stop]
                                        for name, target in zip(_OUTPUT_NAMES, outputs)})

@@ -16,7 +16,7 @@ import pytest
 from scipy import optimize
 
 import autofit
-from autofit import Status, models
+from autofit import Status, _batch, models
 from tests.conftest import backend_params
 
 BACKENDS = backend_params()
@@ -62,6 +62,22 @@ def test_image_shaped_batch_keeps_its_shape(backend):
     assert res.backend == backend and res.device == "cpu"
     np.testing.assert_allclose(res.params, truth.reshape(3, 4, 4), rtol=0.05, atol=0.05)
     np.testing.assert_allclose(res["center"], res.params[..., 1])
+
+
+@pytest.mark.parametrize("absolute_sigma", [False, True])
+def test_without_covariance_only_the_diagonal_is_kept(absolute_sigma):
+    y, p0, _ = gaussian_batch((50,), noise=0.02)
+    full = autofit.fit_batch(models.gaussian, X, y, p0=p0, backend="numpy",
+                             absolute_sigma=absolute_sigma)
+    lean = autofit.fit_batch(models.gaussian, X, y, p0=p0, backend="numpy",
+                             absolute_sigma=absolute_sigma, covariance=False)
+    assert lean.covariance is None
+    np.testing.assert_array_equal(lean.errors, full.errors)
+    np.testing.assert_array_equal(lean.params, full.params)
+    problem = _batch._Problem.build(models.gaussian, X, y, p0, None, None, None, "lse", None,
+                                    None, None, None)
+    outputs = _batch._run("numpy", "cpu", problem, keep_covariance=False)
+    assert outputs[4].shape == (50, 4)  # (n_fits, n_params), never (n_fits, 4, 4)
 
 
 def test_single_curve_gives_a_status_enum():
