@@ -253,8 +253,47 @@ def _covariance(name, n_points):
             Case("rank-deficient", (deficient,), ("kernel", "exact"))]
 
 
+def _lm_fused(name, n_points):
+    """One large fit: gaussian and exponential decay, analytic and finite differences,
+    bounded, per-point and shared weights (the chunked pass's tail is covered by sizes that
+    are not a multiple of any backend's chunk)."""
+    x, y = noisy_data("gaussian", n_points)
+    truth = np.array(TRUE_PARAMS["gaussian"])
+    p0 = truth * np.array([1.2, 1.0, 0.8, 1.0]) + np.array([0.0, 0.2, 0.0, 0.05])
+    free = (np.full(4, -np.inf), np.full(4, np.inf))
+    capped = (np.full(4, -np.inf), np.array([2.9, np.inf, np.inf, np.inf]))
+    shared = np.ones(1)
+    weights = 1.0 / (1.0 + 0.1 * np.abs(x))
+    exact = ("fit", "fit", "exact", "skip", "exact", "fit")
+    fd = ("fd-forward", "fd-forward", "exact", "skip", "skip", "fd-forward")
+    central = ("fd-central", "fd-central", "exact", "skip", "skip", "fd-central")
+    # Tolerances well above rounding, so that the iteration decides the stopping rule.
+    tolerances = (1e-10, 1e-10, 1e-10, 100000)
+    model = BatchModelRef("gaussian", "model")
+    jacobian = BatchModelRef("gaussian", "jacobian")
+    analytic = _codes.JAC_ANALYTIC
+
+    def args(method, w, bounds, data=(x[None, :], y), start=p0, m=model, j=jacobian):
+        return (m, j, method, data[0], data[1], w, start, *bounds, *tolerances)
+
+    xd, yd = noisy_data("exponential_decay", n_points, seed=1)
+    decay = (BatchModelRef("exponential_decay", "model"),
+             BatchModelRef("exponential_decay", "jacobian"))
+    decay_start = np.array(TRUE_PARAMS["exponential_decay"]) * np.array([0.8, 1.3, 1.2])
+    return [
+        Case("analytic", args(analytic, shared, free), exact),
+        Case("weights", args(analytic, weights, free), exact),
+        Case("bounded", args(analytic, shared, capped), exact),
+        Case("forward", args(_codes.JAC_FORWARD, weights, free), fd),
+        Case("central", args(_codes.JAC_CENTRAL, shared, free), central),
+        Case("decay", args(analytic, shared, (np.full(3, -np.inf), np.full(3, np.inf)),
+                           (xd[None, :], yd), decay_start, *decay), exact),
+    ]
+
+
 _FACTORIES = {
     "lm_batch": _lm_batch,
+    "lm_fused": _lm_fused,
     "finite_difference": _finite_difference,
     "autodiff": _autodiff,
     "lm_step": _lm_step,

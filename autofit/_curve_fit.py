@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from autofit import _adapters, _codes, _dispatch
+from autofit import _adapters, _codes, _dispatch, _large
 from autofit import _validation as check
 from autofit._status import Status
 
@@ -25,6 +25,24 @@ class ImproperInputError(ValueError, TypeError):
     """Fewer points than parameters (a TypeError in scipy, a ValueError in spirit)."""
 
 
+class NotConvergedError(RuntimeError):
+    """curve_fit's RuntimeError for a fit that stopped without converging.
+
+    Carries where it stopped, for :func:`autofit.fit`'s report: ``params`` (n_params,) and
+    ``infodict`` (as with ``full_output=True``).
+    """
+
+    def __init__(self, message: str, params, infodict: dict):
+        super().__init__(message)
+        self.params = params
+        self.infodict = infodict
+
+
+# From this many points on, curve_fit takes the fused path (see ``fused``): below it the
+# stored Jacobian costs little memory and lm_solve's geodesic steps are worth having.
+FUSED_MIN_POINTS = 100_000
+# Points on which the fused path checks the model at p0 in Python.
+_CHECK_SAMPLE = 1000
 DEFAULT_FTOL = 1e-15
 DEFAULT_XTOL = 1e-15
 DEFAULT_GTOL = 1e-15
@@ -43,7 +61,7 @@ def default_max_nfev(n_params: int) -> int:
 
 def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_finite=None,
               bounds=(-np.inf, np.inf), method=None, jac=None, *, full_output=False,
-              nan_policy=None, backend=None, strict=None, **kwargs):
+              nan_policy=None, backend=None, strict=None, fused=None, **kwargs):
     """Use non-linear least squares to fit a function ``f`` to data.
 
     A drop-in replacement for :func:`scipy.optimize.curve_fit`: same arguments, same return
@@ -81,6 +99,13 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     backend : {'numpy', 'numba', 'jax'}, optional
     strict : bool, optional
         Raise instead of falling back to another backend (default: ``FFIT_STRICT``).
+    fused : bool, optional
+        Fit without storing the ``(n_points, n_params)`` Jacobian: each iteration is one
+        chunked pass over the points (kernel ``lm_fused``), so the memory beyond the data is
+        that of a chunk. Default: for ``FUSED_MIN_POINTS`` (100,000) points or more, unless
+        ``sigma`` is a covariance matrix (which needs the old path) or the backend is numba
+        with a callable ``jac`` (numba's fused pass takes models one point at a time).
+        ``True`` asks for it at any size, ``False`` never uses it.
     **kwargs
         ``ftol``, ``xtol``, ``gtol`` (defaults 1e-15: stop at float64 precision) and
         ``maxfev`` / ``max_nfev`` (default ``30000 * (n_params + 1)``).
@@ -154,18 +179,35 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
                                  f"{y.shape[0]} points cannot determine {n_params} "
                                  "parameters; give at least as many points as parameters")
     if sigma is None:
-        weights, sigma_is_matrix = np.ones(y.shape[0]), False
+        # One weight for every point: the fused path needs no array of the data's size.
+        weights, sigma_is_matrix = np.ones(1), False
     else:
         weights, sigma_is_matrix = check.check_sigma(sigma, y.shape[0])
     max_nfev = options.pop("max_nfev") or default_max_nfev(n_params)
+    if fused not in (None, True, False):
+        raise ValueError(f"fused must be None, True or False, got {fused!r}")
+    if fused and sigma_is_matrix:
+        raise ValueError("fused=True cannot take a covariance matrix sigma (its weights "
+                         "couple the points); pass 1-D sigma or fused=None")
+    use_fused = (fused if fused is not None
+                 else y.shape[0] >= FUSED_MIN_POINTS and not sigma_is_matrix)
 
     choice = _dispatch.choose(backend)
-    _check_model_at_p0(f, jac, x, y, p0, choice.requested)
+    # The fused path checks the model on a sample (a full evaluation in Python would cost
+    # more than the fit); a non-finite value elsewhere ends the fit with NONFINITE.
+    sample = slice(None) if not use_fused else slice(0, min(y.shape[0], _CHECK_SAMPLE))
+    _check_model_at_p0(f, jac, x[..., sample], y[sample], p0, choice.requested)
 
     def attempt(name):
         prepared = _adapters.prepare(name, f, n_params, jac)
-        _adapters.check_runs(name, prepared, x, p0)
-        return _run_backend(name, prepared, x, y, weights, p0, lower, upper, options,
+        _adapters.check_runs(name, prepared, x[..., sample], p0)
+        if use_fused:
+            fit = _large.run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper,
+                                   options, max_nfev, full_output)
+            if fit is not None:
+                return fit
+        full_weights = np.ones(y.shape[0]) if sigma is None else weights
+        return _run_backend(name, prepared, x, y, full_weights, p0, lower, upper, options,
                             max_nfev)
 
     fit = _dispatch.run_with_fallback(choice, attempt, strict=strict)
@@ -206,7 +248,8 @@ def _solver_options(kwargs) -> dict:
 def _apply_nan_policy(x, y, sigma, nan_policy, check_finite):
     if check_finite:
         for array, name in ((x, "xdata"), (y, "ydata")):
-            if not np.all(np.isfinite(array)):
+            # A finite sum (one fast pass, no temporary) proves every value finite.
+            if not np.isfinite(np.sum(array)) and not np.all(np.isfinite(array)):
                 raise ValueError(check.first_nonfinite(array, name) + "; array must not "
                                  "contain infs or NaNs (drop those points, or pass "
                                  "nan_policy='omit' to skip nan points)")
@@ -356,7 +399,8 @@ def _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev):
     if not status.converged:
         detail = (f"The maximum number of function evaluations is exceeded "
                   f"(max_nfev = {max_nfev})." if status == Status.MAX_NFEV else status.message)
-        raise RuntimeError(f"Optimal parameters not found: {detail}")
+        raise NotConvergedError(f"Optimal parameters not found: {detail}", fit["params"],
+                                _infodict(fit, choice))
     pcov = fit["pcov"]
     warn_cov = not np.all(np.isfinite(pcov))
     if warn_cov:
@@ -373,10 +417,13 @@ def _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev):
                       category=OptimizeWarning, stacklevel=3)
     if not full_output:
         return fit["params"], pcov
-    infodict = {"nfev": fit["nfev"], "fvec": fit["fvec"], "nit": fit["nit"],
-                "status": status, "chi2": fit["chi2"], "rank": fit["rank"],
-                "backend": choice.backend, "backend_reason": choice.reason}
-    return fit["params"], pcov, infodict, status.message, int(status)
+    return fit["params"], pcov, _infodict(fit, choice), status.message, int(status)
+
+
+def _infodict(fit, choice) -> dict:
+    return {"nfev": fit["nfev"], "fvec": fit["fvec"], "nit": fit["nit"],
+            "status": fit["status"], "chi2": fit["chi2"], "rank": fit["rank"],
+            "backend": choice.backend, "backend_reason": choice.reason}
 
 
 def _to_numpy(value):

@@ -346,6 +346,57 @@ covariance : (n_fits, n_params, n_params) float64
     information (MLE); nan when not invertible; 0 in rows and columns of fixed parameters.
 """, case="lm_batch"),
     KernelSpec(
+        "lm_fused", ("model", "jacobian", "jac_method", "x", "ydata", "weights", "p0",
+                     "lower", "upper", "ftol", "xtol", "gtol", "max_nfev"),
+        """Fit one model to very many points by LM without storing the Jacobian.
+
+Each iteration is one pass over the points, in chunks, that evaluates the model (and its
+Jacobian) at the trial point and accumulates χ², ``JᵀW²r`` and ``JᵀW²J`` at once, so the
+memory beyond the data is that of a chunk. The algorithm (the batched solver's damping and
+bounds with scipy's ftol/xtol/gtol stopping tests) is defined in
+:mod:`autofit.original.large`.
+
+Parameters
+----------
+model : the backend's form of the model
+    NumPy/jax: ``model(x, params) -> (n_points,)`` (jax: traceable), called on chunks of
+    the points; numba: a point function ``value(x, i, params) -> float``
+    (:mod:`autofit.numba.points`).
+jacobian : the backend's form of the analytic Jacobian, used when ``jac_method`` is
+    ``JAC_ANALYTIC``: NumPy/jax ``jacobian(x, params) -> (n_points, n_params)``; numba a
+    point function ``gradient(x, i, params, jac, col) -> float``.
+jac_method : int
+    ``JAC_ANALYTIC``, ``JAC_FORWARD``, ``JAC_CENTRAL`` or (jax) ``JAC_AUTODIFF``.
+x : (n_variables, n_points) float64
+    One-variable models receive ``x[0]`` (a chunk of it) as ``(n_points,)``.
+ydata : (n_points,) float64
+weights : (n_points,) or (1,) float64
+    ``1 / sigma`` per point, or one weight for every point (no array of the data's size
+    is then needed). Points of weight 0 are ignored.
+p0 : (n_params,) float64
+lower, upper : (n_params,) float64
+ftol, xtol, gtol : float
+    Relative reduction of χ², relative step, and largest cosine between the residuals and a
+    Jacobian column below which the fit has converged.
+max_nfev : int
+    Budget of model evaluations (a pass costs 1, ``n_params + 1`` forward or
+    ``2 n_params + 1`` central).
+
+Returns
+-------
+params : (n_params,) float64
+chi2 : float
+    ``Σ (w (y - model(x, params)))²``.
+status : int
+    A code from :mod:`autofit._codes` (1-4, 6 converged; 5 budget spent; 7 non-finite;
+    9 singular).
+nfev : int
+n_iter : int
+    Passes over the points after the first (accepted or rejected steps).
+information : (n_params, n_params) float64
+    ``JᵀW²J`` at ``params`` (the covariance is its pseudo-inverse).
+""", case="lm_fused"),
+    KernelSpec(
         "covariance_from_jacobian", ("jac",),
         """Unscaled parameter covariance ``(JᵀJ)⁺`` from the weighted Jacobian.
 

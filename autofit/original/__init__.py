@@ -6,6 +6,7 @@ The other backends are checked against this one; it favours clarity over speed.
 from autofit.original.batch import lm_batch
 from autofit.original.covariance import covariance_from_jacobian
 from autofit.original.jacobians import jacobian_central, jacobian_forward
+from autofit.original.large import lm_fused
 from autofit.original.lm import lm_solve, lm_step
 from autofit.original.models import (
     jacobian_cauchy_2d_elliptic,
@@ -66,6 +67,7 @@ __all__ = [
     "jacobian_sine",
     "jacobian_stretched_exponential",
     "lm_batch",
+    "lm_fused",
     "lm_solve",
     "lm_step",
     "model_cauchy_2d_elliptic",

@@ -1,0 +1,106 @@
+"""curve_fit's fused path: one large fit by ``lm_fused``, the Jacobian never stored.
+
+:func:`autofit.curve_fit` calls :func:`run_fused` for problems of ``FUSED_MIN_POINTS``
+points or more (or with ``fused=True``). It puts the model in the form the backend's
+``lm_fused`` takes (numba: point functions; NumPy and jax: the callables of
+:mod:`autofit._adapters`), runs it (finite differences: forward, then a central polish,
+as the stored-Jacobian path does) and turns ``JᵀW²J`` into the covariance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from autofit import _codes, _dispatch
+from autofit._status import Status
+from autofit.models import Model
+
+EPS = np.finfo(np.float64).eps
+
+
+def covariance_from_information(information: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(JᵀW²J)⁺`` and its rank from the ``(n_params, n_params)`` information matrix.
+
+    Eigenvalues below ``n_params * eps * λ_max`` are dropped (a pseudo-inverse where the
+    matrix is singular). ``JᵀJ`` is only known to about ``eps * λ_max``, so scipy's rule on
+    the singular values of J (relative ``eps * n_points``, squared here) cannot be used.
+    """
+    information = 0.5 * (information + information.T)
+    if not np.all(np.isfinite(information)):
+        n = information.shape[0]
+        return np.full((n, n), np.nan), 0
+    eigenvalues, vectors = np.linalg.eigh(information)
+    keep = eigenvalues > information.shape[0] * EPS * max(eigenvalues.max(), 0.0)
+    inverse = np.where(keep, 1.0 / np.where(keep, eigenvalues, 1.0), 0.0)
+    return (vectors * inverse) @ vectors.T, int(np.count_nonzero(keep))
+
+
+def _numba_model(f, jac, prepared, n_params, n_variables):
+    """(value, gradient) point functions, or None where numba's fused pass cannot run f."""
+    if callable(jac):
+        return None  # a user Jacobian is an array function, not a point function
+    if isinstance(f, Model):
+        from autofit.numba.points import POINT_FUNCTIONS
+
+        return POINT_FUNCTIONS[f.name]
+    from autofit.numba.batch import user_point_function
+
+    return user_point_function(f, n_params, n_variables), None
+
+
+def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, max_nfev,
+              full_output):
+    """The fit as curve_fit's result dict, or None when this backend cannot run ``f`` on the
+    fused path (curve_fit then takes the stored-Jacobian path on the same backend)."""
+    kernels = _dispatch.load(name)
+    n_params = p0.shape[0]
+    x2 = x[None, :] if x.ndim == 1 else x  # a view: lm_fused takes (n_variables, n_points)
+    model, jacobian = prepared.model, prepared.jacobian
+    context = contextlib.nullcontext()
+    if name == "numba":
+        points = _numba_model(f, jac, prepared, n_params, x2.shape[0])
+        if points is None:
+            return None
+        model, jacobian = points
+    elif name == "jax":
+        import jax
+
+        context = jax.enable_x64(True)
+    tolerances = (options["ftol"], options["xtol"], options["gtol"])
+    with context:
+        try:
+            params, chi2, status, nfev, n_iter, information = (
+                np.asarray(v) for v in kernels.lm_fused(
+                    model, jacobian, prepared.jac_method, x2, y, weights, p0, lower, upper,
+                    *tolerances, max_nfev))
+        except Exception as exc:
+            if name == "numba" and _is_numba_error(exc):
+                return None  # f does not compile one point at a time
+            raise
+        nfev, n_iter = int(nfev), int(n_iter)
+        if prepared.polish_method is not None and int(status) in _codes.CONVERGED_CODES:
+            params, chi2, status, nfev_polish, n_polish, information = (
+                np.asarray(v) for v in kernels.lm_fused(
+                    model, jacobian, prepared.polish_method, x2, y, weights, params, lower,
+                    upper, *tolerances, max(max_nfev - nfev, 1)))
+            nfev, n_iter = nfev + int(nfev_polish), n_iter + int(n_polish)
+        converged = int(status) in _codes.CONVERGED_CODES
+        fvec = None
+        if full_output or not converged:  # the size of the data: only when asked for
+            f_fit = np.asarray(prepared.model(x, params), dtype=np.float64)
+            fvec = weights * (f_fit - y)
+    if converged:
+        pcov, rank = covariance_from_information(np.asarray(information, dtype=np.float64))
+    else:
+        pcov, rank = np.full((n_params, n_params), np.nan), 0
+    return {"params": np.array(params, dtype=np.float64), "chi2": float(chi2),
+            "status": Status(int(status)), "nfev": nfev, "nit": n_iter, "pcov": pcov,
+            "rank": rank, "fvec": fvec}
+
+
+def _is_numba_error(exc: BaseException) -> bool:
+    from numba.core.errors import NumbaError
+
+    return isinstance(exc, NumbaError)

@@ -1,0 +1,215 @@
+"""Levenberg-Marquardt for one fit to very many points, without the Jacobian (JAX).
+
+The algorithm of :mod:`autofit.original.large`, step for step, as one jit-compiled
+``lax.while_loop`` (the whole fit runs on the device; the host only reads the result).
+
+A pass over the points is a ``lax.fori_loop`` over chunks of :func:`chunk_size` points,
+each read with ``lax.dynamic_slice`` from the caller's arrays: nothing is padded or copied.
+The last chunk is read at ``n_points - chunk`` (so that it fits) and its points that the
+previous chunk already counted are masked out. Per chunk the model and its Jacobian
+(analytic, forward or central differences, or ``jax.jacfwd``) are evaluated and folded into
+χ², ``JᵀW²r`` and ``JᵀW²J``; only one chunk's ``(n_params, chunk)`` Jacobian exists at a
+time. The data's length is part of the compiled shape, so a new length compiles again
+(padding to a bucket instead would copy the data, which is what this path avoids).
+
+Differences from the reference, all deliberate:
+
+* ``JAC_AUTODIFF`` is accepted besides the reference's methods.
+* Points of weight 0 contribute exactly nothing even where the model or its Jacobian is
+  nan/inf there (selects, never ``0 * value``), as in the reference.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from autofit._codes import (
+    BATCH_DAMPING_DOWN,
+    BATCH_DAMPING_UP,
+    BATCH_INITIAL_DAMPING,
+    BATCH_MIN_DAMPING,
+    CONVERGED_FTOL,
+    CONVERGED_FTOL_XTOL,
+    CONVERGED_GTOL,
+    CONVERGED_XTOL,
+    JAC_ANALYTIC,
+    JAC_AUTODIFF,
+    JAC_CENTRAL,
+    JAC_FORWARD,
+    MACHINE_PRECISION,
+    MAX_DAMPING,
+    MAX_NFEV,
+    NONFINITE,
+    RUNNING,
+    SINGULAR,
+)
+from autofit._declarations import implements
+from autofit.jax.batch import _cholesky, _damped_system, _substitute
+from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
+from autofit.original.large import chi2_rounding, evaluations_per_pass
+
+# Points per chunk: on a CPU the chunk's temporaries stay in cache; on a GPU a chunk must
+# fill the device, and fewer chunks mean fewer kernel launches per pass.
+CHUNK = {"cpu": 1 << 14}
+GPU_CHUNK = 1 << 22
+
+
+def chunk_size(n_points: int, platform: str) -> int:
+    """Points per chunk on ``platform`` ('cpu', 'gpu', ...), at most ``n_points``."""
+    return min(n_points, CHUNK.get(platform, GPU_CHUNK))
+
+
+def _as_float(a):
+    # The default float type: float64 under jax.enable_x64, float32 otherwise.
+    return jnp.asarray(a, dtype=float)
+
+
+def _columns(model, jacobian, jac_method, mx, p, f, lower, upper):
+    """The Jacobian of one chunk, transposed: ``(n_params, chunk)``."""
+    if jac_method == JAC_ANALYTIC:
+        return jnp.asarray(jacobian(mx, p), dtype=p.dtype).T
+    if jac_method == JAC_FORWARD:
+        return forward_columns(model, mx, p, f, upper)
+    if jac_method == JAC_CENTRAL:
+        return central_columns(model, mx, p, lower, upper)
+    if jac_method == JAC_AUTODIFF:
+        return autodiff_columns(model, mx, p)
+    raise ValueError("lm_fused: jac_method must be JAC_ANALYTIC, JAC_FORWARD, JAC_CENTRAL "
+                     "or JAC_AUTODIFF")
+
+
+def _normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, upper,
+                      chunk):
+    """One pass: ``(chi2, g, h)`` at ``p``; chi2 is inf if any of them is not finite."""
+    n_points = ydata.shape[0]
+    n_chunks = -(-n_points // chunk)
+    n_params = p.shape[0]
+    offsets = jnp.arange(chunk)
+
+    def one_chunk(c, sums):
+        chi2, g, h = sums
+        first = c * chunk
+        start = jnp.minimum(first, n_points - chunk)
+        xc = jax.lax.dynamic_slice_in_dim(x, start, chunk, axis=1)
+        yc = jax.lax.dynamic_slice_in_dim(ydata, start, chunk)
+        if weights.shape[0] == 1:
+            wc = jnp.broadcast_to(weights, (chunk,))
+        else:
+            wc = jax.lax.dynamic_slice_in_dim(weights, start, chunk)
+        mx = xc[0] if x.shape[0] == 1 else xc
+        f = jnp.asarray(model(mx, p), dtype=p.dtype)
+        jac = _columns(model, jacobian, jac_method, mx, p, f, lower, upper)
+        used = (start + offsets >= first) & (wc != 0.0)
+        r = jnp.where(used, wc * (yc - f), 0.0)
+        wj = jnp.where(used[None, :], wc[None, :] * jac, 0.0)
+        return chi2 + r @ r, g + wj @ r, h + wj @ wj.T
+
+    zero = jnp.zeros((), p.dtype)
+    chi2, g, h = jax.lax.fori_loop(
+        0, n_chunks, one_chunk,
+        (zero, jnp.zeros(n_params, p.dtype), jnp.zeros((n_params, n_params), p.dtype)))
+    finite = jnp.isfinite(chi2) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(h))
+    return jnp.where(finite, chi2, jnp.inf), g, h
+
+
+class _State(NamedTuple):
+    params: jax.Array
+    chi2: jax.Array
+    g: jax.Array
+    h: jax.Array
+    scale: jax.Array
+    damping: jax.Array
+    nfev: jax.Array
+    n_iter: jax.Array
+    status: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("model", "jacobian", "jac_method", "chunk"))
+def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
+              gtol, max_nfev, chunk):
+    x, ydata, weights = _as_float(x), _as_float(ydata), _as_float(weights)
+    p0, lower, upper = _as_float(p0), _as_float(lower), _as_float(upper)
+    ftol, xtol, gtol = _as_float(ftol), _as_float(xtol), _as_float(gtol)
+    n_params = p0.shape[0]
+    cost = evaluations_per_pass(jac_method, n_params)
+
+    def evaluate(p):
+        return _normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower,
+                                 upper, chunk)
+
+    def integer(value):
+        return jnp.asarray(value, dtype=int)
+
+    p = jnp.minimum(jnp.maximum(p0, lower), upper)
+    chi2, g, h = evaluate(p)
+    state = _State(params=p, chi2=chi2, g=g, h=h, scale=jnp.diag(h),
+                   damping=_as_float(BATCH_INITIAL_DAMPING), nfev=integer(cost),
+                   n_iter=integer(0),
+                   status=integer(jnp.where(jnp.isfinite(chi2), RUNNING, NONFINITE)))
+
+    def body(s):
+        # The tests at the top of the reference's loop.
+        active = ~(((s.params <= lower) & (s.g < 0.0)) | ((s.params >= upper) & (s.g > 0.0)))
+        counted = active & (jnp.diag(s.h) > 0.0)
+        cosines = jnp.abs(s.g) / jnp.sqrt(jnp.where(counted, jnp.diag(s.h), 1.0) * s.chi2)
+        cosine = jnp.max(jnp.where(counted, cosines, 0.0), initial=0.0)
+        stop = jnp.where(s.chi2 == 0.0, CONVERGED_FTOL,
+                         jnp.where(cosine <= gtol, CONVERGED_GTOL,
+                                   jnp.where(s.nfev >= max_nfev, MAX_NFEV, RUNNING)))
+        system, rhs = _damped_system(s.h, s.g, s.scale, s.damping, active)
+        chol, factored = _cholesky(system)
+        step = _substitute(chol, rhs)
+        go = (stop == RUNNING) & factored
+
+        trial = jnp.minimum(jnp.maximum(s.params + step, lower), upper)
+        moved = trial - s.params
+        small_step = (jnp.sum(s.scale * moved * moved)
+                      <= xtol * xtol * jnp.sum(s.scale * s.params * s.params))
+        # Only a factored step pays for a pass over the points.
+        trial_chi2, trial_g, trial_h = jax.lax.cond(
+            go, evaluate, lambda p: (jnp.asarray(jnp.inf, p.dtype), s.g, s.h), trial)
+        predicted = step @ (s.h @ step) + 2.0 * s.damping * jnp.sum(s.scale * step * step)
+        small_reduction = ((jnp.abs(s.chi2 - trial_chi2) <= ftol * trial_chi2)
+                           & (predicted <= ftol * trial_chi2))
+        accept = go & (trial_chi2 <= s.chi2)
+        reject = go & ~accept
+
+        accepted_status = jnp.where(
+            small_reduction & small_step, CONVERGED_FTOL_XTOL,
+            jnp.where(small_reduction | (trial_chi2 == 0.0), CONVERGED_FTOL,
+                      jnp.where(small_step, CONVERGED_XTOL, RUNNING)))
+        rejected_status = jnp.where(
+            small_step, jnp.where(small_reduction, CONVERGED_FTOL_XTOL, CONVERGED_XTOL),
+            RUNNING)
+        damping = jnp.where(accept, jnp.maximum(s.damping * BATCH_DAMPING_DOWN,
+                                                BATCH_MIN_DAMPING),
+                            s.damping * BATCH_DAMPING_UP)
+        rejected_status = jnp.where((rejected_status == RUNNING) & (damping > MAX_DAMPING),
+                                    MACHINE_PRECISION, rejected_status)
+        failed_status = jnp.where(damping > MAX_DAMPING, SINGULAR, RUNNING)
+        status = jnp.where(stop != RUNNING, stop,
+                           jnp.where(accept, accepted_status,
+                                     jnp.where(reject, rejected_status, failed_status)))
+        h = jnp.where(accept, trial_h, s.h)
+        return _State(
+            params=jnp.where(accept, trial, s.params),
+            chi2=jnp.where(accept, trial_chi2, s.chi2),
+            g=jnp.where(accept, trial_g, s.g), h=h,
+            scale=jnp.where(accept, jnp.maximum(s.scale, jnp.diag(h)), s.scale),
+            damping=jnp.where(stop != RUNNING, s.damping, damping),
+            nfev=s.nfev + jnp.where(go, cost, 0), n_iter=s.n_iter + go.astype(int),
+            status=integer(status))
+
+    s = jax.lax.while_loop(lambda s: s.status == RUNNING, body, state)
+    return s.params, s.chi2, s.status, s.nfev, s.n_iter, s.h
+
+
+@implements("lm_fused")
+def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
+             gtol, max_nfev):
+    chunk = chunk_size(int(ydata.shape[0]), jax.default_backend())
+    ftol = max(float(ftol), chi2_rounding(int(ydata.shape[0])))
+    return _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol,
+                     xtol, gtol, max_nfev, chunk)

@@ -1,0 +1,372 @@
+"""Levenberg-Marquardt for one fit to very many points, without the Jacobian (numba).
+
+The algorithm of :mod:`autofit.original.large`, step for step. A pass over the points runs
+in chunks of :data:`CHUNK` points, ``prange`` over blocks of chunks: for each chunk a first
+loop evaluates the model point by point (point functions, :mod:`autofit.numba.points`,
+built-in models with the vectorisable :func:`autofit.numba.fastexp.vexp`) and writes each
+point's gradient, its two weights and its squared residual to a small work array that stays
+in cache; a second loop forms every sum of χ², ``JᵀW²r`` and the upper triangle of
+``JᵀW²J`` at once (the batched solver's ``_all_sums``), as SIMD reductions. Each chunk's
+sums go to its own row of a ``(n_chunks, n_sums)`` array that is then added up in chunk
+order, so the result does not depend on the number of threads.
+
+Both loops are branch-free: a point of weight 0 is evaluated and then zeroed by selects,
+and the columns of the work array beyond the last chunk's points are zeros.
+
+User functions enter through :func:`autofit.numba.batch.user_point_function` (one point at
+a time) with forward or central differences, computed point by point with the step rules of
+:mod:`autofit.original.jacobians`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from autofit._codes import (
+    BATCH_DAMPING_DOWN,
+    BATCH_DAMPING_UP,
+    BATCH_INITIAL_DAMPING,
+    BATCH_MIN_DAMPING,
+    CONVERGED_FTOL,
+    CONVERGED_FTOL_XTOL,
+    CONVERGED_GTOL,
+    CONVERGED_XTOL,
+    JAC_ANALYTIC,
+    JAC_CENTRAL,
+    JAC_FORWARD,
+    MACHINE_PRECISION,
+    MAX_DAMPING,
+    MAX_NFEV,
+    NONFINITE,
+    RUNNING,
+    SINGULAR,
+)
+from autofit._declarations import implements
+from autofit.numba.batch import (
+    _REDUCE_FASTMATH,
+    FASTMATH,
+    FUSED_SUMS_MAX_PARAMS,
+    _all_sums_source,
+    _dot2,
+    _scaled_row,
+    _sum,
+    with_literals_of,
+)
+from autofit.original.large import chi2_rounding, evaluations_per_pass
+
+# Points per chunk: the work array ((n_params + 3) rows of CHUNK float64, 192 kB for three
+# parameters) stays in the 512 kB L2 cache of a core.
+CHUNK = 4096
+# Blocks of chunks per pass (each block allocates its work array once); more blocks than
+# threads balance the load when other processes share the cores.
+BLOCKS = 64
+FORWARD_STEP = float(np.sqrt(np.finfo(np.float64).eps))
+CENTRAL_STEP = float(np.finfo(np.float64).eps ** (1.0 / 3.0))
+
+
+def _point_source(jac_method: int, n_params: int) -> str:
+    """``point(x, k, params, p, lower, upper, jac, work_p, col)``: the model at point k, its
+    gradient written to ``jac[:, col]`` (analytic, forward or central differences)."""
+    lines = ["def point(x, k, params, p, lower, upper, jac, work_p, col):"]
+    if jac_method == JAC_ANALYTIC:
+        return "\n".join(lines + ["    return gradient(x, k, params, jac, col)"]) + "\n"
+    lines.append("    f0 = value(x, k, params)")
+    lines.append(f"    for j in range({n_params}):")
+    lines.append("        work_p[j] = p[j]")
+    lines.append(f"    for j in range({n_params}):")
+    if jac_method == JAC_FORWARD:
+        lines += [
+            f"        h = {FORWARD_STEP!r} * abs(p[j])",
+            "        if h == 0.0:",
+            f"            h = {FORWARD_STEP!r}",
+            "        if p[j] + h > upper[j]:",
+            "            h = -h",
+            "        work_p[j] = p[j] + h",
+            "        h = work_p[j] - p[j]",
+            "        jac[j, col] = (value(x, k, work_p) - f0) / h",
+            "        work_p[j] = p[j]",
+        ]
+    else:
+        lines += [
+            f"        h = {CENTRAL_STEP!r} * abs(p[j])",
+            "        if h == 0.0:",
+            f"            h = {CENTRAL_STEP!r}",
+            "        if p[j] - h >= lower[j] and p[j] + h <= upper[j]:",
+            "            work_p[j] = p[j] + h",
+            "            f_up = value(x, k, work_p)",
+            "            work_p[j] = p[j] - h",
+            "            jac[j, col] = (f_up - value(x, k, work_p)) / (2.0 * h)",
+            "        else:",
+            "            if p[j] + 2.0 * h > upper[j]:",
+            "                h = -h",
+            "            work_p[j] = p[j] + h",
+            "            f_1 = value(x, k, work_p)",
+            "            work_p[j] = p[j] + 2.0 * h",
+            "            jac[j, col] = (4.0 * f_1 - 3.0 * f0 - value(x, k, work_p)) / (2.0 * h)",
+            "        work_p[j] = p[j]",
+        ]
+    lines.append("    return f0")
+    return "\n".join(lines) + "\n"
+
+
+def _chunk_source(n_params: int) -> str:
+    """``chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out)``: the sums of the
+    chunk of points ``start, start + 1, ...`` (``jac.shape[1]`` of them) written to ``out``:
+    χ², then ``g`` (n_params), then ``h[a, b]`` for ``b <= a`` row by row."""
+    n = range(n_params)
+    wg, wh, sq = n_params, n_params + 1, n_params + 2
+    small = n_params <= FUSED_SUMS_MAX_PARAMS
+    lines = [
+        "def chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out):",
+        "    n_points = y.shape[0]",
+        "    per_point = w.shape[0] > 1",
+        "    w0 = w[0]",
+        # The parameters as a tuple of scalars: the model cannot then alias the work array
+        # it writes, so the compiler keeps them out of the loop (as in the batched pass).
+        ("    params = (" + "".join(f"p[{a}], " for a in n) + ")") if small else
+        "    params = p",
+        "    width = min(jac.shape[1], n_points - start)",
+        "    for i in range(width):",
+        "        k = start + i",
+        "        wi = w[k] if per_point else w0",
+        "        used = wi != 0.0",
+        "        f = point(x, k, params, p, lower, upper, jac, work_p, i)",
+        "        r = wi * (y[k] - f) if used else 0.0",
+        *(f"        jac[{a}, i] = jac[{a}, i] if used else 0.0" for a in n),
+        f"        jac[{wg}, i] = wi * r",
+        f"        jac[{wh}, i] = wi * wi if used else 0.0",
+        f"        jac[{sq}, i] = r * r",
+        # The last chunk's unused columns: zeros, so that the sums need not know the width.
+        "    for i in range(width, jac.shape[1]):",
+        f"        for a in range({sq + 1}):",
+        "            jac[a, i] = 0.0",
+        f"    out[0] = _sum(jac, {sq})",
+    ]
+    if small:
+        pairs = [(a, b) for a in n for b in range(a + 1)]
+        names = [f"s{a}" for a in n] + [f"s{a}_{b}" for a, b in pairs]
+        lines.append("    " + ", ".join(names) + ", = _all_sums(jac)")
+        lines += [f"    out[{1 + i}] = {name}" for i, name in enumerate(names)]
+    else:
+        # One dot product per sum over rows sq + 1 + a = weight_h * J[a] (fewer live
+        # accumulators than the fused loop, which numba's SSA pass cannot take for 25+).
+        lines += [
+            f"    for a in range({n_params}):",
+            f"        out[1 + a] = _dot2(jac, {wg}, a)",
+            f"        _scaled_row(jac, {wh}, a, {sq + 1} + a)",
+            f"    index = {1 + n_params}",
+            f"    for a in range({n_params}):",
+            "        for b in range(a + 1):",
+            f"            out[index] = _dot2(jac, {sq + 1} + a, b)",
+            "            index += 1",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def build_solver(value, gradient, jac_method, n_params):
+    """``solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev)`` for these point
+    functions: the compiled ``lm_fused`` (returns its six outputs)."""
+    import numba
+
+    jit = numba.njit(error_model="numpy", fastmath=FASTMATH)
+    inline = numba.njit(error_model="numpy", inline="always", fastmath=FASTMATH)
+    reduce = numba.njit(error_model="numpy", fastmath=_REDUCE_FASTMATH)
+    # Built-in models get the vectorisable exp; user functions are compiled as written.
+    fast_exp = getattr(value, "__module__", "") == "autofit.numba.points"
+    namespace = {"math": math, "_sum": reduce(_sum), "_dot2": reduce(_dot2),
+                 "_scaled_row": reduce(_scaled_row),
+                 "value": inline(with_literals_of(value, np.float64, fast_exp)),
+                 "gradient": (inline(with_literals_of(gradient, np.float64, fast_exp))
+                              if jac_method == JAC_ANALYTIC else None)}
+    if n_params <= FUSED_SUMS_MAX_PARAMS:
+        exec(compile(_all_sums_source(n_params), "<autofit large sums>", "exec"),  # noqa: S102
+             namespace)
+        namespace["_all_sums"] = reduce(namespace["_all_sums"])
+    exec(compile(_point_source(jac_method, n_params), "<autofit large point>", "exec"),  # noqa: S102
+         namespace)
+    namespace["point"] = inline(namespace["point"])
+    exec(compile(_chunk_source(n_params), "<autofit large chunk>", "exec"),  # noqa: S102
+         namespace)
+    chunk_sums = jit(namespace["chunk_sums"])
+    n_sums = 1 + n_params + n_params * (n_params + 1) // 2
+    cost = evaluations_per_pass(jac_method, n_params)
+
+    @numba.njit(parallel=True, error_model="numpy")
+    def sums_per_chunk(x, y, w, p, lower, upper, chunk, partial):
+        n_chunks = partial.shape[0]
+        n_blocks = min(n_chunks, BLOCKS)
+        for b in numba.prange(n_blocks):
+            jac = np.empty((2 * n_params + 3, chunk))
+            work_p = np.empty(n_params)
+            for c in range(b * n_chunks // n_blocks, (b + 1) * n_chunks // n_blocks):
+                chunk_sums(x, y, w, c * chunk, p, lower, upper, jac, work_p, partial[c])
+
+    @jit
+    def evaluate(x, y, w, p, lower, upper, chunk, partial, g, h):
+        # chi2 (inf if it, g or h is not finite); g and h written in place.
+        sums_per_chunk(x, y, w, p, lower, upper, chunk, partial)
+        total = np.zeros(n_sums)
+        for c in range(partial.shape[0]):
+            for s in range(n_sums):
+                total[s] += partial[c, s]
+        finite = math.isfinite(total[0])
+        index = 1 + n_params
+        for a in range(n_params):
+            g[a] = total[1 + a]
+            finite = finite and math.isfinite(g[a])
+            for b in range(a + 1):
+                h[a, b] = total[index]
+                h[b, a] = total[index]
+                finite = finite and math.isfinite(total[index])
+                index += 1
+        return total[0] if finite else math.inf
+
+    @jit
+    def cholesky_solve(h, g, scale, damping, active, step):
+        # (h + damping diag(scale)) step = g over the active parameters (step 0 for the
+        # others); False when a pivot is not > 0 (as the reference's Cholesky).
+        chol = np.zeros((n_params, n_params))
+        for j in range(n_params):
+            for i in range(j, n_params):
+                if not (active[i] and active[j]):
+                    chol[i, j] = 1.0 if i == j else 0.0
+                    continue
+                s = h[i, j] + (damping * scale[j] if i == j else 0.0)
+                for k in range(j):
+                    s -= chol[i, k] * chol[j, k]
+                if i == j:
+                    if not (s > 0.0 and math.isfinite(s)):
+                        return False
+                    chol[j, j] = math.sqrt(s)
+                else:
+                    chol[i, j] = s / chol[j, j]
+        for i in range(n_params):
+            s = g[i] if active[i] else 0.0
+            for k in range(i):
+                s -= chol[i, k] * step[k]
+            step[i] = s / chol[i, i]
+        for i in range(n_params - 1, -1, -1):
+            s = step[i]
+            for k in range(i + 1, n_params):
+                s -= chol[k, i] * step[k]
+            step[i] = s / chol[i, i]
+        return True
+
+    @jit
+    def solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev):
+        chunk = min(CHUNK, y.shape[0])
+        partial = np.empty(((y.shape[0] + chunk - 1) // chunk, n_sums))
+        p = np.minimum(np.maximum(p0, lower), upper)
+        g = np.empty(n_params)
+        h = np.empty((n_params, n_params))
+        trial_g = np.empty(n_params)
+        trial_h = np.empty((n_params, n_params))
+        step = np.empty(n_params)
+        active = np.empty(n_params, dtype=np.bool_)
+        chi2 = evaluate(x, y, w, p, lower, upper, chunk, partial, g, h)
+        nfev = cost
+        if not math.isfinite(chi2):
+            return p, chi2, NONFINITE, nfev, 0, h
+        scale = np.empty(n_params)
+        for a in range(n_params):
+            scale[a] = h[a, a]
+        damping = BATCH_INITIAL_DAMPING
+        n_iter = 0
+        status = RUNNING
+        while status == RUNNING:
+            cosine = 0.0
+            for a in range(n_params):
+                active[a] = not ((p[a] <= lower[a] and g[a] < 0.0)
+                                 or (p[a] >= upper[a] and g[a] > 0.0))
+                if active[a] and h[a, a] > 0.0:
+                    cosine = max(cosine, abs(g[a]) / math.sqrt(h[a, a] * chi2))
+            if chi2 == 0.0:
+                status = CONVERGED_FTOL
+                break
+            if cosine <= gtol:
+                status = CONVERGED_GTOL
+                break
+            if nfev >= max_nfev:
+                status = MAX_NFEV
+                break
+            if not cholesky_solve(h, g, scale, damping, active, step):
+                damping *= BATCH_DAMPING_UP
+                if damping > MAX_DAMPING:
+                    status = SINGULAR
+                continue
+            trial = np.empty(n_params)
+            moved2 = 0.0
+            size2 = 0.0
+            for a in range(n_params):
+                trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
+                moved = trial[a] - p[a]
+                moved2 += scale[a] * moved * moved
+                size2 += scale[a] * p[a] * p[a]
+            small_step = moved2 <= xtol * xtol * size2
+            trial_chi2 = evaluate(x, y, w, trial, lower, upper, chunk, partial, trial_g,
+                                  trial_h)
+            nfev += cost
+            n_iter += 1
+            predicted = 0.0
+            damped = 0.0
+            for a in range(n_params):
+                row = 0.0
+                for b in range(n_params):
+                    row += h[a, b] * step[b]
+                predicted += step[a] * row
+                damped += scale[a] * step[a] * step[a]
+            predicted += 2.0 * damping * damped
+            small_reduction = (abs(chi2 - trial_chi2) <= ftol * trial_chi2
+                               and predicted <= ftol * trial_chi2)
+            if trial_chi2 <= chi2:
+                chi2 = trial_chi2
+                p = trial
+                g, trial_g = trial_g, g
+                h, trial_h = trial_h, h
+                for a in range(n_params):
+                    scale[a] = max(scale[a], h[a, a])
+                damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
+                if small_reduction and small_step:
+                    status = CONVERGED_FTOL_XTOL
+                elif small_reduction or chi2 == 0.0:
+                    status = CONVERGED_FTOL
+                elif small_step:
+                    status = CONVERGED_XTOL
+            else:
+                if small_step:
+                    status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
+                damping *= BATCH_DAMPING_UP
+                if status == RUNNING and damping > MAX_DAMPING:
+                    status = MACHINE_PRECISION
+        return p, chi2, status, nfev, n_iter, h
+
+    return solve
+
+
+_SOLVERS: dict = {}
+
+
+def solver(value, gradient, jac_method, n_params):
+    """The compiled solver for these point functions (built once per process)."""
+    key = (value, gradient if jac_method == JAC_ANALYTIC else None, jac_method, n_params)
+    if key not in _SOLVERS:
+        _SOLVERS[key] = build_solver(value, gradient, jac_method, n_params)
+    return _SOLVERS[key]
+
+
+@implements("lm_fused")
+def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
+             gtol, max_nfev):
+    if jac_method not in (JAC_ANALYTIC, JAC_FORWARD, JAC_CENTRAL):
+        raise ValueError("lm_fused on numba: jac_method must be JAC_ANALYTIC, JAC_FORWARD "
+                         f"or JAC_CENTRAL, got {jac_method}")
+    solve = solver(model, jacobian, jac_method, p0.shape[0])
+    ftol = max(float(ftol), chi2_rounding(ydata.shape[0]))
+    params, chi2, status, nfev, n_iter, information = solve(
+        np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(ydata, np.float64),
+        np.ascontiguousarray(weights, np.float64), np.asarray(p0, np.float64),
+        np.asarray(lower, np.float64), np.asarray(upper, np.float64), float(ftol),
+        float(xtol), float(gtol), int(max_nfev))
+    return params, float(chi2), int(status), int(nfev), int(n_iter), information

@@ -1,0 +1,195 @@
+"""Levenberg-Marquardt for one fit to very many points, without the Jacobian (NumPy reference).
+
+This file defines the algorithm of ``lm_fused``; the numba and jax kernels follow it step
+for step and the generated tests hold them to it.
+
+Each iteration is one pass over the points, in chunks of :data:`CHUNK` points: the model
+and its Jacobian are evaluated on a chunk and folded at once into χ², ``g = JᵀW²(y - f)``
+(= -½ ∂χ²/∂p) and the Gauss-Newton matrix ``H = JᵀW²J``; the ``(n_points, n_params)``
+Jacobian is never stored, so the memory beyond the data is that of one chunk.
+
+The iteration is that of the batched solver (:mod:`autofit.original.batch`): Gpufit's
+damping (λ starts at 1e-3, /10 on an accepted step, ×10 on a rejected one) on Marquardt's
+scale (the running maximum of ``diag(H)``), a Cholesky solve of ``(H + λ diag(scale)) δ =
+g`` over the active parameters, bounds by projection with an active set. Its stopping
+tests take scipy's three tolerances:
+
+- before each step: ``chi2 == 0`` (``CONVERGED_FTOL``); the largest cosine between the
+  residual vector and an active Jacobian column, ``|g_j| / sqrt(H_jj chi2)``, at most
+  ``gtol`` (``CONVERGED_GTOL``); the budget ``max_nfev`` spent (``MAX_NFEV``);
+- an accepted step whose actual and predicted relative reductions of χ² are both at most
+  ``ftol`` ends with ``CONVERGED_FTOL``; ftol is taken no lower than :func:`chi2_rounding`,
+  the relative rounding of a sum of n_points squares (below it a reduction of χ² cannot be
+  told from rounding, and a fit of 1e7 points at ftol = 1e-15 would iterate on noise);
+  one whose scaled size is at most ``xtol`` times the scaled parameters with
+  ``CONVERGED_XTOL`` (``..._FTOL_XTOL`` for both); a rejected
+  step below the xtol test also ends the fit (the minimum is closer than xtol);
+- λ beyond ``MAX_DAMPING`` ends with ``MACHINE_PRECISION`` after a rejected step, or
+  ``SINGULAR`` after a failed factorisation.
+"""
+
+import numpy as np
+
+from autofit._codes import (
+    BATCH_DAMPING_DOWN,
+    BATCH_DAMPING_UP,
+    BATCH_INITIAL_DAMPING,
+    BATCH_MIN_DAMPING,
+    CONVERGED_FTOL,
+    CONVERGED_FTOL_XTOL,
+    CONVERGED_GTOL,
+    CONVERGED_XTOL,
+    EPS,
+    JAC_ANALYTIC,
+    JAC_CENTRAL,
+    JAC_FORWARD,
+    MACHINE_PRECISION,
+    MAX_DAMPING,
+    MAX_NFEV,
+    NONFINITE,
+    RUNNING,
+    SINGULAR,
+)
+from autofit._declarations import implements
+from autofit.original.jacobians import jacobian_central, jacobian_forward
+from autofit.original.lm import _cholesky_solve as cholesky_solve
+
+# Points per chunk: the chunk's Jacobian and temporaries (a few MB) stay in cache.
+CHUNK = 65536
+
+
+def evaluations_per_pass(jac_method: int, n_params: int) -> int:
+    """Model evaluations one pass costs (the analytic Jacobian is not counted, as in
+    ``lm_solve``): 1, ``n_params + 1`` (forward) or ``2 n_params + 1`` (central)."""
+    if jac_method == JAC_FORWARD:
+        return n_params + 1
+    if jac_method == JAC_CENTRAL:
+        return 2 * n_params + 1
+    return 1
+
+
+def chi2_rounding(n_points: int) -> float:
+    """Typical relative rounding error of χ² summed over ``n_points`` points:
+    ``eps * sqrt(n_points)`` (2e-13 at 1e6 points)."""
+    return EPS * n_points ** 0.5
+
+
+def _chunk_jacobian(model, jacobian, jac_method, mx, p, f, lower, upper):
+    if jac_method == JAC_ANALYTIC:
+        return jacobian(mx, p)
+    if jac_method == JAC_FORWARD:
+        return jacobian_forward(model, mx, p, f, lower, upper)
+    if jac_method == JAC_CENTRAL:
+        return jacobian_central(model, mx, p, lower, upper)
+    raise ValueError("lm_fused: jac_method must be JAC_ANALYTIC, JAC_FORWARD or JAC_CENTRAL "
+                     "on this backend")
+
+
+def normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, upper):
+    """One pass: ``(chi2, g, h)`` at ``p``, chunk by chunk; chi2 is inf if any is not finite.
+
+    Points of weight 0 contribute nothing, even where the model is not finite there.
+    """
+    n_params = p.shape[0]
+    n_points = ydata.shape[0]
+    chi2 = 0.0
+    g = np.zeros(n_params)
+    h = np.zeros((n_params, n_params))
+    for start in range(0, n_points, CHUNK):
+        stop = min(start + CHUNK, n_points)
+        mx = x[0, start:stop] if x.shape[0] == 1 else x[:, start:stop]
+        w = weights[start:stop] if weights.shape[0] > 1 else np.full(stop - start, weights[0])
+        f = model(mx, p)
+        jac = _chunk_jacobian(model, jacobian, jac_method, mx, p, f, lower, upper)
+        used = w != 0.0
+        r = np.where(used, w * (ydata[start:stop] - f), 0.0)
+        wj = np.where(used[:, None], w[:, None] * jac, 0.0)
+        chi2 += r @ r
+        g += wj.T @ r
+        h += wj.T @ wj
+    if not (np.isfinite(chi2) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
+        return np.inf, g, h
+    return chi2, g, h
+
+
+def _damped_system(h, g, scale, damping, active):
+    # Held parameters get an identity row and column, so their step is exactly 0.
+    system = np.where(np.outer(active, active), h, 0.0)
+    system[np.diag_indices_from(system)] = np.where(active, np.diag(h) + damping * scale, 1.0)
+    return system, np.where(active, g, 0.0)
+
+
+def _largest_cosine(g, h, chi2, active):
+    cosine = 0.0
+    for j in range(g.shape[0]):
+        if active[j] and h[j, j] > 0.0:
+            cosine = max(cosine, abs(g[j]) / np.sqrt(h[j, j] * chi2))
+    return cosine
+
+
+@implements("lm_fused")
+def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
+             gtol, max_nfev):
+    def evaluate(p):
+        return normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower,
+                                upper)
+
+    cost = evaluations_per_pass(jac_method, p0.shape[0])
+    ftol = max(ftol, chi2_rounding(ydata.shape[0]))
+    p = np.minimum(np.maximum(p0, lower), upper)
+    chi2, g, h = evaluate(p)
+    nfev = cost
+    if not np.isfinite(chi2):
+        return p, chi2, NONFINITE, nfev, 0, h
+    scale = np.diag(h).copy()
+    damping = BATCH_INITIAL_DAMPING
+    n_iter = 0
+    status = RUNNING
+    while status == RUNNING:
+        # The active set: a parameter at a bound whose descent direction points out is held.
+        active = ~(((p <= lower) & (g < 0.0)) | ((p >= upper) & (g > 0.0)))
+        if chi2 == 0.0:
+            status = CONVERGED_FTOL
+            break
+        if _largest_cosine(g, h, chi2, active) <= gtol:
+            status = CONVERGED_GTOL
+            break
+        if nfev >= max_nfev:
+            status = MAX_NFEV
+            break
+        system, rhs = _damped_system(h, g, scale, damping, active)
+        step, ok = cholesky_solve(system, rhs)
+        if not ok:
+            damping *= BATCH_DAMPING_UP
+            if damping > MAX_DAMPING:
+                status = SINGULAR
+            continue
+        trial = np.minimum(np.maximum(p + step, lower), upper)
+        moved = trial - p
+        small_step = np.sum(scale * moved * moved) <= xtol * xtol * np.sum(scale * p * p)
+        trial_chi2, trial_g, trial_h = evaluate(trial)
+        nfev += cost
+        n_iter += 1
+        # MINPACK's predicted reduction of the quadratic model for the damped step, and the
+        # actual change (either sign: a step at rounding level may raise chi2 by an ulp).
+        predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale * step * step)
+        small_reduction = (abs(chi2 - trial_chi2) <= ftol * trial_chi2
+                           and predicted <= ftol * trial_chi2)
+        if trial_chi2 <= chi2:
+            p, chi2, g, h = trial, trial_chi2, trial_g, trial_h
+            scale = np.maximum(scale, np.diag(h))
+            damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
+            if small_reduction and small_step:
+                status = CONVERGED_FTOL_XTOL
+            elif small_reduction or chi2 == 0.0:
+                status = CONVERGED_FTOL
+            elif small_step:
+                status = CONVERGED_XTOL
+        else:
+            if small_step:
+                # Whether such a step is accepted is decided by rounding; the status is not.
+                status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
+            damping *= BATCH_DAMPING_UP
+            if status == RUNNING and damping > MAX_DAMPING:
+                status = MACHINE_PRECISION
+    return p, chi2, status, nfev, n_iter, h

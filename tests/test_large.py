@@ -1,0 +1,255 @@
+"""Large single fits: curve_fit's fused path (kernel ``lm_fused``) against scipy and lm_solve.
+
+The cross-backend agreement of the kernel itself is in the generated tests
+(``tests/test_kernels.py -k lm_fused``); here the user-facing path: routing, agreement with
+scipy.optimize.curve_fit and with the stored-Jacobian path, memory, bad input.
+"""
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+import autofit
+from autofit import _curve_fit, models
+from autofit._codes import JAC_ANALYTIC
+from tests.conftest import backend_params
+
+N = 200_000
+BACKENDS = backend_params()
+
+
+def decay(x, a, b, c):
+    return a * np.exp(-b * x) + c
+
+
+def gaussian(x, a, mu, s, c):
+    return a * np.exp(-((x - mu) ** 2) / (2.0 * s * s)) + c
+
+
+def _data(model, truth, x, seed=0, noise=0.01):
+    rng = np.random.default_rng(seed)
+    return model(x, *truth) + noise * rng.normal(size=x.shape[-1])
+
+
+def _user(f, backend):
+    """The user function as that backend runs it: jax.numpy code on jax."""
+    if backend != "jax":
+        return f
+    import jax.numpy as jnp
+
+    namespace = dict(f.__globals__, np=jnp)
+    return type(f)(f.__code__, namespace, f.__name__)
+
+
+@pytest.fixture(scope="module")
+def decay_data():
+    x = np.linspace(0.0, 5.0, N)
+    return x, _data(decay, (2.5, 1.3, 0.5), x)
+
+
+def _scipy(f, x, y, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return scipy.optimize.curve_fit(f, x, y, **kwargs)
+
+
+def _close_to_scipy(popt, pcov, expected_popt, expected_pcov, rtol_cov=1e-4, within=1e-6):
+    sigma = np.sqrt(np.diag(expected_pcov))
+    # scipy's forward-difference Jacobian is good to ~1e-8: agreement to a millionth of
+    # the parameters' standard errors (trf with bounds stops earlier: 1e-4), and of the
+    # covariance to rtol_cov.
+    assert np.all(np.abs(popt - expected_popt) <= within * sigma), (popt, expected_popt)
+    np.testing.assert_allclose(pcov, expected_pcov, rtol=rtol_cov)
+
+
+def test_large_problems_take_the_fused_path(decay_data, monkeypatch):
+    x, y = decay_data
+    calls = []
+    real = _curve_fit._large.run_fused
+    monkeypatch.setattr(_curve_fit._large, "run_fused",
+                        lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    autofit.curve_fit(decay, x, y, p0=[2.0, 1.0, 0.4], backend="numpy")
+    assert calls == ["numpy"]
+    autofit.curve_fit(decay, x[:1000], y[:1000], p0=[2.0, 1.0, 0.4], backend="numpy")
+    assert calls == ["numpy"], "a small problem must stay on the stored-Jacobian path"
+    autofit.curve_fit(decay, x[:1000], y[:1000], p0=[2.0, 1.0, 0.4], backend="numpy",
+                      fused=True)
+    assert calls == ["numpy", "numpy"]
+    autofit.curve_fit(decay, x, y, p0=[2.0, 1.0, 0.4], backend="numpy", fused=False)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exponential_decay_agrees_with_scipy(decay_data, backend):
+    x, y = decay_data
+    expected = _scipy(decay, x, y, p0=[2.0, 1.0, 0.4])
+    for f in (models.exponential_decay, _user(decay, backend)):
+        popt, pcov, info, _, ier = autofit.curve_fit(f, x, y, p0=[2.0, 1.0, 0.4],
+                                                     backend=backend, full_output=True)
+        _close_to_scipy(popt, pcov, *expected)
+        assert ier in (1, 2, 3, 4, 6) and info["rank"] == 3
+        assert info["fvec"].shape == (N,)
+        np.testing.assert_allclose(info["fvec"] @ info["fvec"], info["chi2"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gaussian_with_sigma_and_bounds_agrees_with_scipy(backend):
+    x = np.linspace(-5.0, 5.0, N)
+    sigma = 0.01 * (1.0 + 0.5 * np.abs(x))
+    rng = np.random.default_rng(3)
+    y = gaussian(x, 3.0, 0.4, 1.1, 0.2) + sigma * rng.normal(size=N)
+    # The amplitude's upper bound sits below the best fit, so it ends active.
+    bounds = ([0.0, -1.0, 0.1, -1.0], [2.9, 1.0, 5.0, 1.0])
+    p0 = [2.5, 0.2, 1.0, 0.0]
+    expected = _scipy(gaussian, x, y, p0=p0, sigma=sigma, bounds=bounds, method="trf",
+                      ftol=1e-15, xtol=1e-15, gtol=1e-15)
+    for f in (models.gaussian, _user(gaussian, backend)):
+        popt, pcov = autofit.curve_fit(f, x, y, p0=p0, sigma=sigma, bounds=bounds,
+                                       backend=backend)
+        assert popt[0] == 2.9
+        _close_to_scipy(popt, pcov, *expected, rtol_cov=1e-3, within=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_agrees_with_the_stored_jacobian_path(decay_data, backend):
+    x, y = decay_data
+    sigma = 0.01 * (1.0 + x)
+    fused = autofit.curve_fit(models.exponential_decay, x, y, sigma=sigma, backend=backend,
+                              absolute_sigma=True)
+    stored = autofit.curve_fit(models.exponential_decay, x, y, sigma=sigma, backend=backend,
+                               absolute_sigma=True, fused=False)
+    # Both stop at float64 precision of chi2, which pins the parameters down to ~1e-5 of
+    # their standard errors (a chi2 change of one part in 1e14 moves them that much).
+    sigma = np.sqrt(np.diag(stored[1]))
+    assert np.all(np.abs(fused[0] - stored[0]) <= 1e-4 * sigma)
+    np.testing.assert_allclose(fused[1], stored[1], rtol=1e-7)
+
+
+def test_backends_agree_tightly(decay_data):
+    x, y = decay_data
+    results = [autofit.curve_fit(models.exponential_decay, x, y, p0=[2.0, 1.0, 0.4],
+                                 backend=b) for b in ("numpy", "numba", "jax")]
+    for popt, pcov in results[1:]:
+        np.testing.assert_allclose(popt, results[0][0], rtol=1e-10)
+        np.testing.assert_allclose(pcov, results[0][1], rtol=1e-8)
+
+
+def test_memory_stays_at_the_size_of_a_chunk():
+    """The reference pass holds one chunk's Jacobian, never the (n_points, n_params) one."""
+    from autofit import original
+    from autofit.original.large import CHUNK
+
+    n = 3_000_000
+    x = np.linspace(-5.0, 5.0, n)
+    y = _data(gaussian, (3.0, 0.4, 1.1, 0.2), x)
+    inf = np.full(4, np.inf)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        out = original.lm_fused(original.model_gaussian, original.jacobian_gaussian,
+                                JAC_ANALYTIC, x[None, :], y, np.ones(1),
+                                np.array([2.5, 0.2, 1.0, 0.0]), -inf, inf, 1e-10, 1e-10,
+                                1e-10, 100)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out[2] in (1, 2, 3, 4, 6)
+    # A few chunk-sized temporaries (the chunk's Jacobian, its weighted copy, the model's
+    # own), far below the 96 MB of the (n_points, n_params) Jacobian.
+    chunk_jacobian = CHUNK * 4 * 8
+    assert peak < 8 * chunk_jacobian < n * 4 * 8 / 5, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_curve_fit_on_numba_allocates_nothing_of_the_data_size():
+    n = 1_000_000
+    x = np.linspace(0.0, 5.0, n)
+    y = _data(decay, (2.5, 1.3, 0.5), x)
+    p0 = [2.0, 1.0, 0.4]
+    autofit.curve_fit(models.exponential_decay, x, y, p0=p0, backend="numba")  # compile
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        autofit.curve_fit(models.exponential_decay, x, y, p0=p0, backend="numba")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < n * 8 / 8, f"peak {peak / 1e6:.1f} MB for {n * 8 / 1e6:.0f} MB of ydata"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_data_is_handled_as_curve_fit_does(decay_data, backend):
+    x, y = decay_data
+    f = _user(decay, backend)
+    bad = y.copy()
+    bad[12345] = np.nan
+    with pytest.raises(ValueError, match="must not contain infs or NaNs"):
+        autofit.curve_fit(f, x, bad, p0=[2.0, 1.0, 0.4], backend=backend)
+    bad[777] = np.inf
+    with pytest.raises(ValueError, match="must not contain infs or NaNs"):
+        autofit.curve_fit(f, x, bad, p0=[2.0, 1.0, 0.4], backend=backend)
+    bad[777] = y[777]
+    omitted = autofit.curve_fit(f, x, bad, p0=[2.0, 1.0, 0.4], backend=backend,
+                                nan_policy="omit")
+    keep = np.arange(N) != 12345
+    clean = autofit.curve_fit(f, x[keep], y[keep], p0=[2.0, 1.0, 0.4], backend=backend)
+    np.testing.assert_allclose(omitted[0], clean[0], rtol=1e-12)
+
+
+def test_a_model_that_turns_nonfinite_stops_the_fit(decay_data):
+    x, y = decay_data
+
+    def overflowing(x, a, b, c):
+        return a * np.exp(b * x * 200.0) + c
+
+    with pytest.raises(RuntimeError, match="Optimal parameters not found"):
+        autofit.curve_fit(overflowing, x, y, p0=[1.0, 0.7, 0.0], backend="numpy")
+
+
+def test_float32_input_is_upcast(decay_data):
+    x, y = decay_data
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    popt32, pcov32 = autofit.curve_fit(models.exponential_decay, x32, y32, backend="numpy")
+    popt, pcov = autofit.curve_fit(models.exponential_decay, x32.astype(np.float64),
+                                   y32.astype(np.float64), backend="numpy")
+    assert popt32.dtype == np.float64
+    np.testing.assert_array_equal(popt32, popt)
+    np.testing.assert_array_equal(pcov32, pcov)
+
+
+def test_bad_fused_option_and_matrix_sigma():
+    x = np.linspace(0.0, 5.0, 50)
+    y = decay(x, 2.5, 1.3, 0.5)
+    with pytest.raises(ValueError, match="fused must be None, True or False"):
+        autofit.curve_fit(decay, x, y, p0=[2, 1, 0.4], fused="yes")
+    with pytest.raises(ValueError, match="fused=True cannot take a covariance matrix"):
+        autofit.curve_fit(decay, x, y, p0=[2, 1, 0.4], sigma=np.eye(50), fused=True)
+    # Without fused=True a covariance matrix simply takes the stored-Jacobian path.
+    popt, _ = autofit.curve_fit(decay, x, y, p0=[2, 1, 0.4], sigma=np.eye(50),
+                                backend="numpy")
+    np.testing.assert_allclose(popt, [2.5, 1.3, 0.5], rtol=1e-10)
+
+
+def test_a_user_function_numba_cannot_compile_per_point_falls_back(decay_data):
+    x, y = decay_data
+
+    def array_only(x, a, b, c):
+        return a * np.exp(-b * x) + c * np.ones(x.shape)
+
+    popt, _, info, _, _ = autofit.curve_fit(array_only, x, y, p0=[2.0, 1.0, 0.4],
+                                            backend="numba", full_output=True)
+    assert info["backend"] == "numba"
+    expected, _ = autofit.curve_fit(decay, x, y, p0=[2.0, 1.0, 0.4], backend="numba")
+    np.testing.assert_allclose(popt, expected, rtol=1e-8)
+
+
+def test_singular_information_gives_a_pseudo_inverse():
+    from autofit._large import covariance_from_information
+
+    jac = np.random.default_rng(0).normal(size=(100, 3))
+    jac[:, 2] = 2.0 * jac[:, 0]
+    pcov, rank = covariance_from_information(jac.T @ jac)
+    assert rank == 2
+    np.testing.assert_allclose(pcov, np.linalg.pinv(jac.T @ jac), atol=1e-12)
