@@ -7,48 +7,46 @@ the per-fit function :func:`_iteration`; the per-fit state it carries is the exp
 pytree :class:`BatchState` (params, χ², g, H, scale, damping, n_iter, status), so a fit can
 be stopped after any pass and resumed later with the same result.
 
-Three jit-compiled pieces (``model``, ``jacobian``, ``jac_method`` and ``estimator``
-static; ``lm_batch.jitted`` holds them, for ``._cache_size()``):
-
-* :func:`init_state`: pre-checks, ``clip(p0)`` and the first evaluation of a batch;
-* :func:`advance`: at most ``n_steps`` passes of every running fit. It is a
-  ``jax.lax.while_loop`` over the batch whose body is the per-fit pass, ``vmap``-ed and
-  applied only to the fits still ``RUNNING``: exactly what ``vmap`` of a per-fit
-  ``while_loop`` compiles to (JAX's batching rule runs the body while any fit's condition
-  holds and keeps the old state of the others), written out so that a stage can also end
-  early, as soon as at most ``min_running`` fits still run;
-* :func:`finalize`: the covariance (and ``SINGULAR`` for a converged fit whose
-  information matrix is not invertible).
-
+**One compiled program per model and bucket** (:func:`solve`; ``model``, ``jacobian``,
+``jac_method`` and ``estimator`` static; ``lm_batch.jitted`` holds the jitted functions,
+for ``._cache_size()``). It runs the whole batch: :func:`_prepare` (pre-checks,
+``clip(p0)``) for every fit, then passes until no fit moves, then :func:`_finish` (the
+covariance, and ``SINGULAR`` for a converged fit whose information matrix is not
+invertible). A fit's first pass evaluates its starting point (the reference's step 2) and
+every later pass a trial step: one evaluation of the model per pass either way, so that the
+program holds the model (and its Jacobian and sums) once; compilation time grows with the
+size of the program, and was the cost to cut (``experiments/jax_compile``).
 :func:`lm_batch` (the declared kernel) and :func:`run_batch` (the same with options and
-statistics) drive them from the host.
+statistics) pad the batch, call it once and read the results back.
 
-**Compaction.** A vmapped loop runs every fit until the slowest one stops. Here the batch
-runs in stages of at most :data:`STAGE_ITERATIONS` passes, and a stage also ends as soon
-as its running fits fit in the next smaller bucket; the host then reads the statuses back,
-saves the whole stage's state, gathers the running fits (state and data) into that bucket
-and resumes them from their saved state. The work executed (fits x passes) then follows the
-typical fit, not the slowest. Compaction stops at :data:`MIN_COMPACT_BUCKET` fits (smaller
-shapes save microseconds and cost a compilation each); with no smaller bucket left, the
-remaining fits run to the end in one stage. ``run_batch(..., compaction=False)`` runs the
-whole batch in one stage.
-
-**Identical with and without compaction.** A fit's result must not depend on the size of
-the batch it runs in. XLA may order a reduction differently for different shapes, so the
-sums over points are written as a fixed pairwise tree of elementwise additions
-(:func:`_sum_points`) and the sums over parameters as unrolled left-to-right additions;
-every fit then computes bit for bit the same whatever its batch (tested).
+**Chunks and compaction.** The fits are advanced in chunks of :func:`_chunk_size` fits
+(at most :data:`CPU_CHUNK` on CPU, so that a chunk's temporaries stay in cache across its
+passes): a ``while_loop`` whose body is the per-fit pass ``vmap``-ed over the chunk and
+applied only to its moving fits, which is what ``vmap`` of a per-fit ``while_loop``
+compiles to. A vmapped loop runs every fit until the slowest one stops; here the batch runs
+in stages: each stage lists the moving fits first (a stable partition of the fits: the same
+shapes, nothing to recompile) and runs the chunks that hold them, each for at most
+:data:`STAGE_ITERATIONS` passes and only while more than half of its fits still move. The
+slow fits of many chunks are so gathered into few, and the work executed (fits x passes)
+follows the typical fit, not the slowest. Once the moving fits fit in one chunk, it runs
+to the end. ``run_batch(..., compaction=False)`` runs every chunk to its end in one stage,
+in the fits' order. Both run the same program, so a fit's result does not depend on the
+order or the chunk it runs in: bit for bit (tested).
 
 **Buckets.** The number of fits is padded up to :func:`bucket_size` (8, 12, 16, 24, 32,
 48, ...: powers of two and 1.5 times powers of two): no recompilation while only values
-change or the number of fits stays within a bucket. Each bucket a batch compacts into
-compiles once, on first use. Padding fits copy fit 0's data, are marked finished from the
-start, and are dropped from the output. Inputs with leading size 1 (``x``, ``weights``,
-``lower``, ``upper``) are shared by all fits: ``vmap`` gets them unbatched.
+change or the number of fits stays within a bucket. Padding fits copy fit 0's data, are
+marked finished from the start (their chunks are not run), and are dropped from the
+output. Inputs with leading size 1 (``x``, ``weights``, ``lower``, ``upper``) are shared by
+all fits: ``vmap`` gets them unbatched.
 
-**CPU.** Inside each pass, fits are processed in chunks of :data:`CPU_CHUNK`
-(``lax.map`` over ``vmap``-ed chunks) so that the per-point temporaries stay in cache;
-on other backends the whole batch is one ``vmap``.
+**Compile time.** On CPU the program is compiled with :data:`CPU_COMPILER_OPTIONS`.
+A new process compiles each (model, bucket, dtype) once: 1.3 to 1.8 s of tracing and
+compilation for the built-in models on a 2-core CPU (``experiments/jax_compile``). To
+keep compiled programs across processes, use jax's persistent compilation cache: set
+``JAX_COMPILATION_CACHE_DIR`` to a directory and
+``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0`` (jax otherwise skips programs that compile
+in under a second); it is off unless set.
 
 Differences from the reference, all deliberate:
 
@@ -76,6 +74,7 @@ Differences from the reference, all deliberate:
 """
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -111,19 +110,21 @@ from autofit._codes import (
 )
 from autofit._declarations import implements
 
-# The most passes of one compaction stage (a stage also ends as soon as its running fits
-# fit in the next smaller bucket).
+# The most passes of a chunk in one compaction stage (a chunk's stage also ends as soon as
+# no more than half of its fits still run).
 STAGE_ITERATIONS = 16
 # The smallest number of fits a batch is padded to.
 MIN_BUCKET = 8
-# Compaction never goes below this many fits: below it, the microseconds a pass would save
-# do not pay for compiling one more shape (a second or two on CPU).
-MIN_COMPACT_BUCKET = 64
-# On CPU, fits are processed in chunks of this many inside each pass (cache-sized
-# temporaries); on accelerators the whole batch is one vmap.
-CPU_CHUNK = 256
+# Fits per chunk (at most; a power of two). On CPU a chunk is small: its per-point
+# temporaries stay in cache across its passes, and the work of the fits that need many more
+# passes than the others is paid for in chunks of this size.
+CPU_CHUNK = 64
+# On accelerators a chunk must fill the device.
+ACCELERATOR_CHUNK = 1 << 16
 # The status of the padding fits of a bucket: never running, dropped from the output.
 _PADDING = -1
+# The status of a fit whose starting point is still to be evaluated (by its first pass).
+_STARTING = -2
 # Statuses of fits that never reached the loop: no covariance.
 _NOT_STARTED = (NONFINITE_DATA, MLE_NEGATIVE_DATA, TOO_FEW_POINTS, NONFINITE,
                 MLE_NONPOSITIVE_MODEL, _PADDING)
@@ -140,14 +141,6 @@ def bucket_size(n_fits):
         if n_fits <= size + size // 2:
             return size + size // 2
         size *= 2
-
-
-def _smaller_bucket(size):
-    """The next bucket below ``size`` that compaction uses (0 when there is none)."""
-    if size <= MIN_COMPACT_BUCKET:
-        return 0
-    power = 1 << (size.bit_length() - 1)
-    return power if power < size else 3 * (power // 4)
 
 
 class BatchData(NamedTuple):
@@ -178,10 +171,11 @@ class BatchState(NamedTuple):
 class BatchStats(NamedTuple):
     """How much work a :func:`run_batch` call executed."""
 
-    stages: int  # calls of advance
-    trips: int  # passes of the batched loop, over all stages
-    slots: int  # fit x pass slots executed: sum over stages of bucket size x passes
-    buckets: tuple  # the bucket size of each stage
+    stages: int  # compaction stages (1 without compaction)
+    trips: int  # chunk passes executed (one pass of one chunk), over all stages
+    slots: int  # fit x pass slots executed: trips x chunk
+    bucket: int  # the number of fits the batch was padded to (the compiled shape)
+    chunk: int  # fits per chunk
 
 
 # --- Per fit ---------------------------------------------------------------------------
@@ -228,79 +222,36 @@ def _model_and_columns(model, jacobian, jac_method, d, p, free):
     return f, jnp.where(used[None, :], jac, 0.0), used
 
 
-# XLA orders a reduction by the shape it compiles for, so a fit can round differently in a
-# bucket of another size; with fixed-order sums compaction is bit-identical to running the
-# whole batch to the end, but the (n_params², n_points) temporaries it writes make it
-# slow for many parameters and on GPUs. Off by default; the tests switch it on to check
-# compaction bit for bit.
-FIXED_ORDER_SUMS = False
-
-
-def _sum_points(a):
-    """Sum over the last axis (the points) in a fixed pairwise order.
-
-    A tree of elementwise additions, not an XLA reduction: XLA may order a reduction
-    differently for different batch sizes, and compaction runs a fit in batches of several
-    sizes, which must give bit-identical results. Zero padding up to a power of two adds
-    exact zeros.
-    """
-    n = a.shape[-1]
-    size = 1 << max(n - 1, 0).bit_length()
-    if size != n:
-        a = jnp.concatenate([a, jnp.zeros(a.shape[:-1] + (size - n,), a.dtype)], axis=-1)
-    while a.shape[-1] > 1:
-        half = a.shape[-1] // 2
-        a = a[..., :half] + a[..., half:]
-    return a[..., 0]
-
-
-def _sum_params(terms):
-    """Sum of a (static, small) sequence of scalars, left to right."""
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
-
-
 def _dot(a, b):
-    """``a @ b`` for two vectors over the parameters, in a fixed order."""
-    return _sum_params([a[i] * b[i] for i in range(a.shape[0])])
+    """``a @ b`` for two vectors over the parameters: an elementwise product reduced (under
+    ``vmap`` a ``dot`` becomes a batch of tiny matrix products)."""
+    return jnp.sum(a * b)
+
+
+# On accelerators, models with up to this many parameters get one fused reduction per sum:
+# under vmap a matrix product becomes a batch of tiny GEMMs there (H100, gaussian_2d
+# float32: 1.35e6 -> 1.84e6 fits/s). On CPU the matrix products are as fast and compile
+# smaller (experiments/jax_compile).
+FUSED_SUMS_MAX_PARAMS = 8
 
 
 def _pairs(n):
     return [(i, j) for i in range(n) for j in range(i, n)]
 
 
-def _symmetric(n, upper):
-    """The (n, n) symmetric matrix from its upper triangle, listed as by :func:`_pairs`."""
-    entries = dict(zip(_pairs(n), upper))
-    return jnp.stack([jnp.stack([entries[min(i, j), max(i, j)] for j in range(n)])
-                      for i in range(n)])
-
-
 def _normal_sums(vectors, jac, residual, weight=None):
     """Each of ``vectors`` (n_points,) summed, the gradient ``jac @ residual`` and the
     matrix ``(jac * weight) @ jac.T`` (``jac @ jac.T`` without a weight), ``jac`` being
-    ``(n_params, n_points)``: by XLA's reductions and matrix products, or, with
-    :data:`FIXED_ORDER_SUMS`, by one tree of additions in a fixed order."""
-    if not FIXED_ORDER_SUMS:
-        weighted = jac if weight is None else jac * weight[None, :]
-        n = jac.shape[0]
-        if n > UNROLLED_MAX_PARAMS:
-            return [jnp.sum(v) for v in vectors], jac @ residual, weighted @ jac.T
-        # Small models: every sum an elementwise product reduced over the points, which XLA
-        # fuses per sum; under vmap a matrix product becomes a batch of tiny GEMMs instead.
-        g = jnp.stack([jnp.sum(jac[i] * residual) for i in range(n)])
-        upper = [jnp.sum(weighted[i] * jac[j]) for i, j in _pairs(n)]
-        return [jnp.sum(v) for v in vectors], g, _symmetric(n, upper)
-    n = jac.shape[0]
+    ``(n_params, n_points)``."""
     weighted = jac if weight is None else jac * weight[None, :]
-    rows = list(vectors) + [jac[j] * residual for j in range(n)]
-    rows += [weighted[i] * jac[j] for i, j in _pairs(n)]
-    sums = _sum_points(jnp.stack(rows))
-    k = len(vectors)
-    matrix = _symmetric(n, [sums[k + n + t] for t in range(len(_pairs(n)))])
-    return [sums[i] for i in range(k)], sums[k:k + n], matrix
+    n = jac.shape[0]
+    if jax.default_backend() == "cpu" or n > FUSED_SUMS_MAX_PARAMS:
+        return [jnp.sum(v) for v in vectors], jac @ residual, weighted @ jac.T
+    g = jnp.stack([jnp.sum(jac[i] * residual) for i in range(n)])
+    entries = {(i, j): jnp.sum(weighted[i] * jac[j]) for i, j in _pairs(n)}
+    matrix = jnp.stack([jnp.stack([entries[min(i, j), max(i, j)] for j in range(n)])
+                        for i in range(n)])
+    return [jnp.sum(v) for v in vectors], g, matrix
 
 
 def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
@@ -332,47 +283,19 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
     return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive
 
 
-# Up to this many parameters the Cholesky factorisation is unrolled into scalars (fast for
-# small systems, and fails exactly where the reference's does); beyond it, LAPACK-style
-# library calls keep the compiled program small (25 parameters unrolled: minutes to
-# compile). They fail (nan factor) where a pivot is not > 0, as the reference does.
-UNROLLED_MAX_PARAMS = 8
-
-
 def _cholesky(a):
-    """The reference's column-by-column Cholesky factor of ``a``, as nested lists of
-    scalars (unrolled over the static size), and ok: False as soon as a pivot is not > 0
-    or not finite (the factor is then meaningless)."""
-    n = a.shape[0]
-    if n > UNROLLED_MAX_PARAMS:
-        chol = jnp.linalg.cholesky(a)
-        return chol, jnp.all(jnp.isfinite(chol))
-    chol = [[None] * n for _ in range(n)]
-    ok = jnp.asarray(True)
-    for j in range(n):
-        dot = sum((chol[j][k] * chol[j][k] for k in range(j)), jnp.zeros((), a.dtype))
-        pivot = a[j, j] - dot
-        ok = ok & (pivot > 0.0) & jnp.isfinite(pivot)
-        chol[j][j] = jnp.sqrt(jnp.where(pivot > 0.0, pivot, 1.0))
-        for i in range(j + 1, n):
-            dot = sum((chol[i][k] * chol[j][k] for k in range(j)), jnp.zeros((), a.dtype))
-            chol[i][j] = (a[i, j] - dot) / chol[j][j]
-    return chol, ok
+    """The lower Cholesky factor of ``a`` and ok: False where a pivot is not > 0 or not
+    finite (the reference's test; the factor is then nan). The library factorisation:
+    for a handful of parameters it runs as fast as one unrolled into scalars (measured in
+    ``experiments/jax_compile``) and compiles to one call, whatever the size."""
+    chol = jnp.linalg.cholesky(a)
+    return chol, jnp.all(jnp.isfinite(chol))
 
 
 def _substitute(chol, b):
-    """Solve ``L Lᵀ z = b`` with the factor of :func:`_cholesky`."""
-    if not isinstance(chol, list):
-        return jax.scipy.linalg.cho_solve((chol, True), b)
-    n = len(chol)
-    z = [None] * n
-    for i in range(n):
-        dot = sum((chol[i][k] * z[k] for k in range(i)), jnp.zeros((), b.dtype))
-        z[i] = (b[i] - dot) / chol[i][i]
-    for i in range(n - 1, -1, -1):
-        dot = sum((chol[k][i] * z[k] for k in range(i + 1, n)), jnp.zeros((), b.dtype))
-        z[i] = (z[i] - dot) / chol[i][i]
-    return jnp.stack(z)
+    """Solve ``L Lᵀ z = b`` with the factor of :func:`_cholesky` (``b`` a vector or a
+    matrix of right-hand sides)."""
+    return jax.scipy.linalg.cho_solve((chol, True), b)
 
 
 def _damped_system(h, g, scale, damping, free):
@@ -390,51 +313,53 @@ def _invert(information, free):
     zeros = jnp.zeros(n, information.dtype)
     system, _ = _damped_system(information, zeros, zeros, 0.0, free)
     chol, ok = _cholesky(system)
-    eye = jnp.eye(n, dtype=information.dtype)
-    if isinstance(chol, list):
-        covariance = jnp.stack([_substitute(chol, eye[j]) for j in range(n)], axis=1)
-    else:
-        covariance = _substitute(chol, eye)
+    covariance = _substitute(chol, jnp.eye(n, dtype=information.dtype))
     covariance = jnp.where(free[:, None] & free[None, :], covariance, 0.0)
     return jnp.where(ok, covariance, jnp.nan), ok
 
 
-def _start(model, jacobian, jac_method, estimator, d, p0, free, max_iter):
-    """The state of one fit before the loop: pre-checks, clip(p0), the first evaluation."""
+def _prepare(estimator, d, p0, free):
+    """The state of one fit before its first pass: the pre-checks, and ``clip(p0)`` with
+    status ``_STARTING`` when the fit can start (its starting point is evaluated by its first
+    pass, :func:`_iteration`)."""
     finite_data = (jnp.all(jnp.isfinite(d.x)) & jnp.all(jnp.isfinite(d.ydata))
                    & jnp.all(jnp.isfinite(d.weights)) & jnp.all(jnp.isfinite(p0)))
     used = d.weights != 0.0
     negative = jnp.any(used & (d.ydata < 0.0)) if estimator == ESTIMATOR_MLE else False
     too_few = jnp.sum(used) < jnp.sum(free)
-    not_attempted = jnp.where(~finite_data, NONFINITE_DATA,
-                              jnp.where(negative, MLE_NEGATIVE_DATA,
-                                        jnp.where(too_few, TOO_FEW_POINTS, RUNNING)))
+    status = jnp.where(~finite_data, NONFINITE_DATA,
+                       jnp.where(negative, MLE_NEGATIVE_DATA,
+                                 jnp.where(too_few, TOO_FEW_POINTS, _STARTING)))
+    n_params = p0.shape[0]
+    return BatchState(
+        params=jnp.where(status == _STARTING, jnp.minimum(jnp.maximum(p0, d.lower), d.upper),
+                         p0),
+        chi2=jnp.asarray(jnp.nan, p0.dtype), g=jnp.zeros_like(p0),
+        h=jnp.zeros((n_params, n_params), p0.dtype), scale=jnp.zeros_like(p0),
+        damping=jnp.asarray(BATCH_INITIAL_DAMPING, dtype=p0.dtype),
+        n_iter=jnp.asarray(0, dtype=int), status=jnp.asarray(status, dtype=int))
 
-    p = jnp.minimum(jnp.maximum(p0, d.lower), d.upper)
-    chi2, g, h, positive = _evaluate(model, jacobian, jac_method, estimator, d, p, free)
+
+def _first_pass(s, chi2, g, h, positive, free, max_iter):
+    """The state after the evaluation of a fit's starting point ``s.params``: the
+    reference's step 2."""
     started = jnp.isfinite(chi2)
-    status = jnp.where(not_attempted != RUNNING, not_attempted,
-                       jnp.where(started, RUNNING,
-                                 jnp.where(positive, NONFINITE, MLE_NONPOSITIVE_MODEL)))
-    status = jnp.where((status == RUNNING) & ~jnp.any(free & (g != 0.0)), CONVERGED_GTOL,
-                       status)
+    status = jnp.where(started, RUNNING, jnp.where(positive, NONFINITE, MLE_NONPOSITIVE_MODEL))
+    status = jnp.where(started & ~jnp.any(free & (g != 0.0)), CONVERGED_GTOL, status)
     # The reference tests the budget at the top of each pass; here after each pass, and
-    # once before the first.
+    # after the first evaluation.
     status = jnp.where((status == RUNNING) & (max_iter <= 0), MAX_ITERATIONS, status)
-    started = (not_attempted == RUNNING) & started
     g = jnp.where(started, g, 0.0)
     h = jnp.where(started, h, 0.0)
-    return BatchState(
-        params=jnp.where(not_attempted == RUNNING, p, p0),
-        chi2=jnp.where(started, chi2, jnp.nan),
-        g=g, h=h, scale=jnp.diag(h),
-        damping=jnp.asarray(BATCH_INITIAL_DAMPING, dtype=p0.dtype),
-        n_iter=jnp.asarray(0, dtype=int),
-        status=jnp.asarray(status, dtype=int))
+    return s._replace(chi2=jnp.where(started, chi2, jnp.nan), g=g, h=h, scale=jnp.diag(h),
+                      status=jnp.asarray(status, dtype=int))
 
 
 def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter):
-    """One pass of the reference's loop for one running fit."""
+    """One pass of the reference's loop for one moving fit (status ``RUNNING``), or, for a
+    fit with status ``_STARTING``, the evaluation of its starting point. Either way one
+    evaluation of the model, so that the compiled program holds it once."""
+    first = s.status == _STARTING
     n_iter = s.n_iter + 1
     # The active set: a parameter at a bound whose descent direction points out is held.
     active = (free & ~((s.params <= d.lower) & (s.g < 0.0))
@@ -445,15 +370,17 @@ def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter
     raised = s.damping * BATCH_DAMPING_UP
 
     trial = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper)
+    trial = jnp.where(first, s.params, trial)
     moved = trial - s.params
     small_step = (_dot(s.scale * moved, moved)
                   <= tol * tol * _dot(s.scale * s.params, s.params))
-    trial_chi2, trial_g, trial_h, _ = _evaluate(model, jacobian, jac_method, estimator, d,
-                                                trial, free)
+    trial_chi2, trial_g, trial_h, positive = _evaluate(model, jacobian, jac_method,
+                                                       estimator, d, trial, free)
+    started = _first_pass(s, trial_chi2, trial_g, trial_h, positive, free, max_iter)
     accept = ok & (trial_chi2 <= s.chi2)
 
     # Accepted: MINPACK's predicted reduction of the quadratic model for the damped step.
-    h_step = jnp.stack([_dot(s.h[i], step) for i in range(step.shape[0])])
+    h_step = jnp.sum(s.h * step[None, :], axis=1)
     predicted = _dot(step, h_step) + 2.0 * s.damping * _dot(s.scale * step, step)
     small_reduction = ((jnp.abs(s.chi2 - trial_chi2) <= tol * trial_chi2)
                        & (predicted <= tol * trial_chi2))
@@ -470,7 +397,7 @@ def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter
                        jnp.where(accept, accepted_status, rejected_status))
     status = jnp.where((status == RUNNING) & (n_iter >= max_iter), MAX_ITERATIONS, status)
 
-    return BatchState(
+    iterated = BatchState(
         params=jnp.where(accept, trial, s.params),
         chi2=jnp.where(accept, trial_chi2, s.chi2),
         g=jnp.where(accept, trial_g, s.g),
@@ -481,6 +408,7 @@ def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter
                           raised),
         n_iter=n_iter,
         status=jnp.asarray(status, dtype=int))
+    return jax.tree.map(lambda a, b: jnp.where(first, a, b), started, iterated)
 
 
 def _finish(model, jacobian, jac_method, estimator, s, d, free):
@@ -503,74 +431,158 @@ def _finish(model, jacobian, jac_method, estimator, s, d, free):
 # --- Over a batch ----------------------------------------------------------------------
 
 
+def _ceil_div(a, b):
+    return (a + b - 1) // b
+
+
+def _chunk_size(n_fits):
+    """Fits per chunk for a batch of ``n_fits`` (a bucket size): a divisor of it, at most
+    :data:`CPU_CHUNK` on CPU and :data:`ACCELERATOR_CHUNK` elsewhere."""
+    limit = CPU_CHUNK if jax.default_backend() == "cpu" else ACCELERATOR_CHUNK
+    return math.gcd(n_fits, limit)
+
+
+def _take(tree, rows):
+    """The fits ``rows`` of a batch (``BatchState`` or ``BatchData``); fields of leading
+    size 1 (data shared by all fits) are kept whole."""
+    return type(tree)(*(a if a.shape[0] == 1 else a[rows] for a in tree))
+
+
+def _put(full, rows, part):
+    """``full`` with the fits ``rows`` replaced by ``part`` (rows distinct)."""
+    return type(full)(*(a.at[rows].set(b, unique_indices=True) for a, b in zip(full, part)))
+
+
 def _map_fits(function, batched, data, *shared):
-    """``function(batched_i, data_i, *shared)`` for every fit i, stacked over fits.
+    """``function(batched_i, data_i, *shared)`` for every fit i of a chunk (``vmap``); the
+    fields of ``data`` with leading size 1 are shared by all fits (never copied per fit)."""
+    axes = BatchData(*(None if a.shape[0] == 1 else 0 for a in data))
+    data = BatchData(*(a[0] if axis is None else a for a, axis in zip(data, axes)))
+    return jax.vmap(function, in_axes=(0, axes) + (None,) * len(shared))(batched, data,
+                                                                         *shared)
 
-    ``batched`` is a pytree of per-fit arrays; the fields of ``data`` with leading size 1
-    are shared by all fits (never copied per fit). On CPU the fits are processed in chunks
-    of :data:`CPU_CHUNK` (``lax.map`` over ``vmap``-ed chunks), so the per-point temporaries
-    stay in cache; elsewhere the whole batch is one ``vmap``.
+
+def _running_first(running):
+    """A permutation of the fits that lists the running ones first, each group in its
+    order (a stable partition, O(n))."""
+    n_running = jnp.sum(running)
+    position = jnp.where(running, jnp.cumsum(running) - 1,
+                         n_running + jnp.cumsum(~running) - 1)
+    return jnp.zeros_like(position).at[position].set(
+        jnp.arange(running.shape[0], dtype=position.dtype), unique_indices=True)
+
+
+def _moving(status):
+    """Fits that a pass advances: running, or still to evaluate their starting point."""
+    return (status == RUNNING) | (status == _STARTING)
+
+
+def _run_stages(iteration, state, data, free, tol, max_iter, n_valid, stage_iterations,
+                compaction, chunk):
+    """Every moving fit to its end, in stages; returns ``(state, stages, trips)``.
+
+    A stage lists the moving fits first (compaction) and runs each chunk of them as a
+    ``vmap``-ed pass inside a ``while_loop`` (only moving fits change: what ``vmap`` of a
+    per-fit ``while_loop`` does), for at most ``stage_iterations`` passes and only while
+    more than half of the chunk still moves; with no more than one chunk of moving fits
+    left (or without compaction), the chunks run to the end.
     """
-    per_fit = BatchData(*(None if a.shape[0] == 1 else a for a in data))
-    common = BatchData(*(a[0] if a.shape[0] == 1 else None for a in data))
-
-    def one(args):
-        fit, fit_data = args
-        fit_data = BatchData(*(c if d is None else d for d, c in zip(fit_data, common)))
-        return function(fit, fit_data, *shared)
-
-    n_fits = jax.tree.leaves(batched)[0].shape[0]
-    if jax.default_backend() == "cpu" and n_fits > CPU_CHUNK:
-        return jax.lax.map(one, (batched, per_fit), batch_size=CPU_CHUNK)
-    return jax.vmap(one)((batched, per_fit))
-
-
-def _init(model, jacobian, jac_method, estimator, data, p0, free, max_iter, n_valid):
-    start = functools.partial(_start, model, jacobian, jac_method, estimator)
-    state = _map_fits(lambda p, d: start(d, p, free, max_iter), p0, data)
-    padding = jnp.arange(p0.shape[0]) >= n_valid
-    return state._replace(status=jnp.where(padding, _PADDING, state.status))
-
-
-def _advance(model, jacobian, jac_method, estimator, state, data, free, tol, max_iter,
-             n_steps, min_running):
-    iteration = functools.partial(_iteration, model, jacobian, jac_method, estimator)
+    n_fits = state.status.shape[0]
+    integer = state.n_iter.dtype
+    unlimited = jnp.asarray(jnp.iinfo(integer).max, integer)
 
     def one_pass(s, d):
-        # Only a running fit moves (what vmap of a per-fit while_loop does).
         new = iteration(s, d, free, tol, max_iter)
-        return jax.tree.map(lambda n, o: jnp.where(s.status == RUNNING, n, o), new, s)
+        return jax.tree.map(lambda n, o: jnp.where(_moving(s.status), n, o), new, s)
 
-    def cond(carry):
-        s, trips = carry
-        return (trips < n_steps) & (jnp.sum(s.status == RUNNING) > min_running)
+    def one_chunk(k, carry, order, n_steps, min_running):
+        state, trips = carry
+        rows = jax.lax.dynamic_slice_in_dim(order, k * chunk, chunk)
+        fits = _take(data, rows)
 
-    def body(carry):
-        s, trips = carry
-        return _map_fits(one_pass, s, data), trips + 1
+        def cond(inner):
+            s, passes = inner
+            return (passes < n_steps) & (jnp.sum(_moving(s.status)) > min_running)
 
-    return jax.lax.while_loop(cond, body, (state, jnp.asarray(0, dtype=int)))
+        def body(inner):
+            s, passes = inner
+            return _map_fits(one_pass, s, fits), passes + 1
+
+        s, passes = jax.lax.while_loop(cond, body,
+                                       (_take(state, rows), jnp.asarray(0, integer)))
+        return _put(state, rows, s), trips + passes
+
+    def stage(carry):
+        state, stages, trips = carry
+        running = _moving(state.status)
+        n_running = jnp.sum(running)
+        order = jnp.where(compaction, _running_first(running), jnp.arange(n_fits))
+        n_chunks = _ceil_div(jnp.where(compaction, n_running, n_valid), chunk)
+        spread = compaction & (n_running > chunk)
+        n_steps = jnp.where(spread, stage_iterations, unlimited)
+        min_running = jnp.where(spread, chunk // 2, 0)
+        state, trips = jax.lax.fori_loop(
+            0, n_chunks, functools.partial(one_chunk, order=order, n_steps=n_steps,
+                                           min_running=min_running), (state, trips))
+        return state, stages + 1, trips
+
+    zero = jnp.asarray(0, integer)
+    return jax.lax.while_loop(lambda carry: jnp.any(_moving(carry[0].status)), stage,
+                              (state, zero, zero))
 
 
-def _finalize(model, jacobian, jac_method, estimator, state, data, free):
-    finish = functools.partial(_finish, model, jacobian, jac_method, estimator)
-    return _map_fits(lambda s, d: finish(s, d, free), state, data)
+def _results(finish, state, data, free, n_valid, chunk):
+    """(params, chi2, n_iter, status, covariance) of every fit, chunk by chunk."""
+    n_fits, n_params = state.params.shape
+    out = (state.params, state.chi2, state.n_iter, state.status,
+           jnp.zeros((n_fits, n_params, n_params), state.params.dtype))
+
+    def one_chunk(k, out):
+        rows = k * chunk + jnp.arange(chunk)
+        new = _map_fits(lambda s, d: finish(s, d, free), _take(state, rows),
+                        _take(data, rows))
+        return tuple(a.at[rows].set(b, unique_indices=True) for a, b in zip(out, new))
+
+    return jax.lax.fori_loop(0, _ceil_div(n_valid, chunk), one_chunk, out)
 
 
-init_state = jax.jit(_init, static_argnames=_STATIC)
-init_state.__doc__ = """``init_state(model, jacobian, jac_method, estimator, data, p0, free,
-max_iter, n_valid) -> BatchState``: pre-checks and first evaluation of a (padded) batch;
-fits ``n_valid`` and beyond are padding (never run)."""
+def _solve(model, jacobian, jac_method, estimator, data, p0, free, tol, max_iter, n_valid,
+           stage_iterations, compaction):
+    statics = (model, jacobian, jac_method, estimator)
+    chunk = _chunk_size(p0.shape[0])
+    state = _map_fits(lambda p, d: _prepare(estimator, d, p, free), p0, data)
+    state = state._replace(status=jnp.where(jnp.arange(p0.shape[0]) < n_valid, state.status,
+                                            _PADDING))
+    state, stages, trips = _run_stages(functools.partial(_iteration, *statics), state, data,
+                                       free, tol, max_iter, n_valid, stage_iterations,
+                                       compaction, chunk)
+    results = _results(functools.partial(_finish, *statics), state, data, free, n_valid,
+                       chunk)
+    return results, (stages, trips)
 
-advance = jax.jit(_advance, static_argnames=_STATIC)
-advance.__doc__ = """``advance(model, jacobian, jac_method, estimator, state, data, free, tol,
-max_iter, n_steps, min_running) -> (BatchState, trips)``: at most ``n_steps`` passes of
-every running fit; stops early once at most ``min_running`` fits run (0: run them out).
-``trips`` is the number of batched passes executed."""
 
-finalize = jax.jit(_finalize, static_argnames=_STATIC)
-finalize.__doc__ = """``finalize(model, jacobian, jac_method, estimator, state, data, free)
--> (params, chi2, n_iter, status, covariance)`` of a batch."""
+# XLA:CPU's newer fusion emitters compile this program about 1.5x slower, and it then runs
+# about 2x slower, than with the loop emitters (measured in experiments/jax_compile).
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+_solve_cpu = jax.jit(_solve, static_argnames=_STATIC, compiler_options=CPU_COMPILER_OPTIONS)
+_solve_default = jax.jit(_solve, static_argnames=_STATIC)
+
+
+def solve(**arguments):
+    """``solve(model=, jacobian=, jac_method=, estimator=, data=, p0=, free=, tol=,
+    max_iter=, n_valid=, stage_iterations=, compaction=) -> (results, (stages, trips))``:
+    a whole (padded) batch in one compiled program; fits ``n_valid`` and beyond are
+    padding. ``results`` is lm_batch's ``(params, chi2, n_iter, status, covariance)`` for
+    every row, ``stages`` and ``trips`` those of :class:`BatchStats`."""
+    if jax.default_backend() != "cpu":
+        return _solve_default(**arguments)
+    try:
+        return _solve_cpu(**arguments)
+    except jax.errors.JaxRuntimeError as error:
+        if "No such compile option" not in str(error):
+            raise
+        # A jaxlib without that option: its default emitters.
+        return _solve_default(**arguments)
 
 
 # --- Host driver -----------------------------------------------------------------------
@@ -590,30 +602,18 @@ def _fit_axis(name, a, n_fits, ndim):
     return a
 
 
-def _per_fit(name, a):
-    # ydata is always per fit; the others are shared when their leading size is 1.
-    return name == "ydata" or a.shape[0] != 1
-
-
-def _save(full, slots, state, n_valid):
-    """Write the first ``n_valid`` fits of the device ``state`` into the host arrays
-    ``full`` at rows ``slots``."""
-    for target, source in zip(full, jax.device_get(state)):
-        target[slots[:n_valid]] = source[:n_valid]
-
-
 def run_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
               estimator, tol, max_iter, *, compaction=True,
               stage_iterations=STAGE_ITERATIONS):
     """:func:`lm_batch` with options; returns ``(results, stats)``.
 
-    ``results`` is lm_batch's ``(params, chi2, n_iter, status, covariance)``, ``stats`` a
-    :class:`BatchStats`. With ``compaction`` (the default, what :func:`lm_batch` does) the
-    batch runs in stages of at most ``stage_iterations`` passes, each ending as soon as the
-    running fits fit in the next smaller bucket, and the running fits are then gathered
-    into that bucket. ``compaction=False`` runs the whole padded batch in one stage until
-    its slowest fit stops (the cost of a vmapped per-fit ``while_loop``). The results are
-    identical either way.
+    ``results`` is lm_batch's ``(params, chi2, n_iter, status, covariance)`` (NumPy
+    arrays), ``stats`` a :class:`BatchStats`. With ``compaction`` (the default, what
+    :func:`lm_batch` does) the batch runs in stages of at most ``stage_iterations`` passes
+    per chunk, and the running fits are listed first at each stage, so that they fill as
+    few chunks as possible. ``compaction=False`` runs every chunk until its slowest fit
+    stops (the cost of a ``vmap``-ed per-fit ``while_loop`` over each chunk). The results
+    are identical either way (the same compiled program).
     """
     p0 = np.asarray(p0)
     dtype = _float_dtype(x, ydata, weights, p0, lower, upper)
@@ -628,77 +628,29 @@ def run_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
         upper=_fit_axis("upper", np.asarray(upper, dtype=dtype), n_fits, 2))
     if host.ydata.shape[0] != n_fits:
         raise ValueError("lm_batch: ydata must have one row per fit")
-    free = jnp.asarray(np.asarray(free, dtype=bool).reshape(n_params))
+    free = np.asarray(free, dtype=bool).reshape(n_params)
+    integer = np.dtype(jnp.asarray(0, dtype=int).dtype)
     if n_fits == 0:
-        empty = (jnp.zeros((0, n_params), dtype), jnp.zeros(0, dtype),
-                 jnp.zeros(0, dtype=int), jnp.zeros(0, dtype=int),
-                 jnp.zeros((0, n_params, n_params), dtype))
-        return empty, BatchStats(0, 0, 0, ())
-    statics = dict(model=model, jacobian=jacobian, jac_method=int(jac_method),
-                   estimator=int(estimator))
-    tol = jnp.asarray(tol, dtype=dtype)
-    max_iter = int(max_iter)
-    max_iter_arg = jnp.asarray(max_iter, dtype=int)
+        empty = (np.zeros((0, n_params), dtype), np.zeros(0, dtype), np.zeros(0, integer),
+                 np.zeros(0, integer), np.zeros((0, n_params, n_params), dtype))
+        return empty, BatchStats(0, 0, 0, 0, 0)
 
-    # Pad to the bucket with copies of fit 0 (marked as padding by init_state).
+    # Pad to the bucket with copies of fit 0 (marked as padding on the device); ydata is
+    # always per fit, the others are shared when their leading size is 1.
     size = bucket_size(n_fits)
     rows = np.concatenate([np.arange(n_fits), np.zeros(size - n_fits, dtype=np.int64)])
-    host = BatchData(*(a[rows] if _per_fit(name, a) else a
+    data = BatchData(*(a[rows] if name == "ydata" or a.shape[0] != 1 else a
                        for name, a in zip(BatchData._fields, host)))
-    full_data = data = BatchData(*(jnp.asarray(a) for a in host))
-    state = init_state(data=data, p0=jnp.asarray(p0.astype(dtype)[rows]), free=free,
-                       max_iter=max_iter_arg, n_valid=jnp.asarray(n_fits, dtype=int),
-                       **statics)
-
-    full = None  # host copy of the whole batch's state, once the batch has been compacted
-    slots = np.arange(size)  # row in the whole batch of each fit of the current batch
-    n_valid = n_fits  # the fits of the current batch that are not padding
-    stages, trips_total, slot_total, buckets = 0, 0, 0, []
-    status = np.asarray(state.status)
-    while True:
-        running = np.flatnonzero(status[:n_valid] == RUNNING)
-        if running.size == 0:
-            break
-        if compaction:
-            smaller = max(bucket_size(running.size), MIN_COMPACT_BUCKET)
-            if smaller < size:
-                # Save the current batch, then carry on with its running fits only.
-                if full is None:
-                    full = BatchState(*(np.array(a) for a in jax.device_get(state)))
-                else:
-                    _save(full, slots, state, n_valid)
-                keep = np.concatenate([running,
-                                       np.full(smaller - running.size, running[0])])
-                slots = slots[keep]
-                compact = BatchState(*(a[slots] for a in full))
-                compact.status[running.size:] = _PADDING
-                state = BatchState(*(jnp.asarray(a) for a in compact))
-                data = BatchData(*(jnp.asarray(a[slots]) if _per_fit(name, a) else d
-                                   for name, a, d in zip(BatchData._fields, host,
-                                                         full_data)))
-                size, n_valid = smaller, running.size
-            min_running = _smaller_bucket(size)
-            # With no smaller bucket to go to, the fits left run to the end.
-            n_steps = stage_iterations if min_running else max(max_iter, 1)
-        else:
-            n_steps, min_running = max(max_iter, 1), 0
-        state, trips = advance(state=state, data=data, free=free, tol=tol,
-                               max_iter=max_iter_arg,
-                               n_steps=jnp.asarray(min(n_steps, 2**31 - 1), dtype=int),
-                               min_running=jnp.asarray(min_running, dtype=int), **statics)
-        trips = int(trips)
-        stages += 1
-        trips_total += trips
-        slot_total += size * trips
-        buckets.append(size)
-        status = np.asarray(state.status)
-
-    if full is not None:
-        _save(full, slots, state, n_valid)
-        state = BatchState(*(jnp.asarray(a) for a in full))
-    results = finalize(state=state, data=full_data, free=free, **statics)
-    results = tuple(r[:n_fits] for r in results)
-    return results, BatchStats(stages, trips_total, slot_total, tuple(buckets))
+    results, (stages, trips) = solve(
+        model=model, jacobian=jacobian, jac_method=int(jac_method), estimator=int(estimator),
+        data=data, p0=p0.astype(dtype)[rows], free=free, tol=np.asarray(tol, dtype),
+        max_iter=np.asarray(max_iter, integer), n_valid=np.asarray(n_fits, integer),
+        stage_iterations=np.asarray(stage_iterations, integer),
+        compaction=np.asarray(bool(compaction)))
+    results = tuple(np.asarray(r)[:n_fits] for r in jax.device_get(results))
+    chunk = _chunk_size(size)
+    trips = int(trips)
+    return results, BatchStats(int(stages), trips, trips * chunk, size, chunk)
 
 
 @implements("lm_batch")
@@ -709,5 +661,5 @@ def lm_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
     return results
 
 
-# The compiled functions, for compile-cache inspection (``._cache_size()``).
-lm_batch.jitted = {"init_state": init_state, "advance": advance, "finalize": finalize}
+# The compiled programs, for compile-cache inspection (``._cache_size()``).
+lm_batch.jitted = {"solve_cpu": _solve_cpu, "solve": _solve_default}
