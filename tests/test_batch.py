@@ -434,3 +434,49 @@ def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("AUTOFIT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert batch.cache_directory() == os.path.join(str(tmp_path), "autofit")
+
+
+def three_lorentzians(x, a1, c1, g1, a2, c2, g2, a3, c3, g3, offset):
+    return (offset + a1 * g1 * g1 / ((x - c1) ** 2 + g1 * g1)
+            + a2 * g2 * g2 / ((x - c2) ** 2 + g2 * g2)
+            + a3 * g3 * g3 / ((x - c3) ** 2 + g3 * g3))
+
+
+@pytest.mark.parametrize("estimator", ["lse", "mle"])
+@pytest.mark.parametrize("form", ["built-in", "user function"])
+def test_ten_parameters_agree_with_reference_on_numba(form, estimator):
+    # 10 parameters: numba's CPU pass forms the Gauss-Newton matrix in 3 x 3 blocks (the
+    # last row of blocks reads past the weighted rows) and a user function's forward
+    # differences one parameter row at a time; one parameter is held and, for least
+    # squares, some points are dropped (their rows must not reach the sums).
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(7)
+    x = np.linspace(0.0, 1.0, 61)
+    truth = np.array([-0.3, 0.2, 0.05, -0.4, 0.5, 0.04, -0.25, 0.8, 0.06, 1.0])
+    truth = truth * (1.0 + 0.02 * rng.normal(size=(12, 10)))
+    y = np.stack([three_lorentzians(x, *t) for t in truth])
+    kwargs = dict(fixed=np.arange(10) == 5, tol=1e-10, estimator=estimator)
+    if estimator == "lse":
+        y += 0.01 * rng.normal(size=y.shape)
+        sigma = np.ones_like(y)
+        sigma[:, ::9] = np.inf
+        kwargs["sigma"] = sigma
+    else:
+        y = rng.poisson(200.0 * y).astype(float)
+        truth = truth * np.r_[[200.0, 1.0, 1.0] * 3, 200.0]
+    p0 = truth * (1.0 + 0.03 * rng.normal(size=truth.shape))
+    model = models.multi_lorentzian(3) if form == "built-in" else three_lorentzians
+    ref = autofit.fit_batch(model, x, y, p0=p0, backend="numpy", **kwargs)
+    res = autofit.fit_batch(model, x, y, p0=p0, backend="numba", **kwargs)
+    assert res.backend == "numba"
+    assert ref.converged.all()
+    np.testing.assert_array_equal(res.params[:, 5], p0[:, 5])
+    if form == "built-in":
+        assert_same_fits(res, ref)
+        np.testing.assert_array_equal(res.n_iter, ref.n_iter)
+        np.testing.assert_allclose(res.covariance, ref.covariance, rtol=1e-7,
+                                   atol=1e-7 * np.abs(ref.covariance).max())
+    else:
+        # Forward differences a few ulps apart (numpy's and numba's model): the same minimum.
+        assert_same_fits(res, ref, rtol=1e-6)
+        np.testing.assert_allclose(res.errors, ref.errors, rtol=1e-4)

@@ -14,9 +14,12 @@ gradients to a small work array and then forms every sum as a SIMD reduction (se
 after fit; the CUDA kernel (:mod:`autofit.numba.gpu`) gives each thread local arrays.
 
 Models enter as point functions (:mod:`autofit.numba.points`): ``value(x, i, p)`` and
-``gradient(x, i, p, jac, col)``. Without an analytic gradient, the forward-difference
-column of each parameter is computed point by point with the step rule of
-:func:`autofit.original.jacobian_forward`.
+``gradient(x, i, p, jac, col)``. Without an analytic gradient, forward differences follow
+the step rule of :func:`autofit.original.jacobian_forward`: on the GPU point by point, on
+the CPU one parameter at a time, each a loop over the points that evaluates the model for
+several points at once. For more than ``FUSED_SUMS_MAX_PARAMS`` parameters the CPU pass
+forms the Gauss-Newton matrix in ``TILE`` x ``TILE`` blocks of sums (see
+``experiments/batch_cpu/README.md`` for the measurements).
 
 The CPU kernel of a built-in model is compiled from a generated module in a per-user cache
 directory with numba's ``cache=True`` (:func:`cached_cpu_kernel`), so that only the first
@@ -88,11 +91,17 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     forward_step = np.dtype(dtype).type(FORWARD_STEP if np.dtype(dtype) == np.float64
                                         else np.sqrt(np.finfo(dtype).eps))
 
+    # Forward differences on the CPU: the pass evaluates the model only, and then the
+    # differences row by row (see _forward_rows in _block_evaluate_source).
+    rows_of_differences = block and not analytic
+
     @inline
     def point(x, i, p, lower, upper, free, jac, work_p, col):
         # Model value at point i; its gradient goes to jac[:, col].
         if analytic:
             return gradient(x, i, p, jac, col)
+        if rows_of_differences:
+            return value(x, i, p)
         f0 = value(x, i, p)
         for j in range(n_params):
             if not free[j]:
@@ -109,7 +118,9 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             work_p[j] = p[j]
         return f0
 
-    evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline))
+    evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline,
+                                       value if rows_of_differences else None,
+                                       forward_step))
 
     @jit
     def cholesky_factor(a):
@@ -142,6 +153,32 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             for k in range(i + 1, n_params):
                 s -= chol[k, i] * z[k]
             z[i] = s / chol[i, i]
+
+    @jit
+    def inverse_from_factor(chol, work, inverse):
+        # (chol cholᵀ)⁻¹ = Xᵀ X with X = chol⁻¹, into the lower triangle of inverse. Rows of
+        # X, then of the sum, are updated by whole (vectorisable) row operations: a third
+        # of the work of solving for each column of the identity, without its reductions
+        # (25 parameters: 2.7 us instead of 20).
+        for i in range(n_params):
+            for c in range(n_params):
+                work[i, c] = 0.0
+            for k in range(i):
+                factor = chol[i, k]
+                for c in range(k + 1):
+                    work[i, c] -= factor * work[k, c]
+            work[i, i] = 1.0
+            diagonal = 1.0 / chol[i, i]
+            for c in range(i + 1):
+                work[i, c] *= diagonal
+        for a in range(n_params):
+            for b in range(a + 1):
+                inverse[a, b] = 0.0
+        for k in range(n_params):
+            for a in range(k + 1):
+                factor = work[k, a]
+                for b in range(a + 1):
+                    inverse[a, b] += factor * work[k, b]
 
     @jit
     def damped_system(h, g, scale, damping, free, system, rhs):
@@ -280,12 +317,12 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         damped_system(h, scale, scale, 0.0, free, system, work_p)
         invertible = cholesky_factor(system)
         if invertible:
-            for b in range(n_params):
-                for a in range(n_params):
-                    trial_g[a] = 1.0 if a == b else 0.0
-                cholesky_substitute(system, trial_g, step)
-                for a in range(n_params):
-                    covariance[a, b] = step[a] if (free[a] and free[b]) else 0.0
+            inverse_from_factor(system, trial_h, covariance)
+            for a in range(n_params):
+                for b in range(a + 1):
+                    c = covariance[a, b] if (free[a] and free[b]) else 0.0
+                    covariance[a, b] = c
+                    covariance[b, a] = c
         if not invertible:
             for a in range(n_params):
                 for b in range(n_params):
@@ -359,7 +396,7 @@ def _evaluate_source(n_params: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _block_evaluate_source(n_params: int) -> str:
+def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
     """The pass of :func:`_evaluate_source` organised for SIMD on a CPU.
 
     First a loop over the points writes each point's gradient to ``jac[:n_params, i]``
@@ -367,9 +404,15 @@ def _block_evaluate_source(n_params: int) -> str:
     ``jac[n_params, i]`` and ``jac[n_params + 1, i]``; then each sum is a dot product over
     the points (``_dot2``/``_dot3``, compiled with reassociation so that they vectorise).
     The sums are the same as the point-by-point pass's, in another order.
+
+    With ``forward``, ``point`` returns the model value only; the values go to row
+    ``_value_row(n_params)`` and ``_forward_rows`` then writes each parameter's row of
+    forward differences by one loop over the points (in which the model, inlined, is
+    evaluated for several points at once), instead of P + 1 scalar model calls per point.
     """
     n = range(n_params)
     wg, wh, sq = n_params, n_params + 1, n_params + 2
+    vr = _value_row(n_params)
     # Only what must be unrolled is (the tuple of parameters, the fused sums of small
     # models); the rest are loops of constant length: hundreds of unrolled conditionals
     # (25 parameters: 325 sums) exhaust numba's SSA pass.
@@ -388,7 +431,8 @@ def _block_evaluate_source(n_params: int) -> str:
         *each_param("work_p[{a}] = p[{a}]", 4),
         # Large models index their parameters in loops (multi_lorentzian's peaks): a tuple
         # indexed at run time costs a branch per access there, so they keep the array.
-        ("    params = (" + "".join(f"p[{a}], " for a in n) + ")") if small else
+        # User functions (forward) index their parameters by constants: a tuple again.
+        ("    params = (" + "".join(f"p[{a}], " for a in n) + ")") if small or forward else
         "    params = p",
         "    mle = estimator == ESTIMATOR_MLE",
         "    chi2 = 0.0",
@@ -403,11 +447,13 @@ def _block_evaluate_source(n_params: int) -> str:
         "            wi = w[i]",
         "            yi = y[i]",
         "            f = point(x, i, params, lower, upper, free, jac, work_p, i)",
+        *([f"            jac[{vr}, i] = f"] if forward else []),
         "            r = wi * (yi - f)",
         f"            jac[{wg}, i] = wi * r",
         f"            jac[{wh}, i] = wi * wi",
         f"            jac[{sq}, i] = r * r",
         "            n_unused += 1 if wi == 0.0 else 0",
+        *(["        _forward_rows(x, p, upper, free, jac, work_p)"] if forward else []),
         "        if n_unused > 0:",
         "            for i in range(y.shape[0]):",
         "                if w[i] == 0.0:",
@@ -418,15 +464,15 @@ def _block_evaluate_source(n_params: int) -> str:
         "        chi2 = _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, fisher)",
         "        if chi2 == -1.0:",
         "            return math.inf, False",
+        *([
+            "        _forward_rows(x, p, upper, free, jac, work_p)",
+            "        for i in range(y.shape[0]):",
+            "            if w[i] == 0.0:",
+            f"                for a in range({n_params}):",
+            "                    jac[a, i] = 0.0",
+        ] if forward else []),
         "    finite = math.isfinite(chi2)",
-        *(_fused_sums(n_params) if small else (
-            # Rows sq + 1 + a hold weight_h * J[a]: each of the n(n+1)/2 sums of the
-            # Gauss-Newton matrix is then a plain dot product (one multiply-add a point).
-            f"    for a in range({n_params}):",
-            f"        _scaled_row(jac, {wh}, a, {sq + 1} + a)",
-            f"        g[a] = _dot2(jac, {wg}, a) if free[a] else 0.0",
-            "        for b in range(a + 1):",
-            f"            h[a, b] = _dot2(jac, {sq + 1} + a, b) if free[a] and free[b] else 0.0")),
+        *(_fused_sums(n_params) if small else _tiled_sums(n_params)),
         f"    for a in range({n_params}):",
         "        finite = finite & math.isfinite(g[a])",
         "        for b in range(a + 1):",
@@ -445,8 +491,10 @@ def _block_evaluate_source(n_params: int) -> str:
         "        if wi == 0.0:",
         f"            for a in range({n_params + 2}):",
         "                jac[a, i] = 0.0",
+        *([f"            jac[{vr}, i] = 0.0"] if forward else []),
         "            continue",
         "        f = point(x, i, params, lower, upper, free, jac, work_p, i)",
+        *([f"        jac[{vr}, i] = f"] if forward else []),
         "        yi = y[i]",
         "        if not f > 0.0:",
         "            return -1.0",
@@ -458,6 +506,33 @@ def _block_evaluate_source(n_params: int) -> str:
         f"        jac[{wh}, i] = wi / f if fisher else wi * yi / (f * f)",
         "    return chi2",
     ]
+    if forward:
+        # The step rule of autofit.original.jacobian_forward.
+        lines += [
+            "",
+            "",
+            "def _forward_rows(x, p, upper, free, jac, work_p):",
+            f"    for j in range({n_params}):",
+            "        if not free[j]:",
+            "            for i in range(jac.shape[1]):",
+            "                jac[j, i] = 0.0",
+            "            continue",
+            "        h = forward_step * abs(p[j])",
+            "        if h == 0.0:",
+            "            h = forward_step",
+            "        if p[j] + h > upper[j]:",
+            "            h = -h",
+            "        work_p[j] = p[j] + h",
+            "        h = work_p[j] - p[j]",
+            "        _difference_row(x, (" + "".join(f"work_p[{a}], " for a in n)
+            + "), jac, j, h)",
+            "        work_p[j] = p[j]",
+            "",
+            "",
+            "def _difference_row(x, q, jac, row, h):",
+            "    for i in range(jac.shape[1]):",
+            f"        jac[row, i] = (value(x, i, q) - jac[{vr}, i]) / h",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -475,6 +550,66 @@ def _fused_sums(n_params):
             *(f"    g[{a}] = s{a} if free[{a}] else 0.0" for a in n),
             *(f"    h[{a}, {b}] = s{a}_{b} if free[{a}] and free[{b}] else 0.0"
               for a, b in pairs))
+
+
+# Beyond FUSED_SUMS_MAX_PARAMS the Gauss-Newton matrix is formed in TILE x TILE blocks: one
+# loop over the points per block, nine sums from six loads a point instead of one sum from
+# two (25 parameters: the sums of a pass took 5 us instead of 10, AMD EPYC, AVX2; 3 x 3 was
+# faster than 2 x 4, 4 x 3 or 4 x 4, whose accumulators no longer fit in the registers).
+TILE = 3
+
+
+def _tile_padding(n_params):
+    """Rows after the weighted gradient rows that the last row of blocks reads past them."""
+    return -n_params % TILE
+
+
+def _tiled_sums(n_params):
+    """Lines of evaluate that form g and the lower triangle of h in TILE x TILE blocks.
+
+    Rows ``n_params + 3 + a`` of ``jac`` receive ``weight_h * J[a]`` (then each sum of h is a
+    dot product of a weighted row and a gradient row); the blocks on the diagonal and the
+    last row of blocks compute a few sums outside the triangle, which are dropped.
+    """
+    wg, wh, first = n_params, n_params + 1, n_params + 3
+    padding = _tile_padding(n_params)
+    pairs = [(i, j) for i in range(TILE) for j in range(TILE)]
+    lines = [
+        f"    for a in range({n_params}):",
+        f"        _scaled_row(jac, {wh}, a, {first} + a)",
+        f"        g[a] = _dot2(jac, {wg}, a) if free[a] else 0.0",
+    ]
+    if padding:
+        # Read by the last row of blocks (for sums that are dropped); zeros keep garbage
+        # (denormals) out of the arithmetic.
+        lines += [f"    for a in range({first + n_params}, {first + n_params + padding}):",
+                  "        jac[a, :] = 0.0"]
+    lines += [
+        f"    for a0 in range(0, {n_params}, {TILE}):",
+        f"        for b0 in range(0, a0 + 1, {TILE}):",
+        "            " + ", ".join(f"s{i}_{j}" for i, j in pairs)
+        + f", = _tile(jac, {first} + a0, b0)",
+    ]
+    for i, j in pairs:
+        lines += [f"            if a0 + {i} < {n_params} and b0 + {j} <= a0 + {i}:",
+                  f"                h[a0 + {i}, b0 + {j}] = s{i}_{j} "
+                  f"if free[a0 + {i}] and free[b0 + {j}] else 0.0"]
+    return tuple(lines)
+
+
+def _tile_source():
+    """``_tile(m, a0, b0)``: the TILE x TILE dot products of rows a0.. with rows b0.. of m."""
+    pairs = [(i, j) for i in range(TILE) for j in range(TILE)]
+    names = [f"s{i}_{j}" for i, j in pairs]
+    return "\n".join([
+        "def _tile(m, a0, b0):",
+        *(f"    {name} = 0.0" for name in names),
+        "    for k in range(m.shape[1]):",
+        *(f"        u{i} = m[a0 + {i}, k]" for i in range(TILE)),
+        *(f"        v{j} = m[b0 + {j}, k]" for j in range(TILE)),
+        *(f"        s{i}_{j} += u{i} * v{j}" for i, j in pairs),
+        "    return (" + "".join(f"{name}, " for name in names) + ")",
+    ]) + "\n"
 
 
 def _all_sums_source(n_params):
@@ -527,10 +662,13 @@ def _dot3(m, weight_row, a, b):
 _REDUCE_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
-def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=None):
+def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=None,
+                        value=None, forward_step=None):
     import numba
 
-    source = _block_evaluate_source(n_params) if block else _evaluate_source(n_params)
+    forward = value is not None
+    source = (_block_evaluate_source(n_params, forward) if block
+              else _evaluate_source(n_params))
     tree = ast.parse(source)
     if np.dtype(dtype) != np.float64:
         tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
@@ -549,10 +687,20 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
             exec(compile(_all_sums_source(n_params), f"<autofit sums {n_params}>", "exec"),  # noqa: S102
                  namespace)
             namespace["_all_sums"] = reduce(namespace["_all_sums"])
+        else:
+            exec(compile(_tile_source(), "<autofit tile>", "exec"), namespace)  # noqa: S102
+            namespace["_tile"] = reduce(namespace["_tile"])
     exec(compile(tree, f"<autofit evaluate {n_params}>", "exec"), namespace)  # noqa: S102
     if block:
         # evaluate calls _mle_pass through the namespace, so it must be compiled there.
         namespace["_mle_pass"] = (inline or numba.njit)(namespace["_mle_pass"])
+    if forward:
+        # Not inlined: a call passes the perturbed parameters as scalars, which the
+        # compiler then knows the work array cannot alias (the loop over points vectorises).
+        namespace.update(value=value, forward_step=forward_step)
+        for name in ("_difference_row", "_forward_rows"):
+            namespace[name] = numba.njit(error_model="numpy", fastmath=FASTMATH)(
+                namespace[name])
     return namespace["evaluate"]
 
 
@@ -643,8 +791,17 @@ def cpu_fit_one(value, gradient, jac_method, n_params, dtype=np.float64):
 
 def work_rows(n_params):
     """Rows of the CPU pass's work array: the gradient, two weights and the squared residual
-    per point, and for large models the weighted gradient rows too."""
-    return n_params + 3 + (n_params if n_params > FUSED_SUMS_MAX_PARAMS else 0)
+    per point, for large models the weighted gradient rows too (and the rows that the
+    blocks of :func:`_tiled_sums` read past them), and the model values."""
+    return _value_row(n_params) + 1
+
+
+def _value_row(n_params):
+    """The row of the CPU pass's work array that holds the model values (forward
+    differences), after the rows described in :func:`work_rows`."""
+    if n_params <= FUSED_SUMS_MAX_PARAMS:
+        return n_params + 3
+    return 2 * n_params + 3 + _tile_padding(n_params)
 
 
 # The CPU kernel over all fits, as source: it is compiled either from a namespace (user
