@@ -104,7 +104,9 @@ class Model:
         if y.ndim == 0 or y.shape[-1] != x.shape[-1] or x.shape[-1] == 0:
             raise ValueError(f"y must be (..., n_points) with the {x.shape[-1]} points of x "
                              f"(at least one), got shape {y.shape}")
-        if self.n_variables == 1:
+        # Sorted x (the usual case) skips the argsort and the copies of x and y: at 1e7
+        # points they cost more than a pass of the fit, the check a fraction of one.
+        if self.n_variables == 1 and not np.all(x[:-1] <= x[1:]):
             order = np.argsort(x, kind="stable")
             x, y = x[order], y[..., order]
         return np.asarray(self._guess(x, y), dtype=np.float64)
@@ -248,14 +250,48 @@ def _from_shifted(amplitude, rate, x0):
     return amplitude * np.exp(np.clip(rate * x0, -700.0, 700.0))
 
 
+def _refine_decay(xs, ys, amplitude, rate, offset, n_steps=2):
+    """Gauss-Newton steps for ``amplitude exp(-rate (xs - xs[0])) + offset`` on the sample,
+    each kept only for the curves whose squared residual it lowers (and stays finite).
+
+    The grid's rate is only within a few percent; from the refined one, a fit of 1e6 points
+    needs one pass fewer (measured in ``experiments/large_fit``).
+    """
+    shifted = xs - xs[0]
+
+    def residual(a, r, c):
+        return ys - (a[..., None] * np.exp(-r[..., None] * shifted) + c[..., None])
+
+    with np.errstate(all="ignore"):
+        current = np.sum(residual(amplitude, rate, offset) ** 2, axis=-1)
+        for _ in range(n_steps):
+            decay = np.exp(-rate[..., None] * shifted)
+            jac = np.stack(np.broadcast_arrays(decay, -amplitude[..., None] * shifted * decay,
+                                               np.ones_like(decay)), axis=-1)
+            jtj = np.swapaxes(jac, -1, -2) @ jac
+            # A little damping keeps collinear columns (flat data) solvable.
+            jtj += (1e-9 * np.trace(jtj, axis1=-2, axis2=-1)[..., None, None] + 1e-300) * np.eye(3)
+            rhs = np.einsum("...ij,...i->...j", jac, residual(amplitude, rate, offset))
+            step = np.linalg.solve(jtj, rhs[..., None])[..., 0]
+            trial = amplitude + step[..., 0], rate + step[..., 1], offset + step[..., 2]
+            trial_ssr = np.sum(residual(*trial) ** 2, axis=-1)
+            better = np.isfinite(trial_ssr) & (trial_ssr < current) & np.all(
+                np.isfinite(step), axis=-1)
+            amplitude, rate, offset = (np.where(better, t, v) for t, v in
+                                       zip(trial, (amplitude, rate, offset)))
+            current = np.where(better, trial_ssr, current)
+    return amplitude, rate, offset
+
+
 def _guess_exponential_decay(x, y):
     span = _span(x)
     xs, ys = _subsample(x, y)
     rates = _RATES / span
     bases = np.stack([_exponential_basis(xs, rates), np.ones((rates.size, xs.size))], axis=-1)
     best, coefficients = _best_of(bases, ys)
-    rate = rates[best]
-    return _stack(_from_shifted(coefficients[..., 0], rate, x[0]), rate, coefficients[..., 1])
+    amplitude, rate, offset = _refine_decay(xs, ys, coefficients[..., 0], rates[best],
+                                            coefficients[..., 1])
+    return _stack(_from_shifted(amplitude, rate, x[0]), rate, offset)
 
 
 def _guess_double_exponential(x, y):

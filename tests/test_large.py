@@ -253,3 +253,58 @@ def test_singular_information_gives_a_pseudo_inverse():
     pcov, rank = covariance_from_information(jac.T @ jac)
     assert rank == 2
     np.testing.assert_allclose(pcov, np.linalg.pinv(jac.T @ jac), atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", [0, 1, 3, 7])
+def test_a_fit_started_at_its_minimum_stops_after_one_step(backend, seed):
+    # From the minimum the Gauss-Newton step predicts no measurable reduction of χ², so the
+    # fit ends without taking it; and a step taken there (accepted or rejected by rounding
+    # alone) must end it too, not raise λ step after step until the xtol test fires
+    # (these seeds took 4 or 5 passes that way).
+    x = np.linspace(0.0, 5.0, 20_000)
+    y = _data(decay, (2.5, 1.3, 0.5), x, seed=seed)
+    kwargs = {"fused": True, "backend": backend, "xtol": 0.0, "gtol": 0.0}
+    best = autofit.curve_fit(models.exponential_decay, x, y, p0=[2.0, 1.0, 0.3], **kwargs)[0]
+    popt, _, info, _, ier = autofit.curve_fit(models.exponential_decay, x, y, p0=best,
+                                              full_output=True, **kwargs)
+    assert info["nfev"] <= 2 and ier == 1, info
+    np.testing.assert_allclose(popt, best, rtol=1e-10)  # an accepted step moves them ~1e-12
+
+
+def _decay_kernel_parts(backend):
+    if backend == "numba":
+        from autofit.numba.points import POINT_FUNCTIONS
+
+        return POINT_FUNCTIONS["exponential_decay"]
+    from autofit.original import models as reference
+
+    return reference.model_exponential_decay, reference.jacobian_exponential_decay
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_points_of_weight_zero_are_ignored_where_the_model_is_infinite(backend):
+    from autofit import _dispatch
+
+    x = np.linspace(0.0, 5.0, 10_001)
+    y = _data(decay, (2.5, 1.3, 0.5), x)
+    weights = np.ones_like(x)
+    # exp(1.3 * 1000) overflows: these points would make every sum inf or nan.
+    ignored = np.arange(3, x.size, 7)
+    x_bad = x.copy()
+    x_bad[ignored] = -1000.0
+    weights[ignored] = 0.0
+    kept = weights != 0.0
+    model, jacobian = _decay_kernel_parts(backend)
+    lm_fused = _dispatch.load(backend).lm_fused
+    free = (np.full(3, -np.inf), np.full(3, np.inf))
+    p0 = np.array([2.0, 1.0, 0.3])
+    tolerances = (1e-12, 1e-12, 0.0, 1000)
+    with_zeros = lm_fused(model, jacobian, JAC_ANALYTIC, x_bad[None, :], y, weights, p0,
+                          *free, *tolerances)
+    without = lm_fused(model, jacobian, JAC_ANALYTIC, x[None, kept], y[kept],
+                       np.ones(kept.sum()), p0, *free, *tolerances)
+    assert with_zeros[2] in (1, 2, 3, 4)
+    # The same fit up to the order of the sums (the chunks hold other points).
+    np.testing.assert_allclose(with_zeros[0], without[0], rtol=1e-9)
+    np.testing.assert_allclose(with_zeros[1], without[1], rtol=1e-9)

@@ -48,7 +48,7 @@ from autofit._codes import (
 from autofit._declarations import implements
 from autofit.jax.batch import _cholesky, _damped_system, _substitute
 from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
-from autofit.original.large import chi2_rounding, evaluations_per_pass
+from autofit.original.large import UNSEEN_STEP, chi2_rounding, evaluations_per_pass
 
 # Points per chunk: on a CPU the chunk's temporaries stay in cache; on a GPU a chunk must
 # fill the device, and fewer chunks mean fewer kernel launches per pass.
@@ -155,9 +155,17 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
         counted = active & (jnp.diag(s.h) > 0.0)
         cosines = jnp.abs(s.g) / jnp.sqrt(jnp.where(counted, jnp.diag(s.h), 1.0) * s.chi2)
         cosine = jnp.max(jnp.where(counted, cosines, 0.0), initial=0.0)
+        newton_system, newton_rhs = _damped_system(s.h, s.g, s.scale, 0.0, active)
+        newton_chol, newton_factored = _cholesky(newton_system)
+        newton = _substitute(newton_chol, newton_rhs)
+        flat = (newton_factored & (newton @ newton_rhs <= ftol * s.chi2)
+                & (jnp.sum(s.scale * newton * newton)
+                   <= UNSEEN_STEP ** 2 * jnp.sum(s.scale * s.params * s.params)))
         stop = jnp.where(s.chi2 == 0.0, CONVERGED_FTOL,
                          jnp.where(cosine <= gtol, CONVERGED_GTOL,
-                                   jnp.where(s.nfev >= max_nfev, MAX_NFEV, RUNNING)))
+                                   jnp.where(flat, CONVERGED_FTOL,
+                                             jnp.where(s.nfev >= max_nfev, MAX_NFEV,
+                                                       RUNNING))))
         system, rhs = _damped_system(s.h, s.g, s.scale, s.damping, active)
         chol, factored = _cholesky(system)
         step = _substitute(chol, rhs)
@@ -182,7 +190,7 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
                       jnp.where(small_step, CONVERGED_XTOL, RUNNING)))
         rejected_status = jnp.where(
             small_step, jnp.where(small_reduction, CONVERGED_FTOL_XTOL, CONVERGED_XTOL),
-            RUNNING)
+            jnp.where(small_reduction, CONVERGED_FTOL, RUNNING))
         damping = jnp.where(accept, jnp.maximum(s.damping * BATCH_DAMPING_DOWN,
                                                 BATCH_MIN_DAMPING),
                             s.damping * BATCH_DAMPING_UP)
@@ -193,8 +201,11 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
                            jnp.where(accept, accepted_status,
                                      jnp.where(reject, rejected_status, failed_status)))
         h = jnp.where(accept, trial_h, s.h)
+        # The reference takes the Gauss-Newton step that ended the fit without a pass.
+        newton_stop = (s.status == RUNNING) & (s.chi2 != 0.0) & ~(cosine <= gtol) & flat
+        newton_trial = jnp.minimum(jnp.maximum(s.params + newton, lower), upper)
         return _State(
-            params=jnp.where(accept, trial, s.params),
+            params=jnp.where(newton_stop, newton_trial, jnp.where(accept, trial, s.params)),
             chi2=jnp.where(accept, trial_chi2, s.chi2),
             g=jnp.where(accept, trial_g, s.g), h=h,
             scale=jnp.where(accept, jnp.maximum(s.scale, jnp.diag(h)), s.scale),
