@@ -107,8 +107,10 @@ def _scheduler(scheduler):
 
         # One single-threaded worker per core; each worker's numba runs one thread, so the
         # workers do not oversubscribe the cores.
+        # A cluster for one call: no dashboard (its port may be taken, and nobody watches).
         cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1,
-                               processes=True, env={"NUMBA_NUM_THREADS": "1"})
+                               processes=True, env={"NUMBA_NUM_THREADS": "1"},
+                               dashboard_address=None)
         return Client(cluster, set_as_default=False), cluster
     if "distributed" in sys.modules and isinstance(scheduler, sys.modules["distributed"].Client):
         return scheduler, None
