@@ -96,7 +96,9 @@ class ProgressBar:
         self._done += n_fits
         if self._bar is not None:
             self._bar.update(n_fits)
-        elif self._mode is None and time.perf_counter() - self._started >= AUTO_DELAY_S:
+        elif (self._mode is None and self._done < self._total
+              and time.perf_counter() - self._started >= AUTO_DELAY_S):
+            # A batch that has just finished needs no bar, however long it took.
             self._open()
 
     def close(self) -> None:

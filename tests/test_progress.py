@@ -43,6 +43,16 @@ def test_automatic_bar_appears_once_a_batch_runs_long(capsys, monkeypatch):
     assert "fit_batch slow_gaussian on numpy" in err and "32/32" in err
 
 
+def test_automatic_bar_stays_silent_for_a_batch_finished_in_one_long_chunk(capsys,
+                                                                            monkeypatch):
+    monkeypatch.setattr(_progress, "AUTO_DELAY_S", 0.05)
+    bar = _progress.ProgressBar(30, None, desc="demo")
+    time.sleep(0.1)
+    bar.update(30)           # the only update: the batch is already done
+    bar.close()
+    assert capsys.readouterr().err == ""
+
+
 def test_log_output_is_one_line_per_update_without_carriage_returns(capsys, monkeypatch):
     monkeypatch.setattr(_progress, "LOG_INTERVAL_S", 0.0)
     bar = _progress.ProgressBar(30, True, desc="demo")
