@@ -248,12 +248,20 @@ def _is_plain(value) -> bool:
 
 
 def _r_squared(y, best_fit) -> float:
-    y = np.asarray(y, dtype=np.float64)
-    keep = np.isfinite(y) & np.isfinite(best_fit)
-    total = float(np.sum((y[keep] - y[keep].mean()) ** 2)) if keep.any() else 0.0
+    y = np.asarray(y, dtype=np.float64).ravel()
+    best_fit = np.asarray(best_fit, dtype=np.float64).ravel()
+    # A finite sum proves every value finite: then no mask and no copies (1e8 points).
+    if not np.isfinite(np.sum(y) + np.sum(best_fit)):
+        keep = np.isfinite(y) & np.isfinite(best_fit)
+        y, best_fit = y[keep], best_fit[keep]
+    if y.size == 0:
+        return float("nan")
+    deviation = y - y.mean()
+    total = float(np.dot(deviation, deviation))
     if total == 0.0:
         return float("nan")
-    return 1.0 - float(np.sum((y[keep] - best_fit[keep]) ** 2)) / total
+    np.subtract(y, best_fit, out=deviation)
+    return 1.0 - float(np.dot(deviation, deviation)) / total
 
 
 def _param_names(model, n_params: int) -> tuple[str, ...]:

@@ -186,3 +186,15 @@ def test_batch_summary_counts_statuses_and_describes_converged_fits():
     assert "NONFINITE_DATA" in text and "(not converged)" in text
     for name in res.param_names:
         assert name in text
+
+
+def test_r_squared_ignores_non_finite_points():
+    from autofit._fit import _r_squared
+
+    rng = np.random.default_rng(3)
+    y, f = rng.normal(size=40), rng.normal(size=40)
+    keep = np.ones(40, bool)
+    y[5], f[9], keep[[5, 9]] = np.nan, np.inf, False
+    expected = 1 - np.sum((y[keep] - f[keep]) ** 2) / np.sum((y[keep] - y[keep].mean()) ** 2)
+    assert _r_squared(y, f) == pytest.approx(expected, rel=1e-12)
+    assert np.isnan(_r_squared(np.full(3, 2.0), np.zeros(3)))      # constant data
