@@ -137,6 +137,24 @@ def test_backends_agree_tightly(decay_data):
         np.testing.assert_allclose(pcov, results[0][1], rtol=1e-8)
 
 
+def test_jax_chunk_loop_and_last_partial_chunk_agree_with_the_reference(decay_data,
+                                                                        monkeypatch):
+    # At the default chunk size 200,000 points of a 3-parameter model are a single chunk:
+    # shrink the chunks so the loop over chunks and the masked last chunk both run.
+    pytest.importorskip("jax")
+    import autofit.jax.large as jax_large
+
+    monkeypatch.setattr(jax_large, "CPU_CHUNK_ENTRIES", 3000)
+    assert N % jax_large.chunk_size(N, 3, "cpu") != 0
+    x, y = decay_data
+    expected = autofit.curve_fit(models.exponential_decay, x, y, p0=[2.0, 1.0, 0.4],
+                                 backend="numpy")
+    popt, pcov = autofit.curve_fit(models.exponential_decay, x, y, p0=[2.0, 1.0, 0.4],
+                                   backend="jax")
+    np.testing.assert_allclose(popt, expected[0], rtol=1e-10)
+    np.testing.assert_allclose(pcov, expected[1], rtol=1e-8)
+
+
 def test_memory_stays_at_the_size_of_a_chunk():
     """The reference pass holds one chunk's Jacobian, never the (n_points, n_params) one."""
     from autofit import original
