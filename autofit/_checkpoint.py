@@ -65,6 +65,26 @@ def model_identity(model) -> dict:
     return {"function": f"{module}.{name}", "code": code_hash}
 
 
+def write_atomic(target: Path, write) -> None:
+    """Write ``target`` whole or not at all: ``write(file)`` fills a uniquely named temporary
+    file beside it (prefix ``.autofit-``, suffix ``.tmp``), which is then renamed into place.
+
+    A crash mid-write leaves ``target`` as it was and, at worst, a temporary file of ours;
+    no name the user might have chosen is ever written except ``target`` itself.
+    """
+    target = Path(target)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".autofit-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 class Checkpoint:
     """One checkpoint directory, opened for a run whose identity and chunks are known.
 
@@ -148,16 +168,7 @@ class Checkpoint:
             stray.unlink(missing_ok=True)
 
     def _write_atomic(self, name: str, write) -> None:
-        handle, temporary = tempfile.mkstemp(dir=self.path, prefix=".autofit-", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, self.path / name)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path / name, write)
 
     def finished(self) -> list[int]:
         """Indexes of the chunks whose files exist."""

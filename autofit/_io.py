@@ -9,13 +9,13 @@ or ``zarr.open_group`` and ``json.loads``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from autofit._checkpoint import write_atomic
 from autofit._status import Status
 
 FORMAT_VERSION = 1
@@ -90,11 +90,9 @@ def save_result(result, path, *, overwrite: bool = False) -> None:
 
 
 def _save_npz(path: Path, arrays: dict, metadata: dict) -> None:
-    # Written beside the target and renamed: an interrupted save leaves the old file intact.
-    partial = path.with_name(path.name + ".partial.npz")
-    with open(partial, "wb") as handle:
-        np.savez(handle, **arrays, **{_METADATA: np.array(json.dumps(metadata))})
-    os.replace(partial, path)
+    # An interrupted save leaves the old file (with overwrite=True) intact.
+    write_atomic(path, lambda handle: np.savez(
+        handle, **arrays, **{_METADATA: np.array(json.dumps(metadata))}))
 
 
 def _zarr():

@@ -166,3 +166,21 @@ def test_missing_zarr_gives_an_install_hint(batch, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "zarr", None)
     with pytest.raises(ImportError, match="pip install zarr"):
         batch.save(tmp_path / "batch.zarr")
+
+
+def test_interrupted_save_leaves_the_old_file_and_no_debris(batch, tmp_path, monkeypatch):
+    target = tmp_path / "res.npz"
+    batch.save(target)
+    before = target.read_bytes()
+    neighbour = tmp_path / "res.npz.partial.npz"        # a name a user might have chosen
+    neighbour.write_bytes(b"mine")
+
+    def broken_savez(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(KeyboardInterrupt):
+        batch.save(target, overwrite=True)
+    assert target.read_bytes() == before
+    assert neighbour.read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.npz", "res.npz.partial.npz"]
