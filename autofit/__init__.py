@@ -6,7 +6,7 @@ call (``backend=``), per block (``use_backend``), per process (``set_backend``),
 ``FFIT_BACKEND`` environment variable, or by a documented default.
 """
 
-from autofit import models
+from autofit import _dispatch, models
 from autofit._batch import BatchResult, fit_batch
 from autofit._codes import CONVERGED_CODES
 from autofit._curve_fit import ImproperInputError, OptimizeWarning, curve_fit
@@ -31,9 +31,35 @@ from autofit._status import Status
 __version__ = "0.1.0"
 
 
-def explain_backend(backend: str | None = None) -> str:
-    """Which backend a call would run on now, and which rule chose it."""
-    return choose(backend).reason
+def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> str:
+    """Which backend a call would run on now, and which rule chose it.
+
+    With ``model`` (a user's function, or a built-in model), for a ``curve_fit`` of that
+    model: on the default rule a user's model that numba has not compiled yet runs on
+    ``numpy`` while numba compiles it in the background (the quick start), and this says so.
+    """
+    choice = choose(backend)
+    if model is None or isinstance(model, models.Model):
+        return choice.reason
+    from autofit._validation import fixed_parameter_count
+
+    n_params = fixed_parameter_count(model)
+    if (n_params is None or choice.source != _dispatch.DEFAULT_RULE
+            or choice.requested not in _dispatch.QUICK_START_BACKENDS):
+        return choice.reason
+    state = _dispatch.quick_start_state(choice.requested, model, n_params, x_ndim)
+    if state == "done":
+        return (choice.reason + f"; this model was compiled for {choice.requested!r} in the "
+                "background (if it could not be, the fallback table runs it, with a warning)")
+    return (f"{choice.reason}; quick start: this model is "
+            + ("being compiled" if state == "compiling" else "not compiled yet")
+            + f" for {choice.requested!r}, and 'numpy' answers until it is ready")
+
+
+def wait_for_compilation(timeout: float | None = None) -> bool:
+    """Wait until the user models compiling in the background are ready (True when none is
+    left compiling); afterwards calls of those models run on the compiled backend."""
+    return _dispatch.wait_for_compilation(timeout)
 
 
 __all__ = [
@@ -61,4 +87,5 @@ __all__ = [
     "models",
     "set_backend",
     "use_backend",
+    "wait_for_compilation",
 ]

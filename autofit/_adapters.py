@@ -58,7 +58,7 @@ def _cached(f, key, build):
     return per_function[key]
 
 
-def _finite_difference_methods(jac):
+def finite_difference_methods(jac):
     """(iteration, polish, covariance) Jacobian methods for a string or None ``jac``."""
     if jac is None:
         return _codes.JAC_FORWARD, _codes.JAC_CENTRAL, _codes.JAC_CENTRAL
@@ -84,7 +84,7 @@ def prepare(backend: str, f, n_params: int, jac) -> Prepared:
     no_jacobian = _no_jacobian(backend)
     if backend == "jax" and jac is None:
         return Prepared(model, no_jacobian, _codes.JAC_AUTODIFF, None, _codes.JAC_AUTODIFF)
-    iterate, polish, covariance = _finite_difference_methods(jac)
+    iterate, polish, covariance = finite_difference_methods(jac)
     return Prepared(model, no_jacobian, iterate, polish, covariance)
 
 

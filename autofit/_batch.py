@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -566,6 +567,14 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
     experiments/dask_scaling).
     """
     model, jacobian, jac_method = _backend_model(backend, device, problem)
+    known_failure = None
+    if backend == "numba" and not isinstance(problem.model, Model):
+        try:
+            known_failure = _POINT_FAILURES.get(problem.model)
+        except TypeError:
+            known_failure = None
+    if known_failure is not None and device == "cpu":
+        engine = _numba_array_engine(backend, device, problem, known_failure)
     if backend == "numba" and device == "cuda":
         from autofit.numba import gpu
 
@@ -577,6 +586,8 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
         solve = gpu.lm_batch_cuda
     else:
         solve = _dispatch.load(backend).lm_batch
+    if known_failure is not None and device == "cpu" and engine is not None:
+        solve, model, jacobian, jac_method = engine
     n, p = problem.n_fits, problem.n_params
     dtype = problem.dtype
     params = np.empty((n, p), dtype=dtype)
@@ -605,8 +616,19 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
             stop = min(start + size, n)
             if index not in finished:
                 began = time.perf_counter()
-                out = _call(backend, solve, model, jacobian, jac_method,
-                            *problem.rows(start, stop), problem)
+                try:
+                    out = _call(backend, solve, model, jacobian, jac_method,
+                                *problem.rows(start, stop), problem)
+                except BackendCannotRun as exc:
+                    # numba's point-by-point engine cannot run this model: its engine for
+                    # models compiled for arrays can (else BackendCannotRun again).
+                    engine = _numba_array_engine(backend, device, problem, exc)
+                    if engine is None:
+                        raise
+                    _remember_point_failure(problem.model, exc)
+                    solve, model, jacobian, jac_method = engine
+                    out = _call(backend, solve, model, jacobian, jac_method,
+                                *problem.rows(start, stop), problem)
                 out = [np.asarray(value) for value in out]
                 if not keep_covariance:
                     out[4] = np.diagonal(out[4], axis1=1, axis2=2)
@@ -658,6 +680,35 @@ def _call(backend, solve, model, jacobian, jac_method, x, y, w, p0, lower, upper
                                    "(it must work on one scalar point at a time): "
                                    + str(exc).strip().splitlines()[0]) from exc
     return solve(*args)
+
+
+# User functions numba cannot compile one point at a time -> why (for the array engine).
+_POINT_FAILURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _remember_point_failure(f, exc):
+    try:
+        _POINT_FAILURES[f] = exc
+    except TypeError:  # not weakly referenceable: it is tried again next time
+        pass
+
+
+def _numba_array_engine(backend, device, problem, point_error):
+    """(solve, model, jacobian, jac_method) of numba's engine for array models, for a user
+    function that cannot run one point at a time; None where it does not apply."""
+    if (backend != "numba" or device != "cpu" or isinstance(problem.model, Model)
+            or problem.dtype != np.float64):
+        return None
+    from autofit.numba import host
+    from autofit.numba.array_batch import lm_batch_arrays
+
+    n_variables = problem.x.shape[1]
+    try:
+        model, jacobian = host.prepare(problem.model, None, problem.n_params,
+                                       1 if n_variables == 1 else 2)
+    except BackendCannotRun as exc:
+        raise BackendCannotRun(f"{point_error}; nor for whole arrays: {exc}") from exc
+    return lm_batch_arrays, model, jacobian, _codes.JAC_FORWARD
 
 
 def _backend_model(backend, device, problem):

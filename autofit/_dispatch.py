@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -52,6 +53,7 @@ KERNEL_FALLBACK: dict[str, tuple[str, ...]] = {
     if set(spec.native) != {"original", "numba", "jax"}
 }
 
+DEFAULT_RULE = "the default rule (jax on GPU, else numba, else numpy)"
 _context_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "autofit_backend", default=None)
 _context_strict: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
@@ -85,6 +87,8 @@ class BackendChoice:
     source: str
     backend: str
     fallbacks: list[tuple[str, str]] = field(default_factory=list)
+    # Work to start once the call has its answer (the quick start's background compilation).
+    after_call: object = field(default=None, repr=False, compare=False)
 
     @property
     def reason(self) -> str:
@@ -113,14 +117,19 @@ def is_installed(name: str) -> bool:
     return dependency is None or importlib.util.find_spec(dependency) is not None
 
 
-def load(name: str) -> ModuleType:
-    """The kernel module of a backend; ImportError naming the extra when it is missing."""
-    name = normalize(name)
-    module_name, dependency, extra = _TABLE[name]
+def _check_installed(name: str) -> None:
+    """ImportError naming the extra to install when the backend's package is missing."""
+    _, dependency, extra = _TABLE[name]
     if not is_installed(name):
         raise ImportError(f"the {name!r} backend needs the {dependency!r} package, which is "
                           f"not installed; install it with: pip install 'autofit-lm[{extra}]'")
-    return importlib.import_module(module_name)
+
+
+def load(name: str) -> ModuleType:
+    """The kernel module of a backend; ImportError naming the extra when it is missing."""
+    name = normalize(name)
+    _check_installed(name)
+    return importlib.import_module(_TABLE[name][0])
 
 
 def installed_version(name: str) -> str | None:
@@ -169,7 +178,19 @@ def default_backend() -> str:
     return _default_cache["default"]
 
 
+def _jax_gpu_plugin_installed() -> bool:
+    """Whether a jax GPU plugin (CUDA or ROCm) is installed, without importing jax."""
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name.startswith(("jax-cuda", "jax-rocm", "jaxlib-cuda")) or name == "jax-plugins":
+            return True
+    return False
+
+
 def _jax_sees_gpu() -> bool:
+    # Importing jax takes seconds: only a machine with a GPU plugin can have a jax GPU.
+    if not _jax_gpu_plugin_installed():
+        return False
     try:
         import jax
 
@@ -189,9 +210,97 @@ def choose(backend: str | None = None) -> BackendChoice:
     elif os.environ.get("FFIT_BACKEND", "").strip():
         name, source = normalize(os.environ["FFIT_BACKEND"]), "the FFIT_BACKEND variable"
     else:
-        name, source = default_backend(), "the default rule (jax on GPU, else numba, else numpy)"
-    load(name)
+        name, source = default_backend(), DEFAULT_RULE
+    _check_installed(name)  # the backend itself is imported when it runs
     return BackendChoice(requested=name, source=source, backend=name)
+
+
+def _host(name: str) -> ModuleType | None:
+    """The backend's ``host`` module (what it needs from a user's model), if it has one."""
+    module_name = _TABLE[name][0] + ".host"
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    return importlib.import_module(module_name)
+
+
+# Background compilations of users' models for the quick start, by backend name and key:
+# a threading.Event while compiling; set when done (then the backend's host says whether it
+# compiled). Kept here, so that deciding costs no import of the compiling backend.
+_warm_ups: dict[tuple, threading.Event] = {}
+_warm_ups_lock = threading.Lock()
+# The backends whose host module offers warm_up (the compiling ones).
+QUICK_START_BACKENDS = ("numba",)
+
+
+def _warm_up_key(name, f, n_params, x_ndim, weights_ndim):
+    return (name, id(f), n_params, x_ndim, weights_ndim)
+
+
+def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
+                 weights_ndim: int = 1) -> BackendChoice:
+    """The default rule's quick start for a user's model, for one call.
+
+    When the default rule chose a compiling backend (numba) and that backend has not yet
+    compiled ``f``, compiling it would make this call wait for seconds where the NumPy
+    engine answers in milliseconds: the backend starts compiling ``f`` on a background
+    thread and this call runs on ``numpy``, which the returned choice says. Once compiled,
+    later calls run on the chosen backend. An explicit choice (``backend=``,
+    :func:`use_backend`, :func:`set_backend`, ``FFIT_BACKEND``) is returned unchanged.
+    """
+    if choice.source != DEFAULT_RULE or choice.requested not in QUICK_START_BACKENDS:
+        return choice
+    key = _warm_up_key(choice.requested, f, n_params, x_ndim, weights_ndim)
+    with _warm_ups_lock:
+        event = _warm_ups.get(key)
+        start = event is None
+        if start:
+            event = _warm_ups[key] = threading.Event()
+    if event.is_set():
+        return choice  # compiled (or known not to compile: the fallback says why)
+    quick = BackendChoice(
+        requested="numpy", backend="numpy",
+        source=(f"{DEFAULT_RULE}: {choice.requested!r} is compiling this model on a "
+                "background thread and runs it from a later call once compiled (quick "
+                f"start); 'numpy' answers meanwhile (backend={choice.requested!r} waits "
+                "for the compilation instead)"))
+    if start:
+        # Started by the caller once this call has its answer: importing and compiling on
+        # another thread would compete with it for the interpreter.
+        quick.after_call = functools.partial(_start_warm_up, choice.requested, f, n_params,
+                                             x_ndim, weights_ndim, event)
+    return quick
+
+
+def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event):
+    def work():
+        try:
+            _host(name).compile_model(f, n_params, x_ndim, weights_ndim)
+        except BaseException:  # noqa: B036 - the call on that backend reports it again
+            pass
+        finally:
+            event.set()
+
+    threading.Thread(target=work, name=f"autofit-{name}-compile", daemon=True).start()
+
+
+def quick_start_state(name: str, f, n_params: int, x_ndim: int = 1,
+                      weights_ndim: int = 1) -> str | None:
+    """None (never asked), 'compiling' or 'done' for a user's model on backend ``name``."""
+    event = _warm_ups.get(_warm_up_key(name, f, n_params, x_ndim, weights_ndim))
+    if event is None:
+        return None
+    return "done" if event.is_set() else "compiling"
+
+
+def wait_for_compilation(timeout: float | None = None) -> bool:
+    """Wait for the user models being compiled in the background (see :func:`quick_choice`).
+
+    Returns True when none is left compiling.
+    """
+    for event in list(_warm_ups.values()):
+        if not event.wait(timeout):
+            return False
+    return True
 
 
 def get_backend() -> str:

@@ -197,6 +197,10 @@ def _lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
     ftol, xtol, gtol = _as_float(ftol), _as_float(xtol), _as_float(gtol)
     max_nfev = jnp.asarray(max_nfev, dtype=int)
     weigh = _Weighting.of(weights)
+    # Points of nonzero weight (the bucket's padding has weight 0), for χ²'s rounding.
+    counted = weights != 0.0 if weights.ndim == 1 else jnp.any(weights != 0.0, axis=1)
+    ftol_floor = EPS * jnp.sqrt(jnp.maximum(jnp.sum(counted), 1).astype(weights.dtype))
+    ftol_used = jnp.maximum(ftol, ftol_floor)
 
     def integer(value):
         return jnp.asarray(value, dtype=int)
@@ -304,7 +308,7 @@ def _lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
         # Accepted: MINPACK's convergence tests (or NONFINITE, as the original's return).
         actual_reduction = (s.chi2 - chi2_trial) / s.chi2
         predicted_reduction = predicted / s.chi2
-        f_converged = ((actual_reduction <= ftol) & (predicted_reduction <= ftol)
+        f_converged = ((actual_reduction <= ftol_used) & (predicted_reduction <= ftol_used)
                        & (ratio <= 2.0))
         x_converged = step_norm <= xtol * (params_norm + xtol)
         accepted_status = jnp.where(
@@ -317,8 +321,14 @@ def _lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
         # Rejected: raise the damping. No reduction even for a step at the rounding level of
         # the parameters means this point cannot be improved in float64.
         rejected_damping = s.damping * s.growth
+        # As MINPACK, ftol is tested on a rejected step too.
+        small_reduction = (ok & jnp.isfinite(chi2_trial)
+                           & (jnp.abs(s.chi2 - chi2_trial) <= ftol_used * s.chi2)
+                           & (predicted <= ftol_used * s.chi2))
         stuck = (ok & (step_norm <= EPS * params_norm)) | (rejected_damping > MAX_DAMPING)
-        rejected_status = jnp.where(stuck, MACHINE_PRECISION, RUNNING)
+        rejected_status = jnp.where(
+            small_reduction, jnp.where(ftol >= ftol_floor, CONVERGED_FTOL, MACHINE_PRECISION),
+            jnp.where(stuck, MACHINE_PRECISION, RUNNING))
 
         return _State(
             params=jnp.where(accept, trial, s.params),

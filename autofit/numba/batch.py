@@ -995,6 +995,8 @@ def user_point_function(f, n_params, n_variables, device="cpu", dtype=np.float64
     parameters unpacked: numba cannot call ``f(x, *p)`` with an array ``p``. Built once per
     function, size and device.
     """
+    from autofit.numba import scalar_numpy  # noqa: F401 - np.full_like(x, c) on a point
+
     key = (f, n_params, n_variables, device, np.dtype(dtype))
     if key not in _USER_POINTS:
         if device == "cuda":

@@ -268,6 +268,23 @@ def _jt_dot(jac_w, v):
     return product
 
 
+@njit(cache=True, error_model="numpy")
+def chi2_rounding(weights):
+    """Typical relative rounding error of χ² summed over the points of nonzero weight."""
+    n_points = 0
+    if weights.ndim == 2:
+        for i in range(weights.shape[0]):
+            for j in range(weights.shape[1]):
+                if weights[i, j] != 0.0:
+                    n_points += 1
+                    break
+    else:
+        for i in range(weights.shape[0]):
+            if weights[i] != 0.0:
+                n_points += 1
+    return EPS * np.sqrt(max(n_points, 1))
+
+
 # Loops for the array expressions of the reference's lm_solve.
 @njit(cache=True, error_model="numpy")
 def _residuals(weights, f, ydata):
@@ -380,6 +397,8 @@ def _trial_point(params, step, lower, upper, scale, gradient, jtj):
 def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
              gtol, max_nfev):
     n_params = p0.shape[0]
+    ftol_floor = chi2_rounding(weights)
+    ftol_used = max(ftol, ftol_floor)
     params = p0.copy()
     f = model(x, params)
     nfev = 1
@@ -449,7 +468,7 @@ def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
             scale = _running_max(scale, column_norms)
             damping *= max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
             growth = 2.0
-            f_converged = (actual_reduction <= ftol and predicted_reduction <= ftol
+            f_converged = (actual_reduction <= ftol_used and predicted_reduction <= ftol_used
                            and ratio <= 2.0)
             x_converged = step_norm <= xtol * (params_norm + xtol)
             if f_converged and x_converged:
@@ -461,8 +480,14 @@ def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         else:
             damping *= growth
             growth *= 2.0
+            small_reduction = False
+            if ok and np.isfinite(chi2_trial):
+                small_reduction = (abs(chi2 - chi2_trial) <= ftol_used * chi2
+                                   and predicted <= ftol_used * chi2)
+            if small_reduction:
+                status = CONVERGED_FTOL if ftol >= ftol_floor else MACHINE_PRECISION
             # No reduction even for a step at the rounding level of the parameters: this
             # point cannot be improved in float64.
-            if (ok and step_norm <= EPS * params_norm) or damping > MAX_DAMPING:
+            elif (ok and step_norm <= EPS * params_norm) or damping > MAX_DAMPING:
                 status = MACHINE_PRECISION
     return params, chi2, status, nfev, n_iter

@@ -111,6 +111,19 @@ def _geodesic_step(model, x, ydata, weights, params, residuals, jac, jtj, scale,
     return velocity + 0.5 * acceleration, True
 
 
+def chi2_rounding(weights):
+    """Typical relative rounding error of χ² summed over the points of nonzero weight
+    (``eps * sqrt(n)``): a relative change of χ² below it cannot be told from rounding."""
+    if weights.ndim == 2:
+        n_points = 0
+        for i in range(weights.shape[0]):
+            if np.any(weights[i] != 0.0):
+                n_points += 1
+    else:
+        n_points = np.count_nonzero(weights)
+    return EPS * np.sqrt(max(n_points, 1))
+
+
 def _normal_equations(weights, jac, residuals):
     jac_w = _weigh(weights, jac)
     return jac_w.T @ jac_w, jac_w.T @ residuals
@@ -120,6 +133,10 @@ def _normal_equations(weights, jac, residuals):
 def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
              gtol, max_nfev):
     n_params = p0.shape[0]
+    # ftol is taken no lower than χ²'s rounding: below it the reduction is noise, and a fit
+    # would reject step after step until the damping overflowed.
+    ftol_floor = chi2_rounding(weights)
+    ftol_used = max(ftol, ftol_floor)
     params = p0.copy()
     f = model(x, params)
     nfev = 1
@@ -191,7 +208,7 @@ def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
             scale = np.maximum(scale, column_norms)
             damping *= max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
             growth = 2.0
-            f_converged = (actual_reduction <= ftol and predicted_reduction <= ftol
+            f_converged = (actual_reduction <= ftol_used and predicted_reduction <= ftol_used
                            and ratio <= 2.0)
             x_converged = step_norm <= xtol * (params_norm + xtol)
             if f_converged and x_converged:
@@ -203,8 +220,18 @@ def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         else:
             damping *= growth
             growth *= 2.0
+            # As MINPACK, ftol is tested on a rejected step too: when the step predicts no
+            # reduction beyond ftol and χ² did not measurably change, this is the minimum
+            # (without the test, each further rejection costs two evaluations until the
+            # damping overflows).
+            small_reduction = False
+            if ok and np.isfinite(chi2_trial):
+                small_reduction = (abs(chi2 - chi2_trial) <= ftol_used * chi2
+                                   and predicted <= ftol_used * chi2)
+            if small_reduction:
+                status = CONVERGED_FTOL if ftol >= ftol_floor else MACHINE_PRECISION
             # No reduction even for a step at the rounding level of the parameters: this
             # point cannot be improved in float64.
-            if (ok and step_norm <= EPS * params_norm) or damping > MAX_DAMPING:
+            elif (ok and step_norm <= EPS * params_norm) or damping > MAX_DAMPING:
                 status = MACHINE_PRECISION
     return params, chi2, status, nfev, n_iter

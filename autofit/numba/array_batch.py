@@ -1,0 +1,309 @@
+"""Batched LM for models that work on whole arrays of points (numba, CPU).
+
+numba's main batch engine (:mod:`autofit.numba.batch`) calls a model one scalar point at a
+time. Models written the way people write them for scipy often cannot run that way: they
+build their output with ``np.full_like(x, c)`` or ``np.zeros_like(x)``, index ``x``, or call
+array functions. This engine runs the reference algorithm of
+:mod:`autofit.original.batch` step for step on such a model compiled for arrays
+(:mod:`autofit.numba.host`'s first-class ``model(x, params)``), ``prange`` over the fits:
+the same statuses, tolerances and covariances as every other batch engine. Its driver is
+compiled once per layout of ``x`` and kept in numba's disk cache, so a new model costs only
+its own compilation.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numba import njit, prange, types
+
+from autofit._codes import (
+    BATCH_DAMPING_DOWN,
+    BATCH_DAMPING_UP,
+    BATCH_INITIAL_DAMPING,
+    BATCH_MIN_DAMPING,
+    CONVERGED_FTOL,
+    CONVERGED_FTOL_XTOL,
+    CONVERGED_GTOL,
+    CONVERGED_XTOL,
+    ESTIMATOR_MLE,
+    JAC_ANALYTIC,
+    MACHINE_PRECISION,
+    MAX_DAMPING,
+    MAX_ITERATIONS,
+    MLE_NEGATIVE_DATA,
+    MLE_NONPOSITIVE_MODEL,
+    NONFINITE,
+    NONFINITE_DATA,
+    RUNNING,
+    SINGULAR,
+    TOO_FEW_POINTS,
+)
+from autofit.numba.host import JACOBIAN_TYPES, MODEL_TYPES
+from autofit.numba.jacobians import jacobian_forward
+from autofit.numba.lm import _cholesky_solve
+
+_F8 = types.float64
+
+
+@njit(cache=True, error_model="numpy")
+def _is_converged(status):
+    return (status == CONVERGED_FTOL or status == CONVERGED_XTOL
+            or status == CONVERGED_FTOL_XTOL or status == CONVERGED_GTOL
+            or status == MACHINE_PRECISION)
+
+
+@njit(cache=True, error_model="numpy")
+def _sums(f, jac, y, w, free, estimator, fisher):
+    """χ², g and H over the points of non-zero weight (the reference's ``_evaluate``), or
+    with ``fisher`` the Poisson Fisher information in H. ``ok`` is False where the model is
+    not usable (non-finite, or ≤ 0 for MLE: then ``positive`` is False)."""
+    n_points, n_params = jac.shape
+    g = np.zeros(n_params)
+    h = np.zeros((n_params, n_params))
+    chi2 = 0.0
+    row = np.empty(n_params)
+    for i in range(n_points):
+        if w[i] == 0.0:
+            continue
+        if estimator == ESTIMATOR_MLE:
+            if not f[i] > 0.0:
+                return np.inf, g, h, False
+            chi2 += 2.0 * w[i] * (f[i] - y[i])
+            if y[i] > 0.0:
+                chi2 -= 2.0 * w[i] * y[i] * np.log(f[i] / y[i])
+            residual_weight = w[i] * (y[i] / f[i] - 1.0)
+            curvature = w[i] / f[i] if fisher else w[i] * y[i] / (f[i] * f[i])
+            for j in range(n_params):
+                row[j] = jac[i, j] if free[j] else 0.0
+                g[j] += row[j] * residual_weight
+            for j in range(n_params):
+                for k in range(j, n_params):
+                    h[j, k] += row[j] * row[k] * curvature
+        else:
+            r = w[i] * (y[i] - f[i])
+            chi2 += r * r
+            for j in range(n_params):
+                row[j] = w[i] * jac[i, j] if free[j] else 0.0
+                g[j] += row[j] * r
+            for j in range(n_params):
+                for k in range(j, n_params):
+                    h[j, k] += row[j] * row[k]
+    for j in range(n_params):
+        for k in range(j):
+            h[j, k] = h[k, j]
+    finite = np.isfinite(chi2)
+    for j in range(n_params):
+        finite = finite and np.isfinite(g[j])
+        for k in range(n_params):
+            finite = finite and np.isfinite(h[j, k])
+    return (chi2 if finite else np.inf), g, h, True
+
+
+@njit(cache=True, error_model="numpy")
+def _model_jacobian(model, jacobian, jac_method, x, p, lower, upper):
+    f = model(x, p)
+    if jac_method == JAC_ANALYTIC:
+        return f, jacobian(x, p)
+    return f, jacobian_forward(model, x, p, f, lower, upper)
+
+
+@njit(cache=True, error_model="numpy")
+def _damped_system(h, g, scale, damping, active):
+    n_params = g.shape[0]
+    system = np.zeros((n_params, n_params))
+    rhs = np.zeros(n_params)
+    for j in range(n_params):
+        if active[j]:
+            rhs[j] = g[j]
+            for k in range(n_params):
+                if active[k]:
+                    system[j, k] = h[j, k]
+            system[j, j] = h[j, j] + damping * scale[j]
+        else:
+            system[j, j] = 1.0
+    return system, rhs
+
+
+@njit(cache=True, error_model="numpy")
+def _not_attempted(x, y, w, p0, free, estimator):
+    for value in x.ravel():
+        if not np.isfinite(value):
+            return NONFINITE_DATA
+    used = 0
+    for i in range(y.shape[0]):
+        if not (np.isfinite(y[i]) and np.isfinite(w[i])):
+            return NONFINITE_DATA
+        if w[i] != 0.0:
+            used += 1
+            if estimator == ESTIMATOR_MLE and y[i] < 0.0:
+                return MLE_NEGATIVE_DATA
+    n_free = 0
+    for j in range(p0.shape[0]):
+        if not np.isfinite(p0[j]):
+            return NONFINITE_DATA
+        if free[j]:
+            n_free += 1
+    if used < n_free:
+        return TOO_FEW_POINTS
+    return RUNNING
+
+
+@njit(cache=True, error_model="numpy")
+def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estimator, tol,
+             max_iter, params_out, covariance_out):
+    """The reference's ``_fit_one``; writes params and covariance, returns the rest."""
+    n_params = p0.shape[0]
+    covariance_out[:, :] = np.nan
+    status = _not_attempted(x, y, w, p0, free, estimator)
+    if status != RUNNING:
+        params_out[:] = p0
+        return np.nan, 0, status
+    p = np.empty(n_params)
+    for j in range(n_params):
+        p[j] = min(max(p0[j], lower[j]), upper[j])
+    f, jac = _model_jacobian(model, jacobian, jac_method, x, p, lower, upper)
+    chi2, g, h, positive = _sums(f, jac, y, w, free, estimator, False)
+    params_out[:] = p
+    if not np.isfinite(chi2):
+        return np.nan, 0, NONFINITE if positive else MLE_NONPOSITIVE_MODEL
+    any_gradient = False
+    for j in range(n_params):
+        if free[j] and g[j] != 0.0:
+            any_gradient = True
+    if not any_gradient:
+        status = CONVERGED_GTOL
+    scale = np.empty(n_params)
+    for j in range(n_params):
+        scale[j] = h[j, j]
+    damping = BATCH_INITIAL_DAMPING
+    n_iter = 0
+    active = np.empty(n_params, dtype=np.bool_)
+    trial = np.empty(n_params)
+    while status == RUNNING:
+        if n_iter >= max_iter:
+            status = MAX_ITERATIONS
+            break
+        n_iter += 1
+        for j in range(n_params):
+            active[j] = free[j] and not ((p[j] <= lower[j] and g[j] < 0.0)
+                                         or (p[j] >= upper[j] and g[j] > 0.0))
+        system, rhs = _damped_system(h, g, scale, damping, active)
+        step, ok = _cholesky_solve(system, rhs)
+        if not ok:
+            damping *= BATCH_DAMPING_UP
+            if damping > MAX_DAMPING:
+                status = SINGULAR
+            continue
+        moved_norm = 0.0
+        params_norm = 0.0
+        for j in range(n_params):
+            trial[j] = min(max(p[j] + step[j], lower[j]), upper[j])
+            moved = trial[j] - p[j]
+            moved_norm += scale[j] * moved * moved
+            params_norm += scale[j] * p[j] * p[j]
+        small_step = moved_norm <= tol * tol * params_norm
+        f, jac = _model_jacobian(model, jacobian, jac_method, x, trial, lower, upper)
+        trial_chi2, trial_g, trial_h, _ = _sums(f, jac, y, w, free, estimator, False)
+        predicted = 0.0
+        for j in range(n_params):
+            h_step = 0.0
+            for k in range(n_params):
+                h_step += h[j, k] * step[k]
+            predicted += step[j] * h_step + 2.0 * damping * scale[j] * step[j] * step[j]
+        small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
+                           and predicted <= tol * trial_chi2)
+        if trial_chi2 <= chi2:
+            p = trial.copy()
+            chi2, g, h = trial_chi2, trial_g, trial_h
+            for j in range(n_params):
+                scale[j] = max(scale[j], h[j, j])
+            damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
+            if small_reduction and small_step:
+                status = CONVERGED_FTOL_XTOL
+            elif small_reduction or chi2 == 0.0:
+                status = CONVERGED_FTOL
+            elif small_step:
+                status = CONVERGED_XTOL
+        else:
+            if small_step:
+                status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
+            damping *= BATCH_DAMPING_UP
+            if status == RUNNING and damping > MAX_DAMPING:
+                status = MACHINE_PRECISION
+    params_out[:] = p
+    if estimator == ESTIMATOR_MLE:
+        f, jac = _model_jacobian(model, jacobian, jac_method, x, p, lower, upper)
+        _, _, h, _ = _sums(f, jac, y, w, free, estimator, True)
+    # The covariance: the inverse over the free parameters (identity rows for fixed ones).
+    system, _ = _damped_system(h, np.zeros(n_params), np.zeros(n_params), 0.0, free)
+    unit = np.zeros(n_params)
+    for j in range(n_params):
+        unit[:] = 0.0
+        unit[j] = 1.0
+        column, ok = _cholesky_solve(system, unit)
+        if not ok:
+            covariance_out[:, :] = np.nan
+            if _is_converged(status):
+                status = SINGULAR
+            return chi2, n_iter, status
+        for i in range(n_params):
+            covariance_out[i, j] = column[i] if free[i] and free[j] else 0.0
+    return chi2, n_iter, status
+
+
+def _batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
+           estimator, tol, max_iter):
+    n_fits, n_params = p0.shape
+    params = np.empty((n_fits, n_params))
+    chi2 = np.empty(n_fits)
+    n_iter = np.empty(n_fits, dtype=np.int64)
+    status = np.empty(n_fits, dtype=np.int64)
+    covariance = np.empty((n_fits, n_params, n_params))
+    for fit in prange(n_fits):
+        # x is (n_x, n_points) for one variable, (n_x, n_variables, n_points) for several:
+        # its row is what the model takes.
+        chi2[fit], n_iter[fit], status[fit] = _fit_one(
+            model, jacobian, jac_method, x[fit % x.shape[0]], ydata[fit],
+            weights[fit % weights.shape[0]], p0[fit], lower[fit % lower.shape[0]],
+            upper[fit % upper.shape[0]], free, estimator, tol, max_iter, params[fit],
+            covariance[fit])
+    return params, chi2, n_iter, status, covariance
+
+
+_lock = threading.Lock()
+_drivers: dict = {}
+
+
+def _driver(n_variables: int):
+    """The batch driver for models of ``n_variables`` variables, compiled once (disk cache)."""
+    with _lock:
+        if n_variables not in _drivers:
+            array2 = _F8[:, ::1]
+            x_type = array2 if n_variables == 1 else _F8[:, :, ::1]
+            signature = (MODEL_TYPES[1 if n_variables == 1 else 2],
+                         JACOBIAN_TYPES[1 if n_variables == 1 else 2], types.int64,
+                         x_type, array2, array2, array2, array2, array2,
+                         types.boolean[::1], types.int64, _F8, types.int64)
+            _drivers[n_variables] = njit(signature, cache=True, parallel=True,
+                                         error_model="numpy")(_batch)
+    return _drivers[n_variables]
+
+
+def lm_batch_arrays(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
+                    estimator, tol, max_iter):
+    """``lm_batch`` (see its declaration) for a model compiled for arrays by
+    :func:`autofit.numba.host.prepare`; x is ``(n_x, n_variables, n_points)``."""
+    n_variables = x.shape[1]
+    c = np.ascontiguousarray
+    if n_variables == 1:
+        x = x[:, 0, :]
+    return _driver(n_variables)(
+        model, jacobian, int(jac_method), c(x, dtype=np.float64), c(ydata, dtype=np.float64),
+        c(weights, dtype=np.float64), c(p0, dtype=np.float64), c(lower, dtype=np.float64),
+        c(upper, dtype=np.float64), c(free, dtype=np.bool_), int(estimator), float(tol),
+        int(max_iter))
+
+
+__all__ = ["lm_batch_arrays"]

@@ -1,0 +1,258 @@
+"""What the numba backend needs from a user's own model for one fit (``curve_fit``).
+
+A user writes ``f(x, a, b, c)`` in NumPy. numba compiles it (``numba.njit``) and a small
+generated wrapper ``model(x, params)`` with a fixed signature; the wrapper is passed to the
+single-fit driver :func:`solve` as a *first-class function* (``numba.types.FunctionType``).
+The driver is therefore compiled once for each layout of ``x`` and of the weights, not once
+per model, and it lives in numba's disk cache: a model the process has never seen costs only
+the compilation of that model (about 0.3-0.6 s), and a new process loads the driver.
+
+:func:`compile_model` is what the default rule's quick start
+(:func:`autofit._dispatch.quick_choice`) runs on a background thread, so that the NumPy
+engine answers the first calls of a new model while numba compiles it. ``backend="numba"``
+given explicitly compiles at once (:func:`prepare`).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+import numpy as np
+from numba import njit, types
+from numba.core.errors import NumbaError
+
+from autofit._codes import (
+    CONVERGED_CODES,
+    JAC_ANALYTIC,
+    JAC_CENTRAL,
+)
+from autofit._dispatch import BackendCannotRun
+from autofit.numba.jacobians import jacobian_central, jacobian_forward
+from autofit.numba.lm import lm_solve
+
+_F8 = types.float64
+_X_TYPES = {1: _F8[::1], 2: _F8[:, ::1]}
+# model(x, params) -> (n_points,), jacobian(x, params) -> (n_points, n_params)
+MODEL_TYPES = {ndim: types.FunctionType(_F8[::1](x_type, _F8[::1]))
+               for ndim, x_type in _X_TYPES.items()}
+JACOBIAN_TYPES = {ndim: types.FunctionType(_F8[:, ::1](x_type, _F8[::1]))
+                  for ndim, x_type in _X_TYPES.items()}
+_CONVERGED = np.array(CONVERGED_CODES, dtype=np.int64)
+
+
+@njit(cache=True, error_model="numpy")
+def _converged(status):
+    for code in _CONVERGED:
+        if status == code:
+            return True
+    return False
+
+
+@njit(cache=True, error_model="numpy")
+def _solve(model, jacobian, jac_method, polish_method, covariance_method, x, ydata, weights,
+           p0, lower, upper, ftol, xtol, gtol, max_nfev):
+    params, chi2, status, nfev, n_iter = lm_solve(
+        model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol, gtol,
+        max_nfev)
+    if polish_method >= 0 and _converged(status):
+        params, chi2, status, nfev_polish, n_polish = lm_solve(
+            model, jacobian, polish_method, x, ydata, weights, params, lower, upper, ftol,
+            xtol, gtol, max(max_nfev - nfev, 1))
+        nfev += nfev_polish
+        n_iter += n_polish
+    n_points = ydata.shape[0]
+    jac = np.zeros((n_points, p0.shape[0]))
+    if _converged(status):
+        if covariance_method == JAC_ANALYTIC:
+            jac = jacobian(x, params)
+        elif covariance_method == JAC_CENTRAL:
+            jac = jacobian_central(model, x, params, lower, upper)
+        else:
+            jac = jacobian_forward(model, x, params, model(x, params), lower, upper)
+    return params, chi2, status, nfev, n_iter, jac
+
+
+def _solve_signature(x_ndim: int, weights_ndim: int):
+    array = _F8[::1]
+    weights = _F8[::1] if weights_ndim == 1 else _F8[:, ::1]
+    return (MODEL_TYPES[x_ndim], JACOBIAN_TYPES[x_ndim], types.int64, types.int64,
+            types.int64, _X_TYPES[x_ndim], array, weights, array, array, array, _F8, _F8, _F8,
+            types.int64)
+
+
+_solve_lock = threading.Lock()
+_solvers: dict = {}  # (x_ndim, weights_ndim) -> the driver compiled for those layouts
+
+
+def _solver(x_ndim: int, weights_ndim: int):
+    """The driver for these layouts, compiled (or loaded from numba's disk cache) once.
+
+    A dispatcher with one explicit signature per layout: it never compiles again, so a
+    compiled model passed to it is converted to the first-class function type instead of
+    starting a compilation specialised on that model.
+    """
+    key = (x_ndim, weights_ndim)
+    with _solve_lock:
+        if key not in _solvers:
+            _solvers[key] = njit(_solve_signature(x_ndim, weights_ndim), cache=True,
+                                 error_model="numpy")(_solve.py_func)
+    return _solvers[key]
+
+
+def solve(model, jacobian, jac_method, polish_method, covariance_method, x, ydata, weights,
+          p0, lower, upper, ftol, xtol, gtol, max_nfev):
+    """One fit of a compiled model: ``lm_solve``, its polish pass and the covariance Jacobian.
+
+    Parameters
+    ----------
+    model, jacobian : compiled functions from :func:`prepare`
+    jac_method, polish_method, covariance_method : int
+        ``autofit._codes.JAC_*``; ``polish_method`` -1 for no polish pass.
+    x : (n_points,) or (k, n_points) float64, C-contiguous
+    ydata : (n_points,) float64
+    weights : (n_points,) or (n_points, n_points) float64
+    p0, lower, upper : (n_params,) float64
+
+    Returns
+    -------
+    params, chi2, status, nfev, n_iter, jac
+        ``jac`` (n_points, n_params) is the unweighted Jacobian at ``params`` for the
+        covariance (zeros when the fit did not converge).
+    """
+    polish = -1 if polish_method is None else polish_method
+    return _solver(x.ndim, weights.ndim)(
+        model, jacobian, jac_method, polish, covariance_method, x, ydata, weights, p0, lower,
+        upper, float(ftol), float(xtol), float(gtol), int(max_nfev))
+
+
+class CompiledFunction:
+    """A compiled ``model(x, params)`` (or Jacobian) as a first-class function value.
+
+    numba types it as its ``FunctionType`` and takes its machine address from
+    ``__wrapper_address__`` (numba's wrapper address protocol), looked up once here: a bare
+    dispatcher passed to the driver would be looked up on every call, which costs more than
+    a whole small fit. Calling it from Python runs the dispatcher.
+    """
+
+    def __init__(self, dispatcher, function_type):
+        from numba.experimental.function_type import _get_wrapper_address
+
+        self.dispatcher = dispatcher
+        self._numba_type_ = function_type
+        self._address = _get_wrapper_address(dispatcher, function_type.signature)
+
+    def __wrapper_address__(self):
+        return self._address
+
+    def __call__(self, x, params):
+        return self.dispatcher(x, params)
+
+
+def _wrapper_source(n_params: int, returns: str) -> str:
+    arguments = ", ".join(f"params[{i}]" for i in range(n_params))
+    # The declared result is a C-contiguous float64 array: a function returning anything
+    # else does not compile, and numba cannot run it (the NumPy engine does).
+    return (f"def call_{returns}_{n_params}(x, params):\n"
+            f"    return np.asarray(user(x, {arguments}), dtype=np.float64)\n")
+
+
+def _compile_wrapper(f, n_params: int, x_ndim: int, returns: str):
+    import numba
+    from numba.core.registry import CPUDispatcher
+
+    try:
+        user = f if isinstance(f, CPUDispatcher) else numba.njit(error_model="numpy")(f)
+    except Exception as exc:  # numba refuses some callables outright (builtins, classes)
+        raise BackendCannotRun(f"numba cannot compile {_name(f)}: {exc}") from exc
+    namespace = {"np": np, "user": user}
+    exec(_wrapper_source(n_params, returns), namespace)  # noqa: S102 - from integers only
+    kind = MODEL_TYPES if returns == "model" else JACOBIAN_TYPES
+    signature = kind[x_ndim].signature
+    try:
+        return CompiledFunction(numba.njit(signature, error_model="numpy")(
+            namespace[f"call_{returns}_{n_params}"]), kind[x_ndim])
+    except NumbaError as exc:
+        raise BackendCannotRun("numba cannot compile the model: " + _first_line(exc)) from exc
+    except Exception as exc:  # e.g. a Python error numba raised while typing the user's code
+        raise BackendCannotRun(f"numba cannot compile the model: {_first_line(exc)}"
+                               ) from exc
+
+
+@njit(cache=True)
+def _no_jacobian(x, params):
+    return np.zeros((x.shape[-1], params.shape[0]))
+
+
+_NO_JACOBIAN: dict[int, object] = {}
+
+
+def _placeholder_jacobian(x_ndim: int):
+    if x_ndim not in _NO_JACOBIAN:
+        _NO_JACOBIAN[x_ndim] = CompiledFunction(
+            njit(JACOBIAN_TYPES[x_ndim].signature, cache=True)(_no_jacobian.py_func),
+            JACOBIAN_TYPES[x_ndim])
+    return _NO_JACOBIAN[x_ndim]
+
+
+# f -> {(n_params, x_ndim, kind): compiled wrapper or the exception that stopped it}
+_wrappers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_strong_wrappers: dict = {}  # for callables that cannot be weakly referenced
+_wrappers_lock = threading.Lock()
+
+
+def _table(f):
+    try:
+        return _wrappers.setdefault(f, {})
+    except TypeError:
+        return _strong_wrappers.setdefault(id(f), {"function": f})
+
+
+def _wrapper(f, n_params: int, x_ndim: int, returns: str):
+    """The compiled wrapper of ``f`` (compiled now if no warm-up has done it)."""
+    key = (n_params, x_ndim, returns)
+    with _wrappers_lock:  # one compilation of f, also when a warm-up is running
+        table = _table(f)
+        if key not in table:
+            try:
+                table[key] = _compile_wrapper(f, n_params, x_ndim, returns)
+            except BackendCannotRun as exc:
+                table[key] = exc
+        found = table[key]
+    if isinstance(found, BackendCannotRun):
+        raise BackendCannotRun(str(found))
+    return found
+
+
+def compile_model(f, n_params: int, x_ndim: int, weights_ndim: int = 1) -> None:
+    """Compile ``f`` and the driver for these layouts (BackendCannotRun if numba cannot);
+    run by the dispatcher's quick start on a background thread."""
+    _solver(x_ndim, weights_ndim)
+    _placeholder_jacobian(x_ndim)
+    _wrapper(f, n_params, x_ndim, "model")
+
+
+def has_failed(f, n_params: int, x_ndim: int) -> str | None:
+    """Why numba could not compile ``f``, if it tried and failed."""
+    found = _table(f).get((n_params, x_ndim, "model"))
+    return str(found) if isinstance(found, BackendCannotRun) else None
+
+
+def prepare(f, jac, n_params: int, x_ndim: int):
+    """(model, jacobian) compiled for :func:`solve`; BackendCannotRun if numba cannot."""
+    model = _wrapper(f, n_params, x_ndim, "model")
+    if callable(jac):
+        return model, _wrapper(jac, n_params, x_ndim, "jacobian")
+    return model, _placeholder_jacobian(x_ndim)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _name(f) -> str:
+    return getattr(f, "__qualname__", None) or repr(f)
+
+
+__all__ = ["compile_model", "has_failed", "prepare", "solve"]

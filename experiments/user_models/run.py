@@ -1,0 +1,186 @@
+"""Users' own NumPy models, measured as a user meets them (issue 9).
+
+Each single-fit case runs in a fresh process: the first ``autofit.curve_fit`` call on the
+default rule (import excluded), then, after ``autofit.wait_for_compilation()``, warm calls
+on the default rule, on ``backend="numpy"`` and against ``scipy.optimize.curve_fit`` in the
+same process (minimum of ``--repeats``). Also: a per-pixel batch of the 8-Lorentzian user
+model written with a Python loop over the peaks, and one huge fit of a user model.
+
+    python experiments/user_models/run.py [--sizes 100 1000 10000 100000] [--repeats 5]
+
+Writes ``results.json`` beside this file and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+SINGLE = r'''
+import json, sys, time, warnings
+t0 = time.perf_counter()
+import numpy as np, scipy.optimize as so
+import autofit
+t_import = time.perf_counter() - t0
+name, n, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def decay(x, a, b, c):
+    return a * np.exp(-b * x) + c
+
+def gaussian(x, a, mu, sigma, c):
+    return a * np.exp(-0.5 * ((x - mu) / sigma) ** 2) + c
+
+def damped_cosine(x, a, tau, omega, phi, c):
+    return a * np.exp(-x / tau) * np.cos(omega * x + phi) + c
+
+cases = {"decay": (decay, (2.5, 1.3, 0.5), (1.0, 1.0, 0.0), (0, 4)),
+         "gaussian": (gaussian, (3.0, 0.2, 0.8, 0.5), (2.5, 0.0, 1.0, 0.3), (-4, 4)),
+         "damped_cosine": (damped_cosine, (2.0, 3.0, 5.0, 0.3, 0.1),
+                           (1.8, 2.5, 4.9, 0.2, 0.0), (0, 10))}
+f, truth, p0, span = cases[name]
+x = np.linspace(*span, n)
+y = f(x, *truth) + 0.05 * np.random.default_rng(0).normal(size=n)
+t0 = time.perf_counter()
+first = autofit.curve_fit(f, x, y, p0=p0, full_output=True)
+t_first = time.perf_counter() - t0
+t0 = time.perf_counter()
+autofit.wait_for_compilation()
+t_compile = time.perf_counter() - t0
+
+def best(call):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter(); out = call(); times.append(time.perf_counter() - t)
+    return min(times), out
+
+warm, out = best(lambda: autofit.curve_fit(f, x, y, p0=p0, full_output=True))
+numpy_time, out_np = best(lambda: autofit.curve_fit(f, x, y, p0=p0, backend="numpy",
+                                                     full_output=True))
+scipy_time, out_sp = best(lambda: so.curve_fit(f, x, y, p0=p0, full_output=True))
+print(json.dumps({
+    "model": name, "n_points": n, "import_s": t_import, "first_s": t_first,
+    "first_backend": first[2]["backend"], "background_compile_wait_s": t_compile,
+    "warm_backend": out[2]["backend"], "warm_s": warm, "warm_nfev": out[2]["nfev"],
+    "numpy_s": numpy_time, "scipy_s": scipy_time, "scipy_nfev": int(out_sp[2]["nfev"]),
+    "chi2": out[2]["chi2"], "chi2_numpy": out_np[2]["chi2"],
+    "chi2_scipy": float(np.sum(out_sp[2]["fvec"] ** 2)),
+}))
+'''
+
+BATCH = r'''
+import json, sys, time, warnings
+import numpy as np, scipy.optimize as so
+import autofit
+
+def odmr(f, *p):
+    out = np.full_like(f, p[24])
+    for i in range(8):
+        a, c, w = p[3 * i], p[3 * i + 1], p[3 * i + 2]
+        out = out - a * w ** 2 / ((f - c) ** 2 + w ** 2)
+    return out
+
+n_fits = int(sys.argv[1])
+f = np.linspace(2.80, 2.95, 200)
+rng = np.random.default_rng(0)
+truth = np.array([v for i in range(8) for v in (0.02, 2.81 + 0.017 * i, 0.003)] + [1.0])
+params = truth * (1 + 0.02 * rng.normal(size=(n_fits, 25)))
+y = np.stack([odmr(f, *p) for p in params]) + 1e-3 * rng.normal(size=(n_fits, 200))
+p0 = np.broadcast_to(truth, (n_fits, 25)).copy()
+out = {"n_fits": n_fits}
+t = time.perf_counter()
+for k in range(n_fits):
+    try:
+        so.curve_fit(odmr, f, y[k], p0=p0[k])
+    except RuntimeError:
+        pass
+out["scipy_fits_per_s"] = n_fits / (time.perf_counter() - t)
+for backend in ("numba", "numpy"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        autofit.fit_batch(odmr, f, y[:2], p0=p0[:2], backend=backend)  # compile / warm up
+        t = time.perf_counter()
+        res = autofit.fit_batch(odmr, f, y, p0=p0, backend=backend)
+        elapsed = time.perf_counter() - t
+    out[backend] = {"fits_per_s": n_fits / elapsed, "ran_on": res.backend,
+                    "converged": float(np.mean(res.converged)),
+                    "fallback": [str(w.message)[:160] for w in caught
+                                 if issubclass(w.category, autofit.BackendFallbackWarning)][:1]}
+print(json.dumps(out))
+'''
+
+HUGE = r'''
+import json, sys, time
+import numpy as np, scipy.optimize as so
+import autofit
+
+def decay(x, a, b, c):
+    return a * np.exp(-b * x) + c
+
+n = int(sys.argv[1])
+x = np.linspace(0, 4, n)
+y = decay(x, 2.5, 1.3, 0.5) + 0.05 * np.random.default_rng(0).normal(size=n)
+out = {"n_points": n}
+for backend in ("numba", "numpy"):
+    autofit.curve_fit(decay, x, y, p0=[1, 1, 0], backend=backend)
+    t = time.perf_counter(); autofit.curve_fit(decay, x, y, p0=[1, 1, 0], backend=backend)
+    out[backend + "_s"] = time.perf_counter() - t
+t = time.perf_counter(); so.curve_fit(decay, x, y, p0=[1, 1, 0])
+out["scipy_s"] = time.perf_counter() - t
+print(json.dumps(out))
+'''
+
+
+def _run(source: str, *args) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FFIT_")}
+    done = subprocess.run([sys.executable, "-c", source, *map(str, args)], env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000, 100000])
+    parser.add_argument("--models", nargs="+", default=["decay", "gaussian", "damped_cosine"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-fits", type=int, default=200)
+    parser.add_argument("--huge", type=int, nargs="*", default=[1_000_000])
+    args = parser.parse_args()
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                          f"Python {platform.python_version()}",
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "single": [], "batch": None, "huge": []}
+    print("| model | points | first call (backend) | warm default (backend) | x scipy "
+          "| numpy engine x scipy | nfev (autofit / scipy) | chi2 / scipy's - 1 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model in args.models:
+        for n in args.sizes:
+            r = _run(SINGLE, model, n, args.repeats)
+            results["single"].append(r)
+            print(f"| {model} | {n} | {r['first_s'] * 1e3:.1f} ms ({r['first_backend']}) "
+                  f"| {r['warm_s'] * 1e3:.3f} ms ({r['warm_backend']}) "
+                  f"| {r['scipy_s'] / r['warm_s']:.2f}x | {r['scipy_s'] / r['numpy_s']:.2f}x "
+                  f"| {r['warm_nfev']} / {r['scipy_nfev']} "
+                  f"| {r['chi2'] / r['chi2_scipy'] - 1:.1e} |", flush=True)
+    if args.batch_fits:
+        results["batch"] = r = _run(BATCH, args.batch_fits)
+        print(f"\n8-Lorentzian user model, {args.batch_fits} fits: scipy loop "
+              f"{r['scipy_fits_per_s']:.1f} fits/s; numba {r['numba']['fits_per_s']:.1f} "
+              f"(ran on {r['numba']['ran_on']}); numpy {r['numpy']['fits_per_s']:.1f}")
+    for n in args.huge:
+        r = _run(HUGE, n)
+        results["huge"].append(r)
+        print(f"huge fit, {n} points, user decay model: numba {r['scipy_s'] / r['numba_s']:.1f}x"
+              f" scipy, numpy {r['scipy_s'] / r['numpy_s']:.1f}x (scipy {r['scipy_s']:.3f} s)")
+    (HERE / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

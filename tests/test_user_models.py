@@ -1,0 +1,161 @@
+"""Users' own NumPy models on a single fit: the quick start and the compiled numba driver.
+
+The default rule answers a new user model on the NumPy engine while numba compiles it in
+the background, then runs it compiled; ``backend="numba"`` compiles at once. Models written
+the ways people write them (``*params``, loops over peaks, ``np.full_like``, ``np.where``,
+``math`` calls, closures over constants) run on numba without falling back and agree with
+the NumPy reference.
+"""
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import autofit
+from tests.conftest import installed
+
+needs_numba = pytest.mark.skipif(not installed("numba"), reason="numba is not installed")
+
+
+def odmr(f, *p):
+    out = np.full_like(f, p[24])
+    for i in range(8):
+        depth, centre, width = p[3 * i], p[3 * i + 1], p[3 * i + 2]
+        out = out - depth * width ** 2 / ((f - centre) ** 2 + width ** 2)
+    return out
+
+
+def _closure(scale):
+    def decay(x, a, b):
+        return scale * a * np.exp(-b * x)
+
+    return decay
+
+
+def with_math(x, a, b, c):
+    return a * np.exp(-x / b) * math.cos(0.5) + c
+
+
+def ramp(x, a, b, c):
+    return np.where(x > b, a * (x - b), 0.0) + c
+
+
+def _odmr_problem():
+    f = np.linspace(2.80, 2.95, 200)
+    truth = []
+    for i in range(8):
+        truth += [0.02, 2.81 + 0.017 * i, 0.003]
+    truth = np.array(truth + [1.0])
+    y = odmr(f, *truth) + 1e-3 * np.random.default_rng(0).normal(size=f.size)
+    p0 = truth * (1 + 0.01 * np.random.default_rng(1).normal(size=truth.size))
+    p0[1:24:3] = truth[1:24:3] + 5e-4
+    return f, y, p0
+
+
+def _styles():
+    x = np.linspace(0, 4, 300)
+    f, y, p0 = _odmr_problem()
+    closed = _closure(2.0)
+    return [
+        pytest.param(odmr, f, y, p0, id="star-params-loop-full_like"),
+        pytest.param(closed, x, closed(x, 1.5, 0.7), [1.0, 1.0], id="closure"),
+        pytest.param(with_math, x, with_math(x, 1.5, 0.7, 0.2), [1.0, 1.0, 0.0], id="math"),
+        pytest.param(ramp, x, ramp(x, 1.5, 2.0, 0.2), [1.0, 1.9, 0.0], id="where"),
+    ]
+
+
+@needs_numba
+@pytest.mark.parametrize("model, x, y, p0", _styles())
+def test_user_model_styles_run_on_numba_without_fallback(model, x, y, p0):
+    reference = autofit.curve_fit(model, x, y, p0=p0, backend="numpy", full_output=True)
+    popt, _, info, _, _ = autofit.curve_fit(model, x, y, p0=p0, backend="numba",
+                                            strict=True, full_output=True)
+    assert info["backend"] == "numba"
+    # The same minimum: χ² equal to rounding (relative to the data's scale), parameters close.
+    scale = np.sum(np.asarray(y) ** 2)
+    assert abs(info["chi2"] - reference[2]["chi2"]) <= 1e-12 * scale
+    np.testing.assert_allclose(popt, reference[0], rtol=1e-5, atol=1e-9)
+
+
+@needs_numba
+def test_explicit_numba_compiles_at_once_and_reports_it():
+    def shifted(x, a, b):
+        return a * (x - b) ** 2
+
+    x = np.linspace(-1, 1, 50)
+    *_, info, _, _ = autofit.curve_fit(shifted, x, shifted(x, 2.0, 0.3), p0=[1, 0],
+                                       backend="numba", full_output=True)
+    assert info["backend"] == "numba"
+    assert "quick start" not in info["backend_reason"]
+
+
+@needs_numba
+def test_a_model_numba_cannot_compile_falls_back_with_the_reason():
+    def needs_python(x, a, b):
+        return a * np.array([float(str(v)) for v in x]) + b  # str() does not compile
+
+    x = np.linspace(0, 1, 20)
+    with pytest.warns(autofit.BackendFallbackWarning, match="numba cannot compile"):
+        popt, _ = autofit.curve_fit(needs_python, x, 3 * x + 1, p0=[1, 0], backend="numba")
+    np.testing.assert_allclose(popt, [3, 1], rtol=1e-10)
+
+
+_QUICK_START = textwrap.dedent("""
+    import json, time
+    import numpy as np
+    import autofit
+
+    def decay(x, a, b, c):
+        return a * np.exp(-b * x) + c
+
+    x = np.linspace(0, 4, 1000)
+    y = decay(x, 2.5, 1.3, 0.5) + 0.01 * np.random.default_rng(0).normal(size=x.size)
+    before = autofit.explain_backend(model=decay)
+    first = autofit.curve_fit(decay, x, y, p0=[1, 1, 0], full_output=True)
+    during = autofit.explain_backend(model=decay)
+    ready = autofit.wait_for_compilation(timeout=300)
+    second = autofit.curve_fit(decay, x, y, p0=[1, 1, 0], full_output=True)
+    print(json.dumps({
+        "before": before, "during": during, "ready": ready,
+        "after": autofit.explain_backend(model=decay),
+        "first": [first[2]["backend"], first[2]["backend_reason"], first[0].tolist(),
+                  first[2]["chi2"]],
+        "second": [second[2]["backend"], second[2]["backend_reason"], second[0].tolist(),
+                   second[2]["chi2"]],
+    }))
+""")
+
+
+@needs_numba
+def test_quick_start_numpy_answers_then_numba_runs_the_compiled_model(tmp_path):
+    script = tmp_path / "quick_start.py"
+    script.write_text(_QUICK_START)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("FFIT_")}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=600, check=True)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "quick start" in report["before"] and "not compiled yet" in report["before"]
+    backend, reason, params, chi2 = report["first"]
+    assert backend == "numpy" and "quick start" in reason and "'numba'" in reason
+    assert report["ready"] is True
+    assert "compiled for 'numba'" in report["after"]
+    backend2, reason2, params2, chi2_2 = report["second"]
+    assert backend2 == "numba" and "quick start" not in reason2
+    np.testing.assert_allclose(params2, params, rtol=1e-7)
+    assert abs(chi2_2 - chi2) <= 1e-12 * chi2
+
+
+def test_explicit_choices_are_never_second_guessed():
+    def line(x, a, b):
+        return a * x + b
+
+    x = np.linspace(0, 1, 30)
+    with autofit.use_backend("numpy"):
+        *_, info, _, _ = autofit.curve_fit(line, x, 2 * x + 1, full_output=True)
+    assert info["backend"] == "numpy" and "use_backend" in info["backend_reason"]
+    assert "quick start" not in info["backend_reason"]
