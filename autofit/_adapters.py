@@ -46,6 +46,8 @@ class Prepared:
     jac_method: int
     polish_method: int | None
     covariance_method: int
+    # How the backend runs the user's model when that is worth saying (jax's translation).
+    note: str | None = None
 
 
 def _cached(f, key, build):
@@ -145,17 +147,52 @@ def _jax_wrapper(f, n_params):
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def check_runs(backend: str, prepared: Prepared, x: np.ndarray, p0: np.ndarray) -> None:
-    """Compile or trace the model once; BackendCannotRun with the reason if it fails."""
+def check_runs(backend: str, prepared: Prepared, x: np.ndarray, p0: np.ndarray,
+               f=None, jac=None) -> Prepared:
+    """Compile or trace the model once; BackendCannotRun with the reason if it fails.
+
+    Returns what to run: ``prepared``, or on jax, for a NumPy-written user function ``f``
+    that cannot be traced, the model translated to jax.numpy (:mod:`autofit.jax.host`; its
+    ``note`` says so).
+    """
     key = (id(prepared.jacobian), prepared.jac_method, x.ndim)
     try:
         done = _checked.setdefault(prepared.model, set())
     except TypeError:  # not weakly referenceable: check every time
         done = set()
     if key in done:
-        return
-    _check_runs(backend, prepared, x, p0)
+        return prepared
+    try:
+        _check_runs(backend, prepared, x, p0)
+    except BackendCannotRun as exc:
+        if backend != "jax" or f is None or isinstance(f, Model):
+            raise
+        return _translated_for_jax(prepared, exc, x, p0, f, jac)
     done.add(key)
+    return prepared
+
+
+def _translated_for_jax(prepared, trace_error, x, p0, f, jac):
+    from autofit.jax import host
+
+    n_params = p0.shape[0]
+    try:
+        translated = _cached(f, ("jax", n_params, "translated"), lambda: host.translate(f))
+        host.check_translation(f, translated, x, p0)
+        model = _cached(f, ("jax", n_params, "translated model"),
+                        lambda: _jax_wrapper(translated, n_params))
+        jacobian = prepared.jacobian
+        if callable(jac):
+            translated_jac = _cached(jac, ("jax", n_params, "translated"),
+                                     lambda: host.translate(jac))
+            jacobian = _cached(jac, ("jax", n_params, "translated jacobian"),
+                               lambda: _jax_wrapper(translated_jac, n_params))
+        result = Prepared(model, jacobian, prepared.jac_method, prepared.polish_method,
+                          prepared.covariance_method, note=host.TRANSLATION_NOTE)
+        _check_runs("jax", result, x, p0)
+    except BackendCannotRun as exc:
+        raise BackendCannotRun(f"{trace_error}; {exc}") from exc
+    return result
 
 
 def _check_runs(backend, prepared, x, p0):

@@ -254,7 +254,7 @@ def _solve(problem, choice, device, strict, absolute_sigma, covariance, *, progr
             raise BackendCannotRun(f"device='cuda' is the numba backend's; {name} cannot "
                                    "use it (jax picks its own device)")
         return _run(name, device, problem, chunk_size=chunk_size, store=store,
-                    progress=progress, keep_covariance=covariance)
+                    progress=progress, keep_covariance=covariance, notes=choice.notes)
 
     outputs = _dispatch.run_with_fallback(choice, attempt, strict=strict)
     return problem.result(outputs, choice, device, absolute_sigma, covariance)
@@ -554,7 +554,7 @@ def _weights(sigma, leading, n_points, estimator):
 # ----------------------------------------------------------------------------- backends
 
 def _run(backend, device, problem, *, chunk_size=None, store=None, progress=False,
-         keep_covariance=True):
+         keep_covariance=True, notes=None):
     """All chunks on one backend; BackendCannotRun if it cannot run this model.
 
     Without ``keep_covariance`` only each covariance's diagonal is kept, ``(n_fits,
@@ -566,7 +566,9 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
     moves a few times a second (this costs nothing measurable on numba, see
     experiments/dask_scaling).
     """
-    model, jacobian, jac_method = _backend_model(backend, device, problem)
+    model, jacobian, jac_method, note = _backend_model(backend, device, problem)
+    if note is not None and notes is not None:
+        notes.append(note)
     known_failure = None
     if backend == "numba" and not isinstance(problem.model, Model):
         try:
@@ -722,16 +724,16 @@ def _backend_model(backend, device, problem):
         if isinstance(f, Model):
             value, gradient = points.POINT_FUNCTIONS[f.name]
             if problem.jac == "2-point":
-                return value, None, _codes.JAC_FORWARD
-            return value, gradient, _codes.JAC_ANALYTIC
+                return value, None, _codes.JAC_FORWARD, None
+            return value, gradient, _codes.JAC_ANALYTIC, None
         from autofit.numba.batch import user_point_function
 
         return (user_point_function(f, problem.n_params, problem.x.shape[1], device,
-                                    problem.dtype), None, _codes.JAC_FORWARD)
+                                    problem.dtype), None, _codes.JAC_FORWARD, None)
     from autofit import _adapters
 
     prepared = _adapters.prepare(backend, f, problem.n_params, problem.jac)
     if backend == "jax":
-        _adapters.check_runs("jax", prepared, _model_x(problem.x)[0],
-                             problem.p0[0].astype(np.float64))
-    return prepared.model, prepared.jacobian, prepared.jac_method
+        prepared = _adapters.check_runs("jax", prepared, _model_x(problem.x)[0],
+                                        problem.p0[0].astype(np.float64), f)
+    return prepared.model, prepared.jacobian, prepared.jac_method, prepared.note

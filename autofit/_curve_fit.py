@@ -209,7 +209,9 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
             return _run_numba_host(f, jac, x, y, full_weights, p0, lower, upper, options,
                                    max_nfev)
         prepared = _adapters.prepare(name, f, n_params, jac)
-        _adapters.check_runs(name, prepared, x[..., sample], p0)
+        prepared = _adapters.check_runs(name, prepared, x[..., sample], p0, f, jac)
+        if prepared.note is not None:
+            choice.notes.append(prepared.note)
         if use_fused:
             fit = _large.run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper,
                                    options, max_nfev, full_output)
@@ -410,6 +412,11 @@ def _run_numba_host(f, jac, x, y, weights, p0, lower, upper, options, max_nfev):
     params, chi2, status, nfev, n_iter, jac_at_params = host.solve(
         model, jacobian, *methods, x, y, weights, p0, lower, upper, options["ftol"],
         options["xtol"], options["gtol"], max_nfev)
+    if int(status) == _codes.NONFINITE:
+        # Maybe the model raised inside compiled code (the wrapper turns that into nan):
+        # the same fit on the NumPy engine raises the user's own exception, if there is one.
+        _run_backend("numpy", _adapters.prepare("numpy", f, p0.shape[0], jac), x, y, weights,
+                     p0, lower, upper, options, max_nfev)
     if int(status) in _codes.CONVERGED_CODES:
         jac_w = (weights @ jac_at_params if weights.ndim == 2
                  else weights[:, None] * jac_at_params)

@@ -87,6 +87,8 @@ class BackendChoice:
     source: str
     backend: str
     fallbacks: list[tuple[str, str]] = field(default_factory=list)
+    # How the backend that ran took the model, when worth saying (jax's NumPy translation).
+    notes: list[str] = field(default_factory=list)
     # Work to start once the call has its answer (the quick start's background compilation).
     after_call: object = field(default=None, repr=False, compare=False)
 
@@ -97,6 +99,8 @@ class BackendChoice:
             text += f"; {skipped!r} could not run it ({why})"
         if self.backend != self.requested:
             text += f"; ran on {self.backend!r}"
+        for note in self.notes:
+            text += f"; {note}"
         return text
 
 

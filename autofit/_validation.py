@@ -7,6 +7,7 @@ modified: arrays are converted to new float64 arrays where needed and never writ
 from __future__ import annotations
 
 import inspect
+import weakref
 
 import numpy as np
 
@@ -29,11 +30,32 @@ def as_float_array(value, name: str) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
 
 
+# f -> its parameter count or the ValueError reading its signature gave (signatures are
+# read once: inspect.signature costs more than a small compiled fit).
+_parameter_counts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def count_parameters(f) -> int:
     """Number of fit parameters of ``f(x, p1, p2, ...)`` from its signature."""
     n_params = getattr(f, "n_params", None)
     if n_params is not None:
         return n_params
+    try:
+        known = _parameter_counts.get(f)
+    except TypeError:  # not weakly referenceable
+        return _count_parameters(f)
+    if known is None:
+        try:
+            known = _count_parameters(f)
+        except ValueError as exc:
+            known = exc
+        _parameter_counts[f] = known
+    if isinstance(known, ValueError):
+        raise ValueError(str(known)) from known.__cause__
+    return known
+
+
+def _count_parameters(f) -> int:
     try:
         signature = inspect.signature(f)
     except (TypeError, ValueError) as exc:

@@ -18,6 +18,13 @@ def numpy_decay(x, a, b):
     return a * np.exp(-b * x)
 
 
+def numpy_inplace_decay(x, a, b):
+    # In-place assignment: jax cannot run it even translated to jax.numpy.
+    out = np.empty_like(x)
+    out[:] = a * np.exp(-b * x)
+    return out
+
+
 X = np.linspace(0, 3, 40)
 Y = numpy_decay(X, 2.0, 1.5)
 
@@ -74,12 +81,24 @@ def test_names_are_case_insensitive_and_aliased():
 
 
 @needs_jax
-def test_numpy_model_on_jax_falls_back_with_a_warning():
-    with pytest.warns(autofit.BackendFallbackWarning, match="jax cannot trace the model"):
+def test_numpy_model_on_jax_runs_translated_and_says_so():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", autofit.BackendFallbackWarning)
         popt, _, info, _, _ = autofit.curve_fit(numpy_decay, X, Y, p0=[1, 1], backend="jax",
                                                 full_output=True)
+    assert info["backend"] == "jax"
+    assert "translated to jax.numpy" in info["backend_reason"]
+    np.testing.assert_allclose(popt, [2.0, 1.5], rtol=1e-9)
+
+
+@needs_jax
+def test_numpy_model_jax_cannot_run_falls_back_with_a_warning():
+    with pytest.warns(autofit.BackendFallbackWarning, match="jax cannot trace the model"):
+        popt, _, info, _, _ = autofit.curve_fit(numpy_inplace_decay, X, Y, p0=[1, 1],
+                                                backend="jax", full_output=True)
     assert info["backend"] in ("numba", "numpy")
     assert "could not run it" in info["backend_reason"]
+    assert "immutable" in info["backend_reason"]  # why the translation could not run it
     np.testing.assert_allclose(popt, [2.0, 1.5], rtol=1e-9)
 
 
@@ -94,10 +113,10 @@ def test_strict_mode_turns_the_fallback_into_an_error(how, monkeypatch):
     if how == "context":
         with autofit.use_backend("jax", strict=True):
             with pytest.raises(autofit.BackendError, match="strict mode"):
-                autofit.curve_fit(numpy_decay, X, Y, p0=[1, 1])
+                autofit.curve_fit(numpy_inplace_decay, X, Y, p0=[1, 1])
         return
     with pytest.raises(autofit.BackendError, match="strict mode"):
-        autofit.curve_fit(numpy_decay, X, Y, p0=[1, 1], backend="jax", **kwargs)
+        autofit.curve_fit(numpy_inplace_decay, X, Y, p0=[1, 1], backend="jax", **kwargs)
 
 
 @needs_numba

@@ -159,3 +159,83 @@ def test_explicit_choices_are_never_second_guessed():
         *_, info, _, _ = autofit.curve_fit(line, x, 2 * x + 1, full_output=True)
     assert info["backend"] == "numpy" and "use_backend" in info["backend_reason"]
     assert "quick start" not in info["backend_reason"]
+
+
+# --------------------------------------------------------------------------------------
+# Batches of users' models: no fallback on the compiled engines
+# --------------------------------------------------------------------------------------
+
+def _odmr_batch(n_fits=6):
+    f, _, _ = _odmr_problem()
+    rng = np.random.default_rng(2)
+    truth = np.array([v for i in range(8) for v in (0.02, 2.81 + 0.017 * i, 0.003)] + [1.0])
+    params = truth * (1 + 0.1 * rng.normal(size=(n_fits, 25)))
+    params[:, 1:24:3] = truth[1:24:3] + 0.001 * rng.normal(size=(n_fits, 8))
+    params[:, 24] = 1.0
+    y = np.stack([odmr(f, *p) for p in params]) + 1e-3 * rng.normal(size=(n_fits, f.size))
+    return f, y, np.broadcast_to(truth, (n_fits, 25)).copy()
+
+
+@pytest.mark.parametrize("backend", [pytest.param("numba", marks=needs_numba),
+                                     pytest.param("jax", marks=pytest.mark.skipif(
+                                         not installed("jax"), reason="jax is not installed"))])
+def test_batch_of_a_loop_over_peaks_model_runs_without_fallback(backend):
+    f, y, p0 = _odmr_batch()
+    reference = autofit.fit_batch(odmr, f, y, p0=p0, backend="numpy")
+    res = autofit.fit_batch(odmr, f, y, p0=p0, backend=backend, strict=True)
+    assert res.backend == backend
+    if backend == "jax":
+        assert "translated to jax.numpy" in res.backend_reason
+    np.testing.assert_array_equal(res.status, reference.status)
+    assert np.all(res.converged)
+    np.testing.assert_allclose(res.chi2, reference.chi2, rtol=1e-6)
+    np.testing.assert_allclose(res.params, reference.params, rtol=1e-5, atol=1e-8)
+
+
+def shifted_start(x, a, b):
+    # Reads x[0]: numba cannot run it one point at a time, only on whole arrays.
+    return a * np.exp(-b * (x - x[0]))
+
+
+def raises_for_large_amplitude(x, a, b):
+    if a > 5.0:
+        raise ValueError("amplitude above 5")
+    return a * np.exp(-b * (x - x[0]))
+
+
+@needs_numba
+def test_numba_batch_of_an_array_only_model_uses_the_array_engine():
+    x = np.linspace(1.0, 4.0, 60)
+    rng = np.random.default_rng(3)
+    truth = np.column_stack([rng.uniform(1, 3, 8), rng.uniform(0.5, 1.5, 8)])
+    y = np.stack([shifted_start(x, *t) for t in truth]) + 1e-3 * rng.normal(size=(8, 60))
+    reference = autofit.fit_batch(shifted_start, x, y, p0=[2.0, 1.0], backend="numpy")
+    res = autofit.fit_batch(shifted_start, x, y, p0=[2.0, 1.0], backend="numba", strict=True)
+    assert res.backend == "numba"
+    np.testing.assert_array_equal(res.status, reference.status)
+    np.testing.assert_allclose(res.params, reference.params, rtol=1e-7)
+    np.testing.assert_allclose(res.covariance, reference.covariance, rtol=1e-5, atol=1e-14)
+
+
+@needs_numba
+def test_a_model_raising_in_one_fit_of_a_numba_batch_spoils_no_other():
+    x = np.linspace(1.0, 4.0, 60)
+    y = np.stack([shifted_start(x, 2.0, 1.0), shifted_start(x, 2.0, 1.0)])
+    p0 = np.array([[1.8, 1.1], [9.0, 1.0]])  # the second fit raises at its start
+    res = autofit.fit_batch(raises_for_large_amplitude, x, y, p0=p0, backend="numba",
+                            strict=True)
+    assert res.backend == "numba"
+    assert res.converged[0] and not res.converged[1]
+    assert res.status[1] == autofit.Status.NONFINITE
+    np.testing.assert_allclose(res.params[0], [2.0, 1.0], rtol=1e-8)
+
+
+@needs_numba
+def test_explain_backend_names_the_quick_start_for_a_new_model():
+    def fresh(x, a):
+        return a * x
+
+    text = autofit.explain_backend(model=fresh)
+    if autofit.get_backend() == "numba":  # the default rule on a CPU machine
+        assert "quick start" in text and "not compiled yet" in text
+    assert autofit.explain_backend("numpy", model=fresh) == autofit.explain_backend("numpy")

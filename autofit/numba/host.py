@@ -151,10 +151,17 @@ class CompiledFunction:
 
 def _wrapper_source(n_params: int, returns: str) -> str:
     arguments = ", ".join(f"params[{i}]" for i in range(n_params))
+    shape = "x.shape[-1]" if returns == "model" else f"(x.shape[-1], {n_params})"
     # The declared result is a C-contiguous float64 array: a function returning anything
-    # else does not compile, and numba cannot run it (the NumPy engine does).
+    # else does not compile, and numba cannot run it (the NumPy engine does). An exception
+    # cannot cross a first-class function call (it would crash the process): the wrapper
+    # returns nan instead, the fit ends NONFINITE, and the caller reruns it on NumPy, where
+    # the user's exception is raised as it is.
     return (f"def call_{returns}_{n_params}(x, params):\n"
-            f"    return np.asarray(user(x, {arguments}), dtype=np.float64)\n")
+            f"    try:\n"
+            f"        return np.asarray(user(x, {arguments}), dtype=np.float64)\n"
+            f"    except Exception:\n"
+            f"        return np.full({shape}, np.nan)\n")
 
 
 def _compile_wrapper(f, n_params: int, x_ndim: int, returns: str):
