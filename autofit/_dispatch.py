@@ -129,11 +129,17 @@ def _check_installed(name: str) -> None:
                           f"not installed; install it with: pip install 'autofit-lm[{extra}]'")
 
 
+_loaded: dict[str, ModuleType] = {}
+
+
 def load(name: str) -> ModuleType:
     """The kernel module of a backend; ImportError naming the extra when it is missing."""
-    name = normalize(name)
-    _check_installed(name)
-    return importlib.import_module(_TABLE[name][0])
+    module = _loaded.get(name)
+    if module is None:
+        name = normalize(name)
+        _check_installed(name)
+        module = _loaded[name] = importlib.import_module(_TABLE[name][0])
+    return module
 
 
 def installed_version(name: str) -> str | None:

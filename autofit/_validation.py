@@ -98,6 +98,10 @@ def check_p0(p0, f) -> np.ndarray:
 
 def check_bounds(bounds, n_params: int) -> tuple[np.ndarray, np.ndarray]:
     """(lower, upper) as float64 arrays of length n_params."""
+    if (type(bounds) is tuple and len(bounds) == 2 and type(bounds[0]) is float
+            and type(bounds[1]) is float and bounds[0] == -np.inf and bounds[1] == np.inf):
+        # The default, unbounded: no checks to make (a call of a small fit counts µs).
+        return np.full(n_params, -np.inf), np.full(n_params, np.inf)
     if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
         lower, upper = bounds.lb, bounds.ub
     else:
