@@ -590,6 +590,10 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
         solve = _dispatch.load(backend).lm_batch
     if known_failure is not None and device == "cpu" and engine is not None:
         solve, model, jacobian, jac_method = engine
+    if backend == "numpy":
+        engine = _numpy_broadcast_engine(problem)
+        if engine is not None:
+            solve, model, jacobian, jac_method = engine
     n, p = problem.n_fits, problem.n_params
     dtype = problem.dtype
     params = np.empty((n, p), dtype=dtype)
@@ -711,6 +715,29 @@ def _numba_array_engine(backend, device, problem, point_error):
     except BackendCannotRun as exc:
         raise BackendCannotRun(f"{point_error}; nor for whole arrays: {exc}") from exc
     return lm_batch_arrays, model, jacobian, _codes.JAC_FORWARD
+
+
+def _numpy_broadcast_engine(problem):
+    """(solve, model, jacobian, jac_method) of the NumPy engine that runs all fits in
+    lockstep, for a user's one-variable float64 model that broadcasts over fits; else None
+    (the reference, one fit after another)."""
+    f = problem.model
+    if (isinstance(f, Model) or problem.dtype != np.float64 or problem.x.shape[1] != 1
+            or problem.jac not in (None, "2-point")):
+        return None
+    from autofit.original.batch_broadcast import broadcasts, lm_batch_broadcast
+
+    sample = problem.p0[:3].astype(np.float64)
+    x = problem.x[:, 0, :]
+    if not broadcasts(f, x[0] if x.shape[0] == 1 else x[:sample.shape[0]], sample):
+        return None
+
+    def solve(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estimator, tol,
+              max_iter):
+        return lm_batch_broadcast(f, x[:, 0, :], y, w, p0, lower, upper, free, estimator,
+                                  tol, max_iter)
+
+    return solve, None, None, _codes.JAC_FORWARD
 
 
 def _backend_model(backend, device, problem):

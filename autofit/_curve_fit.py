@@ -194,10 +194,15 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
                  else y.shape[0] >= FUSED_MIN_POINTS and not sigma_is_matrix)
 
     choice = _dispatch.choose(backend)
-    if not use_fused and not isinstance(f, Model) and not callable(jac):
+    if not isinstance(f, Model) and not callable(jac):
         # A user's model on the default rule: the engine that answers this call fastest.
+        few = slice(0, min(y.shape[0], 64))
+        fused_sample = None if not use_fused else (
+            x[..., few], y[few], weights[few] if weights.shape[0] > 1 else weights, p0,
+            lower, upper)
         choice = _dispatch.quick_choice(choice, f, n_params, x.ndim,
-                                        1 if weights.ndim == 1 else 2)
+                                        1 if weights.ndim == 1 else 2,
+                                        fused_sample=fused_sample)
     # The fused path checks the model on a sample (a full evaluation in Python would cost
     # more than the fit); a non-finite value elsewhere ends the fit with NONFINITE.
     sample = slice(None) if not use_fused else slice(0, min(y.shape[0], _CHECK_SAMPLE))

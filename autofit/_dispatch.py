@@ -242,12 +242,12 @@ _warm_ups_lock = threading.Lock()
 QUICK_START_BACKENDS = ("numba",)
 
 
-def _warm_up_key(name, f, n_params, x_ndim, weights_ndim):
-    return (name, id(f), n_params, x_ndim, weights_ndim)
+def _warm_up_key(name, f, n_params, x_ndim, weights_ndim, fused=False):
+    return (name, id(f), n_params, x_ndim, weights_ndim, bool(fused))
 
 
 def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
-                 weights_ndim: int = 1) -> BackendChoice:
+                 weights_ndim: int = 1, *, fused_sample=None) -> BackendChoice:
     """The default rule's quick start for a user's model, for one call.
 
     When the default rule chose a compiling backend (numba) and that backend has not yet
@@ -256,10 +256,14 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     thread and this call runs on ``numpy``, which the returned choice says. Once compiled,
     later calls run on the chosen backend. An explicit choice (``backend=``,
     :func:`use_backend`, :func:`set_backend`, ``FFIT_BACKEND``) is returned unchanged.
+
+    ``fused_sample`` ``(x, y, weights, p0, lower, upper)``, a few points of the call's data,
+    is for a fit on the fused path (``lm_fused``), which the backend compiles separately.
     """
     if choice.source != DEFAULT_RULE or choice.requested not in QUICK_START_BACKENDS:
         return choice
-    key = _warm_up_key(choice.requested, f, n_params, x_ndim, weights_ndim)
+    fused = fused_sample is not None
+    key = _warm_up_key(choice.requested, f, n_params, x_ndim, weights_ndim, fused)
     with _warm_ups_lock:
         event = _warm_ups.get(key)
         start = event is None
@@ -277,14 +281,17 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
         # Started by the caller once this call has its answer: importing and compiling on
         # another thread would compete with it for the interpreter.
         quick.after_call = functools.partial(_start_warm_up, choice.requested, f, n_params,
-                                             x_ndim, weights_ndim, event)
+                                             x_ndim, weights_ndim, event, fused_sample)
     return quick
 
 
-def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event):
+def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=None):
     def work():
         try:
-            _host(name).compile_model(f, n_params, x_ndim, weights_ndim)
+            if fused_sample is None:
+                _host(name).compile_model(f, n_params, x_ndim, weights_ndim)
+            else:
+                _host(name).compile_fused(f, n_params, *fused_sample)
         except BaseException:  # noqa: B036 - the call on that backend reports it again
             pass
         finally:
@@ -294,9 +301,9 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event):
 
 
 def quick_start_state(name: str, f, n_params: int, x_ndim: int = 1,
-                      weights_ndim: int = 1) -> str | None:
+                      weights_ndim: int = 1, fused: bool = False) -> str | None:
     """None (never asked), 'compiling' or 'done' for a user's model on backend ``name``."""
-    event = _warm_ups.get(_warm_up_key(name, f, n_params, x_ndim, weights_ndim))
+    event = _warm_ups.get(_warm_up_key(name, f, n_params, x_ndim, weights_ndim, fused))
     if event is None:
         return None
     return "done" if event.is_set() else "compiling"

@@ -174,13 +174,27 @@ def test_user_model_agrees_with_reference(backend):
     assert_same_fits(res, ref, rtol=1e-6)
 
 
-def test_numpy_user_model_on_jax_falls_back_with_a_warning():
+def test_numpy_user_model_on_jax_runs_translated_and_says_so():
+    y, p0, _ = gaussian_batch((4,))
+    res = autofit.fit_batch(user_gaussian, X, y, p0=p0, backend="jax", strict=True)
+    assert res.backend == "jax" and "translated to jax.numpy" in res.backend_reason
+    ref = autofit.fit_batch(user_gaussian, X, y, p0=p0, backend="numpy")
+    assert_same_fits(res, ref, rtol=1e-6)
+
+
+def user_gaussian_in_place(x, a, mu, sigma, c):
+    out = np.empty_like(x)
+    out[:] = a * np.exp(-0.5 * ((x - mu) / sigma) ** 2) + c  # jax arrays are immutable
+    return out
+
+
+def test_numpy_user_model_jax_cannot_run_falls_back_with_a_warning():
     y, p0, _ = gaussian_batch((4,))
     with pytest.warns(autofit.BackendFallbackWarning, match="jax"):
-        res = autofit.fit_batch(user_gaussian, X, y, p0=p0, backend="jax")
+        res = autofit.fit_batch(user_gaussian_in_place, X, y, p0=p0, backend="jax")
     assert res.backend == "numba"
     with pytest.raises(autofit.BackendError, match="strict"):
-        autofit.fit_batch(user_gaussian, X, y, p0=p0, backend="jax", strict=True)
+        autofit.fit_batch(user_gaussian_in_place, X, y, p0=p0, backend="jax", strict=True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -19,7 +19,8 @@ def batch(n_fits, seed=0):
 
 def slow_gaussian(x, a, c, w, o):
     time.sleep(0.0005)       # long enough for the automatic bar's (shortened) delay
-    return a * np.exp(-0.5 * ((x - c) / w) ** 2) + o
+    # float(): one fit per call (the NumPy engine would otherwise run all fits in one call).
+    return float(a) * np.exp(-0.5 * ((x - c) / w) ** 2) + o
 
 
 def test_progress_true_writes_a_bar(capsys):

@@ -120,7 +120,13 @@ _QUICK_START = textwrap.dedent("""
     during = autofit.explain_backend(model=decay)
     ready = autofit.wait_for_compilation(timeout=300)
     second = autofit.curve_fit(decay, x, y, p0=[1, 1, 0], full_output=True)
+    # The fused (huge-fit) path has a quick start of its own.
+    fused_first = autofit.curve_fit(decay, x, y, p0=[1, 1, 0], fused=True, full_output=True)
+    autofit.wait_for_compilation(timeout=300)
+    fused_second = autofit.curve_fit(decay, x, y, p0=[1, 1, 0], fused=True, full_output=True)
     print(json.dumps({
+        "fused": [fused_first[2]["backend"], fused_second[2]["backend"],
+                  fused_first[0].tolist(), fused_second[0].tolist()],
         "before": before, "during": during, "ready": ready,
         "after": autofit.explain_backend(model=decay),
         "first": [first[2]["backend"], first[2]["backend_reason"], first[0].tolist(),
@@ -148,6 +154,9 @@ def test_quick_start_numpy_answers_then_numba_runs_the_compiled_model(tmp_path):
     assert backend2 == "numba" and "quick start" not in reason2
     np.testing.assert_allclose(params2, params, rtol=1e-7)
     assert abs(chi2_2 - chi2) <= 1e-12 * chi2
+    first_backend, second_backend, fused_params, fused_params2 = report["fused"]
+    assert (first_backend, second_backend) == ("numpy", "numba")
+    np.testing.assert_allclose(fused_params2, fused_params, rtol=1e-7)
 
 
 def test_explicit_choices_are_never_second_guessed():
@@ -179,9 +188,9 @@ def _odmr_batch(n_fits=6):
 @pytest.mark.parametrize("backend", [pytest.param("numba", marks=needs_numba),
                                      pytest.param("jax", marks=pytest.mark.skipif(
                                          not installed("jax"), reason="jax is not installed"))])
-def test_batch_of_a_loop_over_peaks_model_runs_without_fallback(backend):
+def test_batch_of_a_loop_over_peaks_model_runs_without_fallback(backend, monkeypatch):
     f, y, p0 = _odmr_batch()
-    reference = autofit.fit_batch(odmr, f, y, p0=p0, backend="numpy")
+    reference = _reference_batch(monkeypatch, odmr, f, y, p0=p0)
     res = autofit.fit_batch(odmr, f, y, p0=p0, backend=backend, strict=True)
     assert res.backend == backend
     if backend == "jax":
@@ -239,3 +248,86 @@ def test_explain_backend_names_the_quick_start_for_a_new_model():
     if autofit.get_backend() == "numba":  # the default rule on a CPU machine
         assert "quick start" in text and "not compiled yet" in text
     assert autofit.explain_backend("numpy", model=fresh) == autofit.explain_backend("numpy")
+
+
+# --------------------------------------------------------------------------------------
+# The NumPy engine: all fits in lockstep for models that broadcast
+# --------------------------------------------------------------------------------------
+
+def gaussian_offset(x, a, mu, s, c):
+    return a * np.exp(-0.5 * ((x - mu) / s) ** 2) + c
+
+
+def _reference_batch(monkeypatch, *args, **kwargs):
+    from autofit import _batch
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_batch, "_numpy_broadcast_engine", lambda problem: None)
+        return autofit.fit_batch(*args, backend="numpy", **kwargs)
+
+
+def _gaussian_batch(n_fits=40, counts=False):
+    x = np.linspace(-3, 3, 32)
+    rng = np.random.default_rng(4)
+    truth = np.column_stack([rng.uniform(1, 3, n_fits), rng.uniform(-1, 1, n_fits),
+                             rng.uniform(0.5, 1, n_fits), rng.uniform(0.1, 0.5, n_fits)])
+    clean = gaussian_offset(x, *[truth[:, j:j + 1] for j in range(4)])
+    y = (rng.poisson(50 * clean).astype(float) if counts
+         else clean + 0.05 * rng.normal(size=clean.shape))
+    p0 = truth * (1 + 0.1 * rng.normal(size=truth.shape))
+    if counts:
+        p0[:, [0, 3]] *= 50
+    y[3, 5] = np.nan            # not attempted: NONFINITE_DATA
+    return x, y, p0
+
+
+@pytest.mark.parametrize("variant", ["lse", "bounded-fixed", "mle", "per-fit-x-sigma"])
+def test_numpy_broadcast_engine_follows_the_reference(variant, monkeypatch):
+    from autofit import _batch
+
+    x, y, p0 = _gaussian_batch(counts=variant == "mle")
+    kwargs = {"p0": p0}
+    if variant == "bounded-fixed":
+        kwargs.update(bounds=([0, -2, 0.1, 0], [2.2, 2, 2, 1]),
+                      fixed=[False, False, True, False])
+        kwargs["p0"] = np.clip(p0, [0, -2, 0.1, 0], [2.2, 2, 2, 1])
+    if variant == "mle":
+        kwargs["estimator"] = "mle"
+    if variant == "per-fit-x-sigma":
+        x = np.broadcast_to(x, y.shape) + 0.01 * np.arange(y.shape[0])[:, None]
+        kwargs["sigma"] = np.full(y.shape, 0.05)
+    assert _batch._numpy_broadcast_engine is not None
+    fast = autofit.fit_batch(gaussian_offset, x, y, backend="numpy", **kwargs)
+    reference = _reference_batch(monkeypatch, gaussian_offset, x, y, **kwargs)
+    # Which convergence test fires first (ftol, xtol, both) is decided by rounding at the
+    # tolerance; every other status is the same.
+    np.testing.assert_array_equal(fast.converged, reference.converged)
+    np.testing.assert_array_equal(fast.status[~fast.converged],
+                                  reference.status[~reference.converged])
+    assert fast.status[3] == autofit.Status.NONFINITE_DATA
+    assert np.count_nonzero(fast.converged) >= 35
+    ok = reference.converged
+    np.testing.assert_allclose(fast.chi2[ok], reference.chi2[ok], rtol=1e-7)
+    # Rounding (einsum's sums against one fit's products) moves a converged fit by a tiny
+    # fraction of its standard error.
+    errors = np.where(reference.errors[ok] > 0, reference.errors[ok], 1.0)
+    assert np.max(np.abs(fast.params[ok] - reference.params[ok]) / errors) < 1e-3
+    # Covariances entry by entry against the scale of their row and column.
+    scale = np.sqrt(np.einsum("kii->ki", reference.covariance[ok]))
+    scale = scale[:, :, None] * scale[:, None, :]
+    difference = np.abs(fast.covariance[ok] - reference.covariance[ok])
+    assert np.all(difference <= 1e-4 * np.where(scale > 0, scale, 1.0))
+
+
+def test_a_model_that_does_not_broadcast_runs_on_the_reference(monkeypatch):
+    from autofit.original.batch_broadcast import broadcasts
+
+    def first_point(x, a, b):
+        return a * np.exp(-b * (x - x[0])) + 0 * float(a)  # float(column) cannot broadcast
+
+    x = np.linspace(0, 1, 10)
+    assert not broadcasts(first_point, x, np.array([[1.0, 1.0], [2.0, 1.0]]))
+    assert broadcasts(gaussian_offset, x, np.array([[1.0, 0, 1, 0], [2.0, 0, 1, 0]]))
+    y = np.stack([first_point(x, 2.0, 1.0), first_point(x, 1.0, 2.0)])
+    res = autofit.fit_batch(first_point, x, y, p0=[1.5, 1.5], backend="numpy")
+    np.testing.assert_allclose(res.params, [[2.0, 1.0], [1.0, 2.0]], rtol=1e-6)

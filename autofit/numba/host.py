@@ -239,6 +239,20 @@ def compile_model(f, n_params: int, x_ndim: int, weights_ndim: int = 1) -> None:
     _wrapper(f, n_params, x_ndim, "model")
 
 
+def compile_fused(f, n_params: int, x, ydata, weights, p0, lower, upper) -> None:
+    """Compile numba's fused pass (``lm_fused``, the huge-fit path) for ``f``, by running it
+    briefly on a few points of the call's data; run by the quick start in the background."""
+    from autofit._codes import JAC_CENTRAL, JAC_FORWARD
+    from autofit.numba.batch import user_point_function
+    from autofit.numba.large import lm_fused
+
+    x2 = x[None, :] if x.ndim == 1 else x
+    value = user_point_function(f, n_params, x2.shape[0])
+    for method in (JAC_FORWARD, JAC_CENTRAL):  # the iterations, then the polish pass
+        lm_fused(value, None, method, np.ascontiguousarray(x2), ydata, weights, p0, lower,
+                 upper, 1e-15, 1e-15, 1e-15, 2)
+
+
 def has_failed(f, n_params: int, x_ndim: int) -> str | None:
     """Why numba could not compile ``f``, if it tried and failed."""
     found = _table(f).get((n_params, x_ndim, "model"))
@@ -262,4 +276,4 @@ def _name(f) -> str:
     return getattr(f, "__qualname__", None) or repr(f)
 
 
-__all__ = ["compile_model", "has_failed", "prepare", "solve"]
+__all__ = ["compile_fused", "compile_model", "has_failed", "prepare", "solve"]

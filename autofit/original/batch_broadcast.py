@@ -1,0 +1,280 @@
+"""Batched LM on NumPy, all fits in lockstep: the model is called once for every fit.
+
+The reference :mod:`autofit.original.batch` fits one curve after another, so a batch of a
+user's NumPy model costs a Python call of the model per fit and per evaluation, slower than
+a loop of scipy's ``curve_fit``. Most models written for scipy broadcast: called with each
+parameter as a column ``(n_fits, 1)`` they return ``(n_fits, n_points)``. This engine runs
+the reference algorithm, step for step and with the same arithmetic per fit, on all running
+fits at once: one model call evaluates every fit, the forward-difference Jacobian costs
+``n_params`` calls for the whole batch, and the small linear algebra is vectorised over
+fits. :func:`broadcasts` decides, on the call's own data, whether a model can run this way;
+one that cannot runs on the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autofit._codes import (
+    BATCH_DAMPING_DOWN,
+    BATCH_DAMPING_UP,
+    BATCH_INITIAL_DAMPING,
+    BATCH_MIN_DAMPING,
+    CONVERGED_CODES,
+    CONVERGED_FTOL,
+    CONVERGED_FTOL_XTOL,
+    CONVERGED_GTOL,
+    CONVERGED_XTOL,
+    ESTIMATOR_MLE,
+    MACHINE_PRECISION,
+    MAX_DAMPING,
+    MAX_ITERATIONS,
+    MLE_NEGATIVE_DATA,
+    MLE_NONPOSITIVE_MODEL,
+    NONFINITE,
+    NONFINITE_DATA,
+    RUNNING,
+    SINGULAR,
+    TOO_FEW_POINTS,
+)
+from autofit.original.jacobians import _FORWARD_STEP
+
+
+def _call(f, x, p):
+    """f on every row of ``p`` (k, n_params) at once: (k, n_points).
+
+    x goes in as ``(k, n_points)`` (a view when shared), so that what the model builds from
+    it (``np.full_like(x, c)``, ``np.zeros_like(x)``) has a row per fit too."""
+    shape = (p.shape[0], x.shape[-1])
+    columns = [p[:, j:j + 1] for j in range(p.shape[1])]
+    return np.broadcast_to(np.asarray(f(np.broadcast_to(x, shape), *columns),
+                                      dtype=np.float64), shape)
+
+
+def broadcasts(f, x, p_rows) -> bool:
+    """Whether ``f`` broadcasts over a leading axis of parameters, checked on ``p_rows``
+    (a few fits' starts) with ``x`` shared ``(n_points,)`` or one row per fit: the same
+    values, to rounding, as one call per fit."""
+    try:
+        with np.errstate(all="ignore"):
+            together = _call(f, x, p_rows)
+            apart = np.stack([np.asarray(f(x if x.ndim == 1 else x[i], *row),
+                                         dtype=np.float64) for i, row in enumerate(p_rows)])
+    except Exception:  # a model that cannot take columns runs on the reference
+        return False
+    if together.shape != apart.shape:
+        return False
+    scale = np.nanmax(np.abs(apart)) if np.any(np.isfinite(apart)) else 1.0
+    return bool(np.allclose(together, apart, rtol=1e-12, atol=1e-14 * scale, equal_nan=True))
+
+
+def _cholesky_solve(a, b):
+    """The reference's Cholesky solve on each of k systems: (k, n) solutions, (k,) ok."""
+    k, n = b.shape
+    chol = np.zeros_like(a)
+    ok = np.ones(k, dtype=bool)
+    for j in range(n):
+        pivot = a[:, j, j] - np.einsum("ki,ki->k", chol[:, j, :j], chol[:, j, :j])
+        good = (pivot > 0.0) & np.isfinite(pivot)
+        ok &= good
+        chol[:, j, j] = np.sqrt(np.where(good, pivot, 1.0))
+        for i in range(j + 1, n):
+            chol[:, i, j] = (a[:, i, j] - np.einsum("ki,ki->k", chol[:, i, :j],
+                                                    chol[:, j, :j])) / chol[:, j, j]
+    z = np.empty_like(b)
+    for i in range(n):
+        z[:, i] = (b[:, i] - np.einsum("ki,ki->k", chol[:, i, :i], z[:, :i])) / chol[:, i, i]
+    for i in range(n - 1, -1, -1):
+        z[:, i] = (z[:, i] - np.einsum("ki,ki->k", chol[:, i + 1:, i], z[:, i + 1:])
+                   ) / chol[:, i, i]
+    return np.where(ok[:, None], z, 0.0), ok
+
+
+def _damped_system(h, g, scale, damping, active):
+    both = active[:, :, None] & active[:, None, :]
+    system = np.where(both, h, 0.0)
+    diagonal = np.einsum("kii->ki", h) + damping[:, None] * scale
+    idx = np.arange(g.shape[1])
+    system[:, idx, idx] = np.where(active, diagonal, 1.0)
+    return system, np.where(active, g, 0.0)
+
+
+def _evaluate(f, x, y, w, p, upper, free, estimator, fisher=False):
+    """χ², g, H at each row of p (the reference's ``_evaluate``); χ² inf where unusable, and
+    ``positive`` False where the Poisson model is ≤ 0."""
+    with np.errstate(all="ignore"):
+        f0 = _call(f, x, p)
+        n_params = p.shape[1]
+        jac = np.empty(f0.shape + (n_params,))
+        for j in range(n_params):
+            h = _FORWARD_STEP * np.abs(p[:, j])
+            h = np.where(h == 0.0, _FORWARD_STEP, h)
+            h = np.where(p[:, j] + h > upper[:, j], -h, h)
+            shifted = p.copy()
+            shifted[:, j] = p[:, j] + h
+            h = shifted[:, j] - p[:, j]
+            jac[:, :, j] = (_call(f, x, shifted) - f0) / h[:, None]
+        used = w != 0.0
+        jac = np.where(used[:, :, None], jac * free, 0.0)
+        if estimator == ESTIMATOR_MLE:
+            positive = np.all(np.where(used, f0 > 0.0, True), axis=1)
+            safe_f = np.where(used & positive[:, None], f0, 1.0)
+            counts = used & (y > 0.0)
+            chi2 = 2.0 * np.sum(np.where(used, w * (safe_f - y), 0.0), axis=1) - 2.0 * np.sum(
+                np.where(counts, w * y * np.log(safe_f / np.where(counts, y, 1.0)), 0.0),
+                axis=1)
+            g = _transposed_times(jac, np.where(used, w * (y / safe_f - 1.0), 0.0))
+            curvature = w / safe_f if fisher else w * y / (safe_f * safe_f)
+            h = np.matmul((jac * np.where(used, curvature, 0.0)[:, :, None]).transpose(0, 2, 1),
+                          jac)
+        else:
+            positive = np.ones(p.shape[0], dtype=bool)
+            r = np.where(used, w * (y - f0), 0.0)
+            chi2 = np.einsum("kn,kn->k", r, r)
+            wj = jac * w[:, :, None]
+            g = _transposed_times(wj, r)
+            h = np.matmul(wj.transpose(0, 2, 1), wj)  # batched BLAS products
+        finite = (np.isfinite(chi2) & np.all(np.isfinite(g), axis=1)
+                  & np.all(np.isfinite(h), axis=(1, 2)) & positive)
+    return np.where(finite, chi2, np.inf), g, h, positive
+
+
+def _transposed_times(jac, v):
+    """``jac[k].T @ v[k]`` for every fit k: (k, n_params)."""
+    return np.matmul(jac.transpose(0, 2, 1), v[:, :, None])[:, :, 0]
+
+
+def _not_attempted(x, y, w, p0, free, estimator):
+    status = np.full(y.shape[0], RUNNING)
+    nonfinite = ~(np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+                  & np.all(np.isfinite(y), axis=1) & np.all(np.isfinite(w), axis=1)
+                  & np.all(np.isfinite(p0), axis=1))
+    negative = np.any((w != 0.0) & (y < 0.0), axis=1) & (estimator == ESTIMATOR_MLE)
+    too_few = np.count_nonzero(w, axis=1) < np.count_nonzero(free)
+    status = np.where(too_few, TOO_FEW_POINTS, status)
+    status = np.where(negative, MLE_NEGATIVE_DATA, status)
+    return np.where(nonfinite, NONFINITE_DATA, status)
+
+
+def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, tol,
+                       max_iter):
+    """``lm_batch`` (forward differences) for a user's function ``f(x, *params)`` that
+    broadcasts over fits; ``x`` is ``(1, n_points)`` shared or ``(n_fits, n_points)``.
+
+    Returns params (n_fits, n_params), chi2, n_iter, status and covariance, as the
+    reference's ``lm_batch``.
+    """
+    n_fits, n_params = p0.shape
+    y = ydata
+    w = np.broadcast_to(weights, y.shape)
+    xs = np.broadcast_to(x, y.shape)  # only to find the fits with non-finite x
+    lower = np.broadcast_to(lower, p0.shape)
+    upper = np.broadcast_to(upper, p0.shape)
+    free = np.asarray(free, dtype=bool)
+    params = p0.astype(np.float64, copy=True)
+    chi2 = np.full(n_fits, np.nan)
+    n_iter = np.zeros(n_fits, dtype=np.int64)
+    covariance = np.full((n_fits, n_params, n_params), np.nan)
+    status = _not_attempted(xs, y, w, p0, free, estimator)
+    go = np.flatnonzero(status == RUNNING)
+    p = np.clip(p0[go], lower[go], upper[go])
+    params[go] = p
+
+    def at(rows):  # the data of the fits ``rows`` (indices into the batch)
+        return (x[0] if x.shape[0] == 1 else x[rows]), y[rows], w[rows], upper[rows]
+
+    x_go, y_go, w_go, upper_go = at(go)
+    c, g, h, positive = _evaluate(f, x_go, y_go, w_go, p, upper_go, free, estimator)
+    bad = ~np.isfinite(c)
+    status[go[bad]] = np.where(positive[bad], NONFINITE, MLE_NONPOSITIVE_MODEL)
+    chi2[go] = np.where(bad, np.nan, c)
+    keep = ~bad
+    go, p, c, g, h = go[keep], p[keep], c[keep], g[keep], h[keep]
+    no_gradient = ~np.any((g != 0.0) & free, axis=1)
+    status[go[no_gradient]] = CONVERGED_GTOL
+    scale = np.einsum("kii->ki", h).copy()
+    damping = np.full(go.shape[0], BATCH_INITIAL_DAMPING)
+    # State of every fit that started (index into go); the loop works on the running ones.
+    state_p, state_c, state_g, state_h = p, c, g, h
+    running = ~no_gradient
+    while np.any(running):
+        r = np.flatnonzero(running)
+        out = n_iter[go[r]] >= max_iter
+        status[go[r[out]]] = MAX_ITERATIONS
+        running[r[out]] = False
+        r = r[~out]
+        if r.size == 0:
+            break
+        n_iter[go[r]] += 1
+        p, g, h = state_p[r], state_g[r], state_h[r]
+        lo, hi = lower[go[r]], upper[go[r]]
+        active = free & ~((p <= lo) & (g < 0.0)) & ~((p >= hi) & (g > 0.0))
+        system, rhs = _damped_system(h, g, scale[r], damping[r], active)
+        step, ok = _cholesky_solve(system, rhs)
+        failed = r[~ok]
+        damping[failed] *= BATCH_DAMPING_UP
+        singular = failed[damping[failed] > MAX_DAMPING]
+        status[go[singular]] = SINGULAR
+        running[singular] = False
+        r, p, g, h, step = r[ok], p[ok], g[ok], h[ok], step[ok]
+        if r.size == 0:
+            continue
+        s = scale[r]
+        trial = np.clip(p + step, lower[go[r]], upper[go[r]])
+        moved = trial - p
+        small_step = (np.sum(s * moved * moved, axis=1)
+                      <= tol * tol * np.sum(s * p * p, axis=1))
+        xs_r, y_r, w_r, up_r = at(go[r])
+        t_c, t_g, t_h, _ = _evaluate(f, xs_r, y_r, w_r, trial, up_r, free, estimator)
+        c = state_c[r]
+        predicted = (np.einsum("kp,kpq,kq->k", step, h, step)
+                     + 2.0 * damping[r] * np.sum(s * step * step, axis=1))
+        with np.errstate(invalid="ignore"):
+            small_reduction = (np.abs(c - t_c) <= tol * t_c) & (predicted <= tol * t_c)
+        accept = t_c <= c
+        a = r[accept]
+        state_p[a], state_c[a], state_g[a], state_h[a] = (trial[accept], t_c[accept],
+                                                          t_g[accept], t_h[accept])
+        scale[a] = np.maximum(scale[a], np.einsum("kii->ki", t_h[accept]))
+        damping[a] = np.maximum(damping[a] * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
+        sr, ss = small_reduction[accept], small_step[accept]
+        code = np.where(sr & ss, CONVERGED_FTOL_XTOL,
+                        np.where(sr | (t_c[accept] == 0.0), CONVERGED_FTOL,
+                                 np.where(ss, CONVERGED_XTOL, RUNNING)))
+        status[go[a]] = code
+        rejected = r[~accept]
+        sr, ss = small_reduction[~accept], small_step[~accept]
+        code = np.where(ss, np.where(sr, CONVERGED_FTOL_XTOL, CONVERGED_XTOL), RUNNING)
+        damping[rejected] *= BATCH_DAMPING_UP
+        code = np.where((code == RUNNING) & (damping[rejected] > MAX_DAMPING),
+                        MACHINE_PRECISION, code)
+        status[go[rejected]] = code
+        running[r] = status[go[r]] == RUNNING
+    params[go], chi2[go] = state_p, state_c
+    if go.size:
+        information = state_h
+        if estimator == ESTIMATOR_MLE:
+            xs_g, y_g, w_g, up_g = at(go)
+            _, _, information, _ = _evaluate(f, xs_g, y_g, w_g, state_p, up_g, free,
+                                             estimator, fisher=True)
+        k = go.size
+        system, _ = _damped_system(information, np.zeros((k, n_params)),
+                                   np.zeros((k, n_params)), np.zeros(k),
+                                   np.broadcast_to(free, (k, n_params)))
+        inverse = np.empty((k, n_params, n_params))
+        inverted = np.ones(k, dtype=bool)
+        for j in range(n_params):
+            unit = np.zeros((k, n_params))
+            unit[:, j] = 1.0
+            column, ok = _cholesky_solve(system, unit)
+            inverse[:, :, j] = column
+            inverted &= ok
+        both = free[:, None] & free[None, :]
+        covariance[go] = np.where(inverted[:, None, None], np.where(both, inverse, 0.0),
+                                  np.nan)
+        lost = go[~inverted & np.isin(status[go], CONVERGED_CODES)]
+        status[lost] = SINGULAR
+    return params, chi2, n_iter, status, covariance
+
+
+__all__ = ["broadcasts", "lm_batch_broadcast"]
