@@ -331,3 +331,27 @@ def test_a_model_that_does_not_broadcast_runs_on_the_reference(monkeypatch):
     y = np.stack([first_point(x, 2.0, 1.0), first_point(x, 1.0, 2.0)])
     res = autofit.fit_batch(first_point, x, y, p0=[1.5, 1.5], backend="numpy")
     np.testing.assert_allclose(res.params, [[2.0, 1.0], [1.0, 2.0]], rtol=1e-6)
+
+
+@needs_numba
+def test_users_exp_runs_the_vectorisable_exp_within_one_ulp():
+    import numba
+
+    from autofit.numba.host import with_vectorisable_exp
+
+    def model(x, a, b):
+        return a * np.exp(-b * x) + math.exp(b)
+
+    rewritten = with_vectorisable_exp(model)
+    assert "_exp_any" in rewritten.__code__.co_names  # the rewrite applied
+    x = np.concatenate([np.linspace(-800, 800, 4001), [np.inf, -np.inf, np.nan, 0.0]])
+    got = numba.njit(rewritten)(x, 1.0, 1.0)
+    with np.errstate(over="ignore"):
+        expected = model(x, 1.0, 1.0)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    finite = np.isfinite(expected) & (expected != 0)
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(expected)],
+                                  expected[~finite & ~np.isnan(expected)])
+    assert np.max(np.abs(got[finite] - expected[finite]) / np.abs(expected[finite])) <= 4.5e-16
+    no_exp = with_vectorisable_exp(ramp)
+    assert no_exp is ramp  # nothing to rewrite

@@ -15,7 +15,7 @@ order of operations (a reassociating compiler once made such an exp wrong by 47%
 import numba
 import numpy as np
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 LOG2E = 1.4426950408889634
 LN2_HI = 0.6931471803691238  # ln 2 to 32 bits: k * LN2_HI is exact for |k| < 2**20
@@ -83,3 +83,25 @@ def vexp(x):
     half = np.floor(k * 0.5)
     result = (p * _power_of_two(half)) * _power_of_two(k - half)
     return x if x != x else result  # nan stays nan (min/max would have dropped it)
+
+
+def exp_any(x):
+    """``np.exp`` for a user's model compiled by numba: :func:`vexp` on float64 scalars and
+    arrays (a loop the compiler vectorises), ``np.exp`` on anything else."""
+    return np.exp(x)
+
+
+@overload(exp_any)
+def _exp_any(x):
+    if isinstance(x, types.Float) and x.bitwidth == 64:
+        return lambda x: vexp(x)
+    if isinstance(x, types.Array) and x.dtype == types.float64:
+        def array_exp(x):
+            flat = x.ravel()
+            out = np.empty(flat.shape[0])
+            for i in range(flat.shape[0]):
+                out[i] = vexp(flat[i])
+            return out.reshape(x.shape)
+
+        return array_exp
+    return lambda x: np.exp(x)

@@ -19,6 +19,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -152,9 +153,13 @@ print(json.dumps(out))
 
 
 def _run(source: str, *args) -> dict:
+    """Run ``source`` as a user's script file (as a scientist runs one) in a fresh process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FFIT_")}
-    done = subprocess.run([sys.executable, "-c", source, *map(str, args)], env=env,
-                          capture_output=True, text=True, check=True)
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "user_script.py"
+        script.write_text(source)
+        done = subprocess.run([sys.executable, str(script), *map(str, args)], env=env,
+                              capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
