@@ -5,7 +5,9 @@ generated wrapper ``model(x, params)`` with a fixed signature; the wrapper is pa
 single-fit driver :func:`solve` as a *first-class function* (``numba.types.FunctionType``).
 The driver is therefore compiled once for each layout of ``x`` and of the weights, not once
 per model, and it lives in numba's disk cache: a model the process has never seen costs only
-the compilation of that model (about 0.3-0.6 s), and a new process loads the driver.
+the compilation of that model (0.6-1.3 s measured), and a new process loads the driver. The
+user's ``exp`` calls run the vectorisable exp (:func:`with_vectorisable_exp`); an exception
+the user's code raises in compiled code comes back as nan (see ``_wrapper_source``).
 
 :func:`compile_model` is what the default rule's quick start
 (:func:`autofit._dispatch.quick_choice`) runs on a background thread, so that the NumPy
