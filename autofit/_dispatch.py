@@ -292,7 +292,7 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=
                 _host(name).compile_model(f, n_params, x_ndim, weights_ndim)
             else:
                 _host(name).compile_fused(f, n_params, *fused_sample)
-        except BaseException:  # noqa: B036 - the call on that backend reports it again
+        except Exception:  # noqa: BLE001 - the call on that backend reports it again
             pass
         finally:
             event.set()

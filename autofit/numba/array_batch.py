@@ -40,18 +40,11 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
 )
-from autofit.numba.host import JACOBIAN_TYPES, MODEL_TYPES
+from autofit.numba.host import JACOBIAN_TYPES, MODEL_TYPES, is_converged
 from autofit.numba.jacobians import jacobian_forward
 from autofit.numba.lm import _cholesky_solve
 
 _F8 = types.float64
-
-
-@njit(cache=True, error_model="numpy")
-def _is_converged(status):
-    return (status == CONVERGED_FTOL or status == CONVERGED_XTOL
-            or status == CONVERGED_FTOL_XTOL or status == CONVERGED_GTOL
-            or status == MACHINE_PRECISION)
 
 
 @njit(cache=True, error_model="numpy")
@@ -245,7 +238,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
         column, ok = _cholesky_solve(system, unit)
         if not ok:
             covariance_out[:, :] = np.nan
-            if _is_converged(status):
+            if is_converged(status):
                 status = SINGULAR
             return chi2, n_iter, status
         for i in range(n_params):

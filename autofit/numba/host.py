@@ -49,20 +49,21 @@ _CONVERGED = np.array(CONVERGED_CODES, dtype=np.int64)
 
 
 @njit(cache=True, error_model="numpy")
-def _converged(status):
+def is_converged(status):
+    """Whether a status code is one of ``CONVERGED_CODES`` (compiled code cannot use a tuple
+    membership test on a global)."""
     for code in _CONVERGED:
         if status == code:
             return True
     return False
 
 
-@njit(cache=True, error_model="numpy")
 def _solve(model, jacobian, jac_method, polish_method, covariance_method, x, ydata, weights,
            p0, lower, upper, ftol, xtol, gtol, max_nfev):
     params, chi2, status, nfev, n_iter = lm_solve(
         model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol, gtol,
         max_nfev)
-    if polish_method >= 0 and _converged(status):
+    if polish_method >= 0 and is_converged(status):
         params, chi2, status, nfev_polish, n_polish = lm_solve(
             model, jacobian, polish_method, x, ydata, weights, params, lower, upper, ftol,
             xtol, gtol, max(max_nfev - nfev, 1))
@@ -70,7 +71,7 @@ def _solve(model, jacobian, jac_method, polish_method, covariance_method, x, yda
         n_iter += n_polish
     n_points = ydata.shape[0]
     jac = np.zeros((n_points, p0.shape[0]))
-    if _converged(status):
+    if is_converged(status):
         if covariance_method == JAC_ANALYTIC:
             jac = jacobian(x, params)
         elif covariance_method == JAC_CENTRAL:
@@ -103,7 +104,7 @@ def _solver(x_ndim: int, weights_ndim: int):
     with _solve_lock:
         if key not in _solvers:
             _solvers[key] = njit(_solve_signature(x_ndim, weights_ndim), cache=True,
-                                 error_model="numpy")(_solve.py_func)
+                                 error_model="numpy")(_solve)
     return _solvers[key]
 
 
@@ -242,7 +243,6 @@ def _compile_wrapper(f, n_params: int, x_ndim: int, returns: str):
                                ) from exc
 
 
-@njit(cache=True)
 def _no_jacobian(x, params):
     return np.zeros((x.shape[-1], params.shape[0]))
 
@@ -253,7 +253,7 @@ _NO_JACOBIAN: dict[int, object] = {}
 def _placeholder_jacobian(x_ndim: int):
     if x_ndim not in _NO_JACOBIAN:
         _NO_JACOBIAN[x_ndim] = CompiledFunction(
-            njit(JACOBIAN_TYPES[x_ndim].signature, cache=True)(_no_jacobian.py_func),
+            njit(JACOBIAN_TYPES[x_ndim].signature, cache=True)(_no_jacobian),
             JACOBIAN_TYPES[x_ndim])
     return _NO_JACOBIAN[x_ndim]
 
