@@ -44,16 +44,40 @@ def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> 
     from autofit._validation import fixed_parameter_count
 
     n_params = fixed_parameter_count(model)
-    if (n_params is None or choice.source != _dispatch.DEFAULT_RULE
-            or choice.requested not in _dispatch.QUICK_START_BACKENDS):
+    if n_params is None:
         return choice.reason
-    state = _dispatch.quick_start_state(choice.requested, model, n_params, x_ndim)
+    from autofit._large import POINT_FUNCTION_BACKENDS
+
+    reason = choice.reason
+    if choice.requested in POINT_FUNCTION_BACKENDS:
+        reason += _derivatives_note(model, n_params, x_ndim)
+    if (choice.source != _dispatch.DEFAULT_RULE
+            or choice.requested not in _dispatch.QUICK_START_BACKENDS):
+        return reason
+    states = {_dispatch.quick_start_state(choice.requested, model, n_params, x_ndim,
+                                          fused=fused) for fused in (False, True)}
+    state = "done" if "done" in states else "compiling" if "compiling" in states else None
     if state == "done":
-        return (choice.reason + f"; this model was compiled for {choice.requested!r} in the "
+        return (reason + f"; this model was compiled for {choice.requested!r} in the "
                 "background (if it could not be, the fallback table runs it, with a warning)")
-    return (f"{choice.reason}; quick start: this model is "
+    return (f"{reason}; quick start: this model is "
             + ("being compiled" if state == "compiling" else "not compiled yet")
             + f" for {choice.requested!r}, and 'numpy' answers until it is ready")
+
+
+def _derivatives_note(model, n_params: int, x_ndim: int) -> str:
+    """What numba's engines use for the derivatives of a user's model."""
+    if x_ndim != 1:
+        return ""
+    from autofit import _forward_mode
+
+    try:
+        _forward_mode.generate_source(model, n_params, 1)
+    except _forward_mode.Unsupported as exc:
+        return f"; derivatives: finite differences ({exc})"
+    return ("; derivatives: exact, generated from the model's source (forward "
+            "mode), once they match the model and finite differences at the first call's "
+            "p0")
 
 
 def wait_for_compilation(timeout: float | None = None) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from autofit import _checkpoint, _codes, _dispatch, _distributed, _progress
+from autofit import _checkpoint, _codes, _dispatch, _distributed, _forward_mode, _progress
 from autofit._dispatch import BackendCannotRun
 from autofit._status import Status
 from autofit._validation import as_float_array, count_parameters
@@ -755,6 +755,19 @@ def _backend_model(backend, device, problem):
             return value, gradient, _codes.JAC_ANALYTIC, None
         from autofit.numba.batch import user_point_function
 
+        if problem.jac is None and device == "cpu":
+            # Exact derivatives generated from the model's source, checked at the first
+            # fit's start (else forward differences, and the note says why).
+            exact, reason = _forward_mode.exact_or_none(
+                f, problem.n_params, problem.x.shape[1], _model_x(problem.x)[0],
+                problem.p0[0].astype(np.float64))
+            if exact is not None:
+                return (*exact, _codes.JAC_ANALYTIC,
+                        "derivatives: exact, generated from the model's source (forward "
+                        "mode)")
+            return (user_point_function(f, problem.n_params, problem.x.shape[1], device,
+                                        problem.dtype), None, _codes.JAC_FORWARD,
+                    f"derivatives: finite differences ({reason})")
         return (user_point_function(f, problem.n_params, problem.x.shape[1], device,
                                     problem.dtype), None, _codes.JAC_FORWARD, None)
     from autofit import _adapters

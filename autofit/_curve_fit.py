@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 
 import numpy as np
 
-from autofit import _adapters, _codes, _dispatch, _large
+from autofit import _adapters, _codes, _dispatch, _forward_mode, _large
 from autofit import _validation as check
 from autofit._status import Status
 from autofit.models import Model
@@ -90,9 +91,13 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     bounds : 2-tuple of scalars or (n_params,) arrays, or scipy.optimize.Bounds
     method : {None, 'lm', 'trf', 'dogbox'}
         Accepted for compatibility; all run autofit's (bounded) LM.
-    jac : callable ``jac(x, p1, ..., pk) -> (n_points, n_params)``, '2-point', '3-point' or None
-        None: analytic for built-in models, autodiff on jax, else forward differences with
-        central differences for the final steps and the covariance.
+    jac : callable ``jac(x, p1, ..., pk) -> (n_points, n_params)``, {'2-point', '3-point', 'exact'}
+        None: analytic for built-in models, autodiff on jax; for a user's model on numba,
+        exact derivatives generated from the model's source where that can be done
+        (:mod:`autofit._forward_mode`; ``infodict['backend_reason']`` says which), else
+        forward differences with central differences for the final steps and the
+        covariance. '2-point' / '3-point': finite differences always. 'exact': the
+        generated derivatives or a ValueError saying why they cannot be had.
     full_output : bool
         Also return ``infodict, mesg, ier``.
     nan_policy : {None, 'raise', 'omit'}
@@ -144,8 +149,9 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     if method is not None and method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS} (all run autofit's bounded LM) "
                          f"or None, got {method!r}")
-    if not (jac is None or callable(jac) or jac in ("2-point", "3-point")):
-        raise ValueError(f"jac must be a callable, '2-point', '3-point' or None, got {jac!r}")
+    if not (jac is None or callable(jac) or jac in ("2-point", "3-point", "exact")):
+        raise ValueError("jac must be a callable, '2-point', '3-point', 'exact' or None, got "
+                         f"{jac!r}")
     if nan_policy not in (None, "raise", "omit"):
         raise ValueError(f"nan_policy must be None, 'raise' or 'omit', got {nan_policy!r}")
     if not callable(f):
@@ -167,13 +173,16 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         check.check_sigma_shape(sigma, y.shape[0])
     x, y, sigma = _apply_nan_policy(x, y, sigma, nan_policy, check_finite)
 
-    lower, upper = check.check_bounds(bounds, _n_params_hint(f, p0))
-    if p0 is None:
-        p0 = _default_p0(f, x, y, lower, upper)
-    p0 = check.check_p0(p0, f)
-    if lower.shape[0] != p0.shape[0]:
+    if p0 is not None:
+        p0 = check.check_p0(p0, f)
         lower, upper = check.check_bounds(bounds, p0.shape[0])
-    check.check_feasible(p0, lower, upper)
+    else:
+        lower, upper = check.check_bounds(bounds, _n_params_hint(f, p0))
+        p0 = check.check_p0(_default_p0(f, x, y, lower, upper), f)
+        if lower.shape[0] != p0.shape[0]:
+            lower, upper = check.check_bounds(bounds, p0.shape[0])
+    if not check.is_unbounded(bounds):
+        check.check_feasible(p0, lower, upper)
     n_params = p0.shape[0]
     if y.shape[0] < n_params:
         raise ImproperInputError(f"Improper input: func (m={y.shape[0]}) < n={n_params}: "
@@ -194,10 +203,23 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
                  else y.shape[0] >= FUSED_MIN_POINTS and not sigma_is_matrix)
 
     choice = _dispatch.choose(backend)
-    if not isinstance(f, Model) and not callable(jac):
+    # Exact derivatives of a user's model, generated from its source, for the engines that
+    # take point functions (numba): with them numba runs every size on its fused pass.
+    exact, exact_reason = None, None
+    user_model = not isinstance(f, Model) and not callable(jac)
+    if user_model and not sigma_is_matrix and jac in (None, "exact"):
+        exact, exact_reason = _forward_mode.exact_or_none(
+            f, n_params, 1 if x.ndim == 1 else x.shape[0], x, p0)
+    if jac == "exact" and exact is None:
+        raise ValueError(f"jac='exact': the derivatives of {getattr(f, '__name__', f)!r} "
+                         f"cannot be generated from its source: {exact_reason}")
+    # numba's fused pass takes the exact point functions at every size (fused=False: never).
+    exact_fused = exact is not None and fused is not False
+    points_fused = use_fused or exact_fused
+    if user_model:
         # A user's model on the default rule: the engine that answers this call fastest.
         few = slice(0, min(y.shape[0], 64))
-        fused_sample = None if not use_fused else (
+        fused_sample = None if not points_fused else (
             x[..., few], y[few], weights[few] if weights.shape[0] > 1 else weights, p0,
             lower, upper)
         choice = _dispatch.quick_choice(choice, f, n_params, x.ndim,
@@ -209,12 +231,28 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     _check_model_at_p0(f, jac, x[..., sample], y[sample], p0, choice.requested)
 
     def attempt(name):
-        if name == "numba" and not use_fused and not isinstance(f, Model):
+        takes_points = name in _large.POINT_FUNCTION_BACKENDS
+        if takes_points and user_model:
+            choice.notes.append(
+                "derivatives: exact, generated from the model's source (forward mode)"
+                if exact is not None else
+                f"derivatives: finite differences ({exact_reason})" if exact_reason else
+                "derivatives: finite differences")
+        if takes_points and exact_fused:
+            # The generated point functions are all the fused pass needs.
+            fit = _large.run_fused(name, f, jac, None, x, y, weights, p0, lower, upper,
+                                   options, max_nfev, full_output, exact=exact)
+            if fit is not None:
+                return fit
+            choice.notes.append("the generated derivatives did not compile: finite "
+                                "differences")
+        if takes_points and not use_fused and not isinstance(f, Model):
             full_weights = np.ones(y.shape[0]) if sigma is None else weights
             return _run_numba_host(f, jac, x, y, full_weights, p0, lower, upper, options,
                                    max_nfev)
-        prepared = _adapters.prepare(name, f, n_params, jac)
-        prepared = _adapters.check_runs(name, prepared, x[..., sample], p0, f, jac)
+        prepared = _adapters.prepare(name, f, n_params, None if jac == "exact" else jac)
+        prepared = _adapters.check_runs(name, prepared, x[..., sample], p0, f,
+                                        None if jac == "exact" else jac)
         if prepared.note is not None:
             choice.notes.append(prepared.note)
         if use_fused:
@@ -269,7 +307,7 @@ def _apply_nan_policy(x, y, sigma, nan_policy, check_finite):
     if check_finite:
         for array, name in ((x, "xdata"), (y, "ydata")):
             # A finite sum (one fast pass, no temporary) proves every value finite.
-            if not np.isfinite(np.sum(array)) and not np.all(np.isfinite(array)):
+            if not math.isfinite(array.sum()) and not np.isfinite(array).all():
                 raise ValueError(check.first_nonfinite(array, name) + "; array must not "
                                  "contain infs or NaNs (drop those points, or pass "
                                  "nan_policy='omit' to skip nan points)")
@@ -324,7 +362,7 @@ def _check_model_at_p0(f, jac, x, y, p0, backend):
     with context:
         f0 = np.asarray(f(x, *p0), dtype=np.float64)
         j0 = np.asarray(jac(x, *p0), dtype=np.float64) if callable(jac) else None
-    if not np.all(np.isfinite(y)):
+    if not np.isfinite(y).all():
         raise ValueError("Residuals are not finite in the initial point: "
                          + check.first_nonfinite(y, "ydata") + " (check_finite=False lets "
                          "it through); drop those points or use nan_policy='omit'")
@@ -337,7 +375,7 @@ def _check_model_at_p0(f, jac, x, y, p0, backend):
     if f0.shape != y.shape:
         raise ValueError(f"the model returned shape {f0.shape} at p0, but ydata has shape "
                          f"{y.shape}; f(xdata, *params) must return one value per point")
-    if not np.all(np.isfinite(f0)):
+    if not np.isfinite(f0).all():
         raise ValueError(check.first_nonfinite(f0, "the model's output at p0") +
                          "; choose a p0 where the model is finite")
 
@@ -456,7 +494,7 @@ def _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev):
         raise NotConvergedError(f"Optimal parameters not found: {detail}", fit["params"],
                                 _infodict(fit, choice))
     pcov = fit["pcov"]
-    warn_cov = not np.all(np.isfinite(pcov))
+    warn_cov = not np.isfinite(pcov).all()
     if warn_cov:
         pcov = np.full((n_params, n_params), np.inf)
     elif not absolute_sigma:

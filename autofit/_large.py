@@ -10,6 +10,7 @@ as the stored-Jacobian path does) and turns ``JᵀW²J`` into the covariance.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from autofit._status import Status
 from autofit.models import Model
 
 EPS = np.finfo(np.float64).eps
+# The backends whose fused kernel takes a model as point functions (value, gradient).
+POINT_FUNCTION_BACKENDS = ("numba",)
 
 
 def covariance_from_information(information: np.ndarray) -> tuple[np.ndarray, int]:
@@ -27,43 +30,62 @@ def covariance_from_information(information: np.ndarray) -> tuple[np.ndarray, in
     matrix is singular). ``JᵀJ`` is only known to about ``eps * λ_max``, so scipy's rule on
     the singular values of J (relative ``eps * n_points``, squared here) cannot be used.
     """
-    information = 0.5 * (information + information.T)
-    if not np.all(np.isfinite(information)):
-        n = information.shape[0]
+    # eigh reads one triangle: the other need not be mirrored. A finite sum proves every
+    # entry finite in one pass (the full check runs only when the sum is not).
+    n = information.shape[0]
+    if not math.isfinite(information.sum()) and not np.isfinite(information).all():
         return np.full((n, n), np.nan), 0
     eigenvalues, vectors = np.linalg.eigh(information)
-    keep = eigenvalues > information.shape[0] * EPS * max(eigenvalues.max(), 0.0)
+    cutoff = n * EPS * max(float(eigenvalues[-1]), 0.0)
+    if eigenvalues[0] > cutoff:  # full rank, the common case: two operations
+        return (vectors / eigenvalues) @ vectors.T, n
+    keep = eigenvalues > cutoff
     inverse = np.where(keep, 1.0 / np.where(keep, eigenvalues, 1.0), 0.0)
     return (vectors * inverse) @ vectors.T, int(np.count_nonzero(keep))
 
 
 def _numba_model(f, jac, prepared, n_params, n_variables):
-    """(value, gradient) point functions, or None where numba's fused pass cannot run f."""
+    """(value, gradient, jac_method, polish_method) for numba's fused pass, or None where it
+    cannot run f."""
     if callable(jac):
         return None  # a user Jacobian is an array function, not a point function
     if isinstance(f, Model):
         from autofit.numba.points import POINT_FUNCTIONS
 
-        return POINT_FUNCTIONS[f.name]
+        return (*POINT_FUNCTIONS[f.name], prepared.jac_method, prepared.polish_method)
     from autofit.numba.batch import user_point_function
 
-    return user_point_function(f, n_params, n_variables), None
+    return (user_point_function(f, n_params, n_variables), None, prepared.jac_method,
+            prepared.polish_method)
 
 
 def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, max_nfev,
-              full_output):
+              full_output, exact=None):
     """The fit as curve_fit's result dict, or None when this backend cannot run ``f`` on the
-    fused path (curve_fit then takes the stored-Jacobian path on the same backend)."""
+    fused path (curve_fit then takes the stored-Jacobian path on the same backend).
+
+    ``exact``: ``(value, gradient)`` point functions with exact derivatives of a user's
+    model (:mod:`autofit._forward_mode`), for the backends that take point functions; then
+    ``prepared`` is None (nothing else is needed).
+    """
     kernels = _dispatch.load(name)
     n_params = p0.shape[0]
     x2 = x[None, :] if x.ndim == 1 else x  # a view: lm_fused takes (n_variables, n_points)
-    model, jacobian = prepared.model, prepared.jacobian
     context = contextlib.nullcontext()
-    if name == "numba":
+    if prepared is None:  # exact point functions: the user's f itself gives fvec
+        model, jacobian, jac_method, polish_method = (*exact, _codes.JAC_ANALYTIC, None)
+
+        def evaluate(x, params):
+            return f(x, *params)
+    else:
+        model, jacobian = prepared.model, prepared.jacobian
+        jac_method, polish_method = prepared.jac_method, prepared.polish_method
+        evaluate = prepared.model
+    if name == "numba" and prepared is not None:
         points = _numba_model(f, jac, prepared, n_params, x2.shape[0])
         if points is None:
             return None
-        model, jacobian = points
+        model, jacobian, jac_method, polish_method = points
     elif name == "jax":
         import jax
 
@@ -71,25 +93,24 @@ def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, 
     tolerances = (options["ftol"], options["xtol"], options["gtol"])
     with context:
         try:
-            params, chi2, status, nfev, n_iter, information = (
-                np.asarray(v) for v in kernels.lm_fused(
-                    model, jacobian, prepared.jac_method, x2, y, weights, p0, lower, upper,
-                    *tolerances, max_nfev))
+            params, chi2, status, nfev, n_iter, information = kernels.lm_fused(
+                model, jacobian, jac_method, x2, y, weights, p0, lower, upper, *tolerances,
+                max_nfev)
         except Exception as exc:
             if name == "numba" and _is_numba_error(exc):
                 return None  # f does not compile one point at a time
             raise
         nfev, n_iter = int(nfev), int(n_iter)
-        if prepared.polish_method is not None and int(status) in _codes.CONVERGED_CODES:
+        if polish_method is not None and int(status) in _codes.CONVERGED_CODES:
             params, chi2, status, nfev_polish, n_polish, information = (
                 np.asarray(v) for v in kernels.lm_fused(
-                    model, jacobian, prepared.polish_method, x2, y, weights, params, lower,
+                    model, jacobian, polish_method, x2, y, weights, params, lower,
                     upper, *tolerances, max(max_nfev - nfev, 1)))
             nfev, n_iter = nfev + int(nfev_polish), n_iter + int(n_polish)
         converged = int(status) in _codes.CONVERGED_CODES
         fvec = None
         if full_output or not converged:  # the size of the data: only when asked for
-            f_fit = np.asarray(prepared.model(x, params), dtype=np.float64)
+            f_fit = np.asarray(evaluate(x, params), dtype=np.float64)
             fvec = weights * (f_fit - y)
     if converged:
         pcov, rank = covariance_from_information(np.asarray(information, dtype=np.float64))

@@ -14,6 +14,8 @@ import numpy as np
 
 def as_float_array(value, name: str) -> np.ndarray:
     """``value`` as a float64 array; TypeError naming ``name`` if it is not numeric."""
+    if type(value) is np.ndarray and value.dtype == np.float64:
+        return value  # the common case, at no cost (inputs are never written to)
     try:
         array = np.asarray(value)
     except Exception as exc:  # ragged lists and exotic objects
@@ -83,9 +85,8 @@ def check_p0(p0, f) -> np.ndarray:
         raise ValueError(f"p0 must be 1-D (one value per parameter), got shape {p0.shape}")
     if p0.size == 0:
         raise ValueError("p0 is empty; a fit needs at least one parameter")
-    bad = ~np.isfinite(p0)
-    if bad.any():
-        i = int(np.argmax(bad))
+    if not np.isfinite(p0).all():
+        i = int(np.argmax(~np.isfinite(p0)))
         raise ValueError(f"p0 must be finite, but p0[{i}] = {p0[i]}; give a finite "
                          "starting value for every parameter")
     expected = fixed_parameter_count(f)
@@ -96,11 +97,15 @@ def check_p0(p0, f) -> np.ndarray:
     return p0
 
 
+def is_unbounded(bounds) -> bool:
+    """Whether ``bounds`` is the default ``(-inf, inf)`` (cheap: a small fit counts µs)."""
+    return (type(bounds) is tuple and len(bounds) == 2 and type(bounds[0]) is float
+            and type(bounds[1]) is float and bounds[0] == -np.inf and bounds[1] == np.inf)
+
+
 def check_bounds(bounds, n_params: int) -> tuple[np.ndarray, np.ndarray]:
     """(lower, upper) as float64 arrays of length n_params."""
-    if (type(bounds) is tuple and len(bounds) == 2 and type(bounds[0]) is float
-            and type(bounds[1]) is float and bounds[0] == -np.inf and bounds[1] == np.inf):
-        # The default, unbounded: no checks to make (a call of a small fit counts µs).
+    if is_unbounded(bounds):  # no checks to make
         return np.full(n_params, -np.inf), np.full(n_params, np.inf)
     if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
         lower, upper = bounds.lb, bounds.ub

@@ -120,11 +120,26 @@ _QUICK_START = textwrap.dedent("""
     during = autofit.explain_backend(model=decay)
     ready = autofit.wait_for_compilation(timeout=300)
     second = autofit.curve_fit(decay, x, y, p0=[1, 1, 0], full_output=True)
-    # The fused (huge-fit) path has a quick start of its own.
-    fused_first = autofit.curve_fit(decay, x, y, p0=[1, 1, 0], fused=True, full_output=True)
+    # decay has exact derivatives (generated from its source): numba ran it on the fused
+    # pass, which fused=True therefore finds compiled.
+    fused_decay = autofit.curve_fit(decay, x, y, p0=[1, 1, 0], fused=True, full_output=True)
+
+    # A model whose derivatives cannot be generated (a while loop): the fused pass with
+    # finite differences has a quick start of its own.
+    def decay_by_helper(x, a, b, c):
+        total, k = np.full_like(x, c), 0
+        while k < 1:
+            total = total + a * np.exp(-b * x)
+            k += 1
+        return total
+
+    fused_first = autofit.curve_fit(decay_by_helper, x, y, p0=[1, 1, 0], fused=True,
+                                    full_output=True)
     autofit.wait_for_compilation(timeout=300)
-    fused_second = autofit.curve_fit(decay, x, y, p0=[1, 1, 0], fused=True, full_output=True)
+    fused_second = autofit.curve_fit(decay_by_helper, x, y, p0=[1, 1, 0], fused=True,
+                                     full_output=True)
     print(json.dumps({
+        "fused_decay": [fused_decay[2]["backend"], fused_decay[2]["backend_reason"]],
         "fused": [fused_first[2]["backend"], fused_second[2]["backend"],
                   fused_first[0].tolist(), fused_second[0].tolist()],
         "before": before, "during": during, "ready": ready,
@@ -152,6 +167,9 @@ def test_quick_start_numpy_answers_then_numba_runs_the_compiled_model(tmp_path):
     assert "compiled for 'numba'" in report["after"]
     backend2, reason2, params2, chi2_2 = report["second"]
     assert backend2 == "numba" and "quick start" not in reason2
+    assert "derivatives: exact" in reason2
+    assert report["fused_decay"][0] == "numba"
+    assert "derivatives: exact" in report["fused_decay"][1]
     np.testing.assert_allclose(params2, params, rtol=1e-7)
     assert abs(chi2_2 - chi2) <= 1e-12 * chi2
     first_backend, second_backend, fused_params, fused_params2 = report["fused"]

@@ -296,17 +296,25 @@ def compile_model(f, n_params: int, x_ndim: int, weights_ndim: int = 1) -> None:
 
 
 def compile_fused(f, n_params: int, x, ydata, weights, p0, lower, upper) -> None:
-    """Compile numba's fused pass (``lm_fused``, the huge-fit path) for ``f``, by running it
-    briefly on a few points of the call's data; run by the quick start in the background."""
-    from autofit._codes import JAC_CENTRAL, JAC_FORWARD
+    """Compile numba's fused pass (``lm_fused``) for ``f``, by running it briefly on a few
+    points of the call's data; run by the quick start in the background. With the exact
+    point functions of :mod:`autofit._forward_mode` (curve_fit then takes the fused pass at
+    every size), else with finite differences (the huge-fit path)."""
+    from autofit._codes import JAC_ANALYTIC, JAC_CENTRAL, JAC_FORWARD
+    from autofit._forward_mode import exact_or_none
     from autofit.numba.batch import user_point_function
     from autofit.numba.large import lm_fused
 
-    x2 = x[None, :] if x.ndim == 1 else x
-    value = user_point_function(f, n_params, x2.shape[0])
-    for method in (JAC_FORWARD, JAC_CENTRAL):  # the iterations, then the polish pass
-        lm_fused(value, None, method, np.ascontiguousarray(x2), ydata, weights, p0, lower,
-                 upper, 1e-15, 1e-15, 1e-15, 2)
+    x2 = np.ascontiguousarray(x[None, :] if x.ndim == 1 else x)
+    exact, _ = exact_or_none(f, n_params, x2.shape[0], x, p0)
+    if exact is not None:
+        runs = [(*exact, JAC_ANALYTIC)]
+    else:
+        value = user_point_function(f, n_params, x2.shape[0])
+        runs = [(value, None, JAC_FORWARD), (value, None, JAC_CENTRAL)]  # iterate, polish
+    for value, gradient, method in runs:
+        lm_fused(value, gradient, method, x2, ydata, weights, p0, lower, upper, 1e-15, 1e-15,
+                 1e-15, 2)
 
 
 def has_failed(f, n_params: int, x_ndim: int) -> str | None:

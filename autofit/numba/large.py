@@ -22,7 +22,9 @@ a time) with forward or central differences, computed point by point with the st
 from __future__ import annotations
 
 import math
+import threading
 
+import numba
 import numpy as np
 
 from autofit._codes import (
@@ -180,199 +182,268 @@ def _chunk_source(n_params: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_solver(value, gradient, jac_method, n_params):
-    """``solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev)`` for these point
-    functions: the compiled ``lm_fused`` (returns its six outputs)."""
-    import numba
+def _chunk_signature():
+    from numba import types
 
-    jit = numba.njit(error_model="numpy", fastmath=FASTMATH)
+    f8 = types.float64
+    return types.void(f8[:, ::1], f8[::1], f8[::1], types.int64, f8[::1], f8[::1], f8[::1],
+                      f8[:, ::1], f8[::1], f8[::1])
+
+
+_REDUCTIONS: dict = {}
+
+
+def _reductions(n_params):
+    """The sums' helpers for ``n_params`` parameters, compiled once per process and size
+    (shared by every model's ``chunk_sums``)."""
+    if n_params not in _REDUCTIONS:
+        reduce = numba.njit(error_model="numpy", fastmath=_REDUCE_FASTMATH)
+        found = {"_sum": reduce(_sum), "_dot2": reduce(_dot2),
+                 "_scaled_row": reduce(_scaled_row)}
+        if n_params <= FUSED_SUMS_MAX_PARAMS:
+            namespace = {}
+            exec(compile(_all_sums_source(n_params), "<autofit large sums>", "exec"),  # noqa: S102
+                 namespace)
+            found["_all_sums"] = reduce(namespace["_all_sums"])
+        _REDUCTIONS[n_params] = found
+    return _REDUCTIONS[n_params]
+
+
+def build_chunk_sums(value, gradient, jac_method, n_params):
+    """``chunk_sums`` for these point functions (see ``_chunk_source``), compiled for its one
+    signature and passed to the driver as a first-class function: the only code compiled
+    per model (the point loop, with the model inlined so that it vectorises)."""
+    import numba
+    from numba import types
+
+    from autofit.numba.host import CompiledFunction
+
     inline = numba.njit(error_model="numpy", inline="always", fastmath=FASTMATH)
-    reduce = numba.njit(error_model="numpy", fastmath=_REDUCE_FASTMATH)
-    # Built-in models get the vectorisable exp; user functions are compiled as written.
-    fast_exp = getattr(value, "__module__", "") == "autofit.numba.points"
-    namespace = {"math": math, "_sum": reduce(_sum), "_dot2": reduce(_dot2),
-                 "_scaled_row": reduce(_scaled_row),
+    # Built-in models and the point functions generated from a user's source get the
+    # vectorisable exp; other user functions are compiled as written.
+    fast_exp = getattr(value, "__module__", "") in ("autofit.numba.points",
+                                                    "autofit._forward_mode")
+    namespace = {"math": math, **_reductions(n_params),
                  "value": inline(with_literals_of(value, np.float64, fast_exp)),
                  "gradient": (inline(with_literals_of(gradient, np.float64, fast_exp))
                               if jac_method == JAC_ANALYTIC else None)}
-    if n_params <= FUSED_SUMS_MAX_PARAMS:
-        exec(compile(_all_sums_source(n_params), "<autofit large sums>", "exec"),  # noqa: S102
-             namespace)
-        namespace["_all_sums"] = reduce(namespace["_all_sums"])
     exec(compile(_point_source(jac_method, n_params), "<autofit large point>", "exec"),  # noqa: S102
          namespace)
     namespace["point"] = inline(namespace["point"])
     exec(compile(_chunk_source(n_params), "<autofit large chunk>", "exec"),  # noqa: S102
          namespace)
-    chunk_sums = jit(namespace["chunk_sums"])
-    n_sums = 1 + n_params + n_params * (n_params + 1) // 2
-    cost = evaluations_per_pass(jac_method, n_params)
+    signature = _chunk_signature()
+    compiled = numba.njit(signature, error_model="numpy", fastmath=FASTMATH)(
+        namespace["chunk_sums"])
+    return CompiledFunction(compiled, types.FunctionType(signature))
 
-    @numba.njit(parallel=True, error_model="numpy")
-    def sums_per_chunk(x, y, w, p, lower, upper, chunk, partial):
-        n_chunks = partial.shape[0]
-        n_blocks = min(n_chunks, BLOCKS)
-        for b in numba.prange(n_blocks):
-            jac = np.empty((2 * n_params + 3, chunk))
-            work_p = np.empty(n_params)
-            for c in range(b * n_chunks // n_blocks, (b + 1) * n_chunks // n_blocks):
-                chunk_sums(x, y, w, c * chunk, p, lower, upper, jac, work_p, partial[c])
 
-    @jit
-    def evaluate(x, y, w, p, lower, upper, chunk, partial, g, h):
-        # chi2 (inf if it, g or h is not finite); g and h written in place.
-        sums_per_chunk(x, y, w, p, lower, upper, chunk, partial)
-        total = np.zeros(n_sums)
-        for c in range(partial.shape[0]):
-            for s in range(n_sums):
-                total[s] += partial[c, s]
-        finite = math.isfinite(total[0])
-        index = 1 + n_params
-        for a in range(n_params):
-            g[a] = total[1 + a]
-            finite = finite and math.isfinite(g[a])
-            for b in range(a + 1):
-                h[a, b] = total[index]
-                h[b, a] = total[index]
-                finite = finite and math.isfinite(total[index])
-                index += 1
-        return total[0] if finite else math.inf
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _sums_per_chunk(chunk_sums, x, y, w, p, lower, upper, chunk, partial):
+    n_params = p.shape[0]
+    n_chunks = partial.shape[0]
+    n_blocks = min(n_chunks, BLOCKS)
+    for b in numba.prange(n_blocks):
+        jac = np.empty((2 * n_params + 3, chunk))
+        work_p = np.empty(n_params)
+        for c in range(b * n_chunks // n_blocks, (b + 1) * n_chunks // n_blocks):
+            chunk_sums(x, y, w, c * chunk, p, lower, upper, jac, work_p, partial[c])
 
-    @jit
-    def cholesky_solve(h, g, scale, damping, active, step):
-        # (h + damping diag(scale)) step = g over the active parameters (step 0 for the
-        # others); False when a pivot is not > 0 (as the reference's Cholesky).
-        chol = np.zeros((n_params, n_params))
-        for j in range(n_params):
-            for i in range(j, n_params):
-                if not (active[i] and active[j]):
-                    chol[i, j] = 1.0 if i == j else 0.0
-                    continue
-                s = h[i, j] + (damping * scale[j] if i == j else 0.0)
-                for k in range(j):
-                    s -= chol[i, k] * chol[j, k]
-                if i == j:
-                    if not (s > 0.0 and math.isfinite(s)):
-                        return False
-                    chol[j, j] = math.sqrt(s)
-                else:
-                    chol[i, j] = s / chol[j, j]
-        for i in range(n_params):
-            s = g[i] if active[i] else 0.0
-            for k in range(i):
-                s -= chol[i, k] * step[k]
-            step[i] = s / chol[i, i]
-        for i in range(n_params - 1, -1, -1):
-            s = step[i]
-            for k in range(i + 1, n_params):
-                s -= chol[k, i] * step[k]
-            step[i] = s / chol[i, i]
-        return True
 
-    @jit
-    def solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev):
-        chunk = min(CHUNK, y.shape[0])
-        partial = np.empty(((y.shape[0] + chunk - 1) // chunk, n_sums))
-        p = np.minimum(np.maximum(p0, lower), upper)
-        g = np.empty(n_params)
-        h = np.empty((n_params, n_params))
-        trial_g = np.empty(n_params)
-        trial_h = np.empty((n_params, n_params))
-        step = np.empty(n_params)
-        active = np.empty(n_params, dtype=np.bool_)
-        chi2 = evaluate(x, y, w, p, lower, upper, chunk, partial, g, h)
-        nfev = cost
-        if not math.isfinite(chi2):
-            return p, chi2, NONFINITE, nfev, 0, h
-        scale = np.empty(n_params)
-        for a in range(n_params):
-            scale[a] = h[a, a]
-        damping = BATCH_INITIAL_DAMPING
-        n_iter = 0
-        status = RUNNING
-        while status == RUNNING:
-            cosine = 0.0
-            for a in range(n_params):
-                active[a] = not ((p[a] <= lower[a] and g[a] < 0.0)
-                                 or (p[a] >= upper[a] and g[a] > 0.0))
-                if active[a] and h[a, a] > 0.0:
-                    cosine = max(cosine, abs(g[a]) / math.sqrt(h[a, a] * chi2))
-            if chi2 == 0.0:
-                status = CONVERGED_FTOL
-                break
-            if cosine <= gtol:
-                status = CONVERGED_GTOL
-                break
-            if cholesky_solve(h, g, scale, 0.0, active, step):
-                decrement = 0.0
-                moved2 = 0.0
-                size2 = 0.0
-                for a in range(n_params):
-                    decrement += step[a] * (g[a] if active[a] else 0.0)
-                    moved2 += scale[a] * step[a] * step[a]
-                    size2 += scale[a] * p[a] * p[a]
-                if decrement <= ftol * chi2 and moved2 <= UNSEEN_STEP ** 2 * size2:
-                    trial = np.empty(n_params)
-                    for a in range(n_params):
-                        trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
-                    p = trial
-                    status = CONVERGED_FTOL
-                    break
-            if nfev >= max_nfev:
-                status = MAX_NFEV
-                break
-            if not cholesky_solve(h, g, scale, damping, active, step):
-                damping *= BATCH_DAMPING_UP
-                if damping > MAX_DAMPING:
-                    status = SINGULAR
+@numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def _evaluate(chunk_sums, x, y, w, p, lower, upper, chunk, partial, g, h):
+    # chi2 (inf if it, g or h is not finite); g and h written in place.
+    n_params = p.shape[0]
+    n_sums = partial.shape[1]
+    _sums_per_chunk(chunk_sums, x, y, w, p, lower, upper, chunk, partial)
+    total = np.zeros(n_sums)
+    for c in range(partial.shape[0]):
+        for s in range(n_sums):
+            total[s] += partial[c, s]
+    finite = math.isfinite(total[0])
+    index = 1 + n_params
+    for a in range(n_params):
+        g[a] = total[1 + a]
+        finite = finite and math.isfinite(g[a])
+        for b in range(a + 1):
+            h[a, b] = total[index]
+            h[b, a] = total[index]
+            finite = finite and math.isfinite(total[index])
+            index += 1
+    return total[0] if finite else math.inf
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+def _cholesky_solve(h, g, scale, damping, active, step):
+    # (h + damping diag(scale)) step = g over the active parameters (step 0 for the
+    # others); False when a pivot is not > 0 (as the reference's Cholesky).
+    n_params = g.shape[0]
+    chol = np.zeros((n_params, n_params))
+    for j in range(n_params):
+        for i in range(j, n_params):
+            if not (active[i] and active[j]):
+                chol[i, j] = 1.0 if i == j else 0.0
                 continue
-            trial = np.empty(n_params)
+            s = h[i, j] + (damping * scale[j] if i == j else 0.0)
+            for k in range(j):
+                s -= chol[i, k] * chol[j, k]
+            if i == j:
+                if not (s > 0.0 and math.isfinite(s)):
+                    return False
+                chol[j, j] = math.sqrt(s)
+            else:
+                chol[i, j] = s / chol[j, j]
+    for i in range(n_params):
+        s = g[i] if active[i] else 0.0
+        for k in range(i):
+            s -= chol[i, k] * step[k]
+        step[i] = s / chol[i, i]
+    for i in range(n_params - 1, -1, -1):
+        s = step[i]
+        for k in range(i + 1, n_params):
+            s -= chol[k, i] * step[k]
+        step[i] = s / chol[i, i]
+    return True
+
+
+def _solve(chunk_sums, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev):
+    n_params = p0.shape[0]
+    n_sums = 1 + n_params + n_params * (n_params + 1) // 2
+    chunk = min(CHUNK, y.shape[0])
+    partial = np.empty(((y.shape[0] + chunk - 1) // chunk, n_sums))
+    p = np.minimum(np.maximum(p0, lower), upper)
+    g = np.empty(n_params)
+    h = np.empty((n_params, n_params))
+    trial_g = np.empty(n_params)
+    trial_h = np.empty((n_params, n_params))
+    step = np.empty(n_params)
+    active = np.empty(n_params, dtype=np.bool_)
+    chi2 = _evaluate(chunk_sums, x, y, w, p, lower, upper, chunk, partial, g, h)
+    nfev = cost
+    if not math.isfinite(chi2):
+        return p, chi2, NONFINITE, nfev, 0, h
+    scale = np.empty(n_params)
+    for a in range(n_params):
+        scale[a] = h[a, a]
+    damping = BATCH_INITIAL_DAMPING
+    n_iter = 0
+    status = RUNNING
+    while status == RUNNING:
+        cosine = 0.0
+        for a in range(n_params):
+            active[a] = not ((p[a] <= lower[a] and g[a] < 0.0)
+                             or (p[a] >= upper[a] and g[a] > 0.0))
+            if active[a] and h[a, a] > 0.0:
+                cosine = max(cosine, abs(g[a]) / math.sqrt(h[a, a] * chi2))
+        if chi2 == 0.0:
+            status = CONVERGED_FTOL
+            break
+        if cosine <= gtol:
+            status = CONVERGED_GTOL
+            break
+        if _cholesky_solve(h, g, scale, 0.0, active, step):
+            decrement = 0.0
             moved2 = 0.0
             size2 = 0.0
             for a in range(n_params):
-                trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
-                moved = trial[a] - p[a]
-                moved2 += scale[a] * moved * moved
+                decrement += step[a] * (g[a] if active[a] else 0.0)
+                moved2 += scale[a] * step[a] * step[a]
                 size2 += scale[a] * p[a] * p[a]
-            small_step = moved2 <= xtol * xtol * size2
-            trial_chi2 = evaluate(x, y, w, trial, lower, upper, chunk, partial, trial_g,
-                                  trial_h)
-            nfev += cost
-            n_iter += 1
-            predicted = 0.0
-            damped = 0.0
-            for a in range(n_params):
-                row = 0.0
-                for b in range(n_params):
-                    row += h[a, b] * step[b]
-                predicted += step[a] * row
-                damped += scale[a] * step[a] * step[a]
-            predicted += 2.0 * damping * damped
-            small_reduction = (abs(chi2 - trial_chi2) <= ftol * trial_chi2
-                               and predicted <= ftol * trial_chi2)
-            if trial_chi2 <= chi2:
-                chi2 = trial_chi2
-                p = trial
-                g, trial_g = trial_g, g
-                h, trial_h = trial_h, h
+            if decrement <= ftol * chi2 and moved2 <= UNSEEN_STEP ** 2 * size2:
+                trial = np.empty(n_params)
                 for a in range(n_params):
-                    scale[a] = max(scale[a], h[a, a])
-                damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-                if small_reduction and small_step:
-                    status = CONVERGED_FTOL_XTOL
-                elif small_reduction or chi2 == 0.0:
-                    status = CONVERGED_FTOL
-                elif small_step:
-                    status = CONVERGED_XTOL
-            else:
-                if small_step:
-                    status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
-                elif small_reduction:
-                    status = CONVERGED_FTOL
-                damping *= BATCH_DAMPING_UP
-                if status == RUNNING and damping > MAX_DAMPING:
-                    status = MACHINE_PRECISION
-        return p, chi2, status, nfev, n_iter, h
+                    trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
+                p = trial
+                status = CONVERGED_FTOL
+                break
+        if nfev >= max_nfev:
+            status = MAX_NFEV
+            break
+        if not _cholesky_solve(h, g, scale, damping, active, step):
+            damping *= BATCH_DAMPING_UP
+            if damping > MAX_DAMPING:
+                status = SINGULAR
+            continue
+        trial = np.empty(n_params)
+        moved2 = 0.0
+        size2 = 0.0
+        for a in range(n_params):
+            trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
+            moved = trial[a] - p[a]
+            moved2 += scale[a] * moved * moved
+            size2 += scale[a] * p[a] * p[a]
+        small_step = moved2 <= xtol * xtol * size2
+        trial_chi2 = _evaluate(chunk_sums, x, y, w, trial, lower, upper, chunk, partial,
+                               trial_g, trial_h)
+        nfev += cost
+        n_iter += 1
+        predicted = 0.0
+        damped = 0.0
+        for a in range(n_params):
+            row = 0.0
+            for b in range(n_params):
+                row += h[a, b] * step[b]
+            predicted += step[a] * row
+            damped += scale[a] * step[a] * step[a]
+        predicted += 2.0 * damping * damped
+        small_reduction = (abs(chi2 - trial_chi2) <= ftol * trial_chi2
+                           and predicted <= ftol * trial_chi2)
+        if trial_chi2 <= chi2:
+            chi2 = trial_chi2
+            p = trial
+            g, trial_g = trial_g, g
+            h, trial_h = trial_h, h
+            for a in range(n_params):
+                scale[a] = max(scale[a], h[a, a])
+            damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
+            if small_reduction and small_step:
+                status = CONVERGED_FTOL_XTOL
+            elif small_reduction or chi2 == 0.0:
+                status = CONVERGED_FTOL
+            elif small_step:
+                status = CONVERGED_XTOL
+        else:
+            if small_step:
+                status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
+            elif small_reduction:
+                status = CONVERGED_FTOL
+            damping *= BATCH_DAMPING_UP
+            if status == RUNNING and damping > MAX_DAMPING:
+                status = MACHINE_PRECISION
+    return p, chi2, status, nfev, n_iter, h
+
+
+
+_driver_lock = threading.Lock()
+_DRIVER: list = []
+
+
+def _driver():
+    """The LM driver of the fused pass, compiled once (and kept in numba's disk cache) for
+    every model: it takes the model's ``chunk_sums`` as a first-class function."""
+    with _driver_lock:
+        if not _DRIVER:
+            from numba import types
+
+            f8, i8 = types.float64, types.int64
+            chunk_type = types.FunctionType(_chunk_signature())
+            vector, matrix = f8[::1], f8[:, ::1]
+            _DRIVER.append(numba.njit((chunk_type, i8, matrix, vector, vector, vector,
+                                       vector, vector, f8, f8, f8, i8), cache=True,
+                                      error_model="numpy", fastmath=FASTMATH)(_solve))
+    return _DRIVER[0]
+
+
+def build_solver(value, gradient, jac_method, n_params):
+    """``solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev)`` for these point
+    functions: the compiled ``lm_fused`` (returns its six outputs)."""
+    chunk_sums = build_chunk_sums(value, gradient, jac_method, n_params)
+    cost = evaluations_per_pass(jac_method, n_params)
+    driver = _driver()
+
+    def solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev):
+        return driver(chunk_sums, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol,
+                      max_nfev)
 
     return solve
 

@@ -1,0 +1,273 @@
+"""Exact derivatives generated from the source of a user's NumPy model (autofit._forward_mode).
+
+The generated point functions are checked here in plain Python (no compilation): their value
+must equal the user's model and their gradient must equal an independent high-order finite
+difference, for every style of model people write. Models it cannot read must be refused
+with a reason, never differentiated wrongly.
+"""
+
+import math
+import sys
+
+import numpy as np
+import pytest
+from numpy import exp as bare_exp
+
+from autofit import _forward_mode
+from autofit._forward_mode import Unsupported, _CheckMath, _define, generate_source
+
+N_PEAKS = 3
+WIDTH_SCALE = 0.5
+
+
+def decay(x, a, b, c):
+    return a * np.exp(-b * x) + c
+
+
+def gaussian(x, a, mu, sigma, c):
+    """A docstring is skipped."""
+    return a * np.exp(-0.5 * ((x - mu) / sigma) ** 2) + c
+
+
+def damped_cosine(x, a, tau, omega, phi, c):
+    return a * np.exp(-x / tau) * np.cos(omega * x + phi) + c
+
+
+def peaks_full_like(f, *p):
+    out = np.full_like(f, p[-1])
+    for i in range(len(p) // 3):
+        a, c, w = p[3 * i], p[3 * i + 1], p[3 * i + 2]
+        out = out - a * w ** 2 / ((f - c) ** 2 + w ** 2)
+    return out
+
+
+def peaks_global_count(x, *p):
+    total = np.zeros_like(x)
+    for k in range(N_PEAKS):
+        amplitude, centre, width = p[3 * k:3 * k + 3]
+        total += amplitude * np.exp(-((x - centre) / (WIDTH_SCALE * width)) ** 2)
+    return total + p[3 * N_PEAKS]
+
+
+def peaks_zip(x, *p):
+    out = np.ones_like(x) * p[-1]
+    for a, c, w in zip(p[0:-1:3], p[1:-1:3], p[2:-1:3]):
+        out += a / (1 + ((x - c) / w) ** 2)
+    return out
+
+
+def gaussian_2d(xy, a, x0, y0, s, c):
+    x, y = xy
+    return a * np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * s ** 2)) + c
+
+
+def plane_indexed(xy, a, b, c):
+    return a * xy[0] + b * xy[1] ** 2 + c
+
+
+def functions_galore(x, a, b, c, d):
+    u = np.sin(a * x) + np.cos(b) * np.tanh(c * x) + np.arctan(d * x)
+    v = np.sqrt(a * a + x * x) + np.log1p(b * b * x * x) + np.expm1(-c * x) + np.abs(d - x)
+    w = math.exp(-a) * math.erf(b) * x + np.arctan2(c, x + 2.0) + np.hypot(d, x)
+    return u + v + w + np.power(x + 1.0, b) + np.clip(a * x, -1.0, 1.0) + bare_exp(-d)
+
+
+def where_and_if(x, a, b, c):
+    y = np.where(x > b, a * (x - b) ** 2, -a * (x - b))
+    z = np.maximum(y, c * x) + (c if c > 0 else -c)
+    return y + np.minimum(z, 10.0) - (x ** 2 if N_PEAKS > 2 else x)
+
+
+def power_parameter(x, a, b):
+    return a * x ** b + 2.0 ** b
+
+
+def with_default(x, a, b, offset=1.5):
+    return a * x + b + offset
+
+
+def make_closure():
+    scale = 3.0
+
+    def scaled(x, a, b):
+        return scale * a * np.exp(-b * x)
+
+    return scaled
+
+
+CASES = [
+    (decay, (2.0, 1.3, 0.5), np.linspace(0.0, 4.0, 40)),
+    (gaussian, (3.0, 0.2, 0.8, 0.5), np.linspace(-4, 4, 40)),
+    (damped_cosine, (2.0, 3.0, 5.0, 0.3, 0.1), np.linspace(0, 10, 40)),
+    (peaks_full_like, (0.02, 2.82, 0.004, 0.03, 2.86, 0.005, 1.0), np.linspace(2.8, 2.9, 60)),
+    (peaks_global_count, (1.0, -1.0, 0.6, 0.5, 0.5, 0.4, 2.0, 2.0, 0.8, 0.1),
+     np.linspace(-3, 3, 50)),
+    (peaks_zip, (1.0, -1.0, 0.6, 0.5, 0.5, 0.4, 0.3), np.linspace(-3, 3, 50)),
+    (functions_galore, (0.7, 0.3, 1.1, 0.45), np.linspace(0.1, 3, 30)),
+    (where_and_if, (1.5, 0.95, 0.7), np.linspace(0, 3, 31)),
+    (power_parameter, (1.2, 1.7), np.linspace(0.5, 3, 20)),
+    (with_default, (1.2, 1.7), np.linspace(0.5, 3, 20)),
+    (make_closure(), (1.2, 0.7), np.linspace(0.5, 3, 20)),
+]
+CASES_2D = [
+    (gaussian_2d, (2.0, 0.1, -0.2, 0.7, 0.3)),
+    (plane_indexed, (1.0, -2.0, 0.5)),
+]
+
+
+def _points(f, p, x):
+    """The generated value and gradient run in Python over every point of x."""
+    n_params = len(p)
+    x2 = np.atleast_2d(x)
+    value_source, gradient_source = generate_source(f, n_params, x2.shape[0])
+    namespace = {"math": _CheckMath, "np": np, "abs": abs, "float": float}
+    value = _define(value_source, "value", dict(namespace))
+    gradient = _define(gradient_source, "gradient", dict(namespace))
+    p = np.asarray(p, dtype=np.float64)
+    values = np.array([value(x2, i, p) for i in range(x2.shape[1])])
+    jac = np.zeros((n_params, x2.shape[1]))
+    returned = np.array([gradient(x2, i, p, jac, i) for i in range(x2.shape[1])])
+    np.testing.assert_array_equal(returned, values)  # the same value, bit for bit
+    return values, jac
+
+
+def _richardson(f, x, p, j):
+    """d f / d p_j by central differences at h, h/2, h/4, extrapolated twice (error h^6)."""
+    def central(h):
+        up, down = np.array(p, dtype=float), np.array(p, dtype=float)
+        up[j] += h
+        down[j] -= h
+        return (f(x, *up) - f(x, *down)) / (2 * h)
+
+    h = 1e-4 * max(abs(p[j]), 1e-2)
+    d1, d2, d3 = central(h), central(h / 2), central(h / 4)
+    e1, e2 = (4 * d2 - d1) / 3, (4 * d3 - d2) / 3
+    return (16 * e2 - e1) / 15
+
+
+@pytest.mark.parametrize("f, p, x", CASES, ids=[c[0].__name__ for c in CASES])
+def test_generated_value_and_gradient_match_the_model(f, p, x):
+    values, jac = _points(f, p, x)
+    np.testing.assert_allclose(values, f(x, *p), rtol=1e-13, atol=1e-13)
+    for j in range(len(p)):
+        expected = _richardson(f, x, p, j)
+        np.testing.assert_allclose(jac[j], expected, rtol=1e-6,
+                                   atol=1e-7 * (np.abs(expected).max() + 1e-3),
+                                   err_msg=f"parameter {j}")
+
+
+@pytest.mark.parametrize("f, p", CASES_2D, ids=[c[0].__name__ for c in CASES_2D])
+def test_two_variable_models(f, p):
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(-1, 1, size=(2, 25))
+    values, jac = _points(f, p, xy)
+    np.testing.assert_allclose(values, f(xy, *p), rtol=1e-13, atol=1e-13)
+    for j in range(len(p)):
+        np.testing.assert_allclose(jac[j], _richardson(f, xy, p, j), rtol=1e-6, atol=1e-8)
+
+
+def test_a_peak_writes_no_derivative_for_other_peaks_parameters():
+    _, gradient_source = generate_source(peaks_full_like, 7, 1)
+    # Parameters are read once and the unrolled loop indexes them by constants.
+    assert "range(" not in gradient_source and "p[3 * i" not in gradient_source
+    # d/d(offset) of "full_like(x, p[-1])" minus peaks is the literal 1.0: nothing computed.
+    assert "jac[6, col] = 1.0" in gradient_source
+
+
+def sums_over_x(x, a, b):
+    return a * x / np.sum(x) + b
+
+
+def assigns_in_place(x, a, b):
+    out = a * x
+    out[x > 1] = b
+    return out
+
+
+def branches_on_data(x, a, b):
+    if a > 0:
+        return a * x
+    return b * x
+
+
+def loops_over_data(x, a, b):
+    total = 0.0
+    for value in x:
+        total = total + a * value
+    return total + b
+
+
+def helper(x, a):
+    return a * x
+
+
+def calls_a_helper(x, a, b):
+    return helper(x, a) + b
+
+
+def while_loop(x, a, b):
+    k = 0
+    while k < 3:
+        k += 1
+    return a * x + b
+
+
+@pytest.mark.parametrize("f, why", [
+    (sums_over_x, "np.sum"),
+    (assigns_in_place, "assigning"),
+    (branches_on_data, "branch"),
+    (loops_over_data, "loop"),
+    (calls_a_helper, "helper"),
+    (while_loop, "while"),
+    (lambda x, a, b: a * x + b, "not a function defined with def"),
+    (np.sin, "objects"),
+])
+def test_models_it_cannot_read_are_refused_with_a_reason(f, why):
+    with pytest.raises(Unsupported, match=why):
+        generate_source(f, 2, 1)
+
+
+def test_the_check_refuses_generated_code_that_disagrees_with_the_model(monkeypatch):
+    def wider(x, a, mu, sigma, c):
+        return a * np.exp(-0.25 * ((x - mu) / sigma) ** 2) + c
+
+    generate = _forward_mode._generate
+    wrong = generate(gaussian, 4, 1)
+    monkeypatch.setattr(_forward_mode, "_generate", lambda f, n_params, n_variables: (
+        wrong if f is wider else generate(f, n_params, n_variables)))
+    found, reason = _forward_mode.exact_or_none(wider, 4, 1, np.linspace(0, 1, 5),
+                                                np.array([1.0, 0.5, 0.3, 0.1]))
+    assert found is None and "differs" in reason
+
+
+def test_a_model_with_side_effects_is_refused():
+    values = []
+
+    def remembers(x, a, b):
+        values.append(a)
+        return a * x + b * len(values)
+
+    found, reason = _forward_mode.exact_or_none(remembers, 2, 1, np.linspace(0, 1, 5),
+                                                np.array([1.0, 2.0]))
+    assert found is None and "values.append" in reason
+
+
+def test_a_changed_global_regenerates_the_functions(monkeypatch):
+    x = np.linspace(0.5, 3, 7)
+    p = np.array([1.2, 0.7])
+    first, _ = _forward_mode.exact_or_none(peaks_scale, 2, 1, x, p)
+    again, _ = _forward_mode.exact_or_none(peaks_scale, 2, 1, x, p)
+    assert again is first  # cached while the global is unchanged
+    monkeypatch.setattr(sys.modules[__name__], "SCALE", 5.0)
+    changed, _ = _forward_mode.exact_or_none(peaks_scale, 2, 1, x, p)
+    assert changed is not first
+    jac = np.zeros((2, 1))
+    assert changed[1](x[None, :], 0, p, jac, 0) == pytest.approx(peaks_scale(x[:1], *p)[0])
+    assert jac[0, 0] == pytest.approx(5.0 * x[0])
+
+
+SCALE = 2.0
+
+
+def peaks_scale(x, a, b):
+    return SCALE * a * x + b
