@@ -253,6 +253,17 @@ def _covariance(name, n_points):
             Case("rank-deficient", (deficient,), ("kernel", "exact"))]
 
 
+def _information(name, n_points):
+    """JᵀJ of the covariance cases' Jacobians: full rank, rank-deficient, not finite."""
+    jac = _covariance(name, n_points)[0].args[0]
+    deficient = _covariance(name, n_points)[1].args[0]
+    broken = jac.T @ jac
+    broken[2, 1] = np.inf
+    return [Case("full-rank", (jac.T @ jac,), ("kernel", "exact")),
+            Case("rank-deficient", (deficient.T @ deficient,), ("kernel", "exact")),
+            Case("not-finite", (broken,), ("kernel", "exact"))]
+
+
 def _lm_fused(name, n_points):
     """One large fit: gaussian and exponential decay, analytic and finite differences,
     bounded, per-point and shared weights (the chunked pass's tail is covered by sizes that
@@ -301,4 +312,5 @@ _FACTORIES = {
     "lm_step": _lm_step,
     "lm_solve": _lm_solve,
     "covariance": _covariance,
+    "information": _information,
 }

@@ -414,6 +414,27 @@ pcov : (n_params, n_params) float64
 rank : int
     Number of singular values kept.
 """, case="covariance"),
+    KernelSpec(
+        "covariance_from_information", ("information",),
+        """Unscaled parameter covariance ``(JᵀW²J)⁺`` from the information matrix.
+
+What ``lm_fused`` returns instead of a Jacobian. Eigenvalues below
+``n_params * eps * λ_max`` are dropped (a pseudo-inverse where the matrix is singular):
+``JᵀW²J`` is only known to about ``eps * λ_max``, so scipy's rule on the singular values of
+J (relative ``eps * n_points``, squared here) cannot be used. Only the lower triangle is
+read. A matrix with a non-finite entry gives a covariance of nan and rank 0.
+
+Parameters
+----------
+information : (n_params, n_params) float64
+    ``JᵀW²J`` at the solution.
+
+Returns
+-------
+pcov : (n_params, n_params) float64
+rank : int
+    Number of eigenvalues kept.
+""", case="information"),
 )
 
 

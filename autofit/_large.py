@@ -10,7 +10,6 @@ as the stored-Jacobian path does) and turns ``JᵀW²J`` into the covariance.
 from __future__ import annotations
 
 import contextlib
-import math
 
 import numpy as np
 
@@ -18,30 +17,8 @@ from autofit import _codes, _dispatch
 from autofit._status import Status
 from autofit.models import Model
 
-EPS = np.finfo(np.float64).eps
 # The backends whose fused kernel takes a model as point functions (value, gradient).
 POINT_FUNCTION_BACKENDS = ("numba",)
-
-
-def covariance_from_information(information: np.ndarray) -> tuple[np.ndarray, int]:
-    """``(JᵀW²J)⁺`` and its rank from the ``(n_params, n_params)`` information matrix.
-
-    Eigenvalues below ``n_params * eps * λ_max`` are dropped (a pseudo-inverse where the
-    matrix is singular). ``JᵀJ`` is only known to about ``eps * λ_max``, so scipy's rule on
-    the singular values of J (relative ``eps * n_points``, squared here) cannot be used.
-    """
-    # eigh reads one triangle: the other need not be mirrored. A finite sum proves every
-    # entry finite in one pass (the full check runs only when the sum is not).
-    n = information.shape[0]
-    if not math.isfinite(information.sum()) and not np.isfinite(information).all():
-        return np.full((n, n), np.nan), 0
-    eigenvalues, vectors = np.linalg.eigh(information)
-    cutoff = n * EPS * max(float(eigenvalues[-1]), 0.0)
-    if eigenvalues[0] > cutoff:  # full rank, the common case: two operations
-        return (vectors / eigenvalues) @ vectors.T, n
-    keep = eigenvalues > cutoff
-    inverse = np.where(keep, 1.0 / np.where(keep, eigenvalues, 1.0), 0.0)
-    return (vectors * inverse) @ vectors.T, int(np.count_nonzero(keep))
 
 
 def _numba_model(f, jac, prepared, n_params, n_variables):
@@ -112,10 +89,12 @@ def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, 
         if full_output or not converged:  # the size of the data: only when asked for
             f_fit = np.asarray(evaluate(x, params), dtype=np.float64)
             fvec = weights * (f_fit - y)
-    if converged:
-        pcov, rank = covariance_from_information(np.asarray(information, dtype=np.float64))
-    else:
-        pcov, rank = np.full((n_params, n_params), np.nan), 0
+        if converged:
+            pcov, rank = kernels.covariance_from_information(
+                np.asarray(information, dtype=np.float64))
+            pcov, rank = np.asarray(pcov, dtype=np.float64), int(rank)
+        else:
+            pcov, rank = np.full((n_params, n_params), np.nan), 0
     return {"params": np.array(params, dtype=np.float64), "chi2": float(chi2),
             "status": Status(int(status)), "nfev": nfev, "nit": n_iter, "pcov": pcov,
             "rank": rank, "fvec": fvec}

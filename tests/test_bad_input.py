@@ -439,8 +439,8 @@ def test_known_methods_all_run(method):
 
 @pytest.mark.parametrize("jac", ["cs", "foo", 3, "2point"])
 def test_bad_jac_raises(jac):
-    with pytest.raises(ValueError, match=r"jac must be a callable, '2-point', '3-point' or "
-                                         rf"None, got {re.escape(repr(jac))}"):
+    with pytest.raises(ValueError, match=r"jac must be a callable, '2-point', '3-point', 'exact' "
+                                         rf"or None, got {re.escape(repr(jac))}"):
         fit(jac=jac)
 
 

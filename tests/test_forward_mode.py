@@ -271,3 +271,61 @@ SCALE = 2.0
 
 def peaks_scale(x, a, b):
     return SCALE * a * x + b
+
+
+needs_numba = pytest.mark.skipif(not __import__("autofit")._dispatch.is_installed("numba"),
+                                 reason="numba is not installed")
+
+
+@needs_numba
+def test_curve_fit_on_numba_uses_the_exact_derivatives_and_agrees_with_numpy():
+    import autofit
+
+    x = np.linspace(0, 10, 400)
+    truth = (2.0, 3.0, 5.0, 0.3, 0.1)
+    y = damped_cosine(x, *truth) + 0.05 * np.random.default_rng(0).normal(size=x.size)
+    p0 = (1.8, 2.5, 4.9, 0.2, 0.0)
+    popt, pcov, info, _, _ = autofit.curve_fit(damped_cosine, x, y, p0=p0, backend="numba",
+                                               full_output=True)
+    assert info["backend"] == "numba"
+    assert "derivatives: exact" in info["backend_reason"]
+    reference, reference_cov, info_np, _, _ = autofit.curve_fit(
+        damped_cosine, x, y, p0=p0, backend="numpy", full_output=True)
+    # χ² pins the parameters down to about sqrt(eps) relative: agreement to 1e-7.
+    np.testing.assert_allclose(popt, reference, rtol=1e-7)
+    np.testing.assert_allclose(pcov, reference_cov, rtol=1e-6)
+    assert info["chi2"] <= info_np["chi2"] * (1 + 1e-12)
+    forced, _, info_fd, _, _ = autofit.curve_fit(damped_cosine, x, y, p0=p0, jac="2-point",
+                                                 backend="numba", full_output=True)
+    assert "derivatives: finite differences" in info_fd["backend_reason"]
+    np.testing.assert_allclose(forced, popt, rtol=1e-8)
+
+
+@needs_numba
+def test_jac_exact_raises_when_the_derivatives_cannot_be_generated():
+    import autofit
+
+    x = np.linspace(0.1, 2, 50)
+    with pytest.raises(ValueError, match="jac='exact'.*np.sum"):
+        autofit.curve_fit(sums_over_x, x, 2 * x + 1, p0=[1, 1], jac="exact", backend="numba")
+    popt, _ = autofit.curve_fit(decay, x, decay(x, 2, 1, 0.5), p0=[1.5, 1.2, 0.4],
+                                jac="exact", backend="numba")
+    np.testing.assert_allclose(popt, [2, 1, 0.5], rtol=1e-10)
+
+
+@needs_numba
+def test_fit_batch_on_numba_uses_the_exact_derivatives():
+    import autofit
+
+    f = np.linspace(2.8, 2.9, 60)
+    truth = np.array([0.02, 2.82, 0.004, 0.03, 2.86, 0.005, 1.0])
+    rng = np.random.default_rng(1)
+    starts = truth * (1 + 0.05 * rng.normal(size=(20, 7)))
+    starts[:, [1, 4]] = truth[[1, 4]] + 0.0005 * rng.normal(size=(20, 2))
+    y = np.stack([peaks_full_like(f, *truth)] * 20) + 1e-4 * rng.normal(size=(20, 60))
+    result = autofit.fit_batch(peaks_full_like, f, y, p0=starts, backend="numba")
+    assert result.backend == "numba"
+    assert "derivatives: exact" in result.backend_reason
+    assert result.converged.all()
+    reference = autofit.fit_batch(peaks_full_like, f, y, p0=starts, backend="numpy")
+    np.testing.assert_allclose(result.chi2, reference.chi2, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""Parameter covariance from the Jacobian (JAX).
+"""Parameter covariance from the Jacobian or the information matrix (JAX).
 
 The rule of :mod:`autofit.original.covariance` with fixed shapes: singular values below
 the threshold are masked with ``jnp.where`` instead of being removed.
@@ -25,3 +25,19 @@ def covariance_from_jacobian(jac):
     inverse_squares = jnp.where(kept, 1.0 / jnp.where(kept, singular_values, 1.0) ** 2, 0.0)
     pcov = (vt.T * inverse_squares) @ vt
     return pcov, jnp.sum(kept, dtype=int)
+
+
+@implements("covariance_from_information")
+@jax.jit
+def covariance_from_information(information):
+    information = jnp.asarray(information, dtype=float)
+    n = information.shape[0]
+    finite = jnp.all(jnp.isfinite(information))
+    safe = jnp.where(finite, information, 0.0)
+    eigenvalues, vectors = jnp.linalg.eigh(safe, symmetrize_input=False)
+    cutoff = n * _EPS * jnp.maximum(eigenvalues[-1], 0.0)
+    kept = eigenvalues > cutoff
+    inverse = jnp.where(kept, 1.0 / jnp.where(kept, eigenvalues, 1.0), 0.0)
+    pcov = (vectors * inverse) @ vectors.T
+    return (jnp.where(finite, pcov, jnp.nan),
+            jnp.where(finite, jnp.sum(kept, dtype=int), 0))

@@ -12,7 +12,7 @@ that a fit that wanders into a singular model ends with status ``NONFINITE`` on 
 """
 
 from autofit.numba.batch import lm_batch
-from autofit.numba.covariance import covariance_from_jacobian
+from autofit.numba.covariance import covariance_from_information, covariance_from_jacobian
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
 from autofit.numba.large import lm_fused
 from autofit.numba.lm import lm_solve, lm_step
@@ -54,6 +54,7 @@ from autofit.numba.models import (
 )
 
 __all__ = [
+    "covariance_from_information",
     "covariance_from_jacobian",
     "jacobian_cauchy_2d_elliptic",
     "jacobian_central",
