@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import types
 import warnings
 
 import numpy as np
@@ -145,6 +146,12 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     >>> np.round(popt, 6)
     array([2.5, 1.3, 0.5])
     """
+    if (p0 is not None and sigma is None and jac is None and method is None and not kwargs
+            and not full_output and not absolute_sigma and check_finite is None
+            and nan_policy is None and fused is None and check.is_unbounded(bounds)):
+        fitted = _common_call(f, xdata, ydata, p0, backend)
+        if fitted is not None:
+            return fitted
     options = _solver_options(kwargs)
     if method is not None and method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS} (all run autofit's bounded LM) "
@@ -228,7 +235,8 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     # The fused path checks the model on a sample (a full evaluation in Python would cost
     # more than the fit); a non-finite value elsewhere ends the fit with NONFINITE.
     sample = slice(None) if not use_fused else slice(0, min(y.shape[0], _CHECK_SAMPLE))
-    _check_model_at_p0(f, jac, x[..., sample], y[sample], p0, choice.requested)
+    _check_model_at_p0(f, jac, x[..., sample], y[sample], p0, choice.requested,
+                       y_checked=check_finite)
 
     def attempt(name):
         takes_points = name in _large.POINT_FUNCTION_BACKENDS
@@ -270,6 +278,51 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         if choice.after_call is not None:
             choice.after_call()
     return _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev)
+
+
+_ONE_WEIGHT = np.ones(1)
+
+
+def _common_call(f, xdata, ydata, p0, backend):
+    """``curve_fit(f, x, y, p0)`` with every option at its default, for a user's model whose
+    exact point functions are compiled on the chosen backend's fused pass: the general
+    path's result (the same kernel calls with the same arguments), with less Python around
+    it (the general path spends more time checking than a 100-point fit takes). None when
+    the call is anything else, or the fit does not end as the common case does (converged,
+    finite covariance): the general path then runs it and reports what happened.
+    """
+    if (type(xdata) is not np.ndarray or type(ydata) is not np.ndarray
+            or xdata.dtype != np.float64 or ydata.dtype != np.float64 or xdata.ndim != 1
+            or ydata.shape != xdata.shape or ydata.shape[0] >= FUSED_MIN_POINTS
+            or not isinstance(f, types.FunctionType)):
+        return None
+    try:
+        start = np.array(p0, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    n_points, n_params = ydata.shape[0], start.size
+    if (start.ndim != 1 or not 0 < n_params < n_points or not math.isfinite(start.sum())
+            or not math.isfinite(xdata.sum()) or not math.isfinite(ydata.sum())
+            or check.fixed_parameter_count(f) not in (None, n_params)):
+        return None
+    choice = _dispatch.choose(backend)
+    host = _dispatch.host_of(choice.requested)
+    if choice.requested not in _large.POINT_FUNCTION_BACKENDS or host is None:
+        return None
+    exact, _ = _forward_mode.exact_or_none(f, n_params, 1, xdata, start)
+    if exact is None or not host.fused_compiled(*exact, n_params):
+        return None
+    kernels = _dispatch.load(choice.requested)
+    params, chi2, status, _, _, information = kernels.lm_fused(
+        *exact, _codes.JAC_ANALYTIC, xdata[None, :], ydata, _ONE_WEIGHT, start,
+        np.full(n_params, -np.inf), np.full(n_params, np.inf), DEFAULT_FTOL, DEFAULT_XTOL,
+        DEFAULT_GTOL, default_max_nfev(n_params))
+    if int(status) not in _codes.CONVERGED_CODES:
+        return None
+    pcov, _ = kernels.covariance_from_information(information)
+    if not np.isfinite(pcov).all():
+        return None
+    return np.array(params, dtype=np.float64), pcov * (float(chi2) / (n_points - n_params))
 
 
 def _solver_options(kwargs) -> dict:
@@ -348,21 +401,23 @@ def _default_p0(f, x, y, lower, upper):
     return check.feasible_start(lower, upper)
 
 
-def _check_model_at_p0(f, jac, x, y, p0, backend):
+def _check_model_at_p0(f, jac, x, y, p0, backend, y_checked=False):
     """Evaluate the model (and a callable jac) once in Python at p0.
 
     The user's own exceptions propagate unchanged; wrong shapes and non-finite values are
-    reported here, before any backend compiles anything.
+    reported here, before any backend compiles anything. ``y_checked``: ydata is known to
+    be finite already.
     """
-    context = contextlib.nullcontext()
     if backend == "jax" and not hasattr(f, "guess"):
         import jax
 
-        context = jax.enable_x64(True)
-    with context:
+        with jax.enable_x64(True):
+            f0 = np.asarray(f(x, *p0), dtype=np.float64)
+            j0 = np.asarray(jac(x, *p0), dtype=np.float64) if callable(jac) else None
+    else:
         f0 = np.asarray(f(x, *p0), dtype=np.float64)
         j0 = np.asarray(jac(x, *p0), dtype=np.float64) if callable(jac) else None
-    if not np.isfinite(y).all():
+    if not y_checked and not np.isfinite(y).all():
         raise ValueError("Residuals are not finite in the initial point: "
                          + check.first_nonfinite(y, "ydata") + " (check_finite=False lets "
                          "it through); drop those points or use nan_policy='omit'")

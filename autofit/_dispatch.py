@@ -237,12 +237,21 @@ def choose(backend: str | None = None) -> BackendChoice:
     return BackendChoice(requested=name, source=source, backend=name)
 
 
+_hosts: dict[str, ModuleType | None] = {}
+
+
+def host_of(name: str) -> ModuleType | None:
+    """The backend's ``host`` module (what it needs from a user's model), if it has one."""
+    return _host(name)
+
+
 def _host(name: str) -> ModuleType | None:
     """The backend's ``host`` module (what it needs from a user's model), if it has one."""
-    module_name = _TABLE[name][0] + ".host"
-    if importlib.util.find_spec(module_name) is None:
-        return None
-    return importlib.import_module(module_name)
+    if name not in _hosts:
+        module_name = _TABLE[name][0] + ".host"
+        _hosts[name] = (None if importlib.util.find_spec(module_name) is None
+                        else importlib.import_module(module_name))
+    return _hosts[name]
 
 
 # Background compilations of users' models for the quick start, by backend name and key:

@@ -322,7 +322,9 @@ class _Writer:
     def _power_derivative(u, v, t, a, b) -> str:
         parts = []
         if a:
-            if v.static is not None:
+            if v.static is not None and v.static in (0, 1):
+                parts.append("0.0" if v.static == 0 else a)
+            elif v.static is not None:
                 exponent = v.static
                 power = (u.value if exponent == 2 else
                          f"{u.value} ** {_literal(exponent - 1)}")
@@ -343,9 +345,11 @@ class _Writer:
                 raise Unsupported(f"the comparison in {ast.unparse(node)!r}")
             parts.append(f"({a.value} {symbols[type(op)]} {b.value})")
         if all(t.static is not None for t in terms):
-            return _constant(eval(" and ".join(  # noqa: S307 - numbers only
-                f"({a.static!r} {symbols[type(op)]} {b.static!r})"
-                for op, a, b in zip(node.ops, terms, terms[1:], strict=False))))
+            comparisons = {ast.Lt: float.__lt__, ast.LtE: float.__le__, ast.Gt: float.__gt__,
+                           ast.GtE: float.__ge__, ast.Eq: float.__eq__, ast.NotEq: float.__ne__}
+            return _constant(all(
+                comparisons[type(op)](float(a.static), float(b.static))
+                for op, a, b in zip(node.ops, terms, terms[1:], strict=False)))
         return self.value(" and ".join(parts))
 
     def _BoolOp(self, node, env):
@@ -408,8 +412,10 @@ class _Writer:
     def one_argument(self, name, u: Term) -> Term:
         primal, rule = _ONE_ARGUMENT[name]
         if u.static is not None:
-            evaluate = getattr(np, name, None) or getattr(math, name)
-            return _constant(float(evaluate(u.static)))
+            evaluate = (float if name == "float" else getattr(np, name, None)
+                        or getattr(math, name))
+            with np.errstate(all="ignore"):
+                return _constant(float(evaluate(u.static)))
         code = primal(u=u.value) if callable(primal) else f"{primal}({u.value})"
         t = self.value(code)
         if rule is not None:

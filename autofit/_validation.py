@@ -21,6 +21,10 @@ def as_float_array(value, name: str) -> np.ndarray:
     except Exception as exc:  # ragged lists and exotic objects
         raise TypeError(f"{name} must be an array of numbers; could not convert it: {exc}"
                         ) from exc
+    kind = array.dtype.kind
+    if kind in "fiub":  # floats, integers, booleans: the common cases, one test
+        return array if kind == "f" and array.dtype.itemsize == 8 else array.astype(
+            np.float64)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number)
                                      or array.dtype == bool):
         raise TypeError(f"{name} must be an array of numbers, got dtype {array.dtype} "

@@ -78,6 +78,11 @@ def where_and_if(x, a, b, c):
     return y + np.minimum(z, 10.0) - (x ** 2 if N_PEAKS > 2 else x)
 
 
+def constants_folded(x, a, b):
+    scale = np.exp(1.0) * float(2) + (3 if np.inf > 1.0 else 4)
+    return a * x ** 1 * scale + b ** 0 + b * x ** 0 + a ** 1
+
+
 def power_parameter(x, a, b):
     return a * x ** b + 2.0 ** b
 
@@ -106,6 +111,7 @@ CASES = [
     (functions_galore, (0.7, 0.3, 1.1, 0.45), np.linspace(0.1, 3, 30)),
     (where_and_if, (1.5, 0.95, 0.7), np.linspace(0, 3, 31)),
     (power_parameter, (1.2, 1.7), np.linspace(0.5, 3, 20)),
+    (constants_folded, (1.2, 1.7), np.linspace(0.5, 3, 20)),
     (with_default, (1.2, 1.7), np.linspace(0.5, 3, 20)),
     (make_closure(), (1.2, 0.7), np.linspace(0.5, 3, 20)),
 ]
@@ -329,3 +335,44 @@ def test_fit_batch_on_numba_uses_the_exact_derivatives():
     assert result.converged.all()
     reference = autofit.fit_batch(peaks_full_like, f, y, p0=starts, backend="numpy")
     np.testing.assert_allclose(result.chi2, reference.chi2, rtol=1e-6)
+
+
+def rational(x, a, b, c):
+    return a / (x - b) + c
+
+
+@needs_numba
+def test_the_common_call_returns_what_the_general_path_returns():
+    import autofit
+    from autofit import _curve_fit
+
+    x = np.linspace(0, 4, 300)
+    y = decay(x, 2.5, 1.3, 0.5) + 0.01 * np.random.default_rng(2).normal(size=x.size)
+    p0 = [2.0, 1.0, 0.3]
+    assert _curve_fit._common_call(decay, x, y, p0, "numpy") is None  # numpy: general path
+    general = autofit.curve_fit(decay, x, y, p0=p0, backend="numba", full_output=True)
+    common = _curve_fit._common_call(decay, x, y, p0, "numba")  # compiled by the call above
+    assert common is not None
+    np.testing.assert_array_equal(common[0], general[0])
+    np.testing.assert_array_equal(common[1], general[1])
+    popt, pcov = autofit.curve_fit(decay, x, y, p0, backend="numba")
+    np.testing.assert_array_equal(popt, general[0])
+    # Anything but the common case goes the general way, with its checks and messages.
+    assert _curve_fit._common_call(decay, x, np.where(x > 1, np.nan, y), p0, "numba") is None
+    with pytest.raises(ValueError, match="ydata contains 1 non-finite"):
+        autofit.curve_fit(decay, x, np.where(x == x[7], np.inf, y), p0, backend="numba")
+    assert _curve_fit._common_call(decay, x, y, [1.0, 2.0], "numba") is None
+    with pytest.raises(ValueError, match="p0 has 2 value"):
+        autofit.curve_fit(decay, x, y, [1.0, 2.0], backend="numba")
+    assert _curve_fit._common_call(decay, list(x), y, p0, "numba") is None
+
+
+@needs_numba
+def test_a_fit_that_fails_on_the_common_call_is_reported_by_the_general_path():
+    import autofit
+
+    x = np.linspace(0, 4, 50)
+    y = rational(x, 1.0, -1.0, 0.5)
+    autofit.curve_fit(rational, x, y, p0=[1.2, -1.1, 0.4], backend="numba")  # compiles
+    with pytest.raises(ValueError, match="model's output at p0"):  # a pole at x = 2
+        autofit.curve_fit(rational, x, y, p0=[1.0, x[25], 0.5], backend="numba")

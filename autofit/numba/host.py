@@ -317,6 +317,15 @@ def compile_fused(f, n_params: int, x, ydata, weights, p0, lower, upper) -> None
                  1e-15, 2)
 
 
+def fused_compiled(value, gradient, n_params: int) -> bool:
+    """Whether the fused pass for these exact point functions is compiled (so that a call
+    runs at once)."""
+    from autofit._codes import JAC_ANALYTIC
+    from autofit.numba.large import is_compiled
+
+    return is_compiled(value, gradient, JAC_ANALYTIC, n_params)
+
+
 def has_failed(f, n_params: int, x_ndim: int) -> str | None:
     """Why numba could not compile ``f``, if it tried and failed."""
     found = _table(f).get((n_params, x_ndim, "model"))
@@ -340,4 +349,5 @@ def _name(f) -> str:
     return getattr(f, "__qualname__", None) or repr(f)
 
 
-__all__ = ["compile_fused", "compile_model", "has_failed", "prepare", "solve"]
+__all__ = ["compile_fused", "compile_model", "fused_compiled", "has_failed", "prepare",
+           "solve"]

@@ -255,7 +255,13 @@ def _evaluate(chunk_sums, x, y, w, p, lower, upper, chunk, partial, g, h):
     # chi2 (inf if it, g or h is not finite); g and h written in place.
     n_params = p.shape[0]
     n_sums = partial.shape[1]
-    _sums_per_chunk(chunk_sums, x, y, w, p, lower, upper, chunk, partial)
+    if partial.shape[0] == 1:
+        # One chunk: no parallel launch (waking the threads costs more than a small pass).
+        jac = np.empty((2 * n_params + 3, chunk))
+        work_p = np.empty(n_params)
+        chunk_sums(x, y, w, 0, p, lower, upper, jac, work_p, partial[0])
+    else:
+        _sums_per_chunk(chunk_sums, x, y, w, p, lower, upper, chunk, partial)
     total = np.zeros(n_sums)
     for c in range(partial.shape[0]):
         for s in range(n_sums):
@@ -457,6 +463,12 @@ def solver(value, gradient, jac_method, n_params):
     if key not in _SOLVERS:
         _SOLVERS[key] = build_solver(value, gradient, jac_method, n_params)
     return _SOLVERS[key]
+
+
+def is_compiled(value, gradient, jac_method, n_params) -> bool:
+    """Whether :func:`solver` has these point functions compiled (it compiles nothing)."""
+    return (value, gradient if jac_method == JAC_ANALYTIC else None, jac_method,
+            n_params) in _SOLVERS
 
 
 @implements("lm_fused")

@@ -3,7 +3,8 @@
 Each single-fit case runs in a fresh process: the first ``autofit.curve_fit`` call on the
 default rule (import excluded), then, after ``autofit.wait_for_compilation()``, warm calls
 on the default rule, on ``backend="numpy"`` and against ``scipy.optimize.curve_fit`` in the
-same process (minimum of ``--repeats``). Also: a per-pixel batch of the 8-Lorentzian user
+same process (minimum of ``--repeats``; the plain ``popt, pcov = curve_fit(f, x, y, p0)`` call and the
+same with ``full_output=True``). Also: a per-pixel batch of the 8-Lorentzian user
 model written with a Python loop over the peaks, and one huge fit of a user model.
 
     python experiments/user_models/run.py [--sizes 100 1000 10000 100000] [--repeats 5]
@@ -62,15 +63,22 @@ def best(call):
         t = time.perf_counter(); out = call(); times.append(time.perf_counter() - t)
     return min(times), out
 
-warm, out = best(lambda: autofit.curve_fit(f, x, y, p0=p0, full_output=True))
-numpy_time, out_np = best(lambda: autofit.curve_fit(f, x, y, p0=p0, backend="numpy",
-                                                     full_output=True))
-scipy_time, out_sp = best(lambda: so.curve_fit(f, x, y, p0=p0, full_output=True))
+# The call as users write it, popt, pcov = curve_fit(f, x, y, p0), against scipy's; then
+# the same with full_output=True (infodict: the evaluations, chi2, the backend and why).
+warm, plain = best(lambda: autofit.curve_fit(f, x, y, p0=p0))
+scipy_time, _ = best(lambda: so.curve_fit(f, x, y, p0=p0))
+warm_full, out = best(lambda: autofit.curve_fit(f, x, y, p0=p0, full_output=True))
+assert np.array_equal(plain[0], out[0]) and np.array_equal(plain[1], out[1])
+numpy_time, out_np = best(lambda: autofit.curve_fit(f, x, y, p0=p0, backend="numpy"))
+out_np = autofit.curve_fit(f, x, y, p0=p0, backend="numpy", full_output=True)
+scipy_full, out_sp = best(lambda: so.curve_fit(f, x, y, p0=p0, full_output=True))
 print(json.dumps({
     "model": name, "n_points": n, "import_s": t_import, "first_s": t_first,
     "first_backend": first[2]["backend"], "background_compile_wait_s": t_compile,
-    "warm_backend": out[2]["backend"], "warm_s": warm, "warm_nfev": out[2]["nfev"],
-    "numpy_s": numpy_time, "scipy_s": scipy_time, "scipy_nfev": int(out_sp[2]["nfev"]),
+    "warm_backend": out[2]["backend"], "warm_reason": out[2]["backend_reason"],
+    "warm_s": warm, "warm_full_output_s": warm_full, "warm_nfev": out[2]["nfev"],
+    "numpy_s": numpy_time, "scipy_s": scipy_time, "scipy_full_output_s": scipy_full,
+    "scipy_nfev": int(out_sp[2]["nfev"]),
     "chi2": out[2]["chi2"], "chi2_numpy": out_np[2]["chi2"],
     "chi2_scipy": float(np.sum(out_sp[2]["fvec"] ** 2)),
 }))
@@ -167,7 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000, 100000])
     parser.add_argument("--models", nargs="+", default=["decay", "gaussian", "damped_cosine"])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--batch-fits", type=int, default=2000)
     parser.add_argument("--scipy-fits", type=int, default=200)
     parser.add_argument("--huge", type=int, nargs="*", default=[1_000_000, 10_000_000])
@@ -177,15 +185,18 @@ def main() -> None:
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "single": [], "batch": None, "huge": []}
     print("| model | points | first call (backend) | warm default (backend) | x scipy "
-          "| numpy engine x scipy | nfev (autofit / scipy) | chi2 / scipy's - 1 |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| full_output x scipy's | numpy engine x scipy | nfev (autofit / scipy) "
+          "| chi2 / scipy's - 1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for model in args.models:
         for n in args.sizes:
             r = _run(SINGLE, model, n, args.repeats)
             results["single"].append(r)
             print(f"| {model} | {n} | {r['first_s'] * 1e3:.1f} ms ({r['first_backend']}) "
                   f"| {r['warm_s'] * 1e3:.3f} ms ({r['warm_backend']}) "
-                  f"| {r['scipy_s'] / r['warm_s']:.2f}x | {r['scipy_s'] / r['numpy_s']:.2f}x "
+                  f"| {r['scipy_s'] / r['warm_s']:.2f}x "
+                  f"| {r['scipy_full_output_s'] / r['warm_full_output_s']:.2f}x "
+                  f"| {r['scipy_s'] / r['numpy_s']:.2f}x "
                   f"| {r['warm_nfev']} / {r['scipy_nfev']} "
                   f"| {r['chi2'] / r['chi2_scipy'] - 1:.1e} |", flush=True)
     if args.batch_fits:
