@@ -3,8 +3,8 @@
 Each single-fit case runs in a fresh process: the first ``autofit.curve_fit`` call on the
 default rule (import excluded), then, after ``autofit.wait_for_compilation()``, warm calls
 on the default rule, on ``backend="numpy"`` and against ``scipy.optimize.curve_fit`` in the
-same process (minimum of ``--repeats``; the plain ``popt, pcov = curve_fit(f, x, y, p0)`` call and the
-same with ``full_output=True``). Also: a per-pixel batch of the 8-Lorentzian user
+same process (minimum of ``--repeats``; the plain ``popt, pcov = curve_fit(f, x, y, p0)``
+call and the same with ``full_output=True``). Also: a per-pixel batch of the 8-Lorentzian user
 model written with a Python loop over the peaks, and one huge fit of a user model.
 
     python experiments/user_models/run.py [--sizes 100 1000 10000 100000] [--repeats 5]
