@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import inspect
+import os
 import platform
 import sys
 import warnings
@@ -409,6 +410,8 @@ def main(argv=None) -> int:
     check.add_argument("--sizes", default=",".join(str(s) for s in validate.SIZES),
                        help="comma-separated numbers of points (default: %(default)s)")
     check.add_argument("--kernel", action="append", help="only this kernel (repeatable)")
+    check.add_argument("--jobs", type=int, default=0,
+                       help="worker processes (default: one per CPU core; 1: this process)")
     fitting = _add_fit_parsers(commands)
     args = parser.parse_args(argv)
 
@@ -421,7 +424,8 @@ def main(argv=None) -> int:
     sizes = tuple(int(s) for s in args.sizes.split(","))
     backends = args.backend or validate.available_backends()
     print(f"autofit validate: backends {', '.join(backends)}; sizes {sizes}", flush=True)
-    rows = validate.run(backends=backends, sizes=sizes, kernels=args.kernel,
+    jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
+    rows = validate.run(backends=backends, sizes=sizes, kernels=args.kernel, jobs=jobs,
                         progress=lambda row: print(".", end="", flush=True))
     print()
     print(validate.format_table(rows))

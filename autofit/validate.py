@@ -175,19 +175,72 @@ def implementing(name: str, backends) -> list[str]:
     return [b for b in backends if name in _module(b).__all__]
 
 
-def run(backends=None, sizes=SIZES, kernels=None, progress=None) -> list[Comparison]:
-    """All comparisons for the given backends (default: every installed one)."""
+# Seconds that the slowest (kernel, backend) pairs took on empty caches (2-core machine,
+# mostly compilation): the parallel run starts the longest backend first.
+_EXPECTED_SECONDS = {("lm_batch", "numba"): 22.0, ("lm_solve", "jax"): 14.0,
+                     ("lm_fused", "numba"): 14.0, ("lm_solve", "numba"): 13.0,
+                     ("lm_fused", "jax"): 11.5, ("lm_batch", "jax"): 9.0}
+
+
+def _pairs(backends, kernels) -> list[tuple[str, str]]:
+    """(kernel, backend) pairs to compare, in table order (numpy only for autodiff cases)."""
+    return [(name, backend) for name in (kernels or KERNELS) for backend in backends
+            if backend != "numpy" or KERNELS[name].case == "autodiff"]
+
+
+def _compare_pair(name: str, backend: str, sizes) -> list[Comparison]:
+    """Every size of one kernel on one backend (none if the backend does not implement it:
+    the fallback table runs another backend's)."""
+    if name not in _module(backend).__all__:
+        return []
+    return [row for n_points in sizes for row in compare(name, backend, n_points)]
+
+
+def _compare_pairs(pairs, sizes) -> list[list[Comparison]]:
+    return [_compare_pair(name, backend, sizes) for name, backend in pairs]
+
+
+def _expected_seconds(pairs) -> float:
+    return sum(_EXPECTED_SECONDS.get(pair, 1.0) for pair in pairs)
+
+
+def run(backends=None, sizes=SIZES, kernels=None, progress=None,
+        jobs: int = 1) -> list[Comparison]:
+    """All comparisons for the given backends (default: every installed one).
+
+    ``jobs`` > 1 runs the backends side by side, each in a worker process of its own (at
+    most ``jobs``): on empty caches the run is mostly compilation, which one process does
+    on one core. The rows come back in the same order as with ``jobs=1``.
+    """
     backends = list(backends or available_backends())
-    rows = []
-    for name in kernels or KERNELS:
-        for backend in implementing(name, backends):
-            if backend == "numpy" and KERNELS[name].case != "autodiff":
-                continue  # the reference itself
-            for n_points in sizes:
-                rows.extend(compare(name, backend, n_points))
-                if progress:
+    pairs = _pairs(backends, kernels)
+    if jobs <= 1 or len(pairs) <= 1:
+        rows = []
+        for name, backend in pairs:
+            found = _compare_pair(name, backend, sizes)
+            rows.extend(found)
+            if progress and found:
+                progress(found[-1])
+        return rows
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    found: dict[tuple[str, str], list[Comparison]] = {}
+    # One worker per backend: a backend's kernels share compiled helpers and its import,
+    # which a second process would compile and import again.
+    bundles = [[pair for pair in pairs if pair[1] == backend] for backend in backends]
+    bundles = [bundle for bundle in bundles if bundle]
+    # spawn: a worker must not inherit the threads of an imported jax or numba.
+    with ProcessPoolExecutor(max_workers=min(jobs, len(bundles)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_compare_pairs, bundle, tuple(sizes)): bundle
+                   for bundle in sorted(bundles, key=_expected_seconds, reverse=True)}
+        for future in as_completed(futures):
+            for pair, rows in zip(futures[future], future.result(), strict=True):
+                found[pair] = rows
+                if progress and rows:
                     progress(rows[-1])
-    return rows
+    return [row for pair in pairs for row in found[pair]]
 
 
 def format_table(rows: list[Comparison]) -> str:

@@ -41,7 +41,7 @@ def test_validate_exits_nonzero_on_disagreement(monkeypatch, capsys):
     monkeypatch.setattr(autofit.numba, "model_linear",
                         lambda x, p: autofit.original.model_linear(x, p) + 1e-6)
     code = cli.main(["validate", "--sizes", "10", "--kernel", "model_linear",
-                     "--backend", "numba"])
+                     "--backend", "numba", "--jobs", "1"])  # the patch is in this process
     out = capsys.readouterr().out
     assert code == 1
     assert "FAIL model_linear" in out
@@ -285,3 +285,16 @@ def test_fit_errors_from_a_subprocess_have_no_traceback(tmp_path):
                           "--model", "gaussian"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("python -m autofit fit: error: cannot read")
+
+
+def test_validate_in_worker_processes_gives_the_rows_of_one_process():
+    backends = validate.available_backends()
+    if len(backends) < 2:
+        pytest.skip("one backend installed: nothing to run side by side")
+    kernels = ["model_linear", "jacobian_gaussian"]
+    alone = validate.run(backends=backends, sizes=(10,), kernels=kernels, jobs=1)
+    side_by_side = validate.run(backends=backends, sizes=(10,), kernels=kernels, jobs=2)
+    key = [(r.kernel, r.variant, r.n_points, r.backend, r.deviation, r.ok) for r in alone]
+    assert key == [(r.kernel, r.variant, r.n_points, r.backend, r.deviation, r.ok)
+                   for r in side_by_side]
+    assert {r.backend for r in side_by_side} >= set(backends) - {"numpy"}
