@@ -283,6 +283,13 @@ def _identity(problem, choice, device, keep_covariance=True):
     }
 
 
+def _device_ran_on(backend: str, requested: str) -> str:
+    """The device the backend ran on, as its host module reports it (jax places arrays
+    itself: on a GPU machine a jax batch runs on 'gpu' whatever ``device=`` says)."""
+    host = _dispatch.host_of(backend)
+    return host.device_name(requested) if hasattr(host, "device_name") else requested
+
+
 def _choose_device(device):
     device = device if device is not None else os.environ.get("FFIT_DEVICE", "cpu")
     device = str(device).lower()
@@ -405,7 +412,7 @@ class _Problem:
                         if keep_covariance else None),
             chi2=chi2.reshape(shape), n_iter=n_iter.reshape(shape), status=single_status,
             converged=converged.reshape(shape), backend=choice.backend,
-            backend_reason=choice.reason, device=device,
+            backend_reason=choice.reason, device=_device_ran_on(choice.backend, device),
             model=getattr(self.model, "name", getattr(self.model, "__name__", "model")),
             param_names=self.param_names,
             estimator="mle" if self.estimator == _codes.ESTIMATOR_MLE else "lse",

@@ -509,3 +509,17 @@ def test_bucket_and_chunk_sizes():
         size = batch.bucket_size(n_fits)
         chunk = batch._chunk_size(size)
         assert size % chunk == 0 and chunk <= max(batch.CPU_CHUNK, batch.ACCELERATOR_CHUNK)
+
+
+def test_a_jax_batch_reports_the_device_jax_ran_on(monkeypatch):
+    import autofit
+    from autofit import models
+    from autofit.jax import host
+
+    x = np.linspace(-3, 3, 40)
+    y = np.stack([models.gaussian(x, 1.0, 0.1 * k, 1.0, 0.0) for k in range(3)])
+    result = autofit.fit_batch(models.gaussian, x, y, backend="jax")
+    assert result.device == jax.devices()[0].platform == "cpu"  # CI has no GPU
+    # On a GPU machine jax runs there, whatever device= (numba's choice) says.
+    monkeypatch.setattr(host, "device_name", lambda requested: "gpu")
+    assert autofit.fit_batch(models.gaussian, x, y, backend="jax").device == "gpu"

@@ -102,3 +102,12 @@ def check_translation(f, translated, x, p0) -> None:
 
 
 __all__ = ["TRANSLATION_NOTE", "check_translation", "translate"]
+
+
+def device_name(requested: str) -> str:
+    """The device jax ran on: its default device's platform ('cpu', 'gpu', 'tpu'), whatever
+    ``device=`` said (jax places its arrays itself)."""
+    import jax
+
+    return jax.devices()[0].platform
+

@@ -326,6 +326,11 @@ def fused_compiled(value, gradient, n_params: int) -> bool:
     return is_compiled(value, gradient, JAC_ANALYTIC, n_params)
 
 
+def device_name(requested: str) -> str:
+    """The device numba ran on: the one asked for ('cpu', or 'cuda' for its CUDA engine)."""
+    return requested
+
+
 def has_failed(f, n_params: int, x_ndim: int) -> str | None:
     """Why numba could not compile ``f``, if it tried and failed."""
     found = _table(f).get((n_params, x_ndim, "model"))
@@ -349,5 +354,5 @@ def _name(f) -> str:
     return getattr(f, "__qualname__", None) or repr(f)
 
 
-__all__ = ["compile_fused", "compile_model", "fused_compiled", "has_failed", "prepare",
-           "solve"]
+__all__ = ["compile_fused", "compile_model", "device_name", "fused_compiled", "has_failed",
+           "prepare", "solve"]
