@@ -574,8 +574,6 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
     experiments/dask_scaling).
     """
     model, jacobian, jac_method, note = _backend_model(backend, device, problem)
-    if note is not None and notes is not None:
-        notes.append(note)
     known_failure = None
     if backend == "numba" and not isinstance(problem.model, Model):
         try:
@@ -597,6 +595,7 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
         solve = _dispatch.load(backend).lm_batch
     if known_failure is not None and device == "cpu" and engine is not None:
         solve, model, jacobian, jac_method = engine
+        note = _ARRAY_ENGINE_NOTE
     if backend == "numpy":
         engine = _numpy_broadcast_engine(problem)
         if engine is not None:
@@ -640,6 +639,7 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
                         raise
                     _remember_point_failure(problem.model, exc)
                     solve, model, jacobian, jac_method = engine
+                    note = _ARRAY_ENGINE_NOTE
                     out = _call(backend, solve, model, jacobian, jac_method,
                                 *problem.rows(start, stop), problem)
                 out = [np.asarray(value) for value in out]
@@ -654,7 +654,13 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
                 if adaptive:
                     size = _next_chunk_size(stop - start, time.perf_counter() - began)
             start, index = stop, index + 1
+    if note is not None and notes is not None:  # only for the backend that ran
+        notes.append(note)
     return outputs
+
+
+_ARRAY_ENGINE_NOTE = ("derivatives: finite differences (numba's engine for models compiled "
+                      "for arrays)")
 
 
 _OUTPUT_NAMES = ("params", "chi2", "n_iter", "status", "covariance")

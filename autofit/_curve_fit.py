@@ -11,6 +11,7 @@ import numpy as np
 
 from autofit import _adapters, _codes, _dispatch, _forward_mode, _large
 from autofit import _validation as check
+from autofit._dispatch import BackendCannotRun
 from autofit._status import Status
 from autofit.models import Model
 
@@ -217,6 +218,9 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     if user_model and not sigma_is_matrix and jac in (None, "exact"):
         exact, exact_reason = _forward_mode.exact_or_none(
             f, n_params, 1 if x.ndim == 1 else x.shape[0], x, p0)
+    if jac == "exact" and fused is False:
+        raise ValueError("jac='exact' runs on numba's fused pass; it cannot be combined with "
+                         "fused=False (pass jac=None to let autofit choose)")
     if jac == "exact" and exact is None:
         raise ValueError(f"jac='exact': the derivatives of {getattr(f, '__name__', f)!r} "
                          f"cannot be generated from its source: {exact_reason}")
@@ -240,33 +244,41 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
 
     def attempt(name):
         takes_points = name in _large.POINT_FUNCTION_BACKENDS
-        if takes_points and user_model:
-            choice.notes.append(
-                "derivatives: exact, generated from the model's source (forward mode)"
-                if exact is not None else
-                f"derivatives: finite differences ({exact_reason})" if exact_reason else
-                "derivatives: finite differences")
         if takes_points and exact_fused:
             # The generated point functions are all the fused pass needs.
             fit = _large.run_fused(name, f, jac, None, x, y, weights, p0, lower, upper,
                                    options, max_nfev, full_output, exact=exact)
             if fit is not None:
+                choice.notes.append("derivatives: exact, generated from the model's source "
+                                    "(forward mode)")
                 return fit
-            choice.notes.append("the generated derivatives did not compile: finite "
-                                "differences")
+        if exact is None:
+            fd_note = ("derivatives: finite differences" if exact_reason is None else
+                       f"derivatives: finite differences ({exact_reason})")
+        else:
+            fd_note = ("derivatives: finite differences (fused=False)" if fused is False else
+                       "derivatives: finite differences (the generated ones did not compile)")
         if takes_points and not use_fused and not isinstance(f, Model):
             full_weights = np.ones(y.shape[0]) if sigma is None else weights
-            return _run_numba_host(f, jac, x, y, full_weights, p0, lower, upper, options,
-                                   max_nfev)
+            fit = _run_numba_host(f, jac, x, y, full_weights, p0, lower, upper, options,
+                                  max_nfev)
+            if user_model:
+                choice.notes.append(fd_note)
+            return fit
         prepared = _adapters.prepare(name, f, n_params, None if jac == "exact" else jac)
         prepared = _adapters.check_runs(name, prepared, x[..., sample], p0, f,
                                         None if jac == "exact" else jac)
         if prepared.note is not None:
             choice.notes.append(prepared.note)
+        if jac == "exact" and prepared.jac_method not in (_codes.JAC_ANALYTIC,
+                                                          _codes.JAC_AUTODIFF):
+            raise BackendCannotRun(f"jac='exact': {name!r} would use finite differences")
         if use_fused:
             fit = _large.run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper,
                                    options, max_nfev, full_output)
             if fit is not None:
+                if takes_points and user_model:
+                    choice.notes.append(fd_note)
                 return fit
         full_weights = np.ones(y.shape[0]) if sigma is None else weights
         return _run_backend(name, prepared, x, y, full_weights, p0, lower, upper, options,

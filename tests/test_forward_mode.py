@@ -376,3 +376,14 @@ def test_a_fit_that_fails_on_the_common_call_is_reported_by_the_general_path():
     autofit.curve_fit(rational, x, y, p0=[1.2, -1.1, 0.4], backend="numba")  # compiles
     with pytest.raises(ValueError, match="model's output at p0"):  # a pole at x = 2
         autofit.curve_fit(rational, x, y, p0=[1.0, x[25], 0.5], backend="numba")
+
+
+def test_jac_exact_is_never_silently_finite_differences():
+    import autofit
+
+    x = np.linspace(0.1, 2, 50)
+    y = decay(x, 2, 1, 0.5)
+    with pytest.raises(autofit.BackendError, match="would use finite differences"):
+        autofit.curve_fit(decay, x, y, p0=[1.5, 1.2, 0.4], jac="exact", backend="numpy")
+    with pytest.raises(ValueError, match="fused=False"):
+        autofit.curve_fit(decay, x, y, p0=[1.5, 1.2, 0.4], jac="exact", fused=False)
