@@ -215,7 +215,10 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     # take point functions (numba): with them numba runs every size on its fused pass.
     exact, exact_reason = None, None
     user_model = not isinstance(f, Model) and not callable(jac)
-    if user_model and not sigma_is_matrix and jac in (None, "exact"):
+    takes_points = any(name in _large.POINT_FUNCTION_BACKENDS
+                       for name in _dispatch.fallback_chain(choice.requested))
+    if user_model and not sigma_is_matrix and (jac == "exact" or (jac is None
+                                                                 and takes_points)):
         exact, exact_reason = _forward_mode.exact_or_none(
             f, n_params, 1 if x.ndim == 1 else x.shape[0], x, p0)
     if jac == "exact" and fused is False:
@@ -420,13 +423,12 @@ def _check_model_at_p0(f, jac, x, y, p0, backend, y_checked=False):
     reported here, before any backend compiles anything. ``y_checked``: ydata is known to
     be finite already.
     """
+    context = contextlib.nullcontext()
     if backend == "jax" and not hasattr(f, "guess"):
         import jax
 
-        with jax.enable_x64(True):
-            f0 = np.asarray(f(x, *p0), dtype=np.float64)
-            j0 = np.asarray(jac(x, *p0), dtype=np.float64) if callable(jac) else None
-    else:
+        context = jax.enable_x64(True)
+    with context:
         f0 = np.asarray(f(x, *p0), dtype=np.float64)
         j0 = np.asarray(jac(x, *p0), dtype=np.float64) if callable(jac) else None
     if not y_checked and not np.isfinite(y).all():

@@ -242,11 +242,6 @@ _hosts: dict[str, ModuleType | None] = {}
 
 def host_of(name: str) -> ModuleType | None:
     """The backend's ``host`` module (what it needs from a user's model), if it has one."""
-    return _host(name)
-
-
-def _host(name: str) -> ModuleType | None:
-    """The backend's ``host`` module (what it needs from a user's model), if it has one."""
     if name not in _hosts:
         module_name = _TABLE[name][0] + ".host"
         _hosts[name] = (None if importlib.util.find_spec(module_name) is None
@@ -310,9 +305,9 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=
     def work():
         try:
             if fused_sample is None:
-                _host(name).compile_model(f, n_params, x_ndim, weights_ndim)
+                host_of(name).compile_model(f, n_params, x_ndim, weights_ndim)
             else:
-                _host(name).compile_fused(f, n_params, *fused_sample)
+                host_of(name).compile_fused(f, n_params, *fused_sample)
         except Exception:  # noqa: BLE001 - the call on that backend reports it again
             pass
         finally:

@@ -22,18 +22,14 @@ def as_float_array(value, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be an array of numbers; could not convert it: {exc}"
                         ) from exc
     kind = array.dtype.kind
-    if kind in "fiub":  # floats, integers, booleans: the common cases, one test
-        return array if kind == "f" and array.dtype.itemsize == 8 else array.astype(
-            np.float64)
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number)
-                                     or array.dtype == bool):
-        raise TypeError(f"{name} must be an array of numbers, got dtype {array.dtype} "
-                        f"(first element {array.flat[0]!r})" if array.size else
-                        f"{name} must be an array of numbers, got dtype {array.dtype}")
-    if np.iscomplexobj(array):
+    if kind in "fiub":  # real floats, integers, booleans
+        return np.asarray(array, dtype=np.float64)
+    if kind == "c":
         raise TypeError(f"{name} must be real; got a complex array. Fit the real and "
                         "imaginary parts as separate points instead")
-    return np.asarray(array, dtype=np.float64)
+    raise TypeError(f"{name} must be an array of numbers, got dtype {array.dtype} "
+                    f"(first element {array.flat[0]!r})" if array.size else
+                    f"{name} must be an array of numbers, got dtype {array.dtype}")
 
 
 # f -> its parameter count or the ValueError reading its signature gave (signatures are
