@@ -387,3 +387,22 @@ def test_jac_exact_is_never_silently_finite_differences():
         autofit.curve_fit(decay, x, y, p0=[1.5, 1.2, 0.4], jac="exact", backend="numpy")
     with pytest.raises(ValueError, match="fused=False"):
         autofit.curve_fit(decay, x, y, p0=[1.5, 1.2, 0.4], jac="exact", fused=False)
+
+
+@needs_numba
+def test_a_fused_fit_that_stalls_is_finished_by_lm_solve(monkeypatch):
+    import autofit
+    from autofit import _curve_fit
+
+    x = np.linspace(0, 10, 300)
+    y = damped_cosine(x, 2.0, 3.0, 5.0, 0.3, 0.1)
+    p0 = (1.8, 2.5, 4.9, 0.2, 0.0)
+    monkeypatch.setattr(_curve_fit, "fused_budget", lambda n_params: 2)
+    popt, _, info, _, _ = autofit.curve_fit(damped_cosine, x, y, p0=p0, backend="numba",
+                                            full_output=True)
+    assert "had not converged after 2 passes" in info["backend_reason"]
+    assert info["status"].converged
+    np.testing.assert_allclose(popt, (2.0, 3.0, 5.0, 0.3, 0.1), rtol=1e-9)
+    # The common call too: it hands a fit the fused pass did not finish to the general path.
+    again, _ = autofit.curve_fit(damped_cosine, x, y, p0, backend="numba")
+    np.testing.assert_array_equal(again, popt)
