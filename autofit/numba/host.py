@@ -36,7 +36,7 @@ from autofit._codes import (
 )
 from autofit._dispatch import BackendCannotRun
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
-from autofit.numba.lm import lm_solve
+from autofit.numba.lm import as_weight_columns, lm_solve_2d
 
 _F8 = types.float64
 _X_TYPES = {1: _F8[::1], 2: _F8[:, ::1]}
@@ -60,11 +60,11 @@ def is_converged(status):
 
 def _solve(model, jacobian, jac_method, polish_method, covariance_method, x, ydata, weights,
            p0, lower, upper, ftol, xtol, gtol, max_nfev):
-    params, chi2, status, nfev, n_iter = lm_solve(
+    params, chi2, status, nfev, n_iter = lm_solve_2d(
         model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol, gtol,
         max_nfev)
     if polish_method >= 0 and is_converged(status):
-        params, chi2, status, nfev_polish, n_polish = lm_solve(
+        params, chi2, status, nfev_polish, n_polish = lm_solve_2d(
             model, jacobian, polish_method, x, ydata, weights, params, lower, upper, ftol,
             xtol, gtol, max(max_nfev - nfev, 1))
         nfev += nfev_polish
@@ -81,31 +81,30 @@ def _solve(model, jacobian, jac_method, polish_method, covariance_method, x, yda
     return params, chi2, status, nfev, n_iter, jac
 
 
-def _solve_signature(x_ndim: int, weights_ndim: int):
+def _solve_signature(x_ndim: int):
     array = _F8[::1]
-    weights = _F8[::1] if weights_ndim == 1 else _F8[:, ::1]
+    # The weights as lm_solve_2d takes them (as_weight_columns): always 2-D.
     return (MODEL_TYPES[x_ndim], JACOBIAN_TYPES[x_ndim], types.int64, types.int64,
-            types.int64, _X_TYPES[x_ndim], array, weights, array, array, array, _F8, _F8, _F8,
-            types.int64)
+            types.int64, _X_TYPES[x_ndim], array, _F8[:, ::1], array, array, array, _F8, _F8,
+            _F8, types.int64)
 
 
 _solve_lock = threading.Lock()
-_solvers: dict = {}  # (x_ndim, weights_ndim) -> the driver compiled for those layouts
+_solvers: dict = {}  # x_ndim -> the driver compiled for that layout
 
 
-def _solver(x_ndim: int, weights_ndim: int):
+def _solver(x_ndim: int):
     """The driver for these layouts, compiled (or loaded from numba's disk cache) once.
 
     A dispatcher with one explicit signature per layout: it never compiles again, so a
     compiled model passed to it is converted to the first-class function type instead of
     starting a compilation specialised on that model.
     """
-    key = (x_ndim, weights_ndim)
     with _solve_lock:
-        if key not in _solvers:
-            _solvers[key] = njit(_solve_signature(x_ndim, weights_ndim), cache=True,
-                                 error_model="numpy")(_solve)
-    return _solvers[key]
+        if x_ndim not in _solvers:
+            _solvers[x_ndim] = njit(_solve_signature(x_ndim), cache=True,
+                                    error_model="numpy")(_solve)
+    return _solvers[x_ndim]
 
 
 def solve(model, jacobian, jac_method, polish_method, covariance_method, x, ydata, weights,
@@ -129,8 +128,9 @@ def solve(model, jacobian, jac_method, polish_method, covariance_method, x, ydat
         covariance (zeros when the fit did not converge).
     """
     polish = -1 if polish_method is None else polish_method
-    return _solver(x.ndim, weights.ndim)(
-        model, jacobian, jac_method, polish, covariance_method, x, ydata, weights, p0, lower,
+    return _solver(x.ndim)(
+        model, jacobian, jac_method, polish, covariance_method, x, ydata,
+        as_weight_columns(weights), p0, lower,
         upper, float(ftol), float(xtol), float(gtol), int(max_nfev))
 
 
@@ -289,8 +289,9 @@ def _wrapper(f, n_params: int, x_ndim: int, returns: str):
 
 def compile_model(f, n_params: int, x_ndim: int, weights_ndim: int = 1) -> None:
     """Compile ``f`` and the driver for these layouts (BackendCannotRun if numba cannot);
-    run by the dispatcher's quick start on a background thread."""
-    _solver(x_ndim, weights_ndim)
+    run by the dispatcher's quick start on a background thread. One driver serves both
+    ``weights_ndim`` (see :func:`autofit.numba.lm.as_weight_columns`)."""
+    _solver(x_ndim)
     _placeholder_jacobian(x_ndim)
     _wrapper(f, n_params, x_ndim, "model")
 

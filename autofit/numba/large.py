@@ -92,22 +92,26 @@ def _point_source(jac_method: int, n_params: int) -> str:
             "        work_p[j] = p[j]",
         ]
     else:
+        # Both rules as one pair of model calls (p + step_a, p + step_b) and three
+        # coefficients: each call site inlines the whole model, and four of them (twice
+        # over, once per kind of weights) took 5 s to compile instead of 2.
         lines += [
             f"        h = {CENTRAL_STEP!r} * abs(p[j])",
             "        if h == 0.0:",
             f"            h = {CENTRAL_STEP!r}",
             "        if p[j] - h >= lower[j] and p[j] + h <= upper[j]:",
-            "            work_p[j] = p[j] + h",
-            "            f_up = value(x, k, work_p)",
-            "            work_p[j] = p[j] - h",
-            "            jac[j, col] = (f_up - value(x, k, work_p)) / (2.0 * h)",
+            "            step_a, step_b, c_a, c_0 = h, -h, 1.0, 0.0",
             "        else:",
             "            if p[j] + 2.0 * h > upper[j]:",
             "                h = -h",
-            "            work_p[j] = p[j] + h",
-            "            f_1 = value(x, k, work_p)",
-            "            work_p[j] = p[j] + 2.0 * h",
-            "            jac[j, col] = (4.0 * f_1 - 3.0 * f0 - value(x, k, work_p)) / (2.0 * h)",
+            "            step_a, step_b, c_a, c_0 = h, 2.0 * h, 4.0, -3.0",
+            "        work_p[j] = p[j] + step_a",
+            "        f_a = value(x, k, work_p)",
+            "        work_p[j] = p[j] + step_b",
+            "        f_b = value(x, k, work_p)",
+            # c_0 * f0 only for the one-sided rule: 0 * f0 would be nan where f0 is inf.
+            "        near = c_a * f_a + c_0 * f0 if c_0 != 0.0 else f_a",
+            "        jac[j, col] = (near - f_b) / (2.0 * h)",
             "        work_p[j] = p[j]",
         ]
     lines.append("    return f0")

@@ -8,7 +8,8 @@ that ``diff autofit/original/lm.py autofit/numba/lm.py`` shows only what numba n
   argument and cannot be cached on disk (numba #6264), so they are compiled for every model
   in every process; keeping them free of NumPy array expressions and BLAS calls (whose
   generated code LLVM re-optimises in every caller) keeps that compilation short.
-- ``_weigh`` is specialised on the ndim of the weights and of the values by an overload.
+- ``_weigh`` is specialised on the ndim of the values by an overload; the weights are
+  always 2-D (per-point weights as one column), so one compilation serves both kinds.
 - The weighted Jacobian is kept between iterations instead of being recomputed for the
   geodesic acceleration, and ``JᵀJ`` and ``Jᵀr`` are accumulated in one pass over it.
 - Variables that the reference binds in one branch only are bound before the branch.
@@ -113,58 +114,57 @@ def _weigh_matrix(weights, values):
     return np.ascontiguousarray(weights) @ np.ascontiguousarray(values)
 
 
+# In compiled code the weights are always 2-D: per-point weights as one column, a weight
+# matrix as itself (see lm_solve), so that one compiled solver serves both.
 @njit(cache=True, error_model="numpy")
 def _weigh_vector(weights, values):
+    if weights.shape[1] != 1:
+        return _weigh_matrix(weights, values)
     weighted = np.empty(values.shape[0])
     for i in range(values.shape[0]):
-        weighted[i] = weights[i] * values[i]
+        weighted[i] = weights[i, 0] * values[i]
     return weighted
 
 
 @njit(cache=True, error_model="numpy")
 def _weigh_rows(weights, values):
+    if weights.shape[1] != 1:
+        return _weigh_matrix(weights, values)
     weighted = np.empty((values.shape[0], values.shape[1]))
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
-            weighted[i, j] = weights[i] * values[i, j]
+            weighted[i, j] = weights[i, 0] * values[i, j]
     return weighted
 
 
 @overload(_weigh)
 def _weigh_overload(weights, values):
-    if weights.ndim == 2:
-        return lambda weights, values: _weigh_matrix(weights, values)
     if values.ndim == 1:
         return lambda weights, values: _weigh_vector(weights, values)
     return lambda weights, values: _weigh_rows(weights, values)
 
 
 def _weigh_difference(weights, f, ydata):
-    """``_weigh(weights, f - ydata)``, in one pass over the points for 1-D weights."""
+    """``_weigh(weights, f - ydata)``, in one pass over the points for per-point weights."""
     return _weigh(weights, f - ydata)
 
 
 @njit(cache=True, error_model="numpy")
-def _weigh_difference_vector(weights, f, ydata):
+def _weigh_difference_columns(weights, f, ydata):
+    if weights.shape[1] != 1:
+        difference = np.empty(ydata.shape[0])
+        for i in range(ydata.shape[0]):
+            difference[i] = f[i] - ydata[i]
+        return _weigh_matrix(weights, difference)
     weighted = np.empty(ydata.shape[0])
     for i in range(ydata.shape[0]):
-        weighted[i] = weights[i] * (f[i] - ydata[i])
+        weighted[i] = weights[i, 0] * (f[i] - ydata[i])
     return weighted
-
-
-@njit(cache=True, error_model="numpy")
-def _weigh_difference_matrix(weights, f, ydata):
-    difference = np.empty(ydata.shape[0])
-    for i in range(ydata.shape[0]):
-        difference[i] = f[i] - ydata[i]
-    return _weigh_matrix(weights, difference)
 
 
 @overload(_weigh_difference)
 def _weigh_difference_overload(weights, f, ydata):
-    if weights.ndim == 2:
-        return lambda weights, f, ydata: _weigh_difference_matrix(weights, f, ydata)
-    return lambda weights, f, ydata: _weigh_difference_vector(weights, f, ydata)
+    return lambda weights, f, ydata: _weigh_difference_columns(weights, f, ydata)
 
 
 # No disk cache: its key holds the model's dispatcher, new in every process (numba #6264).
@@ -270,18 +270,14 @@ def _jt_dot(jac_w, v):
 
 @njit(cache=True, error_model="numpy")
 def chi2_rounding(weights):
-    """Typical relative rounding error of χ² summed over the points of nonzero weight."""
+    """Typical relative rounding error of χ² summed over the points of nonzero weight
+    (``weights`` 2-D: a column of per-point weights, or a weight matrix)."""
     n_points = 0
-    if weights.ndim == 2:
-        for i in range(weights.shape[0]):
-            for j in range(weights.shape[1]):
-                if weights[i, j] != 0.0:
-                    n_points += 1
-                    break
-    else:
-        for i in range(weights.shape[0]):
-            if weights[i] != 0.0:
+    for i in range(weights.shape[0]):
+        for j in range(weights.shape[1]):
+            if weights[i, j] != 0.0:
                 n_points += 1
+                break
     return EPS * np.sqrt(max(n_points, 1))
 
 
@@ -391,11 +387,25 @@ def _trial_point(params, step, lower, upper, scale, gradient, jtj):
     return trial, _scaled_norm(scale, taken), predicted
 
 
-# No disk cache: its key holds the model's dispatcher, new in every process (numba #6264).
 @implements("lm_solve")
-@njit(cache=False, error_model="numpy")
 def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
              gtol, max_nfev):
+    return lm_solve_2d(model, jacobian, jac_method, x, ydata, as_weight_columns(weights), p0,
+                       lower, upper, ftol, xtol, gtol, max_nfev)
+
+
+def as_weight_columns(weights):
+    """``weights`` as :func:`lm_solve_2d` takes them: per-point weights ``(n_points,)`` as
+    one column ``(n_points, 1)``, a weight matrix as it is (C-contiguous float64), so that
+    both kinds share one compilation of the solver (a second kind compiled it all again)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    return np.ascontiguousarray(weights.reshape(-1, 1) if weights.ndim == 1 else weights)
+
+
+# No disk cache: its key holds the model's dispatcher, new in every process (numba #6264).
+@njit(cache=False, error_model="numpy")
+def lm_solve_2d(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
+           gtol, max_nfev):
     n_params = p0.shape[0]
     ftol_floor = chi2_rounding(weights)
     ftol_used = max(ftol, ftol_floor)
