@@ -38,7 +38,10 @@ class KernelSpec:
 
     ``native`` lists the backends that implement it; any other backend runs it through the
     fallback table in :mod:`autofit._dispatch`. ``case`` names the input factory in
-    :mod:`autofit._cases` that the generated tests and ``validate`` use.
+    :mod:`autofit._cases` that the generated tests and ``validate`` use. A kernel with a
+    ``jac_method`` parameter accepts the codes of ``jac_methods`` on every backend, and
+    those of ``jac_methods_extra`` (``(backend, codes)`` pairs) on that backend too; any
+    other code is refused by :func:`require_jac_method`, in the same words everywhere.
     """
 
     name: str
@@ -46,6 +49,12 @@ class KernelSpec:
     doc: str
     case: str
     native: tuple[str, ...] = ("original", "numba", "jax")
+    jac_methods: tuple[int, ...] = ()
+    jac_methods_extra: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def accepted_jac_methods(self, backend: str) -> tuple[int, ...]:
+        """The ``jac_method`` codes this kernel accepts on ``backend``."""
+        return self.jac_methods + dict(self.jac_methods_extra).get(backend, ())
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -151,6 +160,13 @@ jac : (n_points, n_params) float64
 """, case="model")
     return evaluate, jacobian
 
+
+# The jac_method codes of autofit._codes (0 analytic, 1 forward, 2 central, 3 autodiff),
+# written as numbers: this module imports nothing of autofit's.
+_JAC_METHOD_NAMES = {0: "JAC_ANALYTIC", 1: "JAC_FORWARD", 2: "JAC_CENTRAL", 3: "JAC_AUTODIFF"}
+_SOLVER_JAC_METHODS = (0, 1, 2)
+_BATCH_JAC_METHODS = (0, 1)
+_AUTODIFF_ON_JAX = (("jax", (3,)),)
 
 _GENERIC = (
     KernelSpec(
@@ -292,7 +308,7 @@ nfev : int
     Model evaluations used.
 n_iter : int
     Accepted steps.
-""", case="lm_solve"),
+""", case="lm_solve", jac_methods=_SOLVER_JAC_METHODS, jac_methods_extra=_AUTODIFF_ON_JAX),
     KernelSpec(
         "lm_batch", ("model", "jacobian", "jac_method", "x", "ydata", "weights", "p0",
                      "lower", "upper", "free", "estimator", "tol", "max_iter"),
@@ -344,7 +360,7 @@ status : (n_fits,) int64
 covariance : (n_fits, n_params, n_params) float64
     Inverse of ``JᵀW²J`` (least squares, not scaled by the reduced χ²) or of the Fisher
     information (MLE); nan when not invertible; 0 in rows and columns of fixed parameters.
-""", case="lm_batch"),
+""", case="lm_batch", jac_methods=_BATCH_JAC_METHODS, jac_methods_extra=_AUTODIFF_ON_JAX),
     KernelSpec(
         "lm_fused", ("model", "jacobian", "jac_method", "x", "ydata", "weights", "p0",
                      "lower", "upper", "ftol", "xtol", "gtol", "max_nfev"),
@@ -395,7 +411,7 @@ n_iter : int
     Passes over the points after the first (accepted or rejected steps).
 information : (n_params, n_params) float64
     ``JᵀW²J`` at ``params`` (the covariance is its pseudo-inverse).
-""", case="lm_fused"),
+""", case="lm_fused", jac_methods=_SOLVER_JAC_METHODS, jac_methods_extra=_AUTODIFF_ON_JAX),
     KernelSpec(
         "covariance_from_jacobian", ("jac",),
         """Unscaled parameter covariance ``(JᵀJ)⁺`` from the weighted Jacobian.
@@ -448,6 +464,16 @@ def _all_kernels() -> dict[str, KernelSpec]:
 
 KERNELS: dict[str, KernelSpec] = _all_kernels()
 BACKENDS: tuple[str, ...] = ("original", "numba", "jax")
+
+
+def require_jac_method(kernel: str, backend: str, jac_method) -> None:
+    """Refuse a ``jac_method`` that ``kernel`` does not accept on ``backend`` ('numpy',
+    'numba', 'jax'): the one ValueError, worded the same by every backend."""
+    accepted = KERNELS[kernel].accepted_jac_methods(backend)
+    if jac_method not in accepted:
+        names = ", ".join(f"{_JAC_METHOD_NAMES[code]} ({code})" for code in accepted)
+        raise ValueError(f"{kernel} on {backend}: jac_method must be one of {names}; got "
+                         f"{jac_method!r}")
 
 
 def implements(name: str):

@@ -50,7 +50,8 @@ def _context(backend: str):
     return contextlib.nullcontext()
 
 
-def _resolve(args, module):
+def resolve_arguments(args, module) -> tuple:
+    """A case's arguments with its placeholders replaced by ``module``'s own callables."""
     return tuple(_resolve_one(a, module) for a in args)
 
 
@@ -71,19 +72,23 @@ def _as_tuple(output) -> tuple:
     return tuple(output) if isinstance(output, tuple) else (output,)
 
 
-def call(name: str, backend: str, case: _cases.Case) -> tuple[tuple, float]:
-    """Run one case on one backend: its outputs as NumPy values, and a warm call's time."""
+def call(name: str, backend: str, case: _cases.Case,
+         timed: bool = True) -> tuple[tuple, float]:
+    """Run one case on one backend: its outputs as NumPy values, and a warm call's time
+    (with ``timed``; else nan, and the case runs once)."""
     module = _module(backend)
     function = getattr(module, name)
-    args = _resolve(case.args, module)
+    args = resolve_arguments(case.args, module)
     with _context(backend):
-        first = _as_tuple(function(*args))
-        _block(first)
-        start = time.perf_counter()
         output = _as_tuple(function(*args))
         _block(output)
-        seconds = time.perf_counter() - start
-    del first
+        seconds = np.nan
+        if timed:
+            del output
+            start = time.perf_counter()
+            output = _as_tuple(function(*args))
+            _block(output)
+            seconds = time.perf_counter() - start
     return tuple(np.asarray(o) for o in output), seconds
 
 
@@ -137,33 +142,48 @@ def _tolerance(compare: tuple[str, ...]) -> float:
     return _cases.KERNEL_RTOL
 
 
+def reference(name: str, case: _cases.Case) -> tuple:
+    """The outputs that ``case`` of kernel ``name`` must reproduce: the NumPy reference's
+    (``case.reference``'s, for kernels without a NumPy implementation)."""
+    if case.reference is not None:
+        expected_fn = getattr(_module("numpy"), case.reference)
+        return tuple(np.asarray(o) for o in _as_tuple(
+            expected_fn(*resolve_arguments(case.args[1:], _module("numpy")))))
+    expected, _ = call(name, "numpy", case, timed=False)
+    return expected
+
+
+def compare_case(name: str, backend: str, case: _cases.Case, n_points: int, expected,
+                 timed: bool = True) -> Comparison:
+    """One variant of kernel ``name`` on ``backend`` against its ``expected`` outputs."""
+    try:
+        actual, seconds = call(name, backend, case, timed)
+    except Exception as exc:  # reported in the table, never hidden
+        return Comparison(name, case.variant, n_points, backend, np.inf,
+                          _tolerance(case.compare), False, 0.0, f"{type(exc).__name__}: {exc}")
+    return judge(name, backend, case, n_points, actual, expected, seconds)
+
+
+def judge(name: str, backend: str, case: _cases.Case, n_points: int, actual, expected,
+          seconds: float = np.nan) -> Comparison:
+    """The comparison of outputs ``actual`` (computed anywhere: another process, a GPU)
+    with ``expected``, by the rules of ``case.compare``."""
+    deviation, exact_ok = 0.0, len(actual) == len(case.compare)
+    for how, a, e in zip(case.compare, actual, expected):
+        if how in ("kernel", "fit"):
+            deviation = max(deviation, relative_deviation(a, e))
+        elif how.startswith("fd-") or how == "normwise":
+            deviation = max(deviation, normwise_deviation(a, e))
+        elif how == "exact":
+            exact_ok = exact_ok and np.array_equal(np.asarray(a), np.asarray(e))
+    return Comparison(name, case.variant, n_points, backend, deviation,
+                      _tolerance(case.compare), exact_ok, seconds)
+
+
 def compare(name: str, backend: str, n_points: int) -> list[Comparison]:
     """Compare kernel ``name`` on ``backend`` with ``original`` for every case variant."""
-    rows = []
-    for case in _cases.cases(name, n_points):
-        if case.reference is not None:
-            expected_fn = getattr(_module("numpy"), case.reference)
-            expected = _as_tuple(expected_fn(*_resolve(case.args[1:], _module("numpy"))))
-        else:
-            expected, _ = call(name, "numpy", case)
-        tolerance = _tolerance(case.compare)
-        try:
-            actual, seconds = call(name, backend, case)
-        except Exception as exc:  # reported in the table, never hidden
-            rows.append(Comparison(name, case.variant, n_points, backend, np.inf, tolerance,
-                                   False, 0.0, f"{type(exc).__name__}: {exc}"))
-            continue
-        deviation, exact_ok = 0.0, len(actual) == len(case.compare)
-        for how, a, e in zip(case.compare, actual, expected):
-            if how in ("kernel", "fit"):
-                deviation = max(deviation, relative_deviation(a, e))
-            elif how.startswith("fd-"):
-                deviation = max(deviation, normwise_deviation(a, e))
-            elif how == "exact":
-                exact_ok = exact_ok and np.array_equal(np.asarray(a), np.asarray(e))
-        rows.append(Comparison(name, case.variant, n_points, backend, deviation, tolerance,
-                               exact_ok, seconds))
-    return rows
+    return [compare_case(name, backend, case, n_points, reference(name, case))
+            for case in _cases.cases(name, n_points)]
 
 
 def available_backends() -> list[str]:

@@ -5,13 +5,26 @@ backend as soon as it is declared. Tolerances (float64): kernels 1e-10 relative,
 parameters 1e-8; integer outputs (statuses, flags, ranks) must be identical.
 """
 
+import functools
+
 import pytest
 
-from autofit import validate
+from autofit import _cases, validate
 from autofit._declarations import KERNELS
 from tests.conftest import backend_params, installed
 
 SIZES = (10, 1000, 100_000)
+
+
+@functools.lru_cache(maxsize=None)
+def _variants(name, n_points) -> dict:
+    return {case.variant: case for case in _cases.cases(name, n_points)}
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(name, n_points, variant) -> tuple:
+    # Computed once per variant, whichever backends are compared with it.
+    return validate.reference(name, _variants(name, n_points)[variant])
 
 
 def _params():
@@ -19,20 +32,21 @@ def _params():
         for backend in ("numba", "jax"):
             if backend in spec.native:
                 for n_points in SIZES:
-                    yield pytest.param(name, backend, n_points,
-                                       id=f"{name}-{backend}-{n_points}",
-                                       marks=backend_params((backend,))[0].marks)
+                    for variant in _variants(name, n_points):
+                        yield pytest.param(name, backend, n_points, variant,
+                                           id=f"{name}-{backend}-{n_points}-{variant}",
+                                           marks=backend_params((backend,))[0].marks)
 
 
-@pytest.mark.parametrize("name, backend, n_points", list(_params()))
-def test_kernel_agrees_with_reference(name, backend, n_points):
-    rows = validate.compare(name, backend, n_points)
-    assert rows, "no cases generated"
-    for row in rows:
-        assert row.error is None, row.error
-        assert row.exact_ok, f"{row.variant}: integer outputs differ from the reference"
-        assert row.deviation <= row.tolerance, (
-            f"{row.variant}: deviation {row.deviation:.2e} > {row.tolerance:.0e}")
+@pytest.mark.parametrize("name, backend, n_points, variant", list(_params()))
+def test_kernel_agrees_with_reference(name, backend, n_points, variant):
+    case = _variants(name, n_points)[variant]
+    row = validate.compare_case(name, backend, case, n_points,
+                                _reference(name, n_points, variant), timed=False)
+    assert row.error is None, row.error
+    assert row.exact_ok, "integer outputs differ from the reference"
+    assert row.deviation <= row.tolerance, (
+        f"deviation {row.deviation:.2e} > {row.tolerance:.0e}")
 
 
 @pytest.mark.parametrize("name", [n for n in KERNELS if KERNELS[n].case == "model"])

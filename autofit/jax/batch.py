@@ -108,7 +108,7 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
 )
-from autofit._declarations import implements
+from autofit._declarations import implements, require_jac_method
 
 # The most passes of a chunk in one compaction stage (a chunk's stage also ends as soon as
 # no more than half of its fits still run).
@@ -656,6 +656,7 @@ def run_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
 @implements("lm_batch")
 def lm_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
              estimator, tol, max_iter):
+    require_jac_method("lm_batch", "jax", jac_method)
     results, _ = run_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower,
                            upper, free, estimator, tol, max_iter)
     return results

@@ -55,7 +55,7 @@ from autofit._codes import (
     RUNNING,
     SINGULAR,
 )
-from autofit._declarations import implements
+from autofit._declarations import implements, require_jac_method
 from autofit.jax.batch import (
     CPU_COMPILER_OPTIONS,
     _cholesky,
@@ -290,6 +290,7 @@ def _on_device(a):
 @implements("lm_fused")
 def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
              gtol, max_nfev):
+    require_jac_method("lm_fused", "jax", jac_method)
     platform = jax.default_backend()
     n_params = int(np.shape(p0)[0])
     chunk = chunk_size(int(ydata.shape[0]), n_params, platform)

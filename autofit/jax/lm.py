@@ -62,7 +62,7 @@ from autofit._codes import (
     NONFINITE,
     RUNNING,
 )
-from autofit._declarations import implements
+from autofit._declarations import implements, require_jac_method
 from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
 
 
@@ -360,6 +360,7 @@ _lm_solve_jit = jax.jit(_lm_solve, static_argnames=("model", "jacobian", "jac_me
 @functools.wraps(_lm_solve)
 def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
              gtol, max_nfev):
+    require_jac_method("lm_solve", "jax", jac_method)
     # The scalars become strongly typed arrays first: jit keys its cache on weak types too,
     # so a Python float and an np.float64 tolerance would otherwise compile twice.
     return _lm_solve_jit(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper,

@@ -57,7 +57,7 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
 )
-from autofit._declarations import implements
+from autofit._declarations import implements, require_jac_method
 
 FORWARD_STEP = 1.4901161193847656e-08  # sqrt(float64 eps), as autofit.original.jacobians
 # Floating-point freedoms for the CPU kernel: reciprocals (a division by a loop-invariant
@@ -1028,6 +1028,7 @@ def _no_gradient(x, i, p, jac, col):
 @implements("lm_batch")
 def lm_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
              estimator, tol, max_iter):
+    require_jac_method("lm_batch", "numba", jac_method)
     n_fits, n_params = p0.shape
     run = cpu_kernel(model, jacobian if jac_method == JAC_ANALYTIC else _no_gradient,
                      jac_method, n_params, p0.dtype)

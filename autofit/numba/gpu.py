@@ -18,6 +18,7 @@ import numpy as np
 from numba import cuda  # a module global: the simulator swaps it inside kernels
 
 from autofit._codes import JAC_ANALYTIC
+from autofit._declarations import require_jac_method
 from autofit.numba.batch import _no_gradient, build_fit_one, with_literals_of
 
 THREADS_PER_BLOCK = 128
@@ -82,6 +83,7 @@ def lm_batch_device(model, jacobian, jac_method, x, ydata, weights, p0, lower, u
     """``lm_batch`` on arrays already on the GPU (numba device arrays, or any array with
     ``__cuda_array_interface__``, e.g. CuPy or JAX); returns device arrays
     ``(params, chi2, n_iter, status, covariance)`` (``out`` reuses them)."""
+    require_jac_method("lm_batch", "numba", jac_method)
     n_fits, n_params = p0.shape
     dtype = np.dtype(p0.dtype)
     kernel = kernel_for(model, jacobian if jac_method == JAC_ANALYTIC else _no_gradient,

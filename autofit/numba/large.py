@@ -37,7 +37,6 @@ from autofit._codes import (
     CONVERGED_GTOL,
     CONVERGED_XTOL,
     JAC_ANALYTIC,
-    JAC_CENTRAL,
     JAC_FORWARD,
     MACHINE_PRECISION,
     MAX_DAMPING,
@@ -46,7 +45,7 @@ from autofit._codes import (
     RUNNING,
     SINGULAR,
 )
-from autofit._declarations import implements
+from autofit._declarations import implements, require_jac_method
 from autofit.numba.batch import (
     _REDUCE_FASTMATH,
     FASTMATH,
@@ -478,9 +477,7 @@ def is_compiled(value, gradient, jac_method, n_params) -> bool:
 @implements("lm_fused")
 def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
              gtol, max_nfev):
-    if jac_method not in (JAC_ANALYTIC, JAC_FORWARD, JAC_CENTRAL):
-        raise ValueError("lm_fused on numba: jac_method must be JAC_ANALYTIC, JAC_FORWARD "
-                         f"or JAC_CENTRAL, got {jac_method}")
+    require_jac_method("lm_fused", "numba", jac_method)
     solve = solver(model, jacobian, jac_method, p0.shape[0])
     ftol = max(float(ftol), chi2_rounding(ydata.shape[0]))
     params, chi2, status, nfev, n_iter, information = solve(

@@ -38,7 +38,7 @@ from autofit._codes import (
     NONFINITE,
     RUNNING,
 )
-from autofit._declarations import implements
+from autofit._declarations import implements, require_jac_method
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
 
 
@@ -390,6 +390,7 @@ def _trial_point(params, step, lower, upper, scale, gradient, jtj):
 @implements("lm_solve")
 def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
              gtol, max_nfev):
+    require_jac_method("lm_solve", "numba", jac_method)
     return lm_solve_2d(model, jacobian, jac_method, x, ydata, as_weight_columns(weights), p0,
                        lower, upper, ftol, xtol, gtol, max_nfev)
 

@@ -58,7 +58,7 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
 )
-from autofit._declarations import implements
+from autofit._declarations import implements, require_jac_method
 from autofit.original.jacobians import jacobian_forward
 from autofit.original.lm import _cholesky_solve as cholesky_solve
 
@@ -214,6 +214,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
 @implements("lm_batch")
 def lm_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
              estimator, tol, max_iter):
+    require_jac_method("lm_batch", "numpy", jac_method)
     n_fits, n_params = p0.shape
     params = np.empty((n_fits, n_params))
     chi2 = np.empty(n_fits)

@@ -54,7 +54,7 @@ from autofit._codes import (
     RUNNING,
     SINGULAR,
 )
-from autofit._declarations import implements
+from autofit._declarations import implements, require_jac_method
 from autofit.original.jacobians import jacobian_central, jacobian_forward
 from autofit.original.lm import _cholesky_solve as cholesky_solve
 
@@ -137,6 +137,7 @@ def _largest_cosine(g, h, chi2, active):
 @implements("lm_fused")
 def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
              gtol, max_nfev):
+    require_jac_method("lm_fused", "numpy", jac_method)
     def evaluate(p):
         return normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower,
                                 upper)

@@ -25,7 +25,7 @@ from autofit._codes import (
     NONFINITE,
     RUNNING,
 )
-from autofit._declarations import implements
+from autofit._declarations import implements, require_jac_method
 from autofit.original.jacobians import jacobian_central, jacobian_forward
 
 
@@ -132,6 +132,7 @@ def _normal_equations(weights, jac, residuals):
 @implements("lm_solve")
 def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
              gtol, max_nfev):
+    require_jac_method("lm_solve", "numpy", jac_method)
     n_params = p0.shape[0]
     # ftol is taken no lower than χ²'s rounding: below it the reduction is noise, and a fit
     # would reject step after step until the damping overflowed.
