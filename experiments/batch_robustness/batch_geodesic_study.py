@@ -46,7 +46,9 @@ def _pass(model, x, y, p):
 
 def fit(model, x, y, p0, geodesic, max_iter=200, tol=1e-8):
     """The batch LM of autofit.original.batch for one curve (unbounded, all free), with or
-    without the acceleration; returns chi2, iterations, passes over the points, status."""
+    without the acceleration (``geodesic``: False, True, or "after a rejection": from the
+    first rejected step on); returns chi2, iterations, passes over the points, status."""
+    accelerate = geodesic is True
     p = p0.copy()
     chi2, g, h, jac = _pass(model, x, y, p)
     scale = np.diag(h).copy()
@@ -59,7 +61,7 @@ def fit(model, x, y, p0, geodesic, max_iter=200, tol=1e-8):
         n_iter += 1
         system = h + np.diag(damping * scale)
         step, ok = cholesky_solve(system, g)
-        if ok and geodesic:
+        if ok and accelerate:
             probe = p + _codes.GEODESIC_PROBE * step
             g_probe = jac.T @ (y - model(x, *probe))
             passes += 1
@@ -89,6 +91,7 @@ def fit(model, x, y, p0, geodesic, max_iter=200, tol=1e-8):
             if small_reduction or small_step:
                 status = _codes.CONVERGED_FTOL
         else:
+            accelerate = bool(geodesic)
             if small_step:
                 status = _codes.CONVERGED_XTOL
             damping *= _codes.BATCH_DAMPING_UP
@@ -104,11 +107,12 @@ def main() -> None:
         model, x, truth, start, noise = make(rng, n_fits)
         y = run._data(model, x, truth, noise, rng)
         scipy_chi2 = run._scipy(model, x, y, start, False)
-        for geodesic in (False, True):
+        for geodesic in (False, True, "after a rejection"):
             begin = time.perf_counter()
             out = np.array([fit(model, x, y[k], start[k], geodesic) for k in range(n_fits)])
             chi2, n_iter, passes, status = out.T
-            label = "batch LM + geodesic acceleration" if geodesic else "batch LM as it is"
+            label = {False: "batch LM as it is", True: "batch LM + geodesic acceleration",
+                     "after a rejection": "+ acceleration after a rejection"}[geodesic]
             print(f"{family:45s} {label:34s} converged "
                   f"{np.isin(status, _codes.CONVERGED_CODES).mean():6.1%}  worse than scipy "
                   f"{np.mean(chi2 > scipy_chi2 * (1 + run.WORSE)):6.1%}  better "
