@@ -262,6 +262,40 @@ def _lm_batch(name, n_points):
     ]
 
 
+def lm_solve_hard_cases() -> list[Case]:
+    """``lm_solve`` on real-shaped problems with several minima, from starts where the path
+    matters: three Lorentzian peaks whose start has two centres crossed over, and two
+    exponential tails from starts 40% off, each with the analytic Jacobian and with forward
+    differences. Not in :func:`cases` (each model is a compilation of ``lm_solve`` on
+    numba, which ``validate`` should not pay for)."""
+    peaks_truth = np.array([1.0, -1.5, 0.4, 0.7, 0.3, 0.5, 0.8, 1.2, 0.3, 0.1])
+    peaks_start = np.array([0.8, -1.3, 0.6, 0.6, 1.0, 0.4, 1.0, 0.2, 0.5, 0.0])
+    tails_truth = np.array([2.0, 3.0, 1.0, 0.4, 0.3])
+    tails_start = tails_truth * np.array([1.4, 0.6, 0.6, 1.4, 1.0])
+    problems = (("three-peaks", "multi_lorentzian", np.linspace(-4.0, 4.0, 300),
+                 peaks_truth, peaks_start),
+                ("two-tails", "double_exponential", np.linspace(0.0, 6.0, 200),
+                 tails_truth, tails_start))
+    # Forward differences: the same minimum, norm-wise at FD_RTOL (a poorly conditioned
+    # minimum such as two exponential tails moves by ~5e-9 of the parameters with the
+    # rounding of the difference quotients); another minimum differs by 1e-3 and more.
+    compare = {_codes.JAC_ANALYTIC: ("fit", "fit", "exact", "skip", "skip"),
+               _codes.JAC_FORWARD: ("fd-forward", "fd-forward", "exact", "skip", "skip")}
+    found = []
+    for label, model, x, truth, start in problems:
+        from autofit import original
+
+        clean = getattr(original, f"model_{model}")(x, truth)
+        y = clean + 0.02 * np.abs(clean).max() * np.random.default_rng(7).normal(size=x.size)
+        free = np.full(truth.size, -np.inf), np.full(truth.size, np.inf)
+        for method_label, method in (("analytic", _codes.JAC_ANALYTIC),
+                                     ("forward", _codes.JAC_FORWARD)):
+            args = (Ref(f"model_{model}"), Ref(f"jacobian_{model}"), method, x, y,
+                    np.ones(x.size), start, *free, 1e-10, 1e-10, 1e-10, 100000)
+            found.append(Case(f"{label}-{method_label}", args, compare[method]))
+    return found
+
+
 # Models whose batch and fused cases start further from the truth would test the start, not
 # the engine: every fit starts within a few per cent of its own truth.
 PARITY_FITS = 6

@@ -1,7 +1,8 @@
-"""The parity suite: every batched engine against the NumPy reference, one item per variant.
+"""The parity suite: every engine against the NumPy reference, one test item per variant.
 
 - ``lm_batch`` and ``lm_fused`` on all built-in models, through each engine's real compiled
   path (numba's generated per-model kernels, jax's jitted programs);
+- ``lm_solve`` on real-shaped problems with several minima (the same minimum, step for step);
 - the CUDA engine (numba's CUDA simulator, in a process of its own: the simulator must be
   chosen before numba is imported) on the batch edge cases of ``_cases`` (non-finite data,
   too few points, MLE negative data, singular, bounds active, fixed parameters, finite
@@ -58,6 +59,28 @@ def test_every_built_in_model_agrees_with_reference(kernel, backend, model):
     status = expected[3] if kernel == "lm_batch" else expected[2]
     assert np.isin(status, _codes.CONVERGED_CODES).all(), status
     _assert_ok(validate.compare_case(kernel, backend, case, _cases.PARITY_POINTS, expected,
+                                     timed=False))
+
+
+@functools.lru_cache(maxsize=None)
+def _hard_cases() -> dict:
+    return {case.variant: case for case in _cases.lm_solve_hard_cases()}
+
+
+@functools.lru_cache(maxsize=None)
+def _hard_reference(variant) -> tuple:
+    return validate.reference("lm_solve", _hard_cases()[variant])
+
+
+@pytest.mark.parametrize("variant", [case.variant for case in _cases.lm_solve_hard_cases()])
+@pytest.mark.parametrize("backend", ENGINES)
+def test_lm_solve_reaches_the_same_minimum_on_problems_with_several(backend, variant):
+    """Real-shaped problems where the path decides the minimum (crossed peaks, exponential
+    tails): every backend follows the reference step for step to the same one."""
+    case = _hard_cases()[variant]
+    expected = _hard_reference(variant)
+    assert expected[2] in _codes.CONVERGED_CODES, expected[2]
+    _assert_ok(validate.compare_case("lm_solve", backend, case, case.args[3].size, expected,
                                      timed=False))
 
 
