@@ -62,31 +62,33 @@ def _odmr_far(rng, n):
     return _odmr(rng, n, far=True)
 
 
+def _two_peaks(rng, n, amplitudes, spread, centre, width, offset):
+    """Truths of two peaks at -centre and +centre (amplitudes ``spread`` and centres 0.05
+    apart from fit to fit, as standard deviations), of one width, on an offset: (n, 7)."""
+    a1, a2 = amplitudes
+    return np.column_stack([a1 + spread * rng.normal(size=n),
+                            -centre + 0.05 * rng.normal(size=n), np.full(n, width),
+                            a2 + spread * rng.normal(size=n),
+                            centre + 0.05 * rng.normal(size=n), np.full(n, width),
+                            np.full(n, offset)])
+
+
 def _close_lorentzians(rng, n):
     """Two Lorentzians one linewidth apart; starts 30% of a linewidth off each centre."""
-    model = models.multi_lorentzian(2)
-    x = np.linspace(-5.0, 5.0, 120)
-    truth = np.column_stack([1.0 + 0.1 * rng.normal(size=n), -0.5 + 0.05 * rng.normal(size=n),
-                             np.full(n, 0.5), 0.8 + 0.1 * rng.normal(size=n),
-                             0.5 + 0.05 * rng.normal(size=n), np.full(n, 0.5),
-                             np.full(n, 0.1)])
+    truth = _two_peaks(rng, n, (1.0, 0.8), 0.1, 0.5, 0.5, 0.1)
     start = truth.copy()
     start[:, [1, 4]] += 0.15 * rng.normal(size=(n, 2))
     start[:, [2, 5]] *= 1.3
-    return model, x, truth, start, 0.02
+    return models.multi_lorentzian(2), np.linspace(-5.0, 5.0, 120), truth, start, 0.02
 
 
 def _close_gaussians(rng, n):
     """A user's NumPy model, two gaussians 1.5 widths apart; starts off in centre and width."""
-    x = np.linspace(-5.0, 5.0, 150)
-    truth = np.column_stack([2.0 + 0.2 * rng.normal(size=n), -0.6 + 0.05 * rng.normal(size=n),
-                             np.full(n, 0.8), 1.5 + 0.2 * rng.normal(size=n),
-                             0.6 + 0.05 * rng.normal(size=n), np.full(n, 0.8),
-                             np.full(n, 0.2)])
+    truth = _two_peaks(rng, n, (2.0, 1.5), 0.2, 0.6, 0.8, 0.2)
     start = truth.copy()
     start[:, [1, 4]] += 0.2 * rng.normal(size=(n, 2))
     start[:, [2, 5]] *= 1.0 + 0.2 * rng.normal(size=(n, 2))
-    return two_gaussians, x, truth, start, 0.03
+    return two_gaussians, np.linspace(-5.0, 5.0, 150), truth, start, 0.03
 
 
 def _double_exponential(rng, n):
