@@ -46,6 +46,8 @@ from autofit._codes import (
     CONVERGED_GTOL,
     CONVERGED_XTOL,
     ESTIMATOR_MLE,
+    GEODESIC_MAX_RATIO,
+    GEODESIC_PROBE,
     JAC_ANALYTIC,
     MACHINE_PRECISION,
     MAX_DAMPING,
@@ -101,6 +103,22 @@ def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estim
         h = wj.T @ wj
     finite = np.isfinite(chi2) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))
     return (chi2 if finite else np.inf), g, h, True
+
+
+def _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper, free, velocity,
+                  g, h):
+    """The right-hand side whose damped solve is Transtrum and Sethna's geodesic
+    acceleration along ``velocity`` (least squares), from one more model evaluation at
+    ``p + h v``: ``(2/h) ((g_probe - g)/h + H v)``, ``g_probe = J_w(p)ᵀ W (y - f(p + h v))``
+    (the batch's signs: the step solves ``(H + λD) δ = g``); None where the probe's model is
+    not finite."""
+    _, jac = _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper, free)
+    used = w != 0.0
+    f_probe = model(_model_x(x), p + GEODESIC_PROBE * velocity)[used]
+    g_probe = (jac * w[used][:, None]).T @ (w[used] * (y[used] - f_probe))
+    if not np.all(np.isfinite(g_probe)):
+        return None
+    return (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE + h @ velocity)
 
 
 def _information(model, jacobian, jac_method, x, w, p, lower, upper, free, estimator, h):
@@ -176,6 +194,25 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             if damping > MAX_DAMPING:
                 status = SINGULAR
             continue
+        if estimator != ESTIMATOR_MLE:
+            # The step bends along the valley: velocity + acceleration / 2, or it is refused
+            # like a rejected step when the acceleration is large next to the velocity.
+            velocity = np.clip(p + step, lower, upper) - p
+            second = _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper,
+                                   free, velocity, g, h)
+            accelerated = second is not None
+            if accelerated:
+                _, second = _damped_system(h, second, scale, damping, active)
+                acceleration, accelerated = cholesky_solve(system, second)
+                accelerated = accelerated and (
+                    2.0 * np.sqrt(np.sum(scale * acceleration * acceleration))
+                    <= GEODESIC_MAX_RATIO * np.sqrt(np.sum(scale * velocity * velocity)))
+            if not accelerated:
+                damping *= BATCH_DAMPING_UP
+                if damping > MAX_DAMPING:
+                    status = MACHINE_PRECISION
+                continue
+            step = velocity + 0.5 * acceleration
         trial = np.clip(p + step, lower, upper)
         moved = trial - p
         small_step = np.sum(scale * moved * moved) <= tol * tol * np.sum(scale * p * p)
