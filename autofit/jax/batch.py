@@ -94,6 +94,8 @@ from autofit._codes import (
     CONVERGED_XTOL,
     ESTIMATOR_LSE,
     ESTIMATOR_MLE,
+    GEODESIC_MAX_RATIO,
+    GEODESIC_PROBE,
     JAC_ANALYTIC,
     JAC_AUTODIFF,
     JAC_FORWARD,
@@ -166,6 +168,7 @@ class BatchState(NamedTuple):
     damping: jax.Array  # (n,)
     n_iter: jax.Array  # (n,) int
     status: jax.Array  # (n,) int: RUNNING while the fit goes on
+    wj: jax.Array  # (n, n_params, n_points): the weighted Jacobian at params (least squares)
 
 
 class BatchStats(NamedTuple):
@@ -256,7 +259,8 @@ def _normal_sums(vectors, jac, residual, weight=None):
 
 def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
     """chi2, g, h at p (chi2 = inf where they are not finite or, for MLE, some f <= 0),
-    and whether the Poisson model was positive at every used point."""
+    whether the Poisson model was positive at every used point, and the weighted Jacobian
+    ``(n_params, n_points)`` (least squares; the plain one for MLE)."""
     f, jac, used = _model_and_columns(model, jacobian, jac_method, d, p, free)
     y, w = d.ydata, d.weights
     if estimator == ESTIMATOR_MLE:
@@ -272,6 +276,7 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
         (linear, logarithmic), g, h = _normal_sums((linear, logarithmic), jac, residual,
                                                    curvature)
         chi2 = 2.0 * linear - 2.0 * logarithmic
+        wj = jac
     elif estimator == ESTIMATOR_LSE:
         positive = jnp.asarray(True)
         r = jnp.where(used, w * (y - f), 0.0)
@@ -280,7 +285,25 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
     else:
         raise ValueError("lm_batch: estimator must be ESTIMATOR_LSE or ESTIMATOR_MLE")
     finite = jnp.isfinite(chi2) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(h))
-    return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive
+    return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive, wj
+
+
+def _geodesic(model, d, s, step, active, chol):
+    """The reference's geodesic acceleration (least squares): the step ``velocity +
+    acceleration / 2`` and whether the acceleration is trusted (else the step is refused
+    like a rejected one)."""
+    velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
+    f_probe = jnp.asarray(model(_model_x(d.x), s.params + GEODESIC_PROBE * velocity),
+                          dtype=s.params.dtype)
+    used = d.weights != 0.0
+    g_probe = s.wj @ jnp.where(used, d.weights * (d.ydata - f_probe), 0.0)
+    h_velocity = jnp.sum(s.h * velocity[None, :], axis=1)
+    second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_velocity)
+    finite = jnp.all(jnp.isfinite(second))
+    acceleration = _substitute(chol, jnp.where(active & finite, second, 0.0))
+    trusted = finite & (2.0 * jnp.sqrt(_dot(s.scale * acceleration, acceleration))
+                        <= GEODESIC_MAX_RATIO * jnp.sqrt(_dot(s.scale * velocity, velocity)))
+    return velocity + 0.5 * acceleration, trusted
 
 
 def _cholesky(a):
@@ -337,10 +360,11 @@ def _prepare(estimator, d, p0, free):
         chi2=jnp.asarray(jnp.nan, p0.dtype), g=jnp.zeros_like(p0),
         h=jnp.zeros((n_params, n_params), p0.dtype), scale=jnp.zeros_like(p0),
         damping=jnp.asarray(BATCH_INITIAL_DAMPING, dtype=p0.dtype),
-        n_iter=jnp.asarray(0, dtype=int), status=jnp.asarray(status, dtype=int))
+        n_iter=jnp.asarray(0, dtype=int), status=jnp.asarray(status, dtype=int),
+        wj=jnp.zeros((n_params, d.ydata.shape[0]), p0.dtype))
 
 
-def _first_pass(s, chi2, g, h, positive, free, max_iter):
+def _first_pass(s, chi2, g, h, positive, wj, free, max_iter):
     """The state after the evaluation of a fit's starting point ``s.params``: the
     reference's step 2."""
     started = jnp.isfinite(chi2)
@@ -352,7 +376,8 @@ def _first_pass(s, chi2, g, h, positive, free, max_iter):
     g = jnp.where(started, g, 0.0)
     h = jnp.where(started, h, 0.0)
     return s._replace(chi2=jnp.where(started, chi2, jnp.nan), g=g, h=h, scale=jnp.diag(h),
-                      status=jnp.asarray(status, dtype=int))
+                      status=jnp.asarray(status, dtype=int),
+                      wj=jnp.where(started, wj, 0.0))
 
 
 def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter):
@@ -368,16 +393,21 @@ def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter
     chol, ok = _cholesky(system)
     step = jnp.where(ok, _substitute(chol, rhs), 0.0)
     raised = s.damping * BATCH_DAMPING_UP
+    bent = jnp.asarray(True)
+    if estimator != ESTIMATOR_MLE:
+        step, bent = _geodesic(model, d, s, step, active, chol)
+        step = jnp.where(ok & bent, step, 0.0)
 
     trial = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper)
     trial = jnp.where(first, s.params, trial)
     moved = trial - s.params
     small_step = (_dot(s.scale * moved, moved)
                   <= tol * tol * _dot(s.scale * s.params, s.params))
-    trial_chi2, trial_g, trial_h, positive = _evaluate(model, jacobian, jac_method,
-                                                       estimator, d, trial, free)
-    started = _first_pass(s, trial_chi2, trial_g, trial_h, positive, free, max_iter)
-    accept = ok & (trial_chi2 <= s.chi2)
+    trial_chi2, trial_g, trial_h, positive, trial_wj = _evaluate(
+        model, jacobian, jac_method, estimator, d, trial, free)
+    started = _first_pass(s, trial_chi2, trial_g, trial_h, positive, trial_wj, free,
+                          max_iter)
+    accept = ok & bent & (trial_chi2 <= s.chi2)
 
     # Accepted: MINPACK's predicted reduction of the quadratic model for the damped step.
     h_step = jnp.sum(s.h * step[None, :], axis=1)
@@ -393,8 +423,11 @@ def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter
                                 jnp.where(small_reduction, CONVERGED_FTOL_XTOL, CONVERGED_XTOL),
                                 jnp.where(raised > MAX_DAMPING, MACHINE_PRECISION, RUNNING))
     failed_status = jnp.where(raised > MAX_DAMPING, SINGULAR, RUNNING)
+    # An acceleration not trusted refuses the step before it is tried.
+    refused_status = jnp.where(raised > MAX_DAMPING, MACHINE_PRECISION, RUNNING)
     status = jnp.where(~ok, failed_status,
-                       jnp.where(accept, accepted_status, rejected_status))
+                       jnp.where(~bent, refused_status,
+                                 jnp.where(accept, accepted_status, rejected_status)))
     status = jnp.where((status == RUNNING) & (n_iter >= max_iter), MAX_ITERATIONS, status)
 
     iterated = BatchState(
@@ -407,7 +440,8 @@ def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter
                           jnp.maximum(s.damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING),
                           raised),
         n_iter=n_iter,
-        status=jnp.asarray(status, dtype=int))
+        status=jnp.asarray(status, dtype=int),
+        wj=jnp.where(accept, trial_wj, s.wj))
     return jax.tree.map(lambda a, b: jnp.where(first, a, b), started, iterated)
 
 
