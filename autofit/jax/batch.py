@@ -288,11 +288,15 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
     return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive, wj
 
 
-def _geodesic(model, d, s, step, active, chol):
+def _geodesic(model, d, s, step, active, chol, tol):
     """The reference's geodesic acceleration (least squares): the step ``velocity +
     acceleration / 2`` and whether the acceleration is trusted (else the step is refused
-    like a rejected one)."""
+    like a rejected one); the step unchanged when its predicted reduction is within tol of
+    χ² (the reference's ``_worth_bending``)."""
     velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
+    h_v = jnp.sum(s.h * velocity[None, :], axis=1)
+    predicted = _dot(velocity, h_v) + 2.0 * s.damping * _dot(s.scale * velocity, velocity)
+    worth = predicted > tol * s.chi2
     f_probe = jnp.asarray(model(_model_x(d.x), s.params + GEODESIC_PROBE * velocity),
                           dtype=s.params.dtype)
     used = d.weights != 0.0
@@ -303,7 +307,8 @@ def _geodesic(model, d, s, step, active, chol):
     acceleration = _substitute(chol, jnp.where(active & finite, second, 0.0))
     trusted = finite & (2.0 * jnp.sqrt(_dot(s.scale * acceleration, acceleration))
                         <= GEODESIC_MAX_RATIO * jnp.sqrt(_dot(s.scale * velocity, velocity)))
-    return velocity + 0.5 * acceleration, trusted
+    return (jnp.where(worth, velocity + 0.5 * acceleration, step),
+            jnp.where(worth, trusted, True))
 
 
 def _cholesky(a):
@@ -395,7 +400,7 @@ def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter
     raised = s.damping * BATCH_DAMPING_UP
     bent = jnp.asarray(True)
     if estimator != ESTIMATOR_MLE:
-        step, bent = _geodesic(model, d, s, step, active, chol)
+        step, bent = _geodesic(model, d, s, step, active, chol, tol)
         step = jnp.where(ok & bent, step, 0.0)
 
     trial = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper)

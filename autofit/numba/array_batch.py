@@ -122,16 +122,30 @@ def _damped_system(h, g, scale, damping, active):
 
 
 @njit(cache=True, error_model="numpy")
-def _bend(model, x, y, w, p, lower, upper, free, active, g, h, scale, system, jac, step):
+def _bend(model, x, y, w, p, lower, upper, free, active, g, h, scale, damping, system, jac,
+          step, chi2, tol):
     """The reference's geodesic acceleration (least squares): ``(step, ok)``, the step
     ``velocity + acceleration / 2``; ok False when the acceleration is not finite or large
-    next to the velocity. ``jac`` is the Jacobian that formed g and H."""
+    next to the velocity; the step unchanged when its predicted reduction is within tol of
+    χ² (the reference's ``_worth_bending``). ``jac`` is the Jacobian that formed g and H."""
     n_params = p.shape[0]
     velocity = np.empty(n_params)
     probe = np.empty(n_params)
     for j in range(n_params):
         velocity[j] = min(max(p[j] + step[j], lower[j]), upper[j]) - p[j]
         probe[j] = p[j] + GEODESIC_PROBE * velocity[j]
+    predicted = 0.0
+    for j in range(n_params):
+        h_velocity = 0.0
+        for k in range(n_params):
+            h_velocity += h[j, k] * velocity[k]
+        predicted += velocity[j] * h_velocity
+    damped = 0.0
+    for j in range(n_params):
+        damped += scale[j] * velocity[j] * velocity[j]
+    predicted += 2.0 * damping * damped
+    if not predicted > tol * chi2:
+        return step, True
     f_probe = model(x, probe)
     g_probe = np.zeros(n_params)
     for i in range(y.shape[0]):
@@ -236,7 +250,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             continue
         if estimator != ESTIMATOR_MLE:
             step, bent = _bend(model, x, y, w, p, lower, upper, free, active, g, h, scale,
-                               system, jac, step)
+                               damping, system, jac, step, chi2, tol)
             if not bent:
                 damping *= BATCH_DAMPING_UP
                 if damping > MAX_DAMPING:

@@ -229,15 +229,30 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 rhs[a] = 0.0
 
     @jit
-    def bend(x, y, w, p, lower, upper, free, g, h, scale, active, system, jac, work_p, step,
-             trial, trial_g):
+    def bend(x, y, w, p, lower, upper, free, g, h, scale, damping, active, system, jac,
+             work_p, step, trial, trial_g, chi2, tol):
         # Transtrum and Sethna's geodesic acceleration (least squares), as the reference's:
         # step (the LM step in, factor of the damped system in ``system``) becomes the
         # velocity plus half the acceleration; False when the acceleration is not finite or
-        # large next to the velocity. trial and trial_g are scratch (the probe, then the
-        # acceleration; the right-hand side).
+        # large next to the velocity. A step whose predicted reduction is within tol of χ²
+        # is left as it is (the reference's _worth_bending). trial and trial_g are scratch
+        # (the velocity, then the probe, then the acceleration; the right-hand side).
         for a in range(n_params):
-            step[a] = min(max(p[a] + step[a], lower[a]), upper[a]) - p[a]
+            trial[a] = min(max(p[a] + step[a], lower[a]), upper[a]) - p[a]
+        predicted = 0.0
+        for a in range(n_params):
+            row = 0.0
+            for b in range(n_params):
+                row += h[a, b] * trial[b]
+            predicted += trial[a] * row
+        damped = 0.0
+        for a in range(n_params):
+            damped += scale[a] * trial[a] * trial[a]
+        predicted += 2.0 * damping * damped
+        if not predicted > tol * chi2:
+            return True
+        for a in range(n_params):
+            step[a] = trial[a]
             trial[a] = p[a] + GEODESIC_PROBE * step[a]
         if not probe_gradient(x, y, w, p, trial, lower, upper, free, jac, work_p, trial_g):
             return False
@@ -335,8 +350,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                     status = SINGULAR
                 continue
             if estimator != ESTIMATOR_MLE and not bend(
-                    x, y, w, p, lower, upper, free, g, h, scale, active, system, jac, work_p,
-                    step, trial, trial_g):
+                    x, y, w, p, lower, upper, free, g, h, scale, damping, active, system, jac,
+                    work_p, step, trial, trial_g, chi2, tol):
                 damping *= BATCH_DAMPING_UP
                 if damping > MAX_DAMPING:
                     status = MACHINE_PRECISION

@@ -121,6 +121,14 @@ def _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper, free, v
     return (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE + h @ velocity)
 
 
+def _worth_bending(velocity, h, scale, damping, chi2, tol):
+    """Whether the step is large enough for its geodesic acceleration: not when the
+    reduction of χ² it predicts is within tol of χ² (the fit is converging; there the
+    acceleration is rounding noise, which would decide the last steps)."""
+    predicted = velocity @ (h @ velocity) + 2.0 * damping * np.sum(scale * velocity * velocity)
+    return predicted > tol * chi2
+
+
 def _information(model, jacobian, jac_method, x, w, p, lower, upper, free, estimator, h):
     """The matrix whose inverse is the covariance: H itself (LSE) or Fisher's (MLE)."""
     if estimator != ESTIMATOR_MLE:
@@ -194,10 +202,11 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             if damping > MAX_DAMPING:
                 status = SINGULAR
             continue
-        if estimator != ESTIMATOR_MLE:
+        velocity = np.clip(p + step, lower, upper) - p
+        if estimator != ESTIMATOR_MLE and _worth_bending(velocity, h, scale, damping, chi2,
+                                                         tol):
             # The step bends along the valley: velocity + acceleration / 2, or it is refused
             # like a rejected step when the acceleration is large next to the velocity.
-            velocity = np.clip(p + step, lower, upper) - p
             second = _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper,
                                    free, velocity, g, h)
             accelerated = second is not None

@@ -143,10 +143,15 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, fisher=False):
     return np.where(finite, chi2, np.inf), g, h, positive, wj
 
 
-def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale, damping, active):
+def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale, damping, active,
+              chi2, tol):
     """The reference's geodesic acceleration for every row: ``(step, accepted)``, the step
-    ``velocity + acceleration / 2`` where the acceleration is trusted."""
+    ``velocity + acceleration / 2`` where the acceleration is trusted (the step unchanged
+    where it is too small to bend: the reference's ``_worth_bending``)."""
     velocity = np.clip(p + step, lower, upper) - p
+    predicted = (np.einsum("kp,kpq,kq->k", velocity, h, velocity)
+                 + 2.0 * damping * np.sum(scale * velocity * velocity, axis=1))
+    worth = predicted > tol * chi2
     with np.errstate(all="ignore"):
         f_probe = _call(f, x, p + GEODESIC_PROBE * velocity)
         g_probe = _transposed_times(wj, np.where(w != 0.0, w * (y - f_probe), 0.0))
@@ -158,7 +163,8 @@ def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale, dampin
     acceleration, solved = _cholesky_solve(system, second)
     trusted = (2.0 * np.sqrt(np.sum(scale * acceleration * acceleration, axis=1))
                <= GEODESIC_MAX_RATIO * np.sqrt(np.sum(scale * velocity * velocity, axis=1)))
-    return velocity + 0.5 * acceleration, finite & solved & trusted
+    bent = np.where(worth[:, None], velocity + 0.5 * acceleration, step)
+    return bent, ~worth | (finite & solved & trusted)
 
 
 def _transposed_times(jac, v):
@@ -244,7 +250,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         if estimator != ESTIMATOR_MLE:
             step, bent = _geodesic(f, at(go[r])[0], y[go[r]], w[go[r]], p, lower[go[r]],
                                    upper[go[r]], step, g, h, state_wj[r], system[ok],
-                                   scale[r], damping[r], active[ok])
+                                   scale[r], damping[r], active[ok], state_c[r], tol)
             refused = r[~bent]
             damping[refused] *= BATCH_DAMPING_UP
             worn = refused[damping[refused] > MAX_DAMPING]
