@@ -125,6 +125,12 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     else:
         point = point_gradient
 
+    if block:
+        # The CPU pass: the model at the probe for all points in one vectorisable loop (the
+        # parameters as a tuple, as in evaluate), its weighted residuals to a scratch row,
+        # then one dot product per parameter with the rows the pass at p left in ``jac``.
+        probe_rows = jit(_generated_probe_rows(n_params, value, dtype))
+
     @jit
     def probe_gradient(x, y, w, p, q, lower, upper, free, jac, work_p, g_probe):
         # g_probe = J_w(p)ᵀ W (y - f(q)) over the used points; False where it is not
@@ -133,21 +139,21 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # ~1e-8 of itself, and (g_probe - g) / h then measures that, not the curvature. So
         # the CPU pass reads the rows that the pass at p left in ``jac``; the GPU pass, which
         # keeps no rows, recomputes each point's gradient with the same point function.
-        for a in range(n_params):
-            work_p[a] = p[a]
-            g_probe[a] = 0.0
-        for i in range(y.shape[0]):
-            wi = w[i]
-            if wi == 0.0:
-                continue
-            column = i
-            if not block:
-                column = 0
-                point_gradient(x, i, p, lower, upper, free, jac, work_p, 0)
-            weight = wi * wi * (y[i] - value(x, i, q))
+        if block:
+            probe_rows(x, y, w, q, free, jac, g_probe)
+        else:
             for a in range(n_params):
-                if free[a]:
-                    g_probe[a] += weight * jac[a, column]
+                work_p[a] = p[a]
+                g_probe[a] = 0.0
+            for i in range(y.shape[0]):
+                wi = w[i]
+                if wi == 0.0:
+                    continue
+                point_gradient(x, i, p, lower, upper, free, jac, work_p, 0)
+                weight = wi * wi * (y[i] - value(x, i, q))
+                for a in range(n_params):
+                    if free[a]:
+                        g_probe[a] += weight * jac[a, 0]
         finite = True
         for a in range(n_params):
             finite = finite and math.isfinite(g_probe[a])
@@ -794,6 +800,40 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
             namespace[name] = numba.njit(error_model="numpy", fastmath=FASTMATH)(
                 namespace[name])
     return namespace["evaluate"]
+
+
+def _generated_probe_rows(n_params, value, dtype=np.float64):
+    """``probe_rows(x, y, w, q, free, jac, g_probe)``: ``g_probe = J_w(p)ᵀ W (y - f(q))``
+    from the Jacobian rows ``jac[:n_params]`` of the CPU pass at p (zero at unused points),
+    with row ``n_params`` as scratch."""
+    import numba
+
+    n = range(n_params)
+    row = n_params
+    source = "\n".join([
+        "def probe_rows(x, y, w, q, free, jac, g_probe):",
+        "    params = (" + "".join(f"q[{a}], " for a in n) + ")",
+        "    n_unused = 0",
+        "    for i in range(y.shape[0]):",
+        "        wi = w[i]",
+        f"        jac[{row}, i] = wi * wi * (y[i] - value(x, i, params))",
+        "        n_unused += 1 if wi == 0.0 else 0",
+        # Points of weight 0 were evaluated like the others; their model may be inf or nan.
+        "    if n_unused > 0:",
+        "        for i in range(y.shape[0]):",
+        "            if w[i] == 0.0:",
+        f"                jac[{row}, i] = 0.0",
+        f"    for a in range({n_params}):",
+        f"        g_probe[a] = _dot2(jac, {row}, a) if free[a] else 0.0",
+    ]) + "\n"
+    tree = ast.parse(source)
+    if np.dtype(dtype) != np.float64:
+        tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
+    namespace = {"__name__": __name__, "value": value,
+                 "_dot2": numba.njit(error_model="numpy", fastmath=_REDUCE_FASTMATH)(_dot2),
+                 "_real": numba.from_dtype(np.dtype(dtype))}
+    exec(compile(tree, f"<autofit probe rows {n_params}>", "exec"), namespace)  # noqa: S102
+    return namespace["probe_rows"]
 
 
 class _TypedFloatLiterals(ast.NodeTransformer):
