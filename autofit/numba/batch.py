@@ -131,7 +131,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # then one dot product per parameter with the rows the pass at p left in ``jac``.
         probe_rows = jit(_generated_probe_rows(n_params, value, dtype))
 
-    @jit
+    @inline
     def probe_gradient(x, y, w, p, q, lower, upper, free, jac, work_p, g_probe):
         # g_probe = J_w(p)ᵀ W (y - f(q)) over the used points; False where it is not
         # finite. It must use the very Jacobian that formed g and H: a forward difference
@@ -234,7 +234,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 system[a, a] = 1.0
                 rhs[a] = 0.0
 
-    @jit
+    @inline
     def bend(x, y, w, p, lower, upper, free, g, h, scale, damping, active, system, jac,
              work_p, step, trial, trial_g, chi2, tol):
         # Transtrum and Sethna's geodesic acceleration (least squares), as the reference's:
