@@ -296,7 +296,7 @@ def _geodesic(model, d, s, step, active, chol, tol):
     velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
     h_v = jnp.sum(s.h * velocity[None, :], axis=1)
     predicted = _dot(velocity, h_v) + 2.0 * s.damping * _dot(s.scale * velocity, velocity)
-    worth = predicted > tol * s.chi2
+    worth = predicted > jnp.maximum(tol, 1e-4) * s.chi2
     f_probe = jnp.asarray(model(_model_x(d.x), s.params + GEODESIC_PROBE * velocity),
                           dtype=s.params.dtype)
     used = d.weights != 0.0

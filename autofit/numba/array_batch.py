@@ -144,7 +144,7 @@ def _bend(model, x, y, w, p, lower, upper, free, active, g, h, scale, damping, s
     for j in range(n_params):
         damped += scale[j] * velocity[j] * velocity[j]
     predicted += 2.0 * damping * damped
-    if not predicted > tol * chi2:
+    if not predicted > max(tol, 1e-4) * chi2:
         return step, True
     f_probe = model(x, probe)
     g_probe = np.zeros(n_params)

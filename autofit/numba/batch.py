@@ -255,7 +255,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         for a in range(n_params):
             damped += scale[a] * trial[a] * trial[a]
         predicted += 2.0 * damping * damped
-        if not predicted > tol * chi2:
+        if not predicted > max(tol, 1e-4) * chi2:
             return True
         for a in range(n_params):
             step[a] = trial[a]

@@ -126,7 +126,7 @@ def _worth_bending(velocity, h, scale, damping, chi2, tol):
     reduction of χ² it predicts is within tol of χ² (the fit is converging; there the
     acceleration is rounding noise, which would decide the last steps)."""
     predicted = velocity @ (h @ velocity) + 2.0 * damping * np.sum(scale * velocity * velocity)
-    return predicted > tol * chi2
+    return predicted > max(tol, 1e-4) * chi2
 
 
 def _information(model, jacobian, jac_method, x, w, p, lower, upper, free, estimator, h):

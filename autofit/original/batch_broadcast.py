@@ -151,7 +151,7 @@ def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale, dampin
     velocity = np.clip(p + step, lower, upper) - p
     predicted = (np.einsum("kp,kpq,kq->k", velocity, h, velocity)
                  + 2.0 * damping * np.sum(scale * velocity * velocity, axis=1))
-    worth = predicted > tol * chi2
+    worth = predicted > max(tol, 1e-4) * chi2
     with np.errstate(all="ignore"):
         f_probe = _call(f, x, p + GEODESIC_PROBE * velocity)
         g_probe = _transposed_times(wj, np.where(w != 0.0, w * (y - f_probe), 0.0))
