@@ -385,23 +385,54 @@ def _first_pass(s, chi2, g, h, positive, wj, free, max_iter):
                       wj=jnp.where(started, wj, 0.0))
 
 
-def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter):
-    """One pass of the reference's loop for one moving fit (status ``RUNNING``), or, for a
-    fit with status ``_STARTING``, the evaluation of its starting point. Either way one
-    evaluation of the model, so that the compiled program holds it once."""
-    first = s.status == _STARTING
-    n_iter = s.n_iter + 1
+def _proposal(s, d, free, tol):
+    """The LM step of one fit: ``(active, chol, ok, step, worth)``, ``worth`` whether a
+    running fit's step is large enough to bend (see :func:`_geodesic`)."""
     # The active set: a parameter at a bound whose descent direction points out is held.
     active = (free & ~((s.params <= d.lower) & (s.g < 0.0))
               & ~((s.params >= d.upper) & (s.g > 0.0)))
     system, rhs = _damped_system(s.h, s.g, s.scale, s.damping, active)
     chol, ok = _cholesky(system)
     step = jnp.where(ok, _substitute(chol, rhs), 0.0)
-    raised = s.damping * BATCH_DAMPING_UP
-    bent = jnp.asarray(True)
+    velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
+    h_v = jnp.sum(s.h * velocity[None, :], axis=1)
+    predicted = _dot(velocity, h_v) + 2.0 * s.damping * _dot(s.scale * velocity, velocity)
+    worth = ok & (s.status == RUNNING) & (predicted > jnp.maximum(tol, 1e-4) * s.chi2)
+    return active, chol, ok, step, worth
+
+
+def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_iter):
+    """One pass for every moving fit of a chunk. The geodesic probe (least squares) runs
+    for the chunk only when one of its fits bends its step: under ``vmap`` a per-fit choice
+    would run it for every fit."""
+    active, chol, ok, step, worth = _map_fits(
+        lambda si, di: _proposal(si, di, free, tol), s, fits)
+    bent = jnp.ones_like(ok)
     if estimator != ESTIMATOR_MLE:
-        step, bent = _geodesic(model, d, s, step, active, chol, tol)
-        step = jnp.where(ok & bent, step, 0.0)
+        def bend(_):
+            return _map_fits(lambda b, di: _geodesic(model, di, *b, tol),
+                             (s, step, active, chol), fits)
+
+        step, bent = jax.lax.cond(jnp.any(worth), bend, lambda _: (step, bent), None)
+        step = jnp.where((ok & bent)[:, None], step, 0.0)
+    new = _map_fits(lambda b, di: _iteration(model, jacobian, jac_method, estimator, *b, di,
+                                             free, tol, max_iter),
+                    (s, step, ok, bent), fits)
+    moving = _moving(s.status)
+    return jax.tree.map(
+        lambda n, o: jnp.where(moving.reshape(moving.shape + (1,) * (n.ndim - 1)), n, o),
+        new, s)
+
+
+def _iteration(model, jacobian, jac_method, estimator, s, step, ok, bent, d, free, tol,
+               max_iter):
+    """One pass of the reference's loop for one moving fit (status ``RUNNING``) with its
+    (bent) step, or, for a fit with status ``_STARTING``, the evaluation of its starting
+    point. Either way one evaluation of the model and its Jacobian, so that the compiled
+    program holds them once."""
+    first = s.status == _STARTING
+    n_iter = s.n_iter + 1
+    raised = s.damping * BATCH_DAMPING_UP
 
     trial = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper)
     trial = jnp.where(first, s.params, trial)
@@ -530,10 +561,6 @@ def _run_stages(iteration, state, data, free, tol, max_iter, n_valid, stage_iter
     integer = state.n_iter.dtype
     unlimited = jnp.asarray(jnp.iinfo(integer).max, integer)
 
-    def one_pass(s, d):
-        new = iteration(s, d, free, tol, max_iter)
-        return jax.tree.map(lambda n, o: jnp.where(_moving(s.status), n, o), new, s)
-
     def one_chunk(k, carry, order, n_steps, min_running):
         state, trips = carry
         rows = jax.lax.dynamic_slice_in_dim(order, k * chunk, chunk)
@@ -545,7 +572,7 @@ def _run_stages(iteration, state, data, free, tol, max_iter, n_valid, stage_iter
 
         def body(inner):
             s, passes = inner
-            return _map_fits(one_pass, s, fits), passes + 1
+            return iteration(s, fits, free, tol, max_iter), passes + 1
 
         s, passes = jax.lax.while_loop(cond, body,
                                        (_take(state, rows), jnp.asarray(0, integer)))
@@ -592,7 +619,7 @@ def _solve(model, jacobian, jac_method, estimator, data, p0, free, tol, max_iter
     state = _map_fits(lambda p, d: _prepare(estimator, d, p, free), p0, data)
     state = state._replace(status=jnp.where(jnp.arange(p0.shape[0]) < n_valid, state.status,
                                             _PADDING))
-    state, stages, trips = _run_stages(functools.partial(_iteration, *statics), state, data,
+    state, stages, trips = _run_stages(functools.partial(_chunk_pass, *statics), state, data,
                                        free, tol, max_iter, n_valid, stage_iterations,
                                        compaction, chunk)
     results = _results(functools.partial(_finish, *statics), state, data, free, n_valid,
