@@ -830,7 +830,9 @@ def _generated_probe_rows(n_params, value, dtype=np.float64):
     if np.dtype(dtype) != np.float64:
         tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
     namespace = {"__name__": __name__, "value": value,
-                 "_dot2": numba.njit(error_model="numpy", fastmath=_REDUCE_FASTMATH)(_dot2),
+                 # In the points' order, as the reference's sum (reassociated, the sums
+                 # moved a generated case's parameters by 1.2e-8 of themselves).
+                 "_dot2": numba.njit(error_model="numpy")(_dot2),
                  "_real": numba.from_dtype(np.dtype(dtype))}
     exec(compile(tree, f"<autofit probe rows {n_params}>", "exec"), namespace)  # noqa: S102
     return namespace["probe_rows"]
