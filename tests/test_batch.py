@@ -428,6 +428,36 @@ def test_built_in_kernels_are_loaded_from_the_disk_cache_by_a_second_process(tmp
     assert list((tmp_path / "__pycache__").glob(module.stem + ".run-*.nbc"))
 
 
+# Each argument: a built-in model whose lm_batch kernel is run (and compiled or loaded) in
+# turn, checked against the NumPy reference.
+KERNELS_SCRIPT = textwrap.dedent("""
+    import sys
+    from autofit import _cases, validate
+    cases = {case.variant: case for case in _cases.model_parity_cases("lm_batch")}
+    for model in sys.argv[1:]:
+        expected = validate.reference("lm_batch", cases[model])
+        row = validate.compare_case("lm_batch", "numba", cases[model], _cases.PARITY_POINTS,
+                                    expected, timed=False)
+        print(model, row.error is None and row.exact_ok and row.deviation <= row.tolerance)
+""")
+
+
+def test_kernels_cached_by_different_processes_run_side_by_side(tmp_path):
+    # Compiled in two processes, the kernels' functions were named alike (numba counts
+    # per process), and loaded into one the gaussian kernel ran the linear one's code.
+    pytest.importorskip("numba")
+    env = dict(os.environ, AUTOFIT_CACHE_DIR=str(tmp_path))
+    env.pop("NUMBA_CACHE_DIR", None)
+    outputs = []
+    for models_in_turn in (["linear"], ["gaussian"], ["linear", "gaussian"]):
+        done = subprocess.run([sys.executable, "-c", KERNELS_SCRIPT, *models_in_turn],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(done.stdout.split())
+    assert outputs == [["linear", "True"], ["gaussian", "True"],
+                       ["linear", "True", "gaussian", "True"]]
+
+
 def test_user_models_get_no_disk_cached_kernel():
     pytest.importorskip("numba")
     from autofit._codes import JAC_ANALYTIC, JAC_FORWARD

@@ -69,7 +69,7 @@ FASTMATH = {"arcp", "contract"}
 
 
 def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
-                  dtype=np.float64, block=False):
+                  dtype=np.float64, block=False, tag=""):
     """The per-fit solver for one model, compiled by ``jit``.
 
     ``value`` and ``gradient`` are point functions already compiled by ``jit``;
@@ -85,9 +85,12 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     True (the CPU): the weighted gradients of all points are written to ``jac``
     ``(n_params + 3, n_points)`` first, then every sum of χ²'s gradient and Gauss-Newton
     matrix is one vectorisable dot product over the points.
+
+    ``tag`` ends the qualified name of every function compiled here (see :func:`_tagged`).
     """
     analytic = jac_method == JAC_ANALYTIC
-    inline = inline or jit
+    inline = _tagging(inline or jit, tag)
+    jit = _tagging(jit, tag)
     # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
     # scalar of that type so that the step arithmetic stays in it.
     forward_step = np.dtype(dtype).type(FORWARD_STEP if np.dtype(dtype) == np.float64
@@ -129,7 +132,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # The CPU pass: the model at the probe for all points in one vectorisable loop (the
         # parameters as a tuple, as in evaluate), its weighted residuals to a scratch row,
         # then one dot product per parameter with the rows the pass at p left in ``jac``.
-        probe_rows = jit(_generated_probe_rows(n_params, value, dtype))
+        probe_rows = jit(_generated_probe_rows(n_params, value, dtype, tag))
 
     @inline
     def probe_gradient(x, y, w, p, q, lower, upper, free, jac, work_p, g_probe):
@@ -161,7 +164,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
 
     evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline,
                                        value if rows_of_differences else None,
-                                       forward_step))
+                                       forward_step, tag))
 
     @jit
     def cholesky_factor(a):
@@ -736,6 +739,34 @@ def _sum(m, row):
     return total
 
 
+def _tagged(function, tag):
+    """A copy of ``function`` whose qualified name ends in ``__tag``.
+
+    numba names a compiled function by its module, qualified name and a counter of this
+    process. The disk-cached kernels of two models, compiled in different processes and
+    loaded into one, could then carry one symbol for different code, and the loader keeps
+    only one of them (a gaussian kernel ran a linear model's probe). Each kernel's functions
+    are tagged with what the kernel is, so their names differ.
+    """
+    import types
+
+    suffix = f"__{tag}"
+    if not tag or function.__qualname__.endswith(suffix):
+        return function
+    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
+    copy.__qualname__ = function.__qualname__ + suffix
+    copy.__kwdefaults__ = function.__kwdefaults__
+    return copy
+
+
+def _tagging(decorator, tag):
+    """``decorator``, applied to the :func:`_tagged` copy of each function."""
+    if not tag:
+        return decorator
+    return lambda function: decorator(_tagged(function, tag))
+
+
 def _dot2(m, weight_row, a):
     total = 0.0
     for i in range(m.shape[1]):
@@ -761,7 +792,7 @@ _REDUCE_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
 def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=None,
-                        value=None, forward_step=None):
+                        value=None, forward_step=None, tag=""):
     import numba
 
     forward = value is not None
@@ -776,7 +807,7 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
                  "ESTIMATOR_MLE": ESTIMATOR_MLE, "_real": numba.from_dtype(np.dtype(dtype))}
     if block:
         # Not inline="always": numba would inline the IR and compile it without these flags.
-        reduce = numba.njit(error_model="numpy", fastmath=_REDUCE_FASTMATH)
+        reduce = _tagging(numba.njit(error_model="numpy", fastmath=_REDUCE_FASTMATH), tag)
         namespace["_dot2"] = reduce(_dot2)
         namespace["_dot3"] = reduce(_dot3)
         namespace["_sum"] = reduce(_sum)
@@ -791,18 +822,18 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
     exec(compile(tree, f"<autofit evaluate {n_params}>", "exec"), namespace)  # noqa: S102
     if block:
         # evaluate calls _mle_pass through the namespace, so it must be compiled there.
-        namespace["_mle_pass"] = (inline or numba.njit)(namespace["_mle_pass"])
+        namespace["_mle_pass"] = _tagging(inline or numba.njit, tag)(namespace["_mle_pass"])
     if forward:
         # Not inlined: a call passes the perturbed parameters as scalars, which the
         # compiler then knows the work array cannot alias (the loop over points vectorises).
         namespace.update(value=value, forward_step=forward_step)
         for name in ("_difference_row", "_forward_rows"):
-            namespace[name] = numba.njit(error_model="numpy", fastmath=FASTMATH)(
-                namespace[name])
+            namespace[name] = _tagging(numba.njit(error_model="numpy", fastmath=FASTMATH),
+                                       tag)(namespace[name])
     return namespace["evaluate"]
 
 
-def _generated_probe_rows(n_params, value, dtype=np.float64):
+def _generated_probe_rows(n_params, value, dtype=np.float64, tag=""):
     """``probe_rows(x, y, w, q, free, jac, g_probe)``: ``g_probe = J_w(p)ᵀ W (y - f(q))``
     from the Jacobian rows ``jac[:n_params]`` of the CPU pass at p (zero at unused points),
     with row ``n_params`` as scratch."""
@@ -832,7 +863,7 @@ def _generated_probe_rows(n_params, value, dtype=np.float64):
     namespace = {"__name__": __name__, "value": value,
                  # In the points' order, as the reference's sum (reassociated, the sums
                  # moved a generated case's parameters by 1.2e-8 of themselves).
-                 "_dot2": numba.njit(error_model="numpy")(_dot2),
+                 "_dot2": _tagging(numba.njit(error_model="numpy"), tag)(_dot2),
                  "_real": numba.from_dtype(np.dtype(dtype))}
     exec(compile(tree, f"<autofit probe rows {n_params}>", "exec"), namespace)  # noqa: S102
     return namespace["probe_rows"]
@@ -918,9 +949,12 @@ def cpu_fit_one(value, gradient, jac_method, n_params, dtype=np.float64):
     # Built-in models (plain functions of autofit.numba.points) get the vectorisable exp;
     # user functions are compiled as written.
     fast_exp = getattr(value, "__module__", "") == "autofit.numba.points"
+    tag = f"{getattr(value, '__name__', 'model')}_{int(jac_method)}_{n_params}_" \
+          f"{np.dtype(dtype).name}"
     return build_fit_one(inline(with_literals_of(value, dtype, fast_exp)),
                          inline(with_literals_of(gradient, dtype, fast_exp)),
-                         jac_method, n_params, jit, inline, dtype, block=True)
+                         jac_method, n_params, jit, inline, dtype, block=True,
+                         tag="".join(c if c.isalnum() else "_" for c in tag))
 
 
 def work_rows(n_params):
