@@ -88,13 +88,11 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
     CONVERGED_CODES,
-    CONVERGED_FTOL,
-    CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
-    CONVERGED_XTOL,
     ESTIMATOR_LSE,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
+    GEODESIC_MIN_REDUCTION,
     GEODESIC_PROBE,
     JAC_ANALYTIC,
     JAC_AUTODIFF,
@@ -111,6 +109,7 @@ from autofit._codes import (
     TOO_FEW_POINTS,
 )
 from autofit._declarations import implements, require_jac_method
+from autofit._rules import trial_status_where
 
 # The most passes of a chunk in one compaction stage (a chunk's stage also ends as soon as
 # no more than half of its fits still run).
@@ -168,7 +167,6 @@ class BatchState(NamedTuple):
     damping: jax.Array  # (n,)
     n_iter: jax.Array  # (n,) int
     status: jax.Array  # (n,) int: RUNNING while the fit goes on
-    wj: jax.Array  # (n, n_params, n_points): the weighted Jacobian at params (least squares)
 
 
 class BatchStats(NamedTuple):
@@ -259,8 +257,7 @@ def _normal_sums(vectors, jac, residual, weight=None):
 
 def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
     """chi2, g, h at p (chi2 = inf where they are not finite or, for MLE, some f <= 0),
-    whether the Poisson model was positive at every used point, and the weighted Jacobian
-    ``(n_params, n_points)`` (least squares; the plain one for MLE)."""
+    and whether the Poisson model was positive at every used point."""
     f, jac, used = _model_and_columns(model, jacobian, jac_method, d, p, free)
     y, w = d.ydata, d.weights
     if estimator == ESTIMATOR_MLE:
@@ -276,7 +273,6 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
         (linear, logarithmic), g, h = _normal_sums((linear, logarithmic), jac, residual,
                                                    curvature)
         chi2 = 2.0 * linear - 2.0 * logarithmic
-        wj = jac
     elif estimator == ESTIMATOR_LSE:
         positive = jnp.asarray(True)
         r = jnp.where(used, w * (y - f), 0.0)
@@ -285,24 +281,25 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
     else:
         raise ValueError("lm_batch: estimator must be ESTIMATOR_LSE or ESTIMATOR_MLE")
     finite = jnp.isfinite(chi2) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(h))
-    return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive, wj
+    return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive
 
 
-def _geodesic(model, d, s, step, active, chol, tol):
+def _geodesic(model, jacobian, jac_method, d, s, step, active, chol, worth, free):
     """The reference's geodesic acceleration (least squares): the step ``velocity +
     acceleration / 2`` and whether the acceleration is trusted (else the step is refused
-    like a rejected one); the step unchanged when its predicted reduction is within tol of
-    χ² (the reference's ``_worth_bending``)."""
+    like a rejected one); the step unchanged where it is not ``worth`` bending (the
+    reference's ``_worth_bending``, from :func:`_proposal`)."""
     velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
     h_v = jnp.sum(s.h * velocity[None, :], axis=1)
-    predicted = _dot(velocity, h_v) + 2.0 * s.damping * _dot(s.scale * velocity, velocity)
-    worth = predicted > jnp.maximum(tol, 1e-4) * s.chi2
     f_probe = jnp.asarray(model(_model_x(d.x), s.params + GEODESIC_PROBE * velocity),
                           dtype=s.params.dtype)
-    used = d.weights != 0.0
-    g_probe = s.wj @ jnp.where(used, d.weights * (d.ydata - f_probe), 0.0)
-    h_velocity = jnp.sum(s.h * velocity[None, :], axis=1)
-    second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_velocity)
+    # The Jacobian at p recomputed (storing it per fit between passes cost more: under vmap
+    # every pass copies the state). The same function of p gives the same columns as the
+    # pass that formed g and H, which (g_probe - g) / h needs.
+    _, jac, used = _model_and_columns(model, jacobian, jac_method, d, s.params, free)
+    w = jnp.where(used, d.weights, 0.0)
+    g_probe = jac @ (w * w * jnp.where(used, d.ydata - f_probe, 0.0))
+    second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_v)
     finite = jnp.all(jnp.isfinite(second))
     acceleration = _substitute(chol, jnp.where(active & finite, second, 0.0))
     trusted = finite & (2.0 * jnp.sqrt(_dot(s.scale * acceleration, acceleration))
@@ -365,11 +362,10 @@ def _prepare(estimator, d, p0, free):
         chi2=jnp.asarray(jnp.nan, p0.dtype), g=jnp.zeros_like(p0),
         h=jnp.zeros((n_params, n_params), p0.dtype), scale=jnp.zeros_like(p0),
         damping=jnp.asarray(BATCH_INITIAL_DAMPING, dtype=p0.dtype),
-        n_iter=jnp.asarray(0, dtype=int), status=jnp.asarray(status, dtype=int),
-        wj=jnp.zeros((n_params, d.ydata.shape[0]), p0.dtype))
+        n_iter=jnp.asarray(0, dtype=int), status=jnp.asarray(status, dtype=int))
 
 
-def _first_pass(s, chi2, g, h, positive, wj, free, max_iter):
+def _first_pass(s, chi2, g, h, positive, free, max_iter):
     """The state after the evaluation of a fit's starting point ``s.params``: the
     reference's step 2."""
     started = jnp.isfinite(chi2)
@@ -381,8 +377,7 @@ def _first_pass(s, chi2, g, h, positive, wj, free, max_iter):
     g = jnp.where(started, g, 0.0)
     h = jnp.where(started, h, 0.0)
     return s._replace(chi2=jnp.where(started, chi2, jnp.nan), g=g, h=h, scale=jnp.diag(h),
-                      status=jnp.asarray(status, dtype=int),
-                      wj=jnp.where(started, wj, 0.0))
+                      status=jnp.asarray(status, dtype=int))
 
 
 def _proposal(s, d, free, tol):
@@ -397,7 +392,8 @@ def _proposal(s, d, free, tol):
     velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
     h_v = jnp.sum(s.h * velocity[None, :], axis=1)
     predicted = _dot(velocity, h_v) + 2.0 * s.damping * _dot(s.scale * velocity, velocity)
-    worth = ok & (s.status == RUNNING) & (predicted > jnp.maximum(tol, 1e-4) * s.chi2)
+    worth = (ok & (s.status == RUNNING)
+             & (predicted > jnp.maximum(tol, GEODESIC_MIN_REDUCTION) * s.chi2))
     return active, chol, ok, step, worth
 
 
@@ -410,8 +406,9 @@ def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_
     bent = jnp.ones_like(ok)
     if estimator != ESTIMATOR_MLE:
         def bend(_):
-            return _map_fits(lambda b, di: _geodesic(model, di, *b, tol),
-                             (s, step, active, chol), fits)
+            return _map_fits(lambda b, di: _geodesic(model, jacobian, jac_method, di, *b,
+                                                     free),
+                             (s, step, active, chol, worth), fits)
 
         step, bent = jax.lax.cond(jnp.any(worth), bend, lambda _: (step, bent), None)
         step = jnp.where((ok & bent)[:, None], step, 0.0)
@@ -439,10 +436,9 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, ok, bent, d, fre
     moved = trial - s.params
     small_step = (_dot(s.scale * moved, moved)
                   <= tol * tol * _dot(s.scale * s.params, s.params))
-    trial_chi2, trial_g, trial_h, positive, trial_wj = _evaluate(
-        model, jacobian, jac_method, estimator, d, trial, free)
-    started = _first_pass(s, trial_chi2, trial_g, trial_h, positive, trial_wj, free,
-                          max_iter)
+    trial_chi2, trial_g, trial_h, positive = _evaluate(model, jacobian, jac_method,
+                                                       estimator, d, trial, free)
+    started = _first_pass(s, trial_chi2, trial_g, trial_h, positive, free, max_iter)
     accept = ok & bent & (trial_chi2 <= s.chi2)
 
     # Accepted: MINPACK's predicted reduction of the quadratic model for the damped step.
@@ -450,20 +446,16 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, ok, bent, d, fre
     predicted = _dot(step, h_step) + 2.0 * s.damping * _dot(s.scale * step, step)
     small_reduction = ((jnp.abs(s.chi2 - trial_chi2) <= tol * trial_chi2)
                        & (predicted <= tol * trial_chi2))
-    accepted_status = jnp.where(
-        small_reduction & small_step, CONVERGED_FTOL_XTOL,
-        jnp.where(small_reduction | (trial_chi2 == 0.0), CONVERGED_FTOL,
-                  jnp.where(small_step, CONVERGED_XTOL, RUNNING)))
-    # Rejected (and the factorisation failed: SINGULAR once the damping is spent).
-    rejected_status = jnp.where(small_step,
-                                jnp.where(small_reduction, CONVERGED_FTOL_XTOL, CONVERGED_XTOL),
-                                jnp.where(raised > MAX_DAMPING, MACHINE_PRECISION, RUNNING))
+    stepped = trial_status_where(jnp.where, accept, small_reduction, small_step,
+                                 trial_chi2 == 0.0)
+    # Rejected and not converged: MACHINE_PRECISION once the damping is spent (SINGULAR
+    # where the factorisation failed).
+    stepped = jnp.where(~accept & (stepped == RUNNING) & (raised > MAX_DAMPING),
+                        MACHINE_PRECISION, stepped)
     failed_status = jnp.where(raised > MAX_DAMPING, SINGULAR, RUNNING)
     # An acceleration not trusted refuses the step before it is tried.
     refused_status = jnp.where(raised > MAX_DAMPING, MACHINE_PRECISION, RUNNING)
-    status = jnp.where(~ok, failed_status,
-                       jnp.where(~bent, refused_status,
-                                 jnp.where(accept, accepted_status, rejected_status)))
+    status = jnp.where(~ok, failed_status, jnp.where(~bent, refused_status, stepped))
     status = jnp.where((status == RUNNING) & (n_iter >= max_iter), MAX_ITERATIONS, status)
 
     iterated = BatchState(
@@ -476,8 +468,7 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, ok, bent, d, fre
                           jnp.maximum(s.damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING),
                           raised),
         n_iter=n_iter,
-        status=jnp.asarray(status, dtype=int),
-        wj=jnp.where(accept, trial_wj, s.wj))
+        status=jnp.asarray(status, dtype=int))
     return jax.tree.map(lambda a, b: jnp.where(first, a, b), started, iterated)
 
 

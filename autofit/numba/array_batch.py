@@ -18,17 +18,16 @@ import threading
 import numpy as np
 from numba import njit, prange, types
 
+from autofit import _rules
 from autofit._codes import (
     BATCH_DAMPING_DOWN,
     BATCH_DAMPING_UP,
     BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
-    CONVERGED_FTOL,
-    CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
-    CONVERGED_XTOL,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
+    GEODESIC_MIN_REDUCTION,
     GEODESIC_PROBE,
     JAC_ANALYTIC,
     MACHINE_PRECISION,
@@ -45,6 +44,8 @@ from autofit._codes import (
 from autofit.numba.host import JACOBIAN_TYPES, MODEL_TYPES, is_converged
 from autofit.numba.jacobians import jacobian_forward
 from autofit.numba.lm import _cholesky_solve
+
+_trial_status = njit(inline="always")(_rules.trial_status)
 
 _F8 = types.float64
 
@@ -144,7 +145,7 @@ def _bend(model, x, y, w, p, lower, upper, free, active, g, h, scale, damping, s
     for j in range(n_params):
         damped += scale[j] * velocity[j] * velocity[j]
     predicted += 2.0 * damping * damped
-    if not predicted > max(tol, 1e-4) * chi2:
+    if not predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2:
         return step, True
     f_probe = model(x, probe)
     g_probe = np.zeros(n_params)
@@ -274,21 +275,15 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             predicted += step[j] * h_step + 2.0 * damping * scale[j] * step[j] * step[j]
         small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
                            and predicted <= tol * trial_chi2)
-        if trial_chi2 <= chi2:
+        accepted = trial_chi2 <= chi2
+        status = _trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+        if accepted:
             p = trial.copy()
             chi2, g, h, jac = trial_chi2, trial_g, trial_h, trial_jac
             for j in range(n_params):
                 scale[j] = max(scale[j], h[j, j])
             damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-            if small_reduction and small_step:
-                status = CONVERGED_FTOL_XTOL
-            elif small_reduction or chi2 == 0.0:
-                status = CONVERGED_FTOL
-            elif small_step:
-                status = CONVERGED_XTOL
         else:
-            if small_step:
-                status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
             damping *= BATCH_DAMPING_UP
             if status == RUNNING and damping > MAX_DAMPING:
                 status = MACHINE_PRECISION

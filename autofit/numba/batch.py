@@ -35,6 +35,7 @@ import textwrap
 
 import numpy as np
 
+from autofit import _rules
 from autofit._codes import (
     BATCH_DAMPING_DOWN,
     BATCH_DAMPING_UP,
@@ -46,6 +47,7 @@ from autofit._codes import (
     CONVERGED_XTOL,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
+    GEODESIC_MIN_REDUCTION,
     GEODESIC_PROBE,
     JAC_ANALYTIC,
     MACHINE_PRECISION,
@@ -91,6 +93,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     analytic = jac_method == JAC_ANALYTIC
     inline = _tagging(inline or jit, tag)
     jit = _tagging(jit, tag)
+    trial_status = inline(_rules.trial_status)
     # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
     # scalar of that type so that the step arithmetic stays in it.
     forward_step = np.dtype(dtype).type(FORWARD_STEP if np.dtype(dtype) == np.float64
@@ -258,7 +261,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         for a in range(n_params):
             damped += scale[a] * trial[a] * trial[a]
         predicted += 2.0 * damping * damped
-        if not predicted > max(tol, 1e-4) * chi2:
+        if not predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2:
             return True
         for a in range(n_params):
             step[a] = trial[a]
@@ -388,7 +391,9 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             predicted += 2.0 * damping * damped
             small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
                                and predicted <= tol * trial_chi2)
-            if trial_chi2 <= chi2:
+            accepted = trial_chi2 <= chi2
+            status = trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+            if accepted:
                 chi2 = trial_chi2
                 jac, trial_jac = trial_jac, jac
                 for a in range(n_params):
@@ -398,15 +403,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                         h[a, b] = trial_h[a, b]
                     scale[a] = max(scale[a], h[a, a])
                 damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-                if small_reduction and small_step:
-                    status = CONVERGED_FTOL_XTOL
-                elif small_reduction or chi2 == 0.0:
-                    status = CONVERGED_FTOL
-                elif small_step:
-                    status = CONVERGED_XTOL
             else:
-                if small_step:
-                    status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
                 damping *= BATCH_DAMPING_UP
                 if status == RUNNING and damping > MAX_DAMPING:
                     status = MACHINE_PRECISION

@@ -16,17 +16,25 @@ The algorithm per fit (the same on every backend):
 3. Each iteration solves ``(H + λ diag(s)) δ = g`` by Cholesky over the active
    parameters (free, and not at a bound that the gradient pushes against: those are held
    for the step), where ``s`` is the running maximum of ``diag(H)`` (Marquardt's
-   scaling), evaluates χ², g and H at ``clip(p + δ)`` in one pass, and accepts the step
-   when χ² does not grow (λ /= 10) or rejects it (λ *= 10). A failed factorisation also
-   raises λ. An iteration is one such pass, accepted or not; ``max_iter`` bounds them.
-4. Stopping (MINPACK's tests with one tolerance): on an accepted step, the actual and the
+   scaling). Least squares then bends the step along the valley (Transtrum and Sethna's
+   geodesic acceleration, as in ``lm_solve``) when it predicts a reduction of χ² above
+   ``max(tol, GEODESIC_MIN_REDUCTION)`` of it: the velocity ``v = clip(p + δ) - p``, one
+   more evaluation of the model at ``p + GEODESIC_PROBE v`` gives the acceleration ``a``
+   (the damped system solved for the directional second derivative projected by ``J(p)``),
+   and the step is ``v + a/2``; when ``2|a| > GEODESIC_MAX_RATIO |v|`` (scaled norms) the
+   step is refused like a rejected one, without a pass. Without this acceleration a fourth
+   of the hard multi-peak fits crawled to ``max_iter`` or to another minimum
+   (``experiments/batch_robustness``). The iteration then evaluates χ², g and H at
+   ``clip(p + step)`` in one pass, and accepts the step when χ² does not grow (λ /= 10) or
+   rejects it (λ *= 10). A failed factorisation also raises λ. An iteration is one such
+   step, accepted, rejected or refused; ``max_iter`` bounds them.
+4. Stopping (MINPACK's tests with one tolerance, :func:`autofit._rules.trial_status`, the
+   rule of ``lm_fused`` too): after a trial step, accepted or rejected, the actual and the
    predicted relative reductions of χ² both ≤ tol (``CONVERGED_FTOL``) and/or the scaled
-   step ≤ tol × the scaled parameters (``CONVERGED_XTOL``; ``..._FTOL_XTOL`` for both); a
-   rejected step that is itself below the xtol test also ends the fit (the minimum is
-   closer than tol): ``CONVERGED_XTOL``, or ``..._FTOL_XTOL`` when χ² changed by at most
-   tol either way (accepting or rejecting a step at rounding level is a coin toss, the
-   status is not); λ > MAX_DAMPING ends with ``MACHINE_PRECISION``
-   (converged) or ``SINGULAR`` (the factorisation never succeeded).
+   step ≤ tol × the scaled parameters (``CONVERGED_XTOL``; ``..._FTOL_XTOL`` for both);
+   a rejected step ends the fit as an accepted one would (accepting or rejecting a step at
+   rounding level is a coin toss, the status is not); λ > MAX_DAMPING ends with
+   ``MACHINE_PRECISION`` (converged) or ``SINGULAR`` (the factorisation never succeeded).
 5. The covariance is the inverse of the information matrix over the free parameters:
    ``JᵀW²J`` for least squares, the Fisher information ``Σ w J Jᵀ / f`` for Poisson MLE
    (one more pass); zero rows and columns for fixed parameters. When it is not positive
@@ -41,12 +49,10 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
     CONVERGED_CODES,
-    CONVERGED_FTOL,
-    CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
-    CONVERGED_XTOL,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
+    GEODESIC_MIN_REDUCTION,
     GEODESIC_PROBE,
     JAC_ANALYTIC,
     MACHINE_PRECISION,
@@ -61,6 +67,7 @@ from autofit._codes import (
     TOO_FEW_POINTS,
 )
 from autofit._declarations import implements, require_jac_method
+from autofit._rules import trial_status
 from autofit.original.jacobians import jacobian_forward
 from autofit.original.lm import _cholesky_solve as cholesky_solve
 
@@ -126,7 +133,7 @@ def _worth_bending(velocity, h, scale, damping, chi2, tol):
     reduction of χ² it predicts is within tol of χ² (the fit is converging; there the
     acceleration is rounding noise, which would decide the last steps)."""
     predicted = velocity @ (h @ velocity) + 2.0 * damping * np.sum(scale * velocity * velocity)
-    return predicted > max(tol, 1e-4) * chi2
+    return predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2
 
 
 def _information(model, jacobian, jac_method, x, w, p, lower, upper, free, estimator, h):
@@ -232,20 +239,13 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
         predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale * step * step)
         small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
                            and predicted <= tol * trial_chi2)
-        if trial_chi2 <= chi2:
+        accepted = trial_chi2 <= chi2
+        status = trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+        if accepted:
             p, chi2, g, h = trial, trial_chi2, trial_g, trial_h
             scale = np.maximum(scale, np.diag(h))
             damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-            if small_reduction and small_step:
-                status = CONVERGED_FTOL_XTOL
-            elif small_reduction or chi2 == 0.0:
-                status = CONVERGED_FTOL
-            elif small_step:
-                status = CONVERGED_XTOL
         else:
-            if small_step:
-                # Whether such a step is accepted is decided by rounding; the status is not.
-                status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
             damping *= BATCH_DAMPING_UP
             if status == RUNNING and damping > MAX_DAMPING:
                 status = MACHINE_PRECISION

@@ -21,12 +21,10 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
     CONVERGED_CODES,
-    CONVERGED_FTOL,
-    CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
-    CONVERGED_XTOL,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
+    GEODESIC_MIN_REDUCTION,
     GEODESIC_PROBE,
     MACHINE_PRECISION,
     MAX_DAMPING,
@@ -39,6 +37,7 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
 )
+from autofit._rules import trial_status_where
 from autofit.original.jacobians import _FORWARD_STEP
 
 
@@ -151,7 +150,7 @@ def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale, dampin
     velocity = np.clip(p + step, lower, upper) - p
     predicted = (np.einsum("kp,kpq,kq->k", velocity, h, velocity)
                  + 2.0 * damping * np.sum(scale * velocity * velocity, axis=1))
-    worth = predicted > max(tol, 1e-4) * chi2
+    worth = predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2
     with np.errstate(all="ignore"):
         f_probe = _call(f, x, p + GEODESIC_PROBE * velocity)
         g_probe = _transposed_times(wj, np.where(w != 0.0, w * (y - f_probe), 0.0))
@@ -278,14 +277,10 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         state_wj[a] = t_wj[accept]
         scale[a] = np.maximum(scale[a], np.einsum("kii->ki", t_h[accept]))
         damping[a] = np.maximum(damping[a] * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-        sr, ss = small_reduction[accept], small_step[accept]
-        code = np.where(sr & ss, CONVERGED_FTOL_XTOL,
-                        np.where(sr | (t_c[accept] == 0.0), CONVERGED_FTOL,
-                                 np.where(ss, CONVERGED_XTOL, RUNNING)))
-        status[go[a]] = code
+        code = trial_status_where(np.where, accept, small_reduction, small_step, t_c == 0.0)
+        status[go[a]] = code[accept]
         rejected = r[~accept]
-        sr, ss = small_reduction[~accept], small_step[~accept]
-        code = np.where(ss, np.where(sr, CONVERGED_FTOL_XTOL, CONVERGED_XTOL), RUNNING)
+        code = code[~accept]
         damping[rejected] *= BATCH_DAMPING_UP
         code = np.where((code == RUNNING) & (damping[rejected] > MAX_DAMPING),
                         MACHINE_PRECISION, code)
