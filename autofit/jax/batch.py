@@ -88,12 +88,12 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
     CONVERGED_CODES,
-    CONVERGED_FTOL,
-    CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
-    CONVERGED_XTOL,
     ESTIMATOR_LSE,
     ESTIMATOR_MLE,
+    GEODESIC_MAX_RATIO,
+    GEODESIC_MIN_REDUCTION,
+    GEODESIC_PROBE,
     JAC_ANALYTIC,
     JAC_AUTODIFF,
     JAC_FORWARD,
@@ -109,6 +109,7 @@ from autofit._codes import (
     TOO_FEW_POINTS,
 )
 from autofit._declarations import implements, require_jac_method
+from autofit._rules import trial_status_where
 
 # The most passes of a chunk in one compaction stage (a chunk's stage also ends as soon as
 # no more than half of its fits still run).
@@ -283,6 +284,30 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
     return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive
 
 
+def _geodesic(model, jacobian, jac_method, d, s, step, active, chol, worth, free):
+    """The reference's geodesic acceleration (least squares): the step ``velocity +
+    acceleration / 2`` and whether the acceleration is trusted (else the step is refused
+    like a rejected one); the step unchanged where it is not ``worth`` bending (the
+    reference's ``_worth_bending``, from :func:`_proposal`)."""
+    velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
+    h_v = jnp.sum(s.h * velocity[None, :], axis=1)
+    f_probe = jnp.asarray(model(_model_x(d.x), s.params + GEODESIC_PROBE * velocity),
+                          dtype=s.params.dtype)
+    # The Jacobian at p recomputed (storing it per fit between passes cost more: under vmap
+    # every pass copies the state). The same function of p gives the same columns as the
+    # pass that formed g and H, which (g_probe - g) / h needs.
+    _, jac, used = _model_and_columns(model, jacobian, jac_method, d, s.params, free)
+    w = jnp.where(used, d.weights, 0.0)
+    g_probe = jac @ (w * w * jnp.where(used, d.ydata - f_probe, 0.0))
+    second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_v)
+    finite = jnp.all(jnp.isfinite(second))
+    acceleration = _substitute(chol, jnp.where(active & finite, second, 0.0))
+    trusted = finite & (2.0 * jnp.sqrt(_dot(s.scale * acceleration, acceleration))
+                        <= GEODESIC_MAX_RATIO * jnp.sqrt(_dot(s.scale * velocity, velocity)))
+    return (jnp.where(worth, velocity + 0.5 * acceleration, step),
+            jnp.where(worth, trusted, True))
+
+
 def _cholesky(a):
     """The lower Cholesky factor of ``a`` and ok: False where a pivot is not > 0 or not
     finite (the reference's test; the factor is then nan). The library factorisation:
@@ -355,18 +380,55 @@ def _first_pass(s, chi2, g, h, positive, free, max_iter):
                       status=jnp.asarray(status, dtype=int))
 
 
-def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter):
-    """One pass of the reference's loop for one moving fit (status ``RUNNING``), or, for a
-    fit with status ``_STARTING``, the evaluation of its starting point. Either way one
-    evaluation of the model, so that the compiled program holds it once."""
-    first = s.status == _STARTING
-    n_iter = s.n_iter + 1
+def _proposal(s, d, free, tol):
+    """The LM step of one fit: ``(active, chol, ok, step, worth)``, ``worth`` whether a
+    running fit's step is large enough to bend (see :func:`_geodesic`)."""
     # The active set: a parameter at a bound whose descent direction points out is held.
     active = (free & ~((s.params <= d.lower) & (s.g < 0.0))
               & ~((s.params >= d.upper) & (s.g > 0.0)))
     system, rhs = _damped_system(s.h, s.g, s.scale, s.damping, active)
     chol, ok = _cholesky(system)
     step = jnp.where(ok, _substitute(chol, rhs), 0.0)
+    velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
+    h_v = jnp.sum(s.h * velocity[None, :], axis=1)
+    predicted = _dot(velocity, h_v) + 2.0 * s.damping * _dot(s.scale * velocity, velocity)
+    worth = (ok & (s.status == RUNNING)
+             & (predicted > jnp.maximum(tol, GEODESIC_MIN_REDUCTION) * s.chi2))
+    return active, chol, ok, step, worth
+
+
+def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_iter):
+    """One pass for every moving fit of a chunk. The geodesic probe (least squares) runs
+    for the chunk only when one of its fits bends its step: under ``vmap`` a per-fit choice
+    would run it for every fit."""
+    active, chol, ok, step, worth = _map_fits(
+        lambda si, di: _proposal(si, di, free, tol), s, fits)
+    bent = jnp.ones_like(ok)
+    if estimator != ESTIMATOR_MLE:
+        def bend(_):
+            return _map_fits(lambda b, di: _geodesic(model, jacobian, jac_method, di, *b,
+                                                     free),
+                             (s, step, active, chol, worth), fits)
+
+        step, bent = jax.lax.cond(jnp.any(worth), bend, lambda _: (step, bent), None)
+        step = jnp.where((ok & bent)[:, None], step, 0.0)
+    new = _map_fits(lambda b, di: _iteration(model, jacobian, jac_method, estimator, *b, di,
+                                             free, tol, max_iter),
+                    (s, step, ok, bent), fits)
+    moving = _moving(s.status)
+    return jax.tree.map(
+        lambda n, o: jnp.where(moving.reshape(moving.shape + (1,) * (n.ndim - 1)), n, o),
+        new, s)
+
+
+def _iteration(model, jacobian, jac_method, estimator, s, step, ok, bent, d, free, tol,
+               max_iter):
+    """One pass of the reference's loop for one moving fit (status ``RUNNING``) with its
+    (bent) step, or, for a fit with status ``_STARTING``, the evaluation of its starting
+    point. Either way one evaluation of the model and its Jacobian, so that the compiled
+    program holds them once."""
+    first = s.status == _STARTING
+    n_iter = s.n_iter + 1
     raised = s.damping * BATCH_DAMPING_UP
 
     trial = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper)
@@ -377,24 +439,23 @@ def _iteration(model, jacobian, jac_method, estimator, s, d, free, tol, max_iter
     trial_chi2, trial_g, trial_h, positive = _evaluate(model, jacobian, jac_method,
                                                        estimator, d, trial, free)
     started = _first_pass(s, trial_chi2, trial_g, trial_h, positive, free, max_iter)
-    accept = ok & (trial_chi2 <= s.chi2)
+    accept = ok & bent & (trial_chi2 <= s.chi2)
 
     # Accepted: MINPACK's predicted reduction of the quadratic model for the damped step.
     h_step = jnp.sum(s.h * step[None, :], axis=1)
     predicted = _dot(step, h_step) + 2.0 * s.damping * _dot(s.scale * step, step)
     small_reduction = ((jnp.abs(s.chi2 - trial_chi2) <= tol * trial_chi2)
                        & (predicted <= tol * trial_chi2))
-    accepted_status = jnp.where(
-        small_reduction & small_step, CONVERGED_FTOL_XTOL,
-        jnp.where(small_reduction | (trial_chi2 == 0.0), CONVERGED_FTOL,
-                  jnp.where(small_step, CONVERGED_XTOL, RUNNING)))
-    # Rejected (and the factorisation failed: SINGULAR once the damping is spent).
-    rejected_status = jnp.where(small_step,
-                                jnp.where(small_reduction, CONVERGED_FTOL_XTOL, CONVERGED_XTOL),
-                                jnp.where(raised > MAX_DAMPING, MACHINE_PRECISION, RUNNING))
+    stepped = trial_status_where(jnp.where, accept, small_reduction, small_step,
+                                 trial_chi2 == 0.0)
+    # Rejected and not converged: MACHINE_PRECISION once the damping is spent (SINGULAR
+    # where the factorisation failed).
+    stepped = jnp.where(~accept & (stepped == RUNNING) & (raised > MAX_DAMPING),
+                        MACHINE_PRECISION, stepped)
     failed_status = jnp.where(raised > MAX_DAMPING, SINGULAR, RUNNING)
-    status = jnp.where(~ok, failed_status,
-                       jnp.where(accept, accepted_status, rejected_status))
+    # An acceleration not trusted refuses the step before it is tried.
+    refused_status = jnp.where(raised > MAX_DAMPING, MACHINE_PRECISION, RUNNING)
+    status = jnp.where(~ok, failed_status, jnp.where(~bent, refused_status, stepped))
     status = jnp.where((status == RUNNING) & (n_iter >= max_iter), MAX_ITERATIONS, status)
 
     iterated = BatchState(
@@ -491,10 +552,6 @@ def _run_stages(iteration, state, data, free, tol, max_iter, n_valid, stage_iter
     integer = state.n_iter.dtype
     unlimited = jnp.asarray(jnp.iinfo(integer).max, integer)
 
-    def one_pass(s, d):
-        new = iteration(s, d, free, tol, max_iter)
-        return jax.tree.map(lambda n, o: jnp.where(_moving(s.status), n, o), new, s)
-
     def one_chunk(k, carry, order, n_steps, min_running):
         state, trips = carry
         rows = jax.lax.dynamic_slice_in_dim(order, k * chunk, chunk)
@@ -506,7 +563,7 @@ def _run_stages(iteration, state, data, free, tol, max_iter, n_valid, stage_iter
 
         def body(inner):
             s, passes = inner
-            return _map_fits(one_pass, s, fits), passes + 1
+            return iteration(s, fits, free, tol, max_iter), passes + 1
 
         s, passes = jax.lax.while_loop(cond, body,
                                        (_take(state, rows), jnp.asarray(0, integer)))
@@ -553,7 +610,7 @@ def _solve(model, jacobian, jac_method, estimator, data, p0, free, tol, max_iter
     state = _map_fits(lambda p, d: _prepare(estimator, d, p, free), p0, data)
     state = state._replace(status=jnp.where(jnp.arange(p0.shape[0]) < n_valid, state.status,
                                             _PADDING))
-    state, stages, trips = _run_stages(functools.partial(_iteration, *statics), state, data,
+    state, stages, trips = _run_stages(functools.partial(_chunk_pass, *statics), state, data,
                                        free, tol, max_iter, n_valid, stage_iterations,
                                        compaction, chunk)
     results = _results(functools.partial(_finish, *statics), state, data, free, n_valid,

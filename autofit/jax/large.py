@@ -41,9 +41,7 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
     CONVERGED_FTOL,
-    CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
-    CONVERGED_XTOL,
     JAC_ANALYTIC,
     JAC_AUTODIFF,
     JAC_CENTRAL,
@@ -56,6 +54,7 @@ from autofit._codes import (
     SINGULAR,
 )
 from autofit._declarations import implements, require_jac_method
+from autofit._rules import trial_status_where
 from autofit.jax.batch import (
     CPU_COMPILER_OPTIONS,
     _cholesky,
@@ -234,22 +233,16 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
         accept = go & (trial_chi2 <= s.chi2)
         reject = go & ~accept
 
-        accepted_status = jnp.where(
-            small_reduction & small_step, CONVERGED_FTOL_XTOL,
-            jnp.where(small_reduction | (trial_chi2 == 0.0), CONVERGED_FTOL,
-                      jnp.where(small_step, CONVERGED_XTOL, RUNNING)))
-        rejected_status = jnp.where(
-            small_step, jnp.where(small_reduction, CONVERGED_FTOL_XTOL, CONVERGED_XTOL),
-            jnp.where(small_reduction, CONVERGED_FTOL, RUNNING))
+        stepped = trial_status_where(jnp.where, accept, small_reduction, small_step,
+                                     trial_chi2 == 0.0)
         damping = jnp.where(accept, jnp.maximum(s.damping * BATCH_DAMPING_DOWN,
                                                 BATCH_MIN_DAMPING),
                             s.damping * BATCH_DAMPING_UP)
-        rejected_status = jnp.where((rejected_status == RUNNING) & (damping > MAX_DAMPING),
-                                    MACHINE_PRECISION, rejected_status)
+        stepped = jnp.where(reject & (stepped == RUNNING) & (damping > MAX_DAMPING),
+                            MACHINE_PRECISION, stepped)
         failed_status = jnp.where(damping > MAX_DAMPING, SINGULAR, RUNNING)
         status = jnp.where(stop != RUNNING, stop,
-                           jnp.where(accept, accepted_status,
-                                     jnp.where(reject, rejected_status, failed_status)))
+                           jnp.where(accept | reject, stepped, failed_status))
         h = jnp.where(accept, trial_h, s.h)
         # The reference takes the Gauss-Newton step that ended the fit without a pass.
         newton_stop = (s.status == RUNNING) & (s.chi2 != 0.0) & ~(cosine <= gtol) & flat

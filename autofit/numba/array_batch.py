@@ -18,16 +18,17 @@ import threading
 import numpy as np
 from numba import njit, prange, types
 
+from autofit import _rules
 from autofit._codes import (
     BATCH_DAMPING_DOWN,
     BATCH_DAMPING_UP,
     BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
-    CONVERGED_FTOL,
-    CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
-    CONVERGED_XTOL,
     ESTIMATOR_MLE,
+    GEODESIC_MAX_RATIO,
+    GEODESIC_MIN_REDUCTION,
+    GEODESIC_PROBE,
     JAC_ANALYTIC,
     MACHINE_PRECISION,
     MAX_DAMPING,
@@ -43,6 +44,8 @@ from autofit._codes import (
 from autofit.numba.host import JACOBIAN_TYPES, MODEL_TYPES, is_converged
 from autofit.numba.jacobians import jacobian_forward
 from autofit.numba.lm import _cholesky_solve
+
+_trial_status = njit(inline="always")(_rules.trial_status)
 
 _F8 = types.float64
 
@@ -120,6 +123,63 @@ def _damped_system(h, g, scale, damping, active):
 
 
 @njit(cache=True, error_model="numpy")
+def _bend(model, x, y, w, p, lower, upper, free, active, g, h, scale, damping, system, jac,
+          step, chi2, tol):
+    """The reference's geodesic acceleration (least squares): ``(step, ok)``, the step
+    ``velocity + acceleration / 2``; ok False when the acceleration is not finite or large
+    next to the velocity; the step unchanged when its predicted reduction is within tol of
+    χ² (the reference's ``_worth_bending``). ``jac`` is the Jacobian that formed g and H."""
+    n_params = p.shape[0]
+    velocity = np.empty(n_params)
+    probe = np.empty(n_params)
+    for j in range(n_params):
+        velocity[j] = min(max(p[j] + step[j], lower[j]), upper[j]) - p[j]
+        probe[j] = p[j] + GEODESIC_PROBE * velocity[j]
+    predicted = 0.0
+    for j in range(n_params):
+        h_velocity = 0.0
+        for k in range(n_params):
+            h_velocity += h[j, k] * velocity[k]
+        predicted += velocity[j] * h_velocity
+    damped = 0.0
+    for j in range(n_params):
+        damped += scale[j] * velocity[j] * velocity[j]
+    predicted += 2.0 * damping * damped
+    if not predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2:
+        return step, True
+    f_probe = model(x, probe)
+    g_probe = np.zeros(n_params)
+    for i in range(y.shape[0]):
+        if w[i] == 0.0:
+            continue
+        weight = w[i] * w[i] * (y[i] - f_probe[i])
+        for j in range(n_params):
+            if free[j]:
+                g_probe[j] += weight * jac[i, j]
+    second = np.zeros(n_params)
+    for j in range(n_params):
+        if not np.isfinite(g_probe[j]):
+            return velocity, False
+        h_velocity = 0.0
+        for k in range(n_params):
+            h_velocity += h[j, k] * velocity[k]
+        if active[j]:
+            second[j] = (2.0 / GEODESIC_PROBE) * ((g_probe[j] - g[j]) / GEODESIC_PROBE
+                                                  + h_velocity)
+    acceleration, ok = _cholesky_solve(system, second)
+    velocity2 = 0.0
+    acceleration2 = 0.0
+    for j in range(n_params):
+        velocity2 += scale[j] * velocity[j] * velocity[j]
+        acceleration2 += scale[j] * acceleration[j] * acceleration[j]
+    if not (ok and 2.0 * np.sqrt(acceleration2) <= GEODESIC_MAX_RATIO * np.sqrt(velocity2)):
+        return velocity, False
+    for j in range(n_params):
+        velocity[j] += 0.5 * acceleration[j]
+    return velocity, True
+
+
+@njit(cache=True, error_model="numpy")
 def _not_attempted(x, y, w, p0, free, estimator):
     for value in x.ravel():
         if not np.isfinite(value):
@@ -189,6 +249,14 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             if damping > MAX_DAMPING:
                 status = SINGULAR
             continue
+        if estimator != ESTIMATOR_MLE:
+            step, bent = _bend(model, x, y, w, p, lower, upper, free, active, g, h, scale,
+                               damping, system, jac, step, chi2, tol)
+            if not bent:
+                damping *= BATCH_DAMPING_UP
+                if damping > MAX_DAMPING:
+                    status = MACHINE_PRECISION
+                continue
         moved_norm = 0.0
         params_norm = 0.0
         for j in range(n_params):
@@ -197,8 +265,8 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             moved_norm += scale[j] * moved * moved
             params_norm += scale[j] * p[j] * p[j]
         small_step = moved_norm <= tol * tol * params_norm
-        f, jac = _model_jacobian(model, jacobian, jac_method, x, trial, lower, upper)
-        trial_chi2, trial_g, trial_h, _ = _sums(f, jac, y, w, free, estimator, False)
+        f, trial_jac = _model_jacobian(model, jacobian, jac_method, x, trial, lower, upper)
+        trial_chi2, trial_g, trial_h, _ = _sums(f, trial_jac, y, w, free, estimator, False)
         predicted = 0.0
         for j in range(n_params):
             h_step = 0.0
@@ -207,21 +275,15 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             predicted += step[j] * h_step + 2.0 * damping * scale[j] * step[j] * step[j]
         small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
                            and predicted <= tol * trial_chi2)
-        if trial_chi2 <= chi2:
+        accepted = trial_chi2 <= chi2
+        status = _trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+        if accepted:
             p = trial.copy()
-            chi2, g, h = trial_chi2, trial_g, trial_h
+            chi2, g, h, jac = trial_chi2, trial_g, trial_h, trial_jac
             for j in range(n_params):
                 scale[j] = max(scale[j], h[j, j])
             damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-            if small_reduction and small_step:
-                status = CONVERGED_FTOL_XTOL
-            elif small_reduction or chi2 == 0.0:
-                status = CONVERGED_FTOL
-            elif small_step:
-                status = CONVERGED_XTOL
         else:
-            if small_step:
-                status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
             damping *= BATCH_DAMPING_UP
             if status == RUNNING and damping > MAX_DAMPING:
                 status = MACHINE_PRECISION

@@ -35,6 +35,7 @@ import textwrap
 
 import numpy as np
 
+from autofit import _rules
 from autofit._codes import (
     BATCH_DAMPING_DOWN,
     BATCH_DAMPING_UP,
@@ -45,6 +46,9 @@ from autofit._codes import (
     CONVERGED_GTOL,
     CONVERGED_XTOL,
     ESTIMATOR_MLE,
+    GEODESIC_MAX_RATIO,
+    GEODESIC_MIN_REDUCTION,
+    GEODESIC_PROBE,
     JAC_ANALYTIC,
     MACHINE_PRECISION,
     MAX_DAMPING,
@@ -74,7 +78,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     ``jac_method`` is ``JAC_ANALYTIC`` or ``JAC_FORWARD`` and ``n_params`` the number of
     parameters (compile-time constants: the pass over the points is generated for them).
     Returns ``fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial,
-    step, g, h, trial_g, trial_h, scale, system, jac, work_p, active, covariance)
+    step, g, h, trial_g, trial_h, scale, system, jac, trial_jac, work_p, active, covariance)
     -> (chi2, n_iter, status)`` which writes the fitted parameters into ``p`` and the
     covariance into ``covariance``.
 
@@ -89,6 +93,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     analytic = jac_method == JAC_ANALYTIC
     inline = _tagging(inline or jit, tag)
     jit = _tagging(jit, tag)
+    trial_status = inline(_rules.trial_status)
     # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
     # scalar of that type so that the step arithmetic stays in it.
     forward_step = np.dtype(dtype).type(FORWARD_STEP if np.dtype(dtype) == np.float64
@@ -99,12 +104,10 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     rows_of_differences = block and not analytic
 
     @inline
-    def point(x, i, p, lower, upper, free, jac, work_p, col):
-        # Model value at point i; its gradient goes to jac[:, col].
+    def point_gradient(x, i, p, lower, upper, free, jac, work_p, col):
+        # Model value at point i; its gradient goes to jac[:, col]. work_p holds p.
         if analytic:
             return gradient(x, i, p, jac, col)
-        if rows_of_differences:
-            return value(x, i, p)
         f0 = value(x, i, p)
         for j in range(n_params):
             if not free[j]:
@@ -120,6 +123,47 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             jac[j, col] = (value(x, i, work_p) - f0) / h
             work_p[j] = p[j]
         return f0
+
+    if rows_of_differences:
+        @inline
+        def point(x, i, p, lower, upper, free, jac, work_p, col):
+            return value(x, i, p)
+    else:
+        point = point_gradient
+
+    if block:
+        # The CPU pass: the model at the probe for all points in one vectorisable loop (the
+        # parameters as a tuple, as in evaluate), its weighted residuals to a scratch row,
+        # then one dot product per parameter with the rows the pass at p left in ``jac``.
+        probe_rows = jit(_generated_probe_rows(n_params, value, dtype, tag))
+
+    @inline
+    def probe_gradient(x, y, w, p, q, lower, upper, free, jac, work_p, g_probe):
+        # g_probe = J_w(p)ᵀ W (y - f(q)) over the used points; False where it is not
+        # finite. It must use the very Jacobian that formed g and H: a forward difference
+        # recomputed in other arithmetic (a vectorised exp against a scalar one) differs by
+        # ~1e-8 of itself, and (g_probe - g) / h then measures that, not the curvature. So
+        # the CPU pass reads the rows that the pass at p left in ``jac``; the GPU pass, which
+        # keeps no rows, recomputes each point's gradient with the same point function.
+        if block:
+            probe_rows(x, y, w, q, free, jac, g_probe)
+        else:
+            for a in range(n_params):
+                work_p[a] = p[a]
+                g_probe[a] = 0.0
+            for i in range(y.shape[0]):
+                wi = w[i]
+                if wi == 0.0:
+                    continue
+                point_gradient(x, i, p, lower, upper, free, jac, work_p, 0)
+                weight = wi * wi * (y[i] - value(x, i, q))
+                for a in range(n_params):
+                    if free[a]:
+                        g_probe[a] += weight * jac[a, 0]
+        finite = True
+        for a in range(n_params):
+            finite = finite and math.isfinite(g_probe[a])
+        return finite
 
     evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline,
                                        value if rows_of_differences else None,
@@ -196,6 +240,53 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 system[a, a] = 1.0
                 rhs[a] = 0.0
 
+    @inline
+    def bend(x, y, w, p, lower, upper, free, g, h, scale, damping, active, system, jac,
+             work_p, step, trial, trial_g, chi2, tol):
+        # Transtrum and Sethna's geodesic acceleration (least squares), as the reference's:
+        # step (the LM step in, factor of the damped system in ``system``) becomes the
+        # velocity plus half the acceleration; False when the acceleration is not finite or
+        # large next to the velocity. A step whose predicted reduction is within tol of χ²
+        # is left as it is (the reference's _worth_bending). trial and trial_g are scratch
+        # (the velocity, then the probe, then the acceleration; the right-hand side).
+        for a in range(n_params):
+            trial[a] = min(max(p[a] + step[a], lower[a]), upper[a]) - p[a]
+        predicted = 0.0
+        for a in range(n_params):
+            row = 0.0
+            for b in range(n_params):
+                row += h[a, b] * trial[b]
+            predicted += trial[a] * row
+        damped = 0.0
+        for a in range(n_params):
+            damped += scale[a] * trial[a] * trial[a]
+        predicted += 2.0 * damping * damped
+        if not predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2:
+            return True
+        for a in range(n_params):
+            step[a] = trial[a]
+            trial[a] = p[a] + GEODESIC_PROBE * step[a]
+        if not probe_gradient(x, y, w, p, trial, lower, upper, free, jac, work_p, trial_g):
+            return False
+        for a in range(n_params):
+            h_velocity = 0.0
+            for b in range(n_params):
+                h_velocity += h[a, b] * step[b]
+            second = (2.0 / GEODESIC_PROBE) * ((trial_g[a] - g[a]) / GEODESIC_PROBE
+                                               + h_velocity)
+            trial_g[a] = second if active[a] else 0.0
+        cholesky_substitute(system, trial_g, trial)
+        velocity2 = 0.0
+        acceleration2 = 0.0
+        for a in range(n_params):
+            velocity2 += scale[a] * step[a] * step[a]
+            acceleration2 += scale[a] * trial[a] * trial[a]
+        if not (2.0 * math.sqrt(acceleration2) <= GEODESIC_MAX_RATIO * math.sqrt(velocity2)):
+            return False
+        for a in range(n_params):
+            step[a] = step[a] + 0.5 * trial[a]
+        return True
+
     @jit
     def not_attempted(x, y, w, p0, free, estimator):
         for v in range(x.shape[0]):
@@ -225,7 +316,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
 
     @jit
     def fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial, step,
-                g, h, trial_g, trial_h, scale, system, jac, work_p, active, covariance):
+                g, h, trial_g, trial_h, scale, system, jac, trial_jac, work_p, active,
+                covariance):
         # n_params is the compile-time constant, not p0.shape[0], so that loops of known
         # length can be unrolled and the work arrays kept in registers.
         for a in range(n_params):
@@ -269,6 +361,13 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 if damping > MAX_DAMPING:
                     status = SINGULAR
                 continue
+            if estimator != ESTIMATOR_MLE and not bend(
+                    x, y, w, p, lower, upper, free, g, h, scale, damping, active, system, jac,
+                    work_p, step, trial, trial_g, chi2, tol):
+                damping *= BATCH_DAMPING_UP
+                if damping > MAX_DAMPING:
+                    status = MACHINE_PRECISION
+                continue
             moved2 = 0.0
             size2 = 0.0
             for a in range(n_params):
@@ -277,8 +376,9 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 moved2 += scale[a] * moved * moved
                 size2 += scale[a] * p[a] * p[a]
             small_step = moved2 <= tol * tol * size2
+            # Into the other work array: jac keeps the pass at p (the probe reads it).
             trial_chi2, _ = evaluate(x, y, w, trial, lower, upper, free, estimator, trial_g,
-                                     trial_h, jac, work_p, False)
+                                     trial_h, trial_jac, work_p, False)
             predicted = 0.0
             for a in range(n_params):
                 row = 0.0
@@ -291,8 +391,11 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             predicted += 2.0 * damping * damped
             small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
                                and predicted <= tol * trial_chi2)
-            if trial_chi2 <= chi2:
+            accepted = trial_chi2 <= chi2
+            status = trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+            if accepted:
                 chi2 = trial_chi2
+                jac, trial_jac = trial_jac, jac
                 for a in range(n_params):
                     p[a] = trial[a]
                     g[a] = trial_g[a]
@@ -300,15 +403,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                         h[a, b] = trial_h[a, b]
                     scale[a] = max(scale[a], h[a, a])
                 damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-                if small_reduction and small_step:
-                    status = CONVERGED_FTOL_XTOL
-                elif small_reduction or chi2 == 0.0:
-                    status = CONVERGED_FTOL
-                elif small_step:
-                    status = CONVERGED_XTOL
             else:
-                if small_step:
-                    status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
                 damping *= BATCH_DAMPING_UP
                 if status == RUNNING and damping > MAX_DAMPING:
                     status = MACHINE_PRECISION
@@ -735,6 +830,42 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
     return namespace["evaluate"]
 
 
+def _generated_probe_rows(n_params, value, dtype=np.float64, tag=""):
+    """``probe_rows(x, y, w, q, free, jac, g_probe)``: ``g_probe = J_w(p)ᵀ W (y - f(q))``
+    from the Jacobian rows ``jac[:n_params]`` of the CPU pass at p (zero at unused points),
+    with row ``n_params`` as scratch."""
+    import numba
+
+    n = range(n_params)
+    row = n_params
+    source = "\n".join([
+        "def probe_rows(x, y, w, q, free, jac, g_probe):",
+        "    params = (" + "".join(f"q[{a}], " for a in n) + ")",
+        "    n_unused = 0",
+        "    for i in range(y.shape[0]):",
+        "        wi = w[i]",
+        f"        jac[{row}, i] = wi * wi * (y[i] - value(x, i, params))",
+        "        n_unused += 1 if wi == 0.0 else 0",
+        # Points of weight 0 were evaluated like the others; their model may be inf or nan.
+        "    if n_unused > 0:",
+        "        for i in range(y.shape[0]):",
+        "            if w[i] == 0.0:",
+        f"                jac[{row}, i] = 0.0",
+        f"    for a in range({n_params}):",
+        f"        g_probe[a] = _dot2(jac, {row}, a) if free[a] else 0.0",
+    ]) + "\n"
+    tree = ast.parse(source)
+    if np.dtype(dtype) != np.float64:
+        tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
+    namespace = {"__name__": __name__, "value": value,
+                 # In the points' order, as the reference's sum (reassociated, the sums
+                 # moved a generated case's parameters by 1.2e-8 of themselves).
+                 "_dot2": _tagging(numba.njit(error_model="numpy"), tag)(_dot2),
+                 "_real": numba.from_dtype(np.dtype(dtype))}
+    exec(compile(tree, f"<autofit probe rows {n_params}>", "exec"), namespace)  # noqa: S102
+    return namespace["probe_rows"]
+
+
 class _TypedFloatLiterals(ast.NodeTransformer):
     """Wrap every float literal ``c`` as ``_real(c)``.
 
@@ -860,13 +991,14 @@ def run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, par
         trial_h = np.empty((n_params, n_params))
         system = np.empty((n_params, n_params))
         jac = np.empty((WORK_ROWS, ydata.shape[1]))
+        trial_jac = np.empty((WORK_ROWS, ydata.shape[1]))
         active = np.empty(n_params, dtype=np.bool_)
         for fit in range(c * chunk, min(n_fits, (c + 1) * chunk)):
             chi2[fit], n_iter[fit], status[fit] = fit_one(
                 x[fit % x.shape[0]], ydata[fit], weights[fit % weights.shape[0]],
                 p0[fit], lower[fit % lower.shape[0]], upper[fit % upper.shape[0]], free,
                 estimator, tol, max_iter, params[fit], trial, step, g, h, trial_g,
-                trial_h, scale, system, jac, work_p, active, covariance[fit])
+                trial_h, scale, system, jac, trial_jac, work_p, active, covariance[fit])
 """
 _RUN_OPTIONS = {"parallel": True, "error_model": "numpy"}
 

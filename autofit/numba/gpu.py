@@ -60,13 +60,15 @@ def build_kernel(value, gradient, jac_method, n_params, dtype):
         h = cuda.local.array((size, size), real)
         trial_h = cuda.local.array((size, size), real)
         system = cuda.local.array((size, size), real)
+        # One column, recomputed point by point: the pass keeps no rows, so the trial's
+        # work array (trial_jac) is this one too.
         jac = cuda.local.array((size, 1), real)
         active = cuda.local.array(size, numba.boolean)
         chi2[fit], n_iter[fit], status[fit] = fit_one(
             x[fit % x.shape[0]], ydata[fit], weights[fit % weights.shape[0]], p0[fit],
             lower[fit % lower.shape[0]], upper[fit % upper.shape[0]], free, estimator, tol,
             max_iter, params[fit], trial, step, g, h, trial_g, trial_h, scale, system,
-            jac, work_p, active, covariance[fit])
+            jac, jac, work_p, active, covariance[fit])
 
     return kernel
 

@@ -27,15 +27,14 @@ import threading
 import numba
 import numpy as np
 
+from autofit import _rules
 from autofit._codes import (
     BATCH_DAMPING_DOWN,
     BATCH_DAMPING_UP,
     BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
     CONVERGED_FTOL,
-    CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
-    CONVERGED_XTOL,
     JAC_ANALYTIC,
     JAC_FORWARD,
     MACHINE_PRECISION,
@@ -57,6 +56,8 @@ from autofit.numba.batch import (
     with_literals_of,
 )
 from autofit.original.large import UNSEEN_STEP, chi2_rounding, evaluations_per_pass
+
+_trial_status = numba.njit(inline="always")(_rules.trial_status)
 
 # Points per chunk: the work array ((n_params + 3) rows of CHUNK float64, 192 kB for three
 # parameters) stays in the 512 kB L2 cache of a core.
@@ -397,7 +398,9 @@ def _solve(chunk_sums, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nf
         predicted += 2.0 * damping * damped
         small_reduction = (abs(chi2 - trial_chi2) <= ftol * trial_chi2
                            and predicted <= ftol * trial_chi2)
-        if trial_chi2 <= chi2:
+        accepted = trial_chi2 <= chi2
+        status = _trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+        if accepted:
             chi2 = trial_chi2
             p = trial
             g, trial_g = trial_g, g
@@ -405,17 +408,7 @@ def _solve(chunk_sums, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nf
             for a in range(n_params):
                 scale[a] = max(scale[a], h[a, a])
             damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-            if small_reduction and small_step:
-                status = CONVERGED_FTOL_XTOL
-            elif small_reduction or chi2 == 0.0:
-                status = CONVERGED_FTOL
-            elif small_step:
-                status = CONVERGED_XTOL
         else:
-            if small_step:
-                status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
-            elif small_reduction:
-                status = CONVERGED_FTOL
             damping *= BATCH_DAMPING_UP
             if status == RUNNING and damping > MAX_DAMPING:
                 status = MACHINE_PRECISION

@@ -21,11 +21,11 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
     CONVERGED_CODES,
-    CONVERGED_FTOL,
-    CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
-    CONVERGED_XTOL,
     ESTIMATOR_MLE,
+    GEODESIC_MAX_RATIO,
+    GEODESIC_MIN_REDUCTION,
+    GEODESIC_PROBE,
     MACHINE_PRECISION,
     MAX_DAMPING,
     MAX_ITERATIONS,
@@ -37,6 +37,7 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
 )
+from autofit._rules import trial_status_where
 from autofit.original.jacobians import _FORWARD_STEP
 
 
@@ -100,8 +101,9 @@ def _damped_system(h, g, scale, damping, active):
 
 
 def _evaluate(f, x, y, w, p, upper, free, estimator, fisher=False):
-    """χ², g, H at each row of p (the reference's ``_evaluate``); χ² inf where unusable, and
-    ``positive`` False where the Poisson model is ≤ 0."""
+    """χ², g, H at each row of p (the reference's ``_evaluate``); χ² inf where unusable,
+    ``positive`` False where the Poisson model is ≤ 0, and the weighted Jacobian
+    ``(k, n_points, n_params)`` (least squares; the plain one for MLE)."""
     with np.errstate(all="ignore"):
         f0 = _call(f, x, p)
         n_params = p.shape[1]
@@ -127,6 +129,7 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, fisher=False):
             curvature = w / safe_f if fisher else w * y / (safe_f * safe_f)
             h = np.matmul((jac * np.where(used, curvature, 0.0)[:, :, None]).transpose(0, 2, 1),
                           jac)
+            wj = jac
         else:
             positive = np.ones(p.shape[0], dtype=bool)
             r = np.where(used, w * (y - f0), 0.0)
@@ -136,7 +139,31 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, fisher=False):
             h = np.matmul(wj.transpose(0, 2, 1), wj)  # batched BLAS products
         finite = (np.isfinite(chi2) & np.all(np.isfinite(g), axis=1)
                   & np.all(np.isfinite(h), axis=(1, 2)) & positive)
-    return np.where(finite, chi2, np.inf), g, h, positive
+    return np.where(finite, chi2, np.inf), g, h, positive, wj
+
+
+def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale, damping, active,
+              chi2, tol):
+    """The reference's geodesic acceleration for every row: ``(step, accepted)``, the step
+    ``velocity + acceleration / 2`` where the acceleration is trusted (the step unchanged
+    where it is too small to bend: the reference's ``_worth_bending``)."""
+    velocity = np.clip(p + step, lower, upper) - p
+    predicted = (np.einsum("kp,kpq,kq->k", velocity, h, velocity)
+                 + 2.0 * damping * np.sum(scale * velocity * velocity, axis=1))
+    worth = predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2
+    with np.errstate(all="ignore"):
+        f_probe = _call(f, x, p + GEODESIC_PROBE * velocity)
+        g_probe = _transposed_times(wj, np.where(w != 0.0, w * (y - f_probe), 0.0))
+        second = (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE
+                                           + np.einsum("kpq,kq->kp", h, velocity))
+    finite = np.all(np.isfinite(second), axis=1)
+    _, second = _damped_system(h, np.where(finite[:, None], second, 0.0), scale, damping,
+                               active)
+    acceleration, solved = _cholesky_solve(system, second)
+    trusted = (2.0 * np.sqrt(np.sum(scale * acceleration * acceleration, axis=1))
+               <= GEODESIC_MAX_RATIO * np.sqrt(np.sum(scale * velocity * velocity, axis=1)))
+    bent = np.where(worth[:, None], velocity + 0.5 * acceleration, step)
+    return bent, ~worth | (finite & solved & trusted)
 
 
 def _transposed_times(jac, v):
@@ -184,18 +211,18 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         return (x[0] if x.shape[0] == 1 else x[rows]), y[rows], w[rows], upper[rows]
 
     x_go, y_go, w_go, upper_go = at(go)
-    c, g, h, positive = _evaluate(f, x_go, y_go, w_go, p, upper_go, free, estimator)
+    c, g, h, positive, wj = _evaluate(f, x_go, y_go, w_go, p, upper_go, free, estimator)
     bad = ~np.isfinite(c)
     status[go[bad]] = np.where(positive[bad], NONFINITE, MLE_NONPOSITIVE_MODEL)
     chi2[go] = np.where(bad, np.nan, c)
     keep = ~bad
-    go, p, c, g, h = go[keep], p[keep], c[keep], g[keep], h[keep]
+    go, p, c, g, h, wj = go[keep], p[keep], c[keep], g[keep], h[keep], wj[keep]
     no_gradient = ~np.any((g != 0.0) & free, axis=1)
     status[go[no_gradient]] = CONVERGED_GTOL
     scale = np.einsum("kii->ki", h).copy()
     damping = np.full(go.shape[0], BATCH_INITIAL_DAMPING)
     # State of every fit that started (index into go); the loop works on the running ones.
-    state_p, state_c, state_g, state_h = p, c, g, h
+    state_p, state_c, state_g, state_h, state_wj = p, c, g, h, wj
     running = ~no_gradient
     while np.any(running):
         r = np.flatnonzero(running)
@@ -219,13 +246,25 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         r, p, g, h, step = r[ok], p[ok], g[ok], h[ok], step[ok]
         if r.size == 0:
             continue
+        if estimator != ESTIMATOR_MLE:
+            step, bent = _geodesic(f, at(go[r])[0], y[go[r]], w[go[r]], p, lower[go[r]],
+                                   upper[go[r]], step, g, h, state_wj[r], system[ok],
+                                   scale[r], damping[r], active[ok], state_c[r], tol)
+            refused = r[~bent]
+            damping[refused] *= BATCH_DAMPING_UP
+            worn = refused[damping[refused] > MAX_DAMPING]
+            status[go[worn]] = MACHINE_PRECISION
+            running[worn] = False
+            r, p, g, h, step = r[bent], p[bent], g[bent], h[bent], step[bent]
+            if r.size == 0:
+                continue
         s = scale[r]
         trial = np.clip(p + step, lower[go[r]], upper[go[r]])
         moved = trial - p
         small_step = (np.sum(s * moved * moved, axis=1)
                       <= tol * tol * np.sum(s * p * p, axis=1))
         xs_r, y_r, w_r, up_r = at(go[r])
-        t_c, t_g, t_h, _ = _evaluate(f, xs_r, y_r, w_r, trial, up_r, free, estimator)
+        t_c, t_g, t_h, _, t_wj = _evaluate(f, xs_r, y_r, w_r, trial, up_r, free, estimator)
         c = state_c[r]
         predicted = (np.einsum("kp,kpq,kq->k", step, h, step)
                      + 2.0 * damping[r] * np.sum(s * step * step, axis=1))
@@ -235,16 +274,13 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         a = r[accept]
         state_p[a], state_c[a], state_g[a], state_h[a] = (trial[accept], t_c[accept],
                                                           t_g[accept], t_h[accept])
+        state_wj[a] = t_wj[accept]
         scale[a] = np.maximum(scale[a], np.einsum("kii->ki", t_h[accept]))
         damping[a] = np.maximum(damping[a] * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-        sr, ss = small_reduction[accept], small_step[accept]
-        code = np.where(sr & ss, CONVERGED_FTOL_XTOL,
-                        np.where(sr | (t_c[accept] == 0.0), CONVERGED_FTOL,
-                                 np.where(ss, CONVERGED_XTOL, RUNNING)))
-        status[go[a]] = code
+        code = trial_status_where(np.where, accept, small_reduction, small_step, t_c == 0.0)
+        status[go[a]] = code[accept]
         rejected = r[~accept]
-        sr, ss = small_reduction[~accept], small_step[~accept]
-        code = np.where(ss, np.where(sr, CONVERGED_FTOL_XTOL, CONVERGED_XTOL), RUNNING)
+        code = code[~accept]
         damping[rejected] *= BATCH_DAMPING_UP
         code = np.where((code == RUNNING) & (damping[rejected] > MAX_DAMPING),
                         MACHINE_PRECISION, code)
@@ -255,8 +291,8 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         information = state_h
         if estimator == ESTIMATOR_MLE:
             xs_g, y_g, w_g, up_g = at(go)
-            _, _, information, _ = _evaluate(f, xs_g, y_g, w_g, state_p, up_g, free,
-                                             estimator, fisher=True)
+            _, _, information, _, _ = _evaluate(f, xs_g, y_g, w_g, state_p, up_g, free,
+                                                estimator, fisher=True)
         k = go.size
         system, _ = _damped_system(information, np.zeros((k, n_params)),
                                    np.zeros((k, n_params)), np.zeros(k),

@@ -40,9 +40,7 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
     CONVERGED_FTOL,
-    CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
-    CONVERGED_XTOL,
     EPS,
     JAC_ANALYTIC,
     JAC_CENTRAL,
@@ -55,6 +53,7 @@ from autofit._codes import (
     SINGULAR,
 )
 from autofit._declarations import implements, require_jac_method
+from autofit._rules import trial_status
 from autofit.original.jacobians import jacobian_central, jacobian_forward
 from autofit.original.lm import _cholesky_solve as cholesky_solve
 
@@ -195,24 +194,15 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale * step * step)
         small_reduction = (abs(chi2 - trial_chi2) <= ftol * trial_chi2
                            and predicted <= ftol * trial_chi2)
-        if trial_chi2 <= chi2:
+        # (MINPACK also tests ftol on rejected steps: without it, a fit of 1e7 points
+        # rejected ~10 steps at rounding level while λ grew until the xtol test fired.)
+        accepted = trial_chi2 <= chi2
+        status = trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+        if accepted:
             p, chi2, g, h = trial, trial_chi2, trial_g, trial_h
             scale = np.maximum(scale, np.diag(h))
             damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-            if small_reduction and small_step:
-                status = CONVERGED_FTOL_XTOL
-            elif small_reduction or chi2 == 0.0:
-                status = CONVERGED_FTOL
-            elif small_step:
-                status = CONVERGED_XTOL
         else:
-            # Whether a step at rounding level is accepted is decided by rounding; the status
-            # is not (MINPACK also tests ftol on rejected steps): without this, a fit of 1e7
-            # points rejected ~10 such steps while λ grew until the xtol test fired.
-            if small_step:
-                status = CONVERGED_FTOL_XTOL if small_reduction else CONVERGED_XTOL
-            elif small_reduction:
-                status = CONVERGED_FTOL
             damping *= BATCH_DAMPING_UP
             if status == RUNNING and damping > MAX_DAMPING:
                 status = MACHINE_PRECISION
