@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import types
 import warnings
@@ -161,6 +162,10 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         fitted = _common_call(f, xdata, ydata, p0, backend)
         if fitted is not None:
             return fitted
+    if "args" in kwargs:
+        # scipy's error for the same call: the parameters are f's own arguments.
+        raise ValueError("'args' is not a supported keyword argument: give f the extra "
+                         "arguments itself (functools.partial or a closure)")
     options = _solver_options(kwargs)
     if method is not None and method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS} (all run autofit's bounded LM) "
@@ -175,8 +180,13 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     if check_finite is None:
         check_finite = nan_policy is None
 
-    x = check.as_float_array(xdata, "xdata")
     y = check.as_float_array(ydata, "ydata")
+    no_x = xdata is None
+    if no_x:
+        # scipy passes xdata to f whatever it is; None is the case of a model that needs
+        # no x. The engines take an x array: f gets None from a wrapper, on NumPy.
+        f, xdata = _without_x(f, y.shape[0] if y.ndim == 1 else 0)
+    x = check.as_float_array(xdata, "xdata")
     if y.ndim != 1:
         raise ValueError(f"ydata must be 1-D, got shape {y.shape}; flatten it (and the "
                          "model's output) for multi-dimensional data")
@@ -186,6 +196,7 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     if y.size == 0:
         raise ValueError("`ydata` must not be empty!")
     if sigma is not None:
+        sigma = check.expand_scalar_sigma(sigma, y.shape[0])
         check.check_sigma_shape(sigma, y.shape[0])
     x, y, sigma = _apply_nan_policy(x, y, sigma, nan_policy, check_finite)
 
@@ -219,6 +230,10 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
                  else y.shape[0] >= FUSED_MIN_POINTS and not sigma_is_matrix)
 
     choice = _dispatch.choose(backend)
+    if no_x and choice.source == _dispatch.DEFAULT_RULE:
+        # Only Python can call f with None; an explicit backend is tried (and falls back).
+        choice = _dispatch.BackendChoice(requested="numpy", backend="numpy",
+                                         source="xdata=None (f is called with None)")
     # Exact derivatives of a user's model, generated from its source, for the engines that
     # take point functions (numba): with them numba runs every size on its fused pass.
     exact, exact_reason = None, None
@@ -355,6 +370,25 @@ def _common_call(f, xdata, ydata, p0, backend):
     if not np.isfinite(pcov).all():
         return None
     return np.array(params, dtype=np.float64), pcov * (float(chi2) / (n_points - n_params))
+
+
+def _without_x(f, n_points):
+    """``(model, x)`` for ``xdata=None``: a model ``model(x, *p) = f(None, *p)`` and x the
+    point indices."""
+    def model(x, *params):
+        return f(None, *params)
+
+    model.__name__ = getattr(f, "__name__", "model")
+    model.__signature__ = inspect.signature(f) if _has_signature(f) else None
+    return model, np.arange(float(n_points))
+
+
+def _has_signature(f) -> bool:
+    try:
+        inspect.signature(f)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _solver_options(kwargs) -> dict:

@@ -164,6 +164,14 @@ def first_nonfinite(array: np.ndarray, name: str) -> str:
             f"(first at index {where}: {array[index]})")
 
 
+def expand_scalar_sigma(sigma, n_points: int):
+    """A scalar (or one-element) sigma as the same standard deviation for every point, as
+    scipy takes it; any other sigma unchanged."""
+    if np.ndim(sigma) <= 1 and np.size(sigma) == 1 and n_points != 1:
+        return np.full(n_points, as_float_array(sigma, "sigma").reshape(-1)[0])
+    return sigma
+
+
 def check_sigma_shape(sigma, n_points: int) -> None:
     shape = as_float_array(sigma, "sigma").shape
     if shape not in ((n_points,), (n_points, n_points)):

@@ -50,7 +50,10 @@ def scipy_fit(**kwargs):
     {"sigma": np.diag(SIGMA ** 2)},
     {"bounds": ([0, 0, -1], [10, 10, 1])},
     {"bounds": optimize.Bounds([0, 0, -1], [10, 10, 1])},
-], ids=["plain", "sigma", "absolute-sigma", "covariance-sigma", "bounds", "Bounds"])
+    {"sigma": 0.05},
+    {"sigma": np.array([0.05]), "absolute_sigma": True},
+], ids=["plain", "sigma", "absolute-sigma", "covariance-sigma", "bounds", "Bounds",
+        "scalar-sigma", "one-element-sigma"])
 def test_same_result_as_scipy(backend, options):
     expected_popt, expected_pcov = scipy_fit(**options)
     popt, pcov = autofit.curve_fit(model_for(backend), X, Y, p0=P0, backend=backend,
@@ -178,3 +181,29 @@ def test_jax_recompiles_neither_for_new_values_nor_within_a_bucket():
     assert lm.lm_solve.jitted._cache_size() == compiled, "jax recompiled lm_solve"
     autofit.curve_fit(jax_decay, X[:20], Y[:20], p0=P0, backend="jax")  # bucket 24: compiles
     assert lm.lm_solve.jitted._cache_size() == compiled + 1
+
+
+def test_xdata_none_calls_the_model_with_none_as_scipy_does():
+    seen = []
+
+    def no_x(x, a, b, c):  # a model over a grid of its own
+        seen.append(x)
+        return decay(X, a, b, c)
+
+    expected, _ = scipy_fit()
+    popt, _, info, _, _ = autofit.curve_fit(no_x, None, Y, p0=P0, full_output=True)
+    np.testing.assert_allclose(popt, expected, rtol=1e-7)
+    assert all(x is None for x in seen) and seen
+    assert info["backend"] == "numpy" and "xdata=None" in info["backend_reason"]
+
+
+def test_args_keyword_is_a_value_error_as_in_scipy():
+    with pytest.raises(ValueError, match="'args' is not a supported keyword argument"):
+        optimize.curve_fit(decay, X, Y, p0=P0, args=(1.0,))
+    with pytest.raises(ValueError, match="'args' is not a supported keyword argument"):
+        autofit.curve_fit(decay, X, Y, p0=P0, args=(1.0,))
+
+
+def test_sigma_of_another_length_is_still_refused():
+    with pytest.raises(ValueError, match="sigma has shape"):
+        autofit.curve_fit(decay, X, Y, p0=P0, sigma=np.full(3, 0.1))
