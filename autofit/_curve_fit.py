@@ -220,6 +220,7 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         weights, sigma_is_matrix = np.ones(1), False
     else:
         weights, sigma_is_matrix = check.check_sigma(sigma, y.shape[0])
+    check.check_data_scale(y, weights)
     max_nfev = options.pop("max_nfev") or default_max_nfev(n_params)
     if fused not in (None, True, False):
         raise ValueError(f"fused must be None, True or False, got {fused!r}")
@@ -352,6 +353,9 @@ def _common_call(f, xdata, ydata, p0, backend):
             or not math.isfinite(xdata.sum()) or not math.isfinite(ydata.sum())
             or check.fixed_parameter_count(f) not in (None, n_params)):
         return None
+    magnitude = float(np.max(np.abs(ydata)))
+    if magnitude > check.LARGEST_DATA or 0.0 < magnitude < check.SMALLEST_DATA:
+        return None  # the general path says why it cannot fit this
     choice = _dispatch.choose(backend)
     host = _dispatch.host_of(choice.requested)
     if choice.requested not in _large.POINT_FUNCTION_BACKENDS or host is None:

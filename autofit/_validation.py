@@ -172,6 +172,30 @@ def expand_scalar_sigma(sigma, n_points: int):
     return sigma
 
 
+# Weighted data beyond these magnitudes cannot be fitted in float64 by sums of squares: χ²
+# and the Gauss-Newton matrix overflow above ~1e154 per point and underflow below ~1e-154.
+LARGEST_DATA = 1e140
+SMALLEST_DATA = 1e-140
+
+
+def check_data_scale(y, weights) -> None:
+    """Refuse data whose weighted magnitude puts χ² outside float64's range, naming the
+    scale and the fix (fitting on would end with a misleading status, or at p0)."""
+    with np.errstate(all="ignore"):
+        weighted = np.abs(weights @ y if weights.ndim == 2 else weights * y)
+    # Non-finite values are the finiteness checks' business (check_finite=False lets the
+    # solver report them); the scale is that of the finite data.
+    weighted = weighted[np.isfinite(weighted)]
+    magnitude = float(np.max(weighted)) if weighted.size else 0.0
+    if magnitude > LARGEST_DATA or 0.0 < magnitude < SMALLEST_DATA:
+        factor = 10.0 ** round(np.log10(magnitude))
+        raise ValueError(
+            f"ydata (divided by sigma) reaches {magnitude:.3g}: its squares, and χ², are "
+            f"outside float64's range (1e-308 to 1e308). Rescale the data: fit ydata / "
+            f"{factor:.0e} (and sigma / {factor:.0e}) with the model's scale parameters "
+            f"divided by {factor:.0e}, then multiply them back")
+
+
 def check_sigma_shape(sigma, n_points: int) -> None:
     shape = as_float_array(sigma, "sigma").shape
     if shape not in ((n_points,), (n_points, n_points)):

@@ -364,7 +364,7 @@ def test_p0_outside_bounds_is_infeasible(p0, bounds, shown):
 # sigma
 # --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(19,), (21,), (), (20, 19), (20, 20, 1), (1, 20)])
+@pytest.mark.parametrize("shape", [(19,), (21,), (20, 19), (20, 20, 1), (1, 20)])
 def test_sigma_wrong_shape_raises(shape):
     with pytest.raises(ValueError, match=rf"sigma has shape {re.escape(str(shape))}, but ydata "
                                          r"has 20 points: give sigma of shape \(20,\).*"
@@ -413,11 +413,20 @@ def test_sigma_non_numeric_raises_type_error():
         fit(sigma=np.ones(20) + 0j)
 
 
-@pytest.mark.parametrize("sigma", [np.ones(5), 2.0, np.ones((20, 1))],
-                         ids=["short", "scalar", "column"])
+@pytest.mark.parametrize("sigma", [np.ones(5), np.ones((20, 1))], ids=["short", "column"])
 def test_sigma_wrong_shape_with_nan_policy_omit_raises_value_error(sigma):
     with pytest.raises(ValueError, match="sigma has shape"):
         fit(ydata=with_value(Y, 3, np.nan), sigma=sigma, nan_policy="omit")
+
+
+def test_scalar_sigma_with_nan_policy_omit_weights_every_kept_point_alike():
+    # scipy reads a scalar sigma as every point's standard deviation; the omitted point
+    # must not shift which sigma the kept points get.
+    ydata = with_value(Y, 3, np.nan)
+    popt_scalar, pcov_scalar = fit(ydata=ydata, sigma=2.0, nan_policy="omit")
+    popt_full, pcov_full = fit(ydata=ydata, sigma=np.full(20, 2.0), nan_policy="omit")
+    np.testing.assert_allclose(popt_scalar, popt_full, rtol=1e-10)
+    np.testing.assert_allclose(pcov_scalar, pcov_full, rtol=1e-8)
 
 
 # --------------------------------------------------------------------------------------

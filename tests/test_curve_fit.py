@@ -207,3 +207,20 @@ def test_args_keyword_is_a_value_error_as_in_scipy():
 def test_sigma_of_another_length_is_still_refused():
     with pytest.raises(ValueError, match="sigma has shape"):
         autofit.curve_fit(decay, X, Y, p0=P0, sigma=np.full(3, 0.1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scale", [1e-100, 1e-30, 1e30, 1e100])
+def test_data_of_any_magnitude_in_range_fits_as_at_unit_scale(backend, scale):
+    # The xtol test is relative to the scaled parameters (MINPACK's): an absolute floor
+    # stopped fits of data ~1e-30 after two steps, at the fourth digit.
+    clean = decay(X, 2.5, 1.3, 0.5)
+    popt, _ = autofit.curve_fit(model_for(backend), X, clean * scale,
+                                p0=[scale, 1.0, 0.5 * scale], backend=backend)
+    np.testing.assert_allclose(popt / [scale, 1.0, scale], [2.5, 1.3, 0.5], rtol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 1e160])
+def test_data_beyond_float64_squares_is_refused_with_the_scale_and_the_fix(scale):
+    with pytest.raises(ValueError, match=r"reaches .*e[+-]\d+.*Rescale the data"):
+        autofit.curve_fit(decay, X, Y * scale, p0=[scale, 1.0, scale])

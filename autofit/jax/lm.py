@@ -310,7 +310,7 @@ def _lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
         predicted_reduction = predicted / s.chi2
         f_converged = ((actual_reduction <= ftol_used) & (predicted_reduction <= ftol_used)
                        & (ratio <= 2.0))
-        x_converged = step_norm <= xtol * (params_norm + xtol)
+        x_converged = step_norm <= xtol * params_norm
         accepted_status = jnp.where(
             f_converged & x_converged, CONVERGED_FTOL_XTOL,
             jnp.where(f_converged, CONVERGED_FTOL,

@@ -481,7 +481,7 @@ def lm_solve_2d(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper
             growth = 2.0
             f_converged = (actual_reduction <= ftol_used and predicted_reduction <= ftol_used
                            and ratio <= 2.0)
-            x_converged = step_norm <= xtol * (params_norm + xtol)
+            x_converged = step_norm <= xtol * params_norm
             if f_converged and x_converged:
                 status = CONVERGED_FTOL_XTOL
             elif f_converged:
