@@ -17,7 +17,7 @@ import numpy as np
 from autofit import _checkpoint, _codes, _dispatch, _distributed, _forward_mode, _progress
 from autofit._dispatch import BackendCannotRun
 from autofit._status import Status
-from autofit._validation import as_float_array, count_parameters
+from autofit._validation import as_float_array, check_f_scale, check_loss, count_parameters
 from autofit.models import Model
 
 DEFAULT_TOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-5}
@@ -128,7 +128,8 @@ class BatchResult:
 def fit_batch(model, x, y, p0=None, *, sigma=None, bounds=None, fixed=None, estimator="lse",
               max_iter=None, tol=None, jac=None, backend=None, strict=None, device=None,
               dtype=None, absolute_sigma=False, covariance=True, progress=None,
-              checkpoint=None, chunk_size=None, scheduler=None) -> BatchResult:
+              checkpoint=None, chunk_size=None, scheduler=None, loss="linear",
+              f_scale=1.0) -> BatchResult:
     """Fit one model to many curves at once: one independent fit per curve.
 
     Parameters
@@ -157,6 +158,16 @@ def fit_batch(model, x, y, p0=None, *, sigma=None, bounds=None, fixed=None, esti
         Parameters held at p0 (Gpufit's ``parameters_to_fit``, inverted).
     estimator : {"lse", "mle"}
         Weighted least squares, or Poisson maximum likelihood (``y`` are counts).
+    loss : {"linear", "soft_l1", "huber", "cauchy", "arctan"}
+        A robust loss for least squares, as in :func:`scipy.optimize.least_squares`: each
+        fit minimises ``Σ f_scale² rho(((y - f) / (sigma f_scale))²)``, so that outliers
+        (hot pixels, cosmic rays, saturated points) pull on the fit far less than in least
+        squares. ``chi2`` is that sum; the covariance follows ``scipy.optimize.curve_fit``
+        (the inverse of ``Jᵀ diag(rho' + 2 rho'' z) J``, scaled by ``chi2 / dof`` unless
+        ``absolute_sigma``). Not with ``estimator="mle"``.
+    f_scale : float or (...,) array
+        The residual (in units of sigma) where the robust loss bends: one for all fits or
+        one per fit (the leading shape of ``y``). Default 1.
     max_iter : int, optional
         Iterations per fit (model passes, accepted or not); default 200.
     tol : float, optional
@@ -229,9 +240,10 @@ def fit_batch(model, x, y, p0=None, *, sigma=None, bounds=None, fixed=None, esti
                                 backend=backend, strict=strict, device=device, dtype=dtype,
                                 absolute_sigma=absolute_sigma, covariance=covariance,
                                 progress=progress, checkpoint=checkpoint,
-                                chunk_size=chunk_size, scheduler=scheduler)
+                                chunk_size=chunk_size, scheduler=scheduler, loss=loss,
+                                f_scale=f_scale)
     problem = _Problem.build(model, x, y, p0, sigma, bounds, fixed, estimator, max_iter, tol,
-                             jac, dtype)
+                             jac, dtype, loss=loss, f_scale=f_scale)
     device = _choose_device(device)
     choice = _dispatch.choose(backend)
     return _solve(problem, choice, device, strict, absolute_sigma, covariance,
@@ -319,10 +331,12 @@ class _Problem:
     max_iter: int
     jac: str | None
     dtype: np.dtype
+    loss: str = "linear"
+    f_scale: np.ndarray | float = 1.0  # (n_fits,) or a scalar; folded into the weights
 
     @classmethod
     def build(cls, model, x, y, p0, sigma, bounds, fixed, estimator, max_iter, tol, jac,
-              dtype):
+              dtype, loss="linear", f_scale=1.0):
         if not callable(model):
             raise TypeError(f"model must be callable f(x, *params) or an autofit model, got "
                             f"{type(model).__name__}")
@@ -330,6 +344,7 @@ class _Problem:
         if dtype not in DEFAULT_TOL:
             raise ValueError(f"dtype must be float64 or float32, got {dtype}")
         estimator_code = _estimator_code(estimator)
+        loss, estimator_code = check_loss(loss, estimator_code, allow_callable=False)
         y = as_float_array(y, "y")
         if y.ndim == 0 or y.shape[-1] == 0 or y.size == 0:
             raise ValueError(f"y must have shape (..., n_points) with n_points >= 1, got "
@@ -343,6 +358,10 @@ class _Problem:
         lower, upper = _bounds(bounds, leading, n_params)
         free = _fixed_mask(fixed, n_params, param_names)
         weights = _weights(sigma, leading, n_points, estimator_code)
+        f_scale = check_f_scale(f_scale, leading)
+        if loss != "linear":
+            # rho on (r / f_scale)²: the kernels take f_scale 1 with the weights divided.
+            weights = weights / (f_scale if np.ndim(f_scale) == 0 else f_scale[:, None])
         if not np.any(free):
             raise ValueError("every parameter is fixed; leave at least one free")
         if max_iter is None:
@@ -366,7 +385,7 @@ class _Problem:
 
         return cls(model, n_params, param_names, leading, cast(x), cast(y), cast(weights),
                    cast(p0), cast(lower), cast(upper), free, estimator_code, tol,
-                   int(max_iter), jac, dtype)
+                   int(max_iter), jac, dtype, loss, f_scale)
 
     @property
     def n_fits(self) -> int:
@@ -384,10 +403,19 @@ class _Problem:
         params, chi2, n_iter, status, cov = outputs
         n_used = np.count_nonzero(np.broadcast_to(self.weights != 0, self.y.shape), axis=1)
         dof = n_used - np.count_nonzero(self.free)
-        if self.estimator == _codes.ESTIMATOR_LSE and not absolute_sigma:
+        robust = self.loss != "linear"
+        if self.estimator != _codes.ESTIMATOR_MLE and not absolute_sigma:
+            # (robust: the kernels' chi2 and covariance are in units of f_scale², which
+            # cancel here, as in scipy's curve_fit)
             with np.errstate(divide="ignore", invalid="ignore"):
                 factor = np.where(dof > 0, chi2 / dof, np.inf)
             cov = cov * (factor[:, None, None] if cov.ndim == 3 else factor[:, None])
+        elif robust:
+            squared = np.broadcast_to(np.asarray(self.f_scale, dtype=cov.dtype) ** 2,
+                                      chi2.shape)
+            cov = cov / (squared[:, None, None] if cov.ndim == 3 else squared[:, None])
+        if robust:
+            chi2 = chi2 * np.asarray(self.f_scale, dtype=chi2.dtype) ** 2
         # Without keep_covariance, _run kept each covariance's diagonal only.
         diagonal = np.diagonal(cov, axis1=1, axis2=2) if cov.ndim == 3 else cov
         with np.errstate(invalid="ignore"):
@@ -404,7 +432,8 @@ class _Problem:
                              if not free],
                    "bounds": bool(np.isfinite(self.lower).any()
                                   or np.isfinite(self.upper).any()),
-                   "n_points": int(self.y.shape[1]), "covariance_kept": bool(keep_covariance)}
+                   "n_points": int(self.y.shape[1]), "covariance_kept": bool(keep_covariance),
+                   "loss": self.loss}
         return BatchResult(
             params=params.reshape(shape + (self.n_params,)),
             errors=errors.reshape(shape + (self.n_params,)),

@@ -249,7 +249,24 @@ def _lm_batch(name, n_points):
     width_cap = (unbounded[0], np.array([[np.inf, np.inf, 1.6, np.inf]]))
     at_cap = p0.copy()
     at_cap[:, 2] = 1.6
-    return [
+    # Robust losses: hot pixels and cosmic rays (a few points of every fit off by several
+    # amplitudes), f_scale 0.05 folded into the weights as fit_batch does.
+    spiked = y.copy()
+    for fit in range(n_fits):
+        where = rng.choice(n, size=max(1, n // 12), replace=False)
+        spiked[fit, where] += rng.choice([-1.0, 1.0], size=where.size) * rng.uniform(
+            1.0, 3.0, size=where.size)
+    spiked[3, n // 2] = np.nan
+    robust_weights = weights / 0.05
+    robust = [Case(f"{loss}-analytic", args(analytic, spiked, p0, unbounded, free, code,
+                                            robust_weights), exact)
+              for loss, code in _codes.ROBUST_LOSSES.items()]
+    robust.append(Case("soft_l1-forward", args(forward, spiked, p0, unbounded, free,
+                                               _codes.ESTIMATOR_SOFT_L1, robust_weights), fd))
+    robust.append(Case("cauchy-bounded-per-fit", args(analytic, spiked, clip, per_fit, free,
+                                                      _codes.ESTIMATOR_CAUCHY,
+                                                      robust_weights), exact))
+    return robust + [
         Case("lse-analytic", args(analytic, y, p0, unbounded, free, lse), exact),
         Case("lse-forward", args(forward, y, p0, unbounded, free, lse), fd),
         Case("lse-bounded-per-fit", args(analytic, y, clip, per_fit, free, lse), exact),

@@ -34,6 +34,14 @@ JAC_AUTODIFF = 3
 # Estimators of the batched solver.
 ESTIMATOR_LSE = 0  # weighted least squares, chi2 = sum (w (y - f))^2
 ESTIMATOR_MLE = 1  # Poisson maximum likelihood, chi2 = 2 sum (f - y - y log(f / y))
+# Robust least squares (M-estimators): chi2 = sum rho(z), z = (w (y - f))^2, with scipy's
+# least_squares losses at f_scale 1 (the caller divides the weights by f_scale).
+ESTIMATOR_SOFT_L1 = 2  # rho = 2 (sqrt(1 + z) - 1)
+ESTIMATOR_HUBER = 3    # rho = z (z <= 1), 2 sqrt(z) - 1 (z > 1)
+ESTIMATOR_CAUCHY = 4   # rho = log(1 + z)
+ESTIMATOR_ARCTAN = 5   # rho = arctan(z)
+ROBUST_LOSSES = {"soft_l1": ESTIMATOR_SOFT_L1, "huber": ESTIMATOR_HUBER,
+                 "cauchy": ESTIMATOR_CAUCHY, "arctan": ESTIMATOR_ARCTAN}
 
 # Levenberg-Marquardt tuning, one definition for the three lm.py files.
 EPS = 2.220446049250313e-16  # float64 machine epsilon

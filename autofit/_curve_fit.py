@@ -51,7 +51,7 @@ _CHECK_SAMPLE = 1000
 DEFAULT_FTOL = 1e-15
 DEFAULT_XTOL = 1e-15
 DEFAULT_GTOL = 1e-15
-_SOLVER_KEYWORDS = ("ftol", "xtol", "gtol", "maxfev", "max_nfev")
+_SOLVER_KEYWORDS = ("ftol", "xtol", "gtol", "maxfev", "max_nfev", "loss", "f_scale")
 _METHODS = ("lm", "trf", "dogbox")
 
 
@@ -167,6 +167,7 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         raise ValueError("'args' is not a supported keyword argument: give f the extra "
                          "arguments itself (functools.partial or a closure)")
     options = _solver_options(kwargs)
+    loss, f_scale = options.pop("loss"), options.pop("f_scale")
     if method is not None and method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS} (all run autofit's bounded LM) "
                          f"or None, got {method!r}")
@@ -222,6 +223,14 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         weights, sigma_is_matrix = check.check_sigma(sigma, y.shape[0])
     check.check_data_scale(y, weights)
     max_nfev = options.pop("max_nfev") or default_max_nfev(n_params)
+    if loss != "linear":
+        if sigma_is_matrix:
+            raise ValueError(f"loss={loss!r} takes sigma as standard deviations (n_points,); "
+                             "a covariance matrix couples the residuals the loss weighs one "
+                             "by one: pass 1-D sigma, or loss='linear'")
+        fit, choice = _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options,
+                              max_nfev, backend, strict, check.is_unbounded(bounds))
+        return _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev)
     if fused not in (None, True, False):
         raise ValueError(f"fused must be None, True or False, got {fused!r}")
     if fused and sigma_is_matrix:
@@ -376,6 +385,59 @@ def _common_call(f, xdata, ydata, p0, backend):
     return np.array(params, dtype=np.float64), pcov * (float(chi2) / (n_points - n_params))
 
 
+def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_nfev,
+            backend, strict, unbounded):
+    """A fit with a robust loss, by the batched solver with one fit (``lm_batch`` carries
+    the losses on every engine); its result as ``_finish`` takes it.
+
+    The batch's tolerance is the looser of ftol and xtol (not below 1e-13: its stopping
+    tests are relative changes of the robust cost), its iteration budget max_nfev. A
+    callable loss or jac runs on the NumPy reference engine, which calls them.
+    """
+    from autofit import _batch
+    from autofit.original.batch import lm_batch
+
+    tol = max(min(options["ftol"], options["xtol"]), 1e-13)
+    max_iter = int(min(max_nfev, 100_000))
+    if callable(loss) or callable(jac):
+        f_scale = check.check_f_scale(f_scale, ())
+        choice = _dispatch.choose(backend)
+        reason = "a callable loss" if callable(loss) else "a callable jac"
+        choice = _dispatch.BackendChoice(requested="numpy", backend="numpy",
+                                         source=f"{reason} with a robust loss (the NumPy "
+                                                f"engine calls it; asked for "
+                                                f"{choice.requested!r})")
+        prepared = _adapters.prepare("numpy", f, p0.shape[0], jac)
+        estimator = (loss if callable(loss) else _codes.ROBUST_LOSSES[loss])
+        weights = (np.ones(y.shape[0]) if sigma is None
+                   else check.check_sigma(sigma, y.shape[0])[0]) / f_scale
+        params, chi2, n_iter, status, covariance = lm_batch(
+            prepared.model, prepared.jacobian, prepared.jac_method, x.reshape(1, -1,
+                                                                              y.shape[0]),
+            y[None], weights[None], p0[None], lower[None], upper[None],
+            np.ones(p0.shape[0], dtype=bool), estimator, tol, max_iter)
+        params, chi2, status = params[0], chi2[0] * f_scale ** 2, int(status[0])
+        covariance, n_iter = covariance[0] / f_scale ** 2, int(n_iter[0])
+    else:
+        result = _batch.fit_batch(
+            f, x, y, p0, sigma=sigma, bounds=None if unbounded else (lower, upper),
+            loss=loss, f_scale=f_scale, tol=tol, max_iter=max_iter,
+            jac="2-point" if jac in ("2-point", "3-point") else None, backend=backend,
+            strict=strict, absolute_sigma=True, progress=False)
+        choice = _dispatch.BackendChoice(requested=result.backend, backend=result.backend,
+                                         source=result.backend_reason)
+        params, chi2, status = result.params, float(result.chi2), int(result.status)
+        covariance, n_iter = result.covariance, int(result.n_iter)
+    fitted = _adapters.prepare("numpy", f, p0.shape[0], None).model(x, params)
+    weights = 1.0 if sigma is None else 1.0 / np.asarray(sigma, dtype=np.float64)
+    singular = status == _codes.SINGULAR and np.isfinite(chi2)
+    return {"params": np.array(params, dtype=np.float64), "chi2": float(chi2),
+            "status": Status(_codes.MACHINE_PRECISION if singular else status),
+            "nfev": n_iter + 1, "nit": n_iter,
+            "pcov": np.array(covariance, dtype=np.float64), "rank": p0.shape[0],
+            "fvec": weights * (fitted - y)}, choice
+
+
 def _without_x(f, n_points):
     """``(model, x)`` for ``xdata=None``: a model ``model(x, *p) = f(None, *p)`` and x the
     point indices."""
@@ -402,7 +464,12 @@ def _solver_options(kwargs) -> dict:
                         f"autofit's solver takes {list(_SOLVER_KEYWORDS)}")
     if "maxfev" in kwargs and "max_nfev" in kwargs:
         raise TypeError("give maxfev or max_nfev, not both")
-    options = {"ftol": DEFAULT_FTOL, "xtol": DEFAULT_XTOL, "gtol": DEFAULT_GTOL}
+    options = {"ftol": DEFAULT_FTOL, "xtol": DEFAULT_XTOL, "gtol": DEFAULT_GTOL,
+               "loss": kwargs.get("loss", "linear"), "f_scale": kwargs.get("f_scale", 1.0)}
+    if not callable(options["loss"]):
+        options["loss"] = check.check_loss(options["loss"], _codes.ESTIMATOR_LSE,
+                                           allow_callable=True)[0]
+    check.check_f_scale(options["f_scale"], ())
     for name in ("ftol", "xtol", "gtol"):
         if name in kwargs:
             value = kwargs[name]

@@ -48,7 +48,7 @@ def is_dask_call(scheduler, x, y, p0, sigma, bounds) -> bool:
 
 def fit(model, x, y, p0, *, sigma, bounds, fixed, estimator, max_iter, tol, jac, backend,
         strict, device, dtype, absolute_sigma, covariance, progress, checkpoint, chunk_size,
-        scheduler):
+        scheduler, loss="linear", f_scale=1.0):
     """``fit_batch`` with dask arguments or a scheduler (see its docstring)."""
     if importlib.util.find_spec("dask") is None:
         raise ImportError("dask arrays or scheduler= need dask; install it with: pip install "
@@ -58,6 +58,9 @@ def fit(model, x, y, p0, *, sigma, bounds, fixed, estimator, max_iter, tol, jac,
 
     from autofit import _batch
 
+    if np.ndim(f_scale) != 0:
+        raise ValueError("with dask, f_scale must be one number for every fit; give "
+                         "per-fit f_scale with in-memory arrays, or fold it into sigma")
     client, owned = _scheduler(scheduler)
     try:
         device = _batch._choose_device(device)
@@ -72,7 +75,7 @@ def fit(model, x, y, p0, *, sigma, bounds, fixed, estimator, max_iter, tol, jac,
         settings = {"fixed": fixed, "estimator": estimator, "max_iter": max_iter, "tol": tol,
                     "jac": jac, "dtype": dtype, "choice": choice, "device": device,
                     "strict": strict, "absolute_sigma": absolute_sigma,
-                    "covariance": covariance}
+                    "covariance": covariance, "loss": loss, "f_scale": f_scale}
         # Arguments and options are checked on the first curve here, before work is sent.
         _build(model, *blocks.first_curve(), settings)
         store = None
@@ -140,6 +143,7 @@ def _options(settings) -> dict:
                                   else settings["dtype"])),
             "backend": settings["choice"].requested, "device": settings["device"],
             "absolute_sigma": bool(settings["absolute_sigma"]),
+            "loss": str(settings["loss"]), "f_scale": float(settings["f_scale"]),
             "covariance": bool(settings["covariance"])}
 
 
@@ -256,7 +260,8 @@ def _build(model, x, y, p0, sigma, lower, upper, settings):
     return _batch._Problem.build(model, x, y, p0, sigma,
                                  None if lower is None else (lower, upper), settings["fixed"],
                                  settings["estimator"], settings["max_iter"], settings["tol"],
-                                 settings["jac"], settings["dtype"])
+                                 settings["jac"], settings["dtype"],
+                                 loss=settings["loss"], f_scale=settings["f_scale"])
 
 
 def _split(result, leading):

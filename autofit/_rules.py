@@ -6,10 +6,16 @@ so that ``lm_batch`` and ``lm_fused`` on every engine end a fit by one rule. The
 test ``tests/test_rules.py`` holds the two forms to each other on every combination.
 """
 
+import math
+
 from autofit._codes import (
     CONVERGED_FTOL,
     CONVERGED_FTOL_XTOL,
     CONVERGED_XTOL,
+    ESTIMATOR_ARCTAN,
+    ESTIMATOR_CAUCHY,
+    ESTIMATOR_HUBER,
+    ESTIMATOR_SOFT_L1,
     RUNNING,
 )
 
@@ -44,3 +50,86 @@ def trial_status_where(where, accepted, small_reduction, small_step, zero_chi2):
                  where(accepted & zero_chi2, CONVERGED_FTOL,
                        where(small_step, CONVERGED_XTOL,
                              where(small_reduction, CONVERGED_FTOL, RUNNING))))
+
+
+# Below this z the series of rho(z) / z is exact in float64 (its next term is < eps).
+_SERIES_Z = 1e-8
+
+
+def robust_loss(z, estimator):
+    """A robust loss at one point: ``(rho, rho1, rho2, root)``.
+
+    ``rho``, its first and second derivatives in z (scipy's ``least_squares`` losses at
+    ``f_scale`` 1; z = r², r the weighted residual) and ``root = sqrt(rho / z)`` (1 at
+    z = 0). The solver fits the square-root residuals ``s = r root`` by least squares:
+    ``Σ s² = Σ rho`` is the robust cost, and its Gauss-Newton model has the gradient
+    ``Σ rho1 r J`` of the robust cost and the matrix ``Σ (rho1 / root)² J Jᵀ``
+    (``ds/dr = rho1 / root``), which is positive semi-definite for every loss: the same LM
+    steps, geodesic acceleration included, then minimise any loss. The covariance uses
+    scipy's matrix ``Σ max(rho1 + 2 rho2 z, eps) J Jᵀ`` (Triggs' correction).
+    """
+    if estimator == ESTIMATOR_SOFT_L1:
+        t = 1.0 + z
+        root_t = math.sqrt(t)
+        ratio = 2.0 / (root_t + 1.0)  # rho / z, without 2 (sqrt(1 + z) - 1)'s cancellation
+        rho = ratio * z
+        rho1 = 1.0 / root_t
+        rho2 = -0.5 / (t * root_t)
+    elif estimator == ESTIMATOR_HUBER:
+        if z <= 1.0:
+            rho, rho1, rho2, ratio = z, 1.0, 0.0, 1.0
+        else:
+            root_z = math.sqrt(z)
+            rho = 2.0 * root_z - 1.0
+            rho1 = 1.0 / root_z
+            rho2 = -0.5 / (z * root_z)
+            ratio = rho / z
+    elif estimator == ESTIMATOR_CAUCHY:
+        rho = math.log1p(z)
+        rho1 = 1.0 / (1.0 + z)
+        rho2 = -rho1 * rho1
+        ratio = 1.0 - 0.5 * z if z < _SERIES_Z else rho / z
+    elif estimator == ESTIMATOR_ARCTAN:
+        rho = math.atan(z)
+        rho1 = 1.0 / (1.0 + z * z)
+        rho2 = -2.0 * z * rho1 * rho1
+        ratio = 1.0 - z * z / 3.0 if z < _SERIES_Z else rho / z
+    else:  # least squares
+        rho, rho1, rho2, ratio = z, 1.0, 0.0, 1.0
+    return rho, rho1, rho2, math.sqrt(ratio)
+
+
+def robust_loss_where(xp, z, estimator):
+    """:func:`robust_loss` on an array of z (``xp`` = ``numpy`` or ``jax.numpy``), for one
+    estimator code (a Python int: the branch is chosen once), or (NumPy) a user's loss
+    ``rho(z) -> (3, n)`` as :func:`scipy.optimize.least_squares` takes it."""
+    if callable(estimator):
+        rho, rho1, rho2 = (xp.asarray(v, dtype=xp.float64) for v in estimator(z))
+        positive = z > 0.0
+        ratio = xp.where(positive, rho / xp.where(positive, z, 1.0), rho1)
+        return rho, rho1, rho2, xp.sqrt(xp.maximum(ratio, 0.0))
+    if estimator == ESTIMATOR_SOFT_L1:
+        root_t = xp.sqrt(1.0 + z)
+        ratio = 2.0 / (root_t + 1.0)
+        return ratio * z, 1.0 / root_t, -0.5 / ((1.0 + z) * root_t), xp.sqrt(ratio)
+    if estimator == ESTIMATOR_HUBER:
+        inside = z <= 1.0
+        root_z = xp.sqrt(xp.where(inside, 1.0, z))
+        rho = xp.where(inside, z, 2.0 * root_z - 1.0)
+        return (rho, xp.where(inside, 1.0, 1.0 / root_z),
+                xp.where(inside, 0.0, -0.5 / (root_z ** 3)),
+                xp.sqrt(xp.where(inside, 1.0, rho / root_z ** 2)))
+    small = z < _SERIES_Z
+    safe_z = xp.where(small, 1.0, z)
+    if estimator == ESTIMATOR_CAUCHY:
+        rho = xp.log1p(z)
+        rho1 = 1.0 / (1.0 + z)
+        ratio = xp.where(small, 1.0 - 0.5 * z, xp.log1p(safe_z) / safe_z)
+        return rho, rho1, -rho1 * rho1, xp.sqrt(ratio)
+    if estimator == ESTIMATOR_ARCTAN:
+        rho = xp.arctan(z)
+        rho1 = 1.0 / (1.0 + z * z)
+        ratio = xp.where(small, 1.0 - z * z / 3.0, xp.arctan(safe_z) / safe_z)
+        return rho, rho1, -2.0 * z * rho1 * rho1, xp.sqrt(ratio)
+    one = xp.ones_like(z)
+    return z, one, 0.0 * z, one

@@ -11,6 +11,8 @@ import weakref
 
 import numpy as np
 
+from autofit import _codes
+
 
 def as_float_array(value, name: str) -> np.ndarray:
     """``value`` as a float64 array; TypeError naming ``name`` if it is not numeric."""
@@ -229,3 +231,37 @@ def check_sigma(sigma, n_points: int) -> tuple[np.ndarray, bool]:
     raise ValueError(f"sigma has shape {sigma.shape}, but ydata has {n_points} points: give "
                      f"sigma of shape ({n_points},) (standard deviations) or "
                      f"({n_points}, {n_points}) (a covariance matrix)")
+
+
+def check_loss(loss, estimator_code: int, allow_callable: bool):
+    """``(loss, estimator code)`` for a ``loss=`` argument: 'linear' keeps the estimator,
+    a robust loss's name gives its code (a callable, where allowed, is its own code)."""
+    if callable(loss) and allow_callable:
+        code = loss
+    elif isinstance(loss, str) and (loss == "linear" or loss in _codes.ROBUST_LOSSES):
+        code = estimator_code if loss == "linear" else _codes.ROBUST_LOSSES[loss]
+    else:
+        names = ("linear", *_codes.ROBUST_LOSSES)
+        extra = (" or a callable rho(z) -> (3, n) as in scipy.optimize.least_squares"
+                 if allow_callable else " (a callable loss runs in curve_fit, on NumPy)")
+        raise ValueError(f"loss must be one of {names}{extra}, got {loss!r}")
+    if loss != "linear" and estimator_code == _codes.ESTIMATOR_MLE:
+        raise ValueError(f"loss={loss!r} is a robust loss for least squares; Poisson "
+                         "maximum likelihood (estimator='mle') has its own: drop loss, or "
+                         "use estimator='lse'")
+    return ("callable" if callable(loss) else loss), code
+
+
+def check_f_scale(f_scale, leading):
+    """f_scale as a positive float, or one per fit ``(n_fits,)`` for the leading shape."""
+    try:
+        value = np.asarray(f_scale, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"f_scale must be a positive number or an array of them, got "
+                        f"{f_scale!r}") from None
+    if value.ndim and value.shape != tuple(leading):
+        raise ValueError(f"f_scale has shape {value.shape}: give one number, or one per fit "
+                         f"(shape {tuple(leading)})")
+    if not (np.all(np.isfinite(value)) and np.all(value > 0)):
+        raise ValueError(f"f_scale must be positive and finite, got {f_scale!r}")
+    return float(value) if value.ndim == 0 else value.reshape(-1)

@@ -50,6 +50,8 @@ from autofit._codes import (
     BATCH_MIN_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
+    EPS,
+    ESTIMATOR_LSE,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
     GEODESIC_MIN_REDUCTION,
@@ -67,7 +69,7 @@ from autofit._codes import (
     TOO_FEW_POINTS,
 )
 from autofit._declarations import implements, require_jac_method
-from autofit._rules import trial_status
+from autofit._rules import robust_loss_where, trial_status
 from autofit.original.jacobians import jacobian_forward
 from autofit.original.lm import _cholesky_solve as cholesky_solve
 
@@ -102,27 +104,46 @@ def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estim
             w[counts] * y[counts] * np.log(f[counts] / y[counts]))
         g = jac.T @ (w * (y / f - 1.0))
         h = (jac * (w * y / (f * f))[:, None]).T @ jac
-    else:
+    elif estimator == ESTIMATOR_LSE:
         r = w * (y - f)
         chi2 = r @ r
         wj = jac * w[:, None]
         g = wj.T @ r
         h = wj.T @ wj
+    else:
+        # A robust loss: least squares on the square-root residuals s = r root(r²)
+        # (autofit._rules.robust_loss), whose sum of squares is Σ rho.
+        r = w * (y - f)
+        rho, rho1, _, root = robust_loss_where(np, r * r, estimator)
+        chi2 = np.sum(rho)
+        g = jac.T @ (w * rho1 * r)
+        wj = jac * (w * rho1 / root)[:, None]
+        h = wj.T @ wj
     finite = np.isfinite(chi2) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))
     return (chi2 if finite else np.inf), g, h, True
 
 
-def _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper, free, velocity,
-                  g, h):
+def _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estimator,
+                  velocity, g, h):
     """The right-hand side whose damped solve is Transtrum and Sethna's geodesic
     acceleration along ``velocity`` (least squares), from one more model evaluation at
     ``p + h v``: ``(2/h) ((g_probe - g)/h + H v)``, ``g_probe = J_w(p)ᵀ W (y - f(p + h v))``
     (the batch's signs: the step solves ``(H + λD) δ = g``); None where the probe's model is
     not finite."""
-    _, jac = _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper, free)
+    f, jac = _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper, free)
     used = w != 0.0
+    y, w = y[used], w[used]
     f_probe = model(_model_x(x), p + GEODESIC_PROBE * velocity)[used]
-    g_probe = (jac * w[used][:, None]).T @ (w[used] * (y[used] - f_probe))
+    r_probe = w * (y - f_probe)
+    if estimator == ESTIMATOR_LSE:
+        g_probe = (jac * w[:, None]).T @ r_probe
+    else:
+        # The square-root residuals at the probe, projected by their Jacobian at p.
+        r = w * (y - f)
+        _, rho1, _, root = robust_loss_where(np, r * r, estimator)
+        with np.errstate(invalid="ignore", over="ignore"):
+            root_probe = robust_loss_where(np, r_probe * r_probe, estimator)[3]
+        g_probe = (jac * (w * rho1 / root)[:, None]).T @ (r_probe * root_probe)
     if not np.all(np.isfinite(g_probe)):
         return None
     return (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE + h @ velocity)
@@ -136,13 +157,20 @@ def _worth_bending(velocity, h, scale, damping, chi2, tol):
     return predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2
 
 
-def _information(model, jacobian, jac_method, x, w, p, lower, upper, free, estimator, h):
-    """The matrix whose inverse is the covariance: H itself (LSE) or Fisher's (MLE)."""
-    if estimator != ESTIMATOR_MLE:
+def _information(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estimator,
+                 h):
+    """The matrix whose inverse is the covariance: H itself (LSE), Fisher's (MLE), or for a
+    robust loss scipy's ``Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ``."""
+    if estimator == ESTIMATOR_LSE:
         return h
     f, jac = _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper,
                                   free)
-    return (jac * (w[w != 0.0] / f)[:, None]).T @ jac
+    y, w = y[w != 0.0], w[w != 0.0]
+    if estimator == ESTIMATOR_MLE:
+        return (jac * (w / f)[:, None]).T @ jac
+    z = (w * (y - f)) ** 2
+    _, rho1, rho2, _ = robust_loss_where(np, z, estimator)
+    return (jac * (w * w * np.maximum(rho1 + 2.0 * rho2 * z, EPS))[:, None]).T @ jac
 
 
 def _damped_system(h, g, scale, damping, free):
@@ -215,7 +243,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             # The step bends along the valley: velocity + acceleration / 2, or it is refused
             # like a rejected step when the acceleration is large next to the velocity.
             second = _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper,
-                                   free, velocity, g, h)
+                                   free, estimator, velocity, g, h)
             accelerated = second is not None
             if accelerated:
                 _, second = _damped_system(h, second, scale, damping, active)
@@ -249,7 +277,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             damping *= BATCH_DAMPING_UP
             if status == RUNNING and damping > MAX_DAMPING:
                 status = MACHINE_PRECISION
-    information = _information(model, jacobian, jac_method, x, w, p, lower, upper, free,
+    information = _information(model, jacobian, jac_method, x, y, w, p, lower, upper, free,
                                estimator, h)
     covariance, ok = _invert(information, free)
     if not ok and status in CONVERGED_CODES:
