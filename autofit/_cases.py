@@ -249,23 +249,8 @@ def _lm_batch(name, n_points):
     width_cap = (unbounded[0], np.array([[np.inf, np.inf, 1.6, np.inf]]))
     at_cap = p0.copy()
     at_cap[:, 2] = 1.6
-    # Robust losses: hot pixels and cosmic rays (a few points of every fit off by several
-    # amplitudes), f_scale 0.05 folded into the weights as fit_batch does.
-    spiked = y.copy()
-    for fit in range(n_fits):
-        where = rng.choice(n, size=max(1, n // 12), replace=False)
-        spiked[fit, where] += rng.choice([-1.0, 1.0], size=where.size) * rng.uniform(
-            1.0, 3.0, size=where.size)
-    spiked[3, n // 2] = np.nan
-    robust_weights = weights / 0.05
-    robust = [Case(f"{loss}-analytic", args(analytic, spiked, p0, unbounded, free, code,
-                                            robust_weights), exact)
-              for loss, code in _codes.ROBUST_LOSSES.items()]
-    robust.append(Case("soft_l1-forward", args(forward, spiked, p0, unbounded, free,
-                                               _codes.ESTIMATOR_SOFT_L1, robust_weights), fd))
-    robust.append(Case("cauchy-bounded-per-fit", args(analytic, spiked, clip, per_fit, free,
-                                                      _codes.ESTIMATOR_CAUCHY,
-                                                      robust_weights), exact))
+    robust = _robust_batch_cases(n, truth, p0, per_fit, model, jacobian, exact, fd, tol,
+                                 max_iter)
     return robust + [
         Case("lse-analytic", args(analytic, y, p0, unbounded, free, lse), exact),
         Case("lse-forward", args(forward, y, p0, unbounded, free, lse), fd),
@@ -277,6 +262,42 @@ def _lm_batch(name, n_points):
         Case("mle-analytic", args(analytic, counts, p0_counts, unbounded, free, mle,
                                   np.ones((1, n)), tol=1e-6), exact),
     ]
+
+
+def _robust_batch_cases(n, truth, p0, per_fit, model, jacobian, exact, fd, tol, max_iter):
+    """Robust losses on hot pixels and cosmic rays: a few points of every fit off by several
+    amplitudes, f_scale 0.05 folded into the weights as fit_batch does. At least 40 points
+    (the smallest sizes would leave a spike a fit could settle on, where the covariance is
+    decided by rounding)."""
+    from autofit.original import model_gaussian
+
+    n = max(n, 40)
+    n_fits = truth.shape[0]
+    rng = np.random.default_rng(n)
+    x = x_grid("gaussian", n)
+    y = np.stack([model_gaussian(x, t) for t in truth]) + 0.03 * rng.normal(size=(n_fits, n))
+    for fit in range(n_fits):
+        where = rng.choice(n, size=n // 12, replace=False)
+        y[fit, where] += rng.choice([-1.0, 1.0], size=where.size) * rng.uniform(
+            1.0, 3.0, size=where.size)
+    y[3, n // 2] = np.nan                             # not attempted: NONFINITE_DATA
+    weights = np.full((1, n), 1.0 / 0.05)
+    unbounded = (np.full((1, 4), -np.inf), np.full((1, 4), np.inf))
+    free = np.ones(4, dtype=bool)
+
+    def args(method, start, bounds, estimator):
+        return (model, jacobian, method, x[None, None, :], y, weights, start, *bounds, free,
+                estimator, tol, max_iter)
+
+    analytic, forward = _codes.JAC_ANALYTIC, _codes.JAC_FORWARD
+    cases = [Case(f"{loss}-analytic", args(analytic, p0, unbounded, code), exact)
+             for loss, code in _codes.ROBUST_LOSSES.items()]
+    cases.append(Case("soft_l1-forward", args(forward, p0, unbounded,
+                                              _codes.ESTIMATOR_SOFT_L1), fd))
+    cases.append(Case("cauchy-bounded-per-fit", args(
+        analytic, np.clip(p0, per_fit[0], per_fit[1]), per_fit, _codes.ESTIMATOR_CAUCHY),
+        exact))
+    return cases
 
 
 def lm_solve_hard_cases() -> list[Case]:

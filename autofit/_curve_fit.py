@@ -51,7 +51,14 @@ _CHECK_SAMPLE = 1000
 DEFAULT_FTOL = 1e-15
 DEFAULT_XTOL = 1e-15
 DEFAULT_GTOL = 1e-15
-_SOLVER_KEYWORDS = ("ftol", "xtol", "gtol", "maxfev", "max_nfev", "loss", "f_scale")
+# scipy's keywords that choose scipy's path to the minimum, not the minimum: autofit's LM
+# takes its own path (Marquardt scaling by the Jacobian's columns, i.e. x_scale='jac'; its
+# own finite-difference steps, forward then central; normal equations solved exactly). They
+# are checked as scipy checks them and not used; the docstring says so.
+_PATH_KEYWORDS = ("x_scale", "diff_step", "epsfcn", "factor", "diag", "tr_solver",
+                  "tr_options", "jac_sparsity")
+_SOLVER_KEYWORDS = ("ftol", "xtol", "gtol", "maxfev", "max_nfev", "loss", "f_scale",
+                    "verbose", "col_deriv", *_PATH_KEYWORDS)
 _METHODS = ("lm", "trf", "dogbox")
 
 
@@ -88,13 +95,17 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         NumPy code runs on ``numpy`` and ``numba`` (compiled with ``numba.njit``);
         ``jax.numpy`` code runs on ``jax``. A NumPy model asked to run on jax falls back to
         the next backend with a warning (an error in strict mode).
-    xdata : (n_points,) or (k, n_points) array_like
+    xdata : (n_points,) or (k, n_points) array_like, or None
+        None: f is called with None (on NumPy unless a backend is named).
     ydata : (n_points,) array_like
+        Integers and float32 are fitted in float64. A model may return a scalar (or one
+        value) that broadcasts against ydata, as scipy's ``f(xdata, *p) - ydata`` allows.
     p0 : (n_params,) array_like, optional
         Starting values. Default: the built-in model's guess, else 1 for each parameter of
         ``f``'s signature (moved inside finite bounds, as scipy does).
-    sigma : (n_points,) or (n_points, n_points) array_like, optional
-        Standard deviations of ``ydata``, or its covariance matrix.
+    sigma : scalar, (n_points,) or (n_points, n_points) array_like, optional
+        Standard deviations of ``ydata`` (a scalar: the same for every point), or its
+        covariance matrix.
     absolute_sigma : bool
         If True, sigma is absolute and pcov is not scaled by the reduced chi-square.
     check_finite : bool, optional
@@ -102,13 +113,15 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     bounds : 2-tuple of scalars or (n_params,) arrays, or scipy.optimize.Bounds
     method : {None, 'lm', 'trf', 'dogbox'}
         Accepted for compatibility; all run autofit's (bounded) LM.
-    jac : callable ``jac(x, p1, ..., pk) -> (n_points, n_params)``, {'2-point', '3-point', 'exact'}
+    jac : callable ``jac(x, p1, ..., pk) -> (n_points, n_params)``, {'2-point', '3-point', 'cs', 'exact'}
         None: analytic for built-in models, autodiff on jax; for a user's model on numba,
         exact derivatives generated from the model's source where that can be done
         (:mod:`autofit._forward_mode`; ``infodict['backend_reason']`` says which), else
         forward differences with central differences for the final steps and the
-        covariance. '2-point' / '3-point': finite differences always. 'exact': the
-        generated derivatives or a ValueError saying why they cannot be had.
+        covariance. '2-point' / '3-point': finite differences always. 'cs': complex
+        steps (exact to rounding; the model must carry complex parameters through, which
+        is checked at p0; on NumPy unless a backend is named). 'exact': the generated
+        derivatives or a ValueError saying why they cannot be had.
     full_output : bool
         Also return ``infodict, mesg, ier``.
     nan_policy : {None, 'raise', 'omit'}
@@ -124,8 +137,28 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         with a callable ``jac`` (numba's fused pass takes models one point at a time).
         ``True`` asks for it at any size, ``False`` never uses it.
     **kwargs
-        ``ftol``, ``xtol``, ``gtol`` (defaults 1e-15: stop at float64 precision) and
-        ``maxfev`` / ``max_nfev`` (default ``30000 * (n_params + 1)``).
+        scipy's keywords, with scipy's meaning:
+
+        - ``ftol``, ``xtol``, ``gtol`` (defaults 1e-15: stop at float64 precision) and
+          ``maxfev`` / ``max_nfev`` (default ``30000 * (n_params + 1)``).
+        - ``loss`` ('linear', 'soft_l1', 'huber', 'cauchy', 'arctan', or a callable
+          ``rho(z) -> (3, n)`` as in :func:`scipy.optimize.least_squares`) and ``f_scale``
+          (default 1): minimise ``Σ f_scale² rho((r / f_scale)²)`` of the weighted
+          residuals r, on every backend (by the batched solver with one fit; a callable
+          runs on NumPy). The covariance follows scipy: the inverse of
+          ``Jᵀ diag(rho' + 2 rho'' z) J`` scaled by that sum over ``n_points - n_params``
+          (unless ``absolute_sigma``); ``infodict['chi2']`` is the sum. Any ``method``
+          takes a loss (scipy's 'lm' refuses it).
+        - ``verbose``: 1 prints a summary at the end, 2 also the cost of each model
+          evaluation (on NumPy unless a backend is named).
+        - ``col_deriv``: a callable ``jac`` returns ``(n_params, n_points)``.
+        - Accepted, checked as scipy checks them, and not used, because they choose
+          scipy's path to the minimum rather than the minimum: ``x_scale`` (autofit's LM
+          always scales by the Jacobian's columns, scipy's 'jac'), ``diff_step`` and
+          ``epsfcn`` (autofit takes its own finite-difference steps, forward then central
+          for the last steps and the covariance, or exact derivatives), ``factor`` and
+          ``diag`` (MINPACK's initial step bound and scaling), ``tr_solver``,
+          ``tr_options`` and ``jac_sparsity`` (the normal equations are solved exactly).
 
     Returns
     -------
@@ -168,12 +201,19 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
                          "arguments itself (functools.partial or a closure)")
     options = _solver_options(kwargs)
     loss, f_scale = options.pop("loss"), options.pop("f_scale")
+    verbose = options.pop("verbose")
+    # Wrappers only Python can call (the default rule then runs NumPy; an explicit backend
+    # is tried, and falls back visibly).
+    python_only = []
+    if options.pop("col_deriv") and callable(jac):
+        jac = _transposed(jac)
+        python_only.append("col_deriv=True (jac's output is transposed in Python)")
     if method is not None and method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS} (all run autofit's bounded LM) "
                          f"or None, got {method!r}")
-    if not (jac is None or callable(jac) or jac in ("2-point", "3-point", "exact")):
-        raise ValueError("jac must be a callable, '2-point', '3-point', 'exact' or None, got "
-                         f"{jac!r}")
+    if not (jac is None or callable(jac) or jac in ("2-point", "3-point", "cs", "exact")):
+        raise ValueError("jac must be a callable, '2-point', '3-point', 'cs', 'exact' or None, "
+                         f"got {jac!r}")
     if nan_policy not in (None, "raise", "omit"):
         raise ValueError(f"nan_policy must be None, 'raise' or 'omit', got {nan_policy!r}")
     if not callable(f):
@@ -211,6 +251,13 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
             lower, upper = check.check_bounds(bounds, p0.shape[0])
     if not check.is_unbounded(bounds):
         check.check_feasible(p0, lower, upper)
+    if _output_broadcasts(f, x, p0):
+        f = _broadcasting(f)
+        python_only.append("the model's output broadcasts against ydata (it is broadcast "
+                           "in Python)")
+    if isinstance(jac, str) and jac == "cs":
+        jac = _complex_step(f, x, p0)
+        python_only.append("jac='cs' (the model is called with complex parameters)")
     n_params = p0.shape[0]
     if y.shape[0] < n_params:
         raise ImproperInputError(f"Improper input: func (m={y.shape[0]}) < n={n_params}: "
@@ -223,14 +270,21 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         weights, sigma_is_matrix = check.check_sigma(sigma, y.shape[0])
     check.check_data_scale(y, weights)
     max_nfev = options.pop("max_nfev") or default_max_nfev(n_params)
+    if verbose == 2:
+        f = _printing(f, y, weights)
+        python_only.append("verbose=2 (each evaluation is printed from Python)")
+    if no_x:
+        python_only.append("xdata=None (f is called with None)")
     if loss != "linear":
         if sigma_is_matrix:
             raise ValueError(f"loss={loss!r} takes sigma as standard deviations (n_points,); "
                              "a covariance matrix couples the residuals the loss weighs one "
                              "by one: pass 1-D sigma, or loss='linear'")
         fit, choice = _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options,
-                              max_nfev, backend, strict, check.is_unbounded(bounds))
-        return _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev)
+                              max_nfev, "numpy" if python_only and backend is None
+                              else backend, strict, check.is_unbounded(bounds))
+        return _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev,
+                       verbose)
     if fused not in (None, True, False):
         raise ValueError(f"fused must be None, True or False, got {fused!r}")
     if fused and sigma_is_matrix:
@@ -240,10 +294,9 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
                  else y.shape[0] >= FUSED_MIN_POINTS and not sigma_is_matrix)
 
     choice = _dispatch.choose(backend)
-    if no_x and choice.source == _dispatch.DEFAULT_RULE:
-        # Only Python can call f with None; an explicit backend is tried (and falls back).
+    if python_only and choice.source == _dispatch.DEFAULT_RULE:
         choice = _dispatch.BackendChoice(requested="numpy", backend="numpy",
-                                         source="xdata=None (f is called with None)")
+                                         source="; ".join(python_only))
     # Exact derivatives of a user's model, generated from its source, for the engines that
     # take point functions (numba): with them numba runs every size on its fused pass.
     exact, exact_reason = None, None
@@ -334,7 +387,7 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     finally:
         if choice.after_call is not None:
             choice.after_call()
-    return _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev)
+    return _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev, verbose)
 
 
 _ONE_WEIGHT = np.ones(1)
@@ -438,6 +491,101 @@ def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_n
             "fvec": weights * (fitted - y)}, choice
 
 
+def _output_broadcasts(f, x, p0) -> bool:
+    """Whether f returns fewer values than points that broadcast against them (a constant
+    model's scalar, say), as scipy's ``f(xdata, *p) - ydata`` allows; tried on two points."""
+    if isinstance(f, Model) or x.shape[-1] < 2:
+        return False
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            shape = np.shape(f(x[..., :2], *p0))
+    except Exception:  # the full check at p0 reports what is wrong
+        return False
+    return shape != (2,) and shape in ((), (1,))
+
+
+def _broadcasting(f):
+    def model(x, *params):
+        return np.broadcast_to(np.asarray(f(x, *params), dtype=np.float64), x.shape[-1:])
+
+    model.__name__ = getattr(f, "__name__", "model")
+    model.__signature__ = inspect.signature(f) if _has_signature(f) else None
+    return model
+
+
+# Complex step: f(p + i h e_j) = f(p) + i h ∂f/∂p_j + O(h²) with no subtraction, so the
+# derivative is exact to rounding for any h small enough that h² vanishes next to 1.
+_COMPLEX_STEP = 1e-20
+
+
+def _complex_step(f, x, p0):
+    """``jac='cs'``: the Jacobian of f by complex steps, ``(n_points, n_params)``; a
+    ValueError when f does not carry complex parameters through."""
+    def jacobian(x, *params):
+        params = np.asarray(params, dtype=np.complex128)
+        columns = []
+        for j in range(params.shape[0]):
+            shifted = params.copy()
+            shifted[j] += 1j * _COMPLEX_STEP
+            columns.append(np.imag(np.asarray(f(x, *shifted))) / _COMPLEX_STEP)
+        return np.stack(columns, axis=-1)
+
+    try:
+        exact = jacobian(x, *p0)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"jac='cs' calls the model with complex parameters, and it raised "
+                         f"{type(exc).__name__}: {exc}; use jac='2-point', '3-point' or a "
+                         "callable") from exc
+    # A model that drops the imaginary part somewhere (abs, real-only functions, casts)
+    # gives wrong columns: check each against a forward difference at p0.
+    base = np.asarray(f(x, *p0), dtype=np.float64)
+    for j in range(p0.shape[0]):
+        step = 1e-7 * max(abs(p0[j]), 1.0)
+        shifted = p0.copy()
+        shifted[j] += step
+        difference = (np.asarray(f(x, *shifted), dtype=np.float64) - base) / step
+        size = max(float(np.max(np.abs(difference))), float(np.max(np.abs(exact[..., j]))))
+        if size > 0 and np.max(np.abs(difference - exact[..., j])) > 1e-3 * size:
+            raise ValueError(f"jac='cs': the complex-step derivative for parameter {j} "
+                             "disagrees with a finite difference at p0, so the model drops "
+                             "the imaginary part of its parameters (abs, real-only functions "
+                             "or casts to float): use jac='2-point', '3-point' or a callable")
+    jacobian.__name__ = f"complex_step_{getattr(f, '__name__', 'model')}"
+    return jacobian
+
+
+def _transposed(jac):
+    """``col_deriv=True``: jac returns (n_params, n_points), as MINPACK's column layout."""
+    def jacobian(x, *params):
+        return np.transpose(jac(x, *params))
+
+    jacobian.__name__ = getattr(jac, "__name__", "jac")
+    return jacobian
+
+
+def _printing(f, y, weights):
+    """``verbose=2``: the model, printing the cost ½ Σ (w (f - y))² of each evaluation at
+    all the points (finite-difference ones included) as the solver calls it."""
+    count = [0]
+    print(f"{'evaluation':>10}  {'cost':>16}")
+
+    def model(x, *params):
+        value = f(x, *params)
+        count[0] += 1
+        output = np.asarray(value, dtype=np.float64)
+        if output.shape == y.shape:  # not a chunk of the fused pass, nor the check at p0
+            with np.errstate(all="ignore"):
+                weighted = (weights @ (output - y) if weights.ndim == 2
+                            else weights * (output - y))
+                print(f"{count[0]:>10}  {0.5 * float(weighted @ weighted):>16.9e}")
+        return value
+
+    model.__name__ = getattr(f, "__name__", "model")
+    model.__signature__ = inspect.signature(f) if _has_signature(f) else None
+    return model
+
+
 def _without_x(f, n_points):
     """``(model, x)`` for ``xdata=None``: a model ``model(x, *p) = f(None, *p)`` and x the
     point indices."""
@@ -470,6 +618,11 @@ def _solver_options(kwargs) -> dict:
         options["loss"] = check.check_loss(options["loss"], _codes.ESTIMATOR_LSE,
                                            allow_callable=True)[0]
     check.check_f_scale(options["f_scale"], ())
+    options["verbose"] = kwargs.get("verbose", 0)
+    if options["verbose"] not in (0, 1, 2) or isinstance(options["verbose"], bool):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {options['verbose']!r}")
+    options["col_deriv"] = bool(kwargs.get("col_deriv", False))
+    _check_path_keywords(kwargs)
     for name in ("ftol", "xtol", "gtol"):
         if name in kwargs:
             value = kwargs[name]
@@ -491,6 +644,48 @@ def _solver_options(kwargs) -> dict:
         budget = int(budget)
     options["max_nfev"] = budget
     return options
+
+
+def _positive_numbers(value) -> bool:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return array.size > 0 and bool(np.all(np.isfinite(array)) and np.all(array > 0))
+
+
+def _as_number_array(value):
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([np.nan])
+
+
+def _check_path_keywords(kwargs) -> None:
+    """scipy's checks of the keywords in ``_PATH_KEYWORDS`` (same errors for the same
+    mistakes); the values are not used."""
+    x_scale = kwargs.get("x_scale", "jac")
+    if not (isinstance(x_scale, str) and x_scale == "jac") and not (
+            not isinstance(x_scale, str) and _positive_numbers(x_scale)):
+        raise ValueError(f"x_scale must be 'jac' or array_like with positive numbers, got "
+                         f"{x_scale!r}")
+    for name in ("diff_step", "epsfcn"):
+        value = kwargs.get(name)
+        if value is not None and not _positive_numbers(np.abs(_as_number_array(value))):
+            raise ValueError(f"{name} must be None or a non-zero number, got {value!r}")
+    factor = kwargs.get("factor", 100)
+    if not (isinstance(factor, (int, float, np.integer, np.floating))
+            and not isinstance(factor, bool) and 0 < factor < np.inf):
+        raise ValueError(f"factor must be a positive number (scipy's leastsq takes 0.1 to "
+                         f"100), got {factor!r}")
+    diag = kwargs.get("diag")
+    if diag is not None and not _positive_numbers(diag):
+        raise ValueError(f"diag must be a sequence of positive numbers, got {diag!r}")
+    if kwargs.get("tr_solver") not in (None, "exact", "lsmr"):
+        raise ValueError(f"tr_solver must be None, 'exact' or 'lsmr', got "
+                         f"{kwargs['tr_solver']!r}")
+    if not isinstance(kwargs.get("tr_options", {}), dict):
+        raise TypeError(f"tr_options must be a dict, got {kwargs['tr_options']!r}")
 
 
 def _apply_nan_policy(x, y, sigma, nan_policy, check_finite):
@@ -677,8 +872,12 @@ def _jacobian(kernels, prepared, x, params, lower, upper):
     return kernels.jacobian_forward(prepared.model, x, params, f0, lower, upper)
 
 
-def _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev):
+def _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev, verbose=0):
     status = fit["status"]
+    if verbose:
+        print(f"{status.message} Function evaluations {fit['nfev']}, iterations "
+              f"{fit['nit']}, final cost {0.5 * fit['chi2']:.4e} (backend "
+              f"{choice.backend!r}).")
     if not status.converged:
         detail = (f"The maximum number of function evaluations is exceeded "
                   f"(max_nfev = {max_nfev})." if status == Status.MAX_NFEV else status.message)

@@ -14,22 +14,27 @@ import numpy as np
 from autofit import _codes
 
 
+class NotNumbersError(TypeError, ValueError):
+    """An array argument that is not real numbers: a TypeError in spirit, and a ValueError
+    as scipy raises it (``could not convert string to float``)."""
+
+
 def as_float_array(value, name: str) -> np.ndarray:
-    """``value`` as a float64 array; TypeError naming ``name`` if it is not numeric."""
+    """``value`` as a float64 array; NotNumbersError naming ``name`` if it is not numeric."""
     if type(value) is np.ndarray and value.dtype == np.float64:
         return value  # the common case, at no cost (inputs are never written to)
     try:
         array = np.asarray(value)
     except Exception as exc:  # ragged lists and exotic objects
-        raise TypeError(f"{name} must be an array of numbers; could not convert it: {exc}"
-                        ) from exc
+        raise NotNumbersError(f"{name} must be an array of numbers; could not convert it: "
+                              f"{exc}") from exc
     kind = array.dtype.kind
     if kind in "fiub":  # real floats, integers, booleans
         return np.asarray(array, dtype=np.float64)
     if kind == "c":
-        raise TypeError(f"{name} must be real; got a complex array. Fit the real and "
-                        "imaginary parts as separate points instead")
-    raise TypeError(f"{name} must be an array of numbers, got dtype {array.dtype} "
+        raise NotNumbersError(f"{name} must be real; got a complex array. Fit the real "
+                              "and imaginary parts as separate points instead")
+    raise NotNumbersError(f"{name} must be an array of numbers, got dtype {array.dtype} "
                     f"(first element {array.flat[0]!r})" if array.size else
                     f"{name} must be an array of numbers, got dtype {array.dtype}")
 

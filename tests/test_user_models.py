@@ -245,6 +245,46 @@ def test_numba_batch_of_an_array_only_model_uses_the_array_engine():
 
 
 @needs_numba
+@pytest.mark.parametrize("loss", ["soft_l1", "huber", "cauchy", "arctan"])
+def test_the_array_engine_follows_the_reference_under_a_robust_loss(loss):
+    from autofit import _codes
+    from autofit.numba import host
+    from autofit.numba.array_batch import lm_batch_arrays
+    from autofit.original.batch import lm_batch
+
+    n_fits, n_points = 12, 60
+    x = np.linspace(1.0, 4.0, n_points)
+    rng = np.random.default_rng(5)
+    truth = np.column_stack([rng.uniform(1, 3, n_fits), rng.uniform(0.5, 1.5, n_fits)])
+    y = np.stack([shifted_start(x, *t) for t in truth]) + 1e-2 * rng.normal(
+        size=(n_fits, n_points))
+    for fit in range(n_fits):  # outliers: a few points of each fit off by about 1
+        y[fit, rng.choice(n_points, size=5, replace=False)] += rng.choice([-1.0, 1.0], 5)
+    weights = np.full((1, n_points), 1.0 / 0.05)  # f_scale 0.05, as fit_batch folds it in
+    weights[0, 7] = 0.0
+    p0 = truth * (1.0 + 0.1 * rng.normal(size=truth.shape))
+    bounds = (np.full((1, 2), -np.inf), np.full((1, 2), np.inf))
+    free = np.ones(2, dtype=bool)
+
+    def run(solve, model, jacobian, estimator):
+        return solve(model, jacobian, _codes.JAC_FORWARD, x[None, None, :], y, weights, p0,
+                     *bounds, free, estimator, 1e-10, 200)
+
+    model, jacobian = host.prepare(shifted_start, None, 2, 1)
+    code = _codes.ROBUST_LOSSES[loss]
+    params, chi2, _, status, covariance = run(lm_batch_arrays, model, jacobian, code)
+    expected = run(lm_batch, lambda x, p: shifted_start(x, *p), None, code)
+    np.testing.assert_array_equal(status, expected[3])
+    assert np.isin(status, _codes.CONVERGED_CODES).all(), status
+    np.testing.assert_allclose(params, expected[0], rtol=1e-7)
+    np.testing.assert_allclose(chi2, expected[1], rtol=1e-9)
+    np.testing.assert_allclose(covariance, expected[4], rtol=1e-5, atol=1e-14)
+    # The loss is honoured: least squares on the same data lands elsewhere.
+    least_squares = run(lm_batch_arrays, model, jacobian, _codes.ESTIMATOR_LSE)[0]
+    assert np.max(np.abs(least_squares - params) / np.abs(params)) > 1e-3
+
+
+@needs_numba
 def test_a_model_raising_in_one_fit_of_a_numba_batch_spoils_no_other():
     x = np.linspace(1.0, 4.0, 60)
     y = np.stack([shifted_start(x, 2.0, 1.0), shifted_start(x, 2.0, 1.0)])
@@ -335,6 +375,47 @@ def test_numpy_broadcast_engine_follows_the_reference(variant, monkeypatch):
     scale = scale[:, :, None] * scale[:, None, :]
     difference = np.abs(fast.covariance[ok] - reference.covariance[ok])
     assert np.all(difference <= 1e-4 * np.where(scale > 0, scale, 1.0))
+
+
+@pytest.mark.parametrize("loss", ["soft_l1", "huber", "cauchy", "arctan"])
+def test_numpy_broadcast_engine_follows_the_reference_with_robust_losses(loss):
+    from autofit._codes import CONVERGED_CODES, JAC_FORWARD, ROBUST_LOSSES
+    from autofit.original.batch import lm_batch
+    from autofit.original.batch_broadcast import lm_batch_broadcast
+
+    x, y, p0 = _gaussian_batch(n_fits=16)
+    # Outliers (a few points of every fit off by a few amplitudes) put points in the
+    # losses' outer parts; f_scale 0.1 is folded into the weights, as fit_batch does.
+    rng = np.random.default_rng(11)
+    for fit in range(y.shape[0]):
+        where = rng.choice(x.size, size=3, replace=False)
+        y[fit, where] += rng.choice([-1.0, 1.0], size=3) * rng.uniform(1.0, 3.0, size=3)
+    weights = np.full((1, x.size), 1.0 / (0.05 * 0.1))
+    weights[0, 7] = 0.0  # a point that must count for nothing
+    lower = np.array([[0.0, -2.0, 0.1, -np.inf]])
+    upper = np.array([[np.inf, 2.0, 2.0, np.inf]])
+    p0 = np.clip(p0, lower, upper)
+    free = np.array([True, True, True, True])
+    args = (y, weights, p0, lower, upper, free, ROBUST_LOSSES[loss], 1e-10, 200)
+
+    def model(x, p):
+        return gaussian_offset(x, *p)
+
+    fast = lm_batch_broadcast(gaussian_offset, x[None, :], *args)
+    reference = lm_batch(model, None, JAC_FORWARD, x[None, None, :], *args)
+    params, chi2, n_iter, status, covariance = reference
+    np.testing.assert_array_equal(fast[3], status)
+    np.testing.assert_array_equal(fast[2], n_iter)
+    assert status[3] == autofit.Status.NONFINITE_DATA
+    ok = np.isin(status, CONVERGED_CODES)
+    assert np.count_nonzero(ok) >= 13
+    np.testing.assert_allclose(fast[1][ok], chi2[ok], rtol=1e-10)
+    # The forward-difference Jacobian carries the model's rounding divided by its step
+    # (~1e-8 |p|): a few 1e-6 of a standard error apart here, as least squares is.
+    errors = np.sqrt(np.einsum("kii->ki", covariance[ok]))
+    assert np.max(np.abs(fast[0][ok] - params[ok]) / errors) < 1e-5
+    scale = errors[:, :, None] * errors[:, None, :]
+    assert np.all(np.abs(fast[4][ok] - covariance[ok]) <= 1e-5 * scale)
 
 
 def test_a_model_that_does_not_broadcast_runs_on_the_reference(monkeypatch):

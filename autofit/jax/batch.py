@@ -89,6 +89,7 @@ from autofit._codes import (
     BATCH_MIN_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
+    EPS,
     ESTIMATOR_LSE,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
@@ -104,12 +105,13 @@ from autofit._codes import (
     MLE_NONPOSITIVE_MODEL,
     NONFINITE,
     NONFINITE_DATA,
+    ROBUST_LOSSES,
     RUNNING,
     SINGULAR,
     TOO_FEW_POINTS,
 )
 from autofit._declarations import implements, require_jac_method
-from autofit._rules import trial_status_where
+from autofit._rules import robust_loss_where, trial_status_where
 
 # The most passes of a chunk in one compaction stage (a chunk's stage also ends as soon as
 # no more than half of its fits still run).
@@ -130,6 +132,8 @@ _STARTING = -2
 _NOT_STARTED = (NONFINITE_DATA, MLE_NEGATIVE_DATA, TOO_FEW_POINTS, NONFINITE,
                 MLE_NONPOSITIVE_MODEL, _PADDING)
 _STATIC = ("model", "jacobian", "jac_method", "estimator")
+# The estimators this engine compiles: least squares, Poisson MLE and the robust losses.
+ESTIMATORS = (ESTIMATOR_LSE, ESTIMATOR_MLE, *ROBUST_LOSSES.values())
 
 
 def bucket_size(n_fits):
@@ -279,16 +283,24 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
         wj = jac * jnp.where(used, w, 0.0)[None, :]
         (chi2,), g, h = _normal_sums((r * r,), wj, r)
     else:
-        raise ValueError("lm_batch: estimator must be ESTIMATOR_LSE or ESTIMATOR_MLE")
+        # A robust loss: least squares on the square-root residuals (the reference's
+        # _evaluate). r is exactly 0 at weight-0 points, so every term there is 0 too.
+        positive = jnp.asarray(True)
+        r = jnp.where(used, w * (y - f), 0.0)
+        rho, rho1, _, root = robust_loss_where(jnp, r * r, _known(estimator))
+        slope = jnp.where(used, w * rho1 / root, 0.0)  # ds/dr times w
+        (chi2,), g, h = _normal_sums((rho,), jac, jnp.where(used, w * rho1 * r, 0.0),
+                                     slope * slope)
     finite = jnp.isfinite(chi2) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(h))
     return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive
 
 
-def _geodesic(model, jacobian, jac_method, d, s, step, active, chol, worth, free):
-    """The reference's geodesic acceleration (least squares): the step ``velocity +
-    acceleration / 2`` and whether the acceleration is trusted (else the step is refused
-    like a rejected one); the step unchanged where it is not ``worth`` bending (the
-    reference's ``_worth_bending``, from :func:`_proposal`)."""
+def _geodesic(model, jacobian, jac_method, estimator, d, s, step, active, chol, worth,
+              free):
+    """The reference's geodesic acceleration (least squares and the robust losses): the
+    step ``velocity + acceleration / 2`` and whether the acceleration is trusted (else the
+    step is refused like a rejected one); the step unchanged where it is not ``worth``
+    bending (the reference's ``_worth_bending``, from :func:`_proposal`)."""
     velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
     h_v = jnp.sum(s.h * velocity[None, :], axis=1)
     f_probe = jnp.asarray(model(_model_x(d.x), s.params + GEODESIC_PROBE * velocity),
@@ -296,9 +308,18 @@ def _geodesic(model, jacobian, jac_method, d, s, step, active, chol, worth, free
     # The Jacobian at p recomputed (storing it per fit between passes cost more: under vmap
     # every pass copies the state). The same function of p gives the same columns as the
     # pass that formed g and H, which (g_probe - g) / h needs.
-    _, jac, used = _model_and_columns(model, jacobian, jac_method, d, s.params, free)
+    f, jac, used = _model_and_columns(model, jacobian, jac_method, d, s.params, free)
     w = jnp.where(used, d.weights, 0.0)
-    g_probe = jac @ (w * w * jnp.where(used, d.ydata - f_probe, 0.0))
+    if estimator == ESTIMATOR_LSE:
+        g_probe = jac @ (w * w * jnp.where(used, d.ydata - f_probe, 0.0))
+    else:
+        # The square-root residuals at the probe, projected by their Jacobian at p (the
+        # reference's _geodesic_rhs).
+        r = jnp.where(used, w * (d.ydata - f), 0.0)
+        _, rho1, _, root = robust_loss_where(jnp, r * r, estimator)
+        r_probe = jnp.where(used, w * (d.ydata - f_probe), 0.0)
+        root_probe = robust_loss_where(jnp, r_probe * r_probe, estimator)[3]
+        g_probe = jac @ (jnp.where(used, w * rho1 / root, 0.0) * r_probe * root_probe)
     second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_v)
     finite = jnp.all(jnp.isfinite(second))
     acceleration = _substitute(chol, jnp.where(active & finite, second, 0.0))
@@ -343,10 +364,21 @@ def _invert(information, free):
     return jnp.where(ok, covariance, jnp.nan), ok
 
 
+def _known(estimator):
+    """``estimator``, refused (``ValueError``) unless it is one of :data:`ESTIMATORS`:
+    checked while tracing, before anything is compiled."""
+    if estimator not in ESTIMATORS:
+        raise ValueError("lm_batch: estimator must be ESTIMATOR_LSE, ESTIMATOR_MLE or a "
+                         "robust loss (ESTIMATOR_SOFT_L1, ESTIMATOR_HUBER, ESTIMATOR_CAUCHY, "
+                         f"ESTIMATOR_ARCTAN), not {estimator!r}")
+    return estimator
+
+
 def _prepare(estimator, d, p0, free):
     """The state of one fit before its first pass: the pre-checks, and ``clip(p0)`` with
     status ``_STARTING`` when the fit can start (its starting point is evaluated by its first
     pass, :func:`_iteration`)."""
+    _known(estimator)
     finite_data = (jnp.all(jnp.isfinite(d.x)) & jnp.all(jnp.isfinite(d.ydata))
                    & jnp.all(jnp.isfinite(d.weights)) & jnp.all(jnp.isfinite(p0)))
     used = d.weights != 0.0
@@ -398,7 +430,7 @@ def _proposal(s, d, free, tol):
 
 
 def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_iter):
-    """One pass for every moving fit of a chunk. The geodesic probe (least squares) runs
+    """One pass for every moving fit of a chunk. The geodesic probe (all but MLE) runs
     for the chunk only when one of its fits bends its step: under ``vmap`` a per-fit choice
     would run it for every fit."""
     active, chol, ok, step, worth = _map_fits(
@@ -406,8 +438,8 @@ def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_
     bent = jnp.ones_like(ok)
     if estimator != ESTIMATOR_MLE:
         def bend(_):
-            return _map_fits(lambda b, di: _geodesic(model, jacobian, jac_method, di, *b,
-                                                     free),
+            return _map_fits(lambda b, di: _geodesic(model, jacobian, jac_method,
+                                                     estimator, di, *b, free),
                              (s, step, active, chol, worth), fits)
 
         step, bent = jax.lax.cond(jnp.any(worth), bend, lambda _: (step, bent), None)
@@ -480,8 +512,18 @@ def _finish(model, jacobian, jac_method, estimator, s, d, free):
         f, jac, used = _model_and_columns(model, jacobian, jac_method, d, s.params, free)
         weight = jnp.where(used, d.weights / jnp.where(used, f, 1.0), 0.0)
         _, _, information = _normal_sums((), jac, weight, weight)
-    else:
+    elif estimator == ESTIMATOR_LSE:
         information = s.h
+    else:
+        # scipy's Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ at the final p, one more pass (the
+        # Gauss-Newton H drops rho2, which the covariance of an M-estimator needs).
+        f, jac, used = _model_and_columns(model, jacobian, jac_method, d, s.params, free)
+        w = jnp.where(used, d.weights, 0.0)
+        r = jnp.where(used, w * (d.ydata - f), 0.0)
+        z = r * r
+        _, rho1, rho2, _ = robust_loss_where(jnp, z, estimator)
+        weight = jnp.where(used, w * w * jnp.maximum(rho1 + 2.0 * rho2 * z, EPS), 0.0)
+        _, _, information = _normal_sums((), jac, weight, weight)
     covariance, ok = _invert(information, free)
     covariance = jnp.where(started, covariance, jnp.nan)
     singular = started & ~ok & jnp.isin(s.status, jnp.asarray(CONVERGED_CODES))

@@ -22,6 +22,8 @@ from autofit._codes import (
     BATCH_MIN_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
+    EPS,
+    ESTIMATOR_LSE,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
     GEODESIC_MIN_REDUCTION,
@@ -37,7 +39,7 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
 )
-from autofit._rules import trial_status_where
+from autofit._rules import robust_loss_where, trial_status_where
 from autofit.original.jacobians import _FORWARD_STEP
 
 
@@ -100,10 +102,14 @@ def _damped_system(h, g, scale, damping, active):
     return system, np.where(active, g, 0.0)
 
 
-def _evaluate(f, x, y, w, p, upper, free, estimator, fisher=False):
+def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
     """χ², g, H at each row of p (the reference's ``_evaluate``); χ² inf where unusable,
     ``positive`` False where the Poisson model is ≤ 0, and the weighted Jacobian
-    ``(k, n_points, n_params)`` (least squares; the plain one for MLE)."""
+    ``(k, n_points, n_params)``: the rows of the square-root residuals' Jacobian, whose
+    products with the residuals at the geodesic probe give ``g_probe`` (``J`` times
+    ``w``, or ``w rho1 / root`` for a robust loss; the plain ``J`` for MLE). With
+    ``information`` (MLE and the robust losses), H is the reference's ``_information``,
+    whose inverse is the covariance."""
     with np.errstate(all="ignore"):
         f0 = _call(f, x, p)
         n_params = p.shape[1]
@@ -126,24 +132,43 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, fisher=False):
                 np.where(counts, w * y * np.log(safe_f / np.where(counts, y, 1.0)), 0.0),
                 axis=1)
             g = _transposed_times(jac, np.where(used, w * (y / safe_f - 1.0), 0.0))
-            curvature = w / safe_f if fisher else w * y / (safe_f * safe_f)
+            curvature = w / safe_f if information else w * y / (safe_f * safe_f)
             h = np.matmul((jac * np.where(used, curvature, 0.0)[:, :, None]).transpose(0, 2, 1),
                           jac)
             wj = jac
-        else:
+        elif estimator == ESTIMATOR_LSE:
             positive = np.ones(p.shape[0], dtype=bool)
             r = np.where(used, w * (y - f0), 0.0)
             chi2 = np.einsum("kn,kn->k", r, r)
             wj = jac * w[:, :, None]
             g = _transposed_times(wj, r)
             h = np.matmul(wj.transpose(0, 2, 1), wj)  # batched BLAS products
+        else:
+            # A robust loss: least squares on the square-root residuals. r is exactly 0 at
+            # weight-0 points, so every term there is 0 too.
+            positive = np.ones(p.shape[0], dtype=bool)
+            r = np.where(used, w * (y - f0), 0.0)
+            z = r * r
+            rho, rho1, rho2, root = robust_loss_where(np, z, estimator)
+            chi2 = np.sum(rho, axis=1)
+            g = _transposed_times(jac, w * rho1 * r)
+            if information:
+                # scipy's Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ: the Gauss-Newton H drops
+                # rho2, which the covariance of an M-estimator needs.
+                curvature = np.where(used, w * w * np.maximum(rho1 + 2.0 * rho2 * z, EPS),
+                                     0.0)
+                wj = jac
+                h = np.matmul((jac * curvature[:, :, None]).transpose(0, 2, 1), jac)
+            else:
+                wj = jac * np.where(used, w * rho1 / root, 0.0)[:, :, None]
+                h = np.matmul(wj.transpose(0, 2, 1), wj)
         finite = (np.isfinite(chi2) & np.all(np.isfinite(g), axis=1)
                   & np.all(np.isfinite(h), axis=(1, 2)) & positive)
     return np.where(finite, chi2, np.inf), g, h, positive, wj
 
 
 def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale, damping, active,
-              chi2, tol):
+              chi2, tol, estimator):
     """The reference's geodesic acceleration for every row: ``(step, accepted)``, the step
     ``velocity + acceleration / 2`` where the acceleration is trusted (the step unchanged
     where it is too small to bend: the reference's ``_worth_bending``)."""
@@ -153,7 +178,11 @@ def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale, dampin
     worth = predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2
     with np.errstate(all="ignore"):
         f_probe = _call(f, x, p + GEODESIC_PROBE * velocity)
-        g_probe = _transposed_times(wj, np.where(w != 0.0, w * (y - f_probe), 0.0))
+        r_probe = np.where(w != 0.0, w * (y - f_probe), 0.0)
+        if estimator != ESTIMATOR_LSE:
+            # The square-root residuals at the probe (wj holds their Jacobian at p).
+            r_probe = r_probe * robust_loss_where(np, r_probe * r_probe, estimator)[3]
+        g_probe = _transposed_times(wj, r_probe)
         second = (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE
                                            + np.einsum("kpq,kq->kp", h, velocity))
     finite = np.all(np.isfinite(second), axis=1)
@@ -249,7 +278,8 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         if estimator != ESTIMATOR_MLE:
             step, bent = _geodesic(f, at(go[r])[0], y[go[r]], w[go[r]], p, lower[go[r]],
                                    upper[go[r]], step, g, h, state_wj[r], system[ok],
-                                   scale[r], damping[r], active[ok], state_c[r], tol)
+                                   scale[r], damping[r], active[ok], state_c[r], tol,
+                                   estimator)
             refused = r[~bent]
             damping[refused] *= BATCH_DAMPING_UP
             worn = refused[damping[refused] > MAX_DAMPING]
@@ -289,10 +319,10 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
     params[go], chi2[go] = state_p, state_c
     if go.size:
         information = state_h
-        if estimator == ESTIMATOR_MLE:
+        if estimator != ESTIMATOR_LSE:
             xs_g, y_g, w_g, up_g = at(go)
             _, _, information, _, _ = _evaluate(f, xs_g, y_g, w_g, state_p, up_g, free,
-                                                estimator, fisher=True)
+                                                estimator, information=True)
         k = go.size
         system, _ = _damped_system(information, np.zeros((k, n_params)),
                                    np.zeros((k, n_params)), np.zeros(k),
