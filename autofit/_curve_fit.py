@@ -113,7 +113,8 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     bounds : 2-tuple of scalars or (n_params,) arrays, or scipy.optimize.Bounds
     method : {None, 'lm', 'trf', 'dogbox'}
         Accepted for compatibility; all run autofit's (bounded) LM.
-    jac : callable ``jac(x, p1, ..., pk) -> (n_points, n_params)``, {'2-point', '3-point', 'cs', 'exact'}
+    jac : callable, or {'2-point', '3-point', 'cs', 'exact'}, optional
+        A callable is ``jac(x, p1, ..., pk) -> (n_points, n_params)``.
         None: analytic for built-in models, autodiff on jax; for a user's model on numba,
         exact derivatives generated from the model's source where that can be done
         (:mod:`autofit._forward_mode`; ``infodict['backend_reason']`` says which), else

@@ -25,6 +25,8 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
     CONVERGED_GTOL,
+    EPS,
+    ESTIMATOR_LSE,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
     GEODESIC_MIN_REDUCTION,
@@ -46,6 +48,7 @@ from autofit.numba.jacobians import jacobian_forward
 from autofit.numba.lm import _cholesky_solve
 
 _trial_status = njit(inline="always")(_rules.trial_status)
+_robust_loss = njit(inline="always")(_rules.robust_loss)
 
 _F8 = types.float64
 
@@ -53,8 +56,10 @@ _F8 = types.float64
 @njit(cache=True, error_model="numpy")
 def _sums(f, jac, y, w, free, estimator, fisher):
     """χ², g and H over the points of non-zero weight (the reference's ``_evaluate``), or
-    with ``fisher`` the Poisson Fisher information in H. ``ok`` is False where the model is
-    not usable (non-finite, or ≤ 0 for MLE: then ``positive`` is False)."""
+    with ``fisher`` the matrix whose inverse is the covariance in H (the Poisson Fisher
+    information, or scipy's for a robust loss: the reference's ``_information``). ``ok`` is
+    False where the model is not usable (non-finite, or ≤ 0 for MLE: then ``positive`` is
+    False)."""
     n_points, n_params = jac.shape
     g = np.zeros(n_params)
     h = np.zeros((n_params, n_params))
@@ -77,7 +82,7 @@ def _sums(f, jac, y, w, free, estimator, fisher):
             for j in range(n_params):
                 for k in range(j, n_params):
                     h[j, k] += row[j] * row[k] * curvature
-        else:
+        elif estimator == ESTIMATOR_LSE:
             r = w[i] * (y[i] - f[i])
             chi2 += r * r
             for j in range(n_params):
@@ -86,6 +91,25 @@ def _sums(f, jac, y, w, free, estimator, fisher):
             for j in range(n_params):
                 for k in range(j, n_params):
                     h[j, k] += row[j] * row[k]
+        else:
+            # A robust loss: least squares on the square-root residuals (see
+            # autofit._rules.robust_loss), whose sum of squares is Σ rho.
+            r = w[i] * (y[i] - f[i])
+            z = r * r
+            rho, rho1, rho2, root = _robust_loss(z, estimator)
+            chi2 += rho
+            residual_weight = w[i] * rho1 * r
+            if fisher:
+                curvature = w[i] * w[i] * max(rho1 + 2.0 * rho2 * z, EPS)
+            else:
+                factor = w[i] * rho1 / root
+                curvature = factor * factor
+            for j in range(n_params):
+                row[j] = jac[i, j] if free[j] else 0.0
+                g[j] += row[j] * residual_weight
+            for j in range(n_params):
+                for k in range(j, n_params):
+                    h[j, k] += row[j] * row[k] * curvature
     for j in range(n_params):
         for k in range(j):
             h[j, k] = h[k, j]
@@ -123,12 +147,13 @@ def _damped_system(h, g, scale, damping, active):
 
 
 @njit(cache=True, error_model="numpy")
-def _bend(model, x, y, w, p, lower, upper, free, active, g, h, scale, damping, system, jac,
-          step, chi2, tol):
-    """The reference's geodesic acceleration (least squares): ``(step, ok)``, the step
-    ``velocity + acceleration / 2``; ok False when the acceleration is not finite or large
-    next to the velocity; the step unchanged when its predicted reduction is within tol of
-    χ² (the reference's ``_worth_bending``). ``jac`` is the Jacobian that formed g and H."""
+def _bend(model, x, y, w, p, lower, upper, free, estimator, active, g, h, scale, damping,
+          system, f, jac, step, chi2, tol):
+    """The reference's geodesic acceleration (least squares and robust losses): ``(step,
+    ok)``, the step ``velocity + acceleration / 2``; ok False when the acceleration is not
+    finite or large next to the velocity; the step unchanged when its predicted reduction is
+    within tol of χ² (the reference's ``_worth_bending``). ``f`` and ``jac`` are the model
+    and the Jacobian that formed g and H."""
     n_params = p.shape[0]
     velocity = np.empty(n_params)
     probe = np.empty(n_params)
@@ -152,7 +177,15 @@ def _bend(model, x, y, w, p, lower, upper, free, active, g, h, scale, damping, s
     for i in range(y.shape[0]):
         if w[i] == 0.0:
             continue
-        weight = w[i] * w[i] * (y[i] - f_probe[i])
+        if estimator == ESTIMATOR_LSE:
+            weight = w[i] * w[i] * (y[i] - f_probe[i])
+        else:
+            # The square-root residuals at the probe, projected by their Jacobian at p.
+            r = w[i] * (y[i] - f[i])
+            _, rho1, _, root = _robust_loss(r * r, estimator)
+            r_probe = w[i] * (y[i] - f_probe[i])
+            _, _, _, root_probe = _robust_loss(r_probe * r_probe, estimator)
+            weight = (w[i] * rho1 / root) * (r_probe * root_probe)
         for j in range(n_params):
             if free[j]:
                 g_probe[j] += weight * jac[i, j]
@@ -216,8 +249,8 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
     p = np.empty(n_params)
     for j in range(n_params):
         p[j] = min(max(p0[j], lower[j]), upper[j])
-    f, jac = _model_jacobian(model, jacobian, jac_method, x, p, lower, upper)
-    chi2, g, h, positive = _sums(f, jac, y, w, free, estimator, False)
+    f_p, jac = _model_jacobian(model, jacobian, jac_method, x, p, lower, upper)
+    chi2, g, h, positive = _sums(f_p, jac, y, w, free, estimator, False)
     params_out[:] = p
     if not np.isfinite(chi2):
         return np.nan, 0, NONFINITE if positive else MLE_NONPOSITIVE_MODEL
@@ -250,8 +283,8 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
                 status = SINGULAR
             continue
         if estimator != ESTIMATOR_MLE:
-            step, bent = _bend(model, x, y, w, p, lower, upper, free, active, g, h, scale,
-                               damping, system, jac, step, chi2, tol)
+            step, bent = _bend(model, x, y, w, p, lower, upper, free, estimator, active, g,
+                               h, scale, damping, system, f_p, jac, step, chi2, tol)
             if not bent:
                 damping *= BATCH_DAMPING_UP
                 if damping > MAX_DAMPING:
@@ -279,7 +312,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
         status = _trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
         if accepted:
             p = trial.copy()
-            chi2, g, h, jac = trial_chi2, trial_g, trial_h, trial_jac
+            chi2, g, h, f_p, jac = trial_chi2, trial_g, trial_h, f, trial_jac
             for j in range(n_params):
                 scale[j] = max(scale[j], h[j, j])
             damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
@@ -288,9 +321,9 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             if status == RUNNING and damping > MAX_DAMPING:
                 status = MACHINE_PRECISION
     params_out[:] = p
-    if estimator == ESTIMATOR_MLE:
-        f, jac = _model_jacobian(model, jacobian, jac_method, x, p, lower, upper)
-        _, _, h, _ = _sums(f, jac, y, w, free, estimator, True)
+    if estimator != ESTIMATOR_LSE:
+        # The information matrix of MLE or of a robust loss, from the pass at p kept above.
+        _, _, h, _ = _sums(f_p, jac, y, w, free, estimator, True)
     # The covariance: the inverse over the free parameters (identity rows for fixed ones).
     system, _ = _damped_system(h, np.zeros(n_params), np.zeros(n_params), 0.0, free)
     unit = np.zeros(n_params)

@@ -45,6 +45,8 @@ from autofit._codes import (
     CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
     CONVERGED_XTOL,
+    EPS,
+    ESTIMATOR_LSE,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
     GEODESIC_MIN_REDUCTION,
@@ -94,6 +96,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     inline = _tagging(inline or jit, tag)
     jit = _tagging(jit, tag)
     trial_status = inline(_rules.trial_status)
+    # The robust losses (M-estimators), with the working precision's literals.
+    robust_loss = inline(with_literals_of(_rules.robust_loss, dtype))
     # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
     # scalar of that type so that the step arithmetic stays in it.
     forward_step = np.dtype(dtype).type(FORWARD_STEP if np.dtype(dtype) == np.float64
@@ -135,19 +139,22 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # The CPU pass: the model at the probe for all points in one vectorisable loop (the
         # parameters as a tuple, as in evaluate), its weighted residuals to a scratch row,
         # then one dot product per parameter with the rows the pass at p left in ``jac``.
-        probe_rows = jit(_generated_probe_rows(n_params, value, dtype, tag))
+        probe_rows = jit(_generated_probe_rows(n_params, value, dtype, tag, robust_loss))
 
     @inline
-    def probe_gradient(x, y, w, p, q, lower, upper, free, jac, work_p, g_probe):
+    def probe_gradient(x, y, w, p, q, lower, upper, free, estimator, jac, work_p, g_probe):
         # g_probe = J_w(p)ᵀ W (y - f(q)) over the used points; False where it is not
         # finite. It must use the very Jacobian that formed g and H: a forward difference
         # recomputed in other arithmetic (a vectorised exp against a scalar one) differs by
         # ~1e-8 of itself, and (g_probe - g) / h then measures that, not the curvature. So
         # the CPU pass reads the rows that the pass at p left in ``jac``; the GPU pass, which
         # keeps no rows, recomputes each point's gradient with the same point function.
+        # A robust loss projects its square-root residuals s(q) = r root(r²) instead, by
+        # their Jacobian at p, whose weight w rho1 / root the CPU pass left in a row too.
         if block:
-            probe_rows(x, y, w, q, free, jac, g_probe)
+            probe_rows(x, y, w, q, free, estimator, jac, g_probe)
         else:
+            robust = estimator != ESTIMATOR_LSE
             for a in range(n_params):
                 work_p[a] = p[a]
                 g_probe[a] = 0.0
@@ -155,8 +162,15 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 wi = w[i]
                 if wi == 0.0:
                     continue
-                point_gradient(x, i, p, lower, upper, free, jac, work_p, 0)
-                weight = wi * wi * (y[i] - value(x, i, q))
+                f = point_gradient(x, i, p, lower, upper, free, jac, work_p, 0)
+                if robust:
+                    r = wi * (y[i] - f)
+                    _, rho1, _, root = robust_loss(r * r, estimator)
+                    r_q = wi * (y[i] - value(x, i, q))
+                    _, _, _, root_q = robust_loss(r_q * r_q, estimator)
+                    weight = (wi * rho1 / root) * (r_q * root_q)
+                else:
+                    weight = wi * wi * (y[i] - value(x, i, q))
                 for a in range(n_params):
                     if free[a]:
                         g_probe[a] += weight * jac[a, 0]
@@ -167,7 +181,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
 
     evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline,
                                        value if rows_of_differences else None,
-                                       forward_step, tag))
+                                       forward_step, tag, robust_loss))
 
     @jit
     def cholesky_factor(a):
@@ -241,9 +255,10 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 rhs[a] = 0.0
 
     @inline
-    def bend(x, y, w, p, lower, upper, free, g, h, scale, damping, active, system, jac,
-             work_p, step, trial, trial_g, chi2, tol):
-        # Transtrum and Sethna's geodesic acceleration (least squares), as the reference's:
+    def bend(x, y, w, p, lower, upper, free, estimator, g, h, scale, damping, active,
+             system, jac, work_p, step, trial, trial_g, chi2, tol):
+        # Transtrum and Sethna's geodesic acceleration (least squares and robust losses),
+        # as the reference's:
         # step (the LM step in, factor of the damped system in ``system``) becomes the
         # velocity plus half the acceleration; False when the acceleration is not finite or
         # large next to the velocity. A step whose predicted reduction is within tol of χ²
@@ -266,7 +281,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         for a in range(n_params):
             step[a] = trial[a]
             trial[a] = p[a] + GEODESIC_PROBE * step[a]
-        if not probe_gradient(x, y, w, p, trial, lower, upper, free, jac, work_p, trial_g):
+        if not probe_gradient(x, y, w, p, trial, lower, upper, free, estimator, jac, work_p,
+                              trial_g):
             return False
         for a in range(n_params):
             h_velocity = 0.0
@@ -362,8 +378,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                     status = SINGULAR
                 continue
             if estimator != ESTIMATOR_MLE and not bend(
-                    x, y, w, p, lower, upper, free, g, h, scale, damping, active, system, jac,
-                    work_p, step, trial, trial_g, chi2, tol):
+                    x, y, w, p, lower, upper, free, estimator, g, h, scale, damping, active,
+                    system, jac, work_p, step, trial, trial_g, chi2, tol):
                 damping *= BATCH_DAMPING_UP
                 if damping > MAX_DAMPING:
                     status = MACHINE_PRECISION
@@ -407,8 +423,9 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 damping *= BATCH_DAMPING_UP
                 if status == RUNNING and damping > MAX_DAMPING:
                     status = MACHINE_PRECISION
-        # Covariance: the inverse of H (least squares) or of the Fisher information (MLE).
-        if estimator == ESTIMATOR_MLE:
+        # Covariance: the inverse of H (least squares), of the Fisher information (MLE) or
+        # of scipy's matrix for a robust loss (both one more pass).
+        if estimator != ESTIMATOR_LSE:
             evaluate(x, y, w, p, lower, upper, free, estimator, trial_g, h, jac, work_p, True)
         for a in range(n_params):
             scale[a] = 0.0
@@ -440,9 +457,11 @@ def _evaluate_source(n_params: int) -> str:
     ``evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher)``
     returns ``(chi2, positive)``: χ² (inf when not finite), and False when the Poisson model
     was <= 0 at a used point; it writes the gradient ``g = -½ ∂χ²/∂p`` and the
-    Gauss-Newton matrix ``h`` (with ``fisher`` set, the Poisson Fisher information). The
-    sums are scalar locals rather than array elements, which lets the compiler keep them in
-    registers: with a loop over a run-time number of parameters, the pass cost 4x more.
+    Gauss-Newton matrix ``h`` (with ``fisher`` set, the matrix whose inverse is the
+    covariance: the Poisson Fisher information, or scipy's ``Σ w² max(rho1 + 2 rho2 z, eps)
+    J Jᵀ`` for a robust loss). The sums are scalar locals rather than array elements, which
+    lets the compiler keep them in registers: with a loop over a run-time number of
+    parameters, the pass cost 4x more.
     """
     n = range(n_params)
     pairs = [(a, b) for a in n for b in range(a + 1)]
@@ -456,6 +475,7 @@ def _evaluate_source(n_params: int) -> str:
         *(f"    g{a} = 0.0" for a in n),
         *(f"    h{a}_{b} = 0.0" for a, b in pairs),
         "    mle = estimator == ESTIMATOR_MLE",
+        "    lse = estimator == ESTIMATOR_LSE",
         "    chi2 = 0.0",
         "    for i in range(y.shape[0]):",
         "        wi = w[i]",
@@ -463,7 +483,12 @@ def _evaluate_source(n_params: int) -> str:
         "            continue",
         "        f = point(x, i, params, lower, upper, free, jac, work_p, 0)",
         "        yi = y[i]",
-        "        if mle:",
+        "        if lse:",
+        "            r = wi * (yi - f)",
+        "            chi2 += r * r",
+        "            weight_g = wi * r",
+        "            weight_h = wi * wi",
+        "        elif mle:",
         "            if not f > 0.0:",
         "                return math.inf, False",
         "            term = f - yi",
@@ -473,10 +498,7 @@ def _evaluate_source(n_params: int) -> str:
         "            weight_g = wi * (yi / f - 1.0)",
         "            weight_h = wi / f if fisher else wi * yi / (f * f)",
         "        else:",
-        "            r = wi * (yi - f)",
-        "            chi2 += r * r",
-        "            weight_g = wi * r",
-        "            weight_h = wi * wi",
+        *_robust_point_lines(12),
         *(f"        j{a} = jac[{a}, 0] if free{a} else 0.0" for a in n),
         *(f"        g{a} += weight_g * j{a}" for a in n),
         *(f"        t{a} = weight_h * j{a}" for a in n),
@@ -494,6 +516,26 @@ def _evaluate_source(n_params: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _robust_point_lines(indent):
+    """Lines of a pass that form one used point's χ² term and two weights under a robust
+    loss, from ``wi``, ``yi`` and the model value ``f`` (see :func:`_rules.robust_loss`):
+    the Gauss-Newton weight is that of the square-root residuals, ``(w rho1 / root)²``;
+    with ``fisher``, scipy's covariance weight. ``factor`` (w rho1 / root) is left for the
+    probe of the geodesic acceleration."""
+    pad = " " * indent
+    return [pad + line for line in (
+        "r = wi * (yi - f)",
+        "z = r * r",
+        "rho, rho1, rho2, root = robust_loss(z, estimator)",
+        "chi2 += rho",
+        "weight_g = wi * rho1 * r",
+        "factor = wi * rho1 / root",
+        # EPS as a literal, so that a float32 pass keeps it in float32.
+        f"weight_h = wi * wi * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
+        "else factor * factor",
+    )]
+
+
 def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
     """The pass of :func:`_evaluate_source` organised for SIMD on a CPU.
 
@@ -501,7 +543,9 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
     and its two weights (of the gradient and of the Gauss-Newton matrix) to
     ``jac[n_params, i]`` and ``jac[n_params + 1, i]``; then each sum is a dot product over
     the points (``_dot2``/``_dot3``, compiled with reassociation so that they vectorise).
-    The sums are the same as the point-by-point pass's, in another order.
+    The sums are the same as the point-by-point pass's, in another order. Poisson MLE and
+    the robust losses have loops of their own (``_mle_pass``, ``_robust_pass``), so the
+    least-squares loop carries none of their branches.
 
     With ``forward``, ``point`` returns the model value only; the values go to row
     ``_value_row(n_params)`` and ``_forward_rows`` then writes each parameter's row of
@@ -534,7 +578,7 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         "    params = p",
         "    mle = estimator == ESTIMATOR_MLE",
         "    chi2 = 0.0",
-        "    if not mle:",
+        "    if estimator == ESTIMATOR_LSE:",
         # Least squares: no branch, no early exit and no running sum in this loop, so the
         # compiler can run it over several points at once. Points of weight 0 are
         # evaluated like the others and their columns zeroed afterwards (a non-finite
@@ -558,11 +602,17 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         f"                    for a in range({sq + 1}):",
         "                        jac[a, i] = 0.0",
         f"        chi2 = _sum(jac, {sq})",
-        "    else:",
+        "    elif mle:",
         "        chi2 = _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, fisher)",
         "        if chi2 == -1.0:",
         "            return math.inf, False",
+        "    else:",
+        "        chi2 = _robust_pass(x, y, w, params, lower, upper, free, estimator, jac, "
+        "work_p, fisher)",
         *([
+            # The differences from the model values that the pass left in their row; the
+            # columns of unused points are zeroed again (their model may not be finite).
+            "    if estimator != ESTIMATOR_LSE:",
             "        _forward_rows(x, p, upper, free, jac, work_p)",
             "        for i in range(y.shape[0]):",
             "            if w[i] == 0.0:",
@@ -602,6 +652,27 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         "        chi2 += 2.0 * wi * term",
         f"        jac[{wg}, i] = wi * (yi / f - 1.0)",
         f"        jac[{wh}, i] = wi / f if fisher else wi * yi / (f * f)",
+        "    return chi2",
+        "",
+        "",
+        "def _robust_pass(x, y, w, params, lower, upper, free, estimator, jac, work_p, fisher):",
+        # A loop of its own: the least-squares loop above stays free of the loss's branches.
+        f"    # chi2 (Σ rho); row {sq} keeps the weight w rho1 / root of the probe (probe_rows).",
+        "    chi2 = 0.0",
+        "    for i in range(y.shape[0]):",
+        "        wi = w[i]",
+        "        if wi == 0.0:",
+        f"            for a in range({sq + 1}):",
+        "                jac[a, i] = 0.0",
+        *([f"            jac[{vr}, i] = 0.0"] if forward else []),
+        "            continue",
+        "        f = point(x, i, params, lower, upper, free, jac, work_p, i)",
+        *([f"        jac[{vr}, i] = f"] if forward else []),
+        "        yi = y[i]",
+        *_robust_point_lines(8),
+        f"        jac[{wg}, i] = weight_g",
+        f"        jac[{wh}, i] = weight_h",
+        f"        jac[{sq}, i] = factor",
         "    return chi2",
     ]
     if forward:
@@ -789,7 +860,7 @@ _REDUCE_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
 def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=None,
-                        value=None, forward_step=None, tag=""):
+                        value=None, forward_step=None, tag="", robust_loss=None):
     import numba
 
     forward = value is not None
@@ -801,6 +872,7 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
     # __name__: numba's disk cache rebuilds each compiled function's environment from an
     # importable module (the CPU kernels of built-in models are cached, this pass included).
     namespace = {"__name__": __name__, "math": math, "point": point,
+                 "robust_loss": robust_loss, "ESTIMATOR_LSE": ESTIMATOR_LSE,
                  "ESTIMATOR_MLE": ESTIMATOR_MLE, "_real": numba.from_dtype(np.dtype(dtype))}
     if block:
         # Not inline="always": numba would inline the IR and compile it without these flags.
@@ -818,8 +890,9 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
             namespace["_tile"] = reduce(namespace["_tile"])
     exec(compile(tree, f"<autofit evaluate {n_params}>", "exec"), namespace)  # noqa: S102
     if block:
-        # evaluate calls _mle_pass through the namespace, so it must be compiled there.
-        namespace["_mle_pass"] = _tagging(inline or numba.njit, tag)(namespace["_mle_pass"])
+        # evaluate calls the passes through the namespace, so they must be compiled there.
+        for name in ("_mle_pass", "_robust_pass"):
+            namespace[name] = _tagging(inline or numba.njit, tag)(namespace[name])
     if forward:
         # Not inlined: a call passes the perturbed parameters as scalars, which the
         # compiler then knows the work array cannot alias (the loop over points vectorises).
@@ -830,22 +903,32 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
     return namespace["evaluate"]
 
 
-def _generated_probe_rows(n_params, value, dtype=np.float64, tag=""):
-    """``probe_rows(x, y, w, q, free, jac, g_probe)``: ``g_probe = J_w(p)ᵀ W (y - f(q))``
-    from the Jacobian rows ``jac[:n_params]`` of the CPU pass at p (zero at unused points),
-    with row ``n_params`` as scratch."""
+def _generated_probe_rows(n_params, value, dtype=np.float64, tag="", robust_loss=None):
+    """``probe_rows(x, y, w, q, free, estimator, jac, g_probe)``: ``g_probe = J_w(p)ᵀ W (y -
+    f(q))`` from the Jacobian rows ``jac[:n_params]`` of the CPU pass at p (zero at unused
+    points), with row ``n_params`` as scratch; for a robust loss ``Σ (w rho1 / root)(p) J(p)
+    s(q)``, ``s = r root(r²)`` the square-root residuals, the weights from row
+    ``n_params + 2`` of the pass at p."""
     import numba
 
     n = range(n_params)
-    row = n_params
+    row, factor = n_params, n_params + 2
     source = "\n".join([
-        "def probe_rows(x, y, w, q, free, jac, g_probe):",
+        "def probe_rows(x, y, w, q, free, estimator, jac, g_probe):",
         "    params = (" + "".join(f"q[{a}], " for a in n) + ")",
         "    n_unused = 0",
-        "    for i in range(y.shape[0]):",
-        "        wi = w[i]",
-        f"        jac[{row}, i] = wi * wi * (y[i] - value(x, i, params))",
-        "        n_unused += 1 if wi == 0.0 else 0",
+        "    if estimator == ESTIMATOR_LSE:",
+        "        for i in range(y.shape[0]):",
+        "            wi = w[i]",
+        f"            jac[{row}, i] = wi * wi * (y[i] - value(x, i, params))",
+        "            n_unused += 1 if wi == 0.0 else 0",
+        "    else:",
+        "        for i in range(y.shape[0]):",
+        "            wi = w[i]",
+        "            r_q = wi * (y[i] - value(x, i, params))",
+        "            _, _, _, root_q = robust_loss(r_q * r_q, estimator)",
+        f"            jac[{row}, i] = jac[{factor}, i] * (r_q * root_q)",
+        "            n_unused += 1 if wi == 0.0 else 0",
         # Points of weight 0 were evaluated like the others; their model may be inf or nan.
         "    if n_unused > 0:",
         "        for i in range(y.shape[0]):",
@@ -857,7 +940,8 @@ def _generated_probe_rows(n_params, value, dtype=np.float64, tag=""):
     tree = ast.parse(source)
     if np.dtype(dtype) != np.float64:
         tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
-    namespace = {"__name__": __name__, "value": value,
+    namespace = {"__name__": __name__, "value": value, "robust_loss": robust_loss,
+                 "ESTIMATOR_LSE": ESTIMATOR_LSE,
                  # In the points' order, as the reference's sum (reassociated, the sums
                  # moved a generated case's parameters by 1.2e-8 of themselves).
                  "_dot2": _tagging(numba.njit(error_model="numpy"), tag)(_dot2),
@@ -956,8 +1040,9 @@ def cpu_fit_one(value, gradient, jac_method, n_params, dtype=np.float64):
 
 def work_rows(n_params):
     """Rows of the CPU pass's work array: the gradient, two weights and the squared residual
-    per point, for large models the weighted gradient rows too (and the rows that the
-    blocks of :func:`_tiled_sums` read past them), and the model values."""
+    (for a robust loss, the weight of the geodesic probe) per point, for large models the
+    weighted gradient rows too (and the rows that the blocks of :func:`_tiled_sums` read past
+    them), and the model values."""
     return _value_row(n_params) + 1
 
 
@@ -1022,7 +1107,7 @@ def build_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
 
 # Sources whose change must invalidate a disk-cached kernel (everything it compiles).
 _KERNEL_SOURCES = ("autofit.numba.batch", "autofit.numba.points", "autofit.numba.fastexp",
-                   "autofit._codes")
+                   "autofit._codes", "autofit._rules")
 
 
 def cache_directory():
