@@ -543,9 +543,9 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
     and its two weights (of the gradient and of the Gauss-Newton matrix) to
     ``jac[n_params, i]`` and ``jac[n_params + 1, i]``; then each sum is a dot product over
     the points (``_dot2``/``_dot3``, compiled with reassociation so that they vectorise).
-    The sums are the same as the point-by-point pass's, in another order. Poisson MLE and
-    the robust losses have loops of their own (``_mle_pass``, ``_robust_pass``), so the
-    least-squares loop carries none of their branches.
+    The sums are the same as the point-by-point pass's, in another order. Poisson MLE has a
+    loop of its own (``_mle_pass``); a robust loss takes the least-squares loop and then
+    reweighs its rows (``_robust_rows``), so that loop carries no branch of either.
 
     With ``forward``, ``point`` returns the model value only; the values go to row
     ``_value_row(n_params)`` and ``_forward_rows`` then writes each parameter's row of
@@ -578,7 +578,7 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         "    params = p",
         "    mle = estimator == ESTIMATOR_MLE",
         "    chi2 = 0.0",
-        "    if estimator == ESTIMATOR_LSE:",
+        "    if not mle:",
         # Least squares: no branch, no early exit and no running sum in this loop, so the
         # compiler can run it over several points at once. Points of weight 0 are
         # evaluated like the others and their columns zeroed afterwards (a non-finite
@@ -601,18 +601,20 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         "                if w[i] == 0.0:",
         f"                    for a in range({sq + 1}):",
         "                        jac[a, i] = 0.0",
-        f"        chi2 = _sum(jac, {sq})",
-        "    elif mle:",
+        # A robust loss reweighs the least-squares rows point by point afterwards, so the
+        # loop above (the model, vectorised) is the same for it.
+        "        if estimator == ESTIMATOR_LSE:",
+        f"            chi2 = _sum(jac, {sq})",
+        "        else:",
+        "            chi2 = _robust_rows(jac, y.shape[0], estimator, fisher)",
+        "    else:",
         "        chi2 = _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, fisher)",
         "        if chi2 == -1.0:",
         "            return math.inf, False",
-        "    else:",
-        "        chi2 = _robust_pass(x, y, w, params, lower, upper, free, estimator, jac, "
-        "work_p, fisher)",
         *([
             # The differences from the model values that the pass left in their row; the
             # columns of unused points are zeroed again (their model may not be finite).
-            "    if estimator != ESTIMATOR_LSE:",
+            "    if mle:",
             "        _forward_rows(x, p, upper, free, jac, work_p)",
             "        for i in range(y.shape[0]):",
             "            if w[i] == 0.0:",
@@ -655,24 +657,23 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         "    return chi2",
         "",
         "",
-        "def _robust_pass(x, y, w, params, lower, upper, free, estimator, jac, work_p, fisher):",
-        # A loop of its own: the least-squares loop above stays free of the loss's branches.
-        f"    # chi2 (Σ rho); row {sq} keeps the weight w rho1 / root of the probe (probe_rows).",
+        "def _robust_rows(jac, n_points, estimator, fisher):",
+        # From the least-squares rows (w r, w², r²) to the loss's: the gradient weight
+        # w rho1 r, the Gauss-Newton weight (w rho1 / root)² (with fisher, scipy's
+        # w² max(rho1 + 2 rho2 z, eps)), and in row sq the probe's weight w rho1 / root
+        # (probe_rows); returns Σ rho. Unused points' zero rows stay zero.
         "    chi2 = 0.0",
-        "    for i in range(y.shape[0]):",
-        "        wi = w[i]",
-        "        if wi == 0.0:",
-        f"            for a in range({sq + 1}):",
-        "                jac[a, i] = 0.0",
-        *([f"            jac[{vr}, i] = 0.0"] if forward else []),
-        "            continue",
-        "        f = point(x, i, params, lower, upper, free, jac, work_p, i)",
-        *([f"        jac[{vr}, i] = f"] if forward else []),
-        "        yi = y[i]",
-        *_robust_point_lines(8),
-        f"        jac[{wg}, i] = weight_g",
-        f"        jac[{wh}, i] = weight_h",
-        f"        jac[{sq}, i] = factor",
+        "    for i in range(n_points):",
+        f"        z = jac[{sq}, i]",
+        "        rho, rho1, rho2, root = robust_loss(z, estimator)",
+        "        chi2 += rho",
+        "        ratio = rho1 / root",
+        f"        wi2 = jac[{wh}, i]",
+        f"        jac[{wg}, i] *= rho1",
+        f"        jac[{sq}, i] = math.sqrt(wi2) * ratio",
+        # EPS as a literal, so that a float32 pass keeps it in float32.
+        f"        jac[{wh}, i] = wi2 * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
+        "else wi2 * ratio * ratio",
         "    return chi2",
     ]
     if forward:
@@ -891,7 +892,7 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
     exec(compile(tree, f"<autofit evaluate {n_params}>", "exec"), namespace)  # noqa: S102
     if block:
         # evaluate calls the passes through the namespace, so they must be compiled there.
-        for name in ("_mle_pass", "_robust_pass"):
+        for name in ("_mle_pass", "_robust_rows"):
             namespace[name] = _tagging(inline or numba.njit, tag)(namespace[name])
     if forward:
         # Not inlined: a call passes the perturbed parameters as scalars, which the
