@@ -435,7 +435,30 @@ def _lm_fused(name, n_points):
         Case("central", args(_codes.JAC_CENTRAL, shared, free), central),
         Case("decay", args(analytic, shared, (np.full(3, -np.inf), np.full(3, np.inf)),
                            (xd[None, :], yd), decay_start, *decay), exact),
+        *_robust_fused_cases(n_points, p0, free, tolerances, model, jacobian, exact),
     ]
+
+
+def _robust_fused_cases(n_points, p0, free, tolerances, model, jacobian, compare):
+    """One large fit per robust loss, on a gaussian with hot pixels and cosmic rays (a
+    twelfth of the points off by one to three amplitudes), f_scale 0.05 folded into the
+    weights; two losses with one weight per point, two with a shared one (numba's two point
+    loops). At least 40 points, as the robust lm_batch cases: fewer leave a spike the fit
+    could settle on, where the information is decided by rounding."""
+    from autofit.original import model_gaussian
+
+    n = max(n_points, 40)
+    rng = np.random.default_rng(n + 2)
+    x = x_grid("gaussian", n)
+    y = model_gaussian(x, np.array(TRUE_PARAMS["gaussian"])) + 0.03 * rng.normal(size=n)
+    where = rng.choice(n, size=n // 12, replace=False)
+    y[where] += rng.choice([-1.0, 1.0], size=where.size) * rng.uniform(1.0, 3.0, where.size)
+    f_scale = 0.05
+    per_point = {"huber", "arctan"}
+    return [Case(f"{loss}", (model, jacobian, _codes.JAC_ANALYTIC, x[None, :], y,
+                             np.full(n if loss in per_point else 1, 1.0 / f_scale), p0, *free,
+                             *tolerances, code), compare)
+            for loss, code in _codes.ROBUST_LOSSES.items()]
 
 
 _FACTORIES = {

@@ -145,8 +145,9 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         - ``loss`` ('linear', 'soft_l1', 'huber', 'cauchy', 'arctan', or a callable
           ``rho(z) -> (3, n)`` as in :func:`scipy.optimize.least_squares`) and ``f_scale``
           (default 1): minimise ``Σ f_scale² rho((r / f_scale)²)`` of the weighted
-          residuals r, on every backend (by the batched solver with one fit; a callable
-          runs on NumPy). The covariance follows scipy: the inverse of
+          residuals r, on every backend (by the batched solver with one fit, and on the
+          fused path, ``lm_fused``, from ``FUSED_MIN_POINTS`` points; a callable runs on
+          NumPy). The covariance follows scipy: the inverse of
           ``Jᵀ diag(rho' + 2 rho'' z) J`` scaled by that sum over ``n_points - n_params``
           (unless ``absolute_sigma``); ``infodict['chi2']`` is the sum. Any ``method``
           takes a loss (scipy's 'lm' refuses it).
@@ -276,16 +277,6 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         python_only.append("verbose=2 (each evaluation is printed from Python)")
     if no_x:
         python_only.append("xdata=None (f is called with None)")
-    if loss != "linear":
-        if sigma_is_matrix:
-            raise ValueError(f"loss={loss!r} takes sigma as standard deviations (n_points,); "
-                             "a covariance matrix couples the residuals the loss weighs one "
-                             "by one: pass 1-D sigma, or loss='linear'")
-        fit, choice = _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options,
-                              max_nfev, "numpy" if python_only and backend is None
-                              else backend, strict, check.is_unbounded(bounds))
-        return _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev,
-                       verbose)
     if fused not in (None, True, False):
         raise ValueError(f"fused must be None, True or False, got {fused!r}")
     if fused and sigma_is_matrix:
@@ -293,6 +284,21 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
                          "couple the points); pass 1-D sigma or fused=None")
     use_fused = (fused if fused is not None
                  else y.shape[0] >= FUSED_MIN_POINTS and not sigma_is_matrix)
+    if loss != "linear":
+        if sigma_is_matrix:
+            raise ValueError(f"loss={loss!r} takes sigma as standard deviations (n_points,); "
+                             "a covariance matrix couples the residuals the loss weighs one "
+                             "by one: pass 1-D sigma, or loss='linear'")
+        if use_fused and not (callable(loss) or callable(jac) or python_only):
+            fit, choice = _robust_fused(f, jac, x, y, weights, p0, lower, upper, loss,
+                                        f_scale, options, max_nfev, full_output, backend,
+                                        strict)
+        else:
+            fit, choice = _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale,
+                                  options, max_nfev, "numpy" if python_only and backend is None
+                                  else backend, strict, check.is_unbounded(bounds))
+        return _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev,
+                       verbose)
 
     choice = _dispatch.choose(backend)
     if python_only and choice.source == _dispatch.DEFAULT_RULE:
@@ -437,6 +443,41 @@ def _common_call(f, xdata, ydata, p0, backend):
     if not np.isfinite(pcov).all():
         return None
     return np.array(params, dtype=np.float64), pcov * (float(chi2) / (n_points - n_params))
+
+
+def _robust_fused(f, jac, x, y, weights, p0, lower, upper, loss, f_scale, options, max_nfev,
+                  full_output, backend, strict):
+    """A huge fit with a robust loss: ``lm_fused`` with the loss's estimator code, the
+    Jacobian never stored; the result in curve_fit's units (chi2 = Σ f_scale² rho, the
+    covariance before scaling = the inverse of scipy's ``Jᵀ diag(rho' + 2 rho'' z) J``)."""
+    f_scale = check.check_f_scale(f_scale, ())
+    estimator = _codes.ROBUST_LOSSES[loss]
+    choice = _dispatch.choose(backend)
+    sample = slice(0, min(y.shape[0], _CHECK_SAMPLE))
+    _check_model_at_p0(f, jac, x[..., sample], y[sample], p0, choice.requested,
+                       y_checked=True)
+
+    def attempt(name):
+        prepared = _adapters.prepare(name, f, p0.shape[0], jac)
+        prepared = _adapters.check_runs(name, prepared, x[..., sample], p0, f, jac)
+        if prepared.note is not None:
+            choice.notes.append(prepared.note)
+        fit = _large.run_fused(name, f, jac, prepared, x, y, weights / f_scale, p0, lower,
+                               upper, options, max_nfev, full_output, estimator=estimator)
+        if fit is None:
+            raise BackendCannotRun(f"{name!r} cannot run the model on its fused pass")
+        fit["chi2"] *= f_scale ** 2
+        fit["pcov"] = fit["pcov"] / f_scale ** 2
+        if fit["fvec"] is not None:
+            fit["fvec"] = fit["fvec"] * f_scale  # weights * (f - y), without the f_scale
+        return fit
+
+    try:
+        fit = _dispatch.run_with_fallback(choice, attempt, strict=strict)
+    finally:
+        if choice.after_call is not None:
+            choice.after_call()
+    return fit, choice
 
 
 def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_nfev,

@@ -363,13 +363,13 @@ covariance : (n_fits, n_params, n_params) float64
 """, case="lm_batch", jac_methods=_BATCH_JAC_METHODS, jac_methods_extra=_AUTODIFF_ON_JAX),
     KernelSpec(
         "lm_fused", ("model", "jacobian", "jac_method", "x", "ydata", "weights", "p0",
-                     "lower", "upper", "ftol", "xtol", "gtol", "max_nfev"),
+                     "lower", "upper", "ftol", "xtol", "gtol", "max_nfev", "estimator"),
         """Fit one model to very many points by LM without storing the Jacobian.
 
 Each iteration is one pass over the points, in chunks, that evaluates the model (and its
 Jacobian) at the trial point and accumulates χ², ``JᵀW²r`` and ``JᵀW²J`` at once, so the
 memory beyond the data is that of a chunk. The algorithm (the batched solver's damping and
-bounds with scipy's ftol/xtol/gtol stopping tests) is defined in
+bounds with scipy's ftol/xtol/gtol stopping tests, and its robust losses) is defined in
 :mod:`autofit.original.large`.
 
 Parameters
@@ -397,20 +397,27 @@ ftol, xtol, gtol : float
 max_nfev : int
     Budget of model evaluations (a pass costs 1, ``n_params + 1`` forward or
     ``2 n_params + 1`` central).
+estimator : int, optional
+    ``ESTIMATOR_LSE`` (the default) or a robust loss, ``ESTIMATOR_SOFT_L1``, ``_HUBER``,
+    ``_CAUCHY`` or ``_ARCTAN`` (scipy's losses at ``f_scale`` 1: divide the weights by
+    f_scale); anything else, Poisson MLE included, raises ValueError.
 
 Returns
 -------
 params : (n_params,) float64
 chi2 : float
-    ``Σ (w (y - model(x, params)))²``.
+    ``Σ (w (y - model(x, params)))²``; for a robust loss ``Σ rho(z)``, ``z`` that square
+    per point.
 status : int
     A code from :mod:`autofit._codes` (1-4, 6 converged; 5 budget spent; 7 non-finite;
     9 singular).
 nfev : int
+    Model evaluations of the fit (a robust loss's information pass is not counted).
 n_iter : int
     Passes over the points after the first (accepted or rejected steps).
 information : (n_params, n_params) float64
-    ``JᵀW²J`` at ``params`` (the covariance is its pseudo-inverse).
+    ``JᵀW²J`` at ``params`` (the covariance is its pseudo-inverse); for a robust loss
+    scipy's ``Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ`` at ``params``, from one more pass.
 """, case="lm_fused", jac_methods=_SOLVER_JAC_METHODS, jac_methods_extra=_AUTODIFF_ON_JAX),
     KernelSpec(
         "covariance_from_jacobian", ("jac",),

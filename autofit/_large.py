@@ -37,13 +37,15 @@ def _numba_model(f, jac, prepared, n_params, n_variables):
 
 
 def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, max_nfev,
-              full_output, exact=None):
+              full_output, exact=None, estimator=_codes.ESTIMATOR_LSE):
     """The fit as curve_fit's result dict, or None when this backend cannot run ``f`` on the
     fused path (curve_fit then takes the stored-Jacobian path on the same backend).
 
     ``exact``: ``(value, gradient)`` point functions with exact derivatives of a user's
     model (:mod:`autofit._forward_mode`), for the backends that take point functions; then
-    ``prepared`` is None (nothing else is needed).
+    ``prepared`` is None (nothing else is needed). ``estimator``: ``ESTIMATOR_LSE`` or a
+    robust loss code (``weights`` already divided by f_scale); the covariance is then the
+    pseudo-inverse of the robust information ``lm_fused`` returns.
     """
     kernels = _dispatch.load(name)
     n_params = p0.shape[0]
@@ -72,7 +74,7 @@ def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, 
         try:
             params, chi2, status, nfev, n_iter, information = kernels.lm_fused(
                 model, jacobian, jac_method, x2, y, weights, p0, lower, upper, *tolerances,
-                max_nfev)
+                max_nfev, estimator)
         except Exception as exc:
             if name == "numba" and _is_numba_error(exc):
                 return None  # f does not compile one point at a time
@@ -82,7 +84,7 @@ def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, 
             params, chi2, status, nfev_polish, n_polish, information = (
                 np.asarray(v) for v in kernels.lm_fused(
                     model, jacobian, polish_method, x2, y, weights, params, lower,
-                    upper, *tolerances, max(max_nfev - nfev, 1)))
+                    upper, *tolerances, max(max_nfev - nfev, 1), estimator))
             nfev, n_iter = nfev + int(nfev_polish), n_iter + int(n_polish)
         converged = int(status) in _codes.CONVERGED_CODES
         fvec = None

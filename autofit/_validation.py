@@ -7,6 +7,7 @@ modified: arrays are converted to new float64 arrays where needed and never writ
 from __future__ import annotations
 
 import inspect
+import math
 import weakref
 
 import numpy as np
@@ -188,12 +189,16 @@ SMALLEST_DATA = 1e-140
 def check_data_scale(y, weights) -> None:
     """Refuse data whose weighted magnitude puts χ² outside float64's range, naming the
     scale and the fix (fitting on would end with a misleading status, or at p0)."""
-    with np.errstate(all="ignore"):
-        weighted = np.abs(weights @ y if weights.ndim == 2 else weights * y)
-    # Non-finite values are the finiteness checks' business (check_finite=False lets the
-    # solver report them); the scale is that of the finite data.
-    weighted = weighted[np.isfinite(weighted)]
-    magnitude = float(np.max(weighted)) if weighted.size else 0.0
+    if weights.shape == (1,) and y.size and math.isfinite(y.max() - y.min()):
+        # One weight (no sigma): two passes over y and no array of its size.
+        magnitude = abs(float(weights[0])) * max(float(y.max()), -float(y.min()))
+    else:
+        with np.errstate(all="ignore"):
+            weighted = np.abs(weights @ y if weights.ndim == 2 else weights * y)
+        # Non-finite values are the finiteness checks' business (check_finite=False lets
+        # the solver report them); the scale is that of the finite data.
+        weighted = weighted[np.isfinite(weighted)]
+        magnitude = float(np.max(weighted)) if weighted.size else 0.0
     if magnitude > LARGEST_DATA or 0.0 < magnitude < SMALLEST_DATA:
         factor = 10.0 ** round(np.log10(magnitude))
         raise ValueError(

@@ -14,7 +14,7 @@ import pytest
 import scipy.optimize
 
 import autofit
-from autofit import _curve_fit, models
+from autofit import _codes, _curve_fit, models
 from autofit._codes import JAC_ANALYTIC
 from tests.conftest import backend_params
 
@@ -336,3 +336,101 @@ def test_points_of_weight_zero_are_ignored_where_the_model_is_infinite(backend):
     # The same fit up to the order of the sums (the chunks hold other points).
     np.testing.assert_allclose(with_zeros[0], without[0], rtol=1e-9)
     np.testing.assert_allclose(with_zeros[1], without[1], rtol=1e-9)
+
+
+def _outlier_gaussian(n=60, seed=5):
+    """A gaussian with a tenth of its points off by one to three amplitudes, the weights
+    1 / f_scale (0.05) as fit_batch folds f_scale in."""
+    from autofit import original
+
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-5.0, 5.0, n)
+    truth = np.array([3.0, 0.4, 1.1, 0.2])
+    y = original.model_gaussian(x, truth) + 0.03 * rng.normal(size=n)
+    spikes = rng.choice(n, size=n // 10, replace=False)
+    y[spikes] += rng.choice([-1.0, 1.0], size=spikes.size) * rng.uniform(1.0, 3.0,
+                                                                          spikes.size)
+    return x, y, np.full(n, 1.0 / 0.05), truth * 1.05
+
+
+def _gaussian_kernel_parts(backend):
+    if backend == "numba":
+        from autofit.numba.points import POINT_FUNCTIONS
+
+        return POINT_FUNCTIONS["gaussian"]
+    from autofit import _dispatch
+
+    module = _dispatch.load(backend)
+    return module.model_gaussian, module.jacobian_gaussian
+
+
+def _batch_reference(x, y, weights, p0, estimator):
+    """lm_batch's fit of the same data, as one fit, converged to rounding level."""
+    from autofit import original
+
+    inf = np.full((1, 4), np.inf)
+    params, _, _, status, covariance = original.lm_batch(
+        original.model_gaussian, original.jacobian_gaussian, JAC_ANALYTIC, x[None, None],
+        y[None], weights[None], p0[None], -inf, inf, np.ones(4, dtype=bool), estimator,
+        1e-14, 500)
+    assert status[0] in (1, 2, 3, 4, 6)
+    return params[0], covariance[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("loss", sorted(_codes.ROBUST_LOSSES))
+def test_robust_lm_fused_agrees_with_lm_batch(backend, loss):
+    # One fit by each solver: the same loss, hence the same minimum and scipy's covariance
+    # (lm_fused's information is the matrix whose inverse lm_batch returns).
+    from autofit import _dispatch
+
+    code = _codes.ROBUST_LOSSES[loss]
+    x, y, weights, p0 = _outlier_gaussian()
+    expected_params, expected_covariance = _batch_reference(x, y, weights, p0, code)
+    inf = np.full(4, np.inf)
+    with _float64(backend):
+        out = _dispatch.load(backend).lm_fused(
+            *_gaussian_kernel_parts(backend), JAC_ANALYTIC, x[None, :], y, weights, p0,
+            -inf, inf, 1e-14, 1e-14, 1e-14, 1000, code)
+        params, chi2, status, _, _, information = (np.asarray(v) for v in out)
+    assert int(status) in (1, 2, 3, 4, 6)
+    np.testing.assert_allclose(params, expected_params, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.inv(information), expected_covariance, rtol=1e-5)
+    # chi2 is the robust cost Σ rho, not the sum of squares (the spikes dominate that).
+    from autofit import original
+
+    residuals = weights * (y - original.model_gaussian(x, params))
+    assert float(chi2) < 0.5 * residuals @ residuals
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lm_fused_refuses_an_estimator_it_does_not_fit(backend):
+    from autofit import _dispatch
+
+    x, y, weights, p0 = _outlier_gaussian()
+    inf = np.full(4, np.inf)
+    lm_fused = _dispatch.load(backend).lm_fused
+    for code in (_codes.ESTIMATOR_MLE, 9):
+        with pytest.raises(ValueError, match="lm_fused: estimator must be ESTIMATOR_LSE or "
+                                             "a robust loss code"):
+            lm_fused(*_gaussian_kernel_parts(backend), JAC_ANALYTIC, x[None, :], y, weights,
+                     p0, -inf, inf, 1e-10, 1e-10, 1e-10, 100, code)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_run_fused_takes_a_robust_loss(backend):
+    # curve_fit's fused path: the covariance is the pseudo-inverse of the robust
+    # information, lm_batch's for the same loss.
+    from autofit import _adapters, _large
+
+    x, y, weights, p0 = _outlier_gaussian()
+    code = _codes.ESTIMATOR_CAUCHY
+    expected_params, expected_covariance = _batch_reference(x, y, weights, p0, code)
+    prepared = _adapters.prepare(backend, models.gaussian, 4, None)
+    inf = np.full(4, np.inf)
+    options = {"ftol": 1e-14, "xtol": 1e-14, "gtol": 1e-14}
+    fit = _large.run_fused(backend, models.gaussian, None, prepared, x, y, weights, p0, -inf,
+                           inf, options, 1000, False, estimator=code)
+    assert fit["status"] in _codes.CONVERGED_CODES and fit["rank"] == 4
+    np.testing.assert_allclose(fit["params"], expected_params, rtol=1e-6)
+    np.testing.assert_allclose(fit["pcov"], expected_covariance, rtol=1e-5)

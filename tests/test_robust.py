@@ -95,6 +95,30 @@ def test_curve_fit_with_a_robust_loss_is_scipys_fit(backend, loss):
     assert abs(popt[2] - 0.5) < 0.2 * abs(plain[2] - 0.5)
 
 
+@pytest.mark.parametrize("loss", ["soft_l1", "cauchy"])
+@pytest.mark.parametrize("backend", backend_params())
+def test_huge_fits_take_a_robust_loss_on_the_fused_pass(backend, loss):
+    """fused=True (the path of 100,000 points and more): lm_fused with the loss, the
+    Jacobian never stored; the same fit and covariance as scipy's."""
+    y = outlier_data(5)
+    sigma = np.full(X.size, 0.5)
+    model = decay_jax if backend == "jax" else decay
+    popt, pcov, info, _, _ = autofit.curve_fit(model, X, y, p0=[1.0, 1.0, 1.0], sigma=sigma,
+                                               loss=loss, f_scale=0.1, fused=True,
+                                               backend=backend, full_output=True,
+                                               strict=True)
+    expected, expected_cov = scipy_curve_fit(decay, X, y, p0=[1.0, 1.0, 1.0], sigma=sigma,
+                                             loss=loss, f_scale=0.1, method="trf",
+                                             ftol=1e-12, xtol=1e-12, gtol=1e-12)
+    np.testing.assert_allclose(popt, expected, rtol=1e-6)
+    np.testing.assert_allclose(pcov, expected_cov, rtol=1e-4)
+    residuals = (decay(X, *popt) - y) / sigma
+    np.testing.assert_allclose(info["fvec"], residuals, rtol=1e-12)
+    z = (residuals / 0.1) ** 2
+    rho = np.log1p(z) if loss == "cauchy" else 2.0 * (np.sqrt(1.0 + z) - 1.0)
+    np.testing.assert_allclose(info["chi2"], np.sum(0.01 * rho), rtol=1e-9)
+
+
 def test_curve_fit_takes_a_callable_loss_as_least_squares_does():
     y = outlier_data(3)
 

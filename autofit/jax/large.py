@@ -27,6 +27,10 @@ Differences from the reference, all deliberate:
 * ``JAC_AUTODIFF`` is accepted besides the reference's methods.
 * Points of weight 0 contribute exactly nothing even where the model or its Jacobian is
   nan/inf there (selects, never ``0 * value``), as in the reference.
+
+A robust ``estimator`` is a static argument (one program per loss, the loss's branch chosen
+when tracing): its pass forms the reference's sums of the square-root residuals, and one
+more pass after the loop the information ``Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ``.
 """
 
 from typing import NamedTuple
@@ -42,6 +46,8 @@ from autofit._codes import (
     BATCH_MIN_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_GTOL,
+    EPS,
+    ESTIMATOR_LSE,
     JAC_ANALYTIC,
     JAC_AUTODIFF,
     JAC_CENTRAL,
@@ -54,7 +60,7 @@ from autofit._codes import (
     SINGULAR,
 )
 from autofit._declarations import implements, require_jac_method
-from autofit._rules import trial_status_where
+from autofit._rules import robust_loss_where, trial_status_where
 from autofit.jax.batch import (
     CPU_COMPILER_OPTIONS,
     _cholesky,
@@ -62,7 +68,12 @@ from autofit.jax.batch import (
     _substitute,
 )
 from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
-from autofit.original.large import UNSEEN_STEP, chi2_rounding, evaluations_per_pass
+from autofit.original.large import (
+    UNSEEN_STEP,
+    chi2_rounding,
+    evaluations_per_pass,
+    fused_estimator,
+)
 
 # On a CPU, Jacobian entries (points x parameters) per chunk: enough points that the loop's
 # cost per chunk (tens of µs) is small against theirs, few enough that the chunk's Jacobian
@@ -108,13 +119,17 @@ def _columns(model, jacobian, jac_method, mx, p, f, lower, upper):
 
 
 def _chunk_sums(model, jacobian, jac_method, xc, yc, wc, used, p, lower, upper,
-                entry_sums):
-    """``(chi2, g, h)`` of one chunk's points where ``used`` is true."""
+                entry_sums, estimator=ESTIMATOR_LSE, information=False):
+    """``(chi2, g, h)`` of one chunk's points where ``used`` is true; for a robust
+    ``estimator`` the square-root residuals' sums, or with ``information`` (chi2 and g then
+    unused) h is the robust information matrix."""
     n_params = p.shape[0]
     mx = xc[0] if xc.shape[0] == 1 else xc
     f = jnp.asarray(model(mx, p), dtype=p.dtype)
     jac = _columns(model, jacobian, jac_method, mx, p, f, lower, upper)
     r = jnp.where(used, wc * (yc - f), 0.0)
+    if estimator != ESTIMATOR_LSE:
+        return _robust_chunk_sums(jac, r, wc, used, entry_sums, estimator, information)
     wj = jnp.where(used[None, :], wc[None, :] * jac, 0.0)
     if not entry_sums:
         return r @ r, wj @ r, wj @ wj.T
@@ -122,15 +137,37 @@ def _chunk_sums(model, jacobian, jac_method, xc, yc, wc, used, p, lower, upper,
     # one vectorized reduction, while the (n_params, chunk) @ (chunk, n_params) products
     # made a pass about 2x slower (module docstring). h is symmetric: its upper triangle.
     g = jnp.stack([jnp.sum(wj[i] * r) for i in range(n_params)])
+    return jnp.sum(r * r), g, _entry_sums_h(wj, wj)
+
+
+def _entry_sums_h(left, right):
+    # Σ left[i] right[j] for the upper triangle, mirrored.
+    n_params = left.shape[0]
     rows, cols = zip(*[(i, j) for i in range(n_params) for j in range(i, n_params)])
-    upper_h = jnp.stack([jnp.sum(wj[i] * wj[j]) for i, j in zip(rows, cols)])
-    h = jnp.zeros((n_params, n_params), p.dtype).at[rows, cols].set(upper_h)
-    h = h.at[cols, rows].set(upper_h)
-    return jnp.sum(r * r), g, h
+    upper_h = jnp.stack([jnp.sum(left[i] * right[j]) for i, j in zip(rows, cols)])
+    h = jnp.zeros((n_params, n_params), left.dtype).at[rows, cols].set(upper_h)
+    return h.at[cols, rows].set(upper_h)
+
+
+def _robust_chunk_sums(jac, r, wc, used, entry_sums, estimator, information):
+    # r is 0 where unused, where every loss is 0 with slope 1: only jac needs the mask.
+    z = r * r
+    rho, rho1, rho2, root = robust_loss_where(jnp, z, estimator)
+    jac = jnp.where(used[None, :], jac, 0.0)
+    weight_g = wc * rho1 * r
+    if information:
+        left = jac * (wc * wc * jnp.maximum(rho1 + 2.0 * rho2 * z, EPS))[None, :]
+        right = jac
+    else:
+        left = right = jac * (wc * rho1 / root)[None, :]
+    if not entry_sums:
+        return jnp.sum(rho), jac @ weight_g, left @ right.T
+    g = jnp.stack([jnp.sum(jac[i] * weight_g) for i in range(jac.shape[0])])
+    return jnp.sum(rho), g, _entry_sums_h(left, right)
 
 
 def _normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, upper,
-                      chunk, entry_sums):
+                      chunk, entry_sums, estimator=ESTIMATOR_LSE, information=False):
     """One pass: ``(chi2, g, h)`` at ``p``; chi2 is inf if any of them is not finite."""
     n_points = ydata.shape[0]
     n_full = n_points // chunk
@@ -149,7 +186,7 @@ def _normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, 
         xc, yc, wc = read(start)
         used = wc != 0.0 if mask is None else mask & (wc != 0.0)
         terms = _chunk_sums(model, jacobian, jac_method, xc, yc, wc, used, p, lower, upper,
-                            entry_sums)
+                            entry_sums, estimator, information)
         return tuple(a + b for a, b in zip(sums, terms))
 
     zero = jnp.zeros((), p.dtype)
@@ -177,7 +214,7 @@ class _State(NamedTuple):
 
 
 def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
-              gtol, max_nfev, chunk, entry_sums):
+              gtol, max_nfev, chunk, entry_sums, estimator):
     x, ydata, weights = _as_float(x), _as_float(ydata), _as_float(weights)
     p0, lower, upper = _as_float(p0), _as_float(lower), _as_float(upper)
     ftol, xtol, gtol = _as_float(ftol), _as_float(xtol), _as_float(gtol)
@@ -186,7 +223,7 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
 
     def evaluate(p):
         return _normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower,
-                                 upper, chunk, entry_sums)
+                                 upper, chunk, entry_sums, estimator)
 
     def integer(value):
         return jnp.asarray(value, dtype=int)
@@ -257,10 +294,17 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
             status=integer(status))
 
     s = jax.lax.while_loop(lambda s: s.status == RUNNING, body, state)
-    return s.params, s.chi2, s.status, s.nfev, s.n_iter, s.h
+    if estimator == ESTIMATOR_LSE:
+        return s.params, s.chi2, s.status, s.nfev, s.n_iter, s.h
+    # The reference returns the first pass's h, without this pass, when that pass failed.
+    information = jax.lax.cond(
+        s.status == NONFINITE, lambda p: s.h,
+        lambda p: _normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower,
+                                    upper, chunk, entry_sums, estimator, True)[2], s.params)
+    return s.params, s.chi2, s.status, s.nfev, s.n_iter, information
 
 
-_STATIC = ("model", "jacobian", "jac_method", "chunk", "entry_sums")
+_STATIC = ("model", "jacobian", "jac_method", "chunk", "entry_sums", "estimator")
 # XLA:CPU's loop emitters run a pass about 2x faster than its newer fusion emitters (as for
 # the batch program: autofit.jax.batch.CPU_COMPILER_OPTIONS).
 _lm_fused_cpu = jax.jit(_lm_fused, static_argnames=_STATIC,
@@ -282,8 +326,9 @@ def _on_device(a):
 
 @implements("lm_fused")
 def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
-             gtol, max_nfev):
+             gtol, max_nfev, estimator=ESTIMATOR_LSE):
     require_jac_method("lm_fused", "jax", jac_method)
+    estimator = fused_estimator(estimator)
     platform = jax.default_backend()
     n_params = int(np.shape(p0)[0])
     chunk = chunk_size(int(ydata.shape[0]), n_params, platform)
@@ -292,7 +337,7 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
     ftol = max(float(ftol), chi2_rounding(int(ydata.shape[0])))
     x, ydata, weights = (_on_device(a) for a in (x, ydata, weights))
     arguments = (model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
-                 gtol, max_nfev, chunk, entry_sums)
+                 gtol, max_nfev, chunk, entry_sums, estimator)
     if platform != "cpu":
         return _lm_fused_default(*arguments)
     try:

@@ -17,6 +17,13 @@ the columns of the work array beyond the last chunk's points are zeros.
 User functions enter through :func:`autofit.numba.batch.user_point_function` (one point at
 a time) with forward or central differences, computed point by point with the step rules of
 :mod:`autofit.original.jacobians`.
+
+A robust ``estimator`` gets ``chunk_sums`` of its own, with the loss (its code a literal of
+the generated source, so the other losses' branches fold away) in the point loop: the
+work array's two weights and its squared residual become the reference's ``w rho1 r``,
+``(w rho1 / root)²`` and ``rho``, and the sums are formed as for least squares. A second
+such function, whose h weight is ``w² max(rho1 + 2 rho2 z, eps)``, makes the information
+in one more pass after the fit. Least squares keeps its own point loop, untouched.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from autofit._codes import (
     BATCH_MIN_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_GTOL,
+    EPS,
+    ESTIMATOR_LSE,
     JAC_ANALYTIC,
     JAC_FORWARD,
     MACHINE_PRECISION,
@@ -55,9 +64,16 @@ from autofit.numba.batch import (
     _sum,
     with_literals_of,
 )
-from autofit.original.large import UNSEEN_STEP, chi2_rounding, evaluations_per_pass
+from autofit.original.large import (
+    UNSEEN_STEP,
+    chi2_rounding,
+    evaluations_per_pass,
+    fused_estimator,
+)
 
 _trial_status = numba.njit(inline="always")(_rules.trial_status)
+_robust_loss = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
+    _rules.robust_loss)
 
 # Points per chunk: the work array ((n_params + 3) rows of CHUNK float64, 192 kB for three
 # parameters) stays in the 512 kB L2 cache of a core.
@@ -118,14 +134,40 @@ def _point_source(jac_method: int, n_params: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _chunk_source(n_params: int) -> str:
+def _point_weights(n_params: int, point: str, estimator: int, information: bool) -> list:
+    """The point loop's body (indented for it): the model at point k, and its work
+    column's two weights and squared residual (least squares), or their robust forms
+    (module docstring)."""
+    wg, wh, sq = n_params, n_params + 1, n_params + 2
+    if estimator == ESTIMATOR_LSE:
+        return [f"r = wi * (y[k] - {point})",
+                f"jac[{wg}, i] = wi * r",
+                f"jac[{wh}, i] = wi * wi",
+                f"jac[{sq}, i] = r * r"]
+    if information:
+        weight_h = f"wi * wi * max(rho1 + 2.0 * rho2 * z, {EPS!r})"
+    else:
+        weight_h = "(wi * rho1 / root) * (wi * rho1 / root)"
+    return [f"r = wi * (y[k] - {point})",
+            "z = r * r",
+            f"rho, rho1, rho2, root = robust_loss(z, {estimator})",
+            f"jac[{wg}, i] = wi * rho1 * r",
+            f"jac[{wh}, i] = {weight_h}",
+            f"jac[{sq}, i] = rho"]
+
+
+def _chunk_source(n_params: int, estimator: int = ESTIMATOR_LSE,
+                  information: bool = False) -> str:
     """``chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out)``: the sums of the
     chunk of points ``start, start + 1, ...`` (``jac.shape[1]`` of them) written to ``out``:
-    χ², then ``g`` (n_params), then ``h[a, b]`` for ``b <= a`` row by row."""
+    χ², then ``g`` (n_params), then ``h[a, b]`` for ``b <= a`` row by row (for a robust
+    ``estimator`` those of the square-root residuals, or with ``information`` h is the
+    robust information matrix)."""
     n = range(n_params)
     wg, wh, sq = n_params, n_params + 1, n_params + 2
     small = n_params <= FUSED_SUMS_MAX_PARAMS
     point = "point(x, k, params, p, lower, upper, jac, work_p, i)"
+    body = _point_weights(n_params, point, estimator, information)
     lines = [
         "def chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out):",
         # The parameters as a tuple of scalars: the model cannot then alias the work array
@@ -140,18 +182,12 @@ def _chunk_source(n_params: int) -> str:
         "        wi = w[0]",
         "        for i in range(width):",
         "            k = start + i",
-        f"            r = wi * (y[k] - {point})",
-        f"            jac[{wg}, i] = wi * r",
-        f"            jac[{wh}, i] = wi * wi",
-        f"            jac[{sq}, i] = r * r",
+        *(f"            {line}" for line in body),
         "    else:",
         "        for i in range(width):",
         "            k = start + i",
         "            wi = w[k]",
-        f"            r = wi * (y[k] - {point})",
-        f"            jac[{wg}, i] = wi * r",
-        f"            jac[{wh}, i] = wi * wi",
-        f"            jac[{sq}, i] = r * r",
+        *(f"            {line}" for line in body),
         # Points of weight 0 are evaluated like the others (branch-free), then zeroed: their
         # model may be inf or nan there.
         "    if w.shape[0] > 1 or w[0] == 0.0:",
@@ -213,7 +249,8 @@ def _reductions(n_params):
     return _REDUCTIONS[n_params]
 
 
-def build_chunk_sums(value, gradient, jac_method, n_params):
+def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE,
+                     information=False):
     """``chunk_sums`` for these point functions (see ``_chunk_source``), compiled for its one
     signature and passed to the driver as a first-class function: the only code compiled
     per model (the point loop, with the model inlined so that it vectorises)."""
@@ -227,15 +264,15 @@ def build_chunk_sums(value, gradient, jac_method, n_params):
     # vectorisable exp; other user functions are compiled as written.
     fast_exp = getattr(value, "__module__", "") in ("autofit.numba.points",
                                                     "autofit._forward_mode")
-    namespace = {"math": math, **_reductions(n_params),
+    namespace = {"math": math, "robust_loss": _robust_loss, **_reductions(n_params),
                  "value": inline(with_literals_of(value, np.float64, fast_exp)),
                  "gradient": (inline(with_literals_of(gradient, np.float64, fast_exp))
                               if jac_method == JAC_ANALYTIC else None)}
     exec(compile(_point_source(jac_method, n_params), "<autofit large point>", "exec"),  # noqa: S102
          namespace)
     namespace["point"] = inline(namespace["point"])
-    exec(compile(_chunk_source(n_params), "<autofit large chunk>", "exec"),  # noqa: S102
-         namespace)
+    source = _chunk_source(n_params, estimator, information)
+    exec(compile(source, "<autofit large chunk>", "exec"), namespace)  # noqa: S102
     signature = _chunk_signature()
     compiled = numba.njit(signature, error_model="numpy", fastmath=FASTMATH)(
         namespace["chunk_sums"])
@@ -316,7 +353,8 @@ def _cholesky_solve(h, g, scale, damping, active, step):
     return True
 
 
-def _solve(chunk_sums, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev):
+def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper, ftol, xtol,
+           gtol, max_nfev):
     n_params = p0.shape[0]
     n_sums = 1 + n_params + n_params * (n_params + 1) // 2
     chunk = min(CHUNK, y.shape[0])
@@ -412,8 +450,13 @@ def _solve(chunk_sums, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nf
             damping *= BATCH_DAMPING_UP
             if status == RUNNING and damping > MAX_DAMPING:
                 status = MACHINE_PRECISION
+    if robust:
+        # Not counted in nfev, as in the reference.
+        information = np.empty((n_params, n_params))
+        _evaluate(information_sums, x, y, w, p, lower, upper, chunk, partial, trial_g,
+                  information)
+        return p, chi2, status, nfev, n_iter, information
     return p, chi2, status, nfev, n_iter, h
-
 
 
 _driver_lock = threading.Lock()
@@ -430,22 +473,27 @@ def _driver():
             f8, i8 = types.float64, types.int64
             chunk_type = types.FunctionType(_chunk_signature())
             vector, matrix = f8[::1], f8[:, ::1]
-            _DRIVER.append(numba.njit((chunk_type, i8, matrix, vector, vector, vector,
-                                       vector, vector, f8, f8, f8, i8), cache=True,
-                                      error_model="numpy", fastmath=FASTMATH)(_solve))
+            _DRIVER.append(numba.njit((chunk_type, chunk_type, types.boolean, i8, matrix,
+                                       vector, vector, vector, vector, vector, f8, f8, f8,
+                                       i8), cache=True, error_model="numpy",
+                                      fastmath=FASTMATH)(_solve))
     return _DRIVER[0]
 
 
-def build_solver(value, gradient, jac_method, n_params):
+def build_solver(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE):
     """``solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev)`` for these point
-    functions: the compiled ``lm_fused`` (returns its six outputs)."""
-    chunk_sums = build_chunk_sums(value, gradient, jac_method, n_params)
+    functions and this ``estimator``: the compiled ``lm_fused`` (returns its six outputs)."""
+    chunk_sums = build_chunk_sums(value, gradient, jac_method, n_params, estimator)
+    robust = estimator != ESTIMATOR_LSE
+    # Least squares' information is its last h: the driver never calls this one then.
+    information_sums = (build_chunk_sums(value, gradient, jac_method, n_params, estimator,
+                                         information=True) if robust else chunk_sums)
     cost = evaluations_per_pass(jac_method, n_params)
     driver = _driver()
 
     def solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev):
-        return driver(chunk_sums, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol,
-                      max_nfev)
+        return driver(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper,
+                      ftol, xtol, gtol, max_nfev)
 
     return solve
 
@@ -453,25 +501,31 @@ def build_solver(value, gradient, jac_method, n_params):
 _SOLVERS: dict = {}
 
 
-def solver(value, gradient, jac_method, n_params):
-    """The compiled solver for these point functions (built once per process)."""
-    key = (value, gradient if jac_method == JAC_ANALYTIC else None, jac_method, n_params)
+def _solver_key(value, gradient, jac_method, n_params, estimator):
+    return (value, gradient if jac_method == JAC_ANALYTIC else None, jac_method, n_params,
+            estimator)
+
+
+def solver(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE):
+    """The compiled solver for these point functions and this ``estimator`` (built once per
+    process)."""
+    key = _solver_key(value, gradient, jac_method, n_params, estimator)
     if key not in _SOLVERS:
-        _SOLVERS[key] = build_solver(value, gradient, jac_method, n_params)
+        _SOLVERS[key] = build_solver(value, gradient, jac_method, n_params, estimator)
     return _SOLVERS[key]
 
 
-def is_compiled(value, gradient, jac_method, n_params) -> bool:
+def is_compiled(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE) -> bool:
     """Whether :func:`solver` has these point functions compiled (it compiles nothing)."""
-    return (value, gradient if jac_method == JAC_ANALYTIC else None, jac_method,
-            n_params) in _SOLVERS
+    return _solver_key(value, gradient, jac_method, n_params, estimator) in _SOLVERS
 
 
 @implements("lm_fused")
 def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
-             gtol, max_nfev):
+             gtol, max_nfev, estimator=ESTIMATOR_LSE):
     require_jac_method("lm_fused", "numba", jac_method)
-    solve = solver(model, jacobian, jac_method, p0.shape[0])
+    estimator = fused_estimator(estimator)
+    solve = solver(model, jacobian, jac_method, p0.shape[0], estimator)
     ftol = max(float(ftol), chi2_rounding(ydata.shape[0]))
     params, chi2, status, nfev, n_iter, information = solve(
         np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(ydata, np.float64),

@@ -30,6 +30,14 @@ tests take scipy's three tolerances:
   ends the fit the same way (the minimum is closer than the tolerances);
 - λ beyond ``MAX_DAMPING`` ends with ``MACHINE_PRECISION`` after a rejected step, or
   ``SINGULAR`` after a failed factorisation.
+
+Robust losses (``estimator``: ``lm_batch``'s codes other than Poisson MLE) are the batched
+solver's: least squares on the square-root residuals ``s = r root(r²)`` of
+:func:`autofit._rules.robust_loss`, so χ² is ``Σ rho``, ``g = Σ w rho1 r J`` and
+``H = Σ (w rho1 / root)² J Jᵀ``, and every test above reads them unchanged. The
+information returned is then scipy's ``Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ`` at the final
+parameters, from one more pass (``H`` is the Gauss-Newton matrix of the square-root
+residuals, not the curvature the covariance needs).
 """
 
 import numpy as np
@@ -42,6 +50,11 @@ from autofit._codes import (
     CONVERGED_FTOL,
     CONVERGED_GTOL,
     EPS,
+    ESTIMATOR_ARCTAN,
+    ESTIMATOR_CAUCHY,
+    ESTIMATOR_HUBER,
+    ESTIMATOR_LSE,
+    ESTIMATOR_SOFT_L1,
     JAC_ANALYTIC,
     JAC_CENTRAL,
     JAC_FORWARD,
@@ -53,7 +66,7 @@ from autofit._codes import (
     SINGULAR,
 )
 from autofit._declarations import implements, require_jac_method
-from autofit._rules import trial_status
+from autofit._rules import robust_loss_where, trial_status
 from autofit.original.jacobians import jacobian_central, jacobian_forward
 from autofit.original.lm import _cholesky_solve as cholesky_solve
 
@@ -62,6 +75,19 @@ from autofit.original.lm import _cholesky_solve as cholesky_solve
 UNSEEN_STEP = 1e-6
 # Points per chunk: the chunk's Jacobian and temporaries (a few MB) stay in cache.
 CHUNK = 65536
+# What lm_fused fits: least squares and the robust losses (Poisson MLE is lm_batch's only).
+FUSED_ESTIMATORS = (ESTIMATOR_LSE, ESTIMATOR_SOFT_L1, ESTIMATOR_HUBER, ESTIMATOR_CAUCHY,
+                    ESTIMATOR_ARCTAN)
+
+
+def fused_estimator(estimator) -> int:
+    """``estimator`` as an int, or the ValueError every backend's ``lm_fused`` raises for a
+    code it does not fit."""
+    if isinstance(estimator, (bool, np.bool_)) or estimator not in FUSED_ESTIMATORS:
+        raise ValueError("lm_fused: estimator must be ESTIMATOR_LSE or a robust loss code "
+                         f"(ESTIMATOR_SOFT_L1, _HUBER, _CAUCHY, _ARCTAN: 2-5); got "
+                         f"{estimator!r}")
+    return int(estimator)
 
 
 def evaluations_per_pass(jac_method: int, n_params: int) -> int:
@@ -91,31 +117,66 @@ def _chunk_jacobian(model, jacobian, jac_method, mx, p, f, lower, upper):
                      "on this backend")
 
 
-def normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, upper):
-    """One pass: ``(chi2, g, h)`` at ``p``, chunk by chunk; chi2 is inf if any is not finite.
-
-    Points of weight 0 contribute nothing, even where the model is not finite there.
-    """
-    n_params = p.shape[0]
+def _chunks(model, jacobian, jac_method, x, ydata, weights, p, lower, upper):
+    """Per chunk: ``(y, w, f, jac, used)`` at ``p`` (``used``: the points of weight != 0)."""
     n_points = ydata.shape[0]
-    chi2 = 0.0
-    g = np.zeros(n_params)
-    h = np.zeros((n_params, n_params))
     for start in range(0, n_points, CHUNK):
         stop = min(start + CHUNK, n_points)
         mx = x[0, start:stop] if x.shape[0] == 1 else x[:, start:stop]
         w = weights[start:stop] if weights.shape[0] > 1 else np.full(stop - start, weights[0])
         f = model(mx, p)
         jac = _chunk_jacobian(model, jacobian, jac_method, mx, p, f, lower, upper)
-        used = w != 0.0
-        r = np.where(used, w * (ydata[start:stop] - f), 0.0)
-        wj = np.where(used[:, None], w[:, None] * jac, 0.0)
-        chi2 += r @ r
-        g += wj.T @ r
-        h += wj.T @ wj
+        yield ydata[start:stop], w, f, jac, w != 0.0
+
+
+def normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, upper,
+                     estimator=ESTIMATOR_LSE):
+    """One pass: ``(chi2, g, h)`` at ``p``, chunk by chunk; chi2 is inf if any is not finite.
+
+    Points of weight 0 contribute nothing, even where the model is not finite there. For a
+    robust ``estimator`` they are the sums of the square-root residuals (module docstring).
+    """
+    n_params = p.shape[0]
+    chi2 = 0.0
+    g = np.zeros(n_params)
+    h = np.zeros((n_params, n_params))
+    for y, w, f, jac, used in _chunks(model, jacobian, jac_method, x, ydata, weights, p,
+                                      lower, upper):
+        r = np.where(used, w * (y - f), 0.0)
+        if estimator == ESTIMATOR_LSE:
+            wj = np.where(used[:, None], w[:, None] * jac, 0.0)
+            chi2 += r @ r
+            g += wj.T @ r
+            h += wj.T @ wj
+            continue
+        # r is 0 where unused, where every loss is 0 with slope 1: only jac needs the mask.
+        with np.errstate(invalid="ignore", over="ignore"):
+            rho, rho1, _, root = robust_loss_where(np, r * r, estimator)
+        jac = np.where(used[:, None], jac, 0.0)
+        sj = jac * (w * rho1 / root)[:, None]
+        chi2 += np.sum(rho)
+        g += jac.T @ (w * rho1 * r)
+        h += sj.T @ sj
     if not (np.isfinite(chi2) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
         return np.inf, g, h
     return chi2, g, h
+
+
+def robust_information(model, jacobian, jac_method, x, ydata, weights, p, lower, upper,
+                       estimator):
+    """One pass: scipy's ``Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ`` at ``p`` for a robust
+    ``estimator`` (the matrix whose pseudo-inverse is its covariance)."""
+    n_params = p.shape[0]
+    information = np.zeros((n_params, n_params))
+    for y, w, f, jac, used in _chunks(model, jacobian, jac_method, x, ydata, weights, p,
+                                      lower, upper):
+        r = np.where(used, w * (y - f), 0.0)
+        z = r * r
+        with np.errstate(invalid="ignore", over="ignore"):
+            _, rho1, rho2, _ = robust_loss_where(np, z, estimator)
+        jac = np.where(used[:, None], jac, 0.0)
+        information += (jac * (w * w * np.maximum(rho1 + 2.0 * rho2 * z, EPS))[:, None]).T @ jac
+    return information
 
 
 def _damped_system(h, g, scale, damping, active):
@@ -135,11 +196,13 @@ def _largest_cosine(g, h, chi2, active):
 
 @implements("lm_fused")
 def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
-             gtol, max_nfev):
+             gtol, max_nfev, estimator=ESTIMATOR_LSE):
     require_jac_method("lm_fused", "numpy", jac_method)
+    estimator = fused_estimator(estimator)
+
     def evaluate(p):
         return normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower,
-                                upper)
+                                upper, estimator)
 
     cost = evaluations_per_pass(jac_method, p0.shape[0])
     ftol = max(ftol, chi2_rounding(ydata.shape[0]))
@@ -206,4 +269,8 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
             damping *= BATCH_DAMPING_UP
             if status == RUNNING and damping > MAX_DAMPING:
                 status = MACHINE_PRECISION
+    if estimator != ESTIMATOR_LSE:
+        # Not counted in nfev: like lm_batch's information pass, it is no part of the fit.
+        h = robust_information(model, jacobian, jac_method, x, ydata, weights, p, lower,
+                               upper, estimator)
     return p, chi2, status, nfev, n_iter, h
