@@ -7,14 +7,21 @@ chunks of fits, and wraps the results in a :class:`BatchResult` shaped like the 
 
 from __future__ import annotations
 
-import os
 import time
 import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from autofit import _checkpoint, _codes, _dispatch, _distributed, _forward_mode, _progress
+from autofit import (
+    _checkpoint,
+    _codes,
+    _dispatch,
+    _distributed,
+    _environment,
+    _forward_mode,
+    _progress,
+)
 from autofit._dispatch import BackendCannotRun
 from autofit._status import Status
 from autofit._validation import as_float_array, check_f_scale, check_loss, count_parameters
@@ -303,7 +310,7 @@ def _device_ran_on(backend: str, requested: str) -> str:
 
 
 def _choose_device(device):
-    device = device if device is not None else os.environ.get("FFIT_DEVICE", "cpu")
+    device = device if device is not None else _environment.value("DEVICE", "cpu")
     device = str(device).lower()
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r} (from the "

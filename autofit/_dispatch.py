@@ -24,12 +24,12 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
-import os
 import threading
 import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from autofit import _environment
 from autofit._declarations import KERNELS
 
 BACKENDS: tuple[str, ...] = ("numpy", "numba", "jax")
@@ -229,8 +229,9 @@ def choose(backend: str | None = None) -> BackendChoice:
         name, source = _context_backend.get(), "autofit.use_backend()"
     elif _config["backend"] is not None:
         name, source = _config["backend"], "autofit.set_backend()"
-    elif os.environ.get("FFIT_BACKEND", "").strip():
-        name, source = normalize(os.environ["FFIT_BACKEND"]), "the FFIT_BACKEND variable"
+    elif _environment.setting("BACKEND") is not None:
+        variable, value = _environment.setting("BACKEND")
+        name, source = normalize(value), f"the {variable} variable"
     else:
         name, source = default_backend(), DEFAULT_RULE
     _check_installed(name)  # the backend itself is imported when it runs
@@ -346,7 +347,7 @@ def is_strict(strict: bool | None = None) -> bool:
         return bool(strict)
     if _context_strict.get() is not None:
         return bool(_context_strict.get())
-    return os.environ.get("FFIT_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
+    return _environment.flag("STRICT")
 
 
 def fallback_chain(name: str) -> tuple[str, ...]:

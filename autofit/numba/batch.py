@@ -1112,18 +1112,11 @@ _KERNEL_SOURCES = ("autofit.numba.batch", "autofit.numba.points", "autofit.numba
 
 
 def cache_directory():
-    """Where the generated kernel modules (and numba's cache of them) are kept.
+    """Where the generated kernel modules (and numba's cache of them) are kept:
+    :func:`autofit._environment.cache_directory` (``FFIT_CACHE_DIR``...), read at each call."""
+    from autofit._environment import cache_directory as configured
 
-    ``AUTOFIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/autofit``, else ``~/.cache/autofit``;
-    read at each call.
-    """
-    import os
-
-    explicit = os.environ.get("AUTOFIT_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "autofit")
+    return configured()
 
 
 def _importable_name(function):
