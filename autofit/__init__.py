@@ -7,7 +7,6 @@ call (``backend=``), per block (``use_backend``), per process (``set_backend``),
 """
 
 from autofit import _dispatch, models
-from autofit._batch import BatchResult, fit_batch
 from autofit._codes import CONVERGED_CODES
 from autofit._curve_fit import ImproperInputError, OptimizeWarning, curve_fit
 from autofit._declarations import KERNELS, MODELS
@@ -24,11 +23,11 @@ from autofit._dispatch import (
     set_backend,
     use_backend,
 )
-from autofit._fit import FitResult, fit
-from autofit._io import load_result
+from autofit._fit import fit
+from autofit._fit_batch import fit_batch
+from autofit._results import BatchResult, FitResult, load_result
 from autofit._status import Status
-
-__version__ = "0.1.0"
+from autofit._version import __version__  # noqa: F401  (autofit.__version__)
 
 
 def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> str:

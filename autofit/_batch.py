@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,12 +17,12 @@ from autofit import (
     _checkpoint,
     _codes,
     _dispatch,
-    _distributed,
     _environment,
     _forward_mode,
     _progress,
 )
 from autofit._dispatch import BackendCannotRun
+from autofit._results import BatchResult
 from autofit._status import Status
 from autofit._validation import as_float_array, check_f_scale, check_loss, count_parameters
 from autofit.models import Model
@@ -35,229 +35,7 @@ CHUNK_FITS = 1 << 16
 DEVICES = ("cpu", "cuda")
 
 
-@dataclass
-class BatchResult:
-    """Results of :func:`fit_batch`, shaped like the data's leading dimensions.
-
-    Attributes
-    ----------
-    params : (..., n_params) array
-    errors : (..., n_params) array
-        Standard errors, ``sqrt(diag(covariance))``; nan where the covariance is not
-        available (status ``SINGULAR`` or a fit not attempted).
-    covariance : (..., n_params, n_params) array or None
-        None when ``fit_batch(..., covariance=False)``.
-    chi2 : (...) array
-        Weighted sum of squared residuals (least squares) or Poisson deviance (MLE).
-    n_iter : (...) int array
-    status : (...) int8 array of :class:`autofit.Status` codes
-        (a single :class:`autofit.Status` for a single curve).
-    converged : (...) bool array
-    backend : str
-        The backend that ran (after any fallback); ``backend_reason`` says why.
-    device : str
-        ``"cpu"`` or ``"cuda"``.
-    """
-
-    params: np.ndarray
-    errors: np.ndarray
-    covariance: np.ndarray | None
-    chi2: np.ndarray
-    n_iter: np.ndarray
-    status: np.ndarray
-    converged: np.ndarray
-    backend: str
-    backend_reason: str
-    device: str
-    model: str
-    param_names: tuple[str, ...]
-    estimator: str
-    dof: np.ndarray = field(repr=False)
-    options: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The leading (per-fit) shape of the batch."""
-        return self.chi2.shape
-
-    @property
-    def reduced_chi2(self) -> np.ndarray:
-        """``chi2 / (n_points - n_free)`` per fit (points with weight 0 not counted)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.chi2 / self.dof
-
-    def status_counts(self) -> dict[Status, int]:
-        """How many fits ended with each status."""
-        codes, counts = np.unique(np.asarray(self.status), return_counts=True)
-        return {Status(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        """``result["center"]``: one parameter's values over the batch."""
-        if name not in self.param_names:
-            raise KeyError(f"no parameter {name!r}; the parameters are {self.param_names}")
-        return self.params[..., self.param_names.index(name)]
-
-    def statistics(self) -> dict:
-        """:meth:`summary`'s numbers as a dict (status counts, per-parameter statistics)."""
-        from autofit import _report
-
-        return _report.batch_statistics(self)
-
-    def summary(self) -> str:
-        """Shape, counts per status, converged fraction, per-parameter median, IQR and
-        mean ± std over the converged fits, and the median reduced χ²."""
-        from autofit import _report
-
-        return _report.batch_summary(self)
-
-    def plot_maps(self, params=None, *, chi2: bool = True):
-        """One image per parameter (and the reduced χ²) for a batch of 2-D leading shape.
-
-        Pixels whose fit did not converge are masked (grey). Returns a matplotlib Figure.
-        """
-        from autofit import _plotting
-
-        return _plotting.plot_maps(self, params, chi2=chi2)
-
-    def plot_histograms(self, params=None, *, bins: int = 50):
-        """Histograms of each parameter over the converged fits (a matplotlib Figure)."""
-        from autofit import _plotting
-
-        return _plotting.plot_histograms(self, params, bins=bins)
-
-    def save(self, path, *, overwrite: bool = False) -> None:
-        """Write to ``.npz`` or ``.zarr`` (see :func:`autofit.load_result`)."""
-        from autofit import _io
-
-        _io.save_result(self, path, overwrite=overwrite)
-
-
-def fit_batch(model, x, y, p0=None, *, sigma=None, bounds=None, fixed=None, estimator="lse",
-              max_iter=None, tol=None, jac=None, backend=None, strict=None, device=None,
-              dtype=None, absolute_sigma=False, covariance=True, progress=None,
-              checkpoint=None, chunk_size=None, scheduler=None, loss="linear",
-              f_scale=1.0) -> BatchResult:
-    """Fit one model to many curves at once: one independent fit per curve.
-
-    Parameters
-    ----------
-    model : autofit.models.Model or callable ``f(x, *params)``
-        A built-in model (analytic Jacobian, automatic starting point) or any function as
-        for :func:`autofit.curve_fit`. On numba a user function must compile with
-        ``numba.njit`` for scalar ``x`` (one point at a time); on jax it must be written
-        with ``jax.numpy``; otherwise the dispatcher falls back (and says so).
-    x : array
-        ``(n_points,)`` shared by all fits; ``(k, n_points)`` shared, for a model of k
-        variables (e.g. the pixel coordinates of ``gaussian_2d``); or one row per fit,
-        ``(..., n_points)`` or ``(..., k, n_points)`` with the leading shape of ``y``.
-    y : (..., n_points) array
-        One curve per leading index, e.g. an image cube ``(height, width, n_points)``.
-        Integers and float32 are converted to the working dtype. A curve holding nan or
-        inf is not fitted (status ``NONFINITE_DATA``) and does not affect the others.
-    p0 : (n_params,) or (..., n_params) array, optional
-        One start for all fits or one per fit; default the model's ``guess`` for each
-        curve (built-in models), or ones (user functions, as ``curve_fit``).
-    sigma : (n_points,) or (..., n_points) array, optional
-        Standard deviations of ``y`` (least squares only). ``inf`` drops a point.
-    bounds : (lower, upper), optional
-        Each a scalar, ``(n_params,)`` or ``(..., n_params)``; ``lower < upper``.
-    fixed : (n_params,) bool or sequence of parameter names, optional
-        Parameters held at p0 (Gpufit's ``parameters_to_fit``, inverted).
-    estimator : {"lse", "mle"}
-        Weighted least squares, or Poisson maximum likelihood (``y`` are counts).
-    loss : {"linear", "soft_l1", "huber", "cauchy", "arctan"}
-        A robust loss for least squares, as in :func:`scipy.optimize.least_squares`: each
-        fit minimises ``Σ f_scale² rho(((y - f) / (sigma f_scale))²)``, so that outliers
-        (hot pixels, cosmic rays, saturated points) pull on the fit far less than in least
-        squares. ``chi2`` is that sum; the covariance follows ``scipy.optimize.curve_fit``
-        (the inverse of ``Jᵀ diag(rho' + 2 rho'' z) J``, scaled by ``chi2 / dof`` unless
-        ``absolute_sigma``). Not with ``estimator="mle"``.
-    f_scale : float or (...,) array
-        The residual (in units of sigma) where the robust loss bends: one for all fits or
-        one per fit (the leading shape of ``y``). Default 1.
-    max_iter : int, optional
-        Iterations per fit (model passes, accepted or not); default 200.
-    tol : float, optional
-        Relative tolerance of the stopping tests; default 1e-8 (float64), 1e-5 (float32).
-    jac : None or "2-point", optional
-        None: analytic for built-in models; forward differences (numpy, numba) or
-        autodiff (jax) for user functions. "2-point" forces forward differences.
-    backend, strict : as for :func:`autofit.curve_fit`.
-    device : {"cpu", "cuda"}, optional
-        numba backend only: "cuda" runs one GPU thread per fit with numba.cuda. Default
-        ``FFIT_DEVICE`` if set, else "cpu". Reported as ``result.device``.
-    dtype : {numpy.float64, numpy.float32}, optional
-        Working precision; float32 only when asked (default tolerance 1e-5 then).
-    absolute_sigma : bool
-        As in ``curve_fit``: False scales the least-squares covariance by each fit's
-        reduced χ². Ignored for MLE (the inverse Fisher information is absolute).
-    covariance : bool
-        Keep the full covariance matrices (``n_fits * n_params**2`` numbers); errors are
-        returned either way.
-    progress : None, True or False
-        A tqdm progress bar, updated as chunks of fits finish: None (default) shows it only
-        once the batch has run for 2 s, True always, False never. It needs ``tqdm``
-        (``pip install 'autofit-lm[progress]'``); without it None shows nothing and True
-        warns. Logs (stderr not a terminal) get one plain line every 10 s.
-    checkpoint : path, optional
-        A directory where each finished chunk's results are saved at once (written to a
-        temporary file, then renamed: a crash never leaves half a chunk). Calling again with
-        the same path and the same inputs loads the finished chunks and fits only the rest.
-        The path must not exist yet, be an empty directory, or be a checkpoint of the same
-        run; a checkpoint of other inputs, options or chunking is refused with a ValueError,
-        and nothing autofit did not write is ever overwritten.
-    chunk_size : int, optional
-        Fits per chunk, the unit of checkpoints and of the work sent to a dask worker when
-        ``y`` is in memory. Default 65536 with a checkpoint; otherwise chosen so a chunk
-        takes about 0.25 s on the CPU (progress updates), 65536 with ``progress=False``.
-        Dask arrays are cut by their own chunks instead.
-    scheduler : None, "threads", "processes" or a distributed Client
-        Where the blocks of a dask ``y`` (or of any dask argument) are fitted. None: the
-        active ``dask.distributed`` Client if there is one, else "threads". "threads": one
-        block after another in this process, each using all cores through the backend.
-        "processes": a ``LocalCluster`` of one single-threaded worker process per core,
-        started for this call. A Client: its cluster. A ``scheduler`` with in-memory arrays
-        sends them to it in chunks of ``chunk_size`` fits. With dask, every block is an
-        in-memory sub-batch on a worker (points must fit in one chunk; autofit rechunks that
-        axis), the result is an ordinary in-memory :class:`BatchResult`, equal fit for fit
-        to the in-memory ``fit_batch``, and numba compiles its kernels once per worker
-        process.
-
-    Returns
-    -------
-    BatchResult
-
-    Examples
-    --------
-    >>> import numpy as np, autofit
-    >>> x = np.linspace(-3, 3, 32)
-    >>> centers = np.array([[-0.5, 0.0], [0.5, 1.0]])
-    >>> y = autofit.models.gaussian(x, 2.0, centers, 0.7, 0.1)  # one curve per centre
-    >>> res = autofit.fit_batch(autofit.models.gaussian, x, y, backend="numpy")
-    >>> res.params.shape, bool(res.converged.all())
-    ((2, 2, 4), True)
-    >>> np.allclose(res["center"], centers)
-    True
-    """
-    progress = _progress.check_mode(progress)
-    chunk_size = _check_chunk_size(chunk_size)
-    if _distributed.is_dask_call(scheduler, x, y, p0, sigma, bounds):
-        return _distributed.fit(model, x, y, p0, sigma=sigma, bounds=bounds, fixed=fixed,
-                                estimator=estimator, max_iter=max_iter, tol=tol, jac=jac,
-                                backend=backend, strict=strict, device=device, dtype=dtype,
-                                absolute_sigma=absolute_sigma, covariance=covariance,
-                                progress=progress, checkpoint=checkpoint,
-                                chunk_size=chunk_size, scheduler=scheduler, loss=loss,
-                                f_scale=f_scale)
-    problem = _Problem.build(model, x, y, p0, sigma, bounds, fixed, estimator, max_iter, tol,
-                             jac, dtype, loss=loss, f_scale=f_scale)
-    device = _choose_device(device)
-    choice = _dispatch.choose(backend)
-    return _solve(problem, choice, device, strict, absolute_sigma, covariance,
-                  progress=progress, checkpoint=checkpoint, chunk_size=chunk_size)
-
-
-def _solve(problem, choice, device, strict, absolute_sigma, covariance, *, progress=False,
+def solve(problem, choice, device, strict, absolute_sigma, covariance, *, progress=False,
            checkpoint=None, chunk_size=None):
     """Run a built problem on the chosen backend (with its fallbacks) into a BatchResult."""
     store = None
@@ -279,7 +57,7 @@ def _solve(problem, choice, device, strict, absolute_sigma, covariance, *, progr
     return problem.result(outputs, choice, device, absolute_sigma, covariance)
 
 
-def _check_chunk_size(chunk_size):
+def check_chunk_size(chunk_size):
     if chunk_size is None:
         return None
     if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
@@ -309,7 +87,7 @@ def _device_ran_on(backend: str, requested: str) -> str:
     return host.device_name(requested) if hasattr(host, "device_name") else requested
 
 
-def _choose_device(device):
+def choose_device(device):
     device = device if device is not None else _environment.value("DEVICE", "cpu")
     device = str(device).lower()
     if device not in DEVICES:
@@ -319,7 +97,7 @@ def _choose_device(device):
 
 
 @dataclass
-class _Problem:
+class Problem:
     """The normalised arguments: fits flattened to one leading axis."""
 
     model: object

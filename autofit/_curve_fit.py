@@ -489,7 +489,7 @@ def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_n
     tests are relative changes of the robust cost), its iteration budget max_nfev. A
     callable loss or jac runs on the NumPy reference engine, which calls them.
     """
-    from autofit import _batch
+    from autofit._fit_batch import fit_batch
     from autofit.original.batch import lm_batch
 
     tol = max(min(options["ftol"], options["xtol"]), 1e-13)
@@ -514,7 +514,7 @@ def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_n
         params, chi2, status = params[0], chi2[0] * f_scale ** 2, int(status[0])
         covariance, n_iter = covariance[0] / f_scale ** 2, int(n_iter[0])
     else:
-        result = _batch.fit_batch(
+        result = fit_batch(
             f, x, y, p0, sigma=sigma, bounds=None if unbounded else (lower, upper),
             loss=loss, f_scale=f_scale, tol=tol, max_iter=max_iter,
             jac="2-point" if jac in ("2-point", "3-point") else None, backend=backend,

@@ -4,9 +4,9 @@ The client side cuts the batch along ``y``'s dask chunks over the leading (per-f
 with all points of a curve in one chunk, and sends each block, with the matching blocks of
 the per-fit arguments, to a worker (a ``dask.distributed`` cluster) or fits the blocks one
 after another in this process (``scheduler="threads"``). A worker runs exactly the in-memory
-path (:func:`autofit._batch._solve`) on its block, so each fit's result is the one the
+path (:func:`autofit._batch.solve`) on its block, so each fit's result is the one the
 in-memory ``fit_batch`` gives. The blocks' results come back as NumPy arrays and are placed
-into one in-memory :class:`~autofit._batch.BatchResult`; finished blocks go into the
+into one in-memory :class:`~autofit._results.BatchResult`; finished blocks go into the
 checkpoint and the progress bar as they arrive.
 
 The backend is chosen once, here (``backend=``, ``use_backend``, ``FFIT_BACKEND``, ... are
@@ -26,7 +26,8 @@ import warnings
 
 import numpy as np
 
-from autofit import _checkpoint, _dispatch, _progress
+from autofit import _batch, _checkpoint, _dispatch, _progress
+from autofit._results import BatchResult
 
 SCHEDULERS = ("threads", "processes")
 
@@ -56,14 +57,12 @@ def fit(model, x, y, p0, *, sigma, bounds, fixed, estimator, max_iter, tol, jac,
     import dask
     import dask.array as da
 
-    from autofit import _batch
-
     if np.ndim(f_scale) != 0:
         raise ValueError("with dask, f_scale must be one number for every fit; give "
                          "per-fit f_scale with in-memory arrays, or fold it into sigma")
     client, owned = _scheduler(scheduler)
     try:
-        device = _batch._choose_device(device)
+        device = _batch.choose_device(device)
         choice = _dispatch.choose(backend)
         strict = _dispatch.is_strict(strict)
         if _is_dask(y) and chunk_size is not None:
@@ -241,13 +240,11 @@ def _digest_block(*pieces) -> str:
 def _fit_block(model, x, y, p0, sigma, lower, upper, settings):
     """The in-memory fit of one block (on a worker): (per-fit arrays, other fields,
     warnings) of its BatchResult."""
-    from autofit import _batch
-
     y = np.asarray(y)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         problem = _build(model, x, y, p0, sigma, lower, upper, settings)
-        result = _batch._solve(problem, copy.deepcopy(settings["choice"]), settings["device"],
+        result = _batch.solve(problem, copy.deepcopy(settings["choice"]), settings["device"],
                                settings["strict"], settings["absolute_sigma"],
                                settings["covariance"])
     arrays, others = _split(result, y.shape[:-1])
@@ -255,9 +252,7 @@ def _fit_block(model, x, y, p0, sigma, lower, upper, settings):
 
 
 def _build(model, x, y, p0, sigma, lower, upper, settings):
-    from autofit import _batch
-
-    return _batch._Problem.build(model, x, y, p0, sigma,
+    return _batch.Problem.build(model, x, y, p0, sigma,
                                  None if lower is None else (lower, upper), settings["fixed"],
                                  settings["estimator"], settings["max_iter"], settings["tol"],
                                  settings["jac"], settings["dtype"],
@@ -285,8 +280,6 @@ def _json_default(value):
 
 
 def _fit_blocks(model, blocks, settings, store, progress, client, dask):
-    from autofit._batch import BatchResult
-
     ids, boxes = blocks.ids(), blocks.boxes()
     results = {}
     others = None

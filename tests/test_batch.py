@@ -74,7 +74,7 @@ def test_without_covariance_only_the_diagonal_is_kept(absolute_sigma):
     assert lean.covariance is None
     np.testing.assert_array_equal(lean.errors, full.errors)
     np.testing.assert_array_equal(lean.params, full.params)
-    problem = _batch._Problem.build(models.gaussian, X, y, p0, None, None, None, "lse", None,
+    problem = _batch.Problem.build(models.gaussian, X, y, p0, None, None, None, "lse", None,
                                     None, None, None)
     outputs = _batch._run("numpy", "cpu", problem, keep_covariance=False)
     assert outputs[4].shape == (50, 4)  # (n_fits, n_params), never (n_fits, 4, 4)

@@ -1,14 +1,11 @@
 """autofit.fit and FitResult: numbers, names, failed fits and the text report."""
 
-import doctest
 import warnings
 
 import numpy as np
 import pytest
 
 import autofit
-import autofit._fit
-import autofit._io
 import autofit._report
 from autofit._report import format_value_error
 from tests.conftest import backend_params
@@ -149,14 +146,6 @@ def test_report_says_when_the_covariance_is_unknown():
 ])
 def test_values_are_rounded_to_the_errors_second_digit(value, error, expected):
     assert format_value_error(value, error) == expected
-
-
-@pytest.mark.parametrize("module", [autofit._fit, autofit._io, autofit._report],
-                         ids=lambda m: m.__name__)
-def test_docstring_examples(module):
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0
-    assert result.failed == 0
 
 
 def test_batch_summary_counts_statuses_and_describes_converged_fits():

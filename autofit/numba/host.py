@@ -35,6 +35,7 @@ from autofit._codes import (
     JAC_CENTRAL,
 )
 from autofit._dispatch import BackendCannotRun
+from autofit.numba.first_class import CompiledFunction
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
 from autofit.numba.lm import as_weight_columns, lm_solve_2d
 
@@ -132,29 +133,6 @@ def solve(model, jacobian, jac_method, polish_method, covariance_method, x, ydat
         model, jacobian, jac_method, polish, covariance_method, x, ydata,
         as_weight_columns(weights), p0, lower,
         upper, float(ftol), float(xtol), float(gtol), int(max_nfev))
-
-
-class CompiledFunction:
-    """A compiled ``model(x, params)`` (or Jacobian) as a first-class function value.
-
-    numba types it as its ``FunctionType`` and takes its machine address from
-    ``__wrapper_address__`` (numba's wrapper address protocol), looked up once here: a bare
-    dispatcher passed to the driver would be looked up on every call, which costs more than
-    a whole small fit. Calling it from Python runs the dispatcher.
-    """
-
-    def __init__(self, dispatcher, function_type):
-        from numba.experimental.function_type import _get_wrapper_address
-
-        self.dispatcher = dispatcher
-        self._numba_type_ = function_type
-        self._address = _get_wrapper_address(dispatcher, function_type.signature)
-
-    def __wrapper_address__(self):
-        return self._address
-
-    def __call__(self, x, params):
-        return self.dispatcher(x, params)
 
 
 def _wrapper_source(n_params: int, returns: str) -> str:

@@ -257,7 +257,7 @@ def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_
     import numba
     from numba import types
 
-    from autofit.numba.host import CompiledFunction
+    from autofit.numba.first_class import CompiledFunction
 
     inline = numba.njit(error_model="numpy", inline="always", fastmath=FASTMATH)
     # Built-in models and the point functions generated from a user's source get the

@@ -28,7 +28,7 @@ def main():
     x = np.linspace(-3, 3, 32)
     y = models.gaussian(x, 2.0, rng.uniform(-1, 1, args.fits), 0.7, 0.1)
     y = y + rng.normal(0, 0.05, y.shape)
-    problem = _batch._Problem.build(models.gaussian, x, y, None, None, None, None, "lse", None,
+    problem = _batch.Problem.build(models.gaussian, x, y, None, None, None, None, "lse", None,
                                     None, None, None)
     autofit.fit_batch(models.gaussian, x, y[:64], backend=args.backend, progress=False)
     model, jacobian, jac_method = _batch._backend_model(args.backend, "cpu", problem)
