@@ -7,6 +7,7 @@ import inspect
 import math
 import types
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,6 +42,30 @@ class NotConvergedError(RuntimeError):
         super().__init__(message)
         self.params = params
         self.infodict = infodict
+
+
+@dataclass
+class SingleFit:
+    """One fit's outcome as the solver returns it: :func:`curve_fit` unpacks it into scipy's
+    tuple (raising for a fit that did not converge), :func:`autofit.fit` into a FitResult.
+
+    ``pcov`` is scaled as curve_fit returns it (nan when the fit did not converge);
+    ``message`` is curve_fit's ``mesg``, or the RuntimeError's text for a fit that did not
+    converge.
+    """
+
+    params: np.ndarray
+    pcov: np.ndarray
+    infodict: dict
+    message: str
+    status: Status
+
+    def curve_fit_output(self, full_output: bool):
+        if not self.status.converged:
+            raise NotConvergedError(self.message, self.params, self.infodict)
+        if not full_output:
+            return self.params, self.pcov
+        return self.params, self.pcov, self.infodict, self.message, int(self.status)
 
 
 # From this many points on, curve_fit takes the fused path (see ``fused``): below it the
@@ -197,6 +222,17 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         fitted = _common_call(f, xdata, ydata, p0, backend)
         if fitted is not None:
             return fitted
+    return solve(f, xdata, ydata, p0, sigma, absolute_sigma, check_finite, bounds, method, jac,
+                 full_output=full_output, nan_policy=nan_policy, backend=backend,
+                 strict=strict, fused=fused, **kwargs).curve_fit_output(full_output)
+
+
+def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_finite=None,
+          bounds=(-np.inf, np.inf), method=None, jac=None, *, full_output=False,
+          nan_policy=None, backend=None, strict=None, fused=None, **kwargs) -> SingleFit:
+    """The single-fit solver behind :func:`curve_fit` and :func:`autofit.fit` (the same
+    arguments): its outcome as a :class:`SingleFit`, also for a fit that did not converge
+    (``full_output``: compute the residuals even on the fused path)."""
     if "args" in kwargs:
         # scipy's error for the same call: the parameters are f's own arguments.
         raise ValueError("'args' is not a supported keyword argument: give f the extra "
@@ -297,8 +333,7 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
             fit, choice = _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale,
                                   options, max_nfev, "numpy" if python_only and backend is None
                                   else backend, strict, check.is_unbounded(bounds))
-        return _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev,
-                       verbose)
+        return _outcome(fit, choice, y, n_params, absolute_sigma, max_nfev, verbose)
 
     choice = _dispatch.choose(backend)
     if python_only and choice.source == _dispatch.DEFAULT_RULE:
@@ -394,7 +429,7 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     finally:
         if choice.after_call is not None:
             choice.after_call()
-    return _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev, verbose)
+    return _outcome(fit, choice, y, n_params, absolute_sigma, max_nfev, verbose)
 
 
 _ONE_WEIGHT = np.ones(1)
@@ -914,17 +949,20 @@ def _jacobian(kernels, prepared, x, params, lower, upper):
     return kernels.jacobian_forward(prepared.model, x, params, f0, lower, upper)
 
 
-def _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev, verbose=0):
+def _outcome(fit, choice, y, n_params, absolute_sigma, max_nfev, verbose=0) -> SingleFit:
+    """The engines' result as a SingleFit: the covariance scaled as scipy's (inf, with an
+    OptimizeWarning, where it cannot be estimated; nan for a fit that did not converge)."""
     status = fit["status"]
     if verbose:
         print(f"{status.message} Function evaluations {fit['nfev']}, iterations "
               f"{fit['nit']}, final cost {0.5 * fit['chi2']:.4e} (backend "
               f"{choice.backend!r}).")
+    infodict = _infodict(fit, choice)
     if not status.converged:
         detail = (f"The maximum number of function evaluations is exceeded "
                   f"(max_nfev = {max_nfev})." if status == Status.MAX_NFEV else status.message)
-        raise NotConvergedError(f"Optimal parameters not found: {detail}", fit["params"],
-                                _infodict(fit, choice))
+        return SingleFit(fit["params"], np.full((n_params, n_params), np.nan), infodict,
+                         f"Optimal parameters not found: {detail}", status)
     pcov = fit["pcov"]
     warn_cov = not np.isfinite(pcov).all()
     if warn_cov:
@@ -936,12 +974,10 @@ def _finish(fit, choice, y, n_params, absolute_sigma, full_output, max_nfev, ver
         else:
             pcov = np.full((n_params, n_params), np.inf)
             warn_cov = True
-    if warn_cov:
+    if warn_cov:  # the user's call -> curve_fit or fit -> solve -> here
         warnings.warn("Covariance of the parameters could not be estimated",
-                      category=OptimizeWarning, stacklevel=3)
-    if not full_output:
-        return fit["params"], pcov
-    return fit["params"], pcov, _infodict(fit, choice), status.message, int(status)
+                      category=OptimizeWarning, stacklevel=4)
+    return SingleFit(fit["params"], pcov, infodict, status.message, status)
 
 
 def _infodict(fit, choice) -> dict:

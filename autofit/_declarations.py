@@ -4,8 +4,8 @@ Each backend (``autofit.original``, ``autofit.numba``, ``autofit.jax``) implemen
 functions under the same names and with the same parameters; ``implements`` attaches the
 declared docstring to each implementation, so documentation lives here only. The dispatcher,
 the generated cross-backend tests (``tests/test_kernels.py``), ``python -m autofit validate``
-and the docs all read ``KERNELS`` and ``MODELS``, so the backends cannot drift apart
-unnoticed.
+and the README's kernel table (:mod:`autofit._kernel_table`) all read ``KERNELS`` and
+``MODELS``, so the backends and the docs cannot drift apart unnoticed.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ _AUTODIFF_ON_JAX = (("jax", (3,)),)
 _GENERIC = (
     KernelSpec(
         "jacobian_forward", ("model", "x", "params", "f0", "lower", "upper"),
-        """Forward-difference Jacobian of ``model`` at ``params``.
+        """Forward-difference Jacobian of ``model`` at ``params``: relative steps, bound-aware.
 
 The step for parameter j is ``sqrt(eps) * |params[j]|`` (``sqrt(eps)`` where it is 0),
 rounded so that ``params[j] + h`` is exactly representable; where the step would cross
@@ -195,7 +195,7 @@ jac : (n_points, n_params) float64
 """, case="finite_difference"),
     KernelSpec(
         "jacobian_central", ("model", "x", "params", "lower", "upper"),
-        """Central-difference Jacobian of ``model`` at ``params``.
+        """Central-difference Jacobian of ``model`` at ``params``: relative steps, bound-aware.
 
 The step for parameter j is ``eps**(1/3) * |params[j]|`` (``eps**(1/3)`` where it is 0),
 which balances truncation and rounding error for a second-order rule (about 10 correct
@@ -233,7 +233,7 @@ jac : (n_points, n_params) float64
 """, case="autodiff", native=("jax",)),
     KernelSpec(
         "lm_step", ("jtj", "gradient", "scale", "damping", "free"),
-        """Solve the damped, scaled normal equations for one Levenberg-Marquardt step.
+        """Solve the damped, scaled normal equations of one Levenberg-Marquardt step by Cholesky.
 
 Solves ``(JᵀJ + damping * diag(scale)**2) step = -gradient`` over the free parameters
 (``step`` is 0 for the others) by Cholesky factorisation of the system scaled to unit
@@ -421,7 +421,7 @@ information : (n_params, n_params) float64
 """, case="lm_fused", jac_methods=_SOLVER_JAC_METHODS, jac_methods_extra=_AUTODIFF_ON_JAX),
     KernelSpec(
         "covariance_from_jacobian", ("jac",),
-        """Unscaled parameter covariance ``(JᵀJ)⁺`` from the weighted Jacobian.
+        """Unscaled parameter covariance ``(JᵀJ)⁺`` from the weighted Jacobian, by SVD.
 
 Uses the SVD of ``jac`` and drops singular values below ``eps * max(jac.shape) * s_max``
 (scipy's rule), so a rank-deficient Jacobian gives the pseudo-inverse.

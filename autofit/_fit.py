@@ -6,7 +6,7 @@ import inspect
 
 import numpy as np
 
-from autofit._curve_fit import NotConvergedError, curve_fit
+from autofit._curve_fit import solve
 from autofit._results import FitResult, builtin_spec
 from autofit._status import Status
 from autofit.models import Model
@@ -62,14 +62,11 @@ def fit(model, x, y, p0=None, *, sigma=None, bounds=None, absolute_sigma=False, 
                             "always asks curve_fit for the full output and takes the model, "
                             "x and y positionally")
     call_bounds = (-np.inf, np.inf) if bounds is None else bounds
-    try:
-        params, covariance, info, message, _ = curve_fit(
-            model, x, y, p0=p0, sigma=sigma, absolute_sigma=absolute_sigma,
-            bounds=call_bounds, backend=backend, full_output=True, **curve_fit_options)
-    except NotConvergedError as exc:
-        params, info, message = exc.params, exc.infodict, str(exc)
-        covariance = np.full((params.size, params.size), np.nan)
-    params = np.asarray(params, dtype=np.float64)
+    outcome = solve(model, x, y, p0=p0, sigma=sigma, absolute_sigma=absolute_sigma,
+                    bounds=call_bounds, backend=backend, full_output=True,
+                    **curve_fit_options)
+    covariance, info, message = outcome.pcov, outcome.infodict, outcome.message
+    params = np.asarray(outcome.params, dtype=np.float64)
     n_params = params.size
     status = Status(info["status"])
     dof = len(info["fvec"]) - n_params

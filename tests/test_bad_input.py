@@ -446,10 +446,10 @@ def test_known_methods_all_run(method):
     np.testing.assert_allclose(popt, fit()[0], rtol=1e-12)
 
 
-@pytest.mark.parametrize("jac", ["cs", "foo", 3, "2point"])
+@pytest.mark.parametrize("jac", ["complex", "foo", 3, "2point"])
 def test_bad_jac_raises(jac):
-    with pytest.raises(ValueError, match=r"jac must be a callable, '2-point', '3-point', 'exact' "
-                                         rf"or None, got {re.escape(repr(jac))}"):
+    with pytest.raises(ValueError, match=r"jac must be a callable, '2-point', '3-point', 'cs', "
+                                         rf"'exact' or None, got {re.escape(repr(jac))}"):
         fit(jac=jac)
 
 
@@ -479,7 +479,7 @@ def test_non_string_backend_raises_type_error():
         fit(backend=3)
 
 
-@pytest.mark.parametrize("keyword", ["foo", "epsfcn", "loss", "maxiter"])
+@pytest.mark.parametrize("keyword", ["foo", "tolerance", "maxiter"])
 def test_unknown_keyword_raises_type_error(keyword):
     with pytest.raises(TypeError, match=rf"unexpected keyword argument\(s\) \['{keyword}'\].*"
                                         "'ftol', 'xtol', 'gtol', 'maxfev', 'max_nfev'"):
@@ -549,10 +549,9 @@ def test_non_numeric_data_raises_type_error(name, values, pattern):
 
 @pytest.mark.parametrize("model, shape", [
     (lambda x, a, b: np.ones(3), (3,)),
-    (lambda x, a, b: a, ()),
     (lambda x, a, b: a * np.ones((20, 1)), (20, 1)),
     (lambda x, a, b: np.ones(19), (19,)),
-], ids=["short", "scalar", "column", "one-less"])
+], ids=["short", "column", "one-less"])
 def test_model_returning_wrong_shape_raises(model, shape):
     with pytest.raises(ValueError, match=rf"the model returned shape {re.escape(str(shape))} at "
                                          r"p0, but ydata has shape \(20,\).*one value per "

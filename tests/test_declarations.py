@@ -1,11 +1,12 @@
 """Every backend implements the declared kernels under the declared names and signatures."""
 
 import inspect
+from pathlib import Path
 
 import pytest
 
 import autofit
-from autofit import _dispatch
+from autofit import _dispatch, _kernel_table
 from autofit._declarations import KERNELS, MODELS
 from tests.conftest import backend_params
 
@@ -61,3 +62,30 @@ def test_declared_docstrings_give_shapes():
     for spec in KERNELS.values():
         assert "Parameters" in spec.doc and "Returns" in spec.doc
         assert "(n_points" in spec.doc or "(n_params" in spec.doc
+
+
+def test_readme_kernel_table_is_generated_from_the_declarations():
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    found = _kernel_table.table_in(readme.read_text(encoding="utf-8"))
+    assert found == _kernel_table.kernel_table(), (
+        "README.md's kernel table differs from the one the declarations give; regenerate it "
+        "with `python -m autofit._kernel_table README.md`")
+
+
+def test_kernel_table_names_every_kernel():
+    table = _kernel_table.kernel_table()
+    for name in KERNELS:
+        row_name = next((f"{kind}_<m>" for kind in ("model", "jacobian") for model in MODELS
+                         if name == f"{kind}_{model}"), name)
+        assert f"| `{row_name}` |" in table
+
+
+def test_kernel_table_replaces_only_what_lies_between_its_markers():
+    start, end = _kernel_table.TABLE_START, _kernel_table.TABLE_END
+    text = f"before\n{start}\n| stale |\n{end}\nafter\n"
+    updated = _kernel_table.with_kernel_table(text)
+    assert updated == f"before\n{start}\n{_kernel_table.kernel_table()}{end}\nafter\n"
+    assert _kernel_table.with_kernel_table(updated) == updated
+    for broken in ("no markers", f"{end}\n{start}\n"):
+        with pytest.raises(ValueError, match="kernel-table"):
+            _kernel_table.with_kernel_table(broken)
