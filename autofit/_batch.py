@@ -21,10 +21,10 @@ from autofit import (
     _forward_mode,
     _progress,
 )
+from autofit import _validation as check
 from autofit._dispatch import BackendCannotRun
 from autofit._results import BatchResult
 from autofit._status import Status
-from autofit._validation import as_float_array, check_f_scale, check_loss, count_parameters
 from autofit.models import Model
 
 DEFAULT_TOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-5}
@@ -125,52 +125,34 @@ class Problem:
         if not callable(model):
             raise TypeError(f"model must be callable f(x, *params) or an autofit model, got "
                             f"{type(model).__name__}")
-        dtype = np.dtype(np.float64 if dtype is None else dtype)
-        if dtype not in DEFAULT_TOL:
-            raise ValueError(f"dtype must be float64 or float32, got {dtype}")
-        estimator_code = _estimator_code(estimator)
-        loss, estimator_code = check_loss(loss, estimator_code, allow_callable=False)
-        y = as_float_array(y, "y")
-        if y.ndim == 0 or y.shape[-1] == 0 or y.size == 0:
-            raise ValueError(f"y must have shape (..., n_points) with n_points >= 1, got "
-                             f"shape {y.shape}")
+        dtype = check.check_dtype(dtype, DEFAULT_TOL)
+        estimator_code = check.check_estimator(estimator)
+        loss, estimator_code = check.check_loss(loss, estimator_code, allow_callable=False)
+        y = check.check_batch_y(y)
         leading, n_points = y.shape[:-1], y.shape[-1]
-        n_fits = int(np.prod(leading, dtype=np.int64))
-        y = y.reshape(n_fits, n_points)
-        x = _normalise_x(model, as_float_array(x, "x"), leading, n_points)
+        y = y.reshape(-1, n_points)
+        x = check.batch_x(x, leading, n_points, getattr(model, "n_variables", None),
+                          getattr(model, "name", "given"))
         n_params, param_names = _parameters(model, p0)
         p0 = _start(model, p0, x, y, leading, n_params)
-        lower, upper = _bounds(bounds, leading, n_params)
-        free = _fixed_mask(fixed, n_params, param_names)
-        weights = _weights(sigma, leading, n_points, estimator_code)
-        f_scale = check_f_scale(f_scale, leading)
+        lower, upper = check.batch_bounds(bounds, leading, n_params)
+        free = check.free_mask(fixed, param_names)
+        weights = check.batch_weights(sigma, leading, n_points, estimator_code)
+        f_scale = check.check_f_scale(f_scale, leading)
         if loss != "linear":
             # rho on (r / f_scale)²: the kernels take f_scale 1 with the weights divided.
             weights = weights / (f_scale if np.ndim(f_scale) == 0 else f_scale[:, None])
-        if not np.any(free):
-            raise ValueError("every parameter is fixed; leave at least one free")
-        if max_iter is None:
-            max_iter = DEFAULT_MAX_ITER
-        if int(max_iter) != max_iter or max_iter < 1:
-            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-        tol = DEFAULT_TOL[dtype] if tol is None else float(tol)
-        if not (np.isfinite(tol) and tol > 0.0):
-            raise ValueError(f"tol must be a positive finite number, got {tol!r}")
-        if jac not in (None, "2-point"):
-            raise ValueError(f"jac must be None or '2-point' for fit_batch, got {jac!r} "
-                             "(analytic Jacobians come with the built-in models)")
-        infeasible = np.any(((p0 < lower) | (p0 > upper)) & np.isfinite(p0), axis=-1)
-        if np.any(infeasible):
-            first = np.unravel_index(int(np.argmax(infeasible)), leading) if leading else ()
-            raise ValueError(f"p0 is outside the bounds for {int(infeasible.sum())} fit(s) "
-                             f"(first at index {tuple(int(i) for i in first)}); give a p0 "
-                             "inside [lower, upper]")
+        max_iter = check.check_max_iter(max_iter, DEFAULT_MAX_ITER)
+        tol = check.check_tol(tol, DEFAULT_TOL[dtype])
+        check.check_batch_jac(jac)
+        check.check_batch_feasible(p0, lower, upper, leading)
+
         def cast(a):
             return np.ascontiguousarray(a, dtype=dtype)
 
         return cls(model, n_params, param_names, leading, cast(x), cast(y), cast(weights),
                    cast(p0), cast(lower), cast(upper), free, estimator_code, tol,
-                   int(max_iter), jac, dtype, loss, f_scale)
+                   max_iter, jac, dtype, loss, f_scale)
 
     @property
     def n_fits(self) -> int:
@@ -233,51 +215,13 @@ class Problem:
             dof=dof.reshape(shape), options=options)
 
 
-def _estimator_code(estimator) -> int:
-    codes = {"lse": _codes.ESTIMATOR_LSE, "mle": _codes.ESTIMATOR_MLE}
-    key = str(estimator).lower()
-    if key not in codes:
-        raise ValueError(f"estimator must be 'lse' (least squares) or 'mle' (Poisson maximum "
-                         f"likelihood), got {estimator!r}")
-    return codes[key]
-
-
-def _n_variables(model) -> int | None:
-    return getattr(model, "n_variables", None)
-
-
-def _normalise_x(model, x, leading, n_points):
-    """x as (1 or n_fits, k, n_points)."""
-    n_fits = int(np.prod(leading, dtype=np.int64))
-    k_model = _n_variables(model)
-    if x.ndim == 0 or x.shape[-1] != n_points:
-        raise ValueError(f"x must end with the n_points={n_points} axis of y; got x of shape "
-                         f"{x.shape} for y of shape {leading + (n_points,)}")
-    if x.ndim == 1:
-        shaped = x.reshape(1, 1, n_points)
-    elif x.shape[:-1] == leading and k_model in (None, 1) and x.ndim > 1:
-        shaped = x.reshape(n_fits, 1, n_points)
-    elif x.ndim == 2 and (k_model is None or x.shape[0] == k_model):
-        shaped = x.reshape(1, x.shape[0], n_points)
-    elif x.shape[:-2] == leading and x.ndim >= 2:
-        shaped = x.reshape(n_fits, x.shape[-2], n_points)
-    else:
-        raise ValueError(f"x of shape {x.shape} does not fit y of shape "
-                         f"{leading + (n_points,)}: give (n_points,), (k, n_points), or one "
-                         "row per fit (y's leading shape, then [k,] n_points)")
-    if k_model is not None and shaped.shape[1] != k_model:
-        raise ValueError(f"the {model.name} model takes {k_model} independent variable(s): "
-                         f"x must be ({k_model}, {n_points}) or per fit, got {x.shape}")
-    return shaped
-
-
 def _parameters(model, p0):
     if isinstance(model, Model) and model.n_params is not None:
         n_params = model.n_params
     elif p0 is not None:
         n_params = np.shape(p0)[-1] if np.ndim(p0) else 1
     else:
-        n_params = count_parameters(model)
+        n_params = check.count_parameters(model)
     names = getattr(model, "param_names", None)
     if not names or len(names) != n_params:
         names = tuple(f"p{j}" for j in range(n_params))
@@ -301,75 +245,7 @@ def _start(model, p0, x, y, leading, n_params):
                                       for i in range(n_fits)])
             return np.asarray(guess, dtype=np.float64).reshape(n_fits, n_params)
         return np.ones((n_fits, n_params))
-    p0 = as_float_array(p0, "p0")
-    if p0.shape == (n_params,):
-        return np.broadcast_to(p0, (n_fits, n_params))
-    if p0.shape == leading + (n_params,):
-        return p0.reshape(n_fits, n_params)
-    raise ValueError(f"p0 must have shape ({n_params},) or {leading + (n_params,)} (one row "
-                     f"per fit), got {p0.shape}")
-
-
-def _per_fit(value, name, leading, size):
-    """A per-parameter or per-point array: scalar, (size,) or leading + (size,)."""
-    value = as_float_array(value, name)
-    n_fits = int(np.prod(leading, dtype=np.int64))
-    if value.ndim == 0 or value.shape == (size,):
-        return np.broadcast_to(value, (1, size))
-    if value.shape == leading + (size,):
-        return value.reshape(n_fits, size)
-    raise ValueError(f"{name} must be a scalar, shape ({size},) or {leading + (size,)}, got "
-                     f"{value.shape}")
-
-
-def _bounds(bounds, leading, n_params):
-    if bounds is None:
-        return np.full((1, n_params), -np.inf), np.full((1, n_params), np.inf)
-    try:
-        lower, upper = bounds
-    except (TypeError, ValueError) as exc:
-        raise ValueError("bounds must be a pair (lower, upper)") from exc
-    lower = _per_fit(lower, "lower bound", leading, n_params)
-    upper = _per_fit(upper, "upper bound", leading, n_params)
-    if np.any(np.isnan(lower)) or np.any(np.isnan(upper)):
-        raise ValueError("bounds must not be nan; use -inf/inf for no bound")
-    bad = ~(lower < upper)
-    if np.any(bad):
-        raise ValueError("Each lower bound must be strictly less than each upper bound: "
-                         f"{int(bad.sum())} pair(s) are not (e.g. lower={lower[bad][0]}, "
-                         f"upper={np.broadcast_to(upper, bad.shape)[bad][0]})")
-    return lower, upper
-
-
-def _fixed_mask(fixed, n_params, names):
-    if fixed is None:
-        return np.ones(n_params, dtype=bool)
-    fixed = list(fixed) if not isinstance(fixed, np.ndarray) else fixed
-    if len(fixed) and all(isinstance(f, str) for f in fixed):
-        unknown = [f for f in fixed if f not in names]
-        if unknown:
-            raise ValueError(f"fixed names unknown parameter(s) {unknown}; the parameters "
-                             f"are {names}")
-        return np.array([n not in fixed for n in names])
-    mask = np.asarray(fixed)
-    if mask.dtype != bool or mask.shape != (n_params,):
-        raise ValueError(f"fixed must be a boolean mask of shape ({n_params},) or a list of "
-                         f"parameter names, got {fixed!r}")
-    return ~mask
-
-
-def _weights(sigma, leading, n_points, estimator):
-    if sigma is None:
-        return np.ones((1, n_points))
-    if estimator == _codes.ESTIMATOR_MLE:
-        raise ValueError("sigma has no meaning for estimator='mle' (Poisson counts carry "
-                         "their own variance); drop sigma or use estimator='lse'")
-    sigma = _per_fit(sigma, "sigma", leading, n_points)
-    if np.any(sigma <= 0):
-        raise ValueError(f"sigma must be > 0 (use inf to drop a point); found "
-                         f"{int(np.count_nonzero(sigma <= 0))} value(s) <= 0")
-    with np.errstate(divide="ignore"):
-        return 1.0 / sigma
+    return check.batch_p0(p0, leading, n_params)
 
 
 # ----------------------------------------------------------------------------- backends

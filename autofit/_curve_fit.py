@@ -76,15 +76,6 @@ _CHECK_SAMPLE = 1000
 DEFAULT_FTOL = 1e-15
 DEFAULT_XTOL = 1e-15
 DEFAULT_GTOL = 1e-15
-# scipy's keywords that choose scipy's path to the minimum, not the minimum: autofit's LM
-# takes its own path (Marquardt scaling by the Jacobian's columns, i.e. x_scale='jac'; its
-# own finite-difference steps, forward then central; normal equations solved exactly). They
-# are checked as scipy checks them and not used; the docstring says so.
-_PATH_KEYWORDS = ("x_scale", "diff_step", "epsfcn", "factor", "diag", "tr_solver",
-                  "tr_options", "jac_sparsity")
-_SOLVER_KEYWORDS = ("ftol", "xtol", "gtol", "maxfev", "max_nfev", "loss", "f_scale",
-                    "verbose", "col_deriv", *_PATH_KEYWORDS)
-_METHODS = ("lm", "trf", "dogbox")
 
 
 def default_max_nfev(n_params: int) -> int:
@@ -233,11 +224,8 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
     """The single-fit solver behind :func:`curve_fit` and :func:`autofit.fit` (the same
     arguments): its outcome as a :class:`SingleFit`, also for a fit that did not converge
     (``full_output``: compute the residuals even on the fused path)."""
-    if "args" in kwargs:
-        # scipy's error for the same call: the parameters are f's own arguments.
-        raise ValueError("'args' is not a supported keyword argument: give f the extra "
-                         "arguments itself (functools.partial or a closure)")
-    options = _solver_options(kwargs)
+    options = check.solver_keywords(kwargs, {"ftol": DEFAULT_FTOL, "xtol": DEFAULT_XTOL,
+                                              "gtol": DEFAULT_GTOL})
     loss, f_scale = options.pop("loss"), options.pop("f_scale")
     verbose = options.pop("verbose")
     # Wrappers only Python can call (the default rule then runs NumPy; an explicit backend
@@ -246,16 +234,7 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
     if options.pop("col_deriv") and callable(jac):
         jac = _transposed(jac)
         python_only.append("col_deriv=True (jac's output is transposed in Python)")
-    if method is not None and method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS} (all run autofit's bounded LM) "
-                         f"or None, got {method!r}")
-    if not (jac is None or callable(jac) or jac in ("2-point", "3-point", "cs", "exact")):
-        raise ValueError("jac must be a callable, '2-point', '3-point', 'cs', 'exact' or None, "
-                         f"got {jac!r}")
-    if nan_policy not in (None, "raise", "omit"):
-        raise ValueError(f"nan_policy must be None, 'raise' or 'omit', got {nan_policy!r}")
-    if not callable(f):
-        raise TypeError(f"f must be callable as f(xdata, *params), got {f!r}")
+    check.check_curve_fit_choices(f, method, jac, nan_policy)
     if check_finite is None:
         check_finite = nan_policy is None
 
@@ -266,18 +245,11 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
         # no x. The engines take an x array: f gets None from a wrapper, on NumPy.
         f, xdata = _without_x(f, y.shape[0] if y.ndim == 1 else 0)
     x = check.as_float_array(xdata, "xdata")
-    if y.ndim != 1:
-        raise ValueError(f"ydata must be 1-D, got shape {y.shape}; flatten it (and the "
-                         "model's output) for multi-dimensional data")
-    if x.ndim == 0 or x.ndim > 2 or x.shape[-1] != y.shape[0]:
-        raise ValueError(f"xdata has shape {x.shape} but ydata has {y.shape[0]} points: "
-                         "xdata must be (n_points,) or (k, n_points) with the same n_points")
-    if y.size == 0:
-        raise ValueError("`ydata` must not be empty!")
+    check.check_curve_data(x, y)
     if sigma is not None:
         sigma = check.expand_scalar_sigma(sigma, y.shape[0])
         check.check_sigma_shape(sigma, y.shape[0])
-    x, y, sigma = _apply_nan_policy(x, y, sigma, nan_policy, check_finite)
+    x, y, sigma = check.apply_nan_policy(x, y, sigma, nan_policy, check_finite)
 
     if p0 is not None:
         p0 = check.check_p0(p0, f)
@@ -680,117 +652,6 @@ def _has_signature(f) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _solver_options(kwargs) -> dict:
-    unknown = sorted(set(kwargs) - set(_SOLVER_KEYWORDS))
-    if unknown:
-        raise TypeError(f"curve_fit() got unexpected keyword argument(s) {unknown}; "
-                        f"autofit's solver takes {list(_SOLVER_KEYWORDS)}")
-    if "maxfev" in kwargs and "max_nfev" in kwargs:
-        raise TypeError("give maxfev or max_nfev, not both")
-    options = {"ftol": DEFAULT_FTOL, "xtol": DEFAULT_XTOL, "gtol": DEFAULT_GTOL,
-               "loss": kwargs.get("loss", "linear"), "f_scale": kwargs.get("f_scale", 1.0)}
-    if not callable(options["loss"]):
-        options["loss"] = check.check_loss(options["loss"], _codes.ESTIMATOR_LSE,
-                                           allow_callable=True)[0]
-    check.check_f_scale(options["f_scale"], ())
-    options["verbose"] = kwargs.get("verbose", 0)
-    if options["verbose"] not in (0, 1, 2) or isinstance(options["verbose"], bool):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {options['verbose']!r}")
-    options["col_deriv"] = bool(kwargs.get("col_deriv", False))
-    _check_path_keywords(kwargs)
-    for name in ("ftol", "xtol", "gtol"):
-        if name in kwargs:
-            value = kwargs[name]
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise TypeError(f"{name} must be a number >= 0, got {kwargs[name]!r}") from None
-            if not (value >= 0 and np.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number >= 0, got {kwargs[name]!r}")
-            options[name] = value
-    name = "maxfev" if "maxfev" in kwargs else "max_nfev"
-    budget = kwargs.get(name)
-    if budget is not None:
-        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer, float,
-                                                               np.floating)):
-            raise TypeError(f"{name} must be a positive integer, got {budget!r}")
-        if not (np.isfinite(budget) and budget >= 1 and int(budget) == budget):
-            raise ValueError(f"{name} must be a positive integer, got {budget!r}")
-        budget = int(budget)
-    options["max_nfev"] = budget
-    return options
-
-
-def _positive_numbers(value) -> bool:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return array.size > 0 and bool(np.all(np.isfinite(array)) and np.all(array > 0))
-
-
-def _as_number_array(value):
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return np.array([np.nan])
-
-
-def _check_path_keywords(kwargs) -> None:
-    """scipy's checks of the keywords in ``_PATH_KEYWORDS`` (same errors for the same
-    mistakes); the values are not used."""
-    x_scale = kwargs.get("x_scale", "jac")
-    if not (isinstance(x_scale, str) and x_scale == "jac") and not (
-            not isinstance(x_scale, str) and _positive_numbers(x_scale)):
-        raise ValueError(f"x_scale must be 'jac' or array_like with positive numbers, got "
-                         f"{x_scale!r}")
-    for name in ("diff_step", "epsfcn"):
-        value = kwargs.get(name)
-        if value is not None and not _positive_numbers(np.abs(_as_number_array(value))):
-            raise ValueError(f"{name} must be None or a non-zero number, got {value!r}")
-    factor = kwargs.get("factor", 100)
-    if not (isinstance(factor, (int, float, np.integer, np.floating))
-            and not isinstance(factor, bool) and 0 < factor < np.inf):
-        raise ValueError(f"factor must be a positive number (scipy's leastsq takes 0.1 to "
-                         f"100), got {factor!r}")
-    diag = kwargs.get("diag")
-    if diag is not None and not _positive_numbers(diag):
-        raise ValueError(f"diag must be a sequence of positive numbers, got {diag!r}")
-    if kwargs.get("tr_solver") not in (None, "exact", "lsmr"):
-        raise ValueError(f"tr_solver must be None, 'exact' or 'lsmr', got "
-                         f"{kwargs['tr_solver']!r}")
-    if not isinstance(kwargs.get("tr_options", {}), dict):
-        raise TypeError(f"tr_options must be a dict, got {kwargs['tr_options']!r}")
-
-
-def _apply_nan_policy(x, y, sigma, nan_policy, check_finite):
-    if check_finite:
-        for array, name in ((x, "xdata"), (y, "ydata")):
-            # A finite sum (one fast pass, no temporary) proves every value finite.
-            if not math.isfinite(array.sum()) and not np.isfinite(array).all():
-                raise ValueError(check.first_nonfinite(array, name) + "; array must not "
-                                 "contain infs or NaNs (drop those points, or pass "
-                                 "nan_policy='omit' to skip nan points)")
-    if nan_policy == "raise":
-        for array, name in ((x, "xdata"), (y, "ydata")):
-            if np.isnan(array).any():
-                raise ValueError("The input contains nan values: "
-                                 + check.first_nonfinite(array, name)
-                                 + "; pass nan_policy='omit' to skip them")
-    if nan_policy == "omit":
-        keep = ~((np.isnan(x) if x.ndim == 1 else np.isnan(x).any(axis=0)) | np.isnan(y))
-        if not keep.all():
-            x = x[..., keep]
-            y = y[keep]
-            if sigma is not None:
-                sigma = np.asarray(sigma)
-                sigma = sigma[keep] if sigma.ndim == 1 else sigma[np.ix_(keep, keep)]
-        if y.size == 0:
-            raise ValueError("every point has a nan in xdata or ydata; nothing is left to "
-                             "fit after nan_policy='omit'")
-    return x, y, sigma
 
 
 def _n_params_hint(f, p0) -> int:

@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 
 from autofit import _batch, _checkpoint, _dispatch, _progress
+from autofit import _validation as check
 from autofit._results import BatchResult
 
 SCHEDULERS = ("threads", "processes")
@@ -68,7 +69,7 @@ def fit(model, x, y, p0, *, sigma, bounds, fixed, estimator, max_iter, tol, jac,
         if _is_dask(y) and chunk_size is not None:
             raise ValueError("chunk_size applies to in-memory arrays; a dask y is cut by its "
                              f"own chunks ({y.chunksize}): rechunk it instead")
-        lower, upper = (None, None) if bounds is None else _pair(bounds)
+        lower, upper = (None, None) if bounds is None else check.bound_pair(bounds)
         blocks = _Blocks(model, x, y, p0, sigma, lower, upper, chunk_size or _batch.CHUNK_FITS,
                          da)
         settings = {"fixed": fixed, "estimator": estimator, "max_iter": max_iter, "tol": tol,
@@ -88,14 +89,6 @@ def fit(model, x, y, p0, *, sigma, bounds, fixed, estimator, max_iter, tol, jac,
         if owned is not None:
             client.close()
             owned.close()
-
-
-def _pair(bounds):
-    try:
-        lower, upper = bounds
-    except (TypeError, ValueError) as exc:
-        raise ValueError("bounds must be a pair (lower, upper)") from exc
-    return lower, upper
 
 
 def _scheduler(scheduler):

@@ -115,19 +115,11 @@ def check_bounds(bounds, n_params: int) -> tuple[np.ndarray, np.ndarray]:
     """(lower, upper) as float64 arrays of length n_params."""
     if is_unbounded(bounds):  # no checks to make
         return np.full(n_params, -np.inf), np.full(n_params, np.inf)
-    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
-        lower, upper = bounds.lb, bounds.ub
-    else:
-        try:
-            lower, upper = bounds
-        except (TypeError, ValueError) as exc:
-            raise ValueError("bounds must be a 2-tuple (lower, upper) of scalars or arrays, "
-                             f"or a scipy.optimize.Bounds; got {bounds!r}") from exc
+    lower, upper = bound_pair(bounds)
     limits = []
     for name, value in (("lower", lower), ("upper", upper)):
         array = as_float_array(value, f"the {name} bound")
-        if np.isnan(array).any():
-            raise ValueError(f"the {name} bound contains nan; use -inf/inf for no bound")
+        check_no_nan_bound(array, name)
         if array.ndim == 0:
             array = np.full(n_params, float(array))
         if array.shape != (n_params,):
@@ -136,12 +128,40 @@ def check_bounds(bounds, n_params: int) -> tuple[np.ndarray, np.ndarray]:
                              "parameter")
         limits.append(array)
     lower, upper = limits
-    bad = lower >= upper
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError("Each lower bound must be strictly less than each upper bound: "
-                         f"lower[{i}] = {lower[i]} >= upper[{i}] = {upper[i]}")
+    check_bound_order(lower, upper)
     return lower, upper
+
+
+def bound_pair(bounds) -> tuple:
+    """``(lower, upper)`` from a 2-sequence or a ``scipy.optimize.Bounds``, unchecked."""
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
+        return bounds.lb, bounds.ub
+    try:
+        lower, upper = bounds
+    except (TypeError, ValueError) as exc:
+        raise ValueError("bounds must be a 2-tuple (lower, upper) of scalars or arrays, "
+                         f"or a scipy.optimize.Bounds; got {bounds!r}") from exc
+    return lower, upper
+
+
+def check_no_nan_bound(array: np.ndarray, name: str) -> None:
+    if np.isnan(array).any():
+        raise ValueError(f"the {name} bound contains nan; use -inf/inf for no bound")
+
+
+def check_bound_order(lower: np.ndarray, upper: np.ndarray) -> None:
+    """Every lower bound strictly below its upper bound (arrays broadcast together)."""
+    lower, upper = np.broadcast_arrays(lower, upper)
+    if lower.ndim == 2 and lower.shape[0] == 1:  # one row shared by every fit
+        lower, upper = lower[0], upper[0]
+    bad = ~(lower < upper)
+    if bad.any():
+        index = np.unravel_index(int(np.argmax(bad)), bad.shape)
+        where = ", ".join(str(int(i)) for i in index)
+        raise ValueError("Each lower bound must be strictly less than each upper bound: "
+                         f"lower[{where}] = {lower[index]} >= upper[{where}] = "
+                         f"{upper[index]}" + (f" ({int(bad.sum())} pairs are not)"
+                                              if bad.sum() > 1 else ""))
 
 
 def feasible_start(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -275,3 +295,328 @@ def check_f_scale(f_scale, leading):
     if not (np.all(np.isfinite(value)) and np.all(value > 0)):
         raise ValueError(f"f_scale must be positive and finite, got {f_scale!r}")
     return float(value) if value.ndim == 0 else value.reshape(-1)
+
+
+# ------------------------------------------------------------------------------ curve_fit
+# scipy's keywords that choose scipy's path to the minimum, not the minimum: autofit's LM
+# takes its own path (Marquardt scaling by the Jacobian's columns, i.e. x_scale='jac'; its
+# own finite-difference steps, forward then central; normal equations solved exactly). They
+# are checked as scipy checks them and not used; curve_fit's docstring says so.
+PATH_KEYWORDS = ("x_scale", "diff_step", "epsfcn", "factor", "diag", "tr_solver",
+                 "tr_options", "jac_sparsity")
+SOLVER_KEYWORDS = ("ftol", "xtol", "gtol", "maxfev", "max_nfev", "loss", "f_scale",
+                   "verbose", "col_deriv", *PATH_KEYWORDS)
+METHODS = ("lm", "trf", "dogbox")
+JAC_NAMES = ("2-point", "3-point", "cs", "exact")
+
+
+def check_curve_fit_choices(f, method, jac, nan_policy) -> None:
+    """curve_fit's model and its named choices: method, jac, nan_policy."""
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS} (all run autofit's bounded LM) "
+                         f"or None, got {method!r}")
+    if not (jac is None or callable(jac) or (isinstance(jac, str) and jac in JAC_NAMES)):
+        raise ValueError("jac must be a callable, '2-point', '3-point', 'cs', 'exact' or None, "
+                         f"got {jac!r}")
+    if nan_policy not in (None, "raise", "omit"):
+        raise ValueError(f"nan_policy must be None, 'raise' or 'omit', got {nan_policy!r}")
+    if not callable(f):
+        raise TypeError(f"f must be callable as f(xdata, *params), got {f!r}")
+
+
+def check_curve_data(x: np.ndarray, y: np.ndarray) -> None:
+    """One curve: ydata (n_points,) and xdata (n_points,) or (k, n_points)."""
+    if y.ndim != 1:
+        raise ValueError(f"ydata must be 1-D, got shape {y.shape}; flatten it (and the "
+                         "model's output) for multi-dimensional data")
+    if x.ndim == 0 or x.ndim > 2 or x.shape[-1] != y.shape[0]:
+        raise ValueError(f"xdata has shape {x.shape} but ydata has {y.shape[0]} points: "
+                         "xdata must be (n_points,) or (k, n_points) with the same n_points")
+    if y.size == 0:
+        raise ValueError("`ydata` must not be empty!")
+
+
+def solver_keywords(kwargs, defaults: dict) -> dict:
+    """curve_fit's solver keywords (scipy's ``**kwargs``), checked as scipy checks them:
+    ``defaults`` (ftol, xtol, gtol) overridden by the given tolerances, the loss, f_scale,
+    verbose, col_deriv and max_nfev (None: the solver's default)."""
+    if "args" in kwargs:
+        # scipy's error for the same call: the parameters are f's own arguments.
+        raise ValueError("'args' is not a supported keyword argument: give f the extra "
+                         "arguments itself (functools.partial or a closure)")
+    unknown = sorted(set(kwargs) - set(SOLVER_KEYWORDS))
+    if unknown:
+        raise TypeError(f"curve_fit() got unexpected keyword argument(s) {unknown}; "
+                        f"autofit's solver takes {list(SOLVER_KEYWORDS)}")
+    if "maxfev" in kwargs and "max_nfev" in kwargs:
+        raise TypeError("give maxfev or max_nfev, not both")
+    options = {**defaults, "loss": kwargs.get("loss", "linear"),
+               "f_scale": kwargs.get("f_scale", 1.0)}
+    if not callable(options["loss"]):
+        options["loss"] = check_loss(options["loss"], _codes.ESTIMATOR_LSE,
+                                           allow_callable=True)[0]
+    check_f_scale(options["f_scale"], ())
+    options["verbose"] = kwargs.get("verbose", 0)
+    if options["verbose"] not in (0, 1, 2) or isinstance(options["verbose"], bool):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {options['verbose']!r}")
+    options["col_deriv"] = bool(kwargs.get("col_deriv", False))
+    check_path_keywords(kwargs)
+    for name in ("ftol", "xtol", "gtol"):
+        if name in kwargs:
+            value = kwargs[name]
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"{name} must be a number >= 0, got {kwargs[name]!r}") from None
+            if not (value >= 0 and np.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {kwargs[name]!r}")
+            options[name] = value
+    name = "maxfev" if "maxfev" in kwargs else "max_nfev"
+    budget = kwargs.get(name)
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer, float,
+                                                               np.floating)):
+            raise TypeError(f"{name} must be a positive integer, got {budget!r}")
+        if not (np.isfinite(budget) and budget >= 1 and int(budget) == budget):
+            raise ValueError(f"{name} must be a positive integer, got {budget!r}")
+        budget = int(budget)
+    options["max_nfev"] = budget
+    return options
+
+
+def _positive_numbers(value) -> bool:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return array.size > 0 and bool(np.all(np.isfinite(array)) and np.all(array > 0))
+
+
+def _as_number_array(value):
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([np.nan])
+
+
+def check_path_keywords(kwargs) -> None:
+    """scipy's checks of the keywords in ``PATH_KEYWORDS`` (same errors for the same
+    mistakes); the values are not used."""
+    x_scale = kwargs.get("x_scale", "jac")
+    if not (isinstance(x_scale, str) and x_scale == "jac") and not (
+            not isinstance(x_scale, str) and _positive_numbers(x_scale)):
+        raise ValueError(f"x_scale must be 'jac' or array_like with positive numbers, got "
+                         f"{x_scale!r}")
+    for name in ("diff_step", "epsfcn"):
+        value = kwargs.get(name)
+        if value is not None and not _positive_numbers(np.abs(_as_number_array(value))):
+            raise ValueError(f"{name} must be None or a non-zero number, got {value!r}")
+    factor = kwargs.get("factor", 100)
+    if not (isinstance(factor, (int, float, np.integer, np.floating))
+            and not isinstance(factor, bool) and 0 < factor < np.inf):
+        raise ValueError(f"factor must be a positive number (scipy's leastsq takes 0.1 to "
+                         f"100), got {factor!r}")
+    diag = kwargs.get("diag")
+    if diag is not None and not _positive_numbers(diag):
+        raise ValueError(f"diag must be a sequence of positive numbers, got {diag!r}")
+    if kwargs.get("tr_solver") not in (None, "exact", "lsmr"):
+        raise ValueError(f"tr_solver must be None, 'exact' or 'lsmr', got "
+                         f"{kwargs['tr_solver']!r}")
+    if not isinstance(kwargs.get("tr_options", {}), dict):
+        raise TypeError(f"tr_options must be a dict, got {kwargs['tr_options']!r}")
+
+
+def apply_nan_policy(x, y, sigma, nan_policy, check_finite):
+    """(x, y, sigma) after the finiteness check and scipy's nan_policy ('omit' drops
+    the points with a nan in x or y)."""
+    if check_finite:
+        for array, name in ((x, "xdata"), (y, "ydata")):
+            # A finite sum (one fast pass, no temporary) proves every value finite.
+            if not math.isfinite(array.sum()) and not np.isfinite(array).all():
+                raise ValueError(first_nonfinite(array, name) + "; array must not "
+                                 "contain infs or NaNs (drop those points, or pass "
+                                 "nan_policy='omit' to skip nan points)")
+    if nan_policy == "raise":
+        for array, name in ((x, "xdata"), (y, "ydata")):
+            if np.isnan(array).any():
+                raise ValueError("The input contains nan values: "
+                                 + first_nonfinite(array, name)
+                                 + "; pass nan_policy='omit' to skip them")
+    if nan_policy == "omit":
+        keep = ~((np.isnan(x) if x.ndim == 1 else np.isnan(x).any(axis=0)) | np.isnan(y))
+        if not keep.all():
+            x = x[..., keep]
+            y = y[keep]
+            if sigma is not None:
+                sigma = np.asarray(sigma)
+                sigma = sigma[keep] if sigma.ndim == 1 else sigma[np.ix_(keep, keep)]
+        if y.size == 0:
+            raise ValueError("every point has a nan in xdata or ydata; nothing is left to "
+                             "fit after nan_policy='omit'")
+    return x, y, sigma
+
+# ------------------------------------------------------------------------------ fit_batch
+# The batch's arguments come per fit or shared: a per-fit array has y's leading shape in
+# front; a shared one is broadcast. Fits are flattened to one leading axis (n_fits).
+
+def check_dtype(dtype, allowed) -> np.dtype:
+    """The working precision: float64 unless float32 is asked for."""
+    dtype = np.dtype(np.float64 if dtype is None else dtype)
+    if dtype not in allowed:
+        raise ValueError(f"dtype must be float64 or float32, got {dtype}")
+    return dtype
+
+
+def check_estimator(estimator) -> int:
+    """The estimator's code from its name ('lse' or 'mle', any case)."""
+    codes = {"lse": _codes.ESTIMATOR_LSE, "mle": _codes.ESTIMATOR_MLE}
+    key = str(estimator).lower()
+    if key not in codes:
+        raise ValueError(f"estimator must be 'lse' (least squares) or 'mle' (Poisson maximum "
+                         f"likelihood), got {estimator!r}")
+    return codes[key]
+
+
+def check_max_iter(max_iter, default: int) -> int:
+    if max_iter is None:
+        return default
+    if isinstance(max_iter, bool) or int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    return int(max_iter)
+
+
+def check_tol(tol, default: float) -> float:
+    tol = default if tol is None else float(tol)
+    if not (np.isfinite(tol) and tol > 0.0):
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    return tol
+
+
+def check_batch_jac(jac) -> None:
+    if jac not in (None, "2-point"):
+        raise ValueError(f"jac must be None or '2-point' for fit_batch, got {jac!r} "
+                         "(analytic Jacobians come with the built-in models)")
+
+
+def check_batch_y(y) -> np.ndarray:
+    """y as an array of shape (..., n_points) with at least one point."""
+    y = as_float_array(y, "y")
+    if y.ndim == 0 or y.shape[-1] == 0 or y.size == 0:
+        raise ValueError(f"y must have shape (..., n_points) with n_points >= 1, got "
+                         f"shape {y.shape}")
+    return y
+
+
+def batch_x(x, leading: tuple, n_points: int, n_variables: int | None,
+            model_name: str) -> np.ndarray:
+    """x as (1 or n_fits, k, n_points): shared (n_points,) or (k, n_points), or per fit."""
+    x = as_float_array(x, "x")
+    n_fits = int(np.prod(leading, dtype=np.int64))
+    if x.ndim == 0 or x.shape[-1] != n_points:
+        raise ValueError(f"x must end with the n_points={n_points} axis of y; got x of shape "
+                         f"{x.shape} for y of shape {leading + (n_points,)}")
+    if x.ndim == 1:
+        shaped = x.reshape(1, 1, n_points)
+    elif x.shape[:-1] == leading and n_variables in (None, 1):
+        shaped = x.reshape(n_fits, 1, n_points)
+    elif x.ndim == 2 and (n_variables is None or x.shape[0] == n_variables):
+        shaped = x.reshape(1, x.shape[0], n_points)
+    elif x.shape[:-2] == leading and x.ndim >= 2:
+        shaped = x.reshape(n_fits, x.shape[-2], n_points)
+    else:
+        raise ValueError(f"x of shape {x.shape} does not fit y of shape "
+                         f"{leading + (n_points,)}: give (n_points,), (k, n_points), or one "
+                         "row per fit (y's leading shape, then [k,] n_points)")
+    if n_variables is not None and shaped.shape[1] != n_variables:
+        raise ValueError(f"the {model_name} model takes {n_variables} independent "
+                         f"variable(s): x must be ({n_variables}, {n_points}) or per fit, "
+                         f"got {x.shape}")
+    return shaped
+
+
+def batch_p0(p0, leading: tuple, n_params: int) -> np.ndarray:
+    """p0 as (n_fits, n_params): one row for every fit, or one per fit."""
+    p0 = as_float_array(p0, "p0")
+    n_fits = int(np.prod(leading, dtype=np.int64))
+    if p0.shape == (n_params,):
+        return np.broadcast_to(p0, (n_fits, n_params))
+    if p0.shape == leading + (n_params,):
+        return p0.reshape(n_fits, n_params)
+    raise ValueError(f"p0 must have shape ({n_params},) or {leading + (n_params,)} (one row "
+                     f"per fit), got {p0.shape}")
+
+
+def per_fit(value, name: str, leading: tuple, size: int) -> np.ndarray:
+    """A per-parameter or per-point argument as (1 or n_fits, size): a scalar, (size,) or
+    y's leading shape + (size,)."""
+    value = as_float_array(value, name)
+    n_fits = int(np.prod(leading, dtype=np.int64))
+    if value.ndim == 0 or value.shape == (size,):
+        return np.broadcast_to(value, (1, size))
+    if value.shape == leading + (size,):
+        return value.reshape(n_fits, size)
+    raise ValueError(f"{name} must be a scalar, shape ({size},) or {leading + (size,)}, got "
+                     f"{value.shape}")
+
+
+def batch_bounds(bounds, leading: tuple, n_params: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper), each (1 or n_fits, n_params); the same forms as curve_fit's bounds
+    (a pair or ``scipy.optimize.Bounds``), each side shared or per fit."""
+    if bounds is None or is_unbounded(bounds):
+        return np.full((1, n_params), -np.inf), np.full((1, n_params), np.inf)
+    lower, upper = bound_pair(bounds)
+    lower = per_fit(lower, "the lower bound", leading, n_params)
+    upper = per_fit(upper, "the upper bound", leading, n_params)
+    check_no_nan_bound(lower, "lower")
+    check_no_nan_bound(upper, "upper")
+    check_bound_order(lower, upper)
+    return lower, upper
+
+
+def check_batch_feasible(p0: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                         leading: tuple) -> None:
+    infeasible = np.any(((p0 < lower) | (p0 > upper)) & np.isfinite(p0), axis=-1)
+    if np.any(infeasible):
+        first = np.unravel_index(int(np.argmax(infeasible)), leading) if leading else ()
+        raise ValueError(f"p0 is outside the bounds for {int(infeasible.sum())} fit(s) "
+                         f"(first at index {tuple(int(i) for i in first)}); give a p0 "
+                         "inside [lower, upper]")
+
+
+def free_mask(fixed, names: tuple) -> np.ndarray:
+    """(n_params,) bool, True where a parameter is fitted, from ``fixed`` (None, a boolean
+    mask, or parameter names)."""
+    n_params = len(names)
+    if fixed is None:
+        return np.ones(n_params, dtype=bool)
+    fixed = list(fixed) if not isinstance(fixed, np.ndarray) else fixed
+    if len(fixed) and all(isinstance(f, str) for f in fixed):
+        unknown = [f for f in fixed if f not in names]
+        if unknown:
+            raise ValueError(f"fixed names unknown parameter(s) {unknown}; the parameters "
+                             f"are {names}")
+        free = np.array([n not in fixed for n in names])
+    else:
+        mask = np.asarray(fixed)
+        if mask.dtype != bool or mask.shape != (n_params,):
+            raise ValueError(f"fixed must be a boolean mask of shape ({n_params},) or a list "
+                             f"of parameter names, got {fixed!r}")
+        free = ~mask
+    if not free.any():
+        raise ValueError("every parameter is fixed; leave at least one free")
+    return free
+
+
+def batch_weights(sigma, leading: tuple, n_points: int, estimator_code: int) -> np.ndarray:
+    """Residual weights 1/sigma as (1 or n_fits, n_points); sigma inf drops a point."""
+    if sigma is None:
+        return np.ones((1, n_points))
+    if estimator_code == _codes.ESTIMATOR_MLE:
+        raise ValueError("sigma has no meaning for estimator='mle' (Poisson counts carry "
+                         "their own variance); drop sigma or use estimator='lse'")
+    sigma = per_fit(sigma, "sigma", leading, n_points)
+    if np.any(sigma <= 0):
+        raise ValueError(f"sigma must be > 0 (use inf to drop a point); found "
+                         f"{int(np.count_nonzero(sigma <= 0))} value(s) <= 0")
+    with np.errstate(divide="ignore"):
+        return 1.0 / sigma
