@@ -45,7 +45,7 @@ def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> 
     n_params = fixed_parameter_count(model)
     if n_params is None:
         return choice.reason
-    from autofit._large import POINT_FUNCTION_BACKENDS
+    from autofit._fused import POINT_FUNCTION_BACKENDS
 
     reason = choice.reason
     if choice.requested in POINT_FUNCTION_BACKENDS:

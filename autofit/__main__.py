@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autofit import _dispatch, validate
+from autofit import _dispatch
+from autofit.selftest import validate
 
 
 def _device(name: str) -> str:

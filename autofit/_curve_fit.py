@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autofit import _adapters, _codes, _dispatch, _forward_mode, _large
+from autofit import _adapters, _codes, _dispatch, _forward_mode, _fused
 from autofit import _validation as check
 from autofit._dispatch import BackendCannotRun
 from autofit._status import Status
@@ -315,7 +315,7 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
     # take point functions (numba): with them numba runs every size on its fused pass.
     exact, exact_reason = None, None
     user_model = not isinstance(f, Model) and not callable(jac)
-    takes_points = any(name in _large.POINT_FUNCTION_BACKENDS
+    takes_points = any(name in _fused.POINT_FUNCTION_BACKENDS
                        for name in _dispatch.fallback_chain(choice.requested))
     if user_model and not sigma_is_matrix and (jac == "exact" or (jac is None
                                                                  and takes_points)):
@@ -346,14 +346,14 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
                        y_checked=check_finite)
 
     def attempt(name):
-        takes_points = name in _large.POINT_FUNCTION_BACKENDS
+        takes_points = name in _fused.POINT_FUNCTION_BACKENDS
         stalled = None
         if takes_points and exact_fused:
             # The generated point functions are all the fused pass needs. Below the huge
             # sizes it gets a budget of its own: a fit that crawls along a curved valley
             # (peaks that merge) is finished by lm_solve's geodesic steps instead.
             budget = max_nfev if use_fused else min(max_nfev, fused_budget(n_params))
-            fit = _large.run_fused(name, f, jac, None, x, y, weights, p0, lower, upper,
+            fit = _fused.run_fused(name, f, jac, None, x, y, weights, p0, lower, upper,
                                    options, budget, full_output, exact=exact)
             if fit is not None and (fit["status"] != Status.MAX_NFEV or budget == max_nfev):
                 choice.notes.append("derivatives: exact, generated from the model's source "
@@ -386,7 +386,7 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
                                                           _codes.JAC_AUTODIFF):
             raise BackendCannotRun(f"jac='exact': {name!r} would use finite differences")
         if use_fused:
-            fit = _large.run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper,
+            fit = _fused.run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper,
                                    options, max_nfev, full_output)
             if fit is not None:
                 if takes_points and user_model:
@@ -434,7 +434,7 @@ def _common_call(f, xdata, ydata, p0, backend):
         return None  # the general path says why it cannot fit this
     choice = _dispatch.choose(backend)
     host = _dispatch.host_of(choice.requested)
-    if choice.requested not in _large.POINT_FUNCTION_BACKENDS or host is None:
+    if choice.requested not in _fused.POINT_FUNCTION_BACKENDS or host is None:
         return None
     exact, _ = _forward_mode.exact_or_none(f, n_params, 1, xdata, start)
     if exact is None or not host.fused_compiled(*exact, n_params):
@@ -469,7 +469,7 @@ def _robust_fused(f, jac, x, y, weights, p0, lower, upper, loss, f_scale, option
         prepared = _adapters.check_runs(name, prepared, x[..., sample], p0, f, jac)
         if prepared.note is not None:
             choice.notes.append(prepared.note)
-        fit = _large.run_fused(name, f, jac, prepared, x, y, weights / f_scale, p0, lower,
+        fit = _fused.run_fused(name, f, jac, prepared, x, y, weights / f_scale, p0, lower,
                                upper, options, max_nfev, full_output, estimator=estimator)
         if fit is None:
             raise BackendCannotRun(f"{name!r} cannot run the model on its fused pass")

@@ -38,7 +38,7 @@ class KernelSpec:
 
     ``native`` lists the backends that implement it; any other backend runs it through the
     fallback table in :mod:`autofit._dispatch`. ``case`` names the input factory in
-    :mod:`autofit._cases` that the generated tests and ``validate`` use. A kernel with a
+    :mod:`autofit.selftest.cases` that the generated tests and ``validate`` use. A kernel with a
     ``jac_method`` parameter accepts the codes of ``jac_methods`` on every backend, and
     those of ``jac_methods_extra`` (``(backend, codes)`` pairs) on that backend too; any
     other code is refused by :func:`require_jac_method`, in the same words everywhere.
@@ -370,7 +370,7 @@ Each iteration is one pass over the points, in chunks, that evaluates the model 
 Jacobian) at the trial point and accumulates χ², ``JᵀW²r`` and ``JᵀW²J`` at once, so the
 memory beyond the data is that of a chunk. The algorithm (the batched solver's damping and
 bounds with scipy's ftol/xtol/gtol stopping tests, and its robust losses) is defined in
-:mod:`autofit.original.large`.
+:mod:`autofit.original.fused`.
 
 Parameters
 ----------

@@ -416,6 +416,7 @@ def test_built_in_kernels_are_loaded_from_the_disk_cache_by_a_second_process(tmp
     pytest.importorskip("numba")
     env = dict(os.environ, AUTOFIT_CACHE_DIR=str(tmp_path))
     env.pop("NUMBA_CACHE_DIR", None)
+    env.pop("FFIT_CACHE_DIR", None)  # (the newer name wins; CI sets it)
     runs = [subprocess.run([sys.executable, "-c", CACHE_SCRIPT], env=env, capture_output=True,
                            text=True, timeout=600) for _ in range(2)]
     for done in runs:
@@ -432,7 +433,7 @@ def test_built_in_kernels_are_loaded_from_the_disk_cache_by_a_second_process(tmp
 # turn, checked against the NumPy reference.
 KERNELS_SCRIPT = textwrap.dedent("""
     import sys
-    from autofit import _cases, validate
+    from autofit.selftest import cases as _cases, validate
     cases = {case.variant: case for case in _cases.model_parity_cases("lm_batch")}
     for model in sys.argv[1:]:
         expected = validate.reference("lm_batch", cases[model])
@@ -448,6 +449,7 @@ def test_kernels_cached_by_different_processes_run_side_by_side(tmp_path):
     pytest.importorskip("numba")
     env = dict(os.environ, AUTOFIT_CACHE_DIR=str(tmp_path))
     env.pop("NUMBA_CACHE_DIR", None)
+    env.pop("FFIT_CACHE_DIR", None)  # (the newer name wins; CI sets it)
     outputs = []
     for models_in_turn in (["linear"], ["gaussian"], ["linear", "gaussian"]):
         done = subprocess.run([sys.executable, "-c", KERNELS_SCRIPT, *models_in_turn],
@@ -473,6 +475,7 @@ def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):
     pytest.importorskip("numba")
     from autofit.numba import batch
 
+    monkeypatch.delenv("FFIT_CACHE_DIR", raising=False)  # (the newer name wins; CI sets it)
     monkeypatch.setenv("AUTOFIT_CACHE_DIR", str(tmp_path / "kernels"))
     assert batch.cache_directory() == str(tmp_path / "kernels")
     monkeypatch.delenv("AUTOFIT_CACHE_DIR")

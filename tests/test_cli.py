@@ -8,7 +8,7 @@ import pytest
 
 import autofit
 from autofit import __main__ as cli
-from autofit import validate
+from autofit.selftest import validate
 from tests.conftest import installed
 
 

@@ -9,8 +9,9 @@ import functools
 
 import pytest
 
-from autofit import _cases, validate
 from autofit._declarations import KERNELS
+from autofit.selftest import cases as _cases
+from autofit.selftest import validate
 from tests.conftest import backend_params, installed
 
 SIZES = (10, 1000, 100_000)
@@ -54,7 +55,8 @@ def test_reference_analytic_jacobians_match_finite_differences(name):
     """The reference's own analytic Jacobians, checked independently of the other backends."""
     import numpy as np
 
-    from autofit import _cases, original
+    from autofit import original
+    from autofit.selftest import cases as _cases
 
     if not name.startswith("jacobian_"):
         pytest.skip("model evaluation kernels are checked through their Jacobians")

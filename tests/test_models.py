@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import autofit
-from autofit import _cases, models
+from autofit import models
 from autofit._declarations import MODELS
+from autofit.selftest import cases as _cases
 from tests.conftest import backend_params
 
 GUESSED = [name for name, model in models.BUILTIN.items() if model._guess is not None]

@@ -7,7 +7,7 @@ with defaults: 45/54 at >= 4 and 29/54 at >= 6 on this data.)
 
 import pytest
 
-from autofit import nist
+from autofit.selftest import nist
 from tests.conftest import SHARED, backend_params
 
 DATA = SHARED / "nist_strd"

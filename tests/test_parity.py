@@ -23,9 +23,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from autofit import _cases, _codes, validate
+from autofit import _codes
 from autofit._declarations import KERNELS
 from autofit._dispatch import load
+from autofit.selftest import cases as _cases
+from autofit.selftest import validate
 from tests.conftest import backend_params, installed
 
 MODELS = tuple(_cases.TRUE_PARAMS)
@@ -90,7 +92,7 @@ SIMULATOR_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
     import autofit.numba
-    from autofit import _cases, validate
+    from autofit.selftest import cases as _cases, validate
     from autofit.numba import gpu
 
     found = {}

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autofit import _cases, original
+from autofit import original
 from autofit._declarations import MODELS
+from autofit.selftest import cases as _cases
 from tests.conftest import installed
 
 ROOT = Path(__file__).resolve().parents[1]

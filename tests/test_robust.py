@@ -3,7 +3,7 @@ every backend against scipy's curve_fit, fit_batch with outliers on every engine
 scipy's least_squares fit for fit, and the refusals.
 
 The kernels' agreement with the NumPy reference (numba CPU, jax, CUDA under the simulator)
-is the generated ``lm_batch`` robust cases of ``autofit._cases``.
+is the generated ``lm_batch`` robust cases of ``autofit.selftest.cases``.
 """
 
 import numpy as np

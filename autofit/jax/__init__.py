@@ -7,8 +7,8 @@ does not change any global JAX configuration.
 
 from autofit.jax.batch import lm_batch
 from autofit.jax.covariance import covariance_from_information, covariance_from_jacobian
+from autofit.jax.fused import lm_fused
 from autofit.jax.jacobians import jacobian_autodiff, jacobian_central, jacobian_forward
-from autofit.jax.large import lm_fused
 from autofit.jax.lm import lm_solve, lm_step
 from autofit.jax.models import (
     jacobian_cauchy_2d_elliptic,

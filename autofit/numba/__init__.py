@@ -13,8 +13,8 @@ that a fit that wanders into a singular model ends with status ``NONFINITE`` on 
 
 from autofit.numba.batch import lm_batch
 from autofit.numba.covariance import covariance_from_information, covariance_from_jacobian
+from autofit.numba.fused import lm_fused
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
-from autofit.numba.large import lm_fused
 from autofit.numba.lm import lm_solve, lm_step
 from autofit.numba.models import (
     jacobian_cauchy_2d_elliptic,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import ast
 import inspect
 import math
+import os
 import textwrap
 
 import numpy as np
@@ -1107,8 +1108,10 @@ def build_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
 
 
 # Sources whose change must invalidate a disk-cached kernel (everything it compiles).
-_KERNEL_SOURCES = ("autofit.numba.batch", "autofit.numba.points", "autofit.numba.fastexp",
-                   "autofit._codes", "autofit._rules")
+# What a generated kernel compiles besides its own source: every module of this package (the
+# kernel's callees, the built-in models it imports) and the shared rules. numba's cache
+# checks only the generated file itself, so all of them go into its name.
+_KERNEL_SOURCES = ("autofit._codes", "autofit._rules")
 
 
 def cache_directory():
@@ -1166,8 +1169,12 @@ def _cache_key(source):
     import numba
 
     digest = hashlib.sha256(source.encode())
-    for name in _KERNEL_SOURCES:
-        with open(importlib.import_module(name).__file__, "rb") as fh:
+    package = os.path.dirname(os.path.abspath(__file__))
+    files = sorted(os.path.join(package, name) for name in os.listdir(package)
+                   if name.endswith(".py"))
+    files += [importlib.import_module(name).__file__ for name in _KERNEL_SOURCES]
+    for path in files:
+        with open(path, "rb") as fh:
             digest.update(fh.read())
     digest.update(f"{numba.__version__} {llvmlite.__version__} {sys.version}".encode())
     return digest.hexdigest()[:24]

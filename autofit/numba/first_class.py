@@ -1,6 +1,6 @@
 """Compiled functions as first-class function values for numba's drivers (shared by the
 single-fit driver of :mod:`autofit.numba.host` and the fused pass of
-:mod:`autofit.numba.large`)."""
+:mod:`autofit.numba.fused`)."""
 
 from __future__ import annotations
 

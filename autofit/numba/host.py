@@ -282,7 +282,7 @@ def compile_fused(f, n_params: int, x, ydata, weights, p0, lower, upper) -> None
     from autofit._codes import JAC_ANALYTIC, JAC_CENTRAL, JAC_FORWARD
     from autofit._forward_mode import exact_or_none
     from autofit.numba.batch import user_point_function
-    from autofit.numba.large import lm_fused
+    from autofit.numba.fused import lm_fused
 
     x2 = np.ascontiguousarray(x[None, :] if x.ndim == 1 else x)
     exact, _ = exact_or_none(f, n_params, x2.shape[0], x, p0)
@@ -300,7 +300,7 @@ def fused_compiled(value, gradient, n_params: int) -> bool:
     """Whether the fused pass for these exact point functions is compiled (so that a call
     runs at once)."""
     from autofit._codes import JAC_ANALYTIC
-    from autofit.numba.large import is_compiled
+    from autofit.numba.fused import is_compiled
 
     return is_compiled(value, gradient, JAC_ANALYTIC, n_params)
 

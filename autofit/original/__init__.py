@@ -5,8 +5,8 @@ The other backends are checked against this one; it favours clarity over speed.
 
 from autofit.original.batch import lm_batch
 from autofit.original.covariance import covariance_from_information, covariance_from_jacobian
+from autofit.original.fused import lm_fused
 from autofit.original.jacobians import jacobian_central, jacobian_forward
-from autofit.original.large import lm_fused
 from autofit.original.lm import lm_solve, lm_step
 from autofit.original.models import (
     jacobian_cauchy_2d_elliptic,

@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 from scipy import optimize
 
-from autofit import nist
-from autofit.validate import available_backends
+from autofit.selftest import nist
+from autofit.selftest.validate import available_backends
 
 
 def scipy_scores(folder):

@@ -1,6 +1,6 @@
 """Levenberg-Marquardt for one fit to very many points, without the Jacobian (numba).
 
-The algorithm of :mod:`autofit.original.large`, step for step. A pass over the points runs
+The algorithm of :mod:`autofit.original.fused`, step for step. A pass over the points runs
 in chunks of :data:`CHUNK` points, ``prange`` over blocks of chunks: for each chunk a first
 loop evaluates the model point by point (point functions, :mod:`autofit.numba.points`,
 built-in models with the vectorisable :func:`autofit.numba.fastexp.vexp`) and writes each
@@ -64,7 +64,7 @@ from autofit.numba.batch import (
     _sum,
     with_literals_of,
 )
-from autofit.original.large import (
+from autofit.original.fused import (
     UNSEEN_STEP,
     chi2_rounding,
     evaluations_per_pass,
@@ -242,7 +242,7 @@ def _reductions(n_params):
                  "_scaled_row": reduce(_scaled_row)}
         if n_params <= FUSED_SUMS_MAX_PARAMS:
             namespace = {}
-            exec(compile(_all_sums_source(n_params), "<autofit large sums>", "exec"),  # noqa: S102
+            exec(compile(_all_sums_source(n_params), "<autofit fused sums>", "exec"),  # noqa: S102
                  namespace)
             found["_all_sums"] = reduce(namespace["_all_sums"])
         _REDUCTIONS[n_params] = found
@@ -268,11 +268,11 @@ def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_
                  "value": inline(with_literals_of(value, np.float64, fast_exp)),
                  "gradient": (inline(with_literals_of(gradient, np.float64, fast_exp))
                               if jac_method == JAC_ANALYTIC else None)}
-    exec(compile(_point_source(jac_method, n_params), "<autofit large point>", "exec"),  # noqa: S102
+    exec(compile(_point_source(jac_method, n_params), "<autofit fused point>", "exec"),  # noqa: S102
          namespace)
     namespace["point"] = inline(namespace["point"])
     source = _chunk_source(n_params, estimator, information)
-    exec(compile(source, "<autofit large chunk>", "exec"), namespace)  # noqa: S102
+    exec(compile(source, "<autofit fused chunk>", "exec"), namespace)  # noqa: S102
     signature = _chunk_signature()
     compiled = numba.njit(signature, error_model="numpy", fastmath=FASTMATH)(
         namespace["chunk_sums"])

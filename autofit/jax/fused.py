@@ -1,6 +1,6 @@
 """Levenberg-Marquardt for one fit to very many points, without the Jacobian (JAX).
 
-The algorithm of :mod:`autofit.original.large`, step for step, as one jit-compiled
+The algorithm of :mod:`autofit.original.fused`, step for step, as one jit-compiled
 ``lax.while_loop`` (the whole fit runs on the device; the host only reads the result).
 
 A pass over the points is a ``lax.fori_loop`` over chunks of :func:`chunk_size` points,
@@ -68,7 +68,7 @@ from autofit.jax.batch import (
     _substitute,
 )
 from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
-from autofit.original.large import (
+from autofit.original.fused import (
     UNSEEN_STEP,
     chi2_rounding,
     evaluations_per_pass,

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autofit import _cases, _dispatch
+from autofit import _dispatch
 from autofit._declarations import KERNELS
+from autofit.selftest import cases as _cases
 
 SIZES = (10, 1000, 100_000)
 

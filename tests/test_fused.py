@@ -69,8 +69,8 @@ def _close_to_scipy(popt, pcov, expected_popt, expected_pcov, rtol_cov=1e-4, wit
 def test_large_problems_take_the_fused_path(decay_data, monkeypatch):
     x, y = decay_data
     calls = []
-    real = _curve_fit._large.run_fused
-    monkeypatch.setattr(_curve_fit._large, "run_fused",
+    real = _curve_fit._fused.run_fused
+    monkeypatch.setattr(_curve_fit._fused, "run_fused",
                         lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     autofit.curve_fit(decay, x, y, p0=[2.0, 1.0, 0.4], backend="numpy")
     assert calls == ["numpy"]
@@ -143,10 +143,10 @@ def test_jax_chunk_loop_and_last_partial_chunk_agree_with_the_reference(decay_da
     # At the default chunk size 200,000 points of a 3-parameter model are a single chunk:
     # shrink the chunks so the loop over chunks and the masked last chunk both run.
     pytest.importorskip("jax")
-    import autofit.jax.large as jax_large
+    import autofit.jax.fused as jax_fused
 
-    monkeypatch.setattr(jax_large, "CPU_CHUNK_ENTRIES", 3000)
-    assert N % jax_large.chunk_size(N, 3, "cpu") != 0
+    monkeypatch.setattr(jax_fused, "CPU_CHUNK_ENTRIES", 3000)
+    assert N % jax_fused.chunk_size(N, 3, "cpu") != 0
     x, y = decay_data
     expected = autofit.curve_fit(models.exponential_decay, x, y, p0=[2.0, 1.0, 0.4],
                                  backend="numpy")
@@ -159,7 +159,7 @@ def test_jax_chunk_loop_and_last_partial_chunk_agree_with_the_reference(decay_da
 def test_memory_stays_at_the_size_of_a_chunk():
     """The reference pass holds one chunk's Jacobian, never the (n_points, n_params) one."""
     from autofit import original
-    from autofit.original.large import CHUNK
+    from autofit.original.fused import CHUNK
 
     n = 3_000_000
     x = np.linspace(-5.0, 5.0, n)
@@ -421,7 +421,7 @@ def test_lm_fused_refuses_an_estimator_it_does_not_fit(backend):
 def test_run_fused_takes_a_robust_loss(backend):
     # curve_fit's fused path: the covariance is the pseudo-inverse of the robust
     # information, lm_batch's for the same loss.
-    from autofit import _adapters, _large
+    from autofit import _adapters, _fused
 
     x, y, weights, p0 = _outlier_gaussian()
     code = _codes.ESTIMATOR_CAUCHY
@@ -429,7 +429,7 @@ def test_run_fused_takes_a_robust_loss(backend):
     prepared = _adapters.prepare(backend, models.gaussian, 4, None)
     inf = np.full(4, np.inf)
     options = {"ftol": 1e-14, "xtol": 1e-14, "gtol": 1e-14}
-    fit = _large.run_fused(backend, models.gaussian, None, prepared, x, y, weights, p0, -inf,
+    fit = _fused.run_fused(backend, models.gaussian, None, prepared, x, y, weights, p0, -inf,
                            inf, options, 1000, False, estimator=code)
     assert fit["status"] in _codes.CONVERGED_CODES and fit["rank"] == 4
     np.testing.assert_allclose(fit["params"], expected_params, rtol=1e-6)
