@@ -456,7 +456,7 @@ def _backend_model(backend, device, problem):
             if problem.jac == "2-point":
                 return value, None, _codes.JAC_FORWARD, None
             return value, gradient, _codes.JAC_ANALYTIC, None
-        from autofit.numba.batch import user_point_function
+        from autofit.numba.user_points import user_point_function
 
         if problem.jac is None and device == "cpu":
             # Exact derivatives generated from the model's source, checked at the first

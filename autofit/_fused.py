@@ -30,7 +30,7 @@ def _numba_model(f, jac, prepared, n_params, n_variables):
         from autofit.numba.points import POINT_FUNCTIONS
 
         return (*POINT_FUNCTIONS[f.name], prepared.jac_method, prepared.polish_method)
-    from autofit.numba.batch import user_point_function
+    from autofit.numba.user_points import user_point_function
 
     return (user_point_function(f, n_params, n_variables), None, prepared.jac_method,
             prepared.polish_method)

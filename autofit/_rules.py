@@ -8,16 +8,51 @@ test ``tests/test_rules.py`` holds the two forms to each other on every combinat
 
 import math
 
+import numpy as np
+
 from autofit._codes import (
     CONVERGED_FTOL,
     CONVERGED_FTOL_XTOL,
     CONVERGED_XTOL,
+    EPS,
     ESTIMATOR_ARCTAN,
     ESTIMATOR_CAUCHY,
     ESTIMATOR_HUBER,
+    ESTIMATOR_LSE,
     ESTIMATOR_SOFT_L1,
+    JAC_CENTRAL,
+    JAC_FORWARD,
     RUNNING,
 )
+
+# ---------------------------------------------------------------- finite differences
+# Steps relative to the parameter (as MINPACK's lmdif), not max(1, |p|): NIST-style
+# parameters of size 1e-4 would otherwise get steps of 100% of their value. Forward
+# differences step by sqrt(eps) of the working precision, central ones by eps^(1/3).
+FORWARD_STEP = float(np.sqrt(np.finfo(np.float64).eps))
+CENTRAL_STEP = float(np.finfo(np.float64).eps ** (1.0 / 3.0))
+
+
+def forward_step(dtype) -> float:
+    """The forward-difference step of the working precision (float64's would vanish in
+    float32)."""
+    return FORWARD_STEP if np.dtype(dtype) == np.float64 else \
+        float(np.sqrt(np.finfo(dtype).eps))
+
+
+def relative_step(value, relative):
+    """The finite-difference step for a parameter of this value: ``relative |value|``, or
+    ``relative`` itself where the value is 0."""
+    h = relative * abs(value)
+    if h == 0.0:
+        h = relative
+    return h
+
+
+def relative_step_where(xp, params, relative):
+    """:func:`relative_step` on an array of parameters (``xp`` is numpy or jax.numpy)."""
+    h = relative * xp.abs(params)
+    return xp.where(h == 0.0, relative, h)
 
 
 def trial_status(accepted, small_reduction, small_step, zero_chi2):
@@ -133,3 +168,38 @@ def robust_loss_where(xp, z, estimator):
         return rho, rho1, -2.0 * z * rho1 * rho1, xp.sqrt(ratio)
     one = xp.ones_like(z)
     return z, one, 0.0 * z, one
+
+
+# ---------------------------------------------------------------- lm_fused
+# The largest final Gauss-Newton step taken without a pass over the points, relative to the
+# parameters (both scaled as in the xtol test).
+UNSEEN_STEP = 1e-6
+# What lm_fused fits: least squares and the robust losses (Poisson MLE is lm_batch's only).
+FUSED_ESTIMATORS = (ESTIMATOR_LSE, ESTIMATOR_SOFT_L1, ESTIMATOR_HUBER, ESTIMATOR_CAUCHY,
+                    ESTIMATOR_ARCTAN)
+
+
+def fused_estimator(estimator) -> int:
+    """``estimator`` as an int, or the ValueError every backend's ``lm_fused`` raises for a
+    code it does not fit."""
+    if isinstance(estimator, (bool, np.bool_)) or estimator not in FUSED_ESTIMATORS:
+        raise ValueError("lm_fused: estimator must be ESTIMATOR_LSE or a robust loss code "
+                         f"(ESTIMATOR_SOFT_L1, _HUBER, _CAUCHY, _ARCTAN: 2-5); got "
+                         f"{estimator!r}")
+    return int(estimator)
+
+
+def evaluations_per_pass(jac_method: int, n_params: int) -> int:
+    """Model evaluations one pass costs (the analytic Jacobian is not counted, as in
+    ``lm_solve``): 1, ``n_params + 1`` (forward) or ``2 n_params + 1`` (central)."""
+    if jac_method == JAC_FORWARD:
+        return n_params + 1
+    if jac_method == JAC_CENTRAL:
+        return 2 * n_params + 1
+    return 1
+
+
+def chi2_rounding(n_points: int) -> float:
+    """Typical relative rounding error of χ² summed over ``n_points`` points:
+    ``eps * sqrt(n_points)`` (2e-13 at 1e6 points)."""
+    return EPS * n_points ** 0.5

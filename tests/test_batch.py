@@ -463,24 +463,24 @@ def test_kernels_cached_by_different_processes_run_side_by_side(tmp_path):
 def test_user_models_get_no_disk_cached_kernel():
     pytest.importorskip("numba")
     from autofit._codes import JAC_ANALYTIC, JAC_FORWARD
-    from autofit.numba import batch, points
+    from autofit.numba import kernel, kernel_cache, points, user_points
 
-    value = batch.user_point_function(user_gaussian, 4, 1)
-    assert batch.cached_cpu_kernel(value, batch._no_gradient, JAC_FORWARD, 4) is None
-    assert batch._kernel_module_source(*points.POINT_FUNCTIONS["gaussian"], JAC_ANALYTIC, 4,
+    value = user_points.user_point_function(user_gaussian, 4, 1)
+    assert kernel_cache.cached_cpu_kernel(value, kernel._no_gradient, JAC_FORWARD, 4) is None
+    assert kernel_cache._kernel_module_source(*points.POINT_FUNCTIONS["gaussian"], JAC_ANALYTIC, 4,
                                        np.float64) is not None
 
 
 def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):
     pytest.importorskip("numba")
-    from autofit.numba import batch
+    from autofit.numba import kernel_cache
 
     monkeypatch.delenv("FFIT_CACHE_DIR", raising=False)  # (the newer name wins; CI sets it)
     monkeypatch.setenv("AUTOFIT_CACHE_DIR", str(tmp_path / "kernels"))
-    assert batch.cache_directory() == str(tmp_path / "kernels")
+    assert kernel_cache.cache_directory() == str(tmp_path / "kernels")
     monkeypatch.delenv("AUTOFIT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert batch.cache_directory() == os.path.join(str(tmp_path), "autofit")
+    assert kernel_cache.cache_directory() == os.path.join(str(tmp_path), "autofit")
 
 
 def three_lorentzians(x, a1, c1, g1, a2, c2, g2, a3, c3, g3, offset):

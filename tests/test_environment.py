@@ -33,7 +33,7 @@ def test_cache_directory_from_ffit_then_the_older_name_then_xdg(monkeypatch, tmp
 
 def test_the_numba_kernel_cache_follows_the_setting(monkeypatch, tmp_path):
     pytest.importorskip("numba", reason="numba is not installed")
-    from autofit.numba.batch import cache_directory
+    from autofit.numba.kernel_cache import cache_directory
 
     monkeypatch.setenv("FFIT_CACHE_DIR", str(tmp_path))
     assert cache_directory() == str(tmp_path)

@@ -40,3 +40,36 @@ def test_numba_compiles_the_scalar_rule():
     compiled = numba.njit(_rules.trial_status)
     for case in CASES:
         assert compiled(*case) == _rules.trial_status(*case)
+
+
+# (No value whose step is subnormal: XLA on a CPU flushes subnormals to 0, so jax would
+# step by `relative` where the others step by a subnormal.)
+STEP_VALUES = [0.0, -0.0, 1.0, -3.5, 1e-4, 2.5e7, 1e-290, 1e300]
+
+
+@pytest.mark.parametrize("relative", [_rules.FORWARD_STEP, _rules.CENTRAL_STEP])
+def test_relative_step_forms_agree(relative):
+    values = np.array(STEP_VALUES)
+    scalar = [_rules.relative_step(v, relative) for v in STEP_VALUES]
+    assert _rules.relative_step_where(np, values, relative).tolist() == scalar
+    assert scalar[0] == scalar[1] == relative  # a parameter at 0 still gets a step
+    assert scalar[2] == relative and scalar[3] == 3.5 * relative
+
+
+def test_relative_step_on_numba_and_jax():
+    values = np.array(STEP_VALUES)
+    expected = _rules.relative_step_where(np, values, _rules.FORWARD_STEP).tolist()
+    numba = pytest.importorskip("numba")
+    compiled = numba.njit(_rules.relative_step)
+    assert [compiled(v, _rules.FORWARD_STEP) for v in STEP_VALUES] == expected
+    jax = pytest.importorskip("jax")
+    with jax.enable_x64(True):
+        import jax.numpy as jnp
+
+        on_jax = _rules.relative_step_where(jnp, jnp.asarray(values), _rules.FORWARD_STEP)
+        assert np.asarray(on_jax).tolist() == expected
+
+
+def test_forward_step_follows_the_working_precision():
+    assert _rules.forward_step(np.float64) == _rules.FORWARD_STEP == np.sqrt(np.finfo(float).eps)
+    assert _rules.forward_step(np.float32) == pytest.approx(np.sqrt(np.finfo(np.float32).eps))

@@ -60,7 +60,14 @@ from autofit._codes import (
     SINGULAR,
 )
 from autofit._declarations import implements, require_jac_method
-from autofit._rules import robust_loss_where, trial_status_where
+from autofit._rules import (
+    UNSEEN_STEP,
+    chi2_rounding,
+    evaluations_per_pass,
+    fused_estimator,
+    robust_loss_where,
+    trial_status_where,
+)
 from autofit.jax.batch import (
     CPU_COMPILER_OPTIONS,
     _cholesky,
@@ -68,12 +75,6 @@ from autofit.jax.batch import (
     _substitute,
 )
 from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
-from autofit.original.fused import (
-    UNSEEN_STEP,
-    chi2_rounding,
-    evaluations_per_pass,
-    fused_estimator,
-)
 
 # On a CPU, Jacobian entries (points x parameters) per chunk: enough points that the loop's
 # cost per chunk (tens of µs) is small against theirs, few enough that the chunk's Jacobian

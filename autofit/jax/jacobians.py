@@ -14,12 +14,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from autofit._declarations import implements
-
-_FORWARD_STEP = float(np.sqrt(np.finfo(np.float64).eps))
-_CENTRAL_STEP = float(np.finfo(np.float64).eps ** (1.0 / 3.0))
+from autofit._rules import CENTRAL_STEP, FORWARD_STEP, relative_step_where
 
 
 def _as_float(a):
@@ -28,9 +25,7 @@ def _as_float(a):
 
 
 def _relative_step(params, relative):
-    # A step relative to the parameter (as MINPACK's lmdif), `relative` where it is 0.
-    h = relative * jnp.abs(params)
-    return jnp.where(h == 0.0, relative, h)
+    return relative_step_where(jnp, params, relative)
 
 
 def _evaluate_shifted(model, x, params, shifted_values):
@@ -46,7 +41,7 @@ def _evaluate_shifted(model, x, params, shifted_values):
 
 def forward_columns(model, x, params, f0, upper):
     """The forward-difference Jacobian, transposed: ``(n_params, n_points)``."""
-    h = _relative_step(params, _FORWARD_STEP)
+    h = _relative_step(params, FORWARD_STEP)
     h = jnp.where(params + h > upper, -h, h)  # never step over the upper bound
     shifted = params + h
     h = shifted - params  # the step actually taken, exactly representable
@@ -57,7 +52,7 @@ def forward_columns(model, x, params, f0, upper):
 def central_columns(model, x, params, lower, upper):
     """The central-difference Jacobian, transposed: ``(n_params, n_points)``."""
     f0 = model(x, params)
-    h = _relative_step(params, _CENTRAL_STEP)
+    h = _relative_step(params, CENTRAL_STEP)
     central = (params - h >= lower) & (params + h <= upper)
     # At a bound: the second-order one-sided rule on the feasible side.
     h_side = jnp.where(params + 2.0 * h > upper, -h, h)

@@ -14,7 +14,7 @@ The point loop is branch-free, with one version for a single weight and one for 
 per point; points of weight 0 are evaluated and then zeroed by a loop of their own, and
 the columns of the work array beyond the last chunk's points are zeros.
 
-User functions enter through :func:`autofit.numba.batch.user_point_function` (one point at
+User functions enter through :func:`autofit.numba.user_points.user_point_function` (one point at
 a time) with forward or central differences, computed point by point with the step rules of
 :mod:`autofit.original.jacobians`.
 
@@ -54,7 +54,16 @@ from autofit._codes import (
     SINGULAR,
 )
 from autofit._declarations import implements, require_jac_method
-from autofit.numba.batch import (
+from autofit._rules import (
+    CENTRAL_STEP,
+    FORWARD_STEP,
+    UNSEEN_STEP,
+    chi2_rounding,
+    evaluations_per_pass,
+    fused_estimator,
+)
+from autofit.numba import linalg
+from autofit.numba.passes import (
     _REDUCE_FASTMATH,
     FASTMATH,
     FUSED_SUMS_MAX_PARAMS,
@@ -64,16 +73,12 @@ from autofit.numba.batch import (
     _sum,
     with_literals_of,
 )
-from autofit.original.fused import (
-    UNSEEN_STEP,
-    chi2_rounding,
-    evaluations_per_pass,
-    fused_estimator,
-)
 
 _trial_status = numba.njit(inline="always")(_rules.trial_status)
 _robust_loss = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
     _rules.robust_loss)
+_relative_step = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
+    _rules.relative_step)
 
 # Points per chunk: the work array ((n_params + 3) rows of CHUNK float64, 192 kB for three
 # parameters) stays in the 512 kB L2 cache of a core.
@@ -81,8 +86,6 @@ CHUNK = 4096
 # Blocks of chunks per pass (each block allocates its work array once); more blocks than
 # threads balance the load when other processes share the cores.
 BLOCKS = 64
-FORWARD_STEP = float(np.sqrt(np.finfo(np.float64).eps))
-CENTRAL_STEP = float(np.finfo(np.float64).eps ** (1.0 / 3.0))
 
 
 def _point_source(jac_method: int, n_params: int) -> str:
@@ -97,9 +100,7 @@ def _point_source(jac_method: int, n_params: int) -> str:
     lines.append(f"    for j in range({n_params}):")
     if jac_method == JAC_FORWARD:
         lines += [
-            f"        h = {FORWARD_STEP!r} * abs(p[j])",
-            "        if h == 0.0:",
-            f"            h = {FORWARD_STEP!r}",
+            f"        h = relative_step(p[j], {FORWARD_STEP!r})",
             "        if p[j] + h > upper[j]:",
             "            h = -h",
             "        work_p[j] = p[j] + h",
@@ -112,9 +113,7 @@ def _point_source(jac_method: int, n_params: int) -> str:
         # coefficients: each call site inlines the whole model, and four of them (twice
         # over, once per kind of weights) took 5 s to compile instead of 2.
         lines += [
-            f"        h = {CENTRAL_STEP!r} * abs(p[j])",
-            "        if h == 0.0:",
-            f"            h = {CENTRAL_STEP!r}",
+            f"        h = relative_step(p[j], {CENTRAL_STEP!r})",
             "        if p[j] - h >= lower[j] and p[j] + h <= upper[j]:",
             "            step_a, step_b, c_a, c_0 = h, -h, 1.0, 0.0",
             "        else:",
@@ -264,7 +263,8 @@ def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_
     # vectorisable exp; other user functions are compiled as written.
     fast_exp = getattr(value, "__module__", "") in ("autofit.numba.points",
                                                     "autofit._forward_mode")
-    namespace = {"math": math, "robust_loss": _robust_loss, **_reductions(n_params),
+    namespace = {"math": math, "robust_loss": _robust_loss, "relative_step": _relative_step,
+                 **_reductions(n_params),
                  "value": inline(with_literals_of(value, np.float64, fast_exp)),
                  "gradient": (inline(with_literals_of(gradient, np.float64, fast_exp))
                               if jac_method == JAC_ANALYTIC else None)}
@@ -320,36 +320,30 @@ def _evaluate(chunk_sums, x, y, w, p, lower, upper, chunk, partial, g, h):
     return total[0] if finite else math.inf
 
 
+_cholesky_factor = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
+    linalg.cholesky_factor)
+_cholesky_substitute = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
+    linalg.cholesky_substitute)
+
+
 @numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
 def _cholesky_solve(h, g, scale, damping, active, step):
     # (h + damping diag(scale)) step = g over the active parameters (step 0 for the
-    # others); False when a pivot is not > 0 (as the reference's Cholesky).
+    # others: an identity row and column); False when a pivot is not > 0 (as the
+    # reference's Cholesky).
     n_params = g.shape[0]
-    chol = np.zeros((n_params, n_params))
-    for j in range(n_params):
-        for i in range(j, n_params):
-            if not (active[i] and active[j]):
-                chol[i, j] = 1.0 if i == j else 0.0
-                continue
-            s = h[i, j] + (damping * scale[j] if i == j else 0.0)
-            for k in range(j):
-                s -= chol[i, k] * chol[j, k]
-            if i == j:
-                if not (s > 0.0 and math.isfinite(s)):
-                    return False
-                chol[j, j] = math.sqrt(s)
-            else:
-                chol[i, j] = s / chol[j, j]
+    system = np.empty((n_params, n_params))
+    rhs = np.empty(n_params)
     for i in range(n_params):
-        s = g[i] if active[i] else 0.0
-        for k in range(i):
-            s -= chol[i, k] * step[k]
-        step[i] = s / chol[i, i]
-    for i in range(n_params - 1, -1, -1):
-        s = step[i]
-        for k in range(i + 1, n_params):
-            s -= chol[k, i] * step[k]
-        step[i] = s / chol[i, i]
+        rhs[i] = g[i] if active[i] else 0.0
+        for j in range(i + 1):
+            if active[i] and active[j]:
+                system[i, j] = h[i, j] + (damping * scale[j] if i == j else 0.0)
+            else:
+                system[i, j] = 1.0 if i == j else 0.0
+    if not _cholesky_factor(system, n_params):
+        return False
+    _cholesky_substitute(system, rhs, step, n_params)
     return True
 
 

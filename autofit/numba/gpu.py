@@ -1,6 +1,6 @@
 """Batched Levenberg-Marquardt on a CUDA GPU with numba.cuda: one thread per fit.
 
-The per-fit solver is the one the CPU kernel runs (:func:`autofit.numba.batch.build_fit_one`),
+The per-fit solver is the one the CPU kernel runs (:func:`autofit.numba.fit_one.build_fit_one`),
 compiled as a device function; each thread keeps its work arrays in local memory sized at
 compile time from the number of parameters, so the whole LM loop of a fit runs in one
 thread without touching global memory except to read its data and write its results.
@@ -19,7 +19,9 @@ from numba import cuda  # a module global: the simulator swaps it inside kernels
 
 from autofit._codes import JAC_ANALYTIC
 from autofit._declarations import require_jac_method
-from autofit.numba.batch import _no_gradient, build_fit_one, with_literals_of
+from autofit.numba.fit_one import build_fit_one
+from autofit.numba.kernel import _no_gradient
+from autofit.numba.passes import with_literals_of
 
 THREADS_PER_BLOCK = 128
 _KERNELS: dict = {}

@@ -281,8 +281,8 @@ def compile_fused(f, n_params: int, x, ydata, weights, p0, lower, upper) -> None
     every size), else with finite differences (the huge-fit path)."""
     from autofit._codes import JAC_ANALYTIC, JAC_CENTRAL, JAC_FORWARD
     from autofit._forward_mode import exact_or_none
-    from autofit.numba.batch import user_point_function
     from autofit.numba.fused import lm_fused
+    from autofit.numba.user_points import user_point_function
 
     x2 = np.ascontiguousarray(x[None, :] if x.ndim == 1 else x)
     exact, _ = exact_or_none(f, n_params, x2.shape[0], x, p0)

@@ -9,19 +9,10 @@ import numpy as np
 from numba import njit
 
 from autofit._declarations import implements
+from autofit._rules import CENTRAL_STEP, FORWARD_STEP, relative_step
 
-_FORWARD_STEP = np.sqrt(np.finfo(np.float64).eps)
-_CENTRAL_STEP = np.finfo(np.float64).eps ** (1.0 / 3.0)
-
-
-@njit(cache=True, error_model="numpy")
-def _relative_step(value, relative):
-    # A step relative to the parameter (as MINPACK's lmdif), not max(1, |p|): NIST-style
-    # parameters of size 1e-4 would otherwise get steps of 100% of their value.
-    h = relative * abs(value)
-    if h == 0.0:
-        h = relative
-    return h
+# The rule of autofit._rules, compiled here.
+_relative_step = njit(cache=True, error_model="numpy")(relative_step)
 
 
 # No disk cache: its key holds the model's dispatcher, new in every process (numba #6264).
@@ -33,7 +24,7 @@ def jacobian_forward(model, x, params, f0, lower, upper):
     jac = np.empty((n_points, n_params))
     shifted = params.copy()
     for j in range(n_params):
-        h = _relative_step(params[j], _FORWARD_STEP)
+        h = _relative_step(params[j], FORWARD_STEP)
         if params[j] + h > upper[j]:
             h = -h
         shifted[j] = params[j] + h
@@ -55,7 +46,7 @@ def jacobian_central(model, x, params, lower, upper):
     n_points = f0.shape[0]
     jac = np.empty((n_points, n_params))
     for j in range(n_params):
-        h = _relative_step(params[j], _CENTRAL_STEP)
+        h = _relative_step(params[j], CENTRAL_STEP)
         if params[j] - h >= lower[j] and params[j] + h <= upper[j]:
             shifted[j] = params[j] + h
             f_up = model(x, shifted)

@@ -39,8 +39,7 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
 )
-from autofit._rules import robust_loss_where, trial_status_where
-from autofit.original.jacobians import _FORWARD_STEP
+from autofit._rules import FORWARD_STEP, relative_step_where, robust_loss_where, trial_status_where
 
 
 def _call(f, x, p):
@@ -115,8 +114,7 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
         n_params = p.shape[1]
         jac = np.empty(f0.shape + (n_params,))
         for j in range(n_params):
-            h = _FORWARD_STEP * np.abs(p[:, j])
-            h = np.where(h == 0.0, _FORWARD_STEP, h)
+            h = relative_step_where(np, p[:, j], FORWARD_STEP)
             h = np.where(p[:, j] + h > upper[:, j], -h, h)
             shifted = p.copy()
             shifted[:, j] = p[:, j] + h

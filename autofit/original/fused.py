@@ -50,11 +50,7 @@ from autofit._codes import (
     CONVERGED_FTOL,
     CONVERGED_GTOL,
     EPS,
-    ESTIMATOR_ARCTAN,
-    ESTIMATOR_CAUCHY,
-    ESTIMATOR_HUBER,
     ESTIMATOR_LSE,
-    ESTIMATOR_SOFT_L1,
     JAC_ANALYTIC,
     JAC_CENTRAL,
     JAC_FORWARD,
@@ -66,44 +62,19 @@ from autofit._codes import (
     SINGULAR,
 )
 from autofit._declarations import implements, require_jac_method
-from autofit._rules import robust_loss_where, trial_status
+from autofit._rules import (
+    UNSEEN_STEP,
+    chi2_rounding,
+    evaluations_per_pass,
+    fused_estimator,
+    robust_loss_where,
+    trial_status,
+)
 from autofit.original.jacobians import jacobian_central, jacobian_forward
 from autofit.original.lm import _cholesky_solve as cholesky_solve
 
-# The largest final Gauss-Newton step taken without a pass over the points, relative to the
-# parameters (both scaled as in the xtol test).
-UNSEEN_STEP = 1e-6
 # Points per chunk: the chunk's Jacobian and temporaries (a few MB) stay in cache.
 CHUNK = 65536
-# What lm_fused fits: least squares and the robust losses (Poisson MLE is lm_batch's only).
-FUSED_ESTIMATORS = (ESTIMATOR_LSE, ESTIMATOR_SOFT_L1, ESTIMATOR_HUBER, ESTIMATOR_CAUCHY,
-                    ESTIMATOR_ARCTAN)
-
-
-def fused_estimator(estimator) -> int:
-    """``estimator`` as an int, or the ValueError every backend's ``lm_fused`` raises for a
-    code it does not fit."""
-    if isinstance(estimator, (bool, np.bool_)) or estimator not in FUSED_ESTIMATORS:
-        raise ValueError("lm_fused: estimator must be ESTIMATOR_LSE or a robust loss code "
-                         f"(ESTIMATOR_SOFT_L1, _HUBER, _CAUCHY, _ARCTAN: 2-5); got "
-                         f"{estimator!r}")
-    return int(estimator)
-
-
-def evaluations_per_pass(jac_method: int, n_params: int) -> int:
-    """Model evaluations one pass costs (the analytic Jacobian is not counted, as in
-    ``lm_solve``): 1, ``n_params + 1`` (forward) or ``2 n_params + 1`` (central)."""
-    if jac_method == JAC_FORWARD:
-        return n_params + 1
-    if jac_method == JAC_CENTRAL:
-        return 2 * n_params + 1
-    return 1
-
-
-def chi2_rounding(n_points: int) -> float:
-    """Typical relative rounding error of χ² summed over ``n_points`` points:
-    ``eps * sqrt(n_points)`` (2e-13 at 1e6 points)."""
-    return EPS * n_points ** 0.5
 
 
 def _chunk_jacobian(model, jacobian, jac_method, mx, p, f, lower, upper):

@@ -3,18 +3,7 @@
 import numpy as np
 
 from autofit._declarations import implements
-
-_FORWARD_STEP = np.sqrt(np.finfo(np.float64).eps)
-_CENTRAL_STEP = np.finfo(np.float64).eps ** (1.0 / 3.0)
-
-
-def _relative_step(value, relative):
-    # A step relative to the parameter (as MINPACK's lmdif), not max(1, |p|): NIST-style
-    # parameters of size 1e-4 would otherwise get steps of 100% of their value.
-    h = relative * abs(value)
-    if h == 0.0:
-        h = relative
-    return h
+from autofit._rules import CENTRAL_STEP, FORWARD_STEP, relative_step
 
 
 @implements("jacobian_forward")
@@ -23,7 +12,7 @@ def jacobian_forward(model, x, params, f0, lower, upper):
     jac = np.empty((f0.shape[0], n_params))
     shifted = params.copy()
     for j in range(n_params):
-        h = _relative_step(params[j], _FORWARD_STEP)
+        h = relative_step(params[j], FORWARD_STEP)
         if params[j] + h > upper[j]:
             h = -h
         shifted[j] = params[j] + h
@@ -40,7 +29,7 @@ def jacobian_central(model, x, params, lower, upper):
     f0 = model(x, params)
     jac = np.empty((f0.shape[0], n_params))
     for j in range(n_params):
-        h = _relative_step(params[j], _CENTRAL_STEP)
+        h = relative_step(params[j], CENTRAL_STEP)
         if params[j] - h >= lower[j] and params[j] + h <= upper[j]:
             shifted[j] = params[j] + h
             f_up = model(x, shifted)

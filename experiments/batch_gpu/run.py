@@ -57,12 +57,12 @@ def user_gaussian_2d(x, amplitude, x0, y0, width, offset):
 def numba_cuda(x, y, p0, true, dtype, estimator, user, repeat):
     from numba import cuda
 
-    from autofit.numba import batch, points
     from autofit.numba import gpu as fcuda
+    from autofit.numba import points, user_points
 
     n_fits, n_params = p0.shape
     if user:
-        value = batch.user_point_function(user_gaussian_2d, n_params, 2, "cuda", dtype)
+        value = user_points.user_point_function(user_gaussian_2d, n_params, 2, "cuda", dtype)
         gradient, jac_method = None, _codes.JAC_FORWARD
     else:
         value, gradient = points.POINT_FUNCTIONS["gaussian_2d"]

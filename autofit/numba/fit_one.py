@@ -1,0 +1,414 @@
+"""The per-fit Levenberg-Marquardt solver of numba's batch, for the CPU and CUDA alike.
+
+:func:`build_fit_one` is written once in the subset of Python that both ``numba.njit`` and
+``numba.cuda.jit(device=True)`` compile: scalars, loops, ``math`` and indexing into work
+arrays that the caller provides, no allocation. It follows :mod:`autofit.original.batch`
+step for step, with everything the reference keeps in (n_points, n_params) arrays folded
+into one pass over the points per iteration (:mod:`autofit.numba.passes`). On a GPU each
+point's model value and gradient are accumulated into χ², the gradient and the Gauss-Newton
+matrix at once, in registers. On the CPU the pass first writes one fit's gradients to a
+small work array and then forms every sum as a SIMD reduction (see ``block``).
+
+Without an analytic gradient, forward differences follow the step rule of
+:func:`autofit.original.jacobian_forward`: on the GPU point by point, on the CPU one
+parameter at a time, each a loop over the points.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from autofit import _rules
+from autofit._codes import (
+    BATCH_DAMPING_DOWN,
+    BATCH_DAMPING_UP,
+    BATCH_INITIAL_DAMPING,
+    BATCH_MIN_DAMPING,
+    CONVERGED_FTOL,
+    CONVERGED_FTOL_XTOL,
+    CONVERGED_GTOL,
+    CONVERGED_XTOL,
+    ESTIMATOR_LSE,
+    ESTIMATOR_MLE,
+    GEODESIC_MAX_RATIO,
+    GEODESIC_MIN_REDUCTION,
+    GEODESIC_PROBE,
+    JAC_ANALYTIC,
+    MACHINE_PRECISION,
+    MAX_DAMPING,
+    MAX_ITERATIONS,
+    MLE_NEGATIVE_DATA,
+    MLE_NONPOSITIVE_MODEL,
+    NONFINITE,
+    NONFINITE_DATA,
+    RUNNING,
+    SINGULAR,
+    TOO_FEW_POINTS,
+)
+from autofit.numba import linalg
+from autofit.numba.passes import (
+    _generated_evaluate,
+    _generated_probe_rows,
+    _tagging,
+    with_literals_of,
+)
+
+
+def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
+                  dtype=np.float64, block=False, tag=""):
+    """The per-fit solver for one model, compiled by ``jit``.
+
+    ``value`` and ``gradient`` are point functions already compiled by ``jit``;
+    ``jac_method`` is ``JAC_ANALYTIC`` or ``JAC_FORWARD`` and ``n_params`` the number of
+    parameters (compile-time constants: the pass over the points is generated for them).
+    Returns ``fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial,
+    step, g, h, trial_g, trial_h, scale, system, jac, trial_jac, work_p, active, covariance)
+    -> (chi2, n_iter, status)`` which writes the fitted parameters into ``p`` and the
+    covariance into ``covariance``.
+
+    ``block`` chooses how a pass over the points is organised. False (the GPU): each point's
+    gradient goes to ``jac`` ``(n_params, 1)`` and is accumulated at once, in registers.
+    True (the CPU): the weighted gradients of all points are written to ``jac``
+    ``(n_params + 3, n_points)`` first, then every sum of χ²'s gradient and Gauss-Newton
+    matrix is one vectorisable dot product over the points.
+
+    ``tag`` ends the qualified name of every function compiled here (see :func:`_tagged`).
+    """
+    analytic = jac_method == JAC_ANALYTIC
+    inline = _tagging(inline or jit, tag)
+    jit = _tagging(jit, tag)
+    trial_status = inline(_rules.trial_status)
+    # The robust losses (M-estimators), with the working precision's literals.
+    robust_loss = inline(with_literals_of(_rules.robust_loss, dtype))
+    # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
+    # scalar of that type so that the step arithmetic stays in it.
+    forward_step = np.dtype(dtype).type(_rules.forward_step(dtype))
+    relative_step = inline(_rules.relative_step)
+
+    # Forward differences on the CPU: the pass evaluates the model only, and then the
+    # differences row by row (see _forward_rows in _block_evaluate_source).
+    rows_of_differences = block and not analytic
+
+    @inline
+    def point_gradient(x, i, p, lower, upper, free, jac, work_p, col):
+        # Model value at point i; its gradient goes to jac[:, col]. work_p holds p.
+        if analytic:
+            return gradient(x, i, p, jac, col)
+        f0 = value(x, i, p)
+        for j in range(n_params):
+            if not free[j]:
+                jac[j, col] = 0.0
+                continue
+            h = relative_step(p[j], forward_step)
+            if p[j] + h > upper[j]:
+                h = -h
+            work_p[j] = p[j] + h
+            h = work_p[j] - p[j]
+            jac[j, col] = (value(x, i, work_p) - f0) / h
+            work_p[j] = p[j]
+        return f0
+
+    if rows_of_differences:
+        @inline
+        def point(x, i, p, lower, upper, free, jac, work_p, col):
+            return value(x, i, p)
+    else:
+        point = point_gradient
+
+    if block:
+        # The CPU pass: the model at the probe for all points in one vectorisable loop (the
+        # parameters as a tuple, as in evaluate), its weighted residuals to a scratch row,
+        # then one dot product per parameter with the rows the pass at p left in ``jac``.
+        probe_rows = jit(_generated_probe_rows(n_params, value, dtype, tag, robust_loss))
+
+    @inline
+    def probe_gradient(x, y, w, p, q, lower, upper, free, estimator, jac, work_p, g_probe):
+        # g_probe = J_w(p)ᵀ W (y - f(q)) over the used points; False where it is not
+        # finite. It must use the very Jacobian that formed g and H: a forward difference
+        # recomputed in other arithmetic (a vectorised exp against a scalar one) differs by
+        # ~1e-8 of itself, and (g_probe - g) / h then measures that, not the curvature. So
+        # the CPU pass reads the rows that the pass at p left in ``jac``; the GPU pass, which
+        # keeps no rows, recomputes each point's gradient with the same point function.
+        # A robust loss projects its square-root residuals s(q) = r root(r²) instead, by
+        # their Jacobian at p, whose weight w rho1 / root the CPU pass left in a row too.
+        if block:
+            probe_rows(x, y, w, q, free, estimator, jac, g_probe)
+        else:
+            robust = estimator != ESTIMATOR_LSE
+            for a in range(n_params):
+                work_p[a] = p[a]
+                g_probe[a] = 0.0
+            for i in range(y.shape[0]):
+                wi = w[i]
+                if wi == 0.0:
+                    continue
+                f = point_gradient(x, i, p, lower, upper, free, jac, work_p, 0)
+                if robust:
+                    r = wi * (y[i] - f)
+                    _, rho1, _, root = robust_loss(r * r, estimator)
+                    r_q = wi * (y[i] - value(x, i, q))
+                    _, _, _, root_q = robust_loss(r_q * r_q, estimator)
+                    weight = (wi * rho1 / root) * (r_q * root_q)
+                else:
+                    weight = wi * wi * (y[i] - value(x, i, q))
+                for a in range(n_params):
+                    if free[a]:
+                        g_probe[a] += weight * jac[a, 0]
+        finite = True
+        for a in range(n_params):
+            finite = finite and math.isfinite(g_probe[a])
+        return finite
+
+    evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline,
+                                       value if rows_of_differences else None,
+                                       forward_step, tag, robust_loss, relative_step))
+
+    factor = inline(linalg.cholesky_factor)
+    substitute = inline(linalg.cholesky_substitute)
+
+    @jit
+    def cholesky_factor(a):
+        return factor(a, n_params)
+
+    @jit
+    def cholesky_substitute(chol, b, z):
+        substitute(chol, b, z, n_params)
+
+    @jit
+    def inverse_from_factor(chol, work, inverse):
+        # (chol cholᵀ)⁻¹ = Xᵀ X with X = chol⁻¹, into the lower triangle of inverse. Rows of
+        # X, then of the sum, are updated by whole (vectorisable) row operations: a third
+        # of the work of solving for each column of the identity, without its reductions
+        # (25 parameters: 2.7 us instead of 20).
+        for i in range(n_params):
+            for c in range(n_params):
+                work[i, c] = 0.0
+            for k in range(i):
+                factor = chol[i, k]
+                for c in range(k + 1):
+                    work[i, c] -= factor * work[k, c]
+            work[i, i] = 1.0
+            diagonal = 1.0 / chol[i, i]
+            for c in range(i + 1):
+                work[i, c] *= diagonal
+        for a in range(n_params):
+            for b in range(a + 1):
+                inverse[a, b] = 0.0
+        for k in range(n_params):
+            for a in range(k + 1):
+                factor = work[k, a]
+                for b in range(a + 1):
+                    inverse[a, b] += factor * work[k, b]
+
+    @jit
+    def damped_system(h, g, scale, damping, free, system, rhs):
+        # Fixed parameters get an identity row and column, so their step is exactly 0.
+        for a in range(n_params):
+            for b in range(n_params):
+                system[a, b] = h[a, b] if (free[a] and free[b]) else 0.0
+            if free[a]:
+                system[a, a] = h[a, a] + damping * scale[a]
+                rhs[a] = g[a]
+            else:
+                system[a, a] = 1.0
+                rhs[a] = 0.0
+
+    @inline
+    def bend(x, y, w, p, lower, upper, free, estimator, g, h, scale, damping, active,
+             system, jac, work_p, step, trial, trial_g, chi2, tol):
+        # Transtrum and Sethna's geodesic acceleration (least squares and robust losses),
+        # as the reference's:
+        # step (the LM step in, factor of the damped system in ``system``) becomes the
+        # velocity plus half the acceleration; False when the acceleration is not finite or
+        # large next to the velocity. A step whose predicted reduction is within tol of χ²
+        # is left as it is (the reference's _worth_bending). trial and trial_g are scratch
+        # (the velocity, then the probe, then the acceleration; the right-hand side).
+        for a in range(n_params):
+            trial[a] = min(max(p[a] + step[a], lower[a]), upper[a]) - p[a]
+        predicted = 0.0
+        for a in range(n_params):
+            row = 0.0
+            for b in range(n_params):
+                row += h[a, b] * trial[b]
+            predicted += trial[a] * row
+        damped = 0.0
+        for a in range(n_params):
+            damped += scale[a] * trial[a] * trial[a]
+        predicted += 2.0 * damping * damped
+        if not predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2:
+            return True
+        for a in range(n_params):
+            step[a] = trial[a]
+            trial[a] = p[a] + GEODESIC_PROBE * step[a]
+        if not probe_gradient(x, y, w, p, trial, lower, upper, free, estimator, jac, work_p,
+                              trial_g):
+            return False
+        for a in range(n_params):
+            h_velocity = 0.0
+            for b in range(n_params):
+                h_velocity += h[a, b] * step[b]
+            second = (2.0 / GEODESIC_PROBE) * ((trial_g[a] - g[a]) / GEODESIC_PROBE
+                                               + h_velocity)
+            trial_g[a] = second if active[a] else 0.0
+        cholesky_substitute(system, trial_g, trial)
+        velocity2 = 0.0
+        acceleration2 = 0.0
+        for a in range(n_params):
+            velocity2 += scale[a] * step[a] * step[a]
+            acceleration2 += scale[a] * trial[a] * trial[a]
+        if not (2.0 * math.sqrt(acceleration2) <= GEODESIC_MAX_RATIO * math.sqrt(velocity2)):
+            return False
+        for a in range(n_params):
+            step[a] = step[a] + 0.5 * trial[a]
+        return True
+
+    @jit
+    def not_attempted(x, y, w, p0, free, estimator):
+        for v in range(x.shape[0]):
+            for i in range(x.shape[1]):
+                if not math.isfinite(x[v, i]):
+                    return NONFINITE_DATA
+        n_used = 0
+        negative = False
+        for i in range(y.shape[0]):
+            if not (math.isfinite(y[i]) and math.isfinite(w[i])):
+                return NONFINITE_DATA
+            if w[i] != 0.0:
+                n_used += 1
+                if y[i] < 0.0:
+                    negative = True
+        n_free = 0
+        for j in range(n_params):
+            if not math.isfinite(p0[j]):
+                return NONFINITE_DATA
+            if free[j]:
+                n_free += 1
+        if estimator == ESTIMATOR_MLE and negative:
+            return MLE_NEGATIVE_DATA
+        if n_used < n_free:
+            return TOO_FEW_POINTS
+        return RUNNING
+
+    @jit
+    def fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial, step,
+                g, h, trial_g, trial_h, scale, system, jac, trial_jac, work_p, active,
+                covariance):
+        # n_params is the compile-time constant, not p0.shape[0], so that loops of known
+        # length can be unrolled and the work arrays kept in registers.
+        for a in range(n_params):
+            for b in range(n_params):
+                covariance[a, b] = math.nan
+        status = not_attempted(x, y, w, p0, free, estimator)
+        if status != RUNNING:
+            for a in range(n_params):
+                p[a] = p0[a]
+            return math.nan, 0, status
+        for a in range(n_params):
+            p[a] = min(max(p0[a], lower[a]), upper[a])
+        chi2, positive = evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac,
+                                  work_p, False)
+        if not math.isfinite(chi2):
+            return math.nan, 0, (NONFINITE if positive else MLE_NONPOSITIVE_MODEL)
+        any_gradient = False
+        for a in range(n_params):
+            scale[a] = h[a, a]
+            if free[a] and g[a] != 0.0:
+                any_gradient = True
+        if not any_gradient:
+            status = CONVERGED_GTOL
+        damping = BATCH_INITIAL_DAMPING
+        n_iter = 0
+        while status == RUNNING:
+            if n_iter >= max_iter:
+                status = MAX_ITERATIONS
+                break
+            n_iter += 1
+            # The active set: a parameter at a bound whose descent direction points out is
+            # held for this step, so that it does not distort the others' step.
+            for a in range(n_params):
+                active[a] = free[a] and not (
+                    (p[a] <= lower[a] and g[a] < 0.0) or (p[a] >= upper[a] and g[a] > 0.0))
+            damped_system(h, g, scale, damping, active, system, work_p)
+            if cholesky_factor(system):
+                cholesky_substitute(system, work_p, step)
+            else:
+                damping *= BATCH_DAMPING_UP
+                if damping > MAX_DAMPING:
+                    status = SINGULAR
+                continue
+            if estimator != ESTIMATOR_MLE and not bend(
+                    x, y, w, p, lower, upper, free, estimator, g, h, scale, damping, active,
+                    system, jac, work_p, step, trial, trial_g, chi2, tol):
+                damping *= BATCH_DAMPING_UP
+                if damping > MAX_DAMPING:
+                    status = MACHINE_PRECISION
+                continue
+            moved2 = 0.0
+            size2 = 0.0
+            for a in range(n_params):
+                trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
+                moved = trial[a] - p[a]
+                moved2 += scale[a] * moved * moved
+                size2 += scale[a] * p[a] * p[a]
+            small_step = moved2 <= tol * tol * size2
+            # Into the other work array: jac keeps the pass at p (the probe reads it).
+            trial_chi2, _ = evaluate(x, y, w, trial, lower, upper, free, estimator, trial_g,
+                                     trial_h, trial_jac, work_p, False)
+            predicted = 0.0
+            for a in range(n_params):
+                row = 0.0
+                for b in range(n_params):
+                    row += h[a, b] * step[b]
+                predicted += step[a] * row
+            damped = 0.0
+            for a in range(n_params):
+                damped += scale[a] * step[a] * step[a]
+            predicted += 2.0 * damping * damped
+            small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
+                               and predicted <= tol * trial_chi2)
+            accepted = trial_chi2 <= chi2
+            status = trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+            if accepted:
+                chi2 = trial_chi2
+                jac, trial_jac = trial_jac, jac
+                for a in range(n_params):
+                    p[a] = trial[a]
+                    g[a] = trial_g[a]
+                    for b in range(n_params):
+                        h[a, b] = trial_h[a, b]
+                    scale[a] = max(scale[a], h[a, a])
+                damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
+            else:
+                damping *= BATCH_DAMPING_UP
+                if status == RUNNING and damping > MAX_DAMPING:
+                    status = MACHINE_PRECISION
+        # Covariance: the inverse of H (least squares), of the Fisher information (MLE) or
+        # of scipy's matrix for a robust loss (both one more pass).
+        if estimator != ESTIMATOR_LSE:
+            evaluate(x, y, w, p, lower, upper, free, estimator, trial_g, h, jac, work_p, True)
+        for a in range(n_params):
+            scale[a] = 0.0
+        damped_system(h, scale, scale, 0.0, free, system, work_p)
+        invertible = cholesky_factor(system)
+        if invertible:
+            inverse_from_factor(system, trial_h, covariance)
+            for a in range(n_params):
+                for b in range(a + 1):
+                    c = covariance[a, b] if (free[a] and free[b]) else 0.0
+                    covariance[a, b] = c
+                    covariance[b, a] = c
+        if not invertible:
+            for a in range(n_params):
+                for b in range(n_params):
+                    covariance[a, b] = math.nan
+            if (status == CONVERGED_FTOL or status == CONVERGED_XTOL
+                    or status == CONVERGED_FTOL_XTOL or status == CONVERGED_GTOL
+                    or status == MACHINE_PRECISION):
+                status = SINGULAR
+        return chi2, n_iter, status
+
+    return fit_one
+
+

@@ -1,0 +1,607 @@
+"""The passes over the points of numba's batched LM, generated as source for a model's size.
+
+Each pass is unrolled over the (compile-time) number of parameters: the evaluation of χ²,
+its gradient and the Gauss-Newton matrix point by point (the GPU) or as vectorisable dot
+products over a work array of the fit's gradients (the CPU; blocks of ``TILE`` x ``TILE``
+sums beyond ``FUSED_SUMS_MAX_PARAMS`` parameters), the geodesic probe, and the rewriting of
+point functions (typed float literals, the vectorisable exp) before they are compiled.
+:mod:`autofit.numba.fit_one` and :mod:`autofit.numba.fused` compile them.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import math
+import textwrap
+
+import numpy as np
+
+from autofit._codes import (
+    EPS,
+    ESTIMATOR_LSE,
+    ESTIMATOR_MLE,
+)
+
+# Floating-point freedoms for the CPU kernel: reciprocals (a division by a loop-invariant
+# parameter becomes one reciprocal per pass) and fused multiply-adds. No reassociation and
+# no finite-math assumptions: sums keep their order and nan/inf stay detectable.
+FASTMATH = {"arcp", "contract"}
+
+
+
+def _evaluate_source(n_params: int) -> str:
+    """Source of the pass over the points, unrolled over ``n_params`` parameters.
+
+    ``evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher)``
+    returns ``(chi2, positive)``: χ² (inf when not finite), and False when the Poisson model
+    was <= 0 at a used point; it writes the gradient ``g = -½ ∂χ²/∂p`` and the
+    Gauss-Newton matrix ``h`` (with ``fisher`` set, the matrix whose inverse is the
+    covariance: the Poisson Fisher information, or scipy's ``Σ w² max(rho1 + 2 rho2 z, eps)
+    J Jᵀ`` for a robust loss). The sums are scalar locals rather than array elements, which
+    lets the compiler keep them in registers: with a loop over a run-time number of
+    parameters, the pass cost 4x more.
+    """
+    n = range(n_params)
+    pairs = [(a, b) for a in n for b in range(a + 1)]
+    lines = [
+        "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher):",
+        *(f"    work_p[{a}] = p[{a}]" for a in n),
+        *(f"    free{a} = free[{a}]" for a in n),
+        # The parameters as a tuple of scalars: the model cannot then alias the Jacobian
+        # column it writes, so the compiler keeps them (and 1/width...) out of the loop.
+        "    params = (" + "".join(f"p[{a}], " for a in n) + ")",
+        *(f"    g{a} = 0.0" for a in n),
+        *(f"    h{a}_{b} = 0.0" for a, b in pairs),
+        "    mle = estimator == ESTIMATOR_MLE",
+        "    lse = estimator == ESTIMATOR_LSE",
+        "    chi2 = 0.0",
+        "    for i in range(y.shape[0]):",
+        "        wi = w[i]",
+        "        if wi == 0.0:",
+        "            continue",
+        "        f = point(x, i, params, lower, upper, free, jac, work_p, 0)",
+        "        yi = y[i]",
+        "        if lse:",
+        "            r = wi * (yi - f)",
+        "            chi2 += r * r",
+        "            weight_g = wi * r",
+        "            weight_h = wi * wi",
+        "        elif mle:",
+        "            if not f > 0.0:",
+        "                return math.inf, False",
+        "            term = f - yi",
+        "            if yi > 0.0:",
+        "                term -= yi * math.log(f / yi)",
+        "            chi2 += 2.0 * wi * term",
+        "            weight_g = wi * (yi / f - 1.0)",
+        "            weight_h = wi / f if fisher else wi * yi / (f * f)",
+        "        else:",
+        *_robust_point_lines(12),
+        *(f"        j{a} = jac[{a}, 0] if free{a} else 0.0" for a in n),
+        *(f"        g{a} += weight_g * j{a}" for a in n),
+        *(f"        t{a} = weight_h * j{a}" for a in n),
+        *(f"        h{a}_{b} += t{a} * j{b}" for a, b in pairs),
+        "    finite = math.isfinite(chi2)",
+        *(f"    g[{a}] = g{a}" for a in n),
+        *(f"    finite = finite & math.isfinite(g{a})" for a in n),
+        *(f"    h[{a}, {b}] = h{a}_{b}" for a, b in pairs),
+        *(f"    h[{b}, {a}] = h{a}_{b}" for a, b in pairs if a != b),
+        *(f"    finite = finite & math.isfinite(h{a}_{b})" for a, b in pairs),
+        "    if not finite:",
+        "        return math.inf, True",
+        "    return chi2, True",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _robust_point_lines(indent):
+    """Lines of a pass that form one used point's χ² term and two weights under a robust
+    loss, from ``wi``, ``yi`` and the model value ``f`` (see :func:`_rules.robust_loss`):
+    the Gauss-Newton weight is that of the square-root residuals, ``(w rho1 / root)²``;
+    with ``fisher``, scipy's covariance weight. ``factor`` (w rho1 / root) is left for the
+    probe of the geodesic acceleration."""
+    pad = " " * indent
+    return [pad + line for line in (
+        "r = wi * (yi - f)",
+        "z = r * r",
+        "rho, rho1, rho2, root = robust_loss(z, estimator)",
+        "chi2 += rho",
+        "weight_g = wi * rho1 * r",
+        "factor = wi * rho1 / root",
+        # EPS as a literal, so that a float32 pass keeps it in float32.
+        f"weight_h = wi * wi * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
+        "else factor * factor",
+    )]
+
+
+def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
+    """The pass of :func:`_evaluate_source` organised for SIMD on a CPU.
+
+    First a loop over the points writes each point's gradient to ``jac[:n_params, i]``
+    and its two weights (of the gradient and of the Gauss-Newton matrix) to
+    ``jac[n_params, i]`` and ``jac[n_params + 1, i]``; then each sum is a dot product over
+    the points (``_dot2``, compiled with reassociation so that they vectorise).
+    The sums are the same as the point-by-point pass's, in another order. Poisson MLE has a
+    loop of its own (``_mle_pass``); a robust loss takes the least-squares loop and then
+    reweighs its rows (``_robust_rows``), so that loop carries no branch of either.
+
+    With ``forward``, ``point`` returns the model value only; the values go to row
+    ``_value_row(n_params)`` and ``_forward_rows`` then writes each parameter's row of
+    forward differences by one loop over the points (in which the model, inlined, is
+    evaluated for several points at once), instead of P + 1 scalar model calls per point.
+    """
+    n = range(n_params)
+    wg, wh, sq = n_params, n_params + 1, n_params + 2
+    vr = _value_row(n_params)
+    # Only what must be unrolled is (the tuple of parameters, the fused sums of small
+    # models); the rest are loops of constant length: hundreds of unrolled conditionals
+    # (25 parameters: 325 sums) exhaust numba's SSA pass.
+    small = n_params <= FUSED_SUMS_MAX_PARAMS
+
+    def each_param(statement, indent):
+        # ``statement`` (with ``{a}``) for every parameter: unrolled for small models,
+        # a loop of constant length for large ones.
+        pad = " " * indent
+        if small:
+            return [pad + statement.format(a=a) for a in n]
+        return [f"{pad}for a in range({n_params}):", pad + "    " + statement.format(a="a")]
+
+    lines = [
+        "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher):",
+        *each_param("work_p[{a}] = p[{a}]", 4),
+        # Large models index their parameters in loops (multi_lorentzian's peaks): a tuple
+        # indexed at run time costs a branch per access there, so they keep the array.
+        # User functions (forward) index their parameters by constants: a tuple again.
+        ("    params = (" + "".join(f"p[{a}], " for a in n) + ")") if small or forward else
+        "    params = p",
+        "    mle = estimator == ESTIMATOR_MLE",
+        "    chi2 = 0.0",
+        "    if not mle:",
+        # Least squares: no branch, no early exit and no running sum in this loop, so the
+        # compiler can run it over several points at once. Points of weight 0 are
+        # evaluated like the others and their columns zeroed afterwards (a non-finite
+        # model there must not reach the sums): zeroing them by selects inside the loop
+        # compiled to masked loads and stores, which made the pass 20% slower (AMD Zen 3).
+        "        n_unused = 0",
+        "        for i in range(y.shape[0]):",
+        "            wi = w[i]",
+        "            yi = y[i]",
+        "            f = point(x, i, params, lower, upper, free, jac, work_p, i)",
+        *([f"            jac[{vr}, i] = f"] if forward else []),
+        "            r = wi * (yi - f)",
+        f"            jac[{wg}, i] = wi * r",
+        f"            jac[{wh}, i] = wi * wi",
+        f"            jac[{sq}, i] = r * r",
+        "            n_unused += 1 if wi == 0.0 else 0",
+        *(["        _forward_rows(x, p, upper, free, jac, work_p)"] if forward else []),
+        "        if n_unused > 0:",
+        "            for i in range(y.shape[0]):",
+        "                if w[i] == 0.0:",
+        f"                    for a in range({sq + 1}):",
+        "                        jac[a, i] = 0.0",
+        # A robust loss reweighs the least-squares rows point by point afterwards, so the
+        # loop above (the model, vectorised) is the same for it.
+        "        if estimator == ESTIMATOR_LSE:",
+        f"            chi2 = _sum(jac, {sq})",
+        "        else:",
+        "            chi2 = _robust_rows(jac, y.shape[0], estimator, fisher)",
+        "    else:",
+        "        chi2 = _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, fisher)",
+        "        if chi2 == -1.0:",
+        "            return math.inf, False",
+        *([
+            # The differences from the model values that the pass left in their row; the
+            # columns of unused points are zeroed again (their model may not be finite).
+            "    if mle:",
+            "        _forward_rows(x, p, upper, free, jac, work_p)",
+            "        for i in range(y.shape[0]):",
+            "            if w[i] == 0.0:",
+            f"                for a in range({n_params}):",
+            "                    jac[a, i] = 0.0",
+        ] if forward else []),
+        "    finite = math.isfinite(chi2)",
+        *(_fused_sums(n_params) if small else _tiled_sums(n_params)),
+        f"    for a in range({n_params}):",
+        "        finite = finite & math.isfinite(g[a])",
+        "        for b in range(a + 1):",
+        "            h[b, a] = h[a, b]",
+        "            finite = finite & math.isfinite(h[a, b])",
+        "    if not finite:",
+        "        return math.inf, True",
+        "    return chi2, True",
+        "",
+        "",
+        "def _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, fisher):",
+        "    # chi2 (the Poisson deviance), or -1 when the model is <= 0 at a used point.",
+        "    chi2 = 0.0",
+        "    for i in range(y.shape[0]):",
+        "        wi = w[i]",
+        "        if wi == 0.0:",
+        f"            for a in range({n_params + 2}):",
+        "                jac[a, i] = 0.0",
+        *([f"            jac[{vr}, i] = 0.0"] if forward else []),
+        "            continue",
+        "        f = point(x, i, params, lower, upper, free, jac, work_p, i)",
+        *([f"        jac[{vr}, i] = f"] if forward else []),
+        "        yi = y[i]",
+        "        if not f > 0.0:",
+        "            return -1.0",
+        "        term = f - yi",
+        "        if yi > 0.0:",
+        "            term -= yi * math.log(f / yi)",
+        "        chi2 += 2.0 * wi * term",
+        f"        jac[{wg}, i] = wi * (yi / f - 1.0)",
+        f"        jac[{wh}, i] = wi / f if fisher else wi * yi / (f * f)",
+        "    return chi2",
+        "",
+        "",
+        "def _robust_rows(jac, n_points, estimator, fisher):",
+        # From the least-squares rows (w r, w², r²) to the loss's: the gradient weight
+        # w rho1 r, the Gauss-Newton weight (w rho1 / root)² (with fisher, scipy's
+        # w² max(rho1 + 2 rho2 z, eps)), and in row sq the probe's weight w rho1 / root
+        # (probe_rows); returns Σ rho. Unused points' zero rows stay zero.
+        "    chi2 = 0.0",
+        "    for i in range(n_points):",
+        f"        z = jac[{sq}, i]",
+        "        rho, rho1, rho2, root = robust_loss(z, estimator)",
+        "        chi2 += rho",
+        "        ratio = rho1 / root",
+        f"        wi2 = jac[{wh}, i]",
+        f"        jac[{wg}, i] *= rho1",
+        f"        jac[{sq}, i] = math.sqrt(wi2) * ratio",
+        # EPS as a literal, so that a float32 pass keeps it in float32.
+        f"        jac[{wh}, i] = wi2 * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
+        "else wi2 * ratio * ratio",
+        "    return chi2",
+    ]
+    if forward:
+        # The step rule of autofit.original.jacobian_forward.
+        lines += [
+            "",
+            "",
+            "def _forward_rows(x, p, upper, free, jac, work_p):",
+            f"    for j in range({n_params}):",
+            "        if not free[j]:",
+            "            for i in range(jac.shape[1]):",
+            "                jac[j, i] = 0.0",
+            "            continue",
+            "        h = relative_step(p[j], forward_step)",
+            "        if p[j] + h > upper[j]:",
+            "            h = -h",
+            "        work_p[j] = p[j] + h",
+            "        h = work_p[j] - p[j]",
+            "        _difference_row(x, (" + "".join(f"work_p[{a}], " for a in n)
+            + "), jac, j, h)",
+            "        work_p[j] = p[j]",
+            "",
+            "",
+            "def _difference_row(x, q, jac, row, h):",
+            "    for i in range(jac.shape[1]):",
+            f"        jac[row, i] = (value(x, i, q) - jac[{vr}, i]) / h",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# Up to this many parameters all sums of a pass are one loop over the points (each sum a
+# vector accumulator); beyond it, one dot product per sum (fewer live accumulators).
+FUSED_SUMS_MAX_PARAMS = 8
+
+
+def _fused_sums(n_params):
+    """Lines of evaluate that call ``_all_sums`` and unpack its tuple into g and h."""
+    n = range(n_params)
+    pairs = [(a, b) for a in n for b in range(a + 1)]
+    names = [f"s{a}" for a in n] + [f"s{a}_{b}" for a, b in pairs]
+    return ("    " + ", ".join(names) + ", = _all_sums(jac)",
+            *(f"    g[{a}] = s{a} if free[{a}] else 0.0" for a in n),
+            *(f"    h[{a}, {b}] = s{a}_{b} if free[{a}] and free[{b}] else 0.0"
+              for a, b in pairs))
+
+
+# Beyond FUSED_SUMS_MAX_PARAMS the Gauss-Newton matrix is formed in TILE x TILE blocks: one
+# loop over the points per block, nine sums from six loads a point instead of one sum from
+# two (25 parameters: the sums of a pass took 5 us instead of 10, AMD EPYC, AVX2; 3 x 3 was
+# faster than 2 x 4, 4 x 3 or 4 x 4, whose accumulators no longer fit in the registers).
+TILE = 3
+
+
+def _tile_padding(n_params):
+    """Rows after the weighted gradient rows that the last row of blocks reads past them."""
+    return -n_params % TILE
+
+
+def _tiled_sums(n_params):
+    """Lines of evaluate that form g and the lower triangle of h in TILE x TILE blocks.
+
+    Rows ``n_params + 3 + a`` of ``jac`` receive ``weight_h * J[a]`` (then each sum of h is a
+    dot product of a weighted row and a gradient row); the blocks on the diagonal and the
+    last row of blocks compute a few sums outside the triangle, which are dropped.
+    """
+    wg, wh, first = n_params, n_params + 1, n_params + 3
+    padding = _tile_padding(n_params)
+    pairs = [(i, j) for i in range(TILE) for j in range(TILE)]
+    lines = [
+        f"    for a in range({n_params}):",
+        f"        _scaled_row(jac, {wh}, a, {first} + a)",
+        f"        g[a] = _dot2(jac, {wg}, a) if free[a] else 0.0",
+    ]
+    if padding:
+        # Read by the last row of blocks (for sums that are dropped); zeros keep garbage
+        # (denormals) out of the arithmetic.
+        lines += [f"    for a in range({first + n_params}, {first + n_params + padding}):",
+                  "        jac[a, :] = 0.0"]
+    lines += [
+        f"    for a0 in range(0, {n_params}, {TILE}):",
+        f"        for b0 in range(0, a0 + 1, {TILE}):",
+        "            " + ", ".join(f"s{i}_{j}" for i, j in pairs)
+        + f", = _tile(jac, {first} + a0, b0)",
+    ]
+    for i, j in pairs:
+        lines += [f"            if a0 + {i} < {n_params} and b0 + {j} <= a0 + {i}:",
+                  f"                h[a0 + {i}, b0 + {j}] = s{i}_{j} "
+                  f"if free[a0 + {i}] and free[b0 + {j}] else 0.0"]
+    return tuple(lines)
+
+
+def _tile_source():
+    """``_tile(m, a0, b0)``: the TILE x TILE dot products of rows a0.. with rows b0.. of m."""
+    pairs = [(i, j) for i in range(TILE) for j in range(TILE)]
+    names = [f"s{i}_{j}" for i, j in pairs]
+    return "\n".join([
+        "def _tile(m, a0, b0):",
+        *(f"    {name} = 0.0" for name in names),
+        "    for k in range(m.shape[1]):",
+        *(f"        u{i} = m[a0 + {i}, k]" for i in range(TILE)),
+        *(f"        v{j} = m[b0 + {j}, k]" for j in range(TILE)),
+        *(f"        s{i}_{j} += u{i} * v{j}" for i, j in pairs),
+        "    return (" + "".join(f"{name}, " for name in names) + ")",
+    ]) + "\n"
+
+
+def _all_sums_source(n_params):
+    n = range(n_params)
+    pairs = [(a, b) for a in n for b in range(a + 1)]
+    wg, wh = n_params, n_params + 1
+    names = [f"s{a}" for a in n] + [f"s{a}_{b}" for a, b in pairs]
+    return "\n".join([
+        "def _all_sums(jac):",
+        *(f"    {name} = 0.0" for name in names),
+        "    for i in range(jac.shape[1]):",
+        f"        weight_g = jac[{wg}, i]",
+        f"        weight_h = jac[{wh}, i]",
+        *(f"        j{a} = jac[{a}, i]" for a in n),
+        *(f"        s{a} += weight_g * j{a}" for a in n),
+        *(f"        t{a} = weight_h * j{a}" for a in n),
+        *(f"        s{a}_{b} += t{a} * j{b}" for a, b in pairs),
+        "    return (" + "".join(f"{name}, " for name in names) + ")",
+    ]) + "\n"
+
+
+def _sum(m, row):
+    total = 0.0
+    for i in range(m.shape[1]):
+        total += m[row, i]
+    return total
+
+
+def _tagged(function, tag):
+    """A copy of ``function`` whose qualified name ends in ``__tag``.
+
+    numba names a compiled function by its module, qualified name and a counter of this
+    process. The disk-cached kernels of two models, compiled in different processes and
+    loaded into one, could then carry one symbol for different code, and the loader keeps
+    only one of them (a gaussian kernel ran a linear model's probe). Each kernel's functions
+    are tagged with what the kernel is, so their names differ.
+    """
+    import types
+
+    suffix = f"__{tag}"
+    if not tag or function.__qualname__.endswith(suffix):
+        return function
+    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
+    copy.__qualname__ = function.__qualname__ + suffix
+    copy.__kwdefaults__ = function.__kwdefaults__
+    return copy
+
+
+def _tagging(decorator, tag):
+    """``decorator``, applied to the :func:`_tagged` copy of each function."""
+    if not tag:
+        return decorator
+    return lambda function: decorator(_tagged(function, tag))
+
+
+def _dot2(m, weight_row, a):
+    total = 0.0
+    for i in range(m.shape[1]):
+        total += m[weight_row, i] * m[a, i]
+    return total
+
+
+def _scaled_row(m, weight_row, a, out_row):
+    for i in range(m.shape[1]):
+        m[out_row, i] = m[weight_row, i] * m[a, i]
+
+
+# Reassociation lets the dot products over the points run in SIMD lanes (rounding-level
+# changes only); nothing else is compiled with it.
+_REDUCE_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=None,
+                        value=None, forward_step=None, tag="", robust_loss=None,
+                        relative_step=None):
+    import numba
+
+    forward = value is not None
+    source = (_block_evaluate_source(n_params, forward) if block
+              else _evaluate_source(n_params))
+    tree = ast.parse(source)
+    if np.dtype(dtype) != np.float64:
+        tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
+    # __name__: numba's disk cache rebuilds each compiled function's environment from an
+    # importable module (the CPU kernels of built-in models are cached, this pass included).
+    namespace = {"__name__": __name__, "math": math, "point": point,
+                 "robust_loss": robust_loss, "ESTIMATOR_LSE": ESTIMATOR_LSE,
+                 "ESTIMATOR_MLE": ESTIMATOR_MLE, "_real": numba.from_dtype(np.dtype(dtype))}
+    if block:
+        # Not inline="always": numba would inline the IR and compile it without these flags.
+        reduce = _tagging(numba.njit(error_model="numpy", fastmath=_REDUCE_FASTMATH), tag)
+        namespace["_dot2"] = reduce(_dot2)
+        namespace["_sum"] = reduce(_sum)
+        namespace["_scaled_row"] = reduce(_scaled_row)
+        if n_params <= FUSED_SUMS_MAX_PARAMS:
+            exec(compile(_all_sums_source(n_params), f"<autofit sums {n_params}>", "exec"),  # noqa: S102
+                 namespace)
+            namespace["_all_sums"] = reduce(namespace["_all_sums"])
+        else:
+            exec(compile(_tile_source(), "<autofit tile>", "exec"), namespace)  # noqa: S102
+            namespace["_tile"] = reduce(namespace["_tile"])
+    exec(compile(tree, f"<autofit evaluate {n_params}>", "exec"), namespace)  # noqa: S102
+    if block:
+        # evaluate calls the passes through the namespace, so they must be compiled there.
+        for name in ("_mle_pass", "_robust_rows"):
+            namespace[name] = _tagging(inline or numba.njit, tag)(namespace[name])
+    if forward:
+        # Not inlined: a call passes the perturbed parameters as scalars, which the
+        # compiler then knows the work array cannot alias (the loop over points vectorises).
+        namespace.update(value=value, forward_step=forward_step,
+                         relative_step=relative_step)
+        for name in ("_difference_row", "_forward_rows"):
+            namespace[name] = _tagging(numba.njit(error_model="numpy", fastmath=FASTMATH),
+                                       tag)(namespace[name])
+    return namespace["evaluate"]
+
+
+def _generated_probe_rows(n_params, value, dtype=np.float64, tag="", robust_loss=None):
+    """``probe_rows(x, y, w, q, free, estimator, jac, g_probe)``: ``g_probe = J_w(p)ᵀ W (y -
+    f(q))`` from the Jacobian rows ``jac[:n_params]`` of the CPU pass at p (zero at unused
+    points), with row ``n_params`` as scratch; for a robust loss ``Σ (w rho1 / root)(p) J(p)
+    s(q)``, ``s = r root(r²)`` the square-root residuals, the weights from row
+    ``n_params + 2`` of the pass at p."""
+    import numba
+
+    n = range(n_params)
+    row, factor = n_params, n_params + 2
+    source = "\n".join([
+        "def probe_rows(x, y, w, q, free, estimator, jac, g_probe):",
+        "    params = (" + "".join(f"q[{a}], " for a in n) + ")",
+        "    n_unused = 0",
+        "    if estimator == ESTIMATOR_LSE:",
+        "        for i in range(y.shape[0]):",
+        "            wi = w[i]",
+        f"            jac[{row}, i] = wi * wi * (y[i] - value(x, i, params))",
+        "            n_unused += 1 if wi == 0.0 else 0",
+        "    else:",
+        "        for i in range(y.shape[0]):",
+        "            wi = w[i]",
+        "            r_q = wi * (y[i] - value(x, i, params))",
+        "            _, _, _, root_q = robust_loss(r_q * r_q, estimator)",
+        f"            jac[{row}, i] = jac[{factor}, i] * (r_q * root_q)",
+        "            n_unused += 1 if wi == 0.0 else 0",
+        # Points of weight 0 were evaluated like the others; their model may be inf or nan.
+        "    if n_unused > 0:",
+        "        for i in range(y.shape[0]):",
+        "            if w[i] == 0.0:",
+        f"                jac[{row}, i] = 0.0",
+        f"    for a in range({n_params}):",
+        f"        g_probe[a] = _dot2(jac, {row}, a) if free[a] else 0.0",
+    ]) + "\n"
+    tree = ast.parse(source)
+    if np.dtype(dtype) != np.float64:
+        tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
+    namespace = {"__name__": __name__, "value": value, "robust_loss": robust_loss,
+                 "ESTIMATOR_LSE": ESTIMATOR_LSE,
+                 # In the points' order, as the reference's sum (reassociated, the sums
+                 # moved a generated case's parameters by 1.2e-8 of themselves).
+                 "_dot2": _tagging(numba.njit(error_model="numpy"), tag)(_dot2),
+                 "_real": numba.from_dtype(np.dtype(dtype))}
+    exec(compile(tree, f"<autofit probe rows {n_params}>", "exec"), namespace)  # noqa: S102
+    return namespace["probe_rows"]
+
+
+class _TypedFloatLiterals(ast.NodeTransformer):
+    """Wrap every float literal ``c`` as ``_real(c)``.
+
+    numba types a Python float literal as float64, and float32 * float64 is float64: in a
+    float32 kernel each literal would pull the arithmetic (and ``exp``) into float64.
+    """
+
+    def visit_Constant(self, node):
+        if isinstance(node.value, float):
+            call = ast.Call(ast.Name("_real", ast.Load()), [ast.Constant(node.value)], [])
+            return ast.copy_location(call, node)
+        return node
+
+
+class _VectorisableExp(ast.NodeTransformer):
+    """Replace ``math.exp(...)`` by ``_vexp(...)`` (:mod:`autofit.numba.fastexp`)."""
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        f = node.func
+        if (isinstance(f, ast.Attribute) and f.attr == "exp"
+                and isinstance(f.value, ast.Name) and f.value.id == "math"):
+            node.func = ast.copy_location(ast.Name("_vexp", ast.Load()), f)
+        return node
+
+
+def with_literals_of(function, dtype, fast_exp=False):
+    """``function`` recompiled from its source for the working dtype.
+
+    Its float literals become scalars of ``dtype`` (float32 only: in float64 they already
+    are), and with ``fast_exp`` (float64 CPU kernels) ``math.exp`` becomes the vectorisable
+    :func:`autofit.numba.fastexp.vexp`. The identity when there is nothing to change, and
+    for functions whose source cannot be read (they then run unchanged: correct, slower).
+    """
+    import numba
+
+    float32 = np.dtype(dtype) != np.float64
+    fast_exp = fast_exp and not float32
+    if not (float32 or fast_exp):
+        return function
+    function = getattr(function, "py_func", function)
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+    except (OSError, TypeError):
+        return function
+    tree = ast.parse(source)
+    definition = tree.body[0]
+    if not isinstance(definition, ast.FunctionDef):  # a lambda: leave it
+        return function
+    definition.decorator_list = []
+    if float32:
+        tree = _TypedFloatLiterals().visit(tree)
+    if fast_exp:
+        from autofit.numba.fastexp import vexp
+
+        tree = _VectorisableExp().visit(tree)
+    tree = ast.fix_missing_locations(tree)
+    namespace = dict(function.__globals__)
+    for name, cell in zip(function.__code__.co_freevars, function.__closure__ or (),
+                          strict=True):
+        namespace[name] = cell.cell_contents
+    namespace["_real"] = numba.from_dtype(np.dtype(dtype))
+    if fast_exp:
+        namespace["_vexp"] = vexp
+    exec(compile(tree, inspect.getsourcefile(function) or "<autofit>", "exec"),  # noqa: S102
+         namespace)
+    return namespace[definition.name]
+
+
+def work_rows(n_params):
+    """Rows of the CPU pass's work array: the gradient, two weights and the squared residual
+    (for a robust loss, the weight of the geodesic probe) per point, for large models the
+    weighted gradient rows too (and the rows that the blocks of :func:`_tiled_sums` read past
+    them), and the model values."""
+    return _value_row(n_params) + 1
+
+
+def _value_row(n_params):
+    """The row of the CPU pass's work array that holds the model values (forward
+    differences), after the rows described in :func:`work_rows`."""
+    if n_params <= FUSED_SUMS_MAX_PARAMS:
+        return n_params + 3
+    return 2 * n_params + 3 + _tile_padding(n_params)
