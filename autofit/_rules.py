@@ -29,8 +29,8 @@ from autofit._codes import (
 # Steps relative to the parameter (as MINPACK's lmdif), not max(1, |p|): NIST-style
 # parameters of size 1e-4 would otherwise get steps of 100% of their value. Forward
 # differences step by sqrt(eps) of the working precision, central ones by eps^(1/3).
-FORWARD_STEP = float(np.sqrt(np.finfo(np.float64).eps))
-CENTRAL_STEP = float(np.finfo(np.float64).eps ** (1.0 / 3.0))
+FORWARD_STEP = math.sqrt(EPS)
+CENTRAL_STEP = float(np.float64(EPS) ** (1.0 / 3.0))
 
 
 def forward_step(dtype) -> float:

@@ -6,11 +6,11 @@ the threshold are masked with ``jnp.where`` instead of being removed.
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from autofit._codes import EPS
 from autofit._declarations import implements
 
-_EPS = float(np.finfo(np.float64).eps)
+_EPS = EPS
 
 
 @implements("covariance_from_jacobian")

@@ -3,9 +3,10 @@
 import numpy as np
 from numba import njit
 
+from autofit._codes import EPS
 from autofit._declarations import implements
 
-_EPS = np.finfo(np.float64).eps
+_EPS = EPS
 
 
 @implements("covariance_from_jacobian")

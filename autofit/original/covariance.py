@@ -4,13 +4,14 @@ import math
 
 import numpy as np
 
+from autofit._codes import EPS
 from autofit._declarations import implements
 
 
 @implements("covariance_from_jacobian")
 def covariance_from_jacobian(jac):
     _, singular_values, vt = np.linalg.svd(jac, full_matrices=False)
-    threshold = np.finfo(np.float64).eps * max(jac.shape) * singular_values[0]
+    threshold = EPS * max(jac.shape) * singular_values[0]
     kept = singular_values > threshold
     inverse_squares = np.where(kept, 1.0 / np.where(kept, singular_values, 1.0) ** 2, 0.0)
     pcov = (vt.T * inverse_squares) @ vt
@@ -25,7 +26,7 @@ def covariance_from_information(information):
     if not math.isfinite(information.sum()) and not np.isfinite(information).all():
         return np.full((n, n), np.nan), 0
     eigenvalues, vectors = np.linalg.eigh(information)
-    cutoff = n * np.finfo(np.float64).eps * max(float(eigenvalues[-1]), 0.0)
+    cutoff = n * EPS * max(float(eigenvalues[-1]), 0.0)
     if eigenvalues[0] > cutoff:  # full rank, the common case: two operations
         return (vectors / eigenvalues) @ vectors.T, n
     keep = eigenvalues > cutoff
