@@ -10,11 +10,16 @@ files (``autofit/__main__.py``, the command line). Two kinds of module are not i
   extra to install, instead of each module failing to import.
 
 ``tests/test_docstrings.py`` checks that none of these modules has an example to run.
+
+It also keeps one test process within the operating system's limit on memory mappings (see
+:func:`_release_compiled_jax`).
 """
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +90,31 @@ def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Col
     if reason is None:
         return None  # pytest's own Package or Dir
     return _NotImportable.from_parent(parent, path=path, reason=reason)
+
+
+# Memory mappings one process may hold (Linux's vm.max_map_count default is 65530). Each
+# program XLA compiles for a CPU holds hundreds of them until jax drops it: the suite
+# compiles thousands (the NIST problems alone, ~20,000 mappings), and past the limit XLA's
+# next compilation crashes the process with a segmentation fault.
+MAPPINGS_BEFORE_RELEASE = 10_000
+
+
+def _memory_mappings() -> int | None:
+    try:
+        with open("/proc/self/maps", "rb") as fh:
+            return sum(1 for _ in fh)
+    except OSError:  # not Linux: release after every module
+        return None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_jax():
+    """After a test module, drop jax's compiled programs once the process holds many
+    memory mappings (the next module recompiles what it needs)."""
+    yield
+    if "jax" not in sys.modules:
+        return
+    mappings = _memory_mappings()
+    if mappings is None or mappings > MAPPINGS_BEFORE_RELEASE:
+        sys.modules["jax"].clear_caches()
+        gc.collect()
