@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROUNDS = 3
+ROUNDS = 2
 
 WORKLOADS = r'''
 import json, sys, time
