@@ -10,6 +10,8 @@ stale.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 
 import numpy as np
@@ -70,15 +72,17 @@ def _kernel_module_source(value, gradient, jac_method, n_params, dtype):
     ])
 
 
-def _cache_key(source):
-    import hashlib
+@functools.cache
+def _compiled_sources_digest() -> bytes:
+    """A hash of everything a generated kernel compiles besides its own source (read once
+    per process: the files do not change under a running process)."""
     import importlib
     import sys
 
     import llvmlite
     import numba
 
-    digest = hashlib.sha256(source.encode())
+    digest = hashlib.sha256()
     package = os.path.dirname(os.path.abspath(__file__))
     files = sorted(os.path.join(package, name) for name in os.listdir(package)
                    if name.endswith(".py"))
@@ -87,6 +91,12 @@ def _cache_key(source):
         with open(path, "rb") as fh:
             digest.update(fh.read())
     digest.update(f"{numba.__version__} {llvmlite.__version__} {sys.version}".encode())
+    return digest.digest()
+
+
+def _cache_key(source):
+    digest = hashlib.sha256(source.encode())
+    digest.update(_compiled_sources_digest())
     return digest.hexdigest()[:24]
 
 
