@@ -83,3 +83,17 @@ def test_validate_reports_a_disagreement(monkeypatch):
     monkeypatch.setattr(autofit.numba, "model_gaussian", broken)
     (row,) = validate.compare("model_gaussian", "numba", 100)
     assert not row.ok and row.deviation > 1e-7
+
+
+def test_relative_deviation_is_absolute_only_at_rounding_level():
+    """A difference of two terms of the array's magnitude keeps their rounding (a few ulps
+    of the largest entry): that passes; a relative error of 1e-9 on a real entry does not."""
+    import numpy as np
+
+    expected = np.array([0.5, -1.4433032352e-07, 1e-3])
+    rounding = expected + np.array([0.0, 2.8e-16, 0.0])  # 2.5 ulps of 0.5, on the small entry
+    assert validate.relative_deviation(rounding, expected, _cases.KERNEL_RTOL) <= 1e-10
+    wrong = expected * np.array([1.0, 1.0, 1.0 + 1e-9])
+    assert validate.relative_deviation(wrong, expected, _cases.KERNEL_RTOL) > 1e-10
+    # Without a tolerance the floor stays at 1e-8 of the largest entry.
+    assert validate.relative_deviation(rounding, expected) > 1e-10

@@ -99,9 +99,16 @@ def _block(outputs):
             value.block_until_ready()
 
 
-def relative_deviation(actual: np.ndarray, expected: np.ndarray) -> float:
-    """max |actual - expected| / (|expected| + 1e-8 max|expected|): relative per element,
-    with a floor so entries that are zero up to rounding do not dominate."""
+def relative_deviation(actual: np.ndarray, expected: np.ndarray,
+                       rtol: float | None = None) -> float:
+    """max |actual - expected| / (|expected| + floor): relative per element, with a floor so
+    entries that are zero up to rounding do not dominate.
+
+    The floor is 1e-8 max|expected|, raised for a tight ``rtol`` to 64 eps max|expected| /
+    rtol: an entry that is a difference of terms of the array's magnitude (a Jacobian column
+    where two peak shapes cross) carries their rounding, a few ulps of max|expected|, so
+    below that floor the comparison is absolute, at 64 ulps of the largest entry.
+    """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
@@ -109,10 +116,15 @@ def relative_deviation(actual: np.ndarray, expected: np.ndarray) -> float:
     actual, expected = _without_shared_nans(actual, expected)
     if expected.size == 0:
         return 0.0
-    floor = 1e-8 * np.max(np.abs(expected)) + np.finfo(np.float64).tiny
+    relative_floor = 1e-8 if rtol is None else max(1e-8, _ROUNDING_ULPS * _EPS / rtol)
+    floor = relative_floor * np.max(np.abs(expected)) + np.finfo(np.float64).tiny
     with np.errstate(invalid="ignore"):
         deviation = np.max(np.abs(actual - expected) / (np.abs(expected) + floor))
     return float(deviation) if np.isfinite(deviation) else np.inf
+
+
+_EPS = float(np.finfo(np.float64).eps)
+_ROUNDING_ULPS = 64
 
 
 def _without_shared_nans(actual, expected):
@@ -170,15 +182,16 @@ def judge(name: str, backend: str, case: _cases.Case, n_points: int, actual, exp
     """The comparison of outputs ``actual`` (computed anywhere: another process, a GPU)
     with ``expected``, by the rules of ``case.compare``."""
     deviation, exact_ok = 0.0, len(actual) == len(case.compare)
+    tolerance = _tolerance(case.compare)
     for how, a, e in zip(case.compare, actual, expected):
         if how in ("kernel", "fit"):
-            deviation = max(deviation, relative_deviation(a, e))
+            deviation = max(deviation, relative_deviation(a, e, tolerance))
         elif how.startswith("fd-") or how == "normwise":
             deviation = max(deviation, normwise_deviation(a, e))
         elif how == "exact":
             exact_ok = exact_ok and np.array_equal(np.asarray(a), np.asarray(e))
-    return Comparison(name, case.variant, n_points, backend, deviation,
-                      _tolerance(case.compare), exact_ok, seconds)
+    return Comparison(name, case.variant, n_points, backend, deviation, tolerance, exact_ok,
+                      seconds)
 
 
 def compare(name: str, backend: str, n_points: int) -> list[Comparison]:
