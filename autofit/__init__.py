@@ -45,10 +45,8 @@ def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> 
     n_params = fixed_parameter_count(model)
     if n_params is None:
         return choice.reason
-    from autofit._fused import POINT_FUNCTION_BACKENDS
-
     reason = choice.reason
-    if choice.requested in POINT_FUNCTION_BACKENDS:
+    if choice.requested in _dispatch.POINT_FUNCTION_BACKENDS:
         reason += _derivatives_note(model, n_params, x_ndim)
     if (choice.source != _dispatch.DEFAULT_RULE
             or choice.requested not in _dispatch.QUICK_START_BACKENDS):

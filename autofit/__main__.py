@@ -12,7 +12,6 @@ import argparse
 import csv
 import inspect
 import os
-import platform
 import sys
 import warnings
 from pathlib import Path
@@ -23,32 +22,13 @@ from autofit import _dispatch
 from autofit.selftest import validate
 
 
-def _device(name: str) -> str:
-    if name == "jax":
-        import jax
-
-        return ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in jax.devices()}))
-    if name == "numba":
-        import numba
-
-        cuda = "no CUDA GPU"
-        try:
-            from numba import cuda as numba_cuda
-
-            if numba_cuda.is_available():
-                cuda = f"CUDA GPU {numba_cuda.get_current_device().name}"
-        except Exception:  # numba without a CUDA toolkit or driver
-            pass
-        return f"cpu ({numba.config.NUMBA_NUM_THREADS} threads), {cuda}"
-    return f"cpu ({platform.machine()})"
-
-
 def backends_report() -> str:
     lines = [f"{'backend':8} {'installed':10} {'version':10} device", "-" * 60]
     for name in _dispatch.BACKENDS:
         installed = _dispatch.is_installed(name)
         version = _dispatch.installed_version(name) if installed else "-"
-        device = _device(name) if installed else f"pip install 'autofit-lm[{name}]'"
+        device = (_dispatch.host_of(name).device_report() if installed
+                  else f"pip install 'autofit-lm[{name}]'")
         lines.append(f"{name:8} {'yes' if installed else 'no':10} {version or '?':10} {device}")
     lines += ["", "fallback table (when a backend cannot run a model, the next one runs, "
               "with a warning; FFIT_STRICT=1 makes it an error):"]

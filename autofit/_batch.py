@@ -8,7 +8,6 @@ chunks of fits, and wraps the results in a :class:`BatchResult` shaped like the 
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,6 @@ from autofit import (
     _codes,
     _dispatch,
     _environment,
-    _forward_mode,
     _progress,
 )
 from autofit import _validation as check
@@ -47,9 +45,10 @@ def solve(problem, choice, device, strict, absolute_sigma, covariance, *, progre
                                         for s in range(0, problem.n_fits, chunk_size)])
 
     def attempt(name):
-        if device == "cuda" and name != "numba":
-            raise BackendCannotRun(f"device='cuda' is the numba backend's; {name} cannot "
-                                   "use it (jax picks its own device)")
+        devices = _dispatch.host_of(name).DEVICES
+        if device not in devices:
+            raise BackendCannotRun(f"device={device!r} is not one of the {name} backend's "
+                                   f"devices {devices}")
         return _run(name, device, problem, chunk_size=chunk_size, store=store,
                     progress=progress, keep_covariance=covariance, notes=choice.notes)
 
@@ -83,8 +82,7 @@ def _identity(problem, choice, device, keep_covariance=True):
 def _device_ran_on(backend: str, requested: str) -> str:
     """The device the backend ran on, as its host module reports it (jax places arrays
     itself: on a GPU machine a jax batch runs on 'gpu' whatever ``device=`` says)."""
-    host = _dispatch.host_of(backend)
-    return host.device_name(requested) if hasattr(host, "device_name") else requested
+    return _dispatch.host_of(backend).device_name(requested)
 
 
 def choose_device(device):
@@ -263,33 +261,8 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
     moves a few times a second (this costs nothing measurable on numba, see
     experiments/dask_scaling).
     """
-    model, jacobian, jac_method, note = _backend_model(backend, device, problem)
-    known_failure = None
-    if backend == "numba" and not isinstance(problem.model, Model):
-        try:
-            known_failure = _POINT_FAILURES.get(problem.model)
-        except TypeError:
-            known_failure = None
-    if known_failure is not None and device == "cpu":
-        engine = _numba_array_engine(backend, device, problem, known_failure)
-    if backend == "numba" and device == "cuda":
-        from autofit.numba import gpu
-
-        if not gpu.available():
-            raise RuntimeError("device='cuda' was asked for (argument or FFIT_DEVICE), but "
-                               "numba.cuda finds no usable GPU here; install "
-                               "'autofit-lm[cuda]' on a machine with an NVIDIA GPU, or use "
-                               "device='cpu'")
-        solve = gpu.lm_batch_cuda
-    else:
-        solve = _dispatch.load(backend).lm_batch
-    if known_failure is not None and device == "cpu" and engine is not None:
-        solve, model, jacobian, jac_method = engine
-        note = _ARRAY_ENGINE_NOTE
-    if backend == "numpy":
-        engine = _numpy_broadcast_engine(problem)
-        if engine is not None:
-            solve, model, jacobian, jac_method = engine
+    host = _dispatch.host_of(backend)
+    engine = host.batch_engine(problem, device)
     n, p = problem.n_fits, problem.n_params
     dtype = problem.dtype
     params = np.empty((n, p), dtype=dtype)
@@ -308,7 +281,7 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
                     out[start:stop] = loaded[0][name]
                 finished.add(index)
     adaptive = (chunk_size is None and progress is not False and device == "cpu"
-                and backend in ("numpy", "numba"))
+                and not host.CHUNKS_RECOMPILE)
     size = MIN_CHUNK_FITS if adaptive else chunk_size or CHUNK_FITS
     done = sum(store.chunks[i][1] - store.chunks[i][0] for i in finished)
     label = f"fit_batch {_model_name(problem.model)} on {backend}"
@@ -318,20 +291,16 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
             stop = min(start + size, n)
             if index not in finished:
                 began = time.perf_counter()
+                rows = problem.rows(start, stop)
                 try:
-                    out = _call(backend, solve, model, jacobian, jac_method,
-                                *problem.rows(start, stop), problem)
+                    out = _call(host, engine, rows, problem)
                 except BackendCannotRun as exc:
-                    # numba's point-by-point engine cannot run this model: its engine for
-                    # models compiled for arrays can (else BackendCannotRun again).
-                    engine = _numba_array_engine(backend, device, problem, exc)
+                    # The engine cannot run this model: another of the backend's may
+                    # (numba's for models compiled for arrays), else BackendCannotRun again.
+                    engine = host.batch_rescue(problem, device, exc)
                     if engine is None:
                         raise
-                    _remember_point_failure(problem.model, exc)
-                    solve, model, jacobian, jac_method = engine
-                    note = _ARRAY_ENGINE_NOTE
-                    out = _call(backend, solve, model, jacobian, jac_method,
-                                *problem.rows(start, stop), problem)
+                    out = _call(host, engine, rows, problem)
                 out = [np.asarray(value) for value in out]
                 if not keep_covariance:
                     out[4] = np.diagonal(out[4], axis1=1, axis2=2)
@@ -344,13 +313,9 @@ def _run(backend, device, problem, *, chunk_size=None, store=None, progress=Fals
                 if adaptive:
                     size = _next_chunk_size(stop - start, time.perf_counter() - began)
             start, index = stop, index + 1
-    if note is not None and notes is not None:  # only for the backend that ran
-        notes.append(note)
+    if engine.note is not None and notes is not None:  # only for the backend that ran
+        notes.append(engine.note)
     return outputs
-
-
-_ARRAY_ENGINE_NOTE = ("derivatives: finite differences (numba's engine for models compiled "
-                      "for arrays)")
 
 
 _OUTPUT_NAMES = ("params", "chi2", "n_iter", "status", "covariance")
@@ -371,112 +336,10 @@ def _model_name(model):
     return getattr(model, "name", getattr(model, "__name__", "model"))
 
 
-def _call(backend, solve, model, jacobian, jac_method, x, y, w, p0, lower, upper, problem):
-    args = (model, jacobian, jac_method, x, y, w, p0, lower, upper, problem.free,
-            problem.estimator, problem.tol, problem.max_iter)
-    if backend == "jax":
-        import jax
-
-        with jax.enable_x64(problem.dtype == np.float64):
-            return solve(*args)
-    if backend == "numba":
-        from numba.core.errors import NumbaError
-
-        try:
-            return solve(*args)
-        except NumbaError as exc:
-            raise BackendCannotRun("numba cannot compile the model for batched fitting "
-                                   "(it must work on one scalar point at a time): "
-                                   + str(exc).strip().splitlines()[0]) from exc
-    return solve(*args)
+def _call(host, engine, rows, problem):
+    x, y, w, p0, lower, upper = rows
+    return host.batch_call(engine.solve, (
+        engine.model, engine.jacobian, engine.jac_method, x, y, w, p0, lower, upper,
+        problem.free, problem.estimator, problem.tol, problem.max_iter), problem.dtype)
 
 
-# User functions numba cannot compile one point at a time -> why (for the array engine).
-_POINT_FAILURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _remember_point_failure(f, exc):
-    try:
-        _POINT_FAILURES[f] = exc
-    except TypeError:  # not weakly referenceable: it is tried again next time
-        pass
-
-
-def _numba_array_engine(backend, device, problem, point_error):
-    """(solve, model, jacobian, jac_method) of numba's engine for array models, for a user
-    function that cannot run one point at a time; None where it does not apply."""
-    if (backend != "numba" or device != "cpu" or isinstance(problem.model, Model)
-            or problem.dtype != np.float64):
-        return None
-    from autofit.numba import host
-    from autofit.numba.array_batch import lm_batch_arrays
-
-    n_variables = problem.x.shape[1]
-    try:
-        model, jacobian = host.prepare(problem.model, None, problem.n_params,
-                                       1 if n_variables == 1 else 2)
-    except BackendCannotRun as exc:
-        raise BackendCannotRun(f"{point_error}; nor for whole arrays: {exc}") from exc
-    return lm_batch_arrays, model, jacobian, _codes.JAC_FORWARD
-
-
-def _numpy_broadcast_engine(problem):
-    """(solve, model, jacobian, jac_method) of the NumPy engine that runs all fits in
-    lockstep, for a user's one-variable float64 model that broadcasts over fits; else None
-    (the reference, one fit after another)."""
-    f = problem.model
-    if (isinstance(f, Model) or problem.dtype != np.float64 or problem.x.shape[1] != 1
-            or problem.jac not in (None, "2-point")):
-        return None
-    from autofit.original.batch_broadcast import broadcasts, lm_batch_broadcast
-
-    sample = problem.p0[:3].astype(np.float64)
-    x = problem.x[:, 0, :]
-    if not broadcasts(f, x[0] if x.shape[0] == 1 else x[:sample.shape[0]], sample):
-        return None
-
-    def solve(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estimator, tol,
-              max_iter):
-        return lm_batch_broadcast(f, x[:, 0, :], y, w, p0, lower, upper, free, estimator,
-                                  tol, max_iter)
-
-    return solve, None, None, _codes.JAC_FORWARD
-
-
-def _backend_model(backend, device, problem):
-    """(model, jacobian, jac_method) in the backend's form."""
-    f = problem.model
-    if backend == "numba":
-        # numba's batch kernels take point functions (one point at a time), not the array
-        # models that autofit._adapters builds for lm_solve.
-        from autofit.numba import points
-
-        if isinstance(f, Model):
-            value, gradient = points.POINT_FUNCTIONS[f.name]
-            if problem.jac == "2-point":
-                return value, None, _codes.JAC_FORWARD, None
-            return value, gradient, _codes.JAC_ANALYTIC, None
-        from autofit.numba.user_points import user_point_function
-
-        if problem.jac is None and device == "cpu":
-            # Exact derivatives generated from the model's source, checked at the first
-            # fit's start (else forward differences, and the note says why).
-            exact, reason = _forward_mode.exact_or_none(
-                f, problem.n_params, problem.x.shape[1], _model_x(problem.x)[0],
-                problem.p0[0].astype(np.float64))
-            if exact is not None:
-                return (*exact, _codes.JAC_ANALYTIC,
-                        "derivatives: exact, generated from the model's source (forward "
-                        "mode)")
-            return (user_point_function(f, problem.n_params, problem.x.shape[1], device,
-                                        problem.dtype), None, _codes.JAC_FORWARD,
-                    f"derivatives: finite differences ({reason})")
-        return (user_point_function(f, problem.n_params, problem.x.shape[1], device,
-                                    problem.dtype), None, _codes.JAC_FORWARD, None)
-    from autofit import _adapters
-
-    prepared = _adapters.prepare(backend, f, problem.n_params, problem.jac)
-    if backend == "jax":
-        prepared = _adapters.check_runs("jax", prepared, _model_x(problem.x)[0],
-                                        problem.p0[0].astype(np.float64), f)
-    return prepared.model, prepared.jacobian, prepared.jac_method, prepared.note

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 import types
@@ -315,7 +314,7 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
     # take point functions (numba): with them numba runs every size on its fused pass.
     exact, exact_reason = None, None
     user_model = not isinstance(f, Model) and not callable(jac)
-    takes_points = any(name in _fused.POINT_FUNCTION_BACKENDS
+    takes_points = any(name in _dispatch.POINT_FUNCTION_BACKENDS
                        for name in _dispatch.fallback_chain(choice.requested))
     if user_model and not sigma_is_matrix and (jac == "exact" or (jac is None
                                                                  and takes_points)):
@@ -346,7 +345,7 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
                        y_checked=check_finite)
 
     def attempt(name):
-        takes_points = name in _fused.POINT_FUNCTION_BACKENDS
+        takes_points = name in _dispatch.POINT_FUNCTION_BACKENDS
         stalled = None
         if takes_points and exact_fused:
             # The generated point functions are all the fused pass needs. Below the huge
@@ -372,8 +371,8 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
             fd_note = f"derivatives: finite differences ({stalled})"
         if takes_points and not use_fused and not isinstance(f, Model):
             full_weights = np.ones(y.shape[0]) if sigma is None else weights
-            fit = _run_numba_host(f, None if jac == "exact" else jac, x, y, full_weights,
-                                  p0, lower, upper, options, max_nfev)
+            fit = _run_compiled_model(name, f, None if jac == "exact" else jac, x, y,
+                                      full_weights, p0, lower, upper, options, max_nfev)
             if user_model:
                 choice.notes.append(fd_note)
             return fit
@@ -433,9 +432,9 @@ def _common_call(f, xdata, ydata, p0, backend):
     if magnitude > check.LARGEST_DATA or 0.0 < magnitude < check.SMALLEST_DATA:
         return None  # the general path says why it cannot fit this
     choice = _dispatch.choose(backend)
-    host = _dispatch.host_of(choice.requested)
-    if choice.requested not in _fused.POINT_FUNCTION_BACKENDS or host is None:
+    if choice.requested not in _dispatch.POINT_FUNCTION_BACKENDS:
         return None
+    host = _dispatch.host_of(choice.requested)
     exact, _ = _forward_mode.exact_or_none(f, n_params, 1, xdata, start)
     if exact is None or not host.fused_compiled(*exact, n_params):
         return None
@@ -497,7 +496,6 @@ def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_n
     callable loss or jac runs on the NumPy reference engine, which calls them.
     """
     from autofit._fit_batch import fit_batch
-    from autofit.original.batch import lm_batch
 
     tol = max(min(options["ftol"], options["xtol"]), 1e-13)
     max_iter = int(min(max_nfev, 100_000))
@@ -513,7 +511,7 @@ def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_n
         estimator = (loss if callable(loss) else _codes.ROBUST_LOSSES[loss])
         weights = (np.ones(y.shape[0]) if sigma is None
                    else check.check_sigma(sigma, y.shape[0])[0]) / f_scale
-        params, chi2, n_iter, status, covariance = lm_batch(
+        params, chi2, n_iter, status, covariance = _dispatch.load("numpy").lm_batch(
             prepared.model, prepared.jacobian, prepared.jac_method, x.reshape(1, -1,
                                                                               y.shape[0]),
             y[None], weights[None], p0[None], lower[None], upper[None],
@@ -678,12 +676,7 @@ def _check_model_at_p0(f, jac, x, y, p0, backend, y_checked=False):
     reported here, before any backend compiles anything. ``y_checked``: ydata is known to
     be finite already.
     """
-    context = contextlib.nullcontext()
-    if backend == "jax" and not hasattr(f, "guess"):
-        import jax
-
-        context = jax.enable_x64(True)
-    with context:
+    with _dispatch.host_of(backend).precision():
         f0 = np.asarray(f(x, *p0), dtype=np.float64)
         j0 = np.asarray(jac(x, *p0), dtype=np.float64) if callable(jac) else None
     if not y_checked and not np.isfinite(y).all():
@@ -704,14 +697,6 @@ def _check_model_at_p0(f, jac, x, y, p0, backend, y_checked=False):
                          "; choose a p0 where the model is finite")
 
 
-def _bucket(n_points: int) -> int:
-    """Padded length for jax: the next of 16, 24, 32, 48, 64, ... (at most 1.5x the data)."""
-    size = 16
-    while size < n_points:
-        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
-    return size
-
-
 def _pad(x, y, weights, size):
     extra = size - y.shape[0]
     if extra == 0:
@@ -728,15 +713,10 @@ def _pad(x, y, weights, size):
 def _run_backend(name, prepared, x, y, weights, p0, lower, upper, options, max_nfev):
     """lm_solve (and its polish pass) plus the covariance, on one backend."""
     kernels = _dispatch.load(name)
+    host = _dispatch.host_of(name)
     n_points = y.shape[0]
-    if name == "jax":
-        import jax
-
-        x, y, weights = _pad(x, y, weights, _bucket(n_points))
-        context = jax.enable_x64(True)
-    else:
-        context = contextlib.nullcontext()
-    with context:
+    x, y, weights = _pad(x, y, weights, host.padded_length(n_points))
+    with host.precision():
         tolerances = (options["ftol"], options["xtol"], options["gtol"])
         params, chi2, status, nfev, n_iter = (
             _to_numpy(v) for v in kernels.lm_solve(
@@ -764,11 +744,11 @@ def _run_backend(name, prepared, x, y, weights, p0, lower, upper, options, max_n
             "fvec": np.array(residuals[:n_points], dtype=np.float64)}
 
 
-def _run_numba_host(f, jac, x, y, weights, p0, lower, upper, options, max_nfev):
-    """A user's model on numba: compiled once, run by the first-class-function driver."""
-    from autofit.numba import host
-
-    kernels = _dispatch.load("numba")
+def _run_compiled_model(name, f, jac, x, y, weights, p0, lower, upper, options, max_nfev):
+    """A user's model on a backend whose host compiles it (numba): compiled once, run by
+    the host's driver, which takes the model as a first-class function."""
+    host = _dispatch.host_of(name)
+    kernels = _dispatch.load(name)
     x = np.ascontiguousarray(x)
     weights = np.ascontiguousarray(weights)
     model, jacobian = host.prepare(f, jac, p0.shape[0], x.ndim)

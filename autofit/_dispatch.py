@@ -238,16 +238,19 @@ def choose(backend: str | None = None) -> BackendChoice:
     return BackendChoice(requested=name, source=source, backend=name)
 
 
-_hosts: dict[str, ModuleType | None] = {}
+_hosts: dict[str, ModuleType] = {}
 
 
-def host_of(name: str) -> ModuleType | None:
-    """The backend's ``host`` module (what it needs from a user's model), if it has one."""
-    if name not in _hosts:
-        module_name = _TABLE[name][0] + ".host"
-        _hosts[name] = (None if importlib.util.find_spec(module_name) is None
-                        else importlib.import_module(module_name))
-    return _hosts[name]
+def host_of(name: str) -> ModuleType:
+    """The backend's ``host`` module: what it needs from a user's model, where it runs and
+    how its engines are called (the same names on every backend; see
+    :mod:`autofit.original.host`). ImportError naming the extra when it is missing."""
+    module = _hosts.get(name)
+    if module is None:
+        name = normalize(name)
+        _check_installed(name)
+        module = _hosts[name] = importlib.import_module(_TABLE[name][0] + ".host")
+    return module
 
 
 # Background compilations of users' models for the quick start, by backend name and key:
@@ -257,6 +260,9 @@ _warm_ups: dict[tuple, threading.Event] = {}
 _warm_ups_lock = threading.Lock()
 # The backends whose host module offers warm_up (the compiling ones).
 QUICK_START_BACKENDS = ("numba",)
+# The backends whose fused pass takes a model as point functions (value, gradient): a
+# user's model then runs on it with exact derivatives generated from its source.
+POINT_FUNCTION_BACKENDS = ("numba",)
 
 
 def _warm_up_key(name, f, n_params, x_ndim, weights_ndim, fused=False):

@@ -6,6 +6,7 @@ import inspect
 
 import numpy as np
 
+from autofit import _dispatch
 from autofit._curve_fit import solve
 from autofit._results import FitResult, builtin_spec
 from autofit._status import Status
@@ -132,8 +133,4 @@ def _model_name(model) -> str:
 
 
 def _device(backend: str) -> str:
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend()
-    return "cpu"
+    return _dispatch.host_of(backend).device_name("cpu")

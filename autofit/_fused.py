@@ -2,38 +2,17 @@
 
 :func:`autofit.curve_fit` calls :func:`run_fused` for problems of ``FUSED_MIN_POINTS``
 points or more (or with ``fused=True``). It puts the model in the form the backend's
-``lm_fused`` takes (numba: point functions; NumPy and jax: the callables of
-:mod:`autofit._adapters`), runs it (finite differences: forward, then a central polish,
-as the stored-Jacobian path does) and turns ``JᵀW²J`` into the covariance.
+``lm_fused`` takes (its host's ``fused_model``: numba's point functions; NumPy's and jax's
+the callables of :mod:`autofit._adapters`), runs it (finite differences: forward, then a
+central polish, as the stored-Jacobian path does) and turns ``JᵀW²J`` into the covariance.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import numpy as np
 
 from autofit import _codes, _dispatch
 from autofit._status import Status
-from autofit.models import Model
-
-# The backends whose fused kernel takes a model as point functions (value, gradient).
-POINT_FUNCTION_BACKENDS = ("numba",)
-
-
-def _numba_model(f, jac, prepared, n_params, n_variables):
-    """(value, gradient, jac_method, polish_method) for numba's fused pass, or None where it
-    cannot run f."""
-    if callable(jac):
-        return None  # a user Jacobian is an array function, not a point function
-    if isinstance(f, Model):
-        from autofit.numba.points import POINT_FUNCTIONS
-
-        return (*POINT_FUNCTIONS[f.name], prepared.jac_method, prepared.polish_method)
-    from autofit.numba.user_points import user_point_function
-
-    return (user_point_function(f, n_params, n_variables), None, prepared.jac_method,
-            prepared.polish_method)
 
 
 def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, max_nfev,
@@ -48,9 +27,9 @@ def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, 
     pseudo-inverse of the robust information ``lm_fused`` returns.
     """
     kernels = _dispatch.load(name)
+    host = _dispatch.host_of(name)
     n_params = p0.shape[0]
     x2 = x[None, :] if x.ndim == 1 else x  # a view: lm_fused takes (n_variables, n_points)
-    context = contextlib.nullcontext()
     if prepared is None:  # exact point functions: the user's f itself gives fvec
         model, jacobian, jac_method, polish_method = (*exact, _codes.JAC_ANALYTIC, None)
 
@@ -60,24 +39,20 @@ def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, 
         model, jacobian = prepared.model, prepared.jacobian
         jac_method, polish_method = prepared.jac_method, prepared.polish_method
         evaluate = prepared.model
-    if name == "numba" and prepared is not None:
-        points = _numba_model(f, jac, prepared, n_params, x2.shape[0])
-        if points is None:
+    if prepared is not None:
+        form = host.fused_model(f, jac, prepared, n_params, x2.shape[0])
+        if form is None:
             return None
-        model, jacobian, jac_method, polish_method = points
-    elif name == "jax":
-        import jax
-
-        context = jax.enable_x64(True)
+        model, jacobian, jac_method, polish_method = form
     tolerances = (options["ftol"], options["xtol"], options["gtol"])
-    with context:
+    with host.precision():
         try:
             params, chi2, status, nfev, n_iter, information = kernels.lm_fused(
                 model, jacobian, jac_method, x2, y, weights, p0, lower, upper, *tolerances,
                 max_nfev, estimator)
         except Exception as exc:
-            if name == "numba" and _is_numba_error(exc):
-                return None  # f does not compile one point at a time
+            if host.is_compile_error(exc):
+                return None  # f does not compile as the fused pass takes it
             raise
         nfev, n_iter = int(nfev), int(n_iter)
         if polish_method is not None and int(status) in _codes.CONVERGED_CODES:
@@ -100,9 +75,3 @@ def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, 
     return {"params": np.array(params, dtype=np.float64), "chi2": float(chi2),
             "status": Status(int(status)), "nfev": nfev, "nit": n_iter, "pcov": pcov,
             "rank": rank, "fvec": fvec}
-
-
-def _is_numba_error(exc: BaseException) -> bool:
-    from numba.core.errors import NumbaError
-
-    return isinstance(exc, NumbaError)

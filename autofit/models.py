@@ -38,7 +38,7 @@ import copy
 
 import numpy as np
 
-from autofit import original
+from autofit import _dispatch
 from autofit._declarations import MODELS
 
 
@@ -56,7 +56,7 @@ class Model:
         self.formula = spec.formula
         self.n_variables = spec.n_variables
         self._guess = guess
-        self._evaluate = getattr(original, f"model_{name}")
+        self._evaluate = getattr(_dispatch.load("numpy"), f"model_{name}")
         self.__doc__ = f"{name}: y = {spec.formula}"
 
     @property

@@ -110,7 +110,7 @@ def test_adaptive_chunks_give_the_same_fits_as_one_chunk(monkeypatch):
     original = _batch._call
 
     def recording(*args):
-        sizes.append(args[6].shape[0])
+        sizes.append(args[2][1].shape[0])  # y of the chunk's rows
         return original(*args)
 
     monkeypatch.setattr(_batch, "_call", recording)

@@ -98,3 +98,76 @@ def test_one_version():
         import tomli as tomllib
     project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
     assert project["version"] == autofit.__version__
+
+
+BACKEND_NAMES = {"numpy", "numba", "jax", "original"}
+# The dispatcher holds the tables of backends (names, fallbacks, aliases) and the kernel
+# table of the docs names them; every other module of the user layer asks a backend's host.
+_NAMES_BACKENDS_ALLOWED = {"_dispatch.py", "_kernel_table.py"}
+
+
+def _user_layer():
+    return [path for path in sorted(PACKAGE.glob("*.py"))
+            if path.name not in _NAMES_BACKENDS_ALLOWED]
+
+
+def _backend_name_tests(tree) -> list[str]:
+    """Comparisons with a backend's name, and dicts keyed by backend names."""
+    found = []
+    for node in ast.walk(tree):
+        constants = []
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                elements = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+                constants += [e.value for e in elements if isinstance(e, ast.Constant)]
+        elif isinstance(node, ast.Dict):
+            constants = [k.value for k in node.keys if isinstance(k, ast.Constant)]
+        if BACKEND_NAMES & {c for c in constants if isinstance(c, str)}:
+            found.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+    return found
+
+
+def test_the_user_layer_never_branches_on_a_backend_name():
+    """What differs between backends is asked of the backend's host module."""
+    branches = {path.name: _backend_name_tests(ast.parse(path.read_text()))
+                for path in _user_layer()}
+    assert {name: found for name, found in branches.items() if found} == {}
+
+
+def test_the_branch_finder_finds_a_branch():
+    tree = ast.parse("if backend == 'jax':\n    pass\nwrap = {'numba': 1}[name]\n"
+                     "ok = name in ('numpy', 'numba')\nfine = kind == 'model'\n")
+    assert len(_backend_name_tests(tree)) == 3
+
+
+def test_the_user_layer_imports_no_backend_module():
+    graph = import_graph()
+    backend_folders = ("autofit.original", "autofit.numba", "autofit.jax")
+    for path in _user_layer():
+        name = "autofit." + path.stem if path.stem != "__init__" else "autofit"
+        assert not {m for m in graph[name] if m.startswith(backend_folders)}, name
+
+
+HOST_INTERFACE = ("DEVICES", "JAC_WITHOUT_JACOBIAN", "CHUNKS_RECOMPILE", "device_name",
+                  "device_report", "precision", "padded_length", "array_model", "no_jacobian",
+                  "check_compiles", "run_instead", "fused_model", "is_compile_error",
+                  "batch_engine", "batch_call", "batch_rescue")
+
+
+def test_every_host_offers_the_same_interface():
+    """Each backend's host module defines every name of the interface, functions with the
+    same parameters (parsed, so that no backend needs to be installed)."""
+    signatures = {}
+    for folder in ("original", "numba", "jax"):
+        tree = ast.parse((PACKAGE / folder / "host.py").read_text())
+        defined = {}
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                defined[node.name] = tuple(a.arg for a in node.args.args)
+            elif isinstance(node, ast.Assign):
+                defined.update({t.id: "constant" for t in node.targets
+                                if isinstance(t, ast.Name)})
+        missing = [name for name in HOST_INTERFACE if name not in defined]
+        assert not missing, f"autofit/{folder}/host.py lacks {missing}"
+        signatures[folder] = {name: defined[name] for name in HOST_INTERFACE}
+    assert signatures["numba"] == signatures["original"] == signatures["jax"]

@@ -317,10 +317,10 @@ def gaussian_offset(x, a, mu, s, c):
 
 
 def _reference_batch(monkeypatch, *args, **kwargs):
-    from autofit import _batch
+    from autofit.original import host
 
     with monkeypatch.context() as patch:
-        patch.setattr(_batch, "_numpy_broadcast_engine", lambda problem: None)
+        patch.setattr(host, "_broadcast_engine", lambda problem: None)
         return autofit.fit_batch(*args, backend="numpy", **kwargs)
 
 
@@ -341,7 +341,7 @@ def _gaussian_batch(n_fits=40, counts=False):
 
 @pytest.mark.parametrize("variant", ["lse", "bounded-fixed", "mle", "per-fit-x-sigma"])
 def test_numpy_broadcast_engine_follows_the_reference(variant, monkeypatch):
-    from autofit import _batch
+    from autofit.original import host
 
     x, y, p0 = _gaussian_batch(counts=variant == "mle")
     kwargs = {"p0": p0}
@@ -354,7 +354,7 @@ def test_numpy_broadcast_engine_follows_the_reference(variant, monkeypatch):
     if variant == "per-fit-x-sigma":
         x = np.broadcast_to(x, y.shape) + 0.01 * np.arange(y.shape[0])[:, None]
         kwargs["sigma"] = np.full(y.shape, 0.05)
-    assert _batch._numpy_broadcast_engine is not None
+    assert host._broadcast_engine is not None
     fast = autofit.fit_batch(gaussian_offset, x, y, backend="numpy", **kwargs)
     reference = _reference_batch(monkeypatch, gaussian_offset, x, y, **kwargs)
     # Which convergence test fires first (ftol, xtol, both) is decided by rounding at the

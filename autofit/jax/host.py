@@ -19,6 +19,8 @@ import types
 
 import numpy as np
 
+from autofit._adapters import BatchEngine, Prepared, cached, check_runs, first_line, prepare
+from autofit._codes import JAC_ANALYTIC, JAC_AUTODIFF
 from autofit._dispatch import BackendCannotRun
 
 TRANSLATION_NOTE = ("jax runs this NumPy-written model translated to jax.numpy (its global "
@@ -101,13 +103,144 @@ def check_translation(f, translated, x, p0) -> None:
                                "model's values at p0; jax cannot run it")
 
 
-__all__ = ["TRANSLATION_NOTE", "check_translation", "translate"]
+# ------------------------------------------------------------ the interface every host has
+# (see autofit.original.host): the user layer calls these through autofit._dispatch.host_of.
+
+DEVICES = ("cpu",)  # what fit_batch's device= may say; jax places its arrays itself
+JAC_WITHOUT_JACOBIAN = JAC_AUTODIFF  # exact derivatives by automatic differentiation
+CHUNKS_RECOMPILE = True  # a chunk of a new number of fits is a new program
 
 
-def device_name(requested: str) -> str:
+def device_name(requested: str = "cpu") -> str:
     """The device jax ran on: its default device's platform ('cpu', 'gpu', 'tpu'), whatever
     ``device=`` said (jax places its arrays itself)."""
     import jax
 
     return jax.devices()[0].platform
 
+
+def device_report() -> str:
+    """One line for ``python -m autofit backends``: jax's devices."""
+    import jax
+
+    return ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in jax.devices()}))
+
+
+def precision(float64: bool = True):
+    """The context the kernels run in: jax's 64-bit mode for float64 (set only for the
+    call, so the user's own jax code keeps its default)."""
+    import jax
+
+    return jax.enable_x64(bool(float64))
+
+
+def padded_length(n_points: int) -> int:
+    """The number of points a single fit is padded to (padding points have weight 0): the
+    next of 16, 24, 32, 48, 64, ... (at most 1.5x the data), so that a new number of points
+    within a bucket runs the program already compiled."""
+    size = 16
+    while size < n_points:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
+def array_model(f, n_params: int):
+    """``model(x, params)`` calling the user's traceable ``f(x, *params)``."""
+    import jax.numpy as jnp
+
+    def model(x, params):
+        return jnp.asarray(f(x, *(params[i] for i in range(n_params))), dtype=params.dtype)
+
+    return model
+
+
+def _no_jacobian(x, params):
+    raise NotImplementedError("no analytic Jacobian was given")
+
+
+def no_jacobian():
+    """A placeholder for ``lm_solve``'s unused Jacobian argument."""
+    return _no_jacobian
+
+
+def check_compiles(prepared, x, p0) -> None:
+    """Trace the model (and an analytic Jacobian) once (``jax.eval_shape``, nothing is
+    compiled); BackendCannotRun if it cannot be traced."""
+    import jax
+
+    trace_errors = (jax.errors.TracerArrayConversionError,
+                    jax.errors.ConcretizationTypeError,
+                    jax.errors.TracerBoolConversionError,
+                    jax.errors.TracerIntegerConversionError, TypeError)
+    try:
+        with jax.enable_x64(True):
+            jax.eval_shape(prepared.model, x, p0)
+            if prepared.jac_method == JAC_ANALYTIC:
+                jax.eval_shape(prepared.jacobian, x, p0)
+    except trace_errors as exc:
+        raise BackendCannotRun(
+            "jax cannot trace the model (it must be written with jax.numpy, not numpy): "
+            + first_line(exc)) from exc
+
+
+def run_instead(prepared, error, x, p0, f, jac):
+    """A NumPy-written user model that cannot be traced: the model translated to jax.numpy
+    (:func:`translate`), checked against NumPy at p0; its ``note`` says so.
+    BackendCannotRun with both reasons when that cannot run either."""
+    n_params = p0.shape[0]
+    try:
+        translated = cached(f, ("jax", n_params, "translated"), lambda: translate(f))
+        check_translation(f, translated, x, p0)
+        model = cached(f, ("jax", n_params, "translated model"),
+                       lambda: array_model(translated, n_params))
+        jacobian = prepared.jacobian
+        if callable(jac):
+            translated_jac = cached(jac, ("jax", n_params, "translated"),
+                                    lambda: translate(jac))
+            jacobian = cached(jac, ("jax", n_params, "translated jacobian"),
+                              lambda: array_model(translated_jac, n_params))
+        result = Prepared(model, jacobian, prepared.jac_method, prepared.polish_method,
+                          prepared.covariance_method, note=TRANSLATION_NOTE)
+        check_compiles(result, x, p0)
+    except BackendCannotRun as exc:
+        raise BackendCannotRun(f"{error}; {exc}") from exc
+    return result
+
+
+def fused_model(f, jac, prepared, n_params: int, n_variables: int):
+    """``(model, jacobian, jac_method, polish_method)`` as ``lm_fused`` takes them."""
+    return (prepared.model, prepared.jacobian, prepared.jac_method,
+            prepared.polish_method)
+
+
+def is_compile_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the fused pass cannot run the model (a model that cannot be
+    traced was refused before, by :func:`check_compiles`)."""
+    return False
+
+
+def batch_engine(problem, device: str) -> BatchEngine:
+    """``lm_batch`` with the model as ``autofit._adapters.prepare`` builds it (translated
+    to jax.numpy where it cannot be traced as written, and the note says so)."""
+    from autofit.jax.batch import lm_batch
+
+    prepared = prepare("jax", problem.model, problem.n_params, problem.jac)
+    x = problem.x[0, 0] if problem.x.shape[1] == 1 else problem.x[0]
+    prepared = check_runs("jax", prepared, x, problem.p0[0].astype(np.float64),
+                          problem.model)
+    return BatchEngine(lm_batch, prepared.model, prepared.jacobian, prepared.jac_method,
+                       prepared.note)
+
+
+def batch_call(solve, args, dtype):
+    """One chunk of fits, in jax's 64-bit mode for float64."""
+    with precision(np.dtype(dtype) == np.float64):
+        return solve(*args)
+
+
+def batch_rescue(problem, device: str, error):
+    """Another engine for a model the batch engine could not run: none here."""
+    return None
+
+
+__all__ = ["TRANSLATION_NOTE", "check_translation", "translate"]

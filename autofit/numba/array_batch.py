@@ -43,7 +43,7 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
 )
-from autofit.numba.host import JACOBIAN_TYPES, MODEL_TYPES, is_converged
+from autofit.numba.first_class import JACOBIAN_TYPES, MODEL_TYPES, is_converged
 from autofit.numba.jacobians import jacobian_forward
 from autofit.numba.lm import _cholesky_solve
 

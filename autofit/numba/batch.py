@@ -10,9 +10,12 @@ The pieces, each in its own module:
 - :mod:`autofit.numba.kernel_cache`: the disk cache of built-in models' kernels;
 - :mod:`autofit.numba.user_points`: a user's ``f(x, *params)`` as a point function.
 
-Models enter as point functions (:mod:`autofit.numba.points`): ``value(x, i, p)`` and
-``gradient(x, i, p, jac, col)``. See ``experiments/batch_cpu/README.md`` for the
-measurements behind the CPU kernel's shape.
+The engines run models as point functions (:mod:`autofit.numba.points`): ``value(x, i, p)``
+and ``gradient(x, i, p, jac, col)``. ``lm_batch`` takes a model as every backend's does,
+``model(x, params)``: a built-in model's kernels run as their point functions
+(:func:`autofit.numba.models.point_functions`), another compiled array model on the engine
+for array models (:mod:`autofit.numba.array_batch`); point functions are taken as they are.
+See ``experiments/batch_cpu/README.md`` for the measurements behind the CPU kernel's shape.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from autofit._codes import (
     JAC_ANALYTIC,
 )
 from autofit._declarations import implements, require_jac_method
+from autofit.numba.array_batch import lm_batch_arrays
 from autofit.numba.kernel import _no_gradient, build_cpu_kernel
 from autofit.numba.kernel_cache import cached_cpu_kernel
+from autofit.numba.models import point_functions
 
 _KERNELS: dict = {}
 
@@ -43,8 +48,13 @@ def cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
 def lm_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
              estimator, tol, max_iter):
     require_jac_method("lm_batch", "numba", jac_method)
+    functions = point_functions(model, jacobian if jac_method == JAC_ANALYTIC else None)
+    if functions is None:  # a model compiled for whole arrays
+        return lm_batch_arrays(model, jacobian, jac_method, x, ydata, weights, p0, lower,
+                               upper, free, estimator, tol, max_iter)
+    value, gradient = functions
     n_fits, n_params = p0.shape
-    run = cpu_kernel(model, jacobian if jac_method == JAC_ANALYTIC else _no_gradient,
+    run = cpu_kernel(value, gradient if jac_method == JAC_ANALYTIC else _no_gradient,
                      jac_method, n_params, p0.dtype)
     params = np.empty((n_fits, n_params), dtype=p0.dtype)
     chi2 = np.empty(n_fits, dtype=p0.dtype)

@@ -1,8 +1,33 @@
 """Compiled functions as first-class function values for numba's drivers (shared by the
-single-fit driver of :mod:`autofit.numba.host` and the fused pass of
-:mod:`autofit.numba.fused`)."""
+single-fit driver of :mod:`autofit.numba.host`, the engine for array models of
+:mod:`autofit.numba.array_batch` and the fused pass of :mod:`autofit.numba.fused`): their
+numba types, and the value that carries a compiled function's address."""
 
 from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+
+from autofit._codes import CONVERGED_CODES
+
+_F8 = types.float64
+_X_TYPES = {1: _F8[::1], 2: _F8[:, ::1]}
+# model(x, params) -> (n_points,), jacobian(x, params) -> (n_points, n_params)
+MODEL_TYPES = {ndim: types.FunctionType(_F8[::1](x_type, _F8[::1]))
+               for ndim, x_type in _X_TYPES.items()}
+JACOBIAN_TYPES = {ndim: types.FunctionType(_F8[:, ::1](x_type, _F8[::1]))
+                  for ndim, x_type in _X_TYPES.items()}
+_CONVERGED = np.array(CONVERGED_CODES, dtype=np.int64)
+
+
+@njit(cache=True, error_model="numpy")
+def is_converged(status):
+    """Whether a status code is one of ``CONVERGED_CODES`` (compiled code cannot use a tuple
+    membership test on a global)."""
+    for code in _CONVERGED:
+        if status == code:
+            return True
+    return False
 
 
 class CompiledFunction:

@@ -18,6 +18,7 @@ given explicitly compiles at once (:func:`prepare`).
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import math
 import textwrap
@@ -29,34 +30,25 @@ import numpy as np
 from numba import njit, types
 from numba.core.errors import NumbaError
 
+from autofit._adapters import BatchEngine, first_line
 from autofit._codes import (
-    CONVERGED_CODES,
     JAC_ANALYTIC,
     JAC_CENTRAL,
+    JAC_FORWARD,
 )
 from autofit._dispatch import BackendCannotRun
-from autofit.numba.first_class import CompiledFunction
+from autofit.models import Model
+from autofit.numba.first_class import (
+    _F8,
+    _X_TYPES,
+    JACOBIAN_TYPES,
+    MODEL_TYPES,
+    CompiledFunction,
+    is_converged,
+)
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
 from autofit.numba.lm import as_weight_columns, lm_solve_2d
-
-_F8 = types.float64
-_X_TYPES = {1: _F8[::1], 2: _F8[:, ::1]}
-# model(x, params) -> (n_points,), jacobian(x, params) -> (n_points, n_params)
-MODEL_TYPES = {ndim: types.FunctionType(_F8[::1](x_type, _F8[::1]))
-               for ndim, x_type in _X_TYPES.items()}
-JACOBIAN_TYPES = {ndim: types.FunctionType(_F8[:, ::1](x_type, _F8[::1]))
-                  for ndim, x_type in _X_TYPES.items()}
-_CONVERGED = np.array(CONVERGED_CODES, dtype=np.int64)
-
-
-@njit(cache=True, error_model="numpy")
-def is_converged(status):
-    """Whether a status code is one of ``CONVERGED_CODES`` (compiled code cannot use a tuple
-    membership test on a global)."""
-    for code in _CONVERGED:
-        if status == code:
-            return True
-    return False
+from autofit.numba.points import POINT_FUNCTIONS
 
 
 def _solve(model, jacobian, jac_method, polish_method, covariance_method, x, ydata, weights,
@@ -215,9 +207,9 @@ def _compile_wrapper(f, n_params: int, x_ndim: int, returns: str):
         return CompiledFunction(numba.njit(signature, error_model="numpy")(
             namespace[f"call_{returns}_{n_params}"]), kind[x_ndim])
     except NumbaError as exc:
-        raise BackendCannotRun("numba cannot compile the model: " + _first_line(exc)) from exc
+        raise BackendCannotRun("numba cannot compile the model: " + first_line(exc)) from exc
     except Exception as exc:  # e.g. a Python error numba raised while typing the user's code
-        raise BackendCannotRun(f"numba cannot compile the model: {_first_line(exc)}"
+        raise BackendCannotRun(f"numba cannot compile the model: {first_line(exc)}"
                                ) from exc
 
 
@@ -324,13 +316,194 @@ def prepare(f, jac, n_params: int, x_ndim: int):
     return model, _placeholder_jacobian(x_ndim)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
 def _name(f) -> str:
     return getattr(f, "__qualname__", None) or repr(f)
+
+
+# ------------------------------------------------------------ the interface every host has
+# (see autofit.original.host): the user layer calls these through autofit._dispatch.host_of.
+
+DEVICES = ("cpu", "cuda")
+JAC_WITHOUT_JACOBIAN = None  # finite differences
+CHUNKS_RECOMPILE = False
+
+
+def device_report() -> str:
+    """One line for ``python -m autofit backends``: CPU threads and the CUDA GPU, if any."""
+    import numba
+
+    cuda = "no CUDA GPU"
+    try:
+        from numba import cuda as numba_cuda
+
+        if numba_cuda.is_available():
+            cuda = f"CUDA GPU {numba_cuda.get_current_device().name}"
+    except Exception:  # noqa: BLE001 - numba without a CUDA toolkit or driver
+        pass
+    return f"cpu ({numba.config.NUMBA_NUM_THREADS} threads), {cuda}"
+
+
+def precision(float64: bool = True):
+    """The context the kernels run in (numba keeps each array's own dtype)."""
+    return contextlib.nullcontext()
+
+
+def padded_length(n_points: int) -> int:
+    """The number of points a single fit's arrays are padded to (none: numba compiles
+    once for every length)."""
+    return n_points
+
+
+def array_model(f, n_params: int):
+    """``model(x, params)`` for ``lm_solve``: ``f`` compiled with ``numba.njit`` and a
+    generated jitted wrapper that unpacks ``params`` (numba cannot call ``f(x, *params)``
+    with an array); BackendCannotRun if numba refuses ``f``."""
+    from numba.core.registry import CPUDispatcher
+
+    try:
+        user = f if isinstance(f, CPUDispatcher) else njit(f)
+    except Exception as exc:  # numba refuses some callables outright (builtins, classes)
+        raise BackendCannotRun(f"numba cannot compile {_name(f)}: {exc}") from exc
+    arguments = ", ".join(f"params[{i}]" for i in range(n_params))
+    source = (f"def call_{n_params}(x, params):\n"
+              f"    return np.asarray(user(x, {arguments}), dtype=np.float64)\n")
+    namespace = {"np": np, "user": user}
+    exec(source, namespace)  # noqa: S102 - generated from an integer only
+    return njit(namespace[f"call_{n_params}"])
+
+
+@njit(cache=True)
+def _zero_jacobian(x, params):
+    return np.zeros((x.shape[-1], params.shape[0]))
+
+
+def no_jacobian():
+    """A placeholder of the right kind for ``lm_solve``'s unused Jacobian argument."""
+    return _zero_jacobian
+
+
+def check_compiles(prepared, x, p0) -> None:
+    """Compile the model (and an analytic Jacobian) by calling it once at ``p0``;
+    BackendCannotRun with numba's reason if it cannot."""
+    try:
+        prepared.model(x, p0)
+        if prepared.jac_method == JAC_ANALYTIC:
+            prepared.jacobian(x, p0)
+    except NumbaError as exc:
+        raise BackendCannotRun("numba cannot compile the model: " + first_line(exc)) from exc
+
+
+def run_instead(prepared, error, x, p0, f, jac):
+    """What runs a model numba cannot compile: nothing on numba (the fallback table says
+    what runs it)."""
+    raise error
+
+
+def fused_model(f, jac, prepared, n_params: int, n_variables: int):
+    """``(value, gradient, jac_method, polish_method)``: the point functions numba's fused
+    pass runs for ``f``; None where it cannot run f (a user's Jacobian is an array
+    function, not a point function)."""
+    if callable(jac):
+        return None
+    if isinstance(f, Model):
+        return (*POINT_FUNCTIONS[f.name], prepared.jac_method, prepared.polish_method)
+    from autofit.numba.user_points import user_point_function
+
+    return (user_point_function(f, n_params, n_variables), None, prepared.jac_method,
+            prepared.polish_method)
+
+
+def is_compile_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is numba's: the model does not compile (one point at a time)."""
+    return isinstance(exc, NumbaError)
+
+
+# User functions numba cannot compile one point at a time -> why (for the array engine).
+_point_failures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+ARRAY_ENGINE_NOTE = ("derivatives: finite differences (numba's engine for models compiled "
+                     "for arrays)")
+
+
+def batch_engine(problem, device: str) -> BatchEngine:
+    """The engine for ``fit_batch``'s ``problem`` on ``device``.
+
+    Every engine takes point functions (one point at a time): a built-in model's, or a
+    user's model compiled point by point, with exact derivatives generated from its source
+    where they can be (checked at the first fit's start; else forward differences, and the
+    note says why). On the CPU a user's model that was found not to compile point by point
+    goes to the engine for array models (:func:`batch_rescue`).
+    """
+    from autofit._forward_mode import exact_or_none
+    from autofit.numba.user_points import user_point_function
+
+    f = problem.model
+    if device == "cuda":
+        from autofit.numba import gpu
+
+        if not gpu.available():
+            raise RuntimeError("device='cuda' was asked for (argument or FFIT_DEVICE), but "
+                               "numba.cuda finds no usable GPU here; install "
+                               "'autofit-lm[cuda]' on a machine with an NVIDIA GPU, or use "
+                               "device='cpu'")
+        solve = gpu.lm_batch_cuda
+    else:
+        from autofit.numba.batch import lm_batch as solve
+    if isinstance(f, Model):
+        value, gradient = POINT_FUNCTIONS[f.name]
+        if problem.jac == "2-point":
+            return BatchEngine(solve, value, None, JAC_FORWARD)
+        return BatchEngine(solve, value, gradient, JAC_ANALYTIC)
+    if device == "cpu":
+        try:
+            known_failure = _point_failures.get(f)
+        except TypeError:  # not weakly referenceable
+            known_failure = None
+        if known_failure is not None:
+            rescue = batch_rescue(problem, device, known_failure)
+            if rescue is not None:
+                return rescue
+    n_variables = problem.x.shape[1]
+    point = user_point_function(f, problem.n_params, n_variables, device, problem.dtype)
+    if problem.jac is not None or device != "cpu":
+        return BatchEngine(solve, point, None, JAC_FORWARD)
+    x = problem.x[0, 0] if n_variables == 1 else problem.x[0]
+    exact, reason = exact_or_none(f, problem.n_params, n_variables, x,
+                                  problem.p0[0].astype(np.float64))
+    if exact is not None:
+        return BatchEngine(solve, *exact, JAC_ANALYTIC,
+                           "derivatives: exact, generated from the model's source (forward "
+                           "mode)")
+    return BatchEngine(solve, point, None, JAC_FORWARD,
+                       f"derivatives: finite differences ({reason})")
+
+
+def batch_call(solve, args, dtype):
+    """One chunk of fits; BackendCannotRun if numba cannot compile the model."""
+    try:
+        return solve(*args)
+    except NumbaError as exc:
+        raise BackendCannotRun("numba cannot compile the model for batched fitting (it must "
+                               "work on one scalar point at a time): "
+                               + str(exc).strip().splitlines()[0]) from exc
+
+
+def batch_rescue(problem, device: str, error) -> BatchEngine | None:
+    """numba's engine for array models, for a user's function that cannot run one point at
+    a time (``error`` says why; remembered for the next batch of ``f``); None where it
+    does not apply; BackendCannotRun if numba cannot compile f for arrays either."""
+    f = problem.model
+    if device != "cpu" or isinstance(f, Model) or problem.dtype != np.float64:
+        return None
+    from autofit.numba.array_batch import lm_batch_arrays
+
+    n_variables = problem.x.shape[1]
+    try:
+        model, jacobian = prepare(f, None, problem.n_params, 1 if n_variables == 1 else 2)
+    except BackendCannotRun as exc:
+        raise BackendCannotRun(f"{error}; nor for whole arrays: {exc}") from exc
+    with contextlib.suppress(TypeError):  # not weakly referenceable: tried again next time
+        _point_failures[f] = error
+    return BatchEngine(lm_batch_arrays, model, jacobian, JAC_FORWARD, ARRAY_ENGINE_NOTE)
 
 
 __all__ = ["compile_fused", "compile_model", "device_name", "fused_compiled", "has_failed",

@@ -455,3 +455,34 @@ def jacobian_cauchy_2d_elliptic(x, params):
     for i in range(x.shape[1]):
         _gradient_cauchy_2d_elliptic(points_x, i, params, columns, i)
     return jac
+
+
+# numba's kernels of each built-in model -> its name (for point_functions).
+_BUILT_IN = {globals()[f"{part}_{name}"]: name for name in points.POINT_FUNCTIONS
+             for part in ("model", "jacobian")}
+
+
+def point_functions(model, jacobian):
+    """``(value, gradient)``: the point functions numba's batched and fused engines run for
+    a model given as ``lm_batch`` and ``lm_fused`` take it on every backend.
+
+    ``model`` is either a built-in model's kernel (``model_<name>`` of this module, with
+    ``jacobian_<name>`` or anything unused as ``jacobian``): its point functions of
+    :mod:`autofit.numba.points`; or point functions already (``value(x, i, p)``, with
+    ``gradient(x, i, p, jac, col)`` or None), returned as they are. None for a model
+    compiled for whole arrays, ``model(x, params) -> (n_points,)``, that is not built in.
+    """
+    try:
+        name = _BUILT_IN.get(model)
+    except TypeError:  # unhashable: not a kernel of this module
+        name = None
+    if name is not None:
+        value, gradient = points.POINT_FUNCTIONS[name]
+        if jacobian is not None and _BUILT_IN.get(jacobian, name) != name:
+            raise ValueError(f"the Jacobian given is {_BUILT_IN[jacobian]!r}'s, the model "
+                             f"{name!r}")
+        return value, gradient
+    code = getattr(getattr(model, "py_func", model), "__code__", None)
+    if code is not None and code.co_argcount == 2:
+        return None  # model(x, params): an array model
+    return model, jacobian

@@ -57,16 +57,6 @@ class Ref:
 
 
 @dataclass(frozen=True)
-class BatchModelRef:
-    """A built-in model in the form the backend's ``lm_batch`` takes: ``part`` "model" or
-    "jacobian" (numba: the point functions of :mod:`autofit.numba.points`; the others:
-    ``model_<name>`` / ``jacobian_<name>``)."""
-
-    model: str
-    part: str
-
-
-@dataclass(frozen=True)
 class Case:
     """One variant: ``args`` for the kernel and how to compare each output.
 
@@ -220,7 +210,7 @@ def _lm_batch(name, n_points):
                np.tile([2.9, 4.0, 5.0, 1.0], (n_fits, 1)))  # amplitude ends at its bound
     free = np.ones(4, dtype=bool)
     held = np.array([True, True, False, True])
-    model, jacobian = BatchModelRef("gaussian", "model"), BatchModelRef("gaussian", "jacobian")
+    model, jacobian = Ref("model_gaussian"), Ref("jacobian_gaussian")
     exact = ("fit", "fit", "exact", "exact", "fit")
     fd = ("fd-forward", "fd-forward", "skip", "exact", "fd-forward")
     # A tolerance well above rounding: near the minimum the relative reduction of chi2
@@ -354,7 +344,7 @@ def _model_parity_case(kernel, model):
     from autofit import original
 
     evaluate = getattr(original, f"model_{model}")
-    refs = BatchModelRef(model, "model"), BatchModelRef(model, "jacobian")
+    refs = Ref(f"model_{model}"), Ref(f"jacobian_{model}")
     n_params = truth.size
     unbounded = np.full(n_params, -np.inf), np.full(n_params, np.inf)
     x_rows = x if x.ndim == 2 else x[None, :]
@@ -416,16 +406,16 @@ def _lm_fused(name, n_points):
     central = ("fd-central", "fd-central", "exact", "skip", "skip", "fd-central")
     # Tolerances well above rounding, so that the iteration decides the stopping rule.
     tolerances = (1e-10, 1e-10, 1e-10, 100000)
-    model = BatchModelRef("gaussian", "model")
-    jacobian = BatchModelRef("gaussian", "jacobian")
+    model = Ref("model_gaussian")
+    jacobian = Ref("jacobian_gaussian")
     analytic = _codes.JAC_ANALYTIC
 
     def args(method, w, bounds, data=(x[None, :], y), start=p0, m=model, j=jacobian):
         return (m, j, method, data[0], data[1], w, start, *bounds, *tolerances)
 
     xd, yd = noisy_data("exponential_decay", n_points, seed=1)
-    decay = (BatchModelRef("exponential_decay", "model"),
-             BatchModelRef("exponential_decay", "jacobian"))
+    decay = (Ref("model_exponential_decay"),
+             Ref("jacobian_exponential_decay"))
     decay_start = np.array(TRUE_PARAMS["exponential_decay"]) * np.array([0.8, 1.3, 1.2])
     return [
         Case("analytic", args(analytic, shared, free), exact),

@@ -7,7 +7,6 @@ generated tests (``tests/test_kernels.py``) run the same comparisons.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -44,11 +43,7 @@ def _module(backend: str):
 
 
 def _context(backend: str):
-    if backend == "jax":
-        import jax
-
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
+    return _dispatch.host_of(backend).precision()
 
 
 def resolve_arguments(args, module) -> tuple:
@@ -59,13 +54,6 @@ def resolve_arguments(args, module) -> tuple:
 def _resolve_one(arg, module):
     if isinstance(arg, _cases.Ref):
         return getattr(module, arg.kernel)
-    if isinstance(arg, _cases.BatchModelRef):
-        # numba's batched solver takes the model as point functions, the others as arrays.
-        if module.__name__ == "autofit.numba":
-            from autofit.numba.points import POINT_FUNCTIONS
-
-            return POINT_FUNCTIONS[arg.model][0 if arg.part == "model" else 1]
-        return getattr(module, f"{arg.part}_{arg.model}")
     return arg
 
 
