@@ -95,7 +95,9 @@ def test_compiled_gradient_writes_one_column(name):
         values[i] = value(x2, i, params)
         assert gradient(x2, i, params, column, 0) == values[i]
         jac[i] = column[:, 0]
-    np.testing.assert_array_equal(values, expected)  # numba: the reference, bit for bit
+    # The same arithmetic as the reference; only exp and pow may round differently in
+    # numba's libm than in NumPy's (NumPy 2.4's pow differs by 1 ulp on power_law's points).
+    np.testing.assert_array_max_ulp(values, expected, maxulp=2)
     assert _close(jac, expected_jac)
 
 
