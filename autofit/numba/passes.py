@@ -21,6 +21,7 @@ from autofit._codes import (
     EPS,
     ESTIMATOR_LSE,
     ESTIMATOR_MLE,
+    ROBUST_LOSSES,
 )
 
 # Floating-point freedoms for the CPU kernel: reciprocals (a division by a loop-invariant
@@ -240,20 +241,29 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         # From the least-squares rows (w r, w², r²) to the loss's: the gradient weight
         # w rho1 r, the Gauss-Newton weight (w rho1 / root)² (with fisher, scipy's
         # w² max(rho1 + 2 rho2 z, eps)), and in row sq the probe's weight w rho1 / root
-        # (probe_rows); returns Σ rho. Unused points' zero rows stay zero.
-        "    chi2 = 0.0",
-        "    for i in range(n_points):",
-        f"        z = jac[{sq}, i]",
-        "        rho, rho1, rho2, root = robust_loss(z, estimator)",
-        "        chi2 += rho",
-        "        ratio = rho1 / root",
-        f"        wi2 = jac[{wh}, i]",
-        f"        jac[{wg}, i] *= rho1",
-        f"        jac[{sq}, i] = math.sqrt(wi2) * ratio",
-        # EPS as a literal, so that a float32 pass keeps it in float32.
-        f"        jac[{wh}, i] = wi2 * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
-        "else wi2 * ratio * ratio",
-        "    return chi2",
+        # (probe_rows); returns Σ rho. Unused points' zero rows stay zero. One loop per
+        # loss, with its code a literal: no branch on the loss and no running sum in the
+        # loop (rho goes to the value row, free by now, and is summed apart), so that it
+        # runs over several points at once.
+        *[line for code in ROBUST_CODES for line in (
+            f"    {'if' if code == ROBUST_CODES[0] else 'elif'} estimator == {code}:",
+            f"        _reweigh_{code}(jac, n_points, fisher)")],
+        f"    return _sum(jac, {vr})",
+        *[line for code in ROBUST_CODES for line in (
+            "",
+            "",
+            f"def _reweigh_{code}(jac, n_points, fisher):",
+            "    for i in range(n_points):",
+            f"        z = jac[{sq}, i]",
+            f"        rho, rho1, rho2, root = robust_loss(z, {code})",
+            f"        jac[{vr}, i] = rho",
+            "        ratio = rho1 / root",
+            f"        wi2 = jac[{wh}, i]",
+            f"        jac[{wg}, i] *= rho1",
+            f"        jac[{sq}, i] = math.sqrt(wi2) * ratio",
+            # EPS as a literal, so that a float32 pass keeps it in float32.
+            f"        jac[{wh}, i] = wi2 * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
+            "else wi2 * ratio * ratio")],
     ]
     if forward:
         # The step rule of autofit.original.jacobian_forward.
@@ -428,6 +438,7 @@ def _scaled_row(m, weight_row, a, out_row):
 # Reassociation lets the dot products over the points run in SIMD lanes (rounding-level
 # changes only); nothing else is compiled with it.
 _REDUCE_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+ROBUST_CODES = tuple(sorted(ROBUST_LOSSES.values()))
 
 
 def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=None,
@@ -464,6 +475,10 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
         # evaluate calls the passes through the namespace, so they must be compiled there.
         for name in ("_mle_pass", "_robust_rows"):
             namespace[name] = _tagging(inline or numba.njit, tag)(namespace[name])
+        for code in ROBUST_CODES:
+            namespace[f"_reweigh_{code}"] = _tagging(
+                numba.njit(error_model="numpy", fastmath=FASTMATH), tag)(
+                    namespace[f"_reweigh_{code}"])
     if forward:
         # Not inlined: a call passes the perturbed parameters as scalars, which the
         # compiler then knows the work array cannot alias (the loop over points vectorises).
@@ -494,13 +509,15 @@ def _generated_probe_rows(n_params, value, dtype=np.float64, tag="", robust_loss
         "            wi = w[i]",
         f"            jac[{row}, i] = wi * wi * (y[i] - value(x, i, params))",
         "            n_unused += 1 if wi == 0.0 else 0",
-        "    else:",
-        "        for i in range(y.shape[0]):",
-        "            wi = w[i]",
-        "            r_q = wi * (y[i] - value(x, i, params))",
-        "            _, _, _, root_q = robust_loss(r_q * r_q, estimator)",
-        f"            jac[{row}, i] = jac[{factor}, i] * (r_q * root_q)",
-        "            n_unused += 1 if wi == 0.0 else 0",
+        # One loop per loss, its code a literal (no branch on it inside the loop).
+        *[line for code in ROBUST_CODES for line in (
+            f"    elif estimator == {code}:",
+            "        for i in range(y.shape[0]):",
+            "            wi = w[i]",
+            "            r_q = wi * (y[i] - value(x, i, params))",
+            f"            _, _, _, root_q = robust_loss(r_q * r_q, {code})",
+            f"            jac[{row}, i] = jac[{factor}, i] * (r_q * root_q)",
+            "            n_unused += 1 if wi == 0.0 else 0")],
         # Points of weight 0 were evaluated like the others; their model may be inf or nan.
         "    if n_unused > 0:",
         "        for i in range(y.shape[0]):",
