@@ -6,6 +6,19 @@ declared docstring to each implementation, so documentation lives here only. The
 the generated cross-backend tests (``tests/test_kernels.py``), ``python -m autofit validate``
 and the README's kernel table (:mod:`autofit._kernel_table`) all read ``KERNELS`` and
 ``MODELS``, so the backends and the docs cannot drift apart unnoticed.
+
+One vocabulary, in the declarations below and in every backend's solvers (``r = f - y``
+the residuals, ``W`` the weights, ``J`` the Jacobian of the model):
+
+- ``gradient``: ``Jᵀ W² r``, half the gradient of χ² (``lm_step``, ``lm_solve``); the
+  batched and fused solvers carry its negative, the descent direction ``g = -gradient``,
+  the right-hand side of their step equations ``(H + λ diag(scale_squared)) δ = g``.
+  A model's gradient at one point (``gradient_<name>`` of ``autofit.numba.points``) is its
+  row of J.
+- ``scale``: MINPACK's ``diag``, the running maximum of the column norms of ``W J``
+  (``lm_step``, ``lm_solve``); ``scale_squared``: the running maximum of ``diag(H)``, the
+  squares of those norms for least squares (Marquardt's scaling in the batched and fused
+  solvers). ``scale`` never names a square.
 """
 
 from __future__ import annotations

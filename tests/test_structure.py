@@ -171,3 +171,28 @@ def test_every_host_offers_the_same_interface():
         assert not missing, f"autofit/{folder}/host.py lacks {missing}"
         signatures[folder] = {name: defined[name] for name in HOST_INTERFACE}
     assert signatures["numba"] == signatures["original"] == signatures["jax"]
+
+
+# The batched and fused solvers' Marquardt diagonal is ``scale_squared``; ``scale`` (column
+# norms, MINPACK's diag) belongs to lm_step and lm_solve (see autofit._declarations).
+_SQUARED_SCALE_SOLVERS = ("original/batch.py", "original/batch_broadcast.py",
+                          "original/fused.py", "numba/fit_one.py", "numba/kernel.py",
+                          "numba/gpu.py", "numba/array_batch.py", "numba/fused.py",
+                          "jax/batch.py", "jax/fused.py")
+_NORM_SCALE_SOLVERS = ("original/lm.py", "numba/lm.py", "jax/lm.py")
+
+
+def _names(path) -> set[str]:
+    import io
+    import tokenize
+
+    tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+    return {token.string for token in tokens if token.type == tokenize.NAME}
+
+
+def test_scale_means_one_thing():
+    for relative in _SQUARED_SCALE_SOLVERS:
+        assert "scale" not in _names(PACKAGE / relative), relative
+    for relative in _NORM_SCALE_SOLVERS:
+        names = _names(PACKAGE / relative)
+        assert "scale_squared" not in names and "scale" in names, relative

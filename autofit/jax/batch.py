@@ -4,7 +4,7 @@ The algorithm of :mod:`autofit.original.batch`, step for step: the same pre-chec
 same damping schedule, the same stopping tests in the same order, the same statuses, the
 same ``n_iter`` counting and the same covariance. One pass of the reference's loop body is
 the per-fit function :func:`_iteration`; the per-fit state it carries is the explicit
-pytree :class:`BatchState` (params, χ², g, H, scale, damping, n_iter, status), so a fit can
+pytree :class:`BatchState` (params, χ², g, H, scale_squared, damping, n_iter, status), so a fit can
 be stopped after any pass and resumed later with the same result.
 
 **One compiled program per model and bucket** (:func:`solve`; ``model``, ``jacobian``,
@@ -167,7 +167,7 @@ class BatchState(NamedTuple):
     chi2: jax.Array  # (n,)
     g: jax.Array  # (n, n_params): -1/2 the gradient of chi2
     h: jax.Array  # (n, n_params, n_params): the Gauss-Newton matrix
-    scale: jax.Array  # (n, n_params): running maximum of diag(h)
+    scale_squared: jax.Array  # (n, n_params): running maximum of diag(h)
     damping: jax.Array  # (n,)
     n_iter: jax.Array  # (n,) int
     status: jax.Array  # (n,) int: RUNNING while the fit goes on
@@ -323,8 +323,9 @@ def _geodesic(model, jacobian, jac_method, estimator, d, s, step, active, chol, 
     second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_v)
     finite = jnp.all(jnp.isfinite(second))
     acceleration = _substitute(chol, jnp.where(active & finite, second, 0.0))
-    trusted = finite & (2.0 * jnp.sqrt(_dot(s.scale * acceleration, acceleration))
-                        <= GEODESIC_MAX_RATIO * jnp.sqrt(_dot(s.scale * velocity, velocity)))
+    trusted = finite & (2.0 * jnp.sqrt(_dot(s.scale_squared * acceleration, acceleration))
+                        <= GEODESIC_MAX_RATIO
+                        * jnp.sqrt(_dot(s.scale_squared * velocity, velocity)))
     return (jnp.where(worth, velocity + 0.5 * acceleration, step),
             jnp.where(worth, trusted, True))
 
@@ -344,10 +345,10 @@ def _substitute(chol, b):
     return jax.scipy.linalg.cho_solve((chol, True), b)
 
 
-def _damped_system(h, g, scale, damping, free):
+def _damped_system(h, g, scale_squared, damping, free):
     # Fixed parameters get an identity row and column, so their step is exactly 0.
     system = jnp.where(free[:, None] & free[None, :], h, 0.0)
-    diagonal = jnp.where(free, jnp.diag(h) + damping * scale, 1.0)
+    diagonal = jnp.where(free, jnp.diag(h) + damping * scale_squared, 1.0)
     system = jnp.where(jnp.eye(free.shape[0], dtype=bool), diagonal[None, :], system)
     return system, jnp.where(free, g, 0.0)
 
@@ -392,7 +393,7 @@ def _prepare(estimator, d, p0, free):
         params=jnp.where(status == _STARTING, jnp.minimum(jnp.maximum(p0, d.lower), d.upper),
                          p0),
         chi2=jnp.asarray(jnp.nan, p0.dtype), g=jnp.zeros_like(p0),
-        h=jnp.zeros((n_params, n_params), p0.dtype), scale=jnp.zeros_like(p0),
+        h=jnp.zeros((n_params, n_params), p0.dtype), scale_squared=jnp.zeros_like(p0),
         damping=jnp.asarray(BATCH_INITIAL_DAMPING, dtype=p0.dtype),
         n_iter=jnp.asarray(0, dtype=int), status=jnp.asarray(status, dtype=int))
 
@@ -408,7 +409,7 @@ def _first_pass(s, chi2, g, h, positive, free, max_iter):
     status = jnp.where((status == RUNNING) & (max_iter <= 0), MAX_ITERATIONS, status)
     g = jnp.where(started, g, 0.0)
     h = jnp.where(started, h, 0.0)
-    return s._replace(chi2=jnp.where(started, chi2, jnp.nan), g=g, h=h, scale=jnp.diag(h),
+    return s._replace(chi2=jnp.where(started, chi2, jnp.nan), g=g, h=h, scale_squared=jnp.diag(h),
                       status=jnp.asarray(status, dtype=int))
 
 
@@ -418,12 +419,12 @@ def _proposal(s, d, free, tol):
     # The active set: a parameter at a bound whose descent direction points out is held.
     active = (free & ~((s.params <= d.lower) & (s.g < 0.0))
               & ~((s.params >= d.upper) & (s.g > 0.0)))
-    system, rhs = _damped_system(s.h, s.g, s.scale, s.damping, active)
+    system, rhs = _damped_system(s.h, s.g, s.scale_squared, s.damping, active)
     chol, ok = _cholesky(system)
     step = jnp.where(ok, _substitute(chol, rhs), 0.0)
     velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
     h_v = jnp.sum(s.h * velocity[None, :], axis=1)
-    predicted = _dot(velocity, h_v) + 2.0 * s.damping * _dot(s.scale * velocity, velocity)
+    predicted = _dot(velocity, h_v) + 2.0 * s.damping * _dot(s.scale_squared * velocity, velocity)
     worth = (ok & (s.status == RUNNING)
              & (predicted > jnp.maximum(tol, GEODESIC_MIN_REDUCTION) * s.chi2))
     return active, chol, ok, step, worth
@@ -466,8 +467,8 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, ok, bent, d, fre
     trial = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper)
     trial = jnp.where(first, s.params, trial)
     moved = trial - s.params
-    small_step = (_dot(s.scale * moved, moved)
-                  <= tol * tol * _dot(s.scale * s.params, s.params))
+    small_step = (_dot(s.scale_squared * moved, moved)
+                  <= tol * tol * _dot(s.scale_squared * s.params, s.params))
     trial_chi2, trial_g, trial_h, positive = _evaluate(model, jacobian, jac_method,
                                                        estimator, d, trial, free)
     started = _first_pass(s, trial_chi2, trial_g, trial_h, positive, free, max_iter)
@@ -475,7 +476,7 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, ok, bent, d, fre
 
     # Accepted: MINPACK's predicted reduction of the quadratic model for the damped step.
     h_step = jnp.sum(s.h * step[None, :], axis=1)
-    predicted = _dot(step, h_step) + 2.0 * s.damping * _dot(s.scale * step, step)
+    predicted = _dot(step, h_step) + 2.0 * s.damping * _dot(s.scale_squared * step, step)
     small_reduction = ((jnp.abs(s.chi2 - trial_chi2) <= tol * trial_chi2)
                        & (predicted <= tol * trial_chi2))
     stepped = trial_status_where(jnp.where, accept, small_reduction, small_step,
@@ -495,7 +496,8 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, ok, bent, d, fre
         chi2=jnp.where(accept, trial_chi2, s.chi2),
         g=jnp.where(accept, trial_g, s.g),
         h=jnp.where(accept, trial_h, s.h),
-        scale=jnp.where(accept, jnp.maximum(s.scale, jnp.diag(trial_h)), s.scale),
+        scale_squared=jnp.where(accept, jnp.maximum(s.scale_squared, jnp.diag(trial_h)),
+                                s.scale_squared),
         damping=jnp.where(accept,
                           jnp.maximum(s.damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING),
                           raised),

@@ -207,7 +207,7 @@ class _State(NamedTuple):
     chi2: jax.Array
     g: jax.Array
     h: jax.Array
-    scale: jax.Array
+    scale_squared: jax.Array
     damping: jax.Array
     nfev: jax.Array
     n_iter: jax.Array
@@ -231,7 +231,7 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
 
     p = jnp.minimum(jnp.maximum(p0, lower), upper)
     chi2, g, h = evaluate(p)
-    state = _State(params=p, chi2=chi2, g=g, h=h, scale=jnp.diag(h),
+    state = _State(params=p, chi2=chi2, g=g, h=h, scale_squared=jnp.diag(h),
                    damping=_as_float(BATCH_INITIAL_DAMPING), nfev=integer(cost),
                    n_iter=integer(0),
                    status=integer(jnp.where(jnp.isfinite(chi2), RUNNING, NONFINITE)))
@@ -242,30 +242,30 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
         counted = active & (jnp.diag(s.h) > 0.0)
         cosines = jnp.abs(s.g) / jnp.sqrt(jnp.where(counted, jnp.diag(s.h), 1.0) * s.chi2)
         cosine = jnp.max(jnp.where(counted, cosines, 0.0), initial=0.0)
-        newton_system, newton_rhs = _damped_system(s.h, s.g, s.scale, 0.0, active)
+        newton_system, newton_rhs = _damped_system(s.h, s.g, s.scale_squared, 0.0, active)
         newton_chol, newton_factored = _cholesky(newton_system)
         newton = _substitute(newton_chol, newton_rhs)
         flat = (newton_factored & (newton @ newton_rhs <= ftol * s.chi2)
-                & (jnp.sum(s.scale * newton * newton)
-                   <= UNSEEN_STEP ** 2 * jnp.sum(s.scale * s.params * s.params)))
+                & (jnp.sum(s.scale_squared * newton * newton)
+                   <= UNSEEN_STEP ** 2 * jnp.sum(s.scale_squared * s.params * s.params)))
         stop = jnp.where(s.chi2 == 0.0, CONVERGED_FTOL,
                          jnp.where(cosine <= gtol, CONVERGED_GTOL,
                                    jnp.where(flat, CONVERGED_FTOL,
                                              jnp.where(s.nfev >= max_nfev, MAX_NFEV,
                                                        RUNNING))))
-        system, rhs = _damped_system(s.h, s.g, s.scale, s.damping, active)
+        system, rhs = _damped_system(s.h, s.g, s.scale_squared, s.damping, active)
         chol, factored = _cholesky(system)
         step = _substitute(chol, rhs)
         go = (stop == RUNNING) & factored
 
         trial = jnp.minimum(jnp.maximum(s.params + step, lower), upper)
         moved = trial - s.params
-        small_step = (jnp.sum(s.scale * moved * moved)
-                      <= xtol * xtol * jnp.sum(s.scale * s.params * s.params))
+        small_step = (jnp.sum(s.scale_squared * moved * moved)
+                      <= xtol * xtol * jnp.sum(s.scale_squared * s.params * s.params))
         # Only a factored step pays for a pass over the points.
         trial_chi2, trial_g, trial_h = jax.lax.cond(
             go, evaluate, lambda p: (jnp.asarray(jnp.inf, p.dtype), s.g, s.h), trial)
-        predicted = step @ (s.h @ step) + 2.0 * s.damping * jnp.sum(s.scale * step * step)
+        predicted = step @ (s.h @ step) + 2.0 * s.damping * jnp.sum(s.scale_squared * step * step)
         small_reduction = ((jnp.abs(s.chi2 - trial_chi2) <= ftol * trial_chi2)
                            & (predicted <= ftol * trial_chi2))
         accept = go & (trial_chi2 <= s.chi2)
@@ -289,7 +289,8 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
             params=jnp.where(newton_stop, newton_trial, jnp.where(accept, trial, s.params)),
             chi2=jnp.where(accept, trial_chi2, s.chi2),
             g=jnp.where(accept, trial_g, s.g), h=h,
-            scale=jnp.where(accept, jnp.maximum(s.scale, jnp.diag(h)), s.scale),
+            scale_squared=jnp.where(accept, jnp.maximum(s.scale_squared, jnp.diag(h)),
+                                    s.scale_squared),
             damping=jnp.where(stop != RUNNING, s.damping, damping),
             nfev=s.nfev + jnp.where(go, cost, 0), n_iter=s.n_iter + go.astype(int),
             status=integer(status))

@@ -130,7 +130,7 @@ def _model_jacobian(model, jacobian, jac_method, x, p, lower, upper):
 
 
 @njit(cache=True, error_model="numpy")
-def _damped_system(h, g, scale, damping, active):
+def _damped_system(h, g, scale_squared, damping, active):
     n_params = g.shape[0]
     system = np.zeros((n_params, n_params))
     rhs = np.zeros(n_params)
@@ -140,14 +140,14 @@ def _damped_system(h, g, scale, damping, active):
             for k in range(n_params):
                 if active[k]:
                     system[j, k] = h[j, k]
-            system[j, j] = h[j, j] + damping * scale[j]
+            system[j, j] = h[j, j] + damping * scale_squared[j]
         else:
             system[j, j] = 1.0
     return system, rhs
 
 
 @njit(cache=True, error_model="numpy")
-def _bend(model, x, y, w, p, lower, upper, free, estimator, active, g, h, scale, damping,
+def _bend(model, x, y, w, p, lower, upper, free, estimator, active, g, h, scale_squared, damping,
           system, f, jac, step, chi2, tol):
     """The reference's geodesic acceleration (least squares and robust losses): ``(step,
     ok)``, the step ``velocity + acceleration / 2``; ok False when the acceleration is not
@@ -168,7 +168,7 @@ def _bend(model, x, y, w, p, lower, upper, free, estimator, active, g, h, scale,
         predicted += velocity[j] * h_velocity
     damped = 0.0
     for j in range(n_params):
-        damped += scale[j] * velocity[j] * velocity[j]
+        damped += scale_squared[j] * velocity[j] * velocity[j]
     predicted += 2.0 * damping * damped
     if not predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2:
         return step, True
@@ -203,8 +203,8 @@ def _bend(model, x, y, w, p, lower, upper, free, estimator, active, g, h, scale,
     velocity2 = 0.0
     acceleration2 = 0.0
     for j in range(n_params):
-        velocity2 += scale[j] * velocity[j] * velocity[j]
-        acceleration2 += scale[j] * acceleration[j] * acceleration[j]
+        velocity2 += scale_squared[j] * velocity[j] * velocity[j]
+        acceleration2 += scale_squared[j] * acceleration[j] * acceleration[j]
     if not (ok and 2.0 * np.sqrt(acceleration2) <= GEODESIC_MAX_RATIO * np.sqrt(velocity2)):
         return velocity, False
     for j in range(n_params):
@@ -260,9 +260,9 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             any_gradient = True
     if not any_gradient:
         status = CONVERGED_GTOL
-    scale = np.empty(n_params)
+    scale_squared = np.empty(n_params)
     for j in range(n_params):
-        scale[j] = h[j, j]
+        scale_squared[j] = h[j, j]
     damping = BATCH_INITIAL_DAMPING
     n_iter = 0
     active = np.empty(n_params, dtype=np.bool_)
@@ -275,7 +275,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
         for j in range(n_params):
             active[j] = free[j] and not ((p[j] <= lower[j] and g[j] < 0.0)
                                          or (p[j] >= upper[j] and g[j] > 0.0))
-        system, rhs = _damped_system(h, g, scale, damping, active)
+        system, rhs = _damped_system(h, g, scale_squared, damping, active)
         step, ok = _cholesky_solve(system, rhs)
         if not ok:
             damping *= BATCH_DAMPING_UP
@@ -284,7 +284,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             continue
         if estimator != ESTIMATOR_MLE:
             step, bent = _bend(model, x, y, w, p, lower, upper, free, estimator, active, g,
-                               h, scale, damping, system, f_p, jac, step, chi2, tol)
+                               h, scale_squared, damping, system, f_p, jac, step, chi2, tol)
             if not bent:
                 damping *= BATCH_DAMPING_UP
                 if damping > MAX_DAMPING:
@@ -295,8 +295,8 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
         for j in range(n_params):
             trial[j] = min(max(p[j] + step[j], lower[j]), upper[j])
             moved = trial[j] - p[j]
-            moved_norm += scale[j] * moved * moved
-            params_norm += scale[j] * p[j] * p[j]
+            moved_norm += scale_squared[j] * moved * moved
+            params_norm += scale_squared[j] * p[j] * p[j]
         small_step = moved_norm <= tol * tol * params_norm
         f, trial_jac = _model_jacobian(model, jacobian, jac_method, x, trial, lower, upper)
         trial_chi2, trial_g, trial_h, _ = _sums(f, trial_jac, y, w, free, estimator, False)
@@ -305,7 +305,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             h_step = 0.0
             for k in range(n_params):
                 h_step += h[j, k] * step[k]
-            predicted += step[j] * h_step + 2.0 * damping * scale[j] * step[j] * step[j]
+            predicted += step[j] * h_step + 2.0 * damping * scale_squared[j] * step[j] * step[j]
         small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
                            and predicted <= tol * trial_chi2)
         accepted = trial_chi2 <= chi2
@@ -314,7 +314,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             p = trial.copy()
             chi2, g, h, f_p, jac = trial_chi2, trial_g, trial_h, f, trial_jac
             for j in range(n_params):
-                scale[j] = max(scale[j], h[j, j])
+                scale_squared[j] = max(scale_squared[j], h[j, j])
             damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
         else:
             damping *= BATCH_DAMPING_UP

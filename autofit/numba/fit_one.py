@@ -64,7 +64,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     ``jac_method`` is ``JAC_ANALYTIC`` or ``JAC_FORWARD`` and ``n_params`` the number of
     parameters (compile-time constants: the pass over the points is generated for them).
     Returns ``fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial,
-    step, g, h, trial_g, trial_h, scale, system, jac, trial_jac, work_p, active, covariance)
+    step, g, h, trial_g, trial_h, scale_squared, system, jac, trial_jac, work_p, active, covariance)
     -> (chi2, n_iter, status)`` which writes the fitted parameters into ``p`` and the
     covariance into ``covariance``.
 
@@ -203,20 +203,20 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                     inverse[a, b] += factor * work[k, b]
 
     @jit
-    def damped_system(h, g, scale, damping, free, system, rhs):
+    def damped_system(h, g, scale_squared, damping, free, system, rhs):
         # Fixed parameters get an identity row and column, so their step is exactly 0.
         for a in range(n_params):
             for b in range(n_params):
                 system[a, b] = h[a, b] if (free[a] and free[b]) else 0.0
             if free[a]:
-                system[a, a] = h[a, a] + damping * scale[a]
+                system[a, a] = h[a, a] + damping * scale_squared[a]
                 rhs[a] = g[a]
             else:
                 system[a, a] = 1.0
                 rhs[a] = 0.0
 
     @inline
-    def bend(x, y, w, p, lower, upper, free, estimator, g, h, scale, damping, active,
+    def bend(x, y, w, p, lower, upper, free, estimator, g, h, scale_squared, damping, active,
              system, jac, work_p, step, trial, trial_g, chi2, tol):
         # Transtrum and Sethna's geodesic acceleration (least squares and robust losses),
         # as the reference's:
@@ -235,7 +235,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             predicted += trial[a] * row
         damped = 0.0
         for a in range(n_params):
-            damped += scale[a] * trial[a] * trial[a]
+            damped += scale_squared[a] * trial[a] * trial[a]
         predicted += 2.0 * damping * damped
         if not predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2:
             return True
@@ -256,8 +256,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         velocity2 = 0.0
         acceleration2 = 0.0
         for a in range(n_params):
-            velocity2 += scale[a] * step[a] * step[a]
-            acceleration2 += scale[a] * trial[a] * trial[a]
+            velocity2 += scale_squared[a] * step[a] * step[a]
+            acceleration2 += scale_squared[a] * trial[a] * trial[a]
         if not (2.0 * math.sqrt(acceleration2) <= GEODESIC_MAX_RATIO * math.sqrt(velocity2)):
             return False
         for a in range(n_params):
@@ -293,7 +293,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
 
     @jit
     def fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial, step,
-                g, h, trial_g, trial_h, scale, system, jac, trial_jac, work_p, active,
+                g, h, trial_g, trial_h, scale_squared, system, jac, trial_jac, work_p, active,
                 covariance):
         # n_params is the compile-time constant, not p0.shape[0], so that loops of known
         # length can be unrolled and the work arrays kept in registers.
@@ -313,7 +313,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             return math.nan, 0, (NONFINITE if positive else MLE_NONPOSITIVE_MODEL)
         any_gradient = False
         for a in range(n_params):
-            scale[a] = h[a, a]
+            scale_squared[a] = h[a, a]
             if free[a] and g[a] != 0.0:
                 any_gradient = True
         if not any_gradient:
@@ -330,7 +330,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             for a in range(n_params):
                 active[a] = free[a] and not (
                     (p[a] <= lower[a] and g[a] < 0.0) or (p[a] >= upper[a] and g[a] > 0.0))
-            damped_system(h, g, scale, damping, active, system, work_p)
+            damped_system(h, g, scale_squared, damping, active, system, work_p)
             if cholesky_factor(system):
                 cholesky_substitute(system, work_p, step)
             else:
@@ -339,7 +339,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                     status = SINGULAR
                 continue
             if estimator != ESTIMATOR_MLE and not bend(
-                    x, y, w, p, lower, upper, free, estimator, g, h, scale, damping, active,
+                    x, y, w, p, lower, upper, free, estimator, g, h, scale_squared, damping, active,
                     system, jac, work_p, step, trial, trial_g, chi2, tol):
                 damping *= BATCH_DAMPING_UP
                 if damping > MAX_DAMPING:
@@ -350,8 +350,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             for a in range(n_params):
                 trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
                 moved = trial[a] - p[a]
-                moved2 += scale[a] * moved * moved
-                size2 += scale[a] * p[a] * p[a]
+                moved2 += scale_squared[a] * moved * moved
+                size2 += scale_squared[a] * p[a] * p[a]
             small_step = moved2 <= tol * tol * size2
             # Into the other work array: jac keeps the pass at p (the probe reads it).
             trial_chi2, _ = evaluate(x, y, w, trial, lower, upper, free, estimator, trial_g,
@@ -364,7 +364,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 predicted += step[a] * row
             damped = 0.0
             for a in range(n_params):
-                damped += scale[a] * step[a] * step[a]
+                damped += scale_squared[a] * step[a] * step[a]
             predicted += 2.0 * damping * damped
             small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
                                and predicted <= tol * trial_chi2)
@@ -378,7 +378,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                     g[a] = trial_g[a]
                     for b in range(n_params):
                         h[a, b] = trial_h[a, b]
-                    scale[a] = max(scale[a], h[a, a])
+                    scale_squared[a] = max(scale_squared[a], h[a, a])
                 damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
             else:
                 damping *= BATCH_DAMPING_UP
@@ -389,8 +389,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         if estimator != ESTIMATOR_LSE:
             evaluate(x, y, w, p, lower, upper, free, estimator, trial_g, h, jac, work_p, True)
         for a in range(n_params):
-            scale[a] = 0.0
-        damped_system(h, scale, scale, 0.0, free, system, work_p)
+            scale_squared[a] = 0.0
+        damped_system(h, scale_squared, scale_squared, 0.0, free, system, work_p)
         invertible = cholesky_factor(system)
         if invertible:
             inverse_from_factor(system, trial_h, covariance)

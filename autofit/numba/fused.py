@@ -328,8 +328,8 @@ _cholesky_substitute = numba.njit(inline="always", error_model="numpy", fastmath
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
-def _cholesky_solve(h, g, scale, damping, active, step):
-    # (h + damping diag(scale)) step = g over the active parameters (step 0 for the
+def _cholesky_solve(h, g, scale_squared, damping, active, step):
+    # (h + damping diag(scale_squared)) step = g over the active parameters (step 0 for the
     # others: an identity row and column); False when a pivot is not > 0 (as the
     # reference's Cholesky).
     n_params = g.shape[0]
@@ -339,7 +339,7 @@ def _cholesky_solve(h, g, scale, damping, active, step):
         rhs[i] = g[i] if active[i] else 0.0
         for j in range(i + 1):
             if active[i] and active[j]:
-                system[i, j] = h[i, j] + (damping * scale[j] if i == j else 0.0)
+                system[i, j] = h[i, j] + (damping * scale_squared[j] if i == j else 0.0)
             else:
                 system[i, j] = 1.0 if i == j else 0.0
     if not _cholesky_factor(system, n_params):
@@ -365,9 +365,9 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
     nfev = cost
     if not math.isfinite(chi2):
         return p, chi2, NONFINITE, nfev, 0, h
-    scale = np.empty(n_params)
+    scale_squared = np.empty(n_params)
     for a in range(n_params):
-        scale[a] = h[a, a]
+        scale_squared[a] = h[a, a]
     damping = BATCH_INITIAL_DAMPING
     n_iter = 0
     status = RUNNING
@@ -384,14 +384,14 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
         if cosine <= gtol:
             status = CONVERGED_GTOL
             break
-        if _cholesky_solve(h, g, scale, 0.0, active, step):
+        if _cholesky_solve(h, g, scale_squared, 0.0, active, step):
             decrement = 0.0
             moved2 = 0.0
             size2 = 0.0
             for a in range(n_params):
                 decrement += step[a] * (g[a] if active[a] else 0.0)
-                moved2 += scale[a] * step[a] * step[a]
-                size2 += scale[a] * p[a] * p[a]
+                moved2 += scale_squared[a] * step[a] * step[a]
+                size2 += scale_squared[a] * p[a] * p[a]
             if decrement <= ftol * chi2 and moved2 <= UNSEEN_STEP ** 2 * size2:
                 trial = np.empty(n_params)
                 for a in range(n_params):
@@ -402,7 +402,7 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
         if nfev >= max_nfev:
             status = MAX_NFEV
             break
-        if not _cholesky_solve(h, g, scale, damping, active, step):
+        if not _cholesky_solve(h, g, scale_squared, damping, active, step):
             damping *= BATCH_DAMPING_UP
             if damping > MAX_DAMPING:
                 status = SINGULAR
@@ -413,8 +413,8 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
         for a in range(n_params):
             trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
             moved = trial[a] - p[a]
-            moved2 += scale[a] * moved * moved
-            size2 += scale[a] * p[a] * p[a]
+            moved2 += scale_squared[a] * moved * moved
+            size2 += scale_squared[a] * p[a] * p[a]
         small_step = moved2 <= xtol * xtol * size2
         trial_chi2 = _evaluate(chunk_sums, x, y, w, trial, lower, upper, chunk, partial,
                                trial_g, trial_h)
@@ -427,7 +427,7 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
             for b in range(n_params):
                 row += h[a, b] * step[b]
             predicted += step[a] * row
-            damped += scale[a] * step[a] * step[a]
+            damped += scale_squared[a] * step[a] * step[a]
         predicted += 2.0 * damping * damped
         small_reduction = (abs(chi2 - trial_chi2) <= ftol * trial_chi2
                            and predicted <= ftol * trial_chi2)
@@ -439,7 +439,7 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
             g, trial_g = trial_g, g
             h, trial_h = trial_h, h
             for a in range(n_params):
-                scale[a] = max(scale[a], h[a, a])
+                scale_squared[a] = max(scale_squared[a], h[a, a])
             damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
         else:
             damping *= BATCH_DAMPING_UP

@@ -58,7 +58,7 @@ def build_kernel(value, gradient, jac_method, n_params, dtype):
         step = cuda.local.array(size, real)
         g = cuda.local.array(size, real)
         trial_g = cuda.local.array(size, real)
-        scale = cuda.local.array(size, real)
+        scale_squared = cuda.local.array(size, real)
         work_p = cuda.local.array(size, real)
         h = cuda.local.array((size, size), real)
         trial_h = cuda.local.array((size, size), real)
@@ -70,7 +70,7 @@ def build_kernel(value, gradient, jac_method, n_params, dtype):
         chi2[fit], n_iter[fit], status[fit] = fit_one(
             x[fit % x.shape[0]], ydata[fit], weights[fit % weights.shape[0]], p0[fit],
             lower[fit % lower.shape[0]], upper[fit % upper.shape[0]], free, estimator, tol,
-            max_iter, params[fit], trial, step, g, h, trial_g, trial_h, scale, system,
+            max_iter, params[fit], trial, step, g, h, trial_g, trial_h, scale_squared, system,
             jac, jac, work_p, active, covariance[fit])
 
     return kernel

@@ -48,7 +48,7 @@ def run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, par
         step = np.empty(n_params)
         g = np.empty(n_params)
         trial_g = np.empty(n_params)
-        scale = np.empty(n_params)
+        scale_squared = np.empty(n_params)
         work_p = np.empty(n_params)
         h = np.empty((n_params, n_params))
         trial_h = np.empty((n_params, n_params))
@@ -61,7 +61,7 @@ def run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, par
                 x[fit % x.shape[0]], ydata[fit], weights[fit % weights.shape[0]],
                 p0[fit], lower[fit % lower.shape[0]], upper[fit % upper.shape[0]], free,
                 estimator, tol, max_iter, params[fit], trial, step, g, h, trial_g,
-                trial_h, scale, system, jac, trial_jac, work_p, active, covariance[fit])
+                trial_h, scale_squared, system, jac, trial_jac, work_p, active, covariance[fit])
 """
 RUN_OPTIONS = {"parallel": True, "error_model": "numpy"}
 

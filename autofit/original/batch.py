@@ -9,15 +9,17 @@ The algorithm per fit (the same on every backend):
 1. Not attempted, with a status, when the fit's data, x, weights or p0 hold nan/inf
    (``NONFINITE_DATA``), when Poisson counts are negative (``MLE_NEGATIVE_DATA``), or when
    fewer points have a non-zero weight than there are free parameters (``TOO_FEW_POINTS``).
-2. ``p = clip(p0, lower, upper)``; one pass over the points gives χ², the gradient
-   ``g = -½ ∂χ²/∂p`` and the Gauss-Newton matrix ``H`` (``JᵀW²J`` for least squares,
-   ``Σ w y/f² J Jᵀ`` for Poisson MLE, as in Gpufit). Non-finite here ends the fit with
+2. ``p = clip(p0, lower, upper)``; one pass over the points gives χ², the descent
+   direction ``g = -½ ∂χ²/∂p`` (minus ``lm_solve``'s ``gradient``) and the Gauss-Newton
+   matrix ``H`` (``JᵀW²J`` for least squares, ``Σ w y/f² J Jᵀ`` for Poisson MLE, as in
+   Gpufit). Non-finite here ends the fit with
    ``NONFINITE`` (``MLE_NONPOSITIVE_MODEL`` when the Poisson model is ≤ 0).
-3. Each iteration solves ``(H + λ diag(s)) δ = g`` by Cholesky over the active
+3. Each iteration solves ``(H + λ diag(scale_squared)) δ = g`` by Cholesky over the active
    parameters (free, and not at a bound that the gradient pushes against: those are held
-   for the step), where ``s`` is the running maximum of ``diag(H)`` (Marquardt's
-   scaling). Least squares then bends the step along the valley (Transtrum and Sethna's
-   geodesic acceleration, as in ``lm_solve``) when it predicts a reduction of χ² above
+   for the step), where ``scale_squared`` is the running maximum of ``diag(H)``
+   (Marquardt's scaling; the square of ``lm_solve``'s ``scale`` for least squares).
+   Least squares then bends the step along the valley (Transtrum and Sethna's geodesic
+   acceleration, as in ``lm_solve``) when it predicts a reduction of χ² above
    ``max(tol, GEODESIC_MIN_REDUCTION)`` of it: the velocity ``v = clip(p + δ) - p``, one
    more evaluation of the model at ``p + GEODESIC_PROBE v`` gives the acceleration ``a``
    (the damped system solved for the directional second derivative projected by ``J(p)``),
@@ -149,11 +151,12 @@ def _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper, free, e
     return (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE + h @ velocity)
 
 
-def _worth_bending(velocity, h, scale, damping, chi2, tol):
+def _worth_bending(velocity, h, scale_squared, damping, chi2, tol):
     """Whether the step is large enough for its geodesic acceleration: not when the
     reduction of χ² it predicts is within tol of χ² (the fit is converging; there the
     acceleration is rounding noise, which would decide the last steps)."""
-    predicted = velocity @ (h @ velocity) + 2.0 * damping * np.sum(scale * velocity * velocity)
+    predicted = (velocity @ (h @ velocity)
+                 + 2.0 * damping * np.sum(scale_squared * velocity * velocity))
     return predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2
 
 
@@ -173,10 +176,10 @@ def _information(model, jacobian, jac_method, x, y, w, p, lower, upper, free, es
     return (jac * (w * w * np.maximum(rho1 + 2.0 * rho2 * z, EPS))[:, None]).T @ jac
 
 
-def _damped_system(h, g, scale, damping, free):
+def _damped_system(h, g, scale_squared, damping, free):
     # Fixed parameters get an identity row and column, so their step is exactly 0.
     system = np.where(np.outer(free, free), h, 0.0)
-    system[np.diag_indices_from(system)] = np.where(free, np.diag(h) + damping * scale, 1.0)
+    system[np.diag_indices_from(system)] = np.where(free, np.diag(h) + damping * scale_squared, 1.0)
     return system, np.where(free, g, 0.0)
 
 
@@ -219,7 +222,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
         return p, np.nan, 0, (NONFINITE if positive else MLE_NONPOSITIVE_MODEL), nan_covariance
     if not np.any(g[free] != 0.0):
         status = CONVERGED_GTOL
-    scale = np.diag(h).copy()
+    scale_squared = np.diag(h).copy()
     damping = BATCH_INITIAL_DAMPING
     n_iter = 0
     while status == RUNNING:
@@ -230,7 +233,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
         # The active set: a parameter at a bound whose descent direction points out is
         # held for this step, so that it does not distort the others' step.
         active = free & ~((p <= lower) & (g < 0.0)) & ~((p >= upper) & (g > 0.0))
-        system, rhs = _damped_system(h, g, scale, damping, active)
+        system, rhs = _damped_system(h, g, scale_squared, damping, active)
         step, ok = cholesky_solve(system, rhs)
         if not ok:
             damping *= BATCH_DAMPING_UP
@@ -238,7 +241,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
                 status = SINGULAR
             continue
         velocity = np.clip(p + step, lower, upper) - p
-        if estimator != ESTIMATOR_MLE and _worth_bending(velocity, h, scale, damping, chi2,
+        if estimator != ESTIMATOR_MLE and _worth_bending(velocity, h, scale_squared, damping, chi2,
                                                          tol):
             # The step bends along the valley: velocity + acceleration / 2, or it is refused
             # like a rejected step when the acceleration is large next to the velocity.
@@ -246,11 +249,11 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
                                    free, estimator, velocity, g, h)
             accelerated = second is not None
             if accelerated:
-                _, second = _damped_system(h, second, scale, damping, active)
+                _, second = _damped_system(h, second, scale_squared, damping, active)
                 acceleration, accelerated = cholesky_solve(system, second)
                 accelerated = accelerated and (
-                    2.0 * np.sqrt(np.sum(scale * acceleration * acceleration))
-                    <= GEODESIC_MAX_RATIO * np.sqrt(np.sum(scale * velocity * velocity)))
+                    2.0 * np.sqrt(np.sum(scale_squared * acceleration * acceleration))
+                    <= GEODESIC_MAX_RATIO * np.sqrt(np.sum(scale_squared * velocity * velocity)))
             if not accelerated:
                 damping *= BATCH_DAMPING_UP
                 if damping > MAX_DAMPING:
@@ -259,19 +262,20 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             step = velocity + 0.5 * acceleration
         trial = np.clip(p + step, lower, upper)
         moved = trial - p
-        small_step = np.sum(scale * moved * moved) <= tol * tol * np.sum(scale * p * p)
+        small_step = (np.sum(scale_squared * moved * moved)
+                      <= tol * tol * np.sum(scale_squared * p * p))
         trial_chi2, trial_g, trial_h, _ = _evaluate(model, jacobian, jac_method, x, y, w,
                                                     trial, lower, upper, free, estimator)
         # MINPACK's predicted reduction of the quadratic model for the damped step, and the
         # actual change (either sign: a step at rounding level may raise chi2 by an ulp).
-        predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale * step * step)
+        predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale_squared * step * step)
         small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
                            and predicted <= tol * trial_chi2)
         accepted = trial_chi2 <= chi2
         status = trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
         if accepted:
             p, chi2, g, h = trial, trial_chi2, trial_g, trial_h
-            scale = np.maximum(scale, np.diag(h))
+            scale_squared = np.maximum(scale_squared, np.diag(h))
             damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
         else:
             damping *= BATCH_DAMPING_UP

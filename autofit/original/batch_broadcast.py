@@ -66,8 +66,8 @@ def broadcasts(f, x, p_rows) -> bool:
         return False
     if together.shape != apart.shape:
         return False
-    scale = np.nanmax(np.abs(apart)) if np.any(np.isfinite(apart)) else 1.0
-    return bool(np.allclose(together, apart, rtol=1e-12, atol=1e-14 * scale, equal_nan=True))
+    magnitude = np.nanmax(np.abs(apart)) if np.any(np.isfinite(apart)) else 1.0
+    return bool(np.allclose(together, apart, rtol=1e-12, atol=1e-14 * magnitude, equal_nan=True))
 
 
 def _cholesky_solve(a, b):
@@ -92,10 +92,10 @@ def _cholesky_solve(a, b):
     return np.where(ok[:, None], z, 0.0), ok
 
 
-def _damped_system(h, g, scale, damping, active):
+def _damped_system(h, g, scale_squared, damping, active):
     both = active[:, :, None] & active[:, None, :]
     system = np.where(both, h, 0.0)
-    diagonal = np.einsum("kii->ki", h) + damping[:, None] * scale
+    diagonal = np.einsum("kii->ki", h) + damping[:, None] * scale_squared
     idx = np.arange(g.shape[1])
     system[:, idx, idx] = np.where(active, diagonal, 1.0)
     return system, np.where(active, g, 0.0)
@@ -165,14 +165,14 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
     return np.where(finite, chi2, np.inf), g, h, positive, wj
 
 
-def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale, damping, active,
+def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale_squared, damping, active,
               chi2, tol, estimator):
     """The reference's geodesic acceleration for every row: ``(step, accepted)``, the step
     ``velocity + acceleration / 2`` where the acceleration is trusted (the step unchanged
     where it is too small to bend: the reference's ``_worth_bending``)."""
     velocity = np.clip(p + step, lower, upper) - p
     predicted = (np.einsum("kp,kpq,kq->k", velocity, h, velocity)
-                 + 2.0 * damping * np.sum(scale * velocity * velocity, axis=1))
+                 + 2.0 * damping * np.sum(scale_squared * velocity * velocity, axis=1))
     worth = predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2
     with np.errstate(all="ignore"):
         f_probe = _call(f, x, p + GEODESIC_PROBE * velocity)
@@ -184,11 +184,11 @@ def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale, dampin
         second = (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE
                                            + np.einsum("kpq,kq->kp", h, velocity))
     finite = np.all(np.isfinite(second), axis=1)
-    _, second = _damped_system(h, np.where(finite[:, None], second, 0.0), scale, damping,
+    _, second = _damped_system(h, np.where(finite[:, None], second, 0.0), scale_squared, damping,
                                active)
     acceleration, solved = _cholesky_solve(system, second)
-    trusted = (2.0 * np.sqrt(np.sum(scale * acceleration * acceleration, axis=1))
-               <= GEODESIC_MAX_RATIO * np.sqrt(np.sum(scale * velocity * velocity, axis=1)))
+    trusted = (2.0 * np.sqrt(np.sum(scale_squared * acceleration * acceleration, axis=1))
+               <= GEODESIC_MAX_RATIO * np.sqrt(np.sum(scale_squared * velocity * velocity, axis=1)))
     bent = np.where(worth[:, None], velocity + 0.5 * acceleration, step)
     return bent, ~worth | (finite & solved & trusted)
 
@@ -246,7 +246,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
     go, p, c, g, h, wj = go[keep], p[keep], c[keep], g[keep], h[keep], wj[keep]
     no_gradient = ~np.any((g != 0.0) & free, axis=1)
     status[go[no_gradient]] = CONVERGED_GTOL
-    scale = np.einsum("kii->ki", h).copy()
+    scale_squared = np.einsum("kii->ki", h).copy()
     damping = np.full(go.shape[0], BATCH_INITIAL_DAMPING)
     # State of every fit that started (index into go); the loop works on the running ones.
     state_p, state_c, state_g, state_h, state_wj = p, c, g, h, wj
@@ -263,7 +263,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         p, g, h = state_p[r], state_g[r], state_h[r]
         lo, hi = lower[go[r]], upper[go[r]]
         active = free & ~((p <= lo) & (g < 0.0)) & ~((p >= hi) & (g > 0.0))
-        system, rhs = _damped_system(h, g, scale[r], damping[r], active)
+        system, rhs = _damped_system(h, g, scale_squared[r], damping[r], active)
         step, ok = _cholesky_solve(system, rhs)
         failed = r[~ok]
         damping[failed] *= BATCH_DAMPING_UP
@@ -276,7 +276,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         if estimator != ESTIMATOR_MLE:
             step, bent = _geodesic(f, at(go[r])[0], y[go[r]], w[go[r]], p, lower[go[r]],
                                    upper[go[r]], step, g, h, state_wj[r], system[ok],
-                                   scale[r], damping[r], active[ok], state_c[r], tol,
+                                   scale_squared[r], damping[r], active[ok], state_c[r], tol,
                                    estimator)
             refused = r[~bent]
             damping[refused] *= BATCH_DAMPING_UP
@@ -286,7 +286,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
             r, p, g, h, step = r[bent], p[bent], g[bent], h[bent], step[bent]
             if r.size == 0:
                 continue
-        s = scale[r]
+        s = scale_squared[r]
         trial = np.clip(p + step, lower[go[r]], upper[go[r]])
         moved = trial - p
         small_step = (np.sum(s * moved * moved, axis=1)
@@ -303,7 +303,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         state_p[a], state_c[a], state_g[a], state_h[a] = (trial[accept], t_c[accept],
                                                           t_g[accept], t_h[accept])
         state_wj[a] = t_wj[accept]
-        scale[a] = np.maximum(scale[a], np.einsum("kii->ki", t_h[accept]))
+        scale_squared[a] = np.maximum(scale_squared[a], np.einsum("kii->ki", t_h[accept]))
         damping[a] = np.maximum(damping[a] * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
         code = trial_status_where(np.where, accept, small_reduction, small_step, t_c == 0.0)
         status[go[a]] = code[accept]

@@ -10,9 +10,9 @@ Jacobian is never stored, so the memory beyond the data is that of one chunk.
 
 The iteration is that of the batched solver (:mod:`autofit.original.batch`): Gpufit's
 damping (λ starts at 1e-3, /10 on an accepted step, ×10 on a rejected one) on Marquardt's
-scale (the running maximum of ``diag(H)``), a Cholesky solve of ``(H + λ diag(scale)) δ =
-g`` over the active parameters, bounds by projection with an active set. Its stopping
-tests take scipy's three tolerances:
+``scale_squared`` (the running maximum of ``diag(H)``), a Cholesky solve of
+``(H + λ diag(scale_squared)) δ = g`` over the active parameters, bounds by projection with
+an active set. Its stopping tests take scipy's three tolerances:
 
 - before each step: ``chi2 == 0`` (``CONVERGED_FTOL``); the largest cosine between the
   residual vector and an active Jacobian column, ``|g_j| / sqrt(H_jj chi2)``, at most
@@ -150,10 +150,11 @@ def robust_information(model, jacobian, jac_method, x, ydata, weights, p, lower,
     return information
 
 
-def _damped_system(h, g, scale, damping, active):
+def _damped_system(h, g, scale_squared, damping, active):
     # Held parameters get an identity row and column, so their step is exactly 0.
     system = np.where(np.outer(active, active), h, 0.0)
-    system[np.diag_indices_from(system)] = np.where(active, np.diag(h) + damping * scale, 1.0)
+    system[np.diag_indices_from(system)] = np.where(active,
+                                                    np.diag(h) + damping * scale_squared, 1.0)
     return system, np.where(active, g, 0.0)
 
 
@@ -182,7 +183,7 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
     nfev = cost
     if not np.isfinite(chi2):
         return p, chi2, NONFINITE, nfev, 0, h
-    scale = np.diag(h).copy()
+    scale_squared = np.diag(h).copy()
     damping = BATCH_INITIAL_DAMPING
     n_iter = 0
     status = RUNNING
@@ -201,16 +202,17 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         # points). χ², g and H stay those of the last pass (within ftol of the new point's).
         # Only a small step is taken unseen: along a direction χ² barely sees, a tiny
         # predicted reduction can come with a large step.
-        newton, factored = cholesky_solve(*_damped_system(h, g, scale, 0.0, active))
+        newton, factored = cholesky_solve(*_damped_system(h, g, scale_squared, 0.0, active))
         if (factored and newton @ g <= ftol * chi2
-                and np.sum(scale * newton * newton) <= UNSEEN_STEP ** 2 * np.sum(scale * p * p)):
+                and np.sum(scale_squared * newton * newton)
+                <= UNSEEN_STEP ** 2 * np.sum(scale_squared * p * p)):
             p = np.minimum(np.maximum(p + newton, lower), upper)
             status = CONVERGED_FTOL
             break
         if nfev >= max_nfev:
             status = MAX_NFEV
             break
-        system, rhs = _damped_system(h, g, scale, damping, active)
+        system, rhs = _damped_system(h, g, scale_squared, damping, active)
         step, ok = cholesky_solve(system, rhs)
         if not ok:
             damping *= BATCH_DAMPING_UP
@@ -219,13 +221,14 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
             continue
         trial = np.minimum(np.maximum(p + step, lower), upper)
         moved = trial - p
-        small_step = np.sum(scale * moved * moved) <= xtol * xtol * np.sum(scale * p * p)
+        small_step = (np.sum(scale_squared * moved * moved)
+                      <= xtol * xtol * np.sum(scale_squared * p * p))
         trial_chi2, trial_g, trial_h = evaluate(trial)
         nfev += cost
         n_iter += 1
         # MINPACK's predicted reduction of the quadratic model for the damped step, and the
         # actual change (either sign: a step at rounding level may raise chi2 by an ulp).
-        predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale * step * step)
+        predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale_squared * step * step)
         small_reduction = (abs(chi2 - trial_chi2) <= ftol * trial_chi2
                            and predicted <= ftol * trial_chi2)
         # (MINPACK also tests ftol on rejected steps: without it, a fit of 1e7 points
@@ -234,7 +237,7 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         status = trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
         if accepted:
             p, chi2, g, h = trial, trial_chi2, trial_g, trial_h
-            scale = np.maximum(scale, np.diag(h))
+            scale_squared = np.maximum(scale_squared, np.diag(h))
             damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
         else:
             damping *= BATCH_DAMPING_UP
