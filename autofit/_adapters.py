@@ -137,6 +137,11 @@ def check_runs(backend: str, prepared: Prepared, x: np.ndarray, p0: np.ndarray,
     return prepared
 
 
+def unused_jacobian(x, params):
+    """The Jacobian argument of ``lm_solve`` when ``jac_method`` does not call it."""
+    raise NotImplementedError("no analytic Jacobian was given")
+
+
 def first_line(exc: BaseException) -> str:
     """``"TypeName: the first line of the message"``."""
     text = str(exc).strip().splitlines()

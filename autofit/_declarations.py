@@ -333,13 +333,15 @@ Marquardt scaling, MINPACK's stopping tests with one tolerance, bounds by projec
 
 Parameters
 ----------
-model : the backend's form of the model
-    NumPy: ``model(x, params) -> (n_points,)``; numba: a point function
-    ``value(x, i, params) -> float`` (:mod:`autofit.numba.points`); jax: a traceable
-    ``model(x, params)``.
-jacobian : the backend's form of the analytic Jacobian, used when ``jac_method`` is
-    ``JAC_ANALYTIC``: NumPy/jax ``jacobian(x, params) -> (n_points, n_params)``; numba a
-    point function ``gradient(x, i, params, jac, col) -> float``.
+model : callable ``model(x, params) -> (n_points,)``
+    The same form on every backend: a built-in model's kernel (``model_<name>`` of the
+    backend's module), or the caller's own (jax: traceable; numba: compiled with
+    ``numba.njit``, run by its engine for array models). numba runs a built-in model's
+    kernels as their point functions (:mod:`autofit.numba.points`), and also takes point
+    functions ``value(x, i, params) -> float`` directly.
+jacobian : callable ``jacobian(x, params) -> (n_points, n_params)``
+    Used when ``jac_method`` is ``JAC_ANALYTIC`` (numba: or a point function
+    ``gradient(x, i, params, jac, col) -> float`` beside a point-function model).
 jac_method : int
     ``JAC_ANALYTIC``, ``JAC_FORWARD`` or (jax) ``JAC_AUTODIFF``.
 x : (1 or n_fits, n_variables, n_points) float64
@@ -387,13 +389,14 @@ bounds with scipy's ftol/xtol/gtol stopping tests, and its robust losses) is def
 
 Parameters
 ----------
-model : the backend's form of the model
-    NumPy/jax: ``model(x, params) -> (n_points,)`` (jax: traceable), called on chunks of
-    the points; numba: a point function ``value(x, i, params) -> float``
-    (:mod:`autofit.numba.points`).
-jacobian : the backend's form of the analytic Jacobian, used when ``jac_method`` is
-    ``JAC_ANALYTIC``: NumPy/jax ``jacobian(x, params) -> (n_points, n_params)``; numba a
-    point function ``gradient(x, i, params, jac, col) -> float``.
+model : callable ``model(x, params) -> (n_points,)``
+    The same form on every backend, called on chunks of the points (jax: traceable). numba
+    fuses the model into its pass point by point: it runs a built-in model's kernels as
+    their point functions (:mod:`autofit.numba.points`) and takes point functions
+    ``value(x, i, params) -> float`` directly; another array model raises TypeError there.
+jacobian : callable ``jacobian(x, params) -> (n_points, n_params)``
+    Used when ``jac_method`` is ``JAC_ANALYTIC`` (numba: or a point function
+    ``gradient(x, i, params, jac, col) -> float`` beside a point-function model).
 jac_method : int
     ``JAC_ANALYTIC``, ``JAC_FORWARD``, ``JAC_CENTRAL`` or (jax) ``JAC_AUTODIFF``.
 x : (n_variables, n_points) float64

@@ -527,3 +527,40 @@ def test_ten_parameters_agree_with_reference_on_numba(form, estimator):
         # Forward differences a few ulps apart (numpy's and numba's model): the same minimum.
         assert_same_fits(res, ref, rtol=1e-6)
         np.testing.assert_allclose(res.errors, ref.errors, rtol=1e-4)
+
+
+def test_numba_lm_batch_and_lm_fused_take_models_as_every_backend_does():
+    """numba's kernels take ``model(x, params)`` as the others do: a built-in model's
+    kernels run as its point functions (the same result as passing those), another
+    compiled array model on the engine for array models (the reference's result);
+    lm_fused, which runs point functions only, says so for an array model."""
+    numba = pytest.importorskip("numba")
+    import autofit.numba as kernels
+    import autofit.original as reference
+    from autofit._codes import ESTIMATOR_LSE, JAC_ANALYTIC, JAC_FORWARD
+    from autofit.numba.points import POINT_FUNCTIONS
+
+    x = np.linspace(-3, 3, 40)
+    rng = np.random.default_rng(3)
+    truth = np.array([[2.0, 0.1, 1.0, 0.3], [1.5, -0.4, 0.7, 0.2]])
+    y = np.stack([reference.model_gaussian(x, p) for p in truth])
+    y += 0.01 * rng.normal(size=y.shape)
+    common = (x[None, None, :], y, np.ones((1, 40)), truth * 1.1, np.full((1, 4), -np.inf),
+              np.full((1, 4), np.inf), np.ones(4, dtype=bool), ESTIMATOR_LSE, 1e-10, 100)
+    built_in = kernels.lm_batch(kernels.model_gaussian, kernels.jacobian_gaussian,
+                                JAC_ANALYTIC, *common)
+    points = kernels.lm_batch(*POINT_FUNCTIONS["gaussian"], JAC_ANALYTIC, *common)
+    for a, b in zip(built_in, points):
+        np.testing.assert_array_equal(a, b)
+
+    @numba.njit
+    def own(x, p):
+        return p[0] * np.exp(-0.5 * ((x - p[1]) / p[2]) ** 2) + p[3]
+
+    arrays = kernels.lm_batch(own, None, JAC_FORWARD, *common)
+    expected = reference.lm_batch(reference.model_gaussian, None, JAC_FORWARD, *common)
+    np.testing.assert_allclose(arrays[0], expected[0], rtol=1e-7)
+    assert list(arrays[3]) == list(expected[3])
+    with pytest.raises(TypeError, match="lm_fused runs a built-in model's kernels"):
+        kernels.lm_fused(own, None, JAC_FORWARD, x[None, :], y[0], np.ones(1), truth[0],
+                         np.full(4, -np.inf), np.full(4, np.inf), 1e-10, 1e-10, 1e-10, 100)

@@ -19,7 +19,15 @@ import types
 
 import numpy as np
 
-from autofit._adapters import BatchEngine, Prepared, cached, check_runs, first_line, prepare
+from autofit._adapters import (
+    BatchEngine,
+    Prepared,
+    cached,
+    check_runs,
+    first_line,
+    prepare,
+    unused_jacobian,
+)
 from autofit._codes import JAC_ANALYTIC, JAC_AUTODIFF
 from autofit._dispatch import BackendCannotRun
 
@@ -154,13 +162,9 @@ def array_model(f, n_params: int):
     return model
 
 
-def _no_jacobian(x, params):
-    raise NotImplementedError("no analytic Jacobian was given")
-
-
 def no_jacobian():
     """A placeholder for ``lm_solve``'s unused Jacobian argument."""
-    return _no_jacobian
+    return unused_jacobian
 
 
 def check_compiles(prepared, x, p0) -> None:

@@ -43,7 +43,7 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
 )
-from autofit.numba.first_class import JACOBIAN_TYPES, MODEL_TYPES, is_converged
+from autofit.numba.first_class import JACOBIAN_TYPES, MODEL_TYPES, first_class, is_converged
 from autofit.numba.jacobians import jacobian_forward
 from autofit.numba.lm import _cholesky_solve
 
@@ -381,12 +381,16 @@ def _driver(n_variables: int):
 
 def lm_batch_arrays(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, free,
                     estimator, tol, max_iter):
-    """``lm_batch`` (see its declaration) for a model compiled for arrays by
-    :func:`autofit.numba.host.prepare`; x is ``(n_x, n_variables, n_points)``."""
+    """``lm_batch`` (see its declaration) for a model compiled for arrays: by
+    :func:`autofit.numba.host.prepare`, or any ``numba.njit`` function ``model(x, params)``
+    (with ``jacobian`` one too, or None); x is ``(n_x, n_variables, n_points)``."""
     n_variables = x.shape[1]
     c = np.ascontiguousarray
     if n_variables == 1:
         x = x[:, 0, :]
+    x_ndim = 1 if n_variables == 1 else 2
+    model = first_class(model, "model", x_ndim)
+    jacobian = first_class(jacobian, "jacobian", x_ndim)
     return _driver(n_variables)(
         model, jacobian, int(jac_method), c(x, dtype=np.float64), c(ydata, dtype=np.float64),
         c(weights, dtype=np.float64), c(p0, dtype=np.float64), c(lower, dtype=np.float64),

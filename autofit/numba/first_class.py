@@ -51,3 +51,35 @@ class CompiledFunction:
 
     def __call__(self, x, params):
         return self.dispatcher(x, params)
+
+
+def _no_jacobian(x, params):
+    return np.zeros((x.shape[-1], params.shape[0]))
+
+
+_NO_JACOBIAN: dict[int, CompiledFunction] = {}
+
+
+def placeholder_jacobian(x_ndim: int) -> CompiledFunction:
+    """A Jacobian of zeros, for the drivers' Jacobian argument when finite differences are
+    used (the driver never calls it then)."""
+    if x_ndim not in _NO_JACOBIAN:
+        _NO_JACOBIAN[x_ndim] = CompiledFunction(
+            njit(JACOBIAN_TYPES[x_ndim].signature, cache=True)(_no_jacobian),
+            JACOBIAN_TYPES[x_ndim])
+    return _NO_JACOBIAN[x_ndim]
+
+
+def first_class(function, kind: str, x_ndim: int) -> CompiledFunction:
+    """``function`` (a numba-compiled ``model(x, params)``, or Jacobian for ``kind``
+    "jacobian"; None for no Jacobian) as the first-class value the drivers take."""
+    if isinstance(function, CompiledFunction):
+        return function
+    if function is None and kind == "jacobian":
+        return placeholder_jacobian(x_ndim)
+    function_type = (MODEL_TYPES if kind == "model" else JACOBIAN_TYPES)[x_ndim]
+    if not hasattr(function, "compile"):
+        raise TypeError(f"numba's engine for array models takes a numba-compiled {kind} "
+                        f"(numba.njit), got {function!r}")
+    function.compile(function_type.signature)
+    return CompiledFunction(function, function_type)

@@ -63,7 +63,7 @@ from autofit._rules import (
     fused_estimator,
 )
 from autofit.numba import linalg
-from autofit.numba.models import point_functions
+from autofit.numba.models import required_point_functions
 from autofit.numba.passes import (
     _REDUCE_FASTMATH,
     FASTMATH,
@@ -520,12 +520,7 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
              gtol, max_nfev, estimator=ESTIMATOR_LSE):
     require_jac_method("lm_fused", "numba", jac_method)
     estimator = fused_estimator(estimator)
-    functions = point_functions(model, jacobian if jac_method == JAC_ANALYTIC else None)
-    if functions is None:
-        raise TypeError("numba's lm_fused runs a built-in model's kernels "
-                        "(autofit.numba.model_<name>) or point functions "
-                        "(autofit.numba.points); a model compiled for whole arrays runs on "
-                        "lm_solve or lm_batch, or on another backend's lm_fused")
+    functions = required_point_functions(model, jacobian, jac_method, "lm_fused")
     solve = solver(*functions, jac_method, p0.shape[0], estimator)
     ftol = max(float(ftol), chi2_rounding(ydata.shape[0]))
     params, chi2, status, nfev, n_iter, information = solve(

@@ -21,7 +21,7 @@ from autofit._codes import JAC_ANALYTIC
 from autofit._declarations import require_jac_method
 from autofit.numba.fit_one import build_fit_one
 from autofit.numba.kernel import _no_gradient
-from autofit.numba.models import point_functions
+from autofit.numba.models import required_point_functions
 from autofit.numba.passes import with_literals_of
 
 THREADS_PER_BLOCK = 128
@@ -89,13 +89,7 @@ def lm_batch_device(model, jacobian, jac_method, x, ydata, weights, p0, lower, u
     ``__cuda_array_interface__``, e.g. CuPy or JAX); returns device arrays
     ``(params, chi2, n_iter, status, covariance)`` (``out`` reuses them)."""
     require_jac_method("lm_batch", "numba", jac_method)
-    functions = point_functions(model, jacobian if jac_method == JAC_ANALYTIC else None)
-    if functions is None:
-        raise TypeError("numba's CUDA engine runs a built-in model's kernels "
-                        "(autofit.numba.model_<name>) or point functions "
-                        "(autofit.numba.points); a model compiled for whole arrays runs on "
-                        "the CPU engine")
-    value, gradient = functions
+    value, gradient = required_point_functions(model, jacobian, jac_method, "CUDA engine")
     n_fits, n_params = p0.shape
     dtype = np.dtype(p0.dtype)
     kernel = kernel_for(value, gradient if jac_method == JAC_ANALYTIC else _no_gradient,

@@ -45,6 +45,7 @@ from autofit.numba.first_class import (
     MODEL_TYPES,
     CompiledFunction,
     is_converged,
+    placeholder_jacobian,
 )
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
 from autofit.numba.lm import as_weight_columns, lm_solve_2d
@@ -213,21 +214,6 @@ def _compile_wrapper(f, n_params: int, x_ndim: int, returns: str):
                                ) from exc
 
 
-def _no_jacobian(x, params):
-    return np.zeros((x.shape[-1], params.shape[0]))
-
-
-_NO_JACOBIAN: dict[int, object] = {}
-
-
-def _placeholder_jacobian(x_ndim: int):
-    if x_ndim not in _NO_JACOBIAN:
-        _NO_JACOBIAN[x_ndim] = CompiledFunction(
-            njit(JACOBIAN_TYPES[x_ndim].signature, cache=True)(_no_jacobian),
-            JACOBIAN_TYPES[x_ndim])
-    return _NO_JACOBIAN[x_ndim]
-
-
 # f -> {(n_params, x_ndim, kind): compiled wrapper or the exception that stopped it}
 _wrappers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _strong_wrappers: dict = {}  # for callables that cannot be weakly referenced
@@ -262,7 +248,7 @@ def compile_model(f, n_params: int, x_ndim: int, weights_ndim: int = 1) -> None:
     run by the dispatcher's quick start on a background thread. One driver serves both
     ``weights_ndim`` (see :func:`autofit.numba.lm.as_weight_columns`)."""
     _solver(x_ndim)
-    _placeholder_jacobian(x_ndim)
+    placeholder_jacobian(x_ndim)
     _wrapper(f, n_params, x_ndim, "model")
 
 
@@ -313,7 +299,7 @@ def prepare(f, jac, n_params: int, x_ndim: int):
     model = _wrapper(f, n_params, x_ndim, "model")
     if callable(jac):
         return model, _wrapper(jac, n_params, x_ndim, "jacobian")
-    return model, _placeholder_jacobian(x_ndim)
+    return model, placeholder_jacobian(x_ndim)
 
 
 def _name(f) -> str:

@@ -18,6 +18,7 @@ affected).
 import numpy as np
 from numba import njit
 
+from autofit._codes import JAC_ANALYTIC
 from autofit._declarations import implements
 from autofit.numba import points
 
@@ -486,3 +487,15 @@ def point_functions(model, jacobian):
     if code is not None and code.co_argcount == 2:
         return None  # model(x, params): an array model
     return model, jacobian
+
+
+def required_point_functions(model, jacobian, jac_method, engine: str):
+    """:func:`point_functions` for an engine that runs point functions only (``engine``
+    names it in the error): TypeError for a model compiled for whole arrays."""
+    functions = point_functions(model, jacobian if jac_method == JAC_ANALYTIC else None)
+    if functions is None:
+        raise TypeError(f"numba's {engine} runs a built-in model's kernels "
+                        "(autofit.numba.model_<name>) or point functions "
+                        "(autofit.numba.points); a model compiled for whole arrays runs on "
+                        "numba's lm_solve or lm_batch, or on another backend")
+    return functions

@@ -27,7 +27,7 @@ import platform
 import numpy as np
 
 from autofit import _codes
-from autofit._adapters import BatchEngine, prepare
+from autofit._adapters import BatchEngine, prepare, unused_jacobian
 from autofit.models import Model
 from autofit.original.batch import lm_batch
 from autofit.original.batch_broadcast import broadcasts, lm_batch_broadcast
@@ -67,13 +67,9 @@ def array_model(f, n_params: int):
     return model
 
 
-def _no_jacobian(x, params):
-    raise NotImplementedError("no analytic Jacobian was given")
-
-
 def no_jacobian():
     """A placeholder for ``lm_solve``'s unused Jacobian argument."""
-    return _no_jacobian
+    return unused_jacobian
 
 
 def check_compiles(prepared, x, p0) -> None:
