@@ -146,7 +146,3 @@ def first_line(exc: BaseException) -> str:
     """``"TypeName: the first line of the message"``."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
-def _name(f) -> str:
-    return getattr(f, "__qualname__", None) or repr(f)

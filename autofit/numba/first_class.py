@@ -53,7 +53,10 @@ class CompiledFunction:
         return self.dispatcher(x, params)
 
 
-def _no_jacobian(x, params):
+@njit(cache=True)
+def zero_jacobian(x, params):
+    """A Jacobian of zeros: the Jacobian argument of a solver that uses finite differences
+    (it never calls it then)."""
     return np.zeros((x.shape[-1], params.shape[0]))
 
 
@@ -61,12 +64,9 @@ _NO_JACOBIAN: dict[int, CompiledFunction] = {}
 
 
 def placeholder_jacobian(x_ndim: int) -> CompiledFunction:
-    """A Jacobian of zeros, for the drivers' Jacobian argument when finite differences are
-    used (the driver never calls it then)."""
+    """:func:`zero_jacobian` as the first-class value the drivers take."""
     if x_ndim not in _NO_JACOBIAN:
-        _NO_JACOBIAN[x_ndim] = CompiledFunction(
-            njit(JACOBIAN_TYPES[x_ndim].signature, cache=True)(_no_jacobian),
-            JACOBIAN_TYPES[x_ndim])
+        _NO_JACOBIAN[x_ndim] = first_class(zero_jacobian, "jacobian", x_ndim)
     return _NO_JACOBIAN[x_ndim]
 
 

@@ -46,6 +46,7 @@ from autofit.numba.first_class import (
     CompiledFunction,
     is_converged,
     placeholder_jacobian,
+    zero_jacobian,
 )
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
 from autofit.numba.lm import as_weight_columns, lm_solve_2d
@@ -128,8 +129,13 @@ def solve(model, jacobian, jac_method, polish_method, covariance_method, x, ydat
         upper, float(ftol), float(xtol), float(gtol), int(max_nfev))
 
 
-def _wrapper_source(n_params: int, returns: str) -> str:
+def _wrapper_source(n_params: int, returns: str, catch: bool = True) -> str:
+    """``call_<returns>_<n_params>(x, params)``: ``user(x, params[0], params[1], ...)`` as a
+    float64 array (numba cannot call ``f(x, *params)`` with an array)."""
     arguments = ", ".join(f"params[{i}]" for i in range(n_params))
+    call = f"np.asarray(user(x, {arguments}), dtype=np.float64)"
+    if not catch:
+        return f"def call_{returns}_{n_params}(x, params):\n    return {call}\n"
     shape = "x.shape[-1]" if returns == "model" else f"(x.shape[-1], {n_params})"
     # The declared result is a C-contiguous float64 array: a function returning anything
     # else does not compile, and numba cannot run it (the NumPy engine does). An exception
@@ -138,7 +144,7 @@ def _wrapper_source(n_params: int, returns: str) -> str:
     # the user's exception is raised as it is.
     return (f"def call_{returns}_{n_params}(x, params):\n"
             f"    try:\n"
-            f"        return np.asarray(user(x, {arguments}), dtype=np.float64)\n"
+            f"        return {call}\n"
             f"    except Exception:\n"
             f"        return np.full({shape}, np.nan)\n")
 
@@ -350,22 +356,15 @@ def array_model(f, n_params: int):
         user = f if isinstance(f, CPUDispatcher) else njit(f)
     except Exception as exc:  # numba refuses some callables outright (builtins, classes)
         raise BackendCannotRun(f"numba cannot compile {_name(f)}: {exc}") from exc
-    arguments = ", ".join(f"params[{i}]" for i in range(n_params))
-    source = (f"def call_{n_params}(x, params):\n"
-              f"    return np.asarray(user(x, {arguments}), dtype=np.float64)\n")
     namespace = {"np": np, "user": user}
-    exec(source, namespace)  # noqa: S102 - generated from an integer only
-    return njit(namespace[f"call_{n_params}"])
-
-
-@njit(cache=True)
-def _zero_jacobian(x, params):
-    return np.zeros((x.shape[-1], params.shape[0]))
+    # An exception raised in the user's code propagates here (no first-class call).
+    exec(_wrapper_source(n_params, "model", catch=False), namespace)  # noqa: S102
+    return njit(namespace[f"call_model_{n_params}"])
 
 
 def no_jacobian():
     """A placeholder of the right kind for ``lm_solve``'s unused Jacobian argument."""
-    return _zero_jacobian
+    return zero_jacobian
 
 
 def check_compiles(prepared, x, p0) -> None:
@@ -391,8 +390,9 @@ def fused_model(f, jac, prepared, n_params: int, n_variables: int):
     function, not a point function)."""
     if callable(jac):
         return None
-    if isinstance(f, Model):
-        return (*POINT_FUNCTIONS[f.name], prepared.jac_method, prepared.polish_method)
+    if isinstance(f, Model):  # lm_fused runs a built-in model's kernels as point functions
+        return (prepared.model, prepared.jacobian, prepared.jac_method,
+                prepared.polish_method)
     from autofit.numba.user_points import user_point_function
 
     return (user_point_function(f, n_params, n_variables), None, prepared.jac_method,
