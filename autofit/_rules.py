@@ -11,6 +11,9 @@ import math
 import numpy as np
 
 from autofit._codes import (
+    BATCH_DAMPING_DOWN,
+    BATCH_DAMPING_UP,
+    BATCH_MIN_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_FTOL_XTOL,
     CONVERGED_XTOL,
@@ -22,6 +25,8 @@ from autofit._codes import (
     ESTIMATOR_SOFT_L1,
     JAC_CENTRAL,
     JAC_FORWARD,
+    MACHINE_PRECISION,
+    MAX_DAMPING,
     RUNNING,
 )
 
@@ -55,36 +60,141 @@ def relative_step_where(xp, params, relative):
     return xp.where(h == 0.0, relative, h)
 
 
-def trial_status(accepted, small_reduction, small_step, zero_chi2):
-    """The status after a trial step: RUNNING, or why the fit has converged.
+# ---------------------------------------------------------------- one LM iteration
+# Every batched and fused Levenberg-Marquardt loop (lm_batch and lm_fused, on every engine)
+# takes its step by these rules; the engines differ only in how a pass over the points
+# forms χ², g (= -½ ∂χ²/∂p) and H, and in what they test before a step (lm_fused's gtol and
+# unseen Newton step, lm_batch's iteration budget and geodesic acceleration). The scalar
+# forms loop over the parameters (numba compiles them, for the CPU and CUDA alike); the
+# ``_where`` forms take ``xp`` (``numpy`` or ``jax.numpy``) and arrays with the parameters
+# on the last axis, so that one call serves one fit or a whole batch of them.
 
-    The step is accepted when χ² did not rise (``accepted``); ``small_reduction``: the actual
-    and the predicted reductions of χ² both within ftol of it; ``small_step``: the step
-    within xtol of the parameters (both scaled); ``zero_chi2``: the trial's χ² is 0.
+
+def is_active(p, g, lower, upper, free):
+    """Whether a parameter moves in this step: free, and not at a bound that its descent
+    direction ``g`` pushes against (such a parameter is held for the step, so that it does
+    not distort the others' step)."""
+    return free and not ((p <= lower and g < 0.0) or (p >= upper and g > 0.0))
+
+
+def active_where(p, g, lower, upper, free):
+    """:func:`is_active` on arrays."""
+    return free & ~((p <= lower) & (g < 0.0)) & ~((p >= upper) & (g > 0.0))
+
+
+def predicted_reduction(h, step, scale_squared, damping):
+    """MINPACK's predicted reduction of χ² for the damped step δ:
+    ``δᵀHδ + 2 λ Σ scale_squared δ²`` (the reduction of the quadratic model, which the
+    ftol test compares with χ²)."""
+    predicted = 0.0
+    damped = 0.0
+    for a in range(step.shape[0]):
+        row = 0.0
+        for b in range(step.shape[0]):
+            row += h[a, b] * step[b]
+        predicted += step[a] * row
+        damped += scale_squared[a] * step[a] * step[a]
+    return predicted + 2.0 * damping * damped
+
+
+def predicted_reduction_where(xp, h, step, scale_squared, damping):
+    """:func:`predicted_reduction` on arrays (``h`` ``(..., n, n)``, the others ``(..., n)``,
+    ``damping`` ``(...)``)."""
+    return (xp.sum(step * xp.sum(h * step[..., None, :], axis=-1), axis=-1)
+            + 2.0 * damping * xp.sum(scale_squared * step * step, axis=-1))
+
+
+def clip_step(p, step, lower, upper, scale_squared, xtol, trial):
+    """Write the trial point ``clip(p + step, lower, upper)`` into ``trial``; return whether
+    the step it takes is small: its scaled size within ``xtol`` of the scaled parameters
+    (MINPACK's xtol test, with ``scale_squared`` the running maximum of ``diag(H)``)."""
+    moved2 = 0.0
+    size2 = 0.0
+    for a in range(p.shape[0]):
+        trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
+        moved = trial[a] - p[a]
+        moved2 += scale_squared[a] * moved * moved
+        size2 += scale_squared[a] * p[a] * p[a]
+    return moved2 <= xtol * xtol * size2
+
+
+def clip_step_where(xp, p, step, lower, upper, scale_squared, xtol):
+    """:func:`clip_step` on arrays: ``(trial, small_step)``."""
+    trial = xp.minimum(xp.maximum(p + step, lower), upper)
+    moved = trial - p
+    return trial, (xp.sum(scale_squared * moved * moved, axis=-1)
+                   <= xtol * xtol * xp.sum(scale_squared * p * p, axis=-1))
+
+
+def judge_trial(chi2, trial_chi2, predicted, small_step, ftol, damping):
+    """The acceptance rule: ``(accepted, status, damping)`` after a trial step.
+
+    The step is accepted when χ² did not rise; the damping λ then shrinks tenfold (to no
+    less than ``BATCH_MIN_DAMPING``), else it grows tenfold (Gpufit's schedule).
+    ``small_step``: the step within xtol of the parameters (:func:`clip_step`). The
+    reduction is small (MINPACK's ftol test) when the actual and the ``predicted``
+    reductions are both within ``ftol`` of the trial's χ²; a trial whose χ² is not finite
+    never is (it is a step too far, not a tie). The status is then ``CONVERGED_FTOL_XTOL``
+    for both tests, ``CONVERGED_FTOL`` for an accepted step to χ² = 0, ``CONVERGED_XTOL``
+    or ``CONVERGED_FTOL`` for either test, ``MACHINE_PRECISION`` for a rejected step that
+    leaves λ beyond ``MAX_DAMPING``, else ``RUNNING``.
 
     A rejected step ends the fit as an accepted one would: whether a step at rounding level
     is accepted is decided by rounding (χ² may rise by an ulp), so the status must not be.
     Without this a fit whose last steps tie would go on raising λ until a small step, on one
     engine and not on another.
     """
+    small_reduction = (trial_chi2 < math.inf and abs(chi2 - trial_chi2) <= ftol * trial_chi2
+                       and predicted <= ftol * trial_chi2)
+    accepted = trial_chi2 <= chi2
     if small_reduction and small_step:
-        return CONVERGED_FTOL_XTOL
-    if accepted and zero_chi2:
-        return CONVERGED_FTOL
-    if small_step:
-        return CONVERGED_XTOL
-    if small_reduction:
-        return CONVERGED_FTOL
-    return RUNNING
+        status = CONVERGED_FTOL_XTOL
+    elif accepted and trial_chi2 == 0.0:
+        status = CONVERGED_FTOL
+    elif small_step:
+        status = CONVERGED_XTOL
+    elif small_reduction:
+        status = CONVERGED_FTOL
+    else:
+        status = RUNNING
+    if accepted:
+        return True, status, max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
+    damping = damping * BATCH_DAMPING_UP
+    if status == RUNNING and damping > MAX_DAMPING:
+        status = MACHINE_PRECISION
+    return False, status, damping
 
 
-def trial_status_where(where, accepted, small_reduction, small_step, zero_chi2):
-    """:func:`trial_status` on arrays of fits (boolean arrays), with ``where`` =
-    ``numpy.where`` or ``jax.numpy.where``."""
-    return where(small_reduction & small_step, CONVERGED_FTOL_XTOL,
-                 where(accepted & zero_chi2, CONVERGED_FTOL,
-                       where(small_step, CONVERGED_XTOL,
-                             where(small_reduction, CONVERGED_FTOL, RUNNING))))
+def judge_trial_where(xp, chi2, trial_chi2, predicted, small_step, ftol, damping):
+    """:func:`judge_trial` on arrays of fits."""
+    small_reduction = ((trial_chi2 < math.inf) & (xp.abs(chi2 - trial_chi2) <= ftol * trial_chi2)
+                       & (predicted <= ftol * trial_chi2))
+    accepted = trial_chi2 <= chi2
+    status = xp.where(small_reduction & small_step, CONVERGED_FTOL_XTOL,
+                      xp.where(accepted & (trial_chi2 == 0.0), CONVERGED_FTOL,
+                               xp.where(small_step, CONVERGED_XTOL,
+                                        xp.where(small_reduction, CONVERGED_FTOL, RUNNING))))
+    raised = damping * BATCH_DAMPING_UP
+    status = xp.where(~accepted & (status == RUNNING) & (raised > MAX_DAMPING),
+                      MACHINE_PRECISION, status)
+    damping = xp.where(accepted, xp.maximum(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING),
+                       raised)
+    return accepted, status, damping
+
+
+def step_not_tried(damping, spent_status):
+    """``(damping, status)`` after a step that could not be tried (the damped system did not
+    factorise: ``spent_status`` SINGULAR; its geodesic acceleration was refused:
+    MACHINE_PRECISION): λ grows tenfold, and the fit ends with ``spent_status`` once λ is
+    beyond ``MAX_DAMPING``."""
+    damping = damping * BATCH_DAMPING_UP
+    return damping, (spent_status if damping > MAX_DAMPING else RUNNING)
+
+
+def step_not_tried_where(xp, damping, spent_status):
+    """:func:`step_not_tried` on arrays of fits."""
+    damping = damping * BATCH_DAMPING_UP
+    return damping, xp.where(damping > MAX_DAMPING, spent_status, RUNNING)
 
 
 # Below this z the series of rho(z) / z is exact in float64 (its next term is < eps).

@@ -1,45 +1,126 @@
 """The iteration's shared decisions (``autofit._rules``): the scalar form that the reference
 and numba compile and the ``where`` form of the vectorised engines agree on every case."""
 
-import itertools
 
 import numpy as np
 import pytest
 
 from autofit import _codes, _rules
 
-CASES = list(itertools.product([False, True], repeat=4))
+FTOL = 1e-8
+# (chi2, trial_chi2, predicted): accepted or not, reductions small or not, χ² reaching 0,
+# a trial whose χ² is not finite, a tie.
+CHI2_CASES = [(10.0, 5.0, 5.0), (10.0, 10.0 - 1e-9, 1e-9), (10.0, 10.0 + 1e-9, 1e-9),
+              (10.0, 10.0 - 1e-9, 1.0), (10.0, 20.0, 1.0), (1.0, 0.0, 1.0), (0.0, 0.0, 0.0),
+              (10.0, np.inf, 1.0), (10.0, np.nan, 1.0), (10.0, 10.0, 0.0)]
+DAMPINGS = [1e-3, 1e-12, 0.5e32, 2e32]
+CASES = [(*c, small_step, damping) for c in CHI2_CASES for small_step in (False, True)
+         for damping in DAMPINGS]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "".join("FT"[v] for v in c))
-def test_trial_status_forms_agree(case):
-    scalar = _rules.trial_status(*case)
-    vector = _rules.trial_status_where(np.where, *(np.array([v]) for v in case))
-    assert vector.tolist() == [scalar]
+def _columns(xp, cases):
+    chi2, trial, predicted, small_step, damping = zip(*cases, strict=True)
+    return (xp.asarray(chi2), xp.asarray(trial), xp.asarray(predicted),
+            xp.asarray(small_step), FTOL, xp.asarray(damping))
 
 
-def test_trial_status_where_on_jax():
-    jnp = pytest.importorskip("jax.numpy")
-    columns = [jnp.array([case[k] for case in CASES]) for k in range(4)]
-    expected = [_rules.trial_status(*case) for case in CASES]
-    assert np.asarray(_rules.trial_status_where(jnp.where, *columns)).tolist() == expected
+def _scalar(case):
+    chi2, trial, predicted, small_step, damping = case
+    return _rules.judge_trial(chi2, trial, predicted, small_step, FTOL, damping)
 
 
-def test_trial_status_ends_a_rejected_step_as_an_accepted_one():
-    # A step at rounding level may raise χ² by an ulp: accepted or not, the same status.
-    for small_reduction, small_step in itertools.product([False, True], repeat=2):
-        assert (_rules.trial_status(False, small_reduction, small_step, False)
-                == _rules.trial_status(True, small_reduction, small_step, False))
-    assert _rules.trial_status(True, False, False, True) == _codes.CONVERGED_FTOL
-    assert _rules.trial_status(False, False, False, False) == _codes.RUNNING
-    assert _rules.trial_status(False, True, False, False) == _codes.CONVERGED_FTOL
+def test_judge_trial_forms_agree_on_numpy():
+    expected = [_scalar(case) for case in CASES]
+    with np.errstate(invalid="ignore"):
+        accepted, status, damping = _rules.judge_trial_where(np, *_columns(np, CASES))
+    assert accepted.tolist() == [e[0] for e in expected]
+    assert status.tolist() == [e[1] for e in expected]
+    assert damping.tolist() == [e[2] for e in expected]
 
 
-def test_numba_compiles_the_scalar_rule():
+def test_judge_trial_where_on_jax():
+    jax = pytest.importorskip("jax")
+    expected = [_scalar(case) for case in CASES]
+    with jax.enable_x64(True):
+        import jax.numpy as jnp
+
+        accepted, status, damping = _rules.judge_trial_where(jnp, *_columns(jnp, CASES))
+        assert np.asarray(accepted).tolist() == [e[0] for e in expected]
+        assert np.asarray(status).tolist() == [e[1] for e in expected]
+        assert np.asarray(damping).tolist() == [e[2] for e in expected]
+
+
+def test_numba_compiles_the_scalar_rules():
     numba = pytest.importorskip("numba")
-    compiled = numba.njit(_rules.trial_status)
+    judge = numba.njit(_rules.judge_trial)
     for case in CASES:
-        assert compiled(*case) == _rules.trial_status(*case)
+        chi2, trial, predicted, small_step, damping = case
+        assert judge(chi2, trial, predicted, small_step, FTOL, damping) == _scalar(case)
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(4, 4))
+    h = h @ h.T
+    step, scale_squared = rng.normal(size=4), rng.uniform(1.0, 2.0, size=4)
+    assert numba.njit(_rules.predicted_reduction)(h, step, scale_squared, 0.1) == pytest.approx(
+        _rules.predicted_reduction(h, step, scale_squared, 0.1), rel=1e-15)
+    p, lower, upper = rng.normal(size=4), np.full(4, -0.5), np.full(4, 0.5)
+    trial = np.empty(4)
+    for xtol in (1e-8, 10.0):
+        small = numba.njit(_rules.clip_step)(p, step, lower, upper, scale_squared, xtol, trial)
+        expected_trial, expected_small = _rules.clip_step_where(np, p, step, lower, upper,
+                                                                scale_squared, xtol)
+        assert small == expected_small and trial.tolist() == expected_trial.tolist()
+
+
+def test_judge_trial_ends_a_rejected_step_as_an_accepted_one():
+    # A step at rounding level may raise χ² by an ulp: accepted or not, the same status.
+    for small_step in (False, True):
+        down = _rules.judge_trial(10.0, 10.0 - 1e-9, 1e-9, small_step, FTOL, 1e-3)
+        up = _rules.judge_trial(10.0, 10.0 + 1e-9, 1e-9, small_step, FTOL, 1e-3)
+        assert down[0] and not up[0] and down[1] == up[1] != _codes.RUNNING
+    assert _rules.judge_trial(1.0, 0.0, 1.0, False, FTOL, 1e-3)[1] == _codes.CONVERGED_FTOL
+    assert _rules.judge_trial(10.0, 5.0, 5.0, False, FTOL, 1e-3) == (
+        True, _codes.RUNNING, 1e-3 * _codes.BATCH_DAMPING_DOWN)
+    assert _rules.judge_trial(10.0, 20.0, 1.0, False, FTOL, 1e-3) == (
+        False, _codes.RUNNING, 1e-3 * _codes.BATCH_DAMPING_UP)
+    # λ spent on a rejected step: the fit ends at machine precision.
+    assert _rules.judge_trial(10.0, 20.0, 1.0, False, FTOL, 2e32)[1] == _codes.MACHINE_PRECISION
+
+
+def test_a_trial_to_a_non_finite_chi2_is_rejected_not_converged():
+    # abs(chi2 - inf) <= ftol * inf would read as a small reduction.
+    for trial in (np.inf, np.nan):
+        assert _rules.judge_trial(10.0, trial, 1.0, False, FTOL, 1e-3)[:2] == (
+            False, _codes.RUNNING)
+
+
+def test_step_not_tried_raises_the_damping_until_spent():
+    assert _rules.step_not_tried(1e-3, _codes.SINGULAR) == (1e-2, _codes.RUNNING)
+    assert _rules.step_not_tried(2e31, _codes.SINGULAR) == (2e31 * 10.0, _codes.SINGULAR)
+    damping, status = _rules.step_not_tried_where(np, np.array([1e-3, 2e31]),
+                                                  _codes.MACHINE_PRECISION)
+    assert damping.tolist() == [1e-3 * 10.0, 2e31 * 10.0]
+    assert status.tolist() == [_codes.RUNNING, _codes.MACHINE_PRECISION]
+
+
+def test_active_set_forms_agree():
+    p = np.array([0.0, 1.0, 1.0, 0.5, 0.0, 1.0])
+    g = np.array([-1.0, 1.0, -1.0, 1.0, 1.0, -1.0])
+    lower, upper = np.zeros(6), np.ones(6)
+    free = np.array([True, True, True, True, False, True])
+    expected = [False, False, True, True, False, True]
+    assert _rules.active_where(p, g, lower, upper, free).tolist() == expected
+    assert [_rules.is_active(*v) for v in zip(p, g, lower, upper, free, strict=True)] == expected
+
+
+def test_predicted_reduction_forms_agree():
+    rng = np.random.default_rng(1)
+    h = rng.normal(size=(3, 5, 5))
+    step, scale_squared = rng.normal(size=(3, 5)), rng.uniform(size=(3, 5))
+    damping = np.array([1e-3, 1.0, 10.0])
+    together = _rules.predicted_reduction_where(np, h, step, scale_squared, damping)
+    apart = [_rules.predicted_reduction(h[k], step[k], scale_squared[k], damping[k])
+             for k in range(3)]
+    np.testing.assert_allclose(together, apart, rtol=1e-14)
 
 
 # (No value whose step is subnormal: XLA on a CPU flushes subnormals to 0, so jax would

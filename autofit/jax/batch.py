@@ -83,10 +83,7 @@ import jax.scipy.linalg
 import numpy as np
 
 from autofit._codes import (
-    BATCH_DAMPING_DOWN,
-    BATCH_DAMPING_UP,
     BATCH_INITIAL_DAMPING,
-    BATCH_MIN_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
     EPS,
@@ -99,7 +96,6 @@ from autofit._codes import (
     JAC_AUTODIFF,
     JAC_FORWARD,
     MACHINE_PRECISION,
-    MAX_DAMPING,
     MAX_ITERATIONS,
     MLE_NEGATIVE_DATA,
     MLE_NONPOSITIVE_MODEL,
@@ -111,7 +107,14 @@ from autofit._codes import (
     TOO_FEW_POINTS,
 )
 from autofit._declarations import implements, require_jac_method
-from autofit._rules import robust_loss_where, trial_status_where
+from autofit._rules import (
+    active_where,
+    clip_step_where,
+    judge_trial_where,
+    predicted_reduction_where,
+    robust_loss_where,
+    step_not_tried_where,
+)
 
 # The most passes of a chunk in one compaction stage (a chunk's stage also ends as soon as
 # no more than half of its fits still run).
@@ -417,14 +420,12 @@ def _proposal(s, d, free, tol):
     """The LM step of one fit: ``(active, chol, ok, step, worth)``, ``worth`` whether a
     running fit's step is large enough to bend (see :func:`_geodesic`)."""
     # The active set: a parameter at a bound whose descent direction points out is held.
-    active = (free & ~((s.params <= d.lower) & (s.g < 0.0))
-              & ~((s.params >= d.upper) & (s.g > 0.0)))
+    active = active_where(s.params, s.g, d.lower, d.upper, free)
     system, rhs = _damped_system(s.h, s.g, s.scale_squared, s.damping, active)
     chol, ok = _cholesky(system)
     step = jnp.where(ok, _substitute(chol, rhs), 0.0)
     velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
-    h_v = jnp.sum(s.h * velocity[None, :], axis=1)
-    predicted = _dot(velocity, h_v) + 2.0 * s.damping * _dot(s.scale_squared * velocity, velocity)
+    predicted = predicted_reduction_where(jnp, s.h, velocity, s.scale_squared, s.damping)
     worth = (ok & (s.status == RUNNING)
              & (predicted > jnp.maximum(tol, GEODESIC_MIN_REDUCTION) * s.chi2))
     return active, chol, ok, step, worth
@@ -462,33 +463,23 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, ok, bent, d, fre
     program holds them once."""
     first = s.status == _STARTING
     n_iter = s.n_iter + 1
-    raised = s.damping * BATCH_DAMPING_UP
 
-    trial = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper)
+    trial, small_step = clip_step_where(jnp, s.params, step, d.lower, d.upper,
+                                        s.scale_squared, tol)
     trial = jnp.where(first, s.params, trial)
-    moved = trial - s.params
-    small_step = (_dot(s.scale_squared * moved, moved)
-                  <= tol * tol * _dot(s.scale_squared * s.params, s.params))
     trial_chi2, trial_g, trial_h, positive = _evaluate(model, jacobian, jac_method,
                                                        estimator, d, trial, free)
     started = _first_pass(s, trial_chi2, trial_g, trial_h, positive, free, max_iter)
-    accept = ok & bent & (trial_chi2 <= s.chi2)
-
-    # Accepted: MINPACK's predicted reduction of the quadratic model for the damped step.
-    h_step = jnp.sum(s.h * step[None, :], axis=1)
-    predicted = _dot(step, h_step) + 2.0 * s.damping * _dot(s.scale_squared * step, step)
-    small_reduction = ((jnp.abs(s.chi2 - trial_chi2) <= tol * trial_chi2)
-                       & (predicted <= tol * trial_chi2))
-    stepped = trial_status_where(jnp.where, accept, small_reduction, small_step,
-                                 trial_chi2 == 0.0)
-    # Rejected and not converged: MACHINE_PRECISION once the damping is spent (SINGULAR
-    # where the factorisation failed).
-    stepped = jnp.where(~accept & (stepped == RUNNING) & (raised > MAX_DAMPING),
-                        MACHINE_PRECISION, stepped)
-    failed_status = jnp.where(raised > MAX_DAMPING, SINGULAR, RUNNING)
-    # An acceleration not trusted refuses the step before it is tried.
-    refused_status = jnp.where(raised > MAX_DAMPING, MACHINE_PRECISION, RUNNING)
-    status = jnp.where(~ok, failed_status, jnp.where(~bent, refused_status, stepped))
+    predicted = predicted_reduction_where(jnp, s.h, step, s.scale_squared, s.damping)
+    accepted, stepped, judged = judge_trial_where(jnp, s.chi2, trial_chi2, predicted,
+                                                  small_step, tol, s.damping)
+    tried = ok & bent
+    accept = tried & accepted
+    # A step not tried: its factorisation failed (SINGULAR once λ is spent), or its
+    # acceleration was not trusted (MACHINE_PRECISION).
+    raised, not_tried = step_not_tried_where(jnp, s.damping,
+                                             jnp.where(ok, MACHINE_PRECISION, SINGULAR))
+    status = jnp.where(tried, stepped, not_tried)
     status = jnp.where((status == RUNNING) & (n_iter >= max_iter), MAX_ITERATIONS, status)
 
     iterated = BatchState(
@@ -498,9 +489,7 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, ok, bent, d, fre
         h=jnp.where(accept, trial_h, s.h),
         scale_squared=jnp.where(accept, jnp.maximum(s.scale_squared, jnp.diag(trial_h)),
                                 s.scale_squared),
-        damping=jnp.where(accept,
-                          jnp.maximum(s.damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING),
-                          raised),
+        damping=jnp.where(tried, judged, raised),
         n_iter=n_iter,
         status=jnp.asarray(status, dtype=int))
     return jax.tree.map(lambda a, b: jnp.where(first, a, b), started, iterated)

@@ -40,10 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autofit._codes import (
-    BATCH_DAMPING_DOWN,
-    BATCH_DAMPING_UP,
     BATCH_INITIAL_DAMPING,
-    BATCH_MIN_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_GTOL,
     EPS,
@@ -52,8 +49,6 @@ from autofit._codes import (
     JAC_AUTODIFF,
     JAC_CENTRAL,
     JAC_FORWARD,
-    MACHINE_PRECISION,
-    MAX_DAMPING,
     MAX_NFEV,
     NONFINITE,
     RUNNING,
@@ -62,11 +57,15 @@ from autofit._codes import (
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
     UNSEEN_STEP,
+    active_where,
     chi2_rounding,
+    clip_step_where,
     evaluations_per_pass,
     fused_estimator,
+    judge_trial_where,
+    predicted_reduction_where,
     robust_loss_where,
-    trial_status_where,
+    step_not_tried_where,
 )
 from autofit.jax.batch import (
     CPU_COMPILER_OPTIONS,
@@ -238,7 +237,7 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
 
     def body(s):
         # The tests at the top of the reference's loop.
-        active = ~(((s.params <= lower) & (s.g < 0.0)) | ((s.params >= upper) & (s.g > 0.0)))
+        active = active_where(s.params, s.g, lower, upper, True)
         counted = active & (jnp.diag(s.h) > 0.0)
         cosines = jnp.abs(s.g) / jnp.sqrt(jnp.where(counted, jnp.diag(s.h), 1.0) * s.chi2)
         cosine = jnp.max(jnp.where(counted, cosines, 0.0), initial=0.0)
@@ -258,29 +257,18 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
         step = _substitute(chol, rhs)
         go = (stop == RUNNING) & factored
 
-        trial = jnp.minimum(jnp.maximum(s.params + step, lower), upper)
-        moved = trial - s.params
-        small_step = (jnp.sum(s.scale_squared * moved * moved)
-                      <= xtol * xtol * jnp.sum(s.scale_squared * s.params * s.params))
+        trial, small_step = clip_step_where(jnp, s.params, step, lower, upper,
+                                            s.scale_squared, xtol)
         # Only a factored step pays for a pass over the points.
         trial_chi2, trial_g, trial_h = jax.lax.cond(
             go, evaluate, lambda p: (jnp.asarray(jnp.inf, p.dtype), s.g, s.h), trial)
-        predicted = step @ (s.h @ step) + 2.0 * s.damping * jnp.sum(s.scale_squared * step * step)
-        small_reduction = ((jnp.abs(s.chi2 - trial_chi2) <= ftol * trial_chi2)
-                           & (predicted <= ftol * trial_chi2))
-        accept = go & (trial_chi2 <= s.chi2)
-        reject = go & ~accept
-
-        stepped = trial_status_where(jnp.where, accept, small_reduction, small_step,
-                                     trial_chi2 == 0.0)
-        damping = jnp.where(accept, jnp.maximum(s.damping * BATCH_DAMPING_DOWN,
-                                                BATCH_MIN_DAMPING),
-                            s.damping * BATCH_DAMPING_UP)
-        stepped = jnp.where(reject & (stepped == RUNNING) & (damping > MAX_DAMPING),
-                            MACHINE_PRECISION, stepped)
-        failed_status = jnp.where(damping > MAX_DAMPING, SINGULAR, RUNNING)
-        status = jnp.where(stop != RUNNING, stop,
-                           jnp.where(accept | reject, stepped, failed_status))
+        predicted = predicted_reduction_where(jnp, s.h, step, s.scale_squared, s.damping)
+        accepted, stepped, judged = judge_trial_where(jnp, s.chi2, trial_chi2, predicted,
+                                                      small_step, ftol, s.damping)
+        accept = go & accepted
+        raised, failed_status = step_not_tried_where(jnp, s.damping, SINGULAR)
+        damping = jnp.where(go, judged, raised)
+        status = jnp.where(stop != RUNNING, stop, jnp.where(go, stepped, failed_status))
         h = jnp.where(accept, trial_h, s.h)
         # The reference takes the Gauss-Newton step that ended the fit without a pass.
         newton_stop = (s.status == RUNNING) & (s.chi2 != 0.0) & ~(cosine <= gtol) & flat

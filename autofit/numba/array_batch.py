@@ -20,10 +20,7 @@ from numba import njit, prange, types
 
 from autofit import _rules
 from autofit._codes import (
-    BATCH_DAMPING_DOWN,
-    BATCH_DAMPING_UP,
     BATCH_INITIAL_DAMPING,
-    BATCH_MIN_DAMPING,
     CONVERGED_GTOL,
     EPS,
     ESTIMATOR_LSE,
@@ -33,7 +30,6 @@ from autofit._codes import (
     GEODESIC_PROBE,
     JAC_ANALYTIC,
     MACHINE_PRECISION,
-    MAX_DAMPING,
     MAX_ITERATIONS,
     MLE_NEGATIVE_DATA,
     MLE_NONPOSITIVE_MODEL,
@@ -45,9 +41,17 @@ from autofit._codes import (
 )
 from autofit.numba.first_class import JACOBIAN_TYPES, MODEL_TYPES, first_class, is_converged
 from autofit.numba.jacobians import jacobian_forward
-from autofit.numba.lm import _cholesky_solve
+from autofit.numba.linalg import cholesky_factor, cholesky_substitute, damped_system
 
-_trial_status = njit(inline="always")(_rules.trial_status)
+# The iteration's decisions, shared with every lm_batch and lm_fused (autofit._rules).
+_is_active = njit(inline="always")(_rules.is_active)
+_clip_step = njit(inline="always")(_rules.clip_step)
+_predicted_reduction = njit(inline="always")(_rules.predicted_reduction)
+_judge_trial = njit(inline="always")(_rules.judge_trial)
+_step_not_tried = njit(inline="always")(_rules.step_not_tried)
+_factor = njit(inline="always")(cholesky_factor)
+_substitute = njit(inline="always")(cholesky_substitute)
+_damped = njit(inline="always")(damped_system)
 _robust_loss = njit(inline="always")(_rules.robust_loss)
 
 _F8 = types.float64
@@ -132,18 +136,21 @@ def _model_jacobian(model, jacobian, jac_method, x, p, lower, upper):
 @njit(cache=True, error_model="numpy")
 def _damped_system(h, g, scale_squared, damping, active):
     n_params = g.shape[0]
-    system = np.zeros((n_params, n_params))
-    rhs = np.zeros(n_params)
-    for j in range(n_params):
-        if active[j]:
-            rhs[j] = g[j]
-            for k in range(n_params):
-                if active[k]:
-                    system[j, k] = h[j, k]
-            system[j, j] = h[j, j] + damping * scale_squared[j]
-        else:
-            system[j, j] = 1.0
+    system = np.empty((n_params, n_params))
+    rhs = np.empty(n_params)
+    _damped(h, g, scale_squared, damping, active, system, rhs, n_params)
     return system, rhs
+
+
+@njit(cache=True, error_model="numpy")
+def _cholesky_solve(system, rhs):
+    """Factor ``system`` in place and solve it for ``rhs``: ``(z, ok)``."""
+    n_params = rhs.shape[0]
+    z = np.zeros(n_params)
+    if not _factor(system, n_params):
+        return z, False
+    _substitute(system, rhs, z, n_params)
+    return z, True
 
 
 @njit(cache=True, error_model="numpy")
@@ -160,16 +167,7 @@ def _bend(model, x, y, w, p, lower, upper, free, estimator, active, g, h, scale_
     for j in range(n_params):
         velocity[j] = min(max(p[j] + step[j], lower[j]), upper[j]) - p[j]
         probe[j] = p[j] + GEODESIC_PROBE * velocity[j]
-    predicted = 0.0
-    for j in range(n_params):
-        h_velocity = 0.0
-        for k in range(n_params):
-            h_velocity += h[j, k] * velocity[k]
-        predicted += velocity[j] * h_velocity
-    damped = 0.0
-    for j in range(n_params):
-        damped += scale_squared[j] * velocity[j] * velocity[j]
-    predicted += 2.0 * damping * damped
+    predicted = _predicted_reduction(h, velocity, scale_squared, damping)
     if not predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2:
         return step, True
     f_probe = model(x, probe)
@@ -199,13 +197,14 @@ def _bend(model, x, y, w, p, lower, upper, free, estimator, active, g, h, scale_
         if active[j]:
             second[j] = (2.0 / GEODESIC_PROBE) * ((g_probe[j] - g[j]) / GEODESIC_PROBE
                                                   + h_velocity)
-    acceleration, ok = _cholesky_solve(system, second)
+    acceleration = np.empty(n_params)
+    _substitute(system, second, acceleration, n_params)  # system holds the step's factor
     velocity2 = 0.0
     acceleration2 = 0.0
     for j in range(n_params):
         velocity2 += scale_squared[j] * velocity[j] * velocity[j]
         acceleration2 += scale_squared[j] * acceleration[j] * acceleration[j]
-    if not (ok and 2.0 * np.sqrt(acceleration2) <= GEODESIC_MAX_RATIO * np.sqrt(velocity2)):
+    if not (2.0 * np.sqrt(acceleration2) <= GEODESIC_MAX_RATIO * np.sqrt(velocity2)):
         return velocity, False
     for j in range(n_params):
         velocity[j] += 0.5 * acceleration[j]
@@ -273,69 +272,46 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             break
         n_iter += 1
         for j in range(n_params):
-            active[j] = free[j] and not ((p[j] <= lower[j] and g[j] < 0.0)
-                                         or (p[j] >= upper[j] and g[j] > 0.0))
+            active[j] = _is_active(p[j], g[j], lower[j], upper[j], free[j])
         system, rhs = _damped_system(h, g, scale_squared, damping, active)
         step, ok = _cholesky_solve(system, rhs)
         if not ok:
-            damping *= BATCH_DAMPING_UP
-            if damping > MAX_DAMPING:
-                status = SINGULAR
+            damping, status = _step_not_tried(damping, SINGULAR)
             continue
         if estimator != ESTIMATOR_MLE:
             step, bent = _bend(model, x, y, w, p, lower, upper, free, estimator, active, g,
                                h, scale_squared, damping, system, f_p, jac, step, chi2, tol)
             if not bent:
-                damping *= BATCH_DAMPING_UP
-                if damping > MAX_DAMPING:
-                    status = MACHINE_PRECISION
+                damping, status = _step_not_tried(damping, MACHINE_PRECISION)
                 continue
-        moved_norm = 0.0
-        params_norm = 0.0
-        for j in range(n_params):
-            trial[j] = min(max(p[j] + step[j], lower[j]), upper[j])
-            moved = trial[j] - p[j]
-            moved_norm += scale_squared[j] * moved * moved
-            params_norm += scale_squared[j] * p[j] * p[j]
-        small_step = moved_norm <= tol * tol * params_norm
+        small_step = _clip_step(p, step, lower, upper, scale_squared, tol, trial)
         f, trial_jac = _model_jacobian(model, jacobian, jac_method, x, trial, lower, upper)
         trial_chi2, trial_g, trial_h, _ = _sums(f, trial_jac, y, w, free, estimator, False)
-        predicted = 0.0
-        for j in range(n_params):
-            h_step = 0.0
-            for k in range(n_params):
-                h_step += h[j, k] * step[k]
-            predicted += step[j] * h_step + 2.0 * damping * scale_squared[j] * step[j] * step[j]
-        small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
-                           and predicted <= tol * trial_chi2)
-        accepted = trial_chi2 <= chi2
-        status = _trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+        predicted = _predicted_reduction(h, step, scale_squared, damping)
+        accepted, status, damping = _judge_trial(chi2, trial_chi2, predicted, small_step, tol,
+                                                 damping)
         if accepted:
             p = trial.copy()
             chi2, g, h, f_p, jac = trial_chi2, trial_g, trial_h, f, trial_jac
             for j in range(n_params):
                 scale_squared[j] = max(scale_squared[j], h[j, j])
-            damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-        else:
-            damping *= BATCH_DAMPING_UP
-            if status == RUNNING and damping > MAX_DAMPING:
-                status = MACHINE_PRECISION
     params_out[:] = p
     if estimator != ESTIMATOR_LSE:
         # The information matrix of MLE or of a robust loss, from the pass at p kept above.
         _, _, h, _ = _sums(f_p, jac, y, w, free, estimator, True)
     # The covariance: the inverse over the free parameters (identity rows for fixed ones).
     system, _ = _damped_system(h, np.zeros(n_params), np.zeros(n_params), 0.0, free)
+    if not _factor(system, n_params):
+        covariance_out[:, :] = np.nan
+        if is_converged(status):
+            status = SINGULAR
+        return chi2, n_iter, status
     unit = np.zeros(n_params)
+    column = np.empty(n_params)
     for j in range(n_params):
         unit[:] = 0.0
         unit[j] = 1.0
-        column, ok = _cholesky_solve(system, unit)
-        if not ok:
-            covariance_out[:, :] = np.nan
-            if is_converged(status):
-                status = SINGULAR
-            return chi2, n_iter, status
+        _substitute(system, unit, column, n_params)
         for i in range(n_params):
             covariance_out[i, j] = column[i] if free[i] and free[j] else 0.0
     return chi2, n_iter, status

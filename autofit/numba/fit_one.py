@@ -22,10 +22,7 @@ import numpy as np
 
 from autofit import _rules
 from autofit._codes import (
-    BATCH_DAMPING_DOWN,
-    BATCH_DAMPING_UP,
     BATCH_INITIAL_DAMPING,
-    BATCH_MIN_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
@@ -37,7 +34,6 @@ from autofit._codes import (
     GEODESIC_PROBE,
     JAC_ANALYTIC,
     MACHINE_PRECISION,
-    MAX_DAMPING,
     MAX_ITERATIONS,
     MLE_NEGATIVE_DATA,
     MLE_NONPOSITIVE_MODEL,
@@ -79,7 +75,12 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     analytic = jac_method == JAC_ANALYTIC
     inline = _tagging(inline or jit, tag)
     jit = _tagging(jit, tag)
-    trial_status = inline(_rules.trial_status)
+    # The iteration's decisions, shared with lm_fused (autofit._rules).
+    is_active = inline(_rules.is_active)
+    clip_step = inline(_rules.clip_step)
+    predicted_reduction = inline(_rules.predicted_reduction)
+    judge_trial = inline(_rules.judge_trial)
+    step_not_tried = inline(_rules.step_not_tried)
     # The robust losses (M-estimators), with the working precision's literals.
     robust_loss = inline(with_literals_of(_rules.robust_loss, dtype))
     # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
@@ -202,18 +203,11 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 for b in range(a + 1):
                     inverse[a, b] += factor * work[k, b]
 
+    damped = inline(linalg.damped_system)
+
     @jit
-    def damped_system(h, g, scale_squared, damping, free, system, rhs):
-        # Fixed parameters get an identity row and column, so their step is exactly 0.
-        for a in range(n_params):
-            for b in range(n_params):
-                system[a, b] = h[a, b] if (free[a] and free[b]) else 0.0
-            if free[a]:
-                system[a, a] = h[a, a] + damping * scale_squared[a]
-                rhs[a] = g[a]
-            else:
-                system[a, a] = 1.0
-                rhs[a] = 0.0
+    def damped_system(h, g, scale_squared, damping, active, system, rhs):
+        damped(h, g, scale_squared, damping, active, system, rhs, n_params)
 
     @inline
     def bend(x, y, w, p, lower, upper, free, estimator, g, h, scale_squared, damping, active,
@@ -227,16 +221,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # (the velocity, then the probe, then the acceleration; the right-hand side).
         for a in range(n_params):
             trial[a] = min(max(p[a] + step[a], lower[a]), upper[a]) - p[a]
-        predicted = 0.0
-        for a in range(n_params):
-            row = 0.0
-            for b in range(n_params):
-                row += h[a, b] * trial[b]
-            predicted += trial[a] * row
-        damped = 0.0
-        for a in range(n_params):
-            damped += scale_squared[a] * trial[a] * trial[a]
-        predicted += 2.0 * damping * damped
+        predicted = predicted_reduction(h, trial, scale_squared, damping)
         if not predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2:
             return True
         for a in range(n_params):
@@ -325,51 +310,26 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 status = MAX_ITERATIONS
                 break
             n_iter += 1
-            # The active set: a parameter at a bound whose descent direction points out is
-            # held for this step, so that it does not distort the others' step.
             for a in range(n_params):
-                active[a] = free[a] and not (
-                    (p[a] <= lower[a] and g[a] < 0.0) or (p[a] >= upper[a] and g[a] > 0.0))
+                active[a] = is_active(p[a], g[a], lower[a], upper[a], free[a])
             damped_system(h, g, scale_squared, damping, active, system, work_p)
             if cholesky_factor(system):
                 cholesky_substitute(system, work_p, step)
             else:
-                damping *= BATCH_DAMPING_UP
-                if damping > MAX_DAMPING:
-                    status = SINGULAR
+                damping, status = step_not_tried(damping, SINGULAR)
                 continue
             if estimator != ESTIMATOR_MLE and not bend(
                     x, y, w, p, lower, upper, free, estimator, g, h, scale_squared, damping, active,
                     system, jac, work_p, step, trial, trial_g, chi2, tol):
-                damping *= BATCH_DAMPING_UP
-                if damping > MAX_DAMPING:
-                    status = MACHINE_PRECISION
+                damping, status = step_not_tried(damping, MACHINE_PRECISION)
                 continue
-            moved2 = 0.0
-            size2 = 0.0
-            for a in range(n_params):
-                trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
-                moved = trial[a] - p[a]
-                moved2 += scale_squared[a] * moved * moved
-                size2 += scale_squared[a] * p[a] * p[a]
-            small_step = moved2 <= tol * tol * size2
+            small_step = clip_step(p, step, lower, upper, scale_squared, tol, trial)
             # Into the other work array: jac keeps the pass at p (the probe reads it).
             trial_chi2, _ = evaluate(x, y, w, trial, lower, upper, free, estimator, trial_g,
                                      trial_h, trial_jac, work_p, False)
-            predicted = 0.0
-            for a in range(n_params):
-                row = 0.0
-                for b in range(n_params):
-                    row += h[a, b] * step[b]
-                predicted += step[a] * row
-            damped = 0.0
-            for a in range(n_params):
-                damped += scale_squared[a] * step[a] * step[a]
-            predicted += 2.0 * damping * damped
-            small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
-                               and predicted <= tol * trial_chi2)
-            accepted = trial_chi2 <= chi2
-            status = trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+            predicted = predicted_reduction(h, step, scale_squared, damping)
+            accepted, status, damping = judge_trial(chi2, trial_chi2, predicted, small_step,
+                                                    tol, damping)
             if accepted:
                 chi2 = trial_chi2
                 jac, trial_jac = trial_jac, jac
@@ -379,11 +339,6 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                     for b in range(n_params):
                         h[a, b] = trial_h[a, b]
                     scale_squared[a] = max(scale_squared[a], h[a, a])
-                damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-            else:
-                damping *= BATCH_DAMPING_UP
-                if status == RUNNING and damping > MAX_DAMPING:
-                    status = MACHINE_PRECISION
         # Covariance: the inverse of H (least squares), of the Fisher information (MLE) or
         # of scipy's matrix for a robust loss (both one more pass).
         if estimator != ESTIMATOR_LSE:

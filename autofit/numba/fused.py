@@ -36,18 +36,13 @@ import numpy as np
 
 from autofit import _rules
 from autofit._codes import (
-    BATCH_DAMPING_DOWN,
-    BATCH_DAMPING_UP,
     BATCH_INITIAL_DAMPING,
-    BATCH_MIN_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_GTOL,
     EPS,
     ESTIMATOR_LSE,
     JAC_ANALYTIC,
     JAC_FORWARD,
-    MACHINE_PRECISION,
-    MAX_DAMPING,
     MAX_NFEV,
     NONFINITE,
     RUNNING,
@@ -75,7 +70,12 @@ from autofit.numba.passes import (
     with_literals_of,
 )
 
-_trial_status = numba.njit(inline="always")(_rules.trial_status)
+# The iteration's decisions, shared with lm_batch (autofit._rules).
+_is_active = numba.njit(inline="always")(_rules.is_active)
+_clip_step = numba.njit(inline="always")(_rules.clip_step)
+_predicted_reduction = numba.njit(inline="always")(_rules.predicted_reduction)
+_judge_trial = numba.njit(inline="always")(_rules.judge_trial)
+_step_not_tried = numba.njit(inline="always")(_rules.step_not_tried)
 _robust_loss = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
     _rules.robust_loss)
 _relative_step = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
@@ -325,6 +325,8 @@ _cholesky_factor = numba.njit(inline="always", error_model="numpy", fastmath=FAS
     linalg.cholesky_factor)
 _cholesky_substitute = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
     linalg.cholesky_substitute)
+_damped_system = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
+    linalg.damped_system)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
@@ -335,13 +337,7 @@ def _cholesky_solve(h, g, scale_squared, damping, active, step):
     n_params = g.shape[0]
     system = np.empty((n_params, n_params))
     rhs = np.empty(n_params)
-    for i in range(n_params):
-        rhs[i] = g[i] if active[i] else 0.0
-        for j in range(i + 1):
-            if active[i] and active[j]:
-                system[i, j] = h[i, j] + (damping * scale_squared[j] if i == j else 0.0)
-            else:
-                system[i, j] = 1.0 if i == j else 0.0
+    _damped_system(h, g, scale_squared, damping, active, system, rhs, n_params)
     if not _cholesky_factor(system, n_params):
         return False
     _cholesky_substitute(system, rhs, step, n_params)
@@ -374,8 +370,7 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
     while status == RUNNING:
         cosine = 0.0
         for a in range(n_params):
-            active[a] = not ((p[a] <= lower[a] and g[a] < 0.0)
-                             or (p[a] >= upper[a] and g[a] > 0.0))
+            active[a] = _is_active(p[a], g[a], lower[a], upper[a], True)
             if active[a] and h[a, a] > 0.0:
                 cosine = max(cosine, abs(g[a]) / math.sqrt(h[a, a] * chi2))
         if chi2 == 0.0:
@@ -403,36 +398,17 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
             status = MAX_NFEV
             break
         if not _cholesky_solve(h, g, scale_squared, damping, active, step):
-            damping *= BATCH_DAMPING_UP
-            if damping > MAX_DAMPING:
-                status = SINGULAR
+            damping, status = _step_not_tried(damping, SINGULAR)
             continue
         trial = np.empty(n_params)
-        moved2 = 0.0
-        size2 = 0.0
-        for a in range(n_params):
-            trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
-            moved = trial[a] - p[a]
-            moved2 += scale_squared[a] * moved * moved
-            size2 += scale_squared[a] * p[a] * p[a]
-        small_step = moved2 <= xtol * xtol * size2
+        small_step = _clip_step(p, step, lower, upper, scale_squared, xtol, trial)
         trial_chi2 = _evaluate(chunk_sums, x, y, w, trial, lower, upper, chunk, partial,
                                trial_g, trial_h)
         nfev += cost
         n_iter += 1
-        predicted = 0.0
-        damped = 0.0
-        for a in range(n_params):
-            row = 0.0
-            for b in range(n_params):
-                row += h[a, b] * step[b]
-            predicted += step[a] * row
-            damped += scale_squared[a] * step[a] * step[a]
-        predicted += 2.0 * damping * damped
-        small_reduction = (abs(chi2 - trial_chi2) <= ftol * trial_chi2
-                           and predicted <= ftol * trial_chi2)
-        accepted = trial_chi2 <= chi2
-        status = _trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+        predicted = _predicted_reduction(h, step, scale_squared, damping)
+        accepted, status, damping = _judge_trial(chi2, trial_chi2, predicted, small_step, ftol,
+                                                 damping)
         if accepted:
             chi2 = trial_chi2
             p = trial
@@ -440,11 +416,6 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
             h, trial_h = trial_h, h
             for a in range(n_params):
                 scale_squared[a] = max(scale_squared[a], h[a, a])
-            damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-        else:
-            damping *= BATCH_DAMPING_UP
-            if status == RUNNING and damping > MAX_DAMPING:
-                status = MACHINE_PRECISION
     if robust:
         # Not counted in nfev, as in the reference.
         information = np.empty((n_params, n_params))

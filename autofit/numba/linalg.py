@@ -1,9 +1,9 @@
-"""The Cholesky factorisation of numba's batched and fused LM (one for both).
+"""The small linear algebra of numba's batched and fused LM (one for both).
 
 Plain functions on arrays, compiled by their callers (``numba.njit`` inlined into the CPU
 kernels, ``numba.cuda.jit(device=True)`` on a GPU): they allocate nothing and work on the
 leading ``n`` x ``n`` block, ``n`` being a compile-time constant where the caller has one.
-The order of the sums is :func:`autofit.original.lm._cholesky_solve`'s.
+The damped system is :func:`autofit.original.linalg.damped_system`'s.
 """
 
 import math
@@ -40,3 +40,18 @@ def cholesky_substitute(chol, b, z, n):
         for k in range(i + 1, n):
             s -= chol[k, i] * z[k]
         z[i] = s / chol[i, i]
+
+
+def damped_system(h, g, scale_squared, damping, active, system, rhs, n):
+    """Write ``H + λ diag(scale_squared)`` over the ``active`` parameters into
+    ``system[:n, :n]`` and ``g`` into ``rhs``; a held parameter gets an identity row and
+    column and a right-hand side of 0, so that its step is exactly 0."""
+    for a in range(n):
+        for b in range(n):
+            system[a, b] = h[a, b] if (active[a] and active[b]) else 0.0
+        if active[a]:
+            system[a, a] = h[a, a] + damping * scale_squared[a]
+            rhs[a] = g[a]
+        else:
+            system[a, a] = 1.0
+            rhs[a] = 0.0

@@ -30,7 +30,7 @@ The algorithm per fit (the same on every backend):
    ``clip(p + step)`` in one pass, and accepts the step when χ² does not grow (λ /= 10) or
    rejects it (λ *= 10). A failed factorisation also raises λ. An iteration is one such
    step, accepted, rejected or refused; ``max_iter`` bounds them.
-4. Stopping (MINPACK's tests with one tolerance, :func:`autofit._rules.trial_status`, the
+4. Stopping (MINPACK's tests with one tolerance, :func:`autofit._rules.judge_trial`, the
    rule of ``lm_fused`` too): after a trial step, accepted or rejected, the actual and the
    predicted relative reductions of χ² both ≤ tol (``CONVERGED_FTOL``) and/or the scaled
    step ≤ tol × the scaled parameters (``CONVERGED_XTOL``; ``..._FTOL_XTOL`` for both);
@@ -46,10 +46,7 @@ The algorithm per fit (the same on every backend):
 import numpy as np
 
 from autofit._codes import (
-    BATCH_DAMPING_DOWN,
-    BATCH_DAMPING_UP,
     BATCH_INITIAL_DAMPING,
-    BATCH_MIN_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
     EPS,
@@ -60,7 +57,6 @@ from autofit._codes import (
     GEODESIC_PROBE,
     JAC_ANALYTIC,
     MACHINE_PRECISION,
-    MAX_DAMPING,
     MAX_ITERATIONS,
     MLE_NEGATIVE_DATA,
     MLE_NONPOSITIVE_MODEL,
@@ -71,9 +67,16 @@ from autofit._codes import (
     TOO_FEW_POINTS,
 )
 from autofit._declarations import implements, require_jac_method
-from autofit._rules import robust_loss_where, trial_status
+from autofit._rules import (
+    active_where,
+    clip_step_where,
+    judge_trial,
+    predicted_reduction_where,
+    robust_loss_where,
+    step_not_tried,
+)
 from autofit.original.jacobians import jacobian_forward
-from autofit.original.lm import _cholesky_solve as cholesky_solve
+from autofit.original.linalg import cholesky_solve, damped_system
 
 
 def _model_x(x):
@@ -176,16 +179,9 @@ def _information(model, jacobian, jac_method, x, y, w, p, lower, upper, free, es
     return (jac * (w * w * np.maximum(rho1 + 2.0 * rho2 * z, EPS))[:, None]).T @ jac
 
 
-def _damped_system(h, g, scale_squared, damping, free):
-    # Fixed parameters get an identity row and column, so their step is exactly 0.
-    system = np.where(np.outer(free, free), h, 0.0)
-    system[np.diag_indices_from(system)] = np.where(free, np.diag(h) + damping * scale_squared, 1.0)
-    return system, np.where(free, g, 0.0)
-
-
 def _invert(information, free):
     n_params = free.shape[0]
-    system, _ = _damped_system(information, np.zeros(n_params), np.zeros(n_params), 0.0,
+    system, _ = damped_system(information, np.zeros(n_params), np.zeros(n_params), 0.0,
                                free)
     covariance = np.empty((n_params, n_params))
     for j in range(n_params):
@@ -230,15 +226,11 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             status = MAX_ITERATIONS
             break
         n_iter += 1
-        # The active set: a parameter at a bound whose descent direction points out is
-        # held for this step, so that it does not distort the others' step.
-        active = free & ~((p <= lower) & (g < 0.0)) & ~((p >= upper) & (g > 0.0))
-        system, rhs = _damped_system(h, g, scale_squared, damping, active)
+        active = active_where(p, g, lower, upper, free)
+        system, rhs = damped_system(h, g, scale_squared, damping, active)
         step, ok = cholesky_solve(system, rhs)
         if not ok:
-            damping *= BATCH_DAMPING_UP
-            if damping > MAX_DAMPING:
-                status = SINGULAR
+            damping, status = step_not_tried(damping, SINGULAR)
             continue
         velocity = np.clip(p + step, lower, upper) - p
         if estimator != ESTIMATOR_MLE and _worth_bending(velocity, h, scale_squared, damping, chi2,
@@ -249,38 +241,24 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
                                    free, estimator, velocity, g, h)
             accelerated = second is not None
             if accelerated:
-                _, second = _damped_system(h, second, scale_squared, damping, active)
+                _, second = damped_system(h, second, scale_squared, damping, active)
                 acceleration, accelerated = cholesky_solve(system, second)
                 accelerated = accelerated and (
                     2.0 * np.sqrt(np.sum(scale_squared * acceleration * acceleration))
                     <= GEODESIC_MAX_RATIO * np.sqrt(np.sum(scale_squared * velocity * velocity)))
             if not accelerated:
-                damping *= BATCH_DAMPING_UP
-                if damping > MAX_DAMPING:
-                    status = MACHINE_PRECISION
+                damping, status = step_not_tried(damping, MACHINE_PRECISION)
                 continue
             step = velocity + 0.5 * acceleration
-        trial = np.clip(p + step, lower, upper)
-        moved = trial - p
-        small_step = (np.sum(scale_squared * moved * moved)
-                      <= tol * tol * np.sum(scale_squared * p * p))
+        trial, small_step = clip_step_where(np, p, step, lower, upper, scale_squared, tol)
         trial_chi2, trial_g, trial_h, _ = _evaluate(model, jacobian, jac_method, x, y, w,
                                                     trial, lower, upper, free, estimator)
-        # MINPACK's predicted reduction of the quadratic model for the damped step, and the
-        # actual change (either sign: a step at rounding level may raise chi2 by an ulp).
-        predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale_squared * step * step)
-        small_reduction = (abs(chi2 - trial_chi2) <= tol * trial_chi2
-                           and predicted <= tol * trial_chi2)
-        accepted = trial_chi2 <= chi2
-        status = trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+        predicted = predicted_reduction_where(np, h, step, scale_squared, damping)
+        accepted, status, damping = judge_trial(chi2, trial_chi2, predicted, small_step, tol,
+                                                damping)
         if accepted:
             p, chi2, g, h = trial, trial_chi2, trial_g, trial_h
             scale_squared = np.maximum(scale_squared, np.diag(h))
-            damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-        else:
-            damping *= BATCH_DAMPING_UP
-            if status == RUNNING and damping > MAX_DAMPING:
-                status = MACHINE_PRECISION
     information = _information(model, jacobian, jac_method, x, y, w, p, lower, upper, free,
                                estimator, h)
     covariance, ok = _invert(information, free)

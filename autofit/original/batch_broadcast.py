@@ -16,10 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from autofit._codes import (
-    BATCH_DAMPING_DOWN,
-    BATCH_DAMPING_UP,
     BATCH_INITIAL_DAMPING,
-    BATCH_MIN_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
     EPS,
@@ -29,7 +26,6 @@ from autofit._codes import (
     GEODESIC_MIN_REDUCTION,
     GEODESIC_PROBE,
     MACHINE_PRECISION,
-    MAX_DAMPING,
     MAX_ITERATIONS,
     MLE_NEGATIVE_DATA,
     MLE_NONPOSITIVE_MODEL,
@@ -39,7 +35,17 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
 )
-from autofit._rules import FORWARD_STEP, relative_step_where, robust_loss_where, trial_status_where
+from autofit._rules import (
+    FORWARD_STEP,
+    active_where,
+    clip_step_where,
+    judge_trial_where,
+    predicted_reduction_where,
+    relative_step_where,
+    robust_loss_where,
+    step_not_tried_where,
+)
+from autofit.original.linalg import cholesky_solve_many, damped_system
 
 
 def _call(f, x, p):
@@ -68,37 +74,6 @@ def broadcasts(f, x, p_rows) -> bool:
         return False
     magnitude = np.nanmax(np.abs(apart)) if np.any(np.isfinite(apart)) else 1.0
     return bool(np.allclose(together, apart, rtol=1e-12, atol=1e-14 * magnitude, equal_nan=True))
-
-
-def _cholesky_solve(a, b):
-    """The reference's Cholesky solve on each of k systems: (k, n) solutions, (k,) ok."""
-    k, n = b.shape
-    chol = np.zeros_like(a)
-    ok = np.ones(k, dtype=bool)
-    for j in range(n):
-        pivot = a[:, j, j] - np.einsum("ki,ki->k", chol[:, j, :j], chol[:, j, :j])
-        good = (pivot > 0.0) & np.isfinite(pivot)
-        ok &= good
-        chol[:, j, j] = np.sqrt(np.where(good, pivot, 1.0))
-        for i in range(j + 1, n):
-            chol[:, i, j] = (a[:, i, j] - np.einsum("ki,ki->k", chol[:, i, :j],
-                                                    chol[:, j, :j])) / chol[:, j, j]
-    z = np.empty_like(b)
-    for i in range(n):
-        z[:, i] = (b[:, i] - np.einsum("ki,ki->k", chol[:, i, :i], z[:, :i])) / chol[:, i, i]
-    for i in range(n - 1, -1, -1):
-        z[:, i] = (z[:, i] - np.einsum("ki,ki->k", chol[:, i + 1:, i], z[:, i + 1:])
-                   ) / chol[:, i, i]
-    return np.where(ok[:, None], z, 0.0), ok
-
-
-def _damped_system(h, g, scale_squared, damping, active):
-    both = active[:, :, None] & active[:, None, :]
-    system = np.where(both, h, 0.0)
-    diagonal = np.einsum("kii->ki", h) + damping[:, None] * scale_squared
-    idx = np.arange(g.shape[1])
-    system[:, idx, idx] = np.where(active, diagonal, 1.0)
-    return system, np.where(active, g, 0.0)
 
 
 def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
@@ -184,9 +159,9 @@ def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale_squared
         second = (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE
                                            + np.einsum("kpq,kq->kp", h, velocity))
     finite = np.all(np.isfinite(second), axis=1)
-    _, second = _damped_system(h, np.where(finite[:, None], second, 0.0), scale_squared, damping,
+    _, second = damped_system(h, np.where(finite[:, None], second, 0.0), scale_squared, damping,
                                active)
-    acceleration, solved = _cholesky_solve(system, second)
+    acceleration, solved = cholesky_solve_many(system, second)
     trusted = (2.0 * np.sqrt(np.sum(scale_squared * acceleration * acceleration, axis=1))
                <= GEODESIC_MAX_RATIO * np.sqrt(np.sum(scale_squared * velocity * velocity, axis=1)))
     bent = np.where(worth[:, None], velocity + 0.5 * acceleration, step)
@@ -262,14 +237,12 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         n_iter[go[r]] += 1
         p, g, h = state_p[r], state_g[r], state_h[r]
         lo, hi = lower[go[r]], upper[go[r]]
-        active = free & ~((p <= lo) & (g < 0.0)) & ~((p >= hi) & (g > 0.0))
-        system, rhs = _damped_system(h, g, scale_squared[r], damping[r], active)
-        step, ok = _cholesky_solve(system, rhs)
+        active = active_where(p, g, lo, hi, free)
+        system, rhs = damped_system(h, g, scale_squared[r], damping[r], active)
+        step, ok = cholesky_solve_many(system, rhs)
         failed = r[~ok]
-        damping[failed] *= BATCH_DAMPING_UP
-        singular = failed[damping[failed] > MAX_DAMPING]
-        status[go[singular]] = SINGULAR
-        running[singular] = False
+        damping[failed], status[go[failed]] = step_not_tried_where(np, damping[failed], SINGULAR)
+        running[failed] = status[go[failed]] == RUNNING
         r, p, g, h, step = r[ok], p[ok], g[ok], h[ok], step[ok]
         if r.size == 0:
             continue
@@ -279,40 +252,25 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
                                    scale_squared[r], damping[r], active[ok], state_c[r], tol,
                                    estimator)
             refused = r[~bent]
-            damping[refused] *= BATCH_DAMPING_UP
-            worn = refused[damping[refused] > MAX_DAMPING]
-            status[go[worn]] = MACHINE_PRECISION
-            running[worn] = False
+            damping[refused], status[go[refused]] = step_not_tried_where(
+                np, damping[refused], MACHINE_PRECISION)
+            running[refused] = status[go[refused]] == RUNNING
             r, p, g, h, step = r[bent], p[bent], g[bent], h[bent], step[bent]
             if r.size == 0:
                 continue
         s = scale_squared[r]
-        trial = np.clip(p + step, lower[go[r]], upper[go[r]])
-        moved = trial - p
-        small_step = (np.sum(s * moved * moved, axis=1)
-                      <= tol * tol * np.sum(s * p * p, axis=1))
+        trial, small_step = clip_step_where(np, p, step, lower[go[r]], upper[go[r]], s, tol)
         xs_r, y_r, w_r, up_r = at(go[r])
         t_c, t_g, t_h, _, t_wj = _evaluate(f, xs_r, y_r, w_r, trial, up_r, free, estimator)
-        c = state_c[r]
-        predicted = (np.einsum("kp,kpq,kq->k", step, h, step)
-                     + 2.0 * damping[r] * np.sum(s * step * step, axis=1))
+        predicted = predicted_reduction_where(np, h, step, s, damping[r])
         with np.errstate(invalid="ignore"):
-            small_reduction = (np.abs(c - t_c) <= tol * t_c) & (predicted <= tol * t_c)
-        accept = t_c <= c
+            accept, status[go[r]], damping[r] = judge_trial_where(
+                np, state_c[r], t_c, predicted, small_step, tol, damping[r])
         a = r[accept]
         state_p[a], state_c[a], state_g[a], state_h[a] = (trial[accept], t_c[accept],
                                                           t_g[accept], t_h[accept])
         state_wj[a] = t_wj[accept]
         scale_squared[a] = np.maximum(scale_squared[a], np.einsum("kii->ki", t_h[accept]))
-        damping[a] = np.maximum(damping[a] * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-        code = trial_status_where(np.where, accept, small_reduction, small_step, t_c == 0.0)
-        status[go[a]] = code[accept]
-        rejected = r[~accept]
-        code = code[~accept]
-        damping[rejected] *= BATCH_DAMPING_UP
-        code = np.where((code == RUNNING) & (damping[rejected] > MAX_DAMPING),
-                        MACHINE_PRECISION, code)
-        status[go[rejected]] = code
         running[r] = status[go[r]] == RUNNING
     params[go], chi2[go] = state_p, state_c
     if go.size:
@@ -322,7 +280,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
             _, _, information, _, _ = _evaluate(f, xs_g, y_g, w_g, state_p, up_g, free,
                                                 estimator, information=True)
         k = go.size
-        system, _ = _damped_system(information, np.zeros((k, n_params)),
+        system, _ = damped_system(information, np.zeros((k, n_params)),
                                    np.zeros((k, n_params)), np.zeros(k),
                                    np.broadcast_to(free, (k, n_params)))
         inverse = np.empty((k, n_params, n_params))
@@ -330,7 +288,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         for j in range(n_params):
             unit = np.zeros((k, n_params))
             unit[:, j] = 1.0
-            column, ok = _cholesky_solve(system, unit)
+            column, ok = cholesky_solve_many(system, unit)
             inverse[:, :, j] = column
             inverted &= ok
         both = free[:, None] & free[None, :]

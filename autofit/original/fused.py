@@ -43,10 +43,7 @@ residuals, not the curvature the covariance needs).
 import numpy as np
 
 from autofit._codes import (
-    BATCH_DAMPING_DOWN,
-    BATCH_DAMPING_UP,
     BATCH_INITIAL_DAMPING,
-    BATCH_MIN_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_GTOL,
     EPS,
@@ -54,8 +51,6 @@ from autofit._codes import (
     JAC_ANALYTIC,
     JAC_CENTRAL,
     JAC_FORWARD,
-    MACHINE_PRECISION,
-    MAX_DAMPING,
     MAX_NFEV,
     NONFINITE,
     RUNNING,
@@ -64,14 +59,18 @@ from autofit._codes import (
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
     UNSEEN_STEP,
+    active_where,
     chi2_rounding,
+    clip_step_where,
     evaluations_per_pass,
     fused_estimator,
+    judge_trial,
+    predicted_reduction_where,
     robust_loss_where,
-    trial_status,
+    step_not_tried,
 )
 from autofit.original.jacobians import jacobian_central, jacobian_forward
-from autofit.original.lm import _cholesky_solve as cholesky_solve
+from autofit.original.linalg import cholesky_solve, damped_system
 
 # Points per chunk: the chunk's Jacobian and temporaries (a few MB) stay in cache.
 CHUNK = 65536
@@ -150,14 +149,6 @@ def robust_information(model, jacobian, jac_method, x, ydata, weights, p, lower,
     return information
 
 
-def _damped_system(h, g, scale_squared, damping, active):
-    # Held parameters get an identity row and column, so their step is exactly 0.
-    system = np.where(np.outer(active, active), h, 0.0)
-    system[np.diag_indices_from(system)] = np.where(active,
-                                                    np.diag(h) + damping * scale_squared, 1.0)
-    return system, np.where(active, g, 0.0)
-
-
 def _largest_cosine(g, h, chi2, active):
     cosine = 0.0
     for j in range(g.shape[0]):
@@ -189,7 +180,7 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
     status = RUNNING
     while status == RUNNING:
         # The active set: a parameter at a bound whose descent direction points out is held.
-        active = ~(((p <= lower) & (g < 0.0)) | ((p >= upper) & (g > 0.0)))
+        active = active_where(p, g, lower, upper, True)
         if chi2 == 0.0:
             status = CONVERGED_FTOL
             break
@@ -202,7 +193,7 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         # points). χ², g and H stay those of the last pass (within ftol of the new point's).
         # Only a small step is taken unseen: along a direction χ² barely sees, a tiny
         # predicted reduction can come with a large step.
-        newton, factored = cholesky_solve(*_damped_system(h, g, scale_squared, 0.0, active))
+        newton, factored = cholesky_solve(*damped_system(h, g, scale_squared, 0.0, active))
         if (factored and newton @ g <= ftol * chi2
                 and np.sum(scale_squared * newton * newton)
                 <= UNSEEN_STEP ** 2 * np.sum(scale_squared * p * p)):
@@ -212,37 +203,23 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         if nfev >= max_nfev:
             status = MAX_NFEV
             break
-        system, rhs = _damped_system(h, g, scale_squared, damping, active)
+        system, rhs = damped_system(h, g, scale_squared, damping, active)
         step, ok = cholesky_solve(system, rhs)
         if not ok:
-            damping *= BATCH_DAMPING_UP
-            if damping > MAX_DAMPING:
-                status = SINGULAR
+            damping, status = step_not_tried(damping, SINGULAR)
             continue
-        trial = np.minimum(np.maximum(p + step, lower), upper)
-        moved = trial - p
-        small_step = (np.sum(scale_squared * moved * moved)
-                      <= xtol * xtol * np.sum(scale_squared * p * p))
+        trial, small_step = clip_step_where(np, p, step, lower, upper, scale_squared, xtol)
         trial_chi2, trial_g, trial_h = evaluate(trial)
         nfev += cost
         n_iter += 1
-        # MINPACK's predicted reduction of the quadratic model for the damped step, and the
-        # actual change (either sign: a step at rounding level may raise chi2 by an ulp).
-        predicted = step @ (h @ step) + 2.0 * damping * np.sum(scale_squared * step * step)
-        small_reduction = (abs(chi2 - trial_chi2) <= ftol * trial_chi2
-                           and predicted <= ftol * trial_chi2)
         # (MINPACK also tests ftol on rejected steps: without it, a fit of 1e7 points
         # rejected ~10 steps at rounding level while λ grew until the xtol test fired.)
-        accepted = trial_chi2 <= chi2
-        status = trial_status(accepted, small_reduction, small_step, trial_chi2 == 0.0)
+        predicted = predicted_reduction_where(np, h, step, scale_squared, damping)
+        accepted, status, damping = judge_trial(chi2, trial_chi2, predicted, small_step, ftol,
+                                                damping)
         if accepted:
             p, chi2, g, h = trial, trial_chi2, trial_g, trial_h
             scale_squared = np.maximum(scale_squared, np.diag(h))
-            damping = max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
-        else:
-            damping *= BATCH_DAMPING_UP
-            if status == RUNNING and damping > MAX_DAMPING:
-                status = MACHINE_PRECISION
     if estimator != ESTIMATOR_LSE:
         # Not counted in nfev: like lm_batch's information pass, it is no part of the fit.
         h = robust_information(model, jacobian, jac_method, x, ydata, weights, p, lower,

@@ -27,25 +27,7 @@ from autofit._codes import (
 )
 from autofit._declarations import implements, require_jac_method
 from autofit.original.jacobians import jacobian_central, jacobian_forward
-
-
-def _cholesky_solve(a, b):
-    """Solve ``a z = b`` for symmetric positive-definite ``a``; ok is False otherwise."""
-    n = b.shape[0]
-    chol = np.zeros((n, n))
-    for j in range(n):
-        pivot = a[j, j] - chol[j, :j] @ chol[j, :j]
-        if not pivot > 0.0 or not np.isfinite(pivot):
-            return np.zeros(n), False
-        chol[j, j] = np.sqrt(pivot)
-        for i in range(j + 1, n):
-            chol[i, j] = (a[i, j] - chol[i, :j] @ chol[j, :j]) / chol[j, j]
-    z = np.empty(n)
-    for i in range(n):
-        z[i] = (b[i] - chol[i, :i] @ z[:i]) / chol[i, i]
-    for i in range(n - 1, -1, -1):
-        z[i] = (z[i] - chol[i + 1:, i] @ z[i + 1:]) / chol[i, i]
-    return z, True
+from autofit.original.linalg import cholesky_solve
 
 
 @implements("lm_step")
@@ -62,7 +44,7 @@ def lm_step(jtj, gradient, scale, damping, free):
             system[i, i] += damping
         else:
             system[i, i] = 1.0
-    scaled_step, ok = _cholesky_solve(system, rhs)
+    scaled_step, ok = cholesky_solve(system, rhs)
     return scaled_step / scale, ok
 
 

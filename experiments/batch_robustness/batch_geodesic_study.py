@@ -30,7 +30,7 @@ import run  # noqa: E402  (this folder's benchmark: the families and scipy's ref
 
 from autofit import _codes  # noqa: E402
 from autofit.original.jacobians import jacobian_forward  # noqa: E402
-from autofit.original.lm import _cholesky_solve as cholesky_solve  # noqa: E402
+from autofit.original.linalg import cholesky_solve  # noqa: E402
 
 STUDIES = {"8 Lorentzians (ODMR), centres 1 linewidth sd": (run._odmr_far, 100),
            "2 gaussians (user NumPy model)": (run._close_gaussians, 200)}
