@@ -196,3 +196,23 @@ def test_scale_means_one_thing():
     for relative in _NORM_SCALE_SOLVERS:
         names = _names(PACKAGE / relative)
         assert "scale_squared" not in names and "scale" in names, relative
+
+
+# The batched and fused LM loops' damping schedule (Gpufit's λ x10 / x0.1) and acceptance
+# rule are autofit._rules'; no engine names them, so none can decide a step its own way.
+_SCHEDULE = {"BATCH_DAMPING_UP", "BATCH_DAMPING_DOWN", "BATCH_MIN_DAMPING"}
+
+
+def test_one_acceptance_rule_for_every_batched_and_fused_loop():
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative in ("_codes.py", "_rules.py"):
+            continue
+        assert not (_SCHEDULE & _names(path)), relative
+    for backend in ("original", "numba", "jax"):
+        for module in ("batch.py", "fused.py"):
+            path = PACKAGE / backend / module
+            names = _names(path)
+            if backend == "numba" and module == "batch.py":
+                names = _names(PACKAGE / "numba" / "fit_one.py")
+            assert {"judge_trial", "judge_trial_where"} & names, path
