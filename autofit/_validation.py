@@ -209,10 +209,13 @@ SMALLEST_DATA = 1e-140
 def check_data_scale(y, weights) -> None:
     """Refuse data whose weighted magnitude puts χ² outside float64's range, naming the
     scale and the fix (fitting on would end with a misleading status, or at p0)."""
-    if weights.shape == (1,) and y.size and math.isfinite(y.max() - y.min()):
+    magnitude = None
+    if weights.shape == (1,) and y.size:
         # One weight (no sigma): two passes over y and no array of its size.
-        magnitude = abs(float(weights[0])) * max(float(y.max()), -float(y.min()))
-    else:
+        top, bottom = float(y.max()), float(y.min())
+        if math.isfinite(top - bottom):
+            magnitude = abs(float(weights[0])) * max(top, -bottom)
+    if magnitude is None:
         with np.errstate(all="ignore"):
             weighted = np.abs(weights @ y if weights.ndim == 2 else weights * y)
         # Non-finite values are the finiteness checks' business (check_finite=False lets

@@ -195,7 +195,13 @@ def test_curve_fit_on_numba_allocates_nothing_of_the_data_size():
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < n * 8 / 8, f"peak {peak / 1e6:.1f} MB for {n * 8 / 1e6:.0f} MB of ydata"
+    # Beyond an eighth of ydata, only the subsample the fit starts from: x and y at every
+    # stride-th point (autofit._fused), a tenth of the data here.
+    from autofit import _fused
+
+    subsample = 2 * 8 * (n // _fused._coarse_stride(n))
+    assert peak < n * 8 / 8 + subsample, (f"peak {peak / 1e6:.1f} MB for {n * 8 / 1e6:.0f} "
+                                          f"MB of ydata")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -434,3 +440,114 @@ def test_run_fused_takes_a_robust_loss(backend):
     assert fit["status"] in _codes.CONVERGED_CODES and fit["rank"] == 4
     np.testing.assert_allclose(fit["params"], expected_params, rtol=1e-6)
     np.testing.assert_allclose(fit["pcov"], expected_covariance, rtol=1e-5)
+
+
+def _recording(lm_fused, calls):
+    def record(*args):
+        out = lm_fused(*args)
+        calls.append((args[4].shape[0], int(out[3])))
+        return out
+    return record
+
+
+def _coarse_arguments(x, y, p0):
+    n_params = len(p0)
+    return (x[None, :], y, np.ones(1), np.asarray(p0, dtype=float), np.full(n_params, -np.inf),
+            np.full(n_params, np.inf), (1e-15, 1e-15, 1e-15), 10_000, _codes.ESTIMATOR_LSE)
+
+
+def test_a_huge_fit_starts_from_a_fit_to_a_subsample(decay_data, monkeypatch):
+    from autofit import _fused
+    from autofit.original import lm_fused, model_exponential_decay
+
+    monkeypatch.setattr(_fused, "COARSE_MIN_POINTS", 100_000)
+    monkeypatch.setattr(_fused, "COARSE_POINTS", 10_000)
+    x, y = decay_data
+    calls = []
+    model = (model_exponential_decay, autofit.original.jacobian_exponential_decay,
+             JAC_ANALYTIC)
+    arguments = _coarse_arguments(x, y, [1.0, 1.0, 0.0])
+    coarse = _fused._fit_from_coarse_start(_recording(lm_fused, calls), *model, *arguments,
+                                           True)
+    direct = _fused._fit_from_coarse_start(lm_fused, *model, *arguments, False)
+    # Every 20th point first (200,000 // 10,000), then all of them from its minimum.
+    assert [n for n, _ in calls] == [N // 20, N]
+    assert coarse[3] == sum(nfev for _, nfev in calls)  # every evaluation counted
+    assert calls[1][1] < direct[3]  # fewer passes over all the points
+    assert int(coarse[2]) in _codes.CONVERGED_CODES
+    errors = np.sqrt(np.diag(np.linalg.inv(direct[5])) * direct[1] / (N - 3))
+    np.testing.assert_allclose(coarse[0], direct[0], rtol=0, atol=1e-6 * errors.max())
+    assert coarse[1] <= direct[1] * (1 + 1e-12)
+
+
+def test_a_subsample_that_misses_a_narrow_peak_does_not_decide_the_fit(monkeypatch):
+    # A peak 3 points wide in 200,000: every 20th point sees none of it, so the subsample's
+    # fit has no peak to find; the fit from p0 finds it, and that is what curve_fit returns.
+    from autofit import _fused
+    from autofit.original import jacobian_gaussian, lm_fused, model_gaussian
+
+    monkeypatch.setattr(_fused, "COARSE_MIN_POINTS", 100_000)
+    monkeypatch.setattr(_fused, "COARSE_POINTS", 10_000)
+    x = np.arange(N, dtype=float)
+    truth = [5.0, 100_007.0, 1.5, 0.2]
+    y = model_gaussian(x, np.array(truth)) + 0.01 * np.random.default_rng(3).normal(size=N)
+    assert np.max(model_gaussian(x[::20], np.array(truth)) - 0.2) < 1e-3
+    p0 = [4.0, 100_006.0, 2.0, 0.0]
+    calls = []
+    model = (model_gaussian, jacobian_gaussian, JAC_ANALYTIC)
+    arguments = _coarse_arguments(x, y, p0)
+    coarse = _fused._fit_from_coarse_start(_recording(lm_fused, calls), *model, *arguments,
+                                           True)
+    direct = _fused._fit_from_coarse_start(lm_fused, *model, *arguments, False)
+    np.testing.assert_allclose(direct[0], truth, rtol=1e-2)
+    assert coarse[1] <= direct[1] * (1 + 1e-9)
+    np.testing.assert_allclose(coarse[0], direct[0], rtol=1e-6)
+    assert coarse[3] == sum(nfev for _, nfev in calls)
+    assert max(nfev for _, nfev in calls) <= 10_000
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_curve_fit_on_a_huge_fit_agrees_with_and_without_the_subsample(decay_data, backend,
+                                                                        monkeypatch):
+    from autofit import _fused
+
+    x, y = decay_data
+    expected, expected_cov = scipy.optimize.curve_fit(decay, x, y, p0=[1.0, 1.0, 0.0])
+    found = {}
+    for threshold in (100_000, 10**12):
+        monkeypatch.setattr(_fused, "COARSE_MIN_POINTS", threshold)
+        params, pcov, info, _, _ = autofit.curve_fit(_user(decay, backend), x, y,
+                                                     p0=[1.0, 1.0, 0.0], backend=backend,
+                                                     full_output=True)
+        found[threshold] = params, info["nfev"]
+        np.testing.assert_allclose(params, expected, rtol=0,
+                                   atol=1e-6 * np.sqrt(np.diag(expected_cov)).max())
+    np.testing.assert_allclose(found[100_000][0], found[10**12][0], rtol=1e-9)
+
+
+def test_a_full_fit_worse_per_point_than_its_subsample_is_also_fitted_from_p0(monkeypatch):
+    # The control flow alone, on a stand-in kernel: started from the subsample's minimum the
+    # full fit ends at 5 per point against the subsample's 1, so the fit from p0 runs as
+    # well and its lower χ² is kept; every evaluation is counted.
+    from autofit import _fused
+
+    monkeypatch.setattr(_fused, "COARSE_MIN_POINTS", 1000)
+    monkeypatch.setattr(_fused, "COARSE_POINTS", 100)
+    starts = []
+
+    def kernel(model, jacobian, jac_method, x, y, w, start, lower, upper, ftol, xtol, gtol,
+               max_nfev, estimator):
+        starts.append((y.shape[0], float(start[0])))
+        if y.shape[0] < 1000:
+            return np.array([7.0]), 1.0 * y.shape[0], _codes.CONVERGED_FTOL, 4, 3, np.eye(1)
+        per_point = 5.0 if start[0] == 7.0 else 1.0
+        return (start + 1.0, per_point * y.shape[0], _codes.CONVERGED_FTOL, 2, 1, np.eye(1))
+
+    x = np.zeros((1, 1000))
+    out = _fused._fit_from_coarse_start(kernel, None, None, JAC_ANALYTIC, x, np.zeros(1000),
+                                        np.ones(1), np.array([0.0]), np.array([-np.inf]),
+                                        np.array([np.inf]), (1e-8, 1e-8, 1e-8), 100,
+                                        _codes.ESTIMATOR_LSE, True)
+    assert starts == [(100, 0.0), (1000, 7.0), (1000, 0.0)]
+    assert out[0].tolist() == [1.0] and out[1] == 1000.0
+    assert out[3] == 4 + 2 + 2 and out[4] == 3 + 1 + 1

@@ -117,6 +117,9 @@ def check_translation(f, translated, x, p0) -> None:
 DEVICES = ("cpu",)  # what fit_batch's device= may say; jax places its arrays itself
 JAC_WITHOUT_JACOBIAN = JAC_AUTODIFF  # exact derivatives by automatic differentiation
 CHUNKS_RECOMPILE = True  # a chunk of a new number of fits is a new program
+# Whether a huge single fit starts from a fit to a strided subsample (autofit._fused):
+# a subsample of a new size is a new program: seconds of compilation.
+COARSE_START = False
 
 
 def device_name(requested: str = "cpu") -> str:

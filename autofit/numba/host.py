@@ -318,6 +318,9 @@ def _name(f) -> str:
 DEVICES = ("cpu", "cuda")
 JAC_WITHOUT_JACOBIAN = None  # finite differences
 CHUNKS_RECOMPILE = False
+# Whether a huge single fit starts from a fit to a strided subsample (autofit._fused):
+# a pass over a subsample costs its share of a pass.
+COARSE_START = True
 
 
 def device_report() -> str:

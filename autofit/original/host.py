@@ -37,6 +37,9 @@ DEVICES = ("cpu",)
 JAC_WITHOUT_JACOBIAN = None
 # Whether a batch chunk of a new size costs a compilation (then chunks keep one size).
 CHUNKS_RECOMPILE = False
+# Whether a huge single fit starts from a fit to a strided subsample (autofit._fused):
+# a pass over a subsample costs its share of a pass.
+COARSE_START = True
 
 
 def device_name(requested: str = "cpu") -> str:
