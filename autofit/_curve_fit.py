@@ -153,9 +153,10 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         point) and the fit to all points starts from its minimum: about three passes over
         all the points instead of about six; if the full fit then ends more than twice
         as far per point from the data as the subsample's, it is also run from p0 and the
-        lower χ² kept. ``nfev`` counts the subsample's evaluations too. Default: for ``FUSED_MIN_POINTS`` (100,000) points or more, unless
-        ``sigma`` is a covariance matrix (which needs the old path) or the backend is numba
-        with a callable ``jac`` (numba's fused pass takes models one point at a time).
+        lower χ² kept. ``nfev`` counts the subsample's evaluations too. Default: for
+        ``FUSED_MIN_POINTS`` (100,000) points or more, unless ``sigma`` is a covariance
+        matrix (which needs the old path) or the backend is numba with a callable ``jac``
+        (numba's fused pass takes models one point at a time).
         ``True`` asks for it at any size, ``False`` never uses it.
     **kwargs
         scipy's keywords, with scipy's meaning:
