@@ -551,3 +551,29 @@ def test_a_full_fit_worse_per_point_than_its_subsample_is_also_fitted_from_p0(mo
     assert starts == [(100, 0.0), (1000, 7.0), (1000, 0.0)]
     assert out[0].tolist() == [1.0] and out[1] == 1000.0
     assert out[3] == 4 + 2 + 2 and out[4] == 3 + 1 + 1
+
+
+@pytest.mark.parametrize("n_points", [1, 4096, 4097, 10_000, 30_000, 1_000_003])
+def test_numba_chunks_balance_the_threads_and_cover_the_points(n_points):
+    fused = pytest.importorskip("autofit.numba.fused")
+    chunk = fused.chunk_length(n_points)
+    n_chunks = -(-n_points // chunk)
+    assert 1 <= chunk <= fused.CHUNK and n_chunks * chunk >= n_points
+    if n_points > fused.CHUNK:
+        assert n_chunks % fused.CHUNKS_MULTIPLE == 0
+        assert (n_chunks - 1) * chunk < n_points  # no empty chunk
+
+
+def test_a_numba_fused_fit_does_not_depend_on_the_number_of_threads(decay_data):
+    numba = pytest.importorskip("numba")
+    x, y = decay_data
+    found = []
+    threads = numba.get_num_threads()
+    try:
+        for n_threads in sorted({1, threads}):
+            numba.set_num_threads(n_threads)
+            found.append(autofit.curve_fit(decay, x[:10_000], y[:10_000], p0=[1.0, 1.0, 0.0],
+                                           backend="numba", fused=True)[0])
+    finally:
+        numba.set_num_threads(threads)
+    assert all(np.array_equal(found[0], other) for other in found[1:])

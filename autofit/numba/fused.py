@@ -1,7 +1,8 @@
 """Levenberg-Marquardt for one fit to very many points, without the Jacobian (numba).
 
 The algorithm of :mod:`autofit.original.fused`, step for step. A pass over the points runs
-in chunks of :data:`CHUNK` points, ``prange`` over blocks of chunks: for each chunk a first
+in chunks of at most :data:`CHUNK` points (:func:`chunk_length`), ``prange`` over blocks of
+chunks: for each chunk a first
 loop evaluates the model point by point (point functions, :mod:`autofit.numba.points`,
 built-in models with the vectorisable :func:`autofit.numba.fastexp.vexp`) and writes each
 point's gradient, its two weights and its squared residual to a small work array that stays
@@ -84,6 +85,7 @@ _relative_step = numba.njit(inline="always", error_model="numpy", fastmath=FASTM
 # Points per chunk: the work array ((n_params + 3) rows of CHUNK float64, 192 kB for three
 # parameters) stays in the 512 kB L2 cache of a core.
 CHUNK = 4096
+CHUNKS_MULTIPLE = 8
 # Blocks of chunks per pass (each block allocates its work array once); more blocks than
 # threads balance the load when other processes share the cores.
 BLOCKS = 64
@@ -280,6 +282,19 @@ def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_
     return CompiledFunction(compiled, types.FunctionType(signature))
 
 
+def chunk_length(n_points: int) -> int:
+    """Points per chunk: at most CHUNK, in a number of chunks that is a multiple of
+    CHUNKS_MULTIPLE, so that a pass over a few chunks keeps 2, 4 or 8 threads equally busy
+    (10,000 points: 8 chunks of 1,250, where 3 of 4,096 gave one of two threads two chunks
+    and the other one), and the order of the sums, so every result, does not depend on
+    the number of threads."""
+    if n_points <= CHUNK:
+        return max(n_points, 1)
+    n_chunks = -(-n_points // CHUNK)
+    n_chunks = -(-n_chunks // CHUNKS_MULTIPLE) * CHUNKS_MULTIPLE
+    return -(-n_points // n_chunks)
+
+
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _sums_per_chunk(chunk_sums, x, y, w, p, lower, upper, chunk, partial):
     n_params = p.shape[0]
@@ -345,10 +360,9 @@ def _cholesky_solve(h, g, scale_squared, damping, active, step):
 
 
 def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper, ftol, xtol,
-           gtol, max_nfev):
+           gtol, max_nfev, chunk):
     n_params = p0.shape[0]
     n_sums = 1 + n_params + n_params * (n_params + 1) // 2
-    chunk = min(CHUNK, y.shape[0])
     partial = np.empty(((y.shape[0] + chunk - 1) // chunk, n_sums))
     p = np.minimum(np.maximum(p0, lower), upper)
     g = np.empty(n_params)
@@ -441,7 +455,7 @@ def _driver():
             vector, matrix = f8[::1], f8[:, ::1]
             _DRIVER.append(numba.njit((chunk_type, chunk_type, types.boolean, i8, matrix,
                                        vector, vector, vector, vector, vector, f8, f8, f8,
-                                       i8), cache=True, error_model="numpy",
+                                       i8, i8), cache=True, error_model="numpy",
                                       fastmath=FASTMATH)(_solve))
     return _DRIVER[0]
 
@@ -459,7 +473,8 @@ def build_solver(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE)
 
     def solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev):
         return driver(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper,
-                      ftol, xtol, gtol, max_nfev)
+                      ftol, xtol, gtol, max_nfev,
+                      chunk_length(y.shape[0]))
 
     return solve
 
