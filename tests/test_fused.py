@@ -577,3 +577,33 @@ def test_a_numba_fused_fit_does_not_depend_on_the_number_of_threads(decay_data):
     finally:
         numba.set_num_threads(threads)
     assert all(np.array_equal(found[0], other) for other in found[1:])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ["sigma-bounds", "soft_l1"])
+def test_the_subsample_start_keeps_sigma_bounds_and_robust_losses(decay_data, backend, case,
+                                                                   monkeypatch):
+    from autofit import _fused
+
+    x, y = decay_data
+    y = y.copy()
+    y[::997] += 3.0  # outliers, for the robust loss
+    kwargs = {"p0": [1.0, 1.0, 0.0], "backend": backend}
+    if case == "sigma-bounds":
+        # The offset's upper bound below its best value: the fit ends on it.
+        kwargs |= {"sigma": np.linspace(0.5, 2.0, x.size) * 0.01,
+                   "bounds": ([0.0, 0.0, -1.0], [10.0, 10.0, 0.45])}
+    else:
+        kwargs |= {"loss": "soft_l1", "f_scale": 0.05}
+    found = []
+    for threshold in (100_000, 10**12):
+        monkeypatch.setattr(_fused, "COARSE_MIN_POINTS", threshold)
+        params, pcov = autofit.curve_fit(_user(decay, backend), x, y, **kwargs)
+        found.append((params, pcov))
+    # The same minimum: within 1e-4 of a standard error (as the fused path against scipy;
+    # a fit ending on a bound stops by ftol at a few 1e-6 of one), the same covariance.
+    errors = np.sqrt(np.diag(found[1][1]))
+    np.testing.assert_allclose(found[0][0], found[1][0], rtol=0, atol=1e-4 * errors.max())
+    np.testing.assert_allclose(found[0][1], found[1][1], rtol=1e-4)
+    if case == "sigma-bounds":
+        assert found[0][0][2] == pytest.approx(0.45)
