@@ -37,3 +37,39 @@ def test_special_values(vexp_array):
     got = vexp_array(np.array([np.nan, np.inf, -np.inf, 1000.0, -1000.0]))
     assert np.isnan(got[0])
     np.testing.assert_array_equal(got[1:], [np.inf, 0.0, np.inf, 0.0])
+
+
+@pytest.fixture(scope="module")
+def vlog1p_array():
+    from autofit.numba.fastexp import vlog1p
+
+    @numba.njit(error_model="numpy")
+    def apply(z):
+        out = np.empty_like(z)
+        for i in range(z.shape[0]):
+            out[i] = vlog1p(z[i])
+        return out
+
+    return apply
+
+
+def test_vlog1p_within_three_ulps_over_the_whole_range(vlog1p_array):
+    rng = np.random.default_rng(1)
+    z = np.concatenate([10.0 ** rng.uniform(-323.0, 308.0, 500_000),
+                        -(10.0 ** rng.uniform(-323.0, -1e-12, 100_000)),
+                        rng.uniform(-1.0, 4.0, 200_000), np.linspace(0.0, 1e-15, 10_001),
+                        [0.0, 5e-324, 1e-17, 1.1e-16, 2.2e-16, 1e-8, 0.5, 1.0, 2.0, 1e300,
+                         np.finfo(float).max, -0.5, -0.9999999999999999]])
+    expected = np.log1p(z)
+    got = vlog1p_array(z)
+    assert np.all(np.isfinite(expected))
+    ulps = np.abs(got - expected) / np.spacing(np.abs(expected))
+    assert ulps.max() <= 3.0
+    assert np.mean(ulps) < 0.1  # almost always exact
+
+
+def test_vlog1p_special_values(vlog1p_array):
+    got = vlog1p_array(np.array([np.nan, np.inf, -np.inf, -1.0, -2.0, -0.0]))
+    assert np.isnan(got[0]) and got[1] == np.inf and np.isnan(got[2])
+    assert got[3] == -np.inf and np.isnan(got[4])
+    assert got[5] == 0.0 and np.signbit(got[5])  # log1p(-0) is -0, as numpy's

@@ -82,7 +82,9 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     judge_trial = inline(_rules.judge_trial)
     step_not_tried = inline(_rules.step_not_tried)
     # The robust losses (M-estimators), with the working precision's literals.
-    robust_loss = inline(with_literals_of(_rules.robust_loss, dtype))
+    # (On the CPU with its vectorisable log1p: the cauchy loss's pass then runs over
+    # several points at once.)
+    robust_loss = inline(with_literals_of(_rules.robust_loss, dtype, fast_exp=block))
     # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
     # scalar of that type so that the step arithmetic stays in it.
     forward_step = np.dtype(dtype).type(_rules.forward_step(dtype))

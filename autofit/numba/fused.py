@@ -78,7 +78,7 @@ _predicted_reduction = numba.njit(inline="always")(_rules.predicted_reduction)
 _judge_trial = numba.njit(inline="always")(_rules.judge_trial)
 _step_not_tried = numba.njit(inline="always")(_rules.step_not_tried)
 _robust_loss = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
-    _rules.robust_loss)
+    with_literals_of(_rules.robust_loss, np.float64, fast_exp=True))
 _relative_step = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
     _rules.relative_step)
 

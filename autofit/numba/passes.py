@@ -554,14 +554,17 @@ class _TypedFloatLiterals(ast.NodeTransformer):
 
 
 class _VectorisableExp(ast.NodeTransformer):
-    """Replace ``math.exp(...)`` by ``_vexp(...)`` (:mod:`autofit.numba.fastexp`)."""
+    """Replace ``math.exp(...)`` by ``_vexp(...)`` and ``math.log1p(...)`` by
+    ``_vlog1p(...)`` (:mod:`autofit.numba.fastexp`)."""
+
+    NAMES = {"exp": "_vexp", "log1p": "_vlog1p"}
 
     def visit_Call(self, node):
         self.generic_visit(node)
         f = node.func
-        if (isinstance(f, ast.Attribute) and f.attr == "exp"
+        if (isinstance(f, ast.Attribute) and f.attr in self.NAMES
                 and isinstance(f.value, ast.Name) and f.value.id == "math"):
-            node.func = ast.copy_location(ast.Name("_vexp", ast.Load()), f)
+            node.func = ast.copy_location(ast.Name(self.NAMES[f.attr], ast.Load()), f)
         return node
 
 
@@ -569,9 +572,11 @@ def with_literals_of(function, dtype, fast_exp=False):
     """``function`` recompiled from its source for the working dtype.
 
     Its float literals become scalars of ``dtype`` (float32 only: in float64 they already
-    are), and with ``fast_exp`` (float64 CPU kernels) ``math.exp`` becomes the vectorisable
-    :func:`autofit.numba.fastexp.vexp`. The identity when there is nothing to change, and
-    for functions whose source cannot be read (they then run unchanged: correct, slower).
+    are), and with ``fast_exp`` (float64 CPU kernels) ``math.exp`` and ``math.log1p`` become
+    the vectorisable :func:`autofit.numba.fastexp.vexp` and
+    :func:`~autofit.numba.fastexp.vlog1p`. The identity when there is nothing to change,
+    and for functions whose source cannot be read (they then run unchanged: correct,
+    slower).
     """
     import numba
 
@@ -592,7 +597,7 @@ def with_literals_of(function, dtype, fast_exp=False):
     if float32:
         tree = _TypedFloatLiterals().visit(tree)
     if fast_exp:
-        from autofit.numba.fastexp import vexp
+        from autofit.numba.fastexp import vexp, vlog1p
 
         tree = _VectorisableExp().visit(tree)
     tree = ast.fix_missing_locations(tree)
@@ -603,6 +608,7 @@ def with_literals_of(function, dtype, fast_exp=False):
     namespace["_real"] = numba.from_dtype(np.dtype(dtype))
     if fast_exp:
         namespace["_vexp"] = vexp
+        namespace["_vlog1p"] = vlog1p
     exec(compile(tree, inspect.getsourcefile(function) or "<autofit>", "exec"),  # noqa: S102
          namespace)
     return namespace[definition.name]
