@@ -158,8 +158,7 @@ def _worth_bending(velocity, h, scale_squared, damping, chi2, tol):
     """Whether the step is large enough for its geodesic acceleration: not when the
     reduction of χ² it predicts is within tol of χ² (the fit is converging; there the
     acceleration is rounding noise, which would decide the last steps)."""
-    predicted = (velocity @ (h @ velocity)
-                 + 2.0 * damping * np.sum(scale_squared * velocity * velocity))
+    predicted = predicted_reduction_where(np, h, velocity, scale_squared, damping)
     return predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2
 
 

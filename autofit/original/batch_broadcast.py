@@ -146,8 +146,7 @@ def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale_squared
     ``velocity + acceleration / 2`` where the acceleration is trusted (the step unchanged
     where it is too small to bend: the reference's ``_worth_bending``)."""
     velocity = np.clip(p + step, lower, upper) - p
-    predicted = (np.einsum("kp,kpq,kq->k", velocity, h, velocity)
-                 + 2.0 * damping * np.sum(scale_squared * velocity * velocity, axis=1))
+    predicted = predicted_reduction_where(np, h, velocity, scale_squared, damping)
     worth = predicted > max(tol, GEODESIC_MIN_REDUCTION) * chi2
     with np.errstate(all="ignore"):
         f_probe = _call(f, x, p + GEODESIC_PROBE * velocity)
