@@ -206,13 +206,21 @@ LARGEST_DATA = 1e140
 SMALLEST_DATA = 1e-140
 
 
-def check_data_scale(y, weights) -> None:
+def value_range(array: np.ndarray) -> tuple:
+    """``(smallest, largest)`` value of a non-empty array: two SIMD passes, no temporary.
+    Both are finite only when every value is (nan propagates; an inf is one of them)."""
+    return float(array.min()), float(array.max())
+
+
+def check_data_scale(y, weights, y_range=None) -> None:
     """Refuse data whose weighted magnitude puts χ² outside float64's range, naming the
-    scale and the fix (fitting on would end with a misleading status, or at p0)."""
+    scale and the fix (fitting on would end with a misleading status, or at p0).
+    ``y_range``: ``value_range(y)`` when the caller has it."""
     magnitude = None
     if weights.shape == (1,) and y.size:
-        # One weight (no sigma): two passes over y and no array of its size.
-        top, bottom = float(y.max()), float(y.min())
+        # One weight (no sigma): two passes over y (none when given) and no array of its
+        # size.
+        bottom, top = value_range(y) if y_range is None else y_range
         if math.isfinite(top - bottom):
             magnitude = abs(float(weights[0])) * max(top, -bottom)
     if magnitude is None:
@@ -430,15 +438,21 @@ def check_path_keywords(kwargs) -> None:
 
 
 def apply_nan_policy(x, y, sigma, nan_policy, check_finite):
-    """(x, y, sigma) after the finiteness check and scipy's nan_policy ('omit' drops
-    the points with a nan in x or y)."""
+    """(x, y, sigma, y_range) after the finiteness check and scipy's nan_policy ('omit'
+    drops the points with a nan in x or y); ``y_range``: y's ``value_range`` where the
+    check found it (for :func:`check_data_scale`), else None."""
+    y_range = None
     if check_finite:
         for array, name in ((x, "xdata"), (y, "ydata")):
-            # A finite sum (one fast pass, no temporary) proves every value finite.
-            if not math.isfinite(array.sum()) and not np.isfinite(array).all():
+            # The smallest and largest values (two fast passes, no temporary) are finite
+            # only when every value is; y's also give its scale.
+            found = value_range(array) if array.size else (0.0, 0.0)
+            if not (math.isfinite(found[0]) and math.isfinite(found[1])):
                 raise ValueError(first_nonfinite(array, name) + "; array must not "
                                  "contain infs or NaNs (drop those points, or pass "
                                  "nan_policy='omit' to skip nan points)")
+            if array is y:
+                y_range = found
     if nan_policy == "raise":
         for array, name in ((x, "xdata"), (y, "ydata")):
             if np.isnan(array).any():
@@ -448,15 +462,14 @@ def apply_nan_policy(x, y, sigma, nan_policy, check_finite):
     if nan_policy == "omit":
         keep = ~((np.isnan(x) if x.ndim == 1 else np.isnan(x).any(axis=0)) | np.isnan(y))
         if not keep.all():
-            x = x[..., keep]
-            y = y[keep]
+            x, y, y_range = x[..., keep], y[keep], None
             if sigma is not None:
                 sigma = np.asarray(sigma)
                 sigma = sigma[keep] if sigma.ndim == 1 else sigma[np.ix_(keep, keep)]
         if y.size == 0:
             raise ValueError("every point has a nan in xdata or ydata; nothing is left to "
                              "fit after nan_policy='omit'")
-    return x, y, sigma
+    return x, y, sigma, y_range
 
 # ------------------------------------------------------------------------------ fit_batch
 # The batch's arguments come per fit or shared: a per-fit array has y's leading shape in
