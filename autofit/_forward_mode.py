@@ -286,7 +286,12 @@ class _Writer:
                 return _constant(eval(f"({u.static!r}) {symbol} ({v.static!r})"))  # noqa: S307
             except (ArithmeticError, ValueError, TypeError):
                 pass  # e.g. 1 / 0: left to the fit, as NumPy would
-        t = self.value(f"{u.value} {symbol} {v.value}")
+        if op is ast.Pow and v.static is not None and v.static == 2:
+            # NumPy's own square (the same bits as u ** 2); numba's pass over the points
+            # stayed scalar with the power (a gaussian: 4.8 ns a point, 1.5 with this).
+            t = self.value(f"{u.value} * {u.value}")
+        else:
+            t = self.value(f"{u.value} {symbol} {v.value}")
         du, dv = u.tangent, v.tangent
         tangent = {}
         for j in sorted(set(du) | set(dv)):

@@ -162,6 +162,20 @@ def test_generated_value_and_gradient_match_the_model(f, p, x):
                                    err_msg=f"parameter {j}")
 
 
+def test_a_square_is_a_product_equal_to_numpys_bit_for_bit():
+    # ``u ** 2`` becomes ``u * u`` (NumPy's own square: the same bits), which the compiled
+    # pass vectorises; the power kept the numba pass scalar (a gaussian 4.8 -> 1.5 ns/point).
+    def parabola(x, a, b, c):
+        return a * ((x - b) / 0.7) ** 2 + c
+
+    value_source, gradient_source = generate_source(parabola, 3, 1)
+    assert "**" not in value_source and "**" not in gradient_source
+    x = np.linspace(-3.0, 3.0, 101)
+    p = (1.7, 0.3, 0.2)
+    values, _ = _points(parabola, p, x)
+    np.testing.assert_array_equal(values, parabola(x, *p))
+
+
 @pytest.mark.parametrize("f, p", CASES_2D, ids=[c[0].__name__ for c in CASES_2D])
 def test_two_variable_models(f, p):
     rng = np.random.default_rng(3)
