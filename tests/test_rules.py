@@ -154,3 +154,18 @@ def test_relative_step_on_numba_and_jax():
 def test_forward_step_follows_the_working_precision():
     assert _rules.forward_step(np.float64) == _rules.FORWARD_STEP == np.sqrt(np.finfo(float).eps)
     assert _rules.forward_step(np.float32) == pytest.approx(np.sqrt(np.finfo(np.float32).eps))
+
+
+@pytest.mark.parametrize("code", [_codes.ESTIMATOR_LSE, *sorted(_codes.ROBUST_LOSSES.values())])
+def test_a_loss_cut_to_its_own_branch_is_that_loss(code):
+    # The numba passes that call a loss by its literal code compile robust_loss cut to that
+    # code's branch (autofit.numba.passes.with_literals_of): the same numbers, one branch.
+    pytest.importorskip("numba")
+    from autofit.numba.passes import with_literals_of
+
+    alone = with_literals_of(_rules.robust_loss, np.float64, estimator=code)
+    assert alone is not _rules.robust_loss
+    for z in (0.0, 1e-12, 1e-3, 0.5, 1.0, 2.0, 37.5, 1e8):
+        assert alone(z, code) == _rules.robust_loss(z, code)
+        # The code argument no longer chooses anything: the branch is the one cut to.
+        assert alone(z, -1) == _rules.robust_loss(z, code)

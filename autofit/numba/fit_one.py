@@ -48,6 +48,7 @@ from autofit.numba.passes import (
     _generated_evaluate,
     _generated_probe_rows,
     _tagging,
+    robust_losses,
     with_literals_of,
 )
 
@@ -85,6 +86,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     # (On the CPU with its vectorisable log1p: the cauchy loss's pass then runs over
     # several points at once.)
     robust_loss = inline(with_literals_of(_rules.robust_loss, dtype, fast_exp=block))
+    # Each loss alone, for the CPU passes that call it by its literal code.
+    losses = robust_losses(inline, dtype, block) if block else None
     # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
     # scalar of that type so that the step arithmetic stays in it.
     forward_step = np.dtype(dtype).type(_rules.forward_step(dtype))
@@ -124,7 +127,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # The CPU pass: the model at the probe for all points in one vectorisable loop (the
         # parameters as a tuple, as in evaluate), its weighted residuals to a scratch row,
         # then one dot product per parameter with the rows the pass at p left in ``jac``.
-        probe_rows = jit(_generated_probe_rows(n_params, value, dtype, tag, robust_loss))
+        probe_rows = jit(_generated_probe_rows(n_params, value, dtype, tag, losses))
 
     @inline
     def probe_gradient(x, y, w, p, q, lower, upper, free, estimator, jac, work_p, g_probe):
@@ -166,7 +169,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
 
     evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline,
                                        value if rows_of_differences else None,
-                                       forward_step, tag, robust_loss, relative_step))
+                                       forward_step, tag, robust_loss, relative_step,
+                                       losses))
 
     factor = inline(linalg.cholesky_factor)
     substitute = inline(linalg.cholesky_substitute)
@@ -294,8 +298,11 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             return math.nan, 0, status
         for a in range(n_params):
             p[a] = min(max(p0[a], lower[a]), upper[a])
+        # evaluate's last argument as a plain bool: a literal False here and a literal True
+        # below would compile the whole pass twice (4 s more for each model's kernel).
+        information = bool(False)
         chi2, positive = evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac,
-                                  work_p, False)
+                                  work_p, information)
         if not math.isfinite(chi2):
             return math.nan, 0, (NONFINITE if positive else MLE_NONPOSITIVE_MODEL)
         any_gradient = False
@@ -328,7 +335,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             small_step = clip_step(p, step, lower, upper, scale_squared, tol, trial)
             # Into the other work array: jac keeps the pass at p (the probe reads it).
             trial_chi2, _ = evaluate(x, y, w, trial, lower, upper, free, estimator, trial_g,
-                                     trial_h, trial_jac, work_p, False)
+                                     trial_h, trial_jac, work_p, information)
             predicted = predicted_reduction(h, step, scale_squared, damping)
             accepted, status, damping = judge_trial(chi2, trial_chi2, predicted, small_step,
                                                     tol, damping)
@@ -344,7 +351,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # Covariance: the inverse of H (least squares), of the Fisher information (MLE) or
         # of scipy's matrix for a robust loss (both one more pass).
         if estimator != ESTIMATOR_LSE:
-            evaluate(x, y, w, p, lower, upper, free, estimator, trial_g, h, jac, work_p, True)
+            evaluate(x, y, w, p, lower, upper, free, estimator, trial_g, h, jac, work_p,
+                     not information)
         for a in range(n_params):
             scale_squared[a] = 0.0
         damped_system(h, scale_squared, scale_squared, 0.0, free, system, work_p)

@@ -68,6 +68,7 @@ from autofit.numba.passes import (
     _dot2,
     _scaled_row,
     _sum,
+    robust_losses,
     with_literals_of,
 )
 
@@ -77,8 +78,9 @@ _clip_step = numba.njit(inline="always")(_rules.clip_step)
 _predicted_reduction = numba.njit(inline="always")(_rules.predicted_reduction)
 _judge_trial = numba.njit(inline="always")(_rules.judge_trial)
 _step_not_tried = numba.njit(inline="always")(_rules.step_not_tried)
-_robust_loss = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
-    with_literals_of(_rules.robust_loss, np.float64, fast_exp=True))
+# Each loss alone (a chunk's loss is a literal of its source).
+_ROBUST_LOSSES = robust_losses(
+    numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH), np.float64, True)
 _relative_step = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
     _rules.relative_step)
 
@@ -152,7 +154,7 @@ def _point_weights(n_params: int, point: str, estimator: int, information: bool)
         weight_h = "(wi * rho1 / root) * (wi * rho1 / root)"
     return [f"r = wi * (y[k] - {point})",
             "z = r * r",
-            f"rho, rho1, rho2, root = robust_loss(z, {estimator})",
+            f"rho, rho1, rho2, root = robust_loss_{estimator}(z, {estimator})",
             f"jac[{wg}, i] = wi * rho1 * r",
             f"jac[{wh}, i] = {weight_h}",
             f"jac[{sq}, i] = rho"]
@@ -269,7 +271,7 @@ def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_
     # vectorisable exp; other user functions are compiled as written.
     fast_exp = getattr(value, "__module__", "") in ("autofit.numba.points",
                                                     "autofit._forward_mode")
-    namespace = {"math": math, "index": numba.uint64, "robust_loss": _robust_loss,
+    namespace = {"math": math, "index": numba.uint64, **_ROBUST_LOSSES,
                  "relative_step": _relative_step,
                  **_reductions(n_params),
                  "value": inline(with_literals_of(value, np.float64, fast_exp)),

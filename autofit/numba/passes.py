@@ -255,7 +255,7 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
             f"def _reweigh_{code}(jac, n_points, fisher):",
             "    for i in range(n_points):",
             f"        z = jac[{sq}, i]",
-            f"        rho, rho1, rho2, root = robust_loss(z, {code})",
+            f"        rho, rho1, rho2, root = robust_loss_{code}(z, {code})",
             f"        jac[{vr}, i] = rho",
             "        ratio = rho1 / root",
             f"        wi2 = jac[{wh}, i]",
@@ -443,7 +443,7 @@ ROBUST_CODES = tuple(sorted(ROBUST_LOSSES.values()))
 
 def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=None,
                         value=None, forward_step=None, tag="", robust_loss=None,
-                        relative_step=None):
+                        relative_step=None, robust_losses=None):
     import numba
 
     forward = value is not None
@@ -456,7 +456,8 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
     # importable module (the CPU kernels of built-in models are cached, this pass included).
     namespace = {"__name__": __name__, "math": math, "point": point,
                  "robust_loss": robust_loss, "ESTIMATOR_LSE": ESTIMATOR_LSE,
-                 "ESTIMATOR_MLE": ESTIMATOR_MLE, "_real": numba.from_dtype(np.dtype(dtype))}
+                 "ESTIMATOR_MLE": ESTIMATOR_MLE, "_real": numba.from_dtype(np.dtype(dtype)),
+                 **(robust_losses or {})}
     if block:
         # Not inline="always": numba would inline the IR and compile it without these flags.
         reduce = _tagging(numba.njit(error_model="numpy", fastmath=_REDUCE_FASTMATH), tag)
@@ -490,7 +491,7 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
     return namespace["evaluate"]
 
 
-def _generated_probe_rows(n_params, value, dtype=np.float64, tag="", robust_loss=None):
+def _generated_probe_rows(n_params, value, dtype=np.float64, tag="", robust_losses=None):
     """``probe_rows(x, y, w, q, free, estimator, jac, g_probe)``: ``g_probe = J_w(p)ᵀ W (y -
     f(q))`` from the Jacobian rows ``jac[:n_params]`` of the CPU pass at p (zero at unused
     points), with row ``n_params`` as scratch; for a robust loss ``Σ (w rho1 / root)(p) J(p)
@@ -515,7 +516,7 @@ def _generated_probe_rows(n_params, value, dtype=np.float64, tag="", robust_loss
             "        for i in range(y.shape[0]):",
             "            wi = w[i]",
             "            r_q = wi * (y[i] - value(x, i, params))",
-            f"            _, _, _, root_q = robust_loss(r_q * r_q, {code})",
+            f"            _, _, _, root_q = robust_loss_{code}(r_q * r_q, {code})",
             f"            jac[{row}, i] = jac[{factor}, i] * (r_q * root_q)",
             "            n_unused += 1 if wi == 0.0 else 0")],
         # Points of weight 0 were evaluated like the others; their model may be inf or nan.
@@ -529,7 +530,7 @@ def _generated_probe_rows(n_params, value, dtype=np.float64, tag="", robust_loss
     tree = ast.parse(source)
     if np.dtype(dtype) != np.float64:
         tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
-    namespace = {"__name__": __name__, "value": value, "robust_loss": robust_loss,
+    namespace = {"__name__": __name__, "value": value, **(robust_losses or {}),
                  "ESTIMATOR_LSE": ESTIMATOR_LSE,
                  # In the points' order, as the reference's sum (reassociated, the sums
                  # moved a generated case's parameters by 1.2e-8 of themselves).
@@ -568,21 +569,46 @@ class _VectorisableExp(ast.NodeTransformer):
         return node
 
 
-def with_literals_of(function, dtype, fast_exp=False):
+class _OneBranch(ast.NodeTransformer):
+    """Cut every ``if name == CONSTANT: ... elif ...`` chain to the branch that ``name``'s
+    known ``value`` takes (the constants are looked up in ``namespace``)."""
+
+    def __init__(self, name, value, namespace):
+        self.name, self.value, self.namespace = name, value, namespace
+
+    def visit_If(self, node):
+        test = node.test
+        if (isinstance(test, ast.Compare) and len(test.ops) == 1
+                and isinstance(test.ops[0], ast.Eq) and isinstance(test.left, ast.Name)
+                and test.left.id == self.name):
+            constant = eval(compile(ast.Expression(test.comparators[0]), "<branch>", "eval"),  # noqa: S307
+                            dict(self.namespace))
+            taken = node.body if constant == self.value else node.orelse
+            kept = []
+            for statement in taken:
+                visited = self.visit(statement)
+                kept.extend(visited if isinstance(visited, list) else [visited])
+            return kept
+        return self.generic_visit(node)
+
+
+def with_literals_of(function, dtype, fast_exp=False, estimator=None):
     """``function`` recompiled from its source for the working dtype.
 
     Its float literals become scalars of ``dtype`` (float32 only: in float64 they already
     are), and with ``fast_exp`` (float64 CPU kernels) ``math.exp`` and ``math.log1p`` become
     the vectorisable :func:`autofit.numba.fastexp.vexp` and
-    :func:`~autofit.numba.fastexp.vlog1p`. The identity when there is nothing to change,
-    and for functions whose source cannot be read (they then run unchanged: correct,
-    slower).
+    :func:`~autofit.numba.fastexp.vlog1p`. With ``estimator`` (a code), every
+    ``if estimator == ...`` chain keeps only that code's branch: where the code is a
+    literal, numba then inlines and compiles one loss instead of all of them. The identity
+    when there is nothing to change, and for functions whose source cannot be read (they
+    then run unchanged: correct, slower).
     """
     import numba
 
     float32 = np.dtype(dtype) != np.float64
     fast_exp = fast_exp and not float32
-    if not (float32 or fast_exp):
+    if not (float32 or fast_exp or estimator is not None):
         return function
     function = getattr(function, "py_func", function)
     try:
@@ -594,6 +620,8 @@ def with_literals_of(function, dtype, fast_exp=False):
     if not isinstance(definition, ast.FunctionDef):  # a lambda: leave it
         return function
     definition.decorator_list = []
+    if estimator is not None:
+        tree = _OneBranch("estimator", estimator, function.__globals__).visit(tree)
     if float32:
         tree = _TypedFloatLiterals().visit(tree)
     if fast_exp:
@@ -612,6 +640,18 @@ def with_literals_of(function, dtype, fast_exp=False):
     exec(compile(tree, inspect.getsourcefile(function) or "<autofit>", "exec"),  # noqa: S102
          namespace)
     return namespace[definition.name]
+
+
+def robust_losses(decorate, dtype, fast_exp) -> dict:
+    """``{"robust_loss_<code>": function}``: :func:`autofit._rules.robust_loss` for each
+    robust loss code alone (:func:`with_literals_of`), compiled by ``decorate``, for the
+    generated passes that call a loss by its literal code (each inlined copy is then one
+    loss, not five: a batch kernel compiled ~4 s faster)."""
+    from autofit import _rules
+
+    return {f"robust_loss_{code}": decorate(with_literals_of(_rules.robust_loss, dtype,
+                                                             fast_exp, estimator=code))
+            for code in ROBUST_CODES}
 
 
 def work_rows(n_params):
