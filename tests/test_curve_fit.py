@@ -183,6 +183,36 @@ def test_jax_recompiles_neither_for_new_values_nor_within_a_bucket():
     assert lm.lm_solve.jitted._cache_size() == compiled + 1
 
 
+def test_jax_fused_fits_recompile_neither_within_a_bucket():
+    # A huge fit's length is an argument of the program, the data padded to a bucket.
+    if not installed("jax"):
+        pytest.skip("jax is not installed")
+    import jax.numpy as jnp
+
+    from autofit.jax import fused
+
+    def jax_decay(x, a, b, c):
+        return a * jnp.exp(-b * x) + c
+
+    x = np.linspace(0, 4, 5000)
+    y = 2.5 * np.exp(-1.3 * x) + 0.5 + 0.01 * np.random.default_rng(1).normal(size=x.size)
+    fits = {}
+    for n in (5000, 4500, 4097, 10):  # buckets 6144, 6144, 6144, 4096
+        fits[n] = autofit.curve_fit(jax_decay, x[:n], y[:n], p0=P0, backend="jax",
+                                    fused=True, full_output=True)
+        if n == 5000:
+            compiled = fused._lm_fused_cpu._cache_size()
+        if n == 4097:
+            assert fused._lm_fused_cpu._cache_size() == compiled, "jax recompiled lm_fused"
+    assert fused._lm_fused_cpu._cache_size() == compiled + 1  # the 4096 bucket
+    for n, (params, _, info, *_) in fits.items():
+        # The padding is never read as data: the same fit as NumPy's on those points.
+        reference = autofit.curve_fit(decay, x[:n], y[:n], p0=P0, backend="numpy",
+                                      fused=True)[0]
+        np.testing.assert_allclose(params, reference, rtol=1e-7, err_msg=f"{n} points")
+        assert info["backend"] == "jax"
+
+
 def test_xdata_none_calls_the_model_with_none_as_scipy_does():
     seen = []
 

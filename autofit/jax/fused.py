@@ -3,15 +3,17 @@
 The algorithm of :mod:`autofit.original.fused`, step for step, as one jit-compiled
 ``lax.while_loop`` (the whole fit runs on the device; the host only reads the result).
 
-A pass over the points is a ``lax.fori_loop`` over chunks of :func:`chunk_size` points,
-each read with ``lax.dynamic_slice`` from the device's copy of the caller's arrays (see
-:func:`_on_device`): nothing is padded. When ``chunk`` does not divide the points, one more
-chunk is read at ``n_points - chunk`` (so that it fits) and its points that the full chunks
-already counted are masked out; the full chunks need no such mask. Per chunk the model and
-its Jacobian (analytic, forward or central differences, or ``jax.jacfwd``) are evaluated
-and folded into χ², ``JᵀW²r`` and ``JᵀW²J``; only one chunk's ``(n_params, chunk)``
-Jacobian exists at a time. The data's length is part of the compiled shape, so a new
-length compiles again (padding to a bucket instead would copy the data once more).
+The data are padded to a bucket of :func:`bucket_length` points (copies of the last point,
+never read as data), and the number of points is an argument of the program, not its
+shape: a new length within a bucket runs the program already compiled (a copy of the data,
+one pass over memory, costs far less than a compilation). A pass over the points is a
+``lax.fori_loop`` over the full chunks of :func:`chunk_size` points among the
+``n_points``, each read with ``lax.dynamic_slice``; when ``chunk`` does not divide them,
+one more chunk is read at ``n_points - chunk`` (at 0 when that is negative) and its points
+that the full chunks already counted, or beyond ``n_points``, are masked out; the full
+chunks need no such mask. Per chunk the model and its Jacobian (analytic, forward or
+central differences, or ``jax.jacfwd``) are evaluated and folded into χ², ``JᵀW²r`` and
+``JᵀW²J``; only one chunk's ``(n_params, chunk)`` Jacobian exists at a time.
 
 On a CPU the program is compiled with ``autofit.jax.batch.CPU_COMPILER_OPTIONS`` (XLA's
 loop emitters), a chunk holds about ``CPU_CHUNK_ENTRIES`` Jacobian entries, and a model of
@@ -89,10 +91,24 @@ GPU_CHUNK = 1 << 22
 ENTRY_SUMS_UP_TO = 7
 
 
+# The smallest bucket: a fit of up to this many points runs one program (a pass over a few
+# thousand padded points costs tens of µs, a compilation about a second).
+MIN_BUCKET = 4096
+
+
+def bucket_length(n_points: int) -> int:
+    """The length the data are padded to: ``MIN_BUCKET``, then the next of 4096, 6144,
+    8192, 12288, ... (at most 1.5x the data)."""
+    size = MIN_BUCKET
+    while size < n_points:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
 def chunk_size(n_points: int, n_params: int, platform: str) -> int:
-    """Points per chunk on ``platform`` ('cpu', 'gpu', ...), at most ``n_points``: on a CPU
-    the largest power of two (at least 1024) with at most ``CPU_CHUNK_ENTRIES`` Jacobian
-    entries."""
+    """Points per chunk on ``platform`` ('cpu', 'gpu', ...) for data padded to ``n_points``,
+    at most ``n_points``: on a CPU the largest power of two (at least 1024) with at most
+    ``CPU_CHUNK_ENTRIES`` Jacobian entries."""
     if platform != "cpu":
         return min(n_points, GPU_CHUNK)
     points = CPU_CHUNK_ENTRIES // max(n_params, 1)
@@ -166,10 +182,10 @@ def _robust_chunk_sums(jac, r, wc, used, entry_sums, estimator, information):
     return jnp.sum(rho), g, _entry_sums_h(left, right)
 
 
-def _normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, upper,
-                      chunk, entry_sums, estimator=ESTIMATOR_LSE, information=False):
-    """One pass: ``(chi2, g, h)`` at ``p``; chi2 is inf if any of them is not finite."""
-    n_points = ydata.shape[0]
+def _normal_equations(model, jacobian, jac_method, x, ydata, weights, n_points, p, lower,
+                      upper, chunk, entry_sums, estimator=ESTIMATOR_LSE, information=False):
+    """One pass over the first ``n_points`` (a traced integer) of the padded data:
+    ``(chi2, g, h)`` at ``p``; chi2 is inf if any of them is not finite."""
     n_full = n_points // chunk
     n_params = p.shape[0]
 
@@ -193,9 +209,12 @@ def _normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, 
     sums = (zero, jnp.zeros(n_params, p.dtype), jnp.zeros((n_params, n_params), p.dtype))
     # Only the last, partial chunk needs the position mask: the full chunks skip it.
     sums = jax.lax.fori_loop(0, n_full, lambda c, s: add(s, c * chunk, None), sums)
-    if n_points % chunk:
-        start = n_points - chunk
-        sums = add(sums, start, start + jnp.arange(chunk) >= n_full * chunk)
+    start = jnp.maximum(n_points - chunk, 0)
+    position = start + jnp.arange(chunk)
+    sums = jax.lax.cond(
+        n_points % chunk != 0,
+        lambda s: add(s, start, (position >= n_full * chunk) & (position < n_points)),
+        lambda s: s, sums)
     chi2, g, h = sums
     finite = jnp.isfinite(chi2) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(h))
     return jnp.where(finite, chi2, jnp.inf), g, h
@@ -213,8 +232,8 @@ class _State(NamedTuple):
     status: jax.Array
 
 
-def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
-              gtol, max_nfev, chunk, entry_sums, estimator):
+def _lm_fused(model, jacobian, jac_method, x, ydata, weights, n_points, p0, lower, upper,
+              ftol, xtol, gtol, max_nfev, chunk, entry_sums, estimator):
     x, ydata, weights = _as_float(x), _as_float(ydata), _as_float(weights)
     p0, lower, upper = _as_float(p0), _as_float(lower), _as_float(upper)
     ftol, xtol, gtol = _as_float(ftol), _as_float(xtol), _as_float(gtol)
@@ -222,8 +241,8 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
     cost = evaluations_per_pass(jac_method, n_params)
 
     def evaluate(p):
-        return _normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower,
-                                 upper, chunk, entry_sums, estimator)
+        return _normal_equations(model, jacobian, jac_method, x, ydata, weights, n_points, p,
+                                 lower, upper, chunk, entry_sums, estimator)
 
     def integer(value):
         return jnp.asarray(value, dtype=int)
@@ -289,8 +308,9 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
     # The reference returns the first pass's h, without this pass, when that pass failed.
     information = jax.lax.cond(
         s.status == NONFINITE, lambda p: s.h,
-        lambda p: _normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower,
-                                    upper, chunk, entry_sums, estimator, True)[2], s.params)
+        lambda p: _normal_equations(model, jacobian, jac_method, x, ydata, weights, n_points,
+                                    p, lower, upper, chunk, entry_sums, estimator, True)[2],
+        s.params)
     return s.params, s.chi2, s.status, s.nfev, s.n_iter, information
 
 
@@ -302,15 +322,32 @@ _lm_fused_cpu = jax.jit(_lm_fused, static_argnames=_STATIC,
 _lm_fused_default = jax.jit(_lm_fused, static_argnames=_STATIC)
 
 
-def _on_device(a):
-    """``a`` as a device array, sharing a NumPy array's memory where JAX can.
+# JAX uses a NumPy array's memory in place (on a CPU) only if it starts on such a boundary.
+_ALIGNMENT = 64
 
-    On a CPU, JAX can use a NumPy array's memory in place only if it starts on a 64-byte
-    boundary; NumPy aligns its arrays to 16 bytes, so most arrays (and every array on a GPU)
-    are still copied once per call: the data's size again, on top of the caller's arrays.
-    """
+
+def _aligned_empty(shape, dtype):
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    buffer = np.empty(size + _ALIGNMENT, dtype=np.uint8)
+    offset = -buffer.ctypes.data % _ALIGNMENT
+    return buffer[offset:offset + size].view(dtype).reshape(shape)
+
+
+def _padded(a, length):
+    """``a`` (its last axis the points) padded to ``length`` points with copies of its last
+    point, as a device array. A NumPy array is copied once, into memory that a CPU device
+    then uses in place (NumPy aligns arrays to 16 bytes, and JAX would copy them again)."""
+    extra = length - a.shape[-1]
     if isinstance(a, np.ndarray):
+        if extra:
+            padded = _aligned_empty(a.shape[:-1] + (length,), a.dtype)
+            padded[..., :a.shape[-1]] = a
+            padded[..., a.shape[-1]:] = a[..., -1:]
+            a = padded
         return jax.device_put(a, may_alias=True)
+    if extra:
+        a = jnp.concatenate([a, jnp.repeat(a[..., -1:], extra, axis=-1)], axis=-1)
     return a
 
 
@@ -321,13 +358,16 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
     estimator = fused_estimator(estimator)
     platform = jax.default_backend()
     n_params = int(np.shape(p0)[0])
-    chunk = chunk_size(int(ydata.shape[0]), n_params, platform)
+    n_points = int(ydata.shape[0])
+    length = bucket_length(n_points)
+    chunk = chunk_size(length, n_params, platform)
     # Measured on a CPU only: elsewhere the matrix products, as before.
     entry_sums = platform == "cpu" and n_params <= ENTRY_SUMS_UP_TO
-    ftol = max(float(ftol), chi2_rounding(int(ydata.shape[0])))
-    x, ydata, weights = (_on_device(a) for a in (x, ydata, weights))
-    arguments = (model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
-                 gtol, max_nfev, chunk, entry_sums, estimator)
+    ftol = max(float(ftol), chi2_rounding(n_points))
+    x, ydata = _padded(x, length), _padded(ydata, length)
+    weights = weights if np.shape(weights)[0] == 1 else _padded(weights, length)
+    arguments = (model, jacobian, jac_method, x, ydata, weights, n_points, p0, lower, upper,
+                 ftol, xtol, gtol, max_nfev, chunk, entry_sums, estimator)
     if platform != "cpu":
         return _lm_fused_default(*arguments)
     try:
