@@ -188,11 +188,11 @@ def _chunk_source(n_params: int, estimator: int = ESTIMATOR_LSE,
         "    if w.shape[0] == 1:",
         "        wi = w[0]",
         "        for i in range(width):",
-        "            k = index(start + i)",
+        "            k = unsigned(start + i)",
         *(f"            {line}" for line in body),
         "    else:",
         "        for i in range(width):",
-        "            k = index(start + i)",
+        "            k = unsigned(start + i)",
         "            wi = w[k]",
         *(f"            {line}" for line in body),
         # Points of weight 0 are evaluated like the others (branch-free), then zeroed: their
@@ -271,7 +271,7 @@ def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_
     # vectorisable exp; other user functions are compiled as written.
     fast_exp = getattr(value, "__module__", "") in ("autofit.numba.points",
                                                     "autofit._forward_mode")
-    namespace = {"math": math, "index": numba.uint64, **_ROBUST_LOSSES,
+    namespace = {"math": math, "unsigned": numba.uint64, **_ROBUST_LOSSES,
                  "relative_step": _relative_step,
                  **_reductions(n_params),
                  "value": inline(with_literals_of(value, np.float64, fast_exp)),
