@@ -16,8 +16,6 @@ import os
 
 import numpy as np
 
-from autofit.numba.kernel import RUN_OPTIONS, RUN_SOURCE
-from autofit.numba.passes import work_rows
 
 # Sources whose change must invalidate a disk-cached kernel (everything it compiles).
 # What a generated kernel compiles besides its own source: every module of this package (the
@@ -46,9 +44,15 @@ def _importable_name(function):
         else None
 
 
+_ENTRY_ARGUMENTS = ("x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial, "
+                    "step, g, h, trial_g, trial_h, scale_squared, system, jac, trial_jac, "
+                    "work_p, active, covariance")
+
+
 def _kernel_module_source(value, gradient, jac_method, n_params, dtype):
-    """The source of a module defining the CPU kernel ``run`` with ``cache=True``, or None
-    when the point functions cannot be imported by name (user models)."""
+    """The source of a module defining ``fit_one_entry``, the model's ``fit_one`` compiled
+    for its one signature with ``cache=True``, or None when the point functions cannot be
+    imported by name (user models)."""
     names = (_importable_name(value), _importable_name(gradient))
     if None in names:
         return None
@@ -59,15 +63,20 @@ def _kernel_module_source(value, gradient, jac_method, n_params, dtype):
         "import numba",
         "import numpy as np",
         "",
-        "from autofit.numba.kernel import cpu_fit_one",
+        "from autofit.numba.kernel import cpu_fit_one, fit_one_type",
         f"from {value_module} import {value_name} as value",
         f"from {gradient_module} import {gradient_name} as gradient",
         "",
         f"fit_one = cpu_fit_one(value, gradient, {int(jac_method)}, {int(n_params)}, "
         f"np.{np.dtype(dtype).name})",
-        f"WORK_ROWS = {work_rows(n_params)}",
-        RUN_SOURCE,
-        f"run = numba.njit(cache=True, **{RUN_OPTIONS!r})(run)",
+        "",
+        "",
+        f"def fit_one_entry({_ENTRY_ARGUMENTS}):",
+        f"    return fit_one({_ENTRY_ARGUMENTS})",
+        "",
+        "",
+        f"fit_one_entry = numba.njit(fit_one_type(np.{np.dtype(dtype).name}).signature, "
+        "cache=True, error_model='numpy')(fit_one_entry)",
         "",
     ])
 
@@ -140,6 +149,9 @@ def cached_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
         except BaseException:
             del sys.modules[name]
             raise
-    return sys.modules[name].run
+    from autofit.numba.kernel import as_first_class, kernel_around
+
+    return kernel_around(as_first_class(sys.modules[name].fit_one_entry, dtype), n_params,
+                         dtype)
 
 
