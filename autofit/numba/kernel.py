@@ -136,6 +136,7 @@ def kernel_around(fit_one, n_params, dtype=np.float64):
                np.ascontiguousarray(free, dtype=np.bool_), int(estimator), float(tol),
                int(max_iter), params, chi2, n_iter, status, covariance)
 
+    run.fit_one = fit_one  # what it runs (a disk-cached model's dispatcher: its cache stats)
     return run
 
 
