@@ -407,7 +407,7 @@ CACHE_SCRIPT = textwrap.dedent("""
     result = autofit.fit_batch(models.linear, x, y, p0=np.ones((2, 2)), backend="numba")
     assert result.converged.all() and np.allclose(result.params, [[2.0, 1.0], [-1.0, 0.5]])
     (kernel,) = batch._KERNELS.values()
-    stats = kernel.fit_one.dispatcher.stats
+    stats = kernel.fit_range.dispatcher.stats
     print("hits", sum(stats.cache_hits.values()), "misses", sum(stats.cache_misses.values()))
 """)
 
@@ -425,8 +425,8 @@ def test_built_in_kernels_are_loaded_from_the_disk_cache_by_a_second_process(tmp
     assert runs[1].stdout.split() == ["hits", "1", "misses", "0"], runs[1].stdout
     # The generated module and numba's index and code for it, keyed by the source's hash.
     (module,) = tmp_path.glob("autofit_batch_*.py")
-    assert list((tmp_path / "__pycache__").glob(module.stem + ".fit_one_entry-*.nbi"))
-    assert list((tmp_path / "__pycache__").glob(module.stem + ".fit_one_entry-*.nbc"))
+    assert list((tmp_path / "__pycache__").glob(module.stem + ".fit_range-*.nbi"))
+    assert list((tmp_path / "__pycache__").glob(module.stem + ".fit_range-*.nbc"))
 
 
 # Each argument: a built-in model whose lm_batch kernel is run (and compiled or loaded) in

@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from autofit.numba.kernel import FIT_RANGE_SOURCE
+from autofit.numba.passes import work_rows
 
 # Sources whose change must invalidate a disk-cached kernel (everything it compiles).
 # What a generated kernel compiles besides its own source: every module of this package (the
@@ -44,39 +46,32 @@ def _importable_name(function):
         else None
 
 
-_ENTRY_ARGUMENTS = ("x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial, "
-                    "step, g, h, trial_g, trial_h, scale_squared, system, jac, trial_jac, "
-                    "work_p, active, covariance")
-
-
 def _kernel_module_source(value, gradient, jac_method, n_params, dtype):
-    """The source of a module defining ``fit_one_entry``, the model's ``fit_one`` compiled
-    for its one signature with ``cache=True``, or None when the point functions cannot be
-    imported by name (user models)."""
+    """The source of a module defining ``fit_range`` (:data:`FIT_RANGE_SOURCE`) around the
+    model's ``fit_one``, compiled for its one signature with ``cache=True``, or None when
+    the point functions cannot be imported by name (user models)."""
     names = (_importable_name(value), _importable_name(gradient))
     if None in names:
         return None
     (value_module, value_name), (gradient_module, gradient_name) = names
+    dtype_name = np.dtype(dtype).name
     return "\n".join([
         f'"""autofit CPU batch kernel: {value_name}, jac_method {jac_method}, '
-        f'{n_params} parameters, {np.dtype(dtype).name} (generated; safe to delete)."""',
+        f'{n_params} parameters, {dtype_name} (generated; safe to delete)."""',
         "import numba",
         "import numpy as np",
         "",
-        "from autofit.numba.kernel import cpu_fit_one, fit_one_type",
+        "from autofit.numba.kernel import cpu_fit_one, fit_range_type",
         f"from {value_module} import {value_name} as value",
         f"from {gradient_module} import {gradient_name} as gradient",
         "",
         f"fit_one = cpu_fit_one(value, gradient, {int(jac_method)}, {int(n_params)}, "
-        f"np.{np.dtype(dtype).name})",
-        "",
-        "",
-        f"def fit_one_entry({_ENTRY_ARGUMENTS}):",
-        f"    return fit_one({_ENTRY_ARGUMENTS})",
-        "",
-        "",
-        f"fit_one_entry = numba.njit(fit_one_type(np.{np.dtype(dtype).name}).signature, "
-        "cache=True, error_model='numpy')(fit_one_entry)",
+        f"np.{dtype_name})",
+        f"N_PARAMS = {int(n_params)}",
+        f"WORK_ROWS = {work_rows(n_params)}",
+        FIT_RANGE_SOURCE,
+        f"fit_range = numba.njit(fit_range_type(np.{dtype_name}).signature, cache=True, "
+        "error_model='numpy')(fit_range)",
         "",
     ])
 
@@ -151,7 +146,6 @@ def cached_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
             raise
     from autofit.numba.kernel import as_first_class, kernel_around
 
-    return kernel_around(as_first_class(sys.modules[name].fit_one_entry, dtype), n_params,
-                         dtype)
+    return kernel_around(as_first_class(sys.modules[name].fit_range, dtype), dtype)
 
 
