@@ -13,6 +13,7 @@ import threading
 
 import numba
 import numpy as np
+from numba import from_dtype, types
 
 from autofit.numba.fit_one import build_fit_one
 from autofit.numba.passes import FASTMATH, with_literals_of, work_rows
@@ -67,8 +68,6 @@ def _argument_types(dtype):
     """The numba types of :func:`run_fits`'s data and result arguments for ``dtype``: the
     data and the bounds read only (mutable arrays convert to that), every array
     C-contiguous."""
-    from numba import from_dtype, types
-
     real = from_dtype(np.dtype(dtype))
 
     def data(element, ndim):
@@ -81,8 +80,6 @@ def _argument_types(dtype):
 
 def fit_range_type(dtype=np.float64):
     """The numba type of a compiled ``fit_range(first, last, ...)`` for ``dtype``."""
-    from numba import types
-
     return types.FunctionType(types.void(types.int64, types.int64, *_argument_types(dtype)))
 
 
