@@ -471,6 +471,34 @@ def test_user_models_get_no_disk_cached_kernel():
                                        np.float64) is not None
 
 
+def test_kernels_of_one_size_share_their_linear_algebra():
+    # Two models of 4 parameters and both Jacobian methods: one compiled Cholesky factor
+    # (and pre-check) for all four kernels, one probe pass per model.
+    pytest.importorskip("numba")
+    from autofit._codes import ESTIMATOR_LSE, JAC_ANALYTIC, JAC_FORWARD
+    from autofit.numba import fit_one, kernel, points, user_points
+
+    x = np.linspace(-3.0, 3.0, 40)
+    truth = np.array([1.0, 0.2, 0.8, 0.1])
+    y = user_gaussian(x, *truth)[None, :]
+    user = user_points.user_point_function(user_gaussian, 4, 1)
+    built_in = points.POINT_FUNCTIONS["gaussian"]
+    for value, gradient, method in ((user, kernel._no_gradient, JAC_FORWARD),
+                                    (*built_in, JAC_ANALYTIC), (*built_in, JAC_FORWARD)):
+        run = kernel.build_cpu_kernel(value, gradient, method, 4)
+        params, chi2 = np.empty((1, 4)), np.empty(1)
+        n_iter, status = np.empty(1, np.int64), np.empty(1, np.int64)
+        run(x[None, None, :], y, np.ones((1, 40)), truth[None, :] * 1.1,
+            np.full((1, 4), -np.inf), np.full((1, 4), np.inf), np.ones(4, bool),
+            ESTIMATOR_LSE, 1e-10, 100, params, chi2, n_iter, status, np.empty((1, 4, 4)))
+        np.testing.assert_allclose(params[0], truth, rtol=1e-6)
+    sized = ("cpu", 4, "float64")
+    for name in ("cholesky_factor", "not_attempted", "inverse_from_factor"):
+        assert len(fit_one._SHARED[(name, sized)].overloads) == 1
+    probes = [key for key in fit_one._SHARED if key[0] == "probe_rows" and key[1][:3] == sized]
+    assert {key[1][3] for key in probes} >= {user, built_in[0]}
+
+
 def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):
     pytest.importorskip("numba")
     from autofit.numba import kernel_cache

@@ -52,9 +52,29 @@ from autofit.numba.passes import (
     with_literals_of,
 )
 
+# Compiled pieces shared between the solvers that :func:`build_fit_one` builds with a
+# ``share`` key: see there.
+_SHARED: dict = {}
+
+
+def _shared(key, build):
+    """``build()``, once per ``key`` (None: not shared)."""
+    if key is None:
+        return build()
+    if key not in _SHARED:
+        _SHARED[key] = build()
+    return _SHARED[key]
+
+
+def _sharing(decorator, key):
+    """A decorator: ``decorator(function)``, or the function of the same name that it
+    made earlier for ``key`` (None: never shared)."""
+    return lambda function: _shared(None if key is None else (function.__name__, key),
+                                    lambda: decorator(function))
+
 
 def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
-                  dtype=np.float64, block=False, tag=""):
+                  dtype=np.float64, block=False, tag="", share=None):
     """The per-fit solver for one model, compiled by ``jit``.
 
     ``value`` and ``gradient`` are point functions already compiled by ``jit``;
@@ -72,9 +92,22 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     matrix is one vectorisable dot product over the points.
 
     ``tag`` ends the qualified name of every function compiled here (see :func:`_tagged`).
+
+    ``share``, a key ``(flavour, model)`` (None: nothing shared), lets solvers of the same
+    ``flavour`` (one ``jit``, ``inline`` and ``block``) share what does not depend on
+    the Jacobian method: the linear algebra and the pre-checks across every model of
+    ``n_params`` parameters, the probe's pass across the methods of one ``model``. Each is
+    then compiled once per process, not once per solver (5 s of a 10 s kernel).
     """
+    # The keys of the shared pieces: with the working precision and size, and the model
+    # where a piece evaluates it.
+    sizes = None if share is None else (share[0], n_params, np.dtype(dtype).name)
+    with_model = None if share is None else (*sizes, share[1])
+    shared_tag = f"{n_params}_{np.dtype(dtype).name}"
     analytic = jac_method == JAC_ANALYTIC
     inline = _tagging(inline or jit, tag)
+    # What depends on the sizes only (the linear algebra, the pre-checks).
+    sized = _sharing(_tagging(jit, shared_tag), sizes) if share else _tagging(jit, tag)
     jit = _tagging(jit, tag)
     # The iteration's decisions, shared with lm_fused (autofit._rules).
     is_active = inline(_rules.is_active)
@@ -127,7 +160,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # The CPU pass: the model at the probe for all points in one vectorisable loop (the
         # parameters as a tuple, as in evaluate), its weighted residuals to a scratch row,
         # then one dot product per parameter with the rows the pass at p left in ``jac``.
-        probe_rows = jit(_generated_probe_rows(n_params, value, dtype, tag, losses))
+        probe_rows = _shared(with_model and ("probe_rows", with_model), lambda: jit(
+            _generated_probe_rows(n_params, value, dtype, tag, losses)))
 
     @inline
     def probe_gradient(x, y, w, p, q, lower, upper, free, estimator, jac, work_p, g_probe):
@@ -175,15 +209,15 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     factor = inline(linalg.cholesky_factor)
     substitute = inline(linalg.cholesky_substitute)
 
-    @jit
+    @sized
     def cholesky_factor(a):
         return factor(a, n_params)
 
-    @jit
+    @sized
     def cholesky_substitute(chol, b, z):
         substitute(chol, b, z, n_params)
 
-    @jit
+    @sized
     def inverse_from_factor(chol, work, inverse):
         # (chol cholᵀ)⁻¹ = Xᵀ X with X = chol⁻¹, into the lower triangle of inverse. Rows of
         # X, then of the sum, are updated by whole (vectorisable) row operations: a third
@@ -211,7 +245,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
 
     damped = inline(linalg.damped_system)
 
-    @jit
+    @sized
     def damped_system(h, g, scale_squared, damping, active, system, rhs):
         damped(h, g, scale_squared, damping, active, system, rhs, n_params)
 
@@ -255,7 +289,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             step[a] = step[a] + 0.5 * trial[a]
         return True
 
-    @jit
+    @sized
     def not_attempted(x, y, w, p0, free, estimator):
         for v in range(x.shape[0]):
             for i in range(x.shape[1]):

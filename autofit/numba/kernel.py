@@ -33,7 +33,8 @@ def cpu_fit_one(value, gradient, jac_method, n_params, dtype=np.float64):
     return build_fit_one(inline(with_literals_of(value, dtype, fast_exp)),
                          inline(with_literals_of(gradient, dtype, fast_exp)),
                          jac_method, n_params, jit, inline, dtype, block=True,
-                         tag="".join(c if c.isalnum() else "_" for c in tag))
+                         tag="".join(c if c.isalnum() else "_" for c in tag),
+                         share=("cpu", value))
 
 
 # A chunk of fits, as source: compiled around a model's ``fit_one`` (with ``N_PARAMS`` and
