@@ -205,6 +205,11 @@ def test_jax_fused_fits_recompile_neither_within_a_bucket():
         if n == 4097:
             assert fused._lm_fused_cpu._cache_size() == compiled, "jax recompiled lm_fused"
     assert fused._lm_fused_cpu._cache_size() == compiled + 1  # the 4096 bucket
+    # One program for every robust loss (its code traced): a second loss compiles nothing.
+    for loss in ("soft_l1", "cauchy"):
+        autofit.curve_fit(jax_decay, x[:10], y[:10], p0=P0, backend="jax", fused=True,
+                          loss=loss, f_scale=0.1)
+    assert fused._lm_fused_cpu._cache_size() == compiled + 2
     for n, (params, _, info, *_) in fits.items():
         # The padding is never read as data: the same fit as NumPy's on those points.
         reference = autofit.curve_fit(decay, x[:n], y[:n], p0=P0, backend="numpy",

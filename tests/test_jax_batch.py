@@ -462,6 +462,22 @@ def test_one_program_per_model_and_bucket():
         assert counter.count <= (1 if seed == 30 else 0)
 
 
+def test_one_program_for_every_robust_loss():
+    """The robust losses share one program (the loss's code is traced): a second loss
+    compiles nothing, and each still gives the reference's fits."""
+    from autofit._codes import ROBUST_LOSSES
+
+    args = list(_problem(n_fits=20, seed=40))
+    args[1] = args[1].copy()
+    args[1][:, ::9] += 2.0  # outliers
+    before = _cache_sizes()
+    for code in ROBUST_LOSSES.values():
+        actual, _ = _jax(args, estimator=code)
+        _assert_agree(_reference(args, estimator=code), actual)
+    added = sum(_cache_sizes().values()) - sum(before.values())
+    assert added <= 1  # 0 when an earlier test compiled this bucket
+
+
 @pytest.mark.parametrize("estimator", [ESTIMATOR_LSE, ESTIMATOR_MLE], ids=["lse", "mle"])
 def test_compaction_gives_identical_results(estimator):
     """The same fits, whether the still-running ones are listed first at each stage or

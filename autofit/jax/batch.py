@@ -8,8 +8,10 @@ pytree :class:`BatchState` (params, χ², g, H, scale_squared, damping, n_iter, 
 be stopped after any pass and resumed later with the same result.
 
 **One compiled program per model and bucket** (:func:`solve`; ``model``, ``jacobian``,
-``jac_method`` and ``estimator`` static; ``lm_batch.jitted`` holds the jitted functions,
-for ``._cache_size()``). It runs the whole batch: :func:`_prepare` (pre-checks,
+``jac_method`` and ``estimator`` static, but one program for every robust loss: its code is
+traced, a ``switch`` around the loss alone, which under ``vmap`` stays a branch; a first
+robust call compiles ~20% longer, another loss then nothing; ``lm_batch.jitted`` holds the
+jitted functions, for ``._cache_size()``). It runs the whole batch: :func:`_prepare` (pre-checks,
 ``clip(p0)``) for every fit, then passes until no fit moves, then :func:`_finish` (the
 covariance, and ``SINGULAR`` for a converged fit whose information matrix is not
 invertible). A fit's first pass evaluates its starting point (the reference's step 2) and
@@ -137,6 +139,47 @@ _NOT_STARTED = (NONFINITE_DATA, MLE_NEGATIVE_DATA, TOO_FEW_POINTS, NONFINITE,
 _STATIC = ("model", "jacobian", "jac_method", "estimator")
 # The estimators this engine compiles: least squares, Poisson MLE and the robust losses.
 ESTIMATORS = (ESTIMATOR_LSE, ESTIMATOR_MLE, *ROBUST_LOSSES.values())
+ROBUST_CODES = tuple(sorted(ROBUST_LOSSES.values()))
+# The static ``estimator`` of the one program for every robust loss (its code traced).
+ANY_ROBUST_LOSS = -1
+
+
+class TracedLoss:
+    """A robust loss whose code is traced, not static, so that one program serves every
+    loss: what the passes get as ``estimator`` (it equals no estimator code). ``index`` is
+    the code's position in :data:`ROBUST_CODES`."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def __eq__(self, other):
+        return self is other
+
+    __hash__ = object.__hash__
+
+
+def static_estimator(estimator: int) -> tuple[int, int]:
+    """``(static, index)``: how a program is keyed for ``estimator`` (a robust loss: the
+    one program of :data:`ANY_ROBUST_LOSS`, and the loss's index in it)."""
+    if estimator in ROBUST_CODES:
+        return ANY_ROBUST_LOSS, ROBUST_CODES.index(estimator)
+    return estimator, 0
+
+
+def traced_estimator(static: int, index):
+    """What the passes get as ``estimator`` for :func:`static_estimator`'s pair."""
+    return TracedLoss(index) if static == ANY_ROBUST_LOSS else static
+
+
+def robust_loss(z, estimator):
+    """``robust_loss(z, estimator)`` for a code or a :class:`TracedLoss` (then a
+    ``switch``: under ``vmap`` the code is shared by every fit, so it stays a branch and
+    only the loss's own arithmetic runs)."""
+    if isinstance(estimator, TracedLoss):
+        branches = [functools.partial(robust_loss_where, jnp, estimator=code)
+                    for code in ROBUST_CODES]
+        return jax.lax.switch(estimator.index, branches, z)
+    return robust_loss(z, estimator)
 
 
 def bucket_size(n_fits):
@@ -290,7 +333,7 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
         # _evaluate). r is exactly 0 at weight-0 points, so every term there is 0 too.
         positive = jnp.asarray(True)
         r = jnp.where(used, w * (y - f), 0.0)
-        rho, rho1, _, root = robust_loss_where(jnp, r * r, _known(estimator))
+        rho, rho1, _, root = robust_loss(r * r, estimator)
         slope = jnp.where(used, w * rho1 / root, 0.0)  # ds/dr times w
         (chi2,), g, h = _normal_sums((rho,), jac, jnp.where(used, w * rho1 * r, 0.0),
                                      slope * slope)
@@ -319,9 +362,9 @@ def _geodesic(model, jacobian, jac_method, estimator, d, s, step, active, chol, 
         # The square-root residuals at the probe, projected by their Jacobian at p (the
         # reference's _geodesic_rhs).
         r = jnp.where(used, w * (d.ydata - f), 0.0)
-        _, rho1, _, root = robust_loss_where(jnp, r * r, estimator)
+        _, rho1, _, root = robust_loss(r * r, estimator)
         r_probe = jnp.where(used, w * (d.ydata - f_probe), 0.0)
-        root_probe = robust_loss_where(jnp, r_probe * r_probe, estimator)[3]
+        root_probe = robust_loss(r_probe * r_probe, estimator)[3]
         g_probe = jac @ (jnp.where(used, w * rho1 / root, 0.0) * r_probe * root_probe)
     second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_v)
     finite = jnp.all(jnp.isfinite(second))
@@ -370,7 +413,7 @@ def _invert(information, free):
 
 def _known(estimator):
     """``estimator``, refused (``ValueError``) unless it is one of :data:`ESTIMATORS`:
-    checked while tracing, before anything is compiled."""
+    checked before anything is traced."""
     if estimator not in ESTIMATORS:
         raise ValueError("lm_batch: estimator must be ESTIMATOR_LSE, ESTIMATOR_MLE or a "
                          "robust loss (ESTIMATOR_SOFT_L1, ESTIMATOR_HUBER, ESTIMATOR_CAUCHY, "
@@ -382,7 +425,6 @@ def _prepare(estimator, d, p0, free):
     """The state of one fit before its first pass: the pre-checks, and ``clip(p0)`` with
     status ``_STARTING`` when the fit can start (its starting point is evaluated by its first
     pass, :func:`_iteration`)."""
-    _known(estimator)
     finite_data = (jnp.all(jnp.isfinite(d.x)) & jnp.all(jnp.isfinite(d.ydata))
                    & jnp.all(jnp.isfinite(d.weights)) & jnp.all(jnp.isfinite(p0)))
     used = d.weights != 0.0
@@ -512,7 +554,7 @@ def _finish(model, jacobian, jac_method, estimator, s, d, free):
         w = jnp.where(used, d.weights, 0.0)
         r = jnp.where(used, w * (d.ydata - f), 0.0)
         z = r * r
-        _, rho1, rho2, _ = robust_loss_where(jnp, z, estimator)
+        _, rho1, rho2, _ = robust_loss(z, estimator)
         weight = jnp.where(used, w * w * jnp.maximum(rho1 + 2.0 * rho2 * z, EPS), 0.0)
         _, _, information = _normal_sums((), jac, weight, weight)
     covariance, ok = _invert(information, free)
@@ -637,7 +679,8 @@ def _results(finish, state, data, free, n_valid, chunk):
 
 
 def _solve(model, jacobian, jac_method, estimator, data, p0, free, tol, max_iter, n_valid,
-           stage_iterations, compaction):
+           stage_iterations, compaction, loss_index):
+    estimator = traced_estimator(estimator, loss_index)
     statics = (model, jacobian, jac_method, estimator)
     chunk = _chunk_size(p0.shape[0])
     state = _map_fits(lambda p, d: _prepare(estimator, d, p, free), p0, data)
@@ -660,10 +703,11 @@ _solve_default = jax.jit(_solve, static_argnames=_STATIC)
 
 def solve(**arguments):
     """``solve(model=, jacobian=, jac_method=, estimator=, data=, p0=, free=, tol=,
-    max_iter=, n_valid=, stage_iterations=, compaction=) -> (results, (stages, trips))``:
-    a whole (padded) batch in one compiled program; fits ``n_valid`` and beyond are
-    padding. ``results`` is lm_batch's ``(params, chi2, n_iter, status, covariance)`` for
-    every row, ``stages`` and ``trips`` those of :class:`BatchStats`."""
+    max_iter=, n_valid=, stage_iterations=, compaction=, loss_index=) -> (results, (stages,
+    trips))``: a whole (padded) batch in one compiled program; fits ``n_valid`` and beyond
+    are padding; ``estimator`` and ``loss_index`` as :func:`static_estimator` gives them.
+    ``results`` is lm_batch's ``(params, chi2, n_iter, status, covariance)`` for every row,
+    ``stages`` and ``trips`` those of :class:`BatchStats`."""
     if jax.default_backend() != "cpu":
         return _solve_default(**arguments)
     try:
@@ -731,8 +775,10 @@ def run_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
     rows = np.concatenate([np.arange(n_fits), np.zeros(size - n_fits, dtype=np.int64)])
     data = BatchData(*(a[rows] if name == "ydata" or a.shape[0] != 1 else a
                        for name, a in zip(BatchData._fields, host)))
+    static, loss_index = static_estimator(_known(estimator))
     results, (stages, trips) = solve(
-        model=model, jacobian=jacobian, jac_method=int(jac_method), estimator=int(estimator),
+        model=model, jacobian=jacobian, jac_method=int(jac_method), estimator=static,
+        loss_index=np.asarray(loss_index, integer),
         data=data, p0=p0.astype(dtype)[rows], free=free, tol=np.asarray(tol, dtype),
         max_iter=np.asarray(max_iter, integer), n_valid=np.asarray(n_fits, integer),
         stage_iterations=np.asarray(stage_iterations, integer),

@@ -30,9 +30,10 @@ Differences from the reference, all deliberate:
 * Points of weight 0 contribute exactly nothing even where the model or its Jacobian is
   nan/inf there (selects, never ``0 * value``), as in the reference.
 
-A robust ``estimator`` is a static argument (one program per loss, the loss's branch chosen
-when tracing): its pass forms the reference's sums of the square-root residuals, and one
-more pass after the loop the information ``Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ``.
+One program serves every robust ``estimator`` (its code traced, a ``switch`` around the loss
+alone: :func:`autofit.jax.batch.robust_loss`): its pass forms the reference's sums of the
+square-root residuals, and one more pass after the loop the information
+``Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ``.
 """
 
 from typing import NamedTuple
@@ -66,7 +67,6 @@ from autofit._rules import (
     fused_estimator,
     judge_trial_where,
     predicted_reduction_where,
-    robust_loss_where,
     step_not_tried_where,
 )
 from autofit.jax.batch import (
@@ -74,6 +74,9 @@ from autofit.jax.batch import (
     _cholesky,
     _damped_system,
     _substitute,
+    robust_loss,
+    static_estimator,
+    traced_estimator,
 )
 from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
 
@@ -168,7 +171,7 @@ def _entry_sums_h(left, right):
 def _robust_chunk_sums(jac, r, wc, used, entry_sums, estimator, information):
     # r is 0 where unused, where every loss is 0 with slope 1: only jac needs the mask.
     z = r * r
-    rho, rho1, rho2, root = robust_loss_where(jnp, z, estimator)
+    rho, rho1, rho2, root = robust_loss(z, estimator)
     jac = jnp.where(used[None, :], jac, 0.0)
     weight_g = wc * rho1 * r
     if information:
@@ -233,7 +236,8 @@ class _State(NamedTuple):
 
 
 def _lm_fused(model, jacobian, jac_method, x, ydata, weights, n_points, p0, lower, upper,
-              ftol, xtol, gtol, max_nfev, chunk, entry_sums, estimator):
+              ftol, xtol, gtol, max_nfev, chunk, entry_sums, estimator, loss_index):
+    estimator = traced_estimator(estimator, loss_index)
     x, ydata, weights = _as_float(x), _as_float(ydata), _as_float(weights)
     p0, lower, upper = _as_float(p0), _as_float(lower), _as_float(upper)
     ftol, xtol, gtol = _as_float(ftol), _as_float(xtol), _as_float(gtol)
@@ -366,8 +370,11 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
     ftol = max(float(ftol), chi2_rounding(n_points))
     x, ydata = _padded(x, length), _padded(ydata, length)
     weights = weights if np.shape(weights)[0] == 1 else _padded(weights, length)
+    # One program for every robust loss (the loss's code traced).
+    static, loss_index = static_estimator(estimator)
     arguments = (model, jacobian, jac_method, x, ydata, weights, n_points, p0, lower, upper,
-                 ftol, xtol, gtol, max_nfev, chunk, entry_sums, estimator)
+                 ftol, xtol, gtol, max_nfev, chunk, entry_sums, static,
+                 np.asarray(loss_index, np.int32))
     if platform != "cpu":
         return _lm_fused_default(*arguments)
     try:
