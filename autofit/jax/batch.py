@@ -39,8 +39,8 @@ order or the chunk it runs in: bit for bit (tested).
 48, ...: powers of two and 1.5 times powers of two): no recompilation while only values
 change or the number of fits stays within a bucket. Padding fits copy fit 0's data, are
 marked finished from the start (their chunks are not run), and are dropped from the
-output. Inputs with leading size 1 (``x``, ``weights``, ``lower``, ``upper``) are shared by
-all fits: ``vmap`` gets them unbatched.
+output. ``x`` and ``weights`` with leading size 1 are shared by all fits: ``vmap`` gets
+them unbatched; bounds are always per fit (one program for shared and per-fit bounds).
 
 **Compile time.** On CPU the program is compiled with :data:`CPU_COMPILER_OPTIONS`.
 A new process compiles each (model, bucket, dtype) once: 1.3 to 1.8 s of tracing and
@@ -769,11 +769,14 @@ def run_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
                  np.zeros(0, integer), np.zeros((0, n_params, n_params), dtype))
         return empty, BatchStats(0, 0, 0, 0, 0)
 
-    # Pad to the bucket with copies of fit 0 (marked as padding on the device); ydata is
-    # always per fit, the others are shared when their leading size is 1.
+    # Pad to the bucket with copies of fit 0 (marked as padding on the device); ydata and
+    # the bounds are always per fit (shared bounds are a few numbers per fit, and then one
+    # program serves both), x and the weights shared when their leading size is 1.
     size = bucket_size(n_fits)
     rows = np.concatenate([np.arange(n_fits), np.zeros(size - n_fits, dtype=np.int64)])
-    data = BatchData(*(a[rows] if name == "ydata" or a.shape[0] != 1 else a
+    per_fit = ("ydata", "lower", "upper")
+    data = BatchData(*(np.broadcast_to(a, (n_fits,) + a.shape[1:])[rows]
+                       if name in per_fit or a.shape[0] != 1 else a
                        for name, a in zip(BatchData._fields, host)))
     static, loss_index = static_estimator(_known(estimator))
     results, (stages, trips) = solve(
