@@ -22,9 +22,10 @@ a time) with forward or central differences, computed point by point with the st
 A robust ``estimator`` gets ``chunk_sums`` of its own, with the loss (its code a literal of
 the generated source, so the other losses' branches fold away) in the point loop: the
 work array's two weights and its squared residual become the reference's ``w rho1 r``,
-``(w rho1 / root)²`` and ``rho``, and the sums are formed as for least squares. A second
-such function, whose h weight is ``w² max(rho1 + 2 rho2 z, eps)``, makes the information
-in one more pass after the fit. Least squares keeps its own point loop, untouched.
+``(w rho1 / root)²`` and ``rho``, and the sums are formed as for least squares. One more
+pass of the same function, its flag ``information`` set, makes the information (the h
+weight ``w² max(rho1 + 2 rho2 z, eps)``) after the fit. Least squares keeps its own point
+loop, untouched.
 """
 
 from __future__ import annotations
@@ -138,42 +139,41 @@ def _point_source(jac_method: int, n_params: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _point_weights(n_params: int, point: str, estimator: int, information: bool) -> list:
+def _point_weights(n_params: int, point: str, estimator: int) -> list:
     """The point loop's body (indented for it): the model at point k, and its work
     column's two weights and squared residual (least squares), or their robust forms
-    (module docstring)."""
+    (module docstring), the h weight by the argument ``information``."""
     wg, wh, sq = n_params, n_params + 1, n_params + 2
     if estimator == ESTIMATOR_LSE:
         return [f"r = wi * (y[k] - {point})",
                 f"jac[{wg}, i] = wi * r",
                 f"jac[{wh}, i] = wi * wi",
                 f"jac[{sq}, i] = r * r"]
-    if information:
-        weight_h = f"wi * wi * max(rho1 + 2.0 * rho2 * z, {EPS!r})"
-    else:
-        weight_h = "(wi * rho1 / root) * (wi * rho1 / root)"
+    # Both h weights, one chosen by the loop-invariant flag (a select, or a loop the
+    # compiler unswitches): one compiled function for the fit and the information pass.
     return [f"r = wi * (y[k] - {point})",
             "z = r * r",
             f"rho, rho1, rho2, root = robust_loss_{estimator}(z, {estimator})",
             f"jac[{wg}, i] = wi * rho1 * r",
-            f"jac[{wh}, i] = {weight_h}",
+            "fit_h = (wi * rho1 / root) * (wi * rho1 / root)",
+            f"information_h = wi * wi * max(rho1 + 2.0 * rho2 * z, {EPS!r})",
+            f"jac[{wh}, i] = information_h if information else fit_h",
             f"jac[{sq}, i] = rho"]
 
 
-def _chunk_source(n_params: int, estimator: int = ESTIMATOR_LSE,
-                  information: bool = False) -> str:
-    """``chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out)``: the sums of the
-    chunk of points ``start, start + 1, ...`` (``jac.shape[1]`` of them) written to ``out``:
-    χ², then ``g`` (n_params), then ``h[a, b]`` for ``b <= a`` row by row (for a robust
-    ``estimator`` those of the square-root residuals, or with ``information`` h is the
-    robust information matrix)."""
+def _chunk_source(n_params: int, estimator: int = ESTIMATOR_LSE) -> str:
+    """``chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out, information)``: the
+    sums of the chunk of points ``start, start + 1, ...`` (``jac.shape[1]`` of them) written
+    to ``out``: χ², then ``g`` (n_params), then ``h[a, b]`` for ``b <= a`` row by row (for a
+    robust ``estimator`` those of the square-root residuals, or with ``information`` h is
+    the robust information matrix; least squares ignores the flag)."""
     n = range(n_params)
     wg, wh, sq = n_params, n_params + 1, n_params + 2
     small = n_params <= FUSED_SUMS_MAX_PARAMS
     point = "point(x, k, params, p, lower, upper, jac, work_p, i)"
-    body = _point_weights(n_params, point, estimator, information)
+    body = _point_weights(n_params, point, estimator)
     lines = [
-        "def chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out):",
+        "def chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out, information):",
         # The parameters as a tuple of scalars: the model cannot then alias the work array
         # it writes, so the compiler keeps them out of the loop (as in the batched pass).
         ("    params = (" + "".join(f"p[{a}], " for a in n) + ")") if small else
@@ -234,7 +234,7 @@ def _chunk_signature():
 
     f8 = types.float64
     return types.void(f8[:, ::1], f8[::1], f8[::1], types.int64, f8[::1], f8[::1], f8[::1],
-                      f8[:, ::1], f8[::1], f8[::1])
+                      f8[:, ::1], f8[::1], f8[::1], types.boolean)
 
 
 _REDUCTIONS: dict = {}
@@ -256,8 +256,7 @@ def _reductions(n_params):
     return _REDUCTIONS[n_params]
 
 
-def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE,
-                     information=False):
+def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE):
     """``chunk_sums`` for these point functions (see ``_chunk_source``), compiled for its one
     signature and passed to the driver as a first-class function: the only code compiled
     per model (the point loop, with the model inlined so that it vectorises)."""
@@ -280,7 +279,7 @@ def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_
     exec(compile(_point_source(jac_method, n_params), "<autofit fused point>", "exec"),  # noqa: S102
          namespace)
     namespace["point"] = inline(namespace["point"])
-    source = _chunk_source(n_params, estimator, information)
+    source = _chunk_source(n_params, estimator)
     exec(compile(source, "<autofit fused chunk>", "exec"), namespace)  # noqa: S102
     signature = _chunk_signature()
     compiled = numba.njit(signature, error_model="numpy", fastmath=FASTMATH)(
@@ -302,7 +301,7 @@ def chunk_length(n_points: int) -> int:
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _sums_per_chunk(chunk_sums, x, y, w, p, lower, upper, chunk, partial):
+def _sums_per_chunk(chunk_sums, information, x, y, w, p, lower, upper, chunk, partial):
     n_params = p.shape[0]
     n_chunks = partial.shape[0]
     n_blocks = min(n_chunks, BLOCKS)
@@ -310,21 +309,23 @@ def _sums_per_chunk(chunk_sums, x, y, w, p, lower, upper, chunk, partial):
         jac = np.empty((2 * n_params + 3, chunk))
         work_p = np.empty(n_params)
         for c in range(b * n_chunks // n_blocks, (b + 1) * n_chunks // n_blocks):
-            chunk_sums(x, y, w, c * chunk, p, lower, upper, jac, work_p, partial[c])
+            chunk_sums(x, y, w, c * chunk, p, lower, upper, jac, work_p, partial[c],
+                       information)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
-def _evaluate(chunk_sums, x, y, w, p, lower, upper, chunk, partial, g, h):
-    # chi2 (inf if it, g or h is not finite); g and h written in place.
+def _evaluate(chunk_sums, information, x, y, w, p, lower, upper, chunk, partial, g, h):
+    # chi2 (inf if it, g or h is not finite); g and h written in place (with information,
+    # a robust loss's information matrix as h).
     n_params = p.shape[0]
     n_sums = partial.shape[1]
     if partial.shape[0] == 1:
         # One chunk: no parallel launch (waking the threads costs more than a small pass).
         jac = np.empty((2 * n_params + 3, chunk))
         work_p = np.empty(n_params)
-        chunk_sums(x, y, w, 0, p, lower, upper, jac, work_p, partial[0])
+        chunk_sums(x, y, w, 0, p, lower, upper, jac, work_p, partial[0], information)
     else:
-        _sums_per_chunk(chunk_sums, x, y, w, p, lower, upper, chunk, partial)
+        _sums_per_chunk(chunk_sums, information, x, y, w, p, lower, upper, chunk, partial)
     total = np.zeros(n_sums)
     for c in range(partial.shape[0]):
         for s in range(n_sums):
@@ -365,8 +366,8 @@ def _cholesky_solve(h, g, scale_squared, damping, active, step):
     return True
 
 
-def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper, ftol, xtol,
-           gtol, max_nfev, chunk):
+def _solve(chunk_sums, robust, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev,
+           chunk):
     n_params = p0.shape[0]
     n_sums = 1 + n_params + n_params * (n_params + 1) // 2
     partial = np.empty(((y.shape[0] + chunk - 1) // chunk, n_sums))
@@ -377,7 +378,7 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
     trial_h = np.empty((n_params, n_params))
     step = np.empty(n_params)
     active = np.empty(n_params, dtype=np.bool_)
-    chi2 = _evaluate(chunk_sums, x, y, w, p, lower, upper, chunk, partial, g, h)
+    chi2 = _evaluate(chunk_sums, False, x, y, w, p, lower, upper, chunk, partial, g, h)
     nfev = cost
     if not math.isfinite(chi2):
         return p, chi2, NONFINITE, nfev, 0, h
@@ -422,8 +423,8 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
             continue
         trial = np.empty(n_params)
         small_step = _clip_step(p, step, lower, upper, scale_squared, xtol, trial)
-        trial_chi2 = _evaluate(chunk_sums, x, y, w, trial, lower, upper, chunk, partial,
-                               trial_g, trial_h)
+        trial_chi2 = _evaluate(chunk_sums, False, x, y, w, trial, lower, upper, chunk,
+                               partial, trial_g, trial_h)
         nfev += cost
         n_iter += 1
         predicted = _predicted_reduction(h, step, scale_squared, damping)
@@ -439,7 +440,7 @@ def _solve(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper
     if robust:
         # Not counted in nfev, as in the reference.
         information = np.empty((n_params, n_params))
-        _evaluate(information_sums, x, y, w, p, lower, upper, chunk, partial, trial_g,
+        _evaluate(chunk_sums, True, x, y, w, p, lower, upper, chunk, partial, trial_g,
                   information)
         return p, chi2, status, nfev, n_iter, information
     return p, chi2, status, nfev, n_iter, h
@@ -459,9 +460,9 @@ def _driver():
             f8, i8 = types.float64, types.int64
             chunk_type = types.FunctionType(_chunk_signature())
             vector, matrix = f8[::1], f8[:, ::1]
-            _DRIVER.append(numba.njit((chunk_type, chunk_type, types.boolean, i8, matrix,
-                                       vector, vector, vector, vector, vector, f8, f8, f8,
-                                       i8, i8), cache=True, error_model="numpy",
+            _DRIVER.append(numba.njit((chunk_type, types.boolean, i8, matrix, vector,
+                                       vector, vector, vector, vector, f8, f8, f8, i8, i8),
+                                      cache=True, error_model="numpy",
                                       fastmath=FASTMATH)(_solve))
     return _DRIVER[0]
 
@@ -470,17 +471,14 @@ def build_solver(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE)
     """``solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev)`` for these point
     functions and this ``estimator``: the compiled ``lm_fused`` (returns its six outputs)."""
     chunk_sums = build_chunk_sums(value, gradient, jac_method, n_params, estimator)
+    # A robust loss's information: one more pass of chunk_sums (least squares': its last h).
     robust = estimator != ESTIMATOR_LSE
-    # Least squares' information is its last h: the driver never calls this one then.
-    information_sums = (build_chunk_sums(value, gradient, jac_method, n_params, estimator,
-                                         information=True) if robust else chunk_sums)
     cost = evaluations_per_pass(jac_method, n_params)
     driver = _driver()
 
     def solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev):
-        return driver(chunk_sums, information_sums, robust, cost, x, y, w, p0, lower, upper,
-                      ftol, xtol, gtol, max_nfev,
-                      chunk_length(y.shape[0]))
+        return driver(chunk_sums, robust, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol,
+                      max_nfev, chunk_length(y.shape[0]))
 
     return solve
 
