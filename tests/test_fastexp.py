@@ -72,3 +72,31 @@ def test_vlog1p_special_values(vlog1p_array):
     assert np.isnan(got[0]) and got[1] == np.inf and np.isnan(got[2])
     assert got[3] == -np.inf and np.isnan(got[4])
     assert got[5] == 0.0 and np.signbit(got[5])  # log1p(-0) is -0, as numpy's
+
+
+@pytest.fixture(scope="module")
+def vatan_array():
+    return _applied("vatan")
+
+
+def test_vatan_within_three_ulps_over_the_whole_range(vatan_array):
+    rng = np.random.default_rng(2)
+    magnitudes = np.concatenate([10.0 ** rng.uniform(-320.0, 308.0, 500_000),
+                                 rng.uniform(0.0, 3.0, 300_000),
+                                 np.linspace(0.40, 0.43, 10_001), np.linspace(0.99, 1.01, 10_001),
+                                 [0.0, 5e-324, 1e-8, 0.41421356237309503, 1.0, 2.0, 1e300,
+                                  np.finfo(float).max]])
+    x = np.concatenate([magnitudes, -magnitudes])
+    expected = np.arctan(x)
+    got = vatan_array(x)
+    tiny = np.abs(expected) < np.finfo(float).tiny  # subnormal: absolute
+    ulps = np.abs(got - expected) / np.spacing(np.abs(expected))
+    assert ulps[~tiny].max() <= 3.0
+    assert np.mean(ulps[~tiny]) < 0.2  # almost always exact or 1 ulp off
+    assert np.all(np.abs(got[tiny] - expected[tiny]) <= 2 * 5e-324)
+
+
+def test_vatan_special_values(vatan_array):
+    got = vatan_array(np.array([np.nan, np.inf, -np.inf, -0.0]))
+    assert np.isnan(got[0])
+    np.testing.assert_array_equal(got[1:], [np.pi / 2, -np.pi / 2, 0.0])

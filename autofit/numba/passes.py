@@ -555,10 +555,10 @@ class _TypedFloatLiterals(ast.NodeTransformer):
 
 
 class _VectorisableExp(ast.NodeTransformer):
-    """Replace ``math.exp(...)`` by ``_vexp(...)`` and ``math.log1p(...)`` by
-    ``_vlog1p(...)`` (:mod:`autofit.numba.fastexp`)."""
+    """Replace ``math.exp(...)``, ``math.log1p(...)`` and ``math.atan(...)`` by ``_vexp``,
+    ``_vlog1p`` and ``_vatan`` (:mod:`autofit.numba.fastexp`)."""
 
-    NAMES = {"exp": "_vexp", "log1p": "_vlog1p"}
+    NAMES = {"exp": "_vexp", "log1p": "_vlog1p", "atan": "_vatan"}
 
     def visit_Call(self, node):
         self.generic_visit(node)
@@ -596,13 +596,13 @@ def with_literals_of(function, dtype, fast_exp=False, estimator=None):
     """``function`` recompiled from its source for the working dtype.
 
     Its float literals become scalars of ``dtype`` (float32 only: in float64 they already
-    are), and with ``fast_exp`` (float64 CPU kernels) ``math.exp`` and ``math.log1p`` become
-    the vectorisable :func:`autofit.numba.fastexp.vexp` and
-    :func:`~autofit.numba.fastexp.vlog1p`. With ``estimator`` (a code), every
-    ``if estimator == ...`` chain keeps only that code's branch: where the code is a
-    literal, numba then inlines and compiles one loss instead of all of them. The identity
-    when there is nothing to change, and for functions whose source cannot be read (they
-    then run unchanged: correct, slower).
+    are), and with ``fast_exp`` (float64 CPU kernels) ``math.exp``, ``math.log1p`` and
+    ``math.atan`` become the vectorisable :func:`autofit.numba.fastexp.vexp`,
+    :func:`~autofit.numba.fastexp.vlog1p` and :func:`~autofit.numba.fastexp.vatan`. With
+    ``estimator`` (a code), every ``if estimator == ...`` chain keeps only that code's
+    branch: where the code is a literal, numba then inlines and compiles one loss instead
+    of all of them. The identity when there is nothing to change, and for functions whose
+    source cannot be read (they then run unchanged: correct, slower).
     """
     import numba
 
@@ -625,7 +625,7 @@ def with_literals_of(function, dtype, fast_exp=False, estimator=None):
     if float32:
         tree = _TypedFloatLiterals().visit(tree)
     if fast_exp:
-        from autofit.numba.fastexp import vexp, vlog1p
+        from autofit.numba.fastexp import vatan, vexp, vlog1p
 
         tree = _VectorisableExp().visit(tree)
     tree = ast.fix_missing_locations(tree)
@@ -637,6 +637,7 @@ def with_literals_of(function, dtype, fast_exp=False, estimator=None):
     if fast_exp:
         namespace["_vexp"] = vexp
         namespace["_vlog1p"] = vlog1p
+        namespace["_vatan"] = vatan
     exec(compile(tree, inspect.getsourcefile(function) or "<autofit>", "exec"),  # noqa: S102
          namespace)
     return namespace[definition.name]
