@@ -117,6 +117,7 @@ from autofit._rules import (
     robust_loss_where,
     step_not_tried_where,
 )
+from autofit.jax.fastmath import CPU_NUMPY
 
 # The most passes of a chunk in one compaction stage (a chunk's stage also ends as soon as
 # no more than half of its fits still run).
@@ -175,11 +176,14 @@ def robust_loss(z, estimator):
     """``robust_loss(z, estimator)`` for a code or a :class:`TracedLoss` (then a
     ``switch``: under ``vmap`` the code is shared by every fit, so it stays a branch and
     only the loss's own arithmetic runs)."""
+    # On a CPU with an arctan that XLA runs over several values at once (its own is a scalar
+    # call per value).
+    xp = CPU_NUMPY if jax.default_backend() == "cpu" else jnp
     if isinstance(estimator, TracedLoss):
-        branches = [functools.partial(robust_loss_where, jnp, estimator=code)
+        branches = [functools.partial(robust_loss_where, xp, estimator=code)
                     for code in ROBUST_CODES]
         return jax.lax.switch(estimator.index, branches, z)
-    return robust_loss(z, estimator)
+    return robust_loss_where(xp, z, estimator)
 
 
 def bucket_size(n_fits):
