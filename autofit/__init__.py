@@ -71,10 +71,9 @@ def _derivatives_note(model, n_params: int, x_ndim: int) -> str:
     try:
         _forward_mode.generate_source(model, n_params, 1)
     except _forward_mode.Unsupported as exc:
-        return f"; derivatives: finite differences ({exc})"
-    return ("; derivatives: exact, generated from the model's source (forward "
-            "mode), once they match the model and finite differences at the first call's "
-            "p0")
+        return f"; {_forward_mode.finite_difference_note(exc)}"
+    return (f"; {_forward_mode.EXACT_NOTE}, once they match the model and finite "
+            "differences at the first call's p0")
 
 
 def wait_for_compilation(timeout: float | None = None) -> bool:

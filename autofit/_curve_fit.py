@@ -361,20 +361,18 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
             fit = _fused.run_fused(name, f, jac, None, x, y, weights, p0, lower, upper,
                                    options, budget, full_output, exact=exact)
             if fit is not None and (fit["status"] != Status.MAX_NFEV or budget == max_nfev):
-                choice.notes.append("derivatives: exact, generated from the model's source "
-                                    "(forward mode)")
+                choice.notes.append(_forward_mode.EXACT_NOTE)
                 return fit
             if fit is not None:
                 stalled = (f"the fused pass had not converged after {budget} passes: "
                            "lm_solve (geodesic acceleration) ran the fit")
         if exact is None:
-            fd_note = ("derivatives: finite differences" if exact_reason is None else
-                       f"derivatives: finite differences ({exact_reason})")
+            fd_note = _forward_mode.finite_difference_note(exact_reason)
         else:
-            fd_note = ("derivatives: finite differences (fused=False)" if fused is False else
-                       "derivatives: finite differences (the generated ones did not compile)")
+            fd_note = _forward_mode.finite_difference_note(
+                "fused=False" if fused is False else "the generated ones did not compile")
         if stalled is not None:
-            fd_note = f"derivatives: finite differences ({stalled})"
+            fd_note = _forward_mode.finite_difference_note(stalled)
         if takes_points and not use_fused and not isinstance(f, Model):
             full_weights = np.ones(y.shape[0]) if sigma is None else weights
             fit = _run_compiled_model(name, f, None if jac == "exact" else jac, x, y,
@@ -484,16 +482,14 @@ def _robust_fused(f, jac, x, y, weights, p0, lower, upper, loss, f_scale, option
                                    upper, options, max_nfev, full_output, exact=exact,
                                    estimator=estimator)
             if fit is not None:
-                choice.notes.append("derivatives: exact, generated from the model's source "
-                                    "(forward mode)")
+                choice.notes.append(_forward_mode.EXACT_NOTE)
         if fit is None:
             prepared = _adapters.prepare(name, f, p0.shape[0], jac)
             prepared = _adapters.check_runs(name, prepared, x[..., sample], p0, f, jac)
             if prepared.note is not None:
                 choice.notes.append(prepared.note)
             if user_model and name in _dispatch.POINT_FUNCTION_BACKENDS:
-                choice.notes.append("derivatives: finite differences" + (
-                    f" ({exact_reason})" if exact_reason else ""))
+                choice.notes.append(_forward_mode.finite_difference_note(exact_reason))
             fit = _fused.run_fused(name, f, jac, prepared, x, y, weights / f_scale, p0,
                                    lower, upper, options, max_nfev, full_output,
                                    estimator=estimator)

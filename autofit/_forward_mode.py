@@ -52,6 +52,14 @@ class Unsupported(Exception):
 
 # Unrolled statements beyond this many: the generated code would take long to compile.
 MAX_STATEMENTS = 4000
+# What a fit's backend_reason says about the derivatives of a user's model.
+EXACT_NOTE = "derivatives: exact, generated from the model's source (forward mode)"
+
+
+def finite_difference_note(reason=None) -> str:
+    """The backend_reason note for finite differences, with why (None: no reason given)."""
+    return "derivatives: finite differences" + (f" ({reason})" if reason else "")
+
 
 
 @dataclass
