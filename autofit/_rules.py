@@ -210,8 +210,9 @@ def robust_loss(z, estimator):
     ``Σ s² = Σ rho`` is the robust cost, and its Gauss-Newton model has the gradient
     ``Σ rho1 r J`` of the robust cost and the matrix ``Σ (rho1 / root)² J Jᵀ``
     (``ds/dr = rho1 / root``), which is positive semi-definite for every loss: the same LM
-    steps, geodesic acceleration included, then minimise any loss. The covariance uses
-    scipy's matrix ``Σ max(rho1 + 2 rho2 z, eps) J Jᵀ`` (Triggs' correction).
+    steps then minimise any loss (the geodesic acceleration as
+    :func:`geodesic_probe_weight` says). The covariance uses scipy's matrix
+    ``Σ max(rho1 + 2 rho2 z, eps) J Jᵀ`` (Triggs' correction).
     """
     if estimator == ESTIMATOR_SOFT_L1:
         t = 1.0 + z
@@ -242,6 +243,24 @@ def robust_loss(z, estimator):
     else:  # least squares
         rho, rho1, rho2, ratio = z, 1.0, 0.0, 1.0
     return rho, rho1, rho2, math.sqrt(ratio)
+
+
+def geodesic_probe_weight(w, r, r_probe, rho1, root):
+    """One used point's weight in ``g_probe = Σ weight J`` (J the model's gradient at p),
+    whose ``(g_probe - g) / h`` the geodesic acceleration takes, under a robust loss;
+    scalars or arrays.
+
+    ``w`` the point's weight, ``r`` and ``r_probe`` its weighted residuals at p and at the
+    probe ``p + h v``, ``rho1`` and ``root`` the loss's at p. With ``c = (rho1 / root)²``
+    (the point's weight in H) the difference ``g_probe - g`` is ``Σ w c J (r_probe - r)``:
+    the model's bending along v, each point weighed as H weighs it, as least squares does
+    (c = 1). The square-root residuals' own bending along v (the loss's curvature) is left
+    out: at the points near f_scale it is large next to the velocity, the acceleration
+    then fails its trust test and the step is refused (on a gaussian with outliers,
+    the cauchy loss took 20 iterations with it, 13 without; least squares takes 9).
+    """
+    c = (rho1 / root) * (rho1 / root)
+    return w * c * r_probe + w * (rho1 - c) * r
 
 
 def robust_loss_where(xp, z, estimator):

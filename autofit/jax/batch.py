@@ -112,6 +112,7 @@ from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
     active_where,
     clip_step_where,
+    geodesic_probe_weight,
     judge_trial_where,
     predicted_reduction_where,
     robust_loss_where,
@@ -363,13 +364,12 @@ def _geodesic(model, jacobian, jac_method, estimator, d, s, step, active, chol, 
     if estimator == ESTIMATOR_LSE:
         g_probe = jac @ (w * w * jnp.where(used, d.ydata - f_probe, 0.0))
     else:
-        # The square-root residuals at the probe, projected by their Jacobian at p (the
-        # reference's _geodesic_rhs).
+        # The model's bending along v, each point weighed as H weighs it (the reference's
+        # _geodesic_rhs).
         r = jnp.where(used, w * (d.ydata - f), 0.0)
         _, rho1, _, root = robust_loss(r * r, estimator)
         r_probe = jnp.where(used, w * (d.ydata - f_probe), 0.0)
-        root_probe = robust_loss(r_probe * r_probe, estimator)[3]
-        g_probe = jac @ (jnp.where(used, w * rho1 / root, 0.0) * r_probe * root_probe)
+        g_probe = jac @ geodesic_probe_weight(w, r, r_probe, rho1, root)
     second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_v)
     finite = jnp.all(jnp.isfinite(second))
     acceleration = _substitute(chol, jnp.where(active & finite, second, 0.0))

@@ -53,6 +53,7 @@ _factor = njit(inline="always")(cholesky_factor)
 _substitute = njit(inline="always")(cholesky_substitute)
 _damped = njit(inline="always")(damped_system)
 _robust_loss = njit(inline="always")(_rules.robust_loss)
+_geodesic_probe_weight = njit(inline="always")(_rules.geodesic_probe_weight)
 
 _F8 = types.float64
 
@@ -178,12 +179,10 @@ def _bend(model, x, y, w, p, lower, upper, free, estimator, active, g, h, scale_
         if estimator == ESTIMATOR_LSE:
             weight = w[i] * w[i] * (y[i] - f_probe[i])
         else:
-            # The square-root residuals at the probe, projected by their Jacobian at p.
+            # The model's bending along v, each point weighed as H weighs it.
             r = w[i] * (y[i] - f[i])
             _, rho1, _, root = _robust_loss(r * r, estimator)
-            r_probe = w[i] * (y[i] - f_probe[i])
-            _, _, _, root_probe = _robust_loss(r_probe * r_probe, estimator)
-            weight = (w[i] * rho1 / root) * (r_probe * root_probe)
+            weight = _geodesic_probe_weight(w[i], r, w[i] * (y[i] - f_probe[i]), rho1, root)
         for j in range(n_params):
             if free[j]:
                 g_probe[j] += weight * jac[i, j]

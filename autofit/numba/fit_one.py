@@ -119,6 +119,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     # (On the CPU with its vectorisable log1p: the cauchy loss's pass then runs over
     # several points at once.)
     robust_loss = inline(with_literals_of(_rules.robust_loss, dtype, fast_exp=block))
+    geodesic_probe_weight = inline(_rules.geodesic_probe_weight)
     # Each loss alone, for the CPU passes that call it by its literal code.
     losses = robust_losses(inline, dtype, block) if block else None
     # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
@@ -161,7 +162,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # parameters as a tuple, as in evaluate), its weighted residuals to a scratch row,
         # then one dot product per parameter with the rows the pass at p left in ``jac``.
         probe_rows = _shared(with_model and ("probe_rows", with_model), lambda: jit(
-            _generated_probe_rows(n_params, value, dtype, tag, losses)))
+            _generated_probe_rows(n_params, value, dtype, tag)))
 
     @inline
     def probe_gradient(x, y, w, p, q, lower, upper, free, estimator, jac, work_p, g_probe):
@@ -171,8 +172,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # ~1e-8 of itself, and (g_probe - g) / h then measures that, not the curvature. So
         # the CPU pass reads the rows that the pass at p left in ``jac``; the GPU pass, which
         # keeps no rows, recomputes each point's gradient with the same point function.
-        # A robust loss projects its square-root residuals s(q) = r root(r²) instead, by
-        # their Jacobian at p, whose weight w rho1 / root the CPU pass left in a row too.
+        # A robust loss weighs each point as _rules.geodesic_probe_weight says (the CPU
+        # pass left its two terms' weights in rows too).
         if block:
             probe_rows(x, y, w, q, free, estimator, jac, g_probe)
         else:
@@ -188,9 +189,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 if robust:
                     r = wi * (y[i] - f)
                     _, rho1, _, root = robust_loss(r * r, estimator)
-                    r_q = wi * (y[i] - value(x, i, q))
-                    _, _, _, root_q = robust_loss(r_q * r_q, estimator)
-                    weight = (wi * rho1 / root) * (r_q * root_q)
+                    weight = geodesic_probe_weight(wi, r, wi * (y[i] - value(x, i, q)), rho1,
+                                                   root)
                 else:
                     weight = wi * wi * (y[i] - value(x, i, q))
                 for a in range(n_params):

@@ -100,8 +100,7 @@ def _robust_point_lines(indent):
     """Lines of a pass that form one used point's χ² term and two weights under a robust
     loss, from ``wi``, ``yi`` and the model value ``f`` (see :func:`_rules.robust_loss`):
     the Gauss-Newton weight is that of the square-root residuals, ``(w rho1 / root)²``;
-    with ``fisher``, scipy's covariance weight. ``factor`` (w rho1 / root) is left for the
-    probe of the geodesic acceleration."""
+    with ``fisher``, scipy's covariance weight."""
     pad = " " * indent
     return [pad + line for line in (
         "r = wi * (yi - f)",
@@ -239,12 +238,12 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         "",
         "def _robust_rows(jac, n_points, estimator, fisher):",
         # From the least-squares rows (w r, w², r²) to the loss's: the gradient weight
-        # w rho1 r, the Gauss-Newton weight (w rho1 / root)² (with fisher, scipy's
-        # w² max(rho1 + 2 rho2 z, eps)), and in row sq the probe's weight w rho1 / root
-        # (probe_rows); returns Σ rho. Unused points' zero rows stay zero. One loop per
-        # loss, with its code a literal: no branch on the loss and no running sum in the
-        # loop (rho goes to the value row, free by now, and is summed apart), so that it
-        # runs over several points at once.
+        # w rho1 r, the Gauss-Newton weight w² c, c = (rho1 / root)² (with fisher, scipy's
+        # w² max(rho1 + 2 rho2 z, eps)), and in row sq the probe's offset w (rho1 - c) r
+        # (probe_rows, _rules.geodesic_probe_weight); returns Σ rho. Unused points' zero
+        # rows stay zero. One loop per loss, with its code a literal: no branch on the loss
+        # and no running sum in the loop (rho goes to the value row, free by now, and is
+        # summed apart), so that it runs over several points at once.
         *[line for code in ROBUST_CODES for line in (
             f"    {'if' if code == ROBUST_CODES[0] else 'elif'} estimator == {code}:",
             f"        _reweigh_{code}(jac, n_points, fisher)")],
@@ -257,13 +256,14 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
             f"        z = jac[{sq}, i]",
             f"        rho, rho1, rho2, root = robust_loss_{code}(z, {code})",
             f"        jac[{vr}, i] = rho",
-            "        ratio = rho1 / root",
+            "        c = (rho1 / root) * (rho1 / root)",
             f"        wi2 = jac[{wh}, i]",
-            f"        jac[{wg}, i] *= rho1",
-            f"        jac[{sq}, i] = math.sqrt(wi2) * ratio",
+            f"        w_r = jac[{wg}, i]",
+            f"        jac[{wg}, i] = w_r * rho1",
+            f"        jac[{sq}, i] = w_r * (rho1 - c)",
             # EPS as a literal, so that a float32 pass keeps it in float32.
             f"        jac[{wh}, i] = wi2 * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
-            "else wi2 * ratio * ratio")],
+            "else wi2 * c")],
     ]
     if forward:
         # The step rule of autofit.original.jacobian_forward.
@@ -491,16 +491,17 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
     return namespace["evaluate"]
 
 
-def _generated_probe_rows(n_params, value, dtype=np.float64, tag="", robust_losses=None):
+def _generated_probe_rows(n_params, value, dtype=np.float64, tag=""):
     """``probe_rows(x, y, w, q, free, estimator, jac, g_probe)``: ``g_probe = J_w(p)ᵀ W (y -
     f(q))`` from the Jacobian rows ``jac[:n_params]`` of the CPU pass at p (zero at unused
-    points), with row ``n_params`` as scratch; for a robust loss ``Σ (w rho1 / root)(p) J(p)
-    s(q)``, ``s = r root(r²)`` the square-root residuals, the weights from row
-    ``n_params + 2`` of the pass at p."""
+    points), with row ``n_params`` as scratch; for a robust loss each point weighs
+    ``w² c (y - f(q)) + w (rho1 - c) r(p)`` (:func:`autofit._rules.geodesic_probe_weight`),
+    ``w² c`` and the offset from rows ``n_params + 1`` and ``n_params + 2`` of the pass at
+    p."""
     import numba
 
     n = range(n_params)
-    row, factor = n_params, n_params + 2
+    row, weight, offset = n_params, n_params + 1, n_params + 2
     source = "\n".join([
         "def probe_rows(x, y, w, q, free, estimator, jac, g_probe):",
         "    params = (" + "".join(f"q[{a}], " for a in n) + ")",
@@ -510,15 +511,11 @@ def _generated_probe_rows(n_params, value, dtype=np.float64, tag="", robust_loss
         "            wi = w[i]",
         f"            jac[{row}, i] = wi * wi * (y[i] - value(x, i, params))",
         "            n_unused += 1 if wi == 0.0 else 0",
-        # One loop per loss, its code a literal (no branch on it inside the loop).
-        *[line for code in ROBUST_CODES for line in (
-            f"    elif estimator == {code}:",
-            "        for i in range(y.shape[0]):",
-            "            wi = w[i]",
-            "            r_q = wi * (y[i] - value(x, i, params))",
-            f"            _, _, _, root_q = robust_loss_{code}(r_q * r_q, {code})",
-            f"            jac[{row}, i] = jac[{factor}, i] * (r_q * root_q)",
-            "            n_unused += 1 if wi == 0.0 else 0")],
+        "    else:",
+        "        for i in range(y.shape[0]):",
+        f"            jac[{row}, i] = jac[{weight}, i] * (y[i] - value(x, i, params)) "
+        f"+ jac[{offset}, i]",
+        "            n_unused += 1 if w[i] == 0.0 else 0",
         # Points of weight 0 were evaluated like the others; their model may be inf or nan.
         "    if n_unused > 0:",
         "        for i in range(y.shape[0]):",
@@ -530,8 +527,7 @@ def _generated_probe_rows(n_params, value, dtype=np.float64, tag="", robust_loss
     tree = ast.parse(source)
     if np.dtype(dtype) != np.float64:
         tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
-    namespace = {"__name__": __name__, "value": value, **(robust_losses or {}),
-                 "ESTIMATOR_LSE": ESTIMATOR_LSE,
+    namespace = {"__name__": __name__, "value": value, "ESTIMATOR_LSE": ESTIMATOR_LSE,
                  # In the points' order, as the reference's sum (reassociated, the sums
                  # moved a generated case's parameters by 1.2e-8 of themselves).
                  "_dot2": _tagging(numba.njit(error_model="numpy"), tag)(_dot2),

@@ -70,6 +70,7 @@ from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
     active_where,
     clip_step_where,
+    geodesic_probe_weight,
     judge_trial,
     predicted_reduction_where,
     robust_loss_where,
@@ -143,12 +144,10 @@ def _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper, free, e
     if estimator == ESTIMATOR_LSE:
         g_probe = (jac * w[:, None]).T @ r_probe
     else:
-        # The square-root residuals at the probe, projected by their Jacobian at p.
+        # The model's bending along v, each point weighed as H weighs it.
         r = w * (y - f)
         _, rho1, _, root = robust_loss_where(np, r * r, estimator)
-        with np.errstate(invalid="ignore", over="ignore"):
-            root_probe = robust_loss_where(np, r_probe * r_probe, estimator)[3]
-        g_probe = (jac * (w * rho1 / root)[:, None]).T @ (r_probe * root_probe)
+        g_probe = jac.T @ geodesic_probe_weight(w, r, r_probe, rho1, root)
     if not np.all(np.isfinite(g_probe)):
         return None
     return (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE + h @ velocity)

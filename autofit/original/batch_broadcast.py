@@ -78,12 +78,12 @@ def broadcasts(f, x, p_rows) -> bool:
 
 def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
     """χ², g, H at each row of p (the reference's ``_evaluate``); χ² inf where unusable,
-    ``positive`` False where the Poisson model is ≤ 0, and the weighted Jacobian
-    ``(k, n_points, n_params)``: the rows of the square-root residuals' Jacobian, whose
-    products with the residuals at the geodesic probe give ``g_probe`` (``J`` times
-    ``w``, or ``w rho1 / root`` for a robust loss; the plain ``J`` for MLE). With
-    ``information`` (MLE and the robust losses), H is the reference's ``_information``,
-    whose inverse is the covariance."""
+    ``positive`` False where the Poisson model is ≤ 0, and what the geodesic probe needs:
+    ``(wj, scale, offset)``, ``g_probe = wjᵀ (scale r_probe + offset)`` (least squares:
+    ``J`` times ``w``, 1 and 0; a robust loss: ``J`` and
+    :func:`autofit._rules.geodesic_probe_weight`'s two terms, in its arithmetic; MLE: the
+    plain ``J``). With ``information`` (MLE and the robust losses), H is the reference's
+    ``_information``, whose inverse is the covariance."""
     with np.errstate(all="ignore"):
         f0 = _call(f, x, p)
         n_params = p.shape[1]
@@ -135,13 +135,19 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
             else:
                 wj = jac * np.where(used, w * rho1 / root, 0.0)[:, :, None]
                 h = np.matmul(wj.transpose(0, 2, 1), wj)
+                c = (rho1 / root) * (rho1 / root)
+                scale, offset = w * c, w * (rho1 - c) * r
+                wj = jac
         finite = (np.isfinite(chi2) & np.all(np.isfinite(g), axis=1)
                   & np.all(np.isfinite(h), axis=(1, 2)) & positive)
-    return np.where(finite, chi2, np.inf), g, h, positive, wj
+    if estimator == ESTIMATOR_LSE or estimator == ESTIMATOR_MLE or information:
+        scale, offset = np.ones_like(chi2)[:, None], np.zeros_like(chi2)[:, None]
+    return (np.where(finite, chi2, np.inf), g, h, positive,
+            (wj, *np.broadcast_arrays(scale, offset, w)[:2]))
 
 
-def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale_squared, damping, active,
-              chi2, tol, estimator):
+def _geodesic(f, x, y, w, p, lower, upper, step, g, h, probe, system, scale_squared,
+              damping, active, chi2, tol):
     """The reference's geodesic acceleration for every row: ``(step, accepted)``, the step
     ``velocity + acceleration / 2`` where the acceleration is trusted (the step unchanged
     where it is too small to bend: the reference's ``_worth_bending``)."""
@@ -151,10 +157,8 @@ def _geodesic(f, x, y, w, p, lower, upper, step, g, h, wj, system, scale_squared
     with np.errstate(all="ignore"):
         f_probe = _call(f, x, p + GEODESIC_PROBE * velocity)
         r_probe = np.where(w != 0.0, w * (y - f_probe), 0.0)
-        if estimator != ESTIMATOR_LSE:
-            # The square-root residuals at the probe (wj holds their Jacobian at p).
-            r_probe = r_probe * robust_loss_where(np, r_probe * r_probe, estimator)[3]
-        g_probe = _transposed_times(wj, r_probe)
+        wj, scale, offset = probe
+        g_probe = _transposed_times(wj, scale * r_probe + offset)
         second = (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE
                                            + np.einsum("kpq,kq->kp", h, velocity))
     finite = np.all(np.isfinite(second), axis=1)
@@ -212,18 +216,19 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         return (x[0] if x.shape[0] == 1 else x[rows]), y[rows], w[rows], upper[rows]
 
     x_go, y_go, w_go, upper_go = at(go)
-    c, g, h, positive, wj = _evaluate(f, x_go, y_go, w_go, p, upper_go, free, estimator)
+    c, g, h, positive, probe = _evaluate(f, x_go, y_go, w_go, p, upper_go, free, estimator)
     bad = ~np.isfinite(c)
     status[go[bad]] = np.where(positive[bad], NONFINITE, MLE_NONPOSITIVE_MODEL)
     chi2[go] = np.where(bad, np.nan, c)
     keep = ~bad
-    go, p, c, g, h, wj = go[keep], p[keep], c[keep], g[keep], h[keep], wj[keep]
+    go, p, c, g, h = go[keep], p[keep], c[keep], g[keep], h[keep]
+    probe = [part[keep] for part in probe]
     no_gradient = ~np.any((g != 0.0) & free, axis=1)
     status[go[no_gradient]] = CONVERGED_GTOL
     scale_squared = np.einsum("kii->ki", h).copy()
     damping = np.full(go.shape[0], BATCH_INITIAL_DAMPING)
     # State of every fit that started (index into go); the loop works on the running ones.
-    state_p, state_c, state_g, state_h, state_wj = p, c, g, h, wj
+    state_p, state_c, state_g, state_h, state_probe = p, c, g, h, probe
     running = ~no_gradient
     while np.any(running):
         r = np.flatnonzero(running)
@@ -247,9 +252,9 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
             continue
         if estimator != ESTIMATOR_MLE:
             step, bent = _geodesic(f, at(go[r])[0], y[go[r]], w[go[r]], p, lower[go[r]],
-                                   upper[go[r]], step, g, h, state_wj[r], system[ok],
-                                   scale_squared[r], damping[r], active[ok], state_c[r], tol,
-                                   estimator)
+                                   upper[go[r]], step, g, h,
+                                   [part[r] for part in state_probe], system[ok],
+                                   scale_squared[r], damping[r], active[ok], state_c[r], tol)
             refused = r[~bent]
             damping[refused], status[go[refused]] = step_not_tried_where(
                 np, damping[refused], MACHINE_PRECISION)
@@ -260,7 +265,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         s = scale_squared[r]
         trial, small_step = clip_step_where(np, p, step, lower[go[r]], upper[go[r]], s, tol)
         xs_r, y_r, w_r, up_r = at(go[r])
-        t_c, t_g, t_h, _, t_wj = _evaluate(f, xs_r, y_r, w_r, trial, up_r, free, estimator)
+        t_c, t_g, t_h, _, t_probe = _evaluate(f, xs_r, y_r, w_r, trial, up_r, free, estimator)
         predicted = predicted_reduction_where(np, h, step, s, damping[r])
         with np.errstate(invalid="ignore"):
             accept, status[go[r]], damping[r] = judge_trial_where(
@@ -268,7 +273,8 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         a = r[accept]
         state_p[a], state_c[a], state_g[a], state_h[a] = (trial[accept], t_c[accept],
                                                           t_g[accept], t_h[accept])
-        state_wj[a] = t_wj[accept]
+        for part, trial_part in zip(state_probe, t_probe):
+            part[a] = trial_part[accept]
         scale_squared[a] = np.maximum(scale_squared[a], np.einsum("kii->ki", t_h[accept]))
         running[r] = status[go[r]] == RUNNING
     params[go], chi2[go] = state_p, state_c
