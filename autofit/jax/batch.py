@@ -334,14 +334,13 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
         wj = jac * jnp.where(used, w, 0.0)[None, :]
         (chi2,), g, h = _normal_sums((r * r,), wj, r)
     else:
-        # A robust loss: least squares on the square-root residuals (the reference's
-        # _evaluate). r is exactly 0 at weight-0 points, so every term there is 0 too.
+        # A robust loss: Σ rho, each point's weight in H the loss's curvature (the
+        # reference's _evaluate). r is exactly 0 at weight-0 points, so every term there is 0 too.
         positive = jnp.asarray(True)
         r = jnp.where(used, w * (y - f), 0.0)
-        rho, rho1, _, root = robust_loss(r * r, estimator)
-        slope = jnp.where(used, w * rho1 / root, 0.0)  # ds/dr times w
+        rho, rho1, _, curvature = robust_loss(r * r, estimator)
         (chi2,), g, h = _normal_sums((rho,), jac, jnp.where(used, w * rho1 * r, 0.0),
-                                     slope * slope)
+                                     jnp.where(used, w * w * curvature, 0.0))
     finite = jnp.isfinite(chi2) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(h))
     return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive
 
@@ -367,9 +366,9 @@ def _geodesic(model, jacobian, jac_method, estimator, d, s, step, active, chol, 
         # The model's bending along v, each point weighed as H weighs it (the reference's
         # _geodesic_rhs).
         r = jnp.where(used, w * (d.ydata - f), 0.0)
-        _, rho1, _, root = robust_loss(r * r, estimator)
+        _, rho1, _, curvature = robust_loss(r * r, estimator)
         r_probe = jnp.where(used, w * (d.ydata - f_probe), 0.0)
-        g_probe = jac @ geodesic_probe_weight(w, r, r_probe, rho1, root)
+        g_probe = jac @ geodesic_probe_weight(w, r, r_probe, rho1, curvature)
     second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_v)
     finite = jnp.all(jnp.isfinite(second))
     acceleration = _substitute(chol, jnp.where(active & finite, second, 0.0))

@@ -31,8 +31,8 @@ Differences from the reference, all deliberate:
   nan/inf there (selects, never ``0 * value``), as in the reference.
 
 One program serves every robust ``estimator`` (its code traced, a ``switch`` around the loss
-alone: :func:`autofit.jax.batch.robust_loss`): its pass forms the reference's sums of the
-square-root residuals, and one more pass after the loop the information
+alone: :func:`autofit.jax.batch.robust_loss`): its pass forms the reference's sums (the
+loss's curvature the weight in H), and one more pass after the loop the information
 ``Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ``.
 """
 
@@ -140,7 +140,7 @@ def _columns(model, jacobian, jac_method, mx, p, f, lower, upper):
 def _chunk_sums(model, jacobian, jac_method, xc, yc, wc, used, p, lower, upper,
                 entry_sums, estimator=ESTIMATOR_LSE, information=False):
     """``(chi2, g, h)`` of one chunk's points where ``used`` is true; for a robust
-    ``estimator`` the square-root residuals' sums, or with ``information`` (chi2 and g then
+    ``estimator`` the loss's sums, or with ``information`` (chi2 and g then
     unused) h is the robust information matrix."""
     n_params = p.shape[0]
     mx = xc[0] if xc.shape[0] == 1 else xc
@@ -171,14 +171,14 @@ def _entry_sums_h(left, right):
 def _robust_chunk_sums(jac, r, wc, used, entry_sums, estimator, information):
     # r is 0 where unused, where every loss is 0 with slope 1: only jac needs the mask.
     z = r * r
-    rho, rho1, rho2, root = robust_loss(z, estimator)
+    rho, rho1, rho2, curvature = robust_loss(z, estimator)
     jac = jnp.where(used[None, :], jac, 0.0)
     weight_g = wc * rho1 * r
     if information:
         left = jac * (wc * wc * jnp.maximum(rho1 + 2.0 * rho2 * z, EPS))[None, :]
         right = jac
     else:
-        left = right = jac * (wc * rho1 / root)[None, :]
+        left, right = jac * (wc * wc * curvature)[None, :], jac
     if not entry_sums:
         return jnp.sum(rho), jac @ weight_g, left @ right.T
     g = jnp.stack([jnp.sum(jac[i] * weight_g) for i in range(jac.shape[0])])

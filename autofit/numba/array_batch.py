@@ -97,18 +97,17 @@ def _sums(f, jac, y, w, free, estimator, fisher):
                 for k in range(j, n_params):
                     h[j, k] += row[j] * row[k]
         else:
-            # A robust loss: least squares on the square-root residuals (see
-            # autofit._rules.robust_loss), whose sum of squares is Σ rho.
+            # A robust loss: Σ rho, each point's weight in H the loss's curvature (see
+            # autofit._rules.robust_loss).
             r = w[i] * (y[i] - f[i])
             z = r * r
-            rho, rho1, rho2, root = _robust_loss(z, estimator)
+            rho, rho1, rho2, curvature = _robust_loss(z, estimator)
             chi2 += rho
             residual_weight = w[i] * rho1 * r
             if fisher:
                 curvature = w[i] * w[i] * max(rho1 + 2.0 * rho2 * z, EPS)
             else:
-                factor = w[i] * rho1 / root
-                curvature = factor * factor
+                curvature = w[i] * w[i] * curvature
             for j in range(n_params):
                 row[j] = jac[i, j] if free[j] else 0.0
                 g[j] += row[j] * residual_weight
@@ -181,8 +180,9 @@ def _bend(model, x, y, w, p, lower, upper, free, estimator, active, g, h, scale_
         else:
             # The model's bending along v, each point weighed as H weighs it.
             r = w[i] * (y[i] - f[i])
-            _, rho1, _, root = _robust_loss(r * r, estimator)
-            weight = _geodesic_probe_weight(w[i], r, w[i] * (y[i] - f_probe[i]), rho1, root)
+            _, rho1, _, curvature = _robust_loss(r * r, estimator)
+            weight = _geodesic_probe_weight(w[i], r, w[i] * (y[i] - f_probe[i]), rho1,
+                                            curvature)
         for j in range(n_params):
             if free[j]:
                 g_probe[j] += weight * jac[i, j]

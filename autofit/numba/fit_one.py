@@ -188,9 +188,9 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 f = point_gradient(x, i, p, lower, upper, free, jac, work_p, 0)
                 if robust:
                     r = wi * (y[i] - f)
-                    _, rho1, _, root = robust_loss(r * r, estimator)
+                    _, rho1, _, curvature = robust_loss(r * r, estimator)
                     weight = geodesic_probe_weight(wi, r, wi * (y[i] - value(x, i, q)), rho1,
-                                                   root)
+                                                   curvature)
                 else:
                     weight = wi * wi * (y[i] - value(x, i, q))
                 for a in range(n_params):

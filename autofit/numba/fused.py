@@ -22,10 +22,10 @@ a time) with forward or central differences, computed point by point with the st
 A robust ``estimator`` gets ``chunk_sums`` of its own, with the loss (its code a literal of
 the generated source, so the other losses' branches fold away) in the point loop: the
 work array's two weights and its squared residual become the reference's ``w rho1 r``,
-``(w rho1 / root)²`` and ``rho``, and the sums are formed as for least squares. One more
-pass of the same function, its flag ``information`` set, makes the information (the h
-weight ``w² max(rho1 + 2 rho2 z, eps)``) after the fit. Least squares keeps its own point
-loop, untouched.
+``w² c`` (c the loss's curvature) and ``rho``, and the sums are formed as for least
+squares. One more pass of the same function, its flag ``information`` set, makes the
+information (the h weight ``w² max(rho1 + 2 rho2 z, eps)``) after the fit. Least squares
+keeps its own point loop, untouched.
 """
 
 from __future__ import annotations
@@ -153,9 +153,9 @@ def _point_weights(n_params: int, point: str, estimator: int) -> list:
     # compiler unswitches): one compiled function for the fit and the information pass.
     return [f"r = wi * (y[k] - {point})",
             "z = r * r",
-            f"rho, rho1, rho2, root = robust_loss_{estimator}(z, {estimator})",
+            f"rho, rho1, rho2, curvature = robust_loss_{estimator}(z, {estimator})",
             f"jac[{wg}, i] = wi * rho1 * r",
-            "fit_h = (wi * rho1 / root) * (wi * rho1 / root)",
+            "fit_h = wi * wi * curvature",
             f"information_h = wi * wi * max(rho1 + 2.0 * rho2 * z, {EPS!r})",
             f"jac[{wh}, i] = information_h if information else fit_h",
             f"jac[{sq}, i] = rho"]
@@ -165,7 +165,7 @@ def _chunk_source(n_params: int, estimator: int = ESTIMATOR_LSE) -> str:
     """``chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out, information)``: the
     sums of the chunk of points ``start, start + 1, ...`` (``jac.shape[1]`` of them) written
     to ``out``: χ², then ``g`` (n_params), then ``h[a, b]`` for ``b <= a`` row by row (for a
-    robust ``estimator`` those of the square-root residuals, or with ``information`` h is
+    robust ``estimator`` the loss's sums, or with ``information`` h is
     the robust information matrix; least squares ignores the flag)."""
     n = range(n_params)
     wg, wh, sq = n_params, n_params + 1, n_params + 2

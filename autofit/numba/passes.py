@@ -99,19 +99,18 @@ def _evaluate_source(n_params: int) -> str:
 def _robust_point_lines(indent):
     """Lines of a pass that form one used point's χ² term and two weights under a robust
     loss, from ``wi``, ``yi`` and the model value ``f`` (see :func:`_rules.robust_loss`):
-    the Gauss-Newton weight is that of the square-root residuals, ``(w rho1 / root)²``;
-    with ``fisher``, scipy's covariance weight."""
+    the weight in H is ``w²`` times the loss's curvature; with ``fisher``, scipy's
+    covariance weight."""
     pad = " " * indent
     return [pad + line for line in (
         "r = wi * (yi - f)",
         "z = r * r",
-        "rho, rho1, rho2, root = robust_loss(z, estimator)",
+        "rho, rho1, rho2, curvature = robust_loss(z, estimator)",
         "chi2 += rho",
         "weight_g = wi * rho1 * r",
-        "factor = wi * rho1 / root",
         # EPS as a literal, so that a float32 pass keeps it in float32.
         f"weight_h = wi * wi * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
-        "else factor * factor",
+        "else wi * wi * curvature",
     )]
 
 
@@ -238,7 +237,7 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         "",
         "def _robust_rows(jac, n_points, estimator, fisher):",
         # From the least-squares rows (w r, w², r²) to the loss's: the gradient weight
-        # w rho1 r, the Gauss-Newton weight w² c, c = (rho1 / root)² (with fisher, scipy's
+        # w rho1 r, the weight in H w² c, c the loss's curvature (with fisher, scipy's
         # w² max(rho1 + 2 rho2 z, eps)), and in row sq the probe's offset w (rho1 - c) r
         # (probe_rows, _rules.geodesic_probe_weight); returns Σ rho. Unused points' zero
         # rows stay zero. One loop per loss, with its code a literal: no branch on the loss
@@ -254,9 +253,8 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
             f"def _reweigh_{code}(jac, n_points, fisher):",
             "    for i in range(n_points):",
             f"        z = jac[{sq}, i]",
-            f"        rho, rho1, rho2, root = robust_loss_{code}(z, {code})",
+            f"        rho, rho1, rho2, c = robust_loss_{code}(z, {code})",
             f"        jac[{vr}, i] = rho",
-            "        c = (rho1 / root) * (rho1 / root)",
             f"        wi2 = jac[{wh}, i]",
             f"        w_r = jac[{wg}, i]",
             f"        jac[{wg}, i] = w_r * rho1",

@@ -117,14 +117,13 @@ def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estim
         g = wj.T @ r
         h = wj.T @ wj
     else:
-        # A robust loss: least squares on the square-root residuals s = r root(r²)
-        # (autofit._rules.robust_loss), whose sum of squares is Σ rho.
+        # A robust loss: Σ rho, each point's weight in H the loss's curvature
+        # (autofit._rules.robust_loss).
         r = w * (y - f)
-        rho, rho1, _, root = robust_loss_where(np, r * r, estimator)
+        rho, rho1, _, curvature = robust_loss_where(np, r * r, estimator)
         chi2 = np.sum(rho)
         g = jac.T @ (w * rho1 * r)
-        wj = jac * (w * rho1 / root)[:, None]
-        h = wj.T @ wj
+        h = (jac * (w * w * curvature)[:, None]).T @ jac
     finite = np.isfinite(chi2) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))
     return (chi2 if finite else np.inf), g, h, True
 
@@ -146,8 +145,8 @@ def _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper, free, e
     else:
         # The model's bending along v, each point weighed as H weighs it.
         r = w * (y - f)
-        _, rho1, _, root = robust_loss_where(np, r * r, estimator)
-        g_probe = jac.T @ geodesic_probe_weight(w, r, r_probe, rho1, root)
+        _, rho1, _, curvature = robust_loss_where(np, r * r, estimator)
+        g_probe = jac.T @ geodesic_probe_weight(w, r, r_probe, rho1, curvature)
     if not np.all(np.isfinite(g_probe)):
         return None
     return (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE + h @ velocity)

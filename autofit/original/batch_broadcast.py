@@ -79,7 +79,7 @@ def broadcasts(f, x, p_rows) -> bool:
 def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
     """χ², g, H at each row of p (the reference's ``_evaluate``); χ² inf where unusable,
     ``positive`` False where the Poisson model is ≤ 0, and what the geodesic probe needs:
-    ``(wj, scale, offset)``, ``g_probe = wjᵀ (scale r_probe + offset)`` (least squares:
+    ``(wj, factor, offset)``, ``g_probe = wjᵀ (factor r_probe + offset)`` (least squares:
     ``J`` times ``w``, 1 and 0; a robust loss: ``J`` and
     :func:`autofit._rules.geodesic_probe_weight`'s two terms, in its arithmetic; MLE: the
     plain ``J``). With ``information`` (MLE and the robust losses), H is the reference's
@@ -97,6 +97,7 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
             jac[:, :, j] = (_call(f, x, shifted) - f0) / h[:, None]
         used = w != 0.0
         jac = np.where(used[:, :, None], jac * free, 0.0)
+        factor, offset = np.ones_like(f0), np.zeros_like(f0)  # the probe's, but robust
         if estimator == ESTIMATOR_MLE:
             positive = np.all(np.where(used, f0 > 0.0, True), axis=1)
             safe_f = np.where(used & positive[:, None], f0, 1.0)
@@ -117,12 +118,13 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
             g = _transposed_times(wj, r)
             h = np.matmul(wj.transpose(0, 2, 1), wj)  # batched BLAS products
         else:
-            # A robust loss: least squares on the square-root residuals. r is exactly 0 at
-            # weight-0 points, so every term there is 0 too.
+            # A robust loss: Σ rho, each point's weight in H the loss's curvature
+            # (autofit._rules.robust_loss). r is exactly 0 at weight-0 points, so every
+            # term there is 0 too.
             positive = np.ones(p.shape[0], dtype=bool)
             r = np.where(used, w * (y - f0), 0.0)
             z = r * r
-            rho, rho1, rho2, root = robust_loss_where(np, z, estimator)
+            rho, rho1, rho2, curvature = robust_loss_where(np, z, estimator)
             chi2 = np.sum(rho, axis=1)
             g = _transposed_times(jac, w * rho1 * r)
             if information:
@@ -133,17 +135,13 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
                 wj = jac
                 h = np.matmul((jac * curvature[:, :, None]).transpose(0, 2, 1), jac)
             else:
-                wj = jac * np.where(used, w * rho1 / root, 0.0)[:, :, None]
-                h = np.matmul(wj.transpose(0, 2, 1), wj)
-                c = (rho1 / root) * (rho1 / root)
-                scale, offset = w * c, w * (rho1 - c) * r
                 wj = jac
+                h = np.matmul((jac * np.where(used, w * w * curvature, 0.0)[:, :, None])
+                              .transpose(0, 2, 1), jac)
+                factor, offset = w * curvature, w * (rho1 - curvature) * r
         finite = (np.isfinite(chi2) & np.all(np.isfinite(g), axis=1)
                   & np.all(np.isfinite(h), axis=(1, 2)) & positive)
-    if estimator == ESTIMATOR_LSE or estimator == ESTIMATOR_MLE or information:
-        scale, offset = np.ones_like(chi2)[:, None], np.zeros_like(chi2)[:, None]
-    return (np.where(finite, chi2, np.inf), g, h, positive,
-            (wj, *np.broadcast_arrays(scale, offset, w)[:2]))
+    return np.where(finite, chi2, np.inf), g, h, positive, (wj, factor, offset)
 
 
 def _geodesic(f, x, y, w, p, lower, upper, step, g, h, probe, system, scale_squared,
@@ -157,8 +155,8 @@ def _geodesic(f, x, y, w, p, lower, upper, step, g, h, probe, system, scale_squa
     with np.errstate(all="ignore"):
         f_probe = _call(f, x, p + GEODESIC_PROBE * velocity)
         r_probe = np.where(w != 0.0, w * (y - f_probe), 0.0)
-        wj, scale, offset = probe
-        g_probe = _transposed_times(wj, scale * r_probe + offset)
+        wj, factor, offset = probe
+        g_probe = _transposed_times(wj, factor * r_probe + offset)
         second = (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE
                                            + np.einsum("kpq,kq->kp", h, velocity))
     finite = np.all(np.isfinite(second), axis=1)

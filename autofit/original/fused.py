@@ -32,12 +32,11 @@ an active set. Its stopping tests take scipy's three tolerances:
   ``SINGULAR`` after a failed factorisation.
 
 Robust losses (``estimator``: ``lm_batch``'s codes other than Poisson MLE) are the batched
-solver's: least squares on the square-root residuals ``s = r root(r²)`` of
-:func:`autofit._rules.robust_loss`, so χ² is ``Σ rho``, ``g = Σ w rho1 r J`` and
-``H = Σ (w rho1 / root)² J Jᵀ``, and every test above reads them unchanged. The
-information returned is then scipy's ``Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ`` at the final
-parameters, from one more pass (``H`` is the Gauss-Newton matrix of the square-root
-residuals, not the curvature the covariance needs).
+solver's: χ² is ``Σ rho``, ``g = Σ w rho1 r J`` and ``H = Σ w² c J Jᵀ`` with c the loss's
+curvature of :func:`autofit._rules.robust_loss`, and every test above reads them unchanged.
+The information returned is then scipy's ``Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ`` at the
+final parameters, from one more pass (beyond f_scale ``H`` keeps the square-root
+residuals' Gauss-Newton weight, not the curvature the covariance needs).
 """
 
 import numpy as np
@@ -104,7 +103,7 @@ def normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, u
     """One pass: ``(chi2, g, h)`` at ``p``, chunk by chunk; chi2 is inf if any is not finite.
 
     Points of weight 0 contribute nothing, even where the model is not finite there. For a
-    robust ``estimator`` they are the sums of the square-root residuals (module docstring).
+    robust ``estimator`` they are the loss's sums (module docstring).
     """
     n_params = p.shape[0]
     chi2 = 0.0
@@ -121,12 +120,11 @@ def normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, u
             continue
         # r is 0 where unused, where every loss is 0 with slope 1: only jac needs the mask.
         with np.errstate(invalid="ignore", over="ignore"):
-            rho, rho1, _, root = robust_loss_where(np, r * r, estimator)
+            rho, rho1, _, curvature = robust_loss_where(np, r * r, estimator)
         jac = np.where(used[:, None], jac, 0.0)
-        sj = jac * (w * rho1 / root)[:, None]
         chi2 += np.sum(rho)
         g += jac.T @ (w * rho1 * r)
-        h += sj.T @ sj
+        h += (jac * (w * w * curvature)[:, None]).T @ jac
     if not (np.isfinite(chi2) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
         return np.inf, g, h
     return chi2, g, h
