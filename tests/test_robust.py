@@ -54,8 +54,9 @@ def test_each_loss_is_scipys_rho_and_its_derivatives(loss):
     np.testing.assert_allclose(where[3][inside],
                                np.maximum(rho1 + 2.0 * rho2 * Z, _codes.EPS)[inside],
                                rtol=1e-12)
-    s = np.sqrt(rho)  # s(r) with r = sqrt(z) > 0; ds/dr = rho1 r / s
-    np.testing.assert_allclose(where[3][~inside], (rho1 * np.sqrt(Z) / s)[~inside] ** 2,
+    beyond = ~inside
+    s = np.sqrt(rho[beyond])  # s(r) with r = sqrt(z) > 0; ds/dr = rho1 r / s
+    np.testing.assert_allclose(where[3][beyond], (rho1[beyond] * np.sqrt(Z[beyond]) / s) ** 2,
                                rtol=1e-12)
     np.testing.assert_allclose(scalar[3], where[3], rtol=1e-15)
     assert scalar[3][0] == 1.0
