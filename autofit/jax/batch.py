@@ -551,8 +551,8 @@ def _finish(model, jacobian, jac_method, estimator, s, d, free):
     elif estimator == ESTIMATOR_LSE:
         information = s.h
     else:
-        # scipy's Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ at the final p, one more pass (the
-        # Gauss-Newton H drops rho2, which the covariance of an M-estimator needs).
+        # scipy's Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ at the final p, one more pass (beyond
+        # f_scale H keeps the square-root residuals' weight, not this curvature).
         f, jac, used = _model_and_columns(model, jacobian, jac_method, d, s.params, free)
         w = jnp.where(used, d.weights, 0.0)
         r = jnp.where(used, w * (d.ydata - f), 0.0)

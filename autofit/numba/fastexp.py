@@ -61,6 +61,21 @@ def _power_of_two(k):
 
 
 @numba.njit(fastmath={"arcp", "contract"}, inline="always", cache=True)
+def _horner(x, coefficients):
+    """The polynomial ``coefficients`` (highest power first, a tuple of floats) at ``x``,
+    by Horner's rule; the loop over the tuple unrolls, so loops over points that call it
+    still vectorise."""
+    p = coefficients[0]
+    for c in coefficients[1:]:
+        p = p * x + c
+    return p
+
+
+# exp(r) = Σ r^k / k! to k = 13, highest power first.
+_EXP_SERIES = tuple(1.0 / math.factorial(k) for k in range(13, -1, -1))
+
+
+@numba.njit(fastmath={"arcp", "contract"}, inline="always", cache=True)
 def vexp(x):
     """``exp(x)`` for float64 ``x``, branch-free so that loops over it vectorise."""
     # Clamping keeps k within [-1077, 1025]; 2**k is applied as two factors 2**k1 * 2**k2,
@@ -69,20 +84,7 @@ def vexp(x):
     clamped = low if low < 710.0 else 710.0
     k = np.floor(clamped * LOG2E + 0.5)
     r = (clamped - k * LN2_HI) - k * LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    p = _horner(r, _EXP_SERIES)
     half = np.floor(k * 0.5)
     result = (p * _power_of_two(half)) * _power_of_two(k - half)
     return x if x != x else result  # nan stays nan (min/max would have dropped it)
@@ -96,22 +98,16 @@ ONE_BITS = 1023 << 52
 SQRT2 = 1.4142135623730951
 
 
+# 1/23, 1/21, ..., 1/3: the odd series' coefficients, highest power first.
+_ODD_SERIES = tuple(1.0 / k for k in range(23, 2, -2))
+
+
 @numba.njit(fastmath={"arcp", "contract"}, inline="always", cache=True)
 def _odd_series(q):
     """``1/3 + q/5 + q²/7 + ... + q¹⁰/23``: with ``q = s²``, ``atanh(s) = s + s q (this)``
     (the log's series); with ``q = -s²``, ``atan(s) = s + s q (this)``. For ``|q| <= 0.04``
     the next term is below 1e-17 of the sum's."""
-    p = 1.0 / 23.0
-    p = p * q + 1.0 / 21.0
-    p = p * q + 1.0 / 19.0
-    p = p * q + 1.0 / 17.0
-    p = p * q + 1.0 / 15.0
-    p = p * q + 1.0 / 13.0
-    p = p * q + 1.0 / 11.0
-    p = p * q + 1.0 / 9.0
-    p = p * q + 1.0 / 7.0
-    p = p * q + 1.0 / 5.0
-    return p * q + 1.0 / 3.0
+    return _horner(q, _ODD_SERIES)
 
 
 # tan(pi / 8): above it (up to 1), atan(t) = pi/4 + atan((t - 1) / (t + 1)).

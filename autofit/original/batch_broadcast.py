@@ -97,7 +97,8 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
             jac[:, :, j] = (_call(f, x, shifted) - f0) / h[:, None]
         used = w != 0.0
         jac = np.where(used[:, :, None], jac * free, 0.0)
-        factor, offset = np.ones_like(f0), np.zeros_like(f0)  # the probe's, but robust
+        # The geodesic probe's factor and offset of least squares (a robust loss's below).
+        factor, offset = np.ones_like(f0), np.zeros_like(f0)
         if estimator == ESTIMATOR_MLE:
             positive = np.all(np.where(used, f0 > 0.0, True), axis=1)
             safe_f = np.where(used & positive[:, None], f0, 1.0)
@@ -127,17 +128,13 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
             rho, rho1, rho2, curvature = robust_loss_where(np, z, estimator)
             chi2 = np.sum(rho, axis=1)
             g = _transposed_times(jac, w * rho1 * r)
-            if information:
-                # scipy's Σ w² max(rho1 + 2 rho2 z, eps) J Jᵀ: the Gauss-Newton H drops
-                # rho2, which the covariance of an M-estimator needs.
-                curvature = np.where(used, w * w * np.maximum(rho1 + 2.0 * rho2 * z, EPS),
-                                     0.0)
-                wj = jac
-                h = np.matmul((jac * curvature[:, :, None]).transpose(0, 2, 1), jac)
-            else:
-                wj = jac
-                h = np.matmul((jac * np.where(used, w * w * curvature, 0.0)[:, :, None])
-                              .transpose(0, 2, 1), jac)
+            # H weighs each point by the loss's curvature; the information (whose inverse
+            # is the covariance) by scipy's max(rho1 + 2 rho2 z, eps) at every point.
+            weight = np.maximum(rho1 + 2.0 * rho2 * z, EPS) if information else curvature
+            wj = jac
+            h = np.matmul((jac * np.where(used, w * w * weight, 0.0)[:, :, None])
+                          .transpose(0, 2, 1), jac)
+            if not information:
                 factor, offset = w * curvature, w * (rho1 - curvature) * r
         finite = (np.isfinite(chi2) & np.all(np.isfinite(g), axis=1)
                   & np.all(np.isfinite(h), axis=(1, 2)) & positive)
