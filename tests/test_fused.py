@@ -423,6 +423,32 @@ def test_lm_fused_refuses_an_estimator_it_does_not_fit(backend):
                      p0, -inf, inf, 1e-10, 1e-10, 1e-10, 100, code)
 
 
+def test_numba_compiles_one_fused_pass_and_one_robust_reweighing_for_every_loss():
+    # Least squares and every robust loss run on the one compiled pass of a model (a loss
+    # reweighs the pass's rows afterwards), and the reweighing is compiled once for models
+    # of every size: a compilation per loss, or per model size, would show here.
+    pytest.importorskip("numba")
+    from autofit.numba import fused, passes, points
+
+    x, y, weights, p0 = _outlier_gaussian()
+    inf = np.full(4, np.inf)
+    functions = points.POINT_FUNCTIONS["gaussian"]
+    for code in (_codes.ESTIMATOR_LSE, *sorted(_codes.ROBUST_LOSSES.values())):
+        fused.lm_fused(*_gaussian_kernel_parts("numba"), JAC_ANALYTIC, x[None, :], y,
+                       weights, p0, -inf, inf, 1e-10, 1e-10, 1e-10, 100, code)
+        assert fused.is_compiled(*functions, JAC_ANALYTIC, 4)
+    solvers = [key for key in fused._SOLVERS if key[0] is functions[0]]
+    assert len(solvers) == 1, solvers
+    decay_x = np.linspace(0.0, 5.0, 300)
+    decay_y = 2.0 * np.exp(-1.3 * decay_x) + 0.5
+    decay_y[::17] += 3.0
+    fused.lm_fused(*points.POINT_FUNCTIONS["exponential_decay"], JAC_ANALYTIC,
+                   decay_x[None, :], decay_y, np.ones(1), np.array([1.0, 1.0, 0.0]),
+                   np.full(3, -np.inf), np.full(3, np.inf), 1e-10, 1e-10, 1e-10, 100,
+                   _codes.ESTIMATOR_CAUCHY)
+    assert len(passes.robust_rows().signatures) == 1
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_run_fused_takes_a_robust_loss(backend):
     # curve_fit's fused path: the covariance is the pseudo-inverse of the robust

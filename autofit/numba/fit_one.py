@@ -48,7 +48,6 @@ from autofit.numba.passes import (
     _generated_evaluate,
     _generated_probe_rows,
     _tagging,
-    robust_losses,
     with_literals_of,
 )
 
@@ -115,13 +114,10 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     predicted_reduction = inline(_rules.predicted_reduction)
     judge_trial = inline(_rules.judge_trial)
     step_not_tried = inline(_rules.step_not_tried)
-    # The robust losses (M-estimators), with the working precision's literals.
-    # (On the CPU with its vectorisable log1p: the cauchy loss's pass then runs over
-    # several points at once.)
+    # The robust losses (M-estimators), with the working precision's literals (the GPU's
+    # pass; the CPU's reweighs its rows by passes.robust_rows, shared by every model).
     robust_loss = inline(with_literals_of(_rules.robust_loss, dtype, fast_exp=block))
     geodesic_probe_weight = inline(_rules.geodesic_probe_weight)
-    # Each loss alone, for the CPU passes that call it by its literal code.
-    losses = robust_losses(inline, dtype, block) if block else None
     # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
     # scalar of that type so that the step arithmetic stays in it.
     forward_step = np.dtype(dtype).type(_rules.forward_step(dtype))
@@ -203,8 +199,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
 
     evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline,
                                        value if rows_of_differences else None,
-                                       forward_step, tag, robust_loss, relative_step,
-                                       losses))
+                                       forward_step, tag, robust_loss, relative_step))
 
     factor = inline(linalg.cholesky_factor)
     substitute = inline(linalg.cholesky_substitute)

@@ -19,13 +19,13 @@ User functions enter through :func:`autofit.numba.user_points.user_point_functio
 a time) with forward or central differences, computed point by point with the step rules of
 :mod:`autofit.original.jacobians`.
 
-A robust ``estimator`` gets ``chunk_sums`` of its own, with the loss (its code a literal of
-the generated source, so the other losses' branches fold away) in the point loop: the
-work array's two weights and its squared residual become the reference's ``w rho1 r``,
-``w² c`` (c the loss's curvature) and ``rho``, and the sums are formed as for least
-squares. One more pass of the same function, its flag ``information`` set, makes the
-information (the h weight ``w² max(rho1 + 2 rho2 z, eps)``) after the fit. Least squares
-keeps its own point loop, untouched.
+A robust ``estimator`` (an argument of ``chunk_sums``: one compiled pass per model serves
+every loss) takes the least-squares point loop, and then the work array's rows are
+reweighed by :func:`autofit.numba.passes.robust_rows`, the batched pass's own (one loop
+per loss over the chunk, shared by every model): the two weights become the reference's
+``w rho1 r`` and ``w² c`` (c the loss's curvature), and the sums are formed as for least
+squares, χ² from the loss's row. One more pass, its flag ``information`` set, makes the
+information (the h weight ``w² max(rho1 + 2 rho2 z, eps)``) after the fit.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_GTOL,
-    EPS,
     ESTIMATOR_LSE,
     JAC_ANALYTIC,
     JAC_FORWARD,
@@ -69,7 +68,7 @@ from autofit.numba.passes import (
     _dot2,
     _scaled_row,
     _sum,
-    robust_losses,
+    robust_rows,
     with_literals_of,
 )
 
@@ -79,9 +78,6 @@ _clip_step = numba.njit(inline="always")(_rules.clip_step)
 _predicted_reduction = numba.njit(inline="always")(_rules.predicted_reduction)
 _judge_trial = numba.njit(inline="always")(_rules.judge_trial)
 _step_not_tried = numba.njit(inline="always")(_rules.step_not_tried)
-# Each loss alone (a chunk's loss is a literal of its source).
-_ROBUST_LOSSES = robust_losses(
-    numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH), np.float64, True)
 _relative_step = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
     _rules.relative_step)
 
@@ -139,41 +135,31 @@ def _point_source(jac_method: int, n_params: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _point_weights(n_params: int, point: str, estimator: int) -> list:
+def _point_weights(n_params: int, point: str) -> list:
     """The point loop's body (indented for it): the model at point k, and its work
-    column's two weights and squared residual (least squares), or their robust forms
-    (module docstring), the h weight by the argument ``information``."""
+    column's two weights and squared residual (a robust loss reweighs them afterwards)."""
     wg, wh, sq = n_params, n_params + 1, n_params + 2
-    if estimator == ESTIMATOR_LSE:
-        return [f"r = wi * (y[k] - {point})",
-                f"jac[{wg}, i] = wi * r",
-                f"jac[{wh}, i] = wi * wi",
-                f"jac[{sq}, i] = r * r"]
-    # Both h weights, one chosen by the loop-invariant flag (a select, or a loop the
-    # compiler unswitches): one compiled function for the fit and the information pass.
     return [f"r = wi * (y[k] - {point})",
-            "z = r * r",
-            f"rho, rho1, rho2, curvature = robust_loss_{estimator}(z, {estimator})",
-            f"jac[{wg}, i] = wi * rho1 * r",
-            "fit_h = wi * wi * curvature",
-            f"information_h = wi * wi * max(rho1 + 2.0 * rho2 * z, {EPS!r})",
-            f"jac[{wh}, i] = information_h if information else fit_h",
-            f"jac[{sq}, i] = rho"]
+            f"jac[{wg}, i] = wi * r",
+            f"jac[{wh}, i] = wi * wi",
+            f"jac[{sq}, i] = r * r"]
 
 
-def _chunk_source(n_params: int, estimator: int = ESTIMATOR_LSE) -> str:
-    """``chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out, information)``: the
-    sums of the chunk of points ``start, start + 1, ...`` (``jac.shape[1]`` of them) written
-    to ``out``: χ², then ``g`` (n_params), then ``h[a, b]`` for ``b <= a`` row by row (for a
-    robust ``estimator`` the loss's sums, or with ``information`` h is
-    the robust information matrix; least squares ignores the flag)."""
+def _chunk_source(n_params: int) -> str:
+    """``chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out, estimator,
+    information)``: the sums of the chunk of points ``start, start + 1, ...``
+    (``jac.shape[1]`` of them) written to ``out``: χ², then ``g`` (n_params), then
+    ``h[a, b]`` for ``b <= a`` row by row (for a robust ``estimator`` the loss's sums, or
+    with ``information`` h is the robust information matrix; least squares ignores the
+    flag)."""
     n = range(n_params)
     wg, wh, sq = n_params, n_params + 1, n_params + 2
     small = n_params <= FUSED_SUMS_MAX_PARAMS
     point = "point(x, k, params, p, lower, upper, jac, work_p, i)"
-    body = _point_weights(n_params, point, estimator)
+    body = _point_weights(n_params, point)
     lines = [
-        "def chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out, information):",
+        "def chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out, estimator,",
+        "               information):",
         # The parameters as a tuple of scalars: the model cannot then alias the work array
         # it writes, so the compiler keeps them out of the loop (as in the batched pass).
         ("    params = (" + "".join(f"p[{a}], " for a in n) + ")") if small else
@@ -206,7 +192,14 @@ def _chunk_source(n_params: int, estimator: int = ESTIMATOR_LSE) -> str:
         "    for i in range(width, jac.shape[1]):",
         f"        for a in range({sq + 1}):",
         "            jac[a, i] = 0.0",
-        f"    out[0] = _sum(jac, {sq})",
+        # A robust loss: the rows reweighed, the loss in the row after them (free: the
+        # sums of large models write it only afterwards).
+        f"    if estimator == {ESTIMATOR_LSE}:",
+        f"        out[0] = _sum(jac, {sq})",
+        "    else:",
+        # The rows as plain ints (literals would compile it once per model size).
+        f"        out[0] = robust_rows(jac, int({wg}), int({wh}), int({sq}), int({sq + 1}),",
+        "                             estimator, information)",
     ]
     if small:
         pairs = [(a, b) for a in n for b in range(a + 1)]
@@ -234,7 +227,7 @@ def _chunk_signature():
 
     f8 = types.float64
     return types.void(f8[:, ::1], f8[::1], f8[::1], types.int64, f8[::1], f8[::1], f8[::1],
-                      f8[:, ::1], f8[::1], f8[::1], types.boolean)
+                      f8[:, ::1], f8[::1], f8[::1], types.int64, types.boolean)
 
 
 _REDUCTIONS: dict = {}
@@ -256,7 +249,7 @@ def _reductions(n_params):
     return _REDUCTIONS[n_params]
 
 
-def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE):
+def build_chunk_sums(value, gradient, jac_method, n_params):
     """``chunk_sums`` for these point functions (see ``_chunk_source``), compiled for its one
     signature and passed to the driver as a first-class function: the only code compiled
     per model (the point loop, with the model inlined so that it vectorises)."""
@@ -270,7 +263,7 @@ def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_
     # vectorisable exp; other user functions are compiled as written.
     fast_exp = getattr(value, "__module__", "") in ("autofit.numba.points",
                                                     "autofit._forward_mode")
-    namespace = {"math": math, "unsigned": numba.uint64, **_ROBUST_LOSSES,
+    namespace = {"math": math, "unsigned": numba.uint64, "robust_rows": robust_rows(),
                  "relative_step": _relative_step,
                  **_reductions(n_params),
                  "value": inline(with_literals_of(value, np.float64, fast_exp)),
@@ -279,7 +272,7 @@ def build_chunk_sums(value, gradient, jac_method, n_params, estimator=ESTIMATOR_
     exec(compile(_point_source(jac_method, n_params), "<autofit fused point>", "exec"),  # noqa: S102
          namespace)
     namespace["point"] = inline(namespace["point"])
-    source = _chunk_source(n_params, estimator)
+    source = _chunk_source(n_params)
     exec(compile(source, "<autofit fused chunk>", "exec"), namespace)  # noqa: S102
     signature = _chunk_signature()
     compiled = numba.njit(signature, error_model="numpy", fastmath=FASTMATH)(
@@ -301,7 +294,8 @@ def chunk_length(n_points: int) -> int:
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _sums_per_chunk(chunk_sums, information, x, y, w, p, lower, upper, chunk, partial):
+def _sums_per_chunk(chunk_sums, estimator, information, x, y, w, p, lower, upper, chunk,
+                    partial):
     n_params = p.shape[0]
     n_chunks = partial.shape[0]
     n_blocks = min(n_chunks, BLOCKS)
@@ -310,11 +304,12 @@ def _sums_per_chunk(chunk_sums, information, x, y, w, p, lower, upper, chunk, pa
         work_p = np.empty(n_params)
         for c in range(b * n_chunks // n_blocks, (b + 1) * n_chunks // n_blocks):
             chunk_sums(x, y, w, c * chunk, p, lower, upper, jac, work_p, partial[c],
-                       information)
+                       estimator, information)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
-def _evaluate(chunk_sums, information, x, y, w, p, lower, upper, chunk, partial, g, h):
+def _evaluate(chunk_sums, estimator, information, x, y, w, p, lower, upper, chunk, partial,
+              g, h):
     # chi2 (inf if it, g or h is not finite); g and h written in place (with information,
     # a robust loss's information matrix as h).
     n_params = p.shape[0]
@@ -323,9 +318,11 @@ def _evaluate(chunk_sums, information, x, y, w, p, lower, upper, chunk, partial,
         # One chunk: no parallel launch (waking the threads costs more than a small pass).
         jac = np.empty((2 * n_params + 3, chunk))
         work_p = np.empty(n_params)
-        chunk_sums(x, y, w, 0, p, lower, upper, jac, work_p, partial[0], information)
+        chunk_sums(x, y, w, 0, p, lower, upper, jac, work_p, partial[0], estimator,
+                   information)
     else:
-        _sums_per_chunk(chunk_sums, information, x, y, w, p, lower, upper, chunk, partial)
+        _sums_per_chunk(chunk_sums, estimator, information, x, y, w, p, lower, upper, chunk,
+                        partial)
     total = np.zeros(n_sums)
     for c in range(partial.shape[0]):
         for s in range(n_sums):
@@ -366,8 +363,8 @@ def _cholesky_solve(h, g, scale_squared, damping, active, step):
     return True
 
 
-def _solve(chunk_sums, robust, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev,
-           chunk):
+def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol,
+           max_nfev, chunk):
     n_params = p0.shape[0]
     n_sums = 1 + n_params + n_params * (n_params + 1) // 2
     partial = np.empty(((y.shape[0] + chunk - 1) // chunk, n_sums))
@@ -378,7 +375,8 @@ def _solve(chunk_sums, robust, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol
     trial_h = np.empty((n_params, n_params))
     step = np.empty(n_params)
     active = np.empty(n_params, dtype=np.bool_)
-    chi2 = _evaluate(chunk_sums, False, x, y, w, p, lower, upper, chunk, partial, g, h)
+    chi2 = _evaluate(chunk_sums, estimator, False, x, y, w, p, lower, upper, chunk, partial,
+                     g, h)
     nfev = cost
     if not math.isfinite(chi2):
         return p, chi2, NONFINITE, nfev, 0, h
@@ -423,8 +421,8 @@ def _solve(chunk_sums, robust, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol
             continue
         trial = np.empty(n_params)
         small_step = _clip_step(p, step, lower, upper, scale_squared, xtol, trial)
-        trial_chi2 = _evaluate(chunk_sums, False, x, y, w, trial, lower, upper, chunk,
-                               partial, trial_g, trial_h)
+        trial_chi2 = _evaluate(chunk_sums, estimator, False, x, y, w, trial, lower, upper,
+                               chunk, partial, trial_g, trial_h)
         nfev += cost
         n_iter += 1
         predicted = _predicted_reduction(h, step, scale_squared, damping)
@@ -437,11 +435,12 @@ def _solve(chunk_sums, robust, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol
             h, trial_h = trial_h, h
             for a in range(n_params):
                 scale_squared[a] = max(scale_squared[a], h[a, a])
-    if robust:
-        # Not counted in nfev, as in the reference.
+    if estimator != ESTIMATOR_LSE:
+        # A robust loss's information: one more pass (not counted in nfev, as in the
+        # reference); least squares' is its last h.
         information = np.empty((n_params, n_params))
-        _evaluate(chunk_sums, True, x, y, w, p, lower, upper, chunk, partial, trial_g,
-                  information)
+        _evaluate(chunk_sums, estimator, True, x, y, w, p, lower, upper, chunk, partial,
+                  trial_g, information)
         return p, chi2, status, nfev, n_iter, information
     return p, chi2, status, nfev, n_iter, h
 
@@ -460,25 +459,24 @@ def _driver():
             f8, i8 = types.float64, types.int64
             chunk_type = types.FunctionType(_chunk_signature())
             vector, matrix = f8[::1], f8[:, ::1]
-            _DRIVER.append(numba.njit((chunk_type, types.boolean, i8, matrix, vector,
+            _DRIVER.append(numba.njit((chunk_type, i8, i8, matrix, vector,
                                        vector, vector, vector, vector, f8, f8, f8, i8, i8),
                                       cache=True, error_model="numpy",
                                       fastmath=FASTMATH)(_solve))
     return _DRIVER[0]
 
 
-def build_solver(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE):
-    """``solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev)`` for these point
-    functions and this ``estimator``: the compiled ``lm_fused`` (returns its six outputs)."""
-    chunk_sums = build_chunk_sums(value, gradient, jac_method, n_params, estimator)
-    # A robust loss's information: one more pass of chunk_sums (least squares': its last h).
-    robust = estimator != ESTIMATOR_LSE
+def build_solver(value, gradient, jac_method, n_params):
+    """``solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev, estimator)`` for these
+    point functions: the compiled ``lm_fused`` (returns its six outputs), for every
+    estimator."""
+    chunk_sums = build_chunk_sums(value, gradient, jac_method, n_params)
     cost = evaluations_per_pass(jac_method, n_params)
     driver = _driver()
 
-    def solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev):
-        return driver(chunk_sums, robust, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol,
-                      max_nfev, chunk_length(y.shape[0]))
+    def solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev, estimator):
+        return driver(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol,
+                      gtol, max_nfev, chunk_length(y.shape[0]))
 
     return solve
 
@@ -486,23 +484,22 @@ def build_solver(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE)
 _SOLVERS: dict = {}
 
 
-def _solver_key(value, gradient, jac_method, n_params, estimator):
-    return (value, gradient if jac_method == JAC_ANALYTIC else None, jac_method, n_params,
-            estimator)
+def _solver_key(value, gradient, jac_method, n_params):
+    return (value, gradient if jac_method == JAC_ANALYTIC else None, jac_method, n_params)
 
 
-def solver(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE):
-    """The compiled solver for these point functions and this ``estimator`` (built once per
-    process)."""
-    key = _solver_key(value, gradient, jac_method, n_params, estimator)
+def solver(value, gradient, jac_method, n_params):
+    """The compiled solver for these point functions (built once per process; every
+    estimator runs on it)."""
+    key = _solver_key(value, gradient, jac_method, n_params)
     if key not in _SOLVERS:
-        _SOLVERS[key] = build_solver(value, gradient, jac_method, n_params, estimator)
+        _SOLVERS[key] = build_solver(value, gradient, jac_method, n_params)
     return _SOLVERS[key]
 
 
-def is_compiled(value, gradient, jac_method, n_params, estimator=ESTIMATOR_LSE) -> bool:
+def is_compiled(value, gradient, jac_method, n_params) -> bool:
     """Whether :func:`solver` has these point functions compiled (it compiles nothing)."""
-    return _solver_key(value, gradient, jac_method, n_params, estimator) in _SOLVERS
+    return _solver_key(value, gradient, jac_method, n_params) in _SOLVERS
 
 
 @implements("lm_fused")
@@ -511,11 +508,11 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
     require_jac_method("lm_fused", "numba", jac_method)
     estimator = fused_estimator(estimator)
     functions = required_point_functions(model, jacobian, jac_method, "lm_fused")
-    solve = solver(*functions, jac_method, p0.shape[0], estimator)
+    solve = solver(*functions, jac_method, p0.shape[0])
     ftol = max(float(ftol), chi2_rounding(ydata.shape[0]))
     params, chi2, status, nfev, n_iter, information = solve(
         np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(ydata, np.float64),
         np.ascontiguousarray(weights, np.float64), np.asarray(p0, np.float64),
         np.asarray(lower, np.float64), np.asarray(upper, np.float64), float(ftol),
-        float(xtol), float(gtol), int(max_nfev))
+        float(xtol), float(gtol), int(max_nfev), int(estimator))
     return params, float(chi2), int(status), int(nfev), int(n_iter), information

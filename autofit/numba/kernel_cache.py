@@ -112,15 +112,28 @@ def cached_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
     numba, llvmlite and Python versions, so a changed kernel is never loaded stale. None for
     user models, or when the directory cannot be written.
     """
-    import importlib.util
-    import os
-    import sys
-    import tempfile
-
     source = _kernel_module_source(value, gradient, jac_method, n_params, dtype)
     if source is None:
         return None
-    name = f"autofit_batch_{_cache_key(source)}"
+    module = import_generated("autofit_batch", source)
+    if module is None:
+        return None
+    from autofit.numba.kernel import as_first_class, kernel_around
+
+    return kernel_around(as_first_class(module.fit_range, dtype), dtype)
+
+
+def import_generated(prefix: str, source: str):
+    """The module of generated ``source``, written to :func:`cache_directory` as
+    ``<prefix>_<hash>.py`` and imported (once per process), so that the functions it
+    compiles with numba's ``cache=True`` are compiled by the first process only. The hash
+    covers the source, the sources it compiles and the numba, llvmlite and Python versions:
+    a changed module is never loaded stale. None when the directory cannot be written."""
+    import importlib.util
+    import sys
+    import tempfile
+
+    name = f"{prefix}_{_cache_key(source)}"
     directory = cache_directory()
     path = os.path.join(directory, name + ".py")
     try:
@@ -144,8 +157,4 @@ def cached_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
         except BaseException:
             del sys.modules[name]
             raise
-    from autofit.numba.kernel import as_first_class, kernel_around
-
-    return kernel_around(as_first_class(sys.modules[name].fit_range, dtype), dtype)
-
-
+    return sys.modules[name]

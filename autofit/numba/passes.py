@@ -123,7 +123,7 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
     the points (``_dot2``, compiled with reassociation so that they vectorise).
     The sums are the same as the point-by-point pass's, in another order. Poisson MLE has a
     loop of its own (``_mle_pass``); a robust loss takes the least-squares loop and then
-    reweighs its rows (``_robust_rows``), so that loop carries no branch of either.
+    reweighs its rows (:func:`robust_rows`), so that loop carries no branch of either.
 
     With ``forward``, ``point`` returns the model value only; the values go to row
     ``_value_row(n_params)`` and ``_forward_rows`` then writes each parameter's row of
@@ -184,7 +184,9 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         "        if estimator == ESTIMATOR_LSE:",
         f"            chi2 = _sum(jac, {sq})",
         "        else:",
-        "            chi2 = _robust_rows(jac, y.shape[0], estimator, fisher)",
+        # The rows as plain ints (literals would compile it once per model size).
+        f"            chi2 = robust_rows(jac, int({wg}), int({wh}), int({sq}), int({vr}),",
+        "                               estimator, fisher)",
         "    else:",
         "        chi2 = _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, fisher)",
         "        if chi2 == -1.0:",
@@ -233,35 +235,6 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         f"        jac[{wg}, i] = wi * (yi / f - 1.0)",
         f"        jac[{wh}, i] = wi / f if fisher else wi * yi / (f * f)",
         "    return chi2",
-        "",
-        "",
-        "def _robust_rows(jac, n_points, estimator, fisher):",
-        # From the least-squares rows (w r, w², r²) to the loss's: the gradient weight
-        # w rho1 r, the weight in H w² c, c the loss's curvature (with fisher, scipy's
-        # w² max(rho1 + 2 rho2 z, eps)), and in row sq the probe's offset w (rho1 - c) r
-        # (probe_rows, _rules.geodesic_probe_weight); returns Σ rho. Unused points' zero
-        # rows stay zero. One loop per loss, with its code a literal: no branch on the loss
-        # and no running sum in the loop (rho goes to the value row, free by now, and is
-        # summed apart), so that it runs over several points at once.
-        *[line for code in ROBUST_CODES for line in (
-            f"    {'if' if code == ROBUST_CODES[0] else 'elif'} estimator == {code}:",
-            f"        _reweigh_{code}(jac, n_points, fisher)")],
-        f"    return _sum(jac, {vr})",
-        *[line for code in ROBUST_CODES for line in (
-            "",
-            "",
-            f"def _reweigh_{code}(jac, n_points, fisher):",
-            "    for i in range(n_points):",
-            f"        z = jac[{sq}, i]",
-            f"        rho, rho1, rho2, c = robust_loss_{code}(z, {code})",
-            f"        jac[{vr}, i] = rho",
-            f"        wi2 = jac[{wh}, i]",
-            f"        w_r = jac[{wg}, i]",
-            f"        jac[{wg}, i] = w_r * rho1",
-            f"        jac[{sq}, i] = w_r * (rho1 - c)",
-            # EPS as a literal, so that a float32 pass keeps it in float32.
-            f"        jac[{wh}, i] = wi2 * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
-            "else wi2 * c")],
     ]
     if forward:
         # The step rule of autofit.original.jacobian_forward.
@@ -441,7 +414,7 @@ ROBUST_CODES = tuple(sorted(ROBUST_LOSSES.values()))
 
 def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=None,
                         value=None, forward_step=None, tag="", robust_loss=None,
-                        relative_step=None, robust_losses=None):
+                        relative_step=None):
     import numba
 
     forward = value is not None
@@ -454,8 +427,7 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
     # importable module (the CPU kernels of built-in models are cached, this pass included).
     namespace = {"__name__": __name__, "math": math, "point": point,
                  "robust_loss": robust_loss, "ESTIMATOR_LSE": ESTIMATOR_LSE,
-                 "ESTIMATOR_MLE": ESTIMATOR_MLE, "_real": numba.from_dtype(np.dtype(dtype)),
-                 **(robust_losses or {})}
+                 "ESTIMATOR_MLE": ESTIMATOR_MLE, "_real": numba.from_dtype(np.dtype(dtype))}
     if block:
         # Not inline="always": numba would inline the IR and compile it without these flags.
         reduce = _tagging(numba.njit(error_model="numpy", fastmath=_REDUCE_FASTMATH), tag)
@@ -472,12 +444,8 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
     exec(compile(tree, f"<autofit evaluate {n_params}>", "exec"), namespace)  # noqa: S102
     if block:
         # evaluate calls the passes through the namespace, so they must be compiled there.
-        for name in ("_mle_pass", "_robust_rows"):
-            namespace[name] = _tagging(inline or numba.njit, tag)(namespace[name])
-        for code in ROBUST_CODES:
-            namespace[f"_reweigh_{code}"] = _tagging(
-                numba.njit(error_model="numpy", fastmath=FASTMATH), tag)(
-                    namespace[f"_reweigh_{code}"])
+        namespace["_mle_pass"] = _tagging(inline or numba.njit, tag)(namespace["_mle_pass"])
+        namespace["robust_rows"] = robust_rows(dtype)
     if forward:
         # Not inlined: a call passes the perturbed parameters as scalars, which the
         # compiler then knows the work array cannot alias (the loop over points vectorises).
@@ -487,6 +455,105 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
             namespace[name] = _tagging(numba.njit(error_model="numpy", fastmath=FASTMATH),
                                        tag)(namespace[name])
     return namespace["evaluate"]
+
+
+def _robust_rows_source() -> str:
+    """``robust_rows(jac, wg, wh, sq, rho_row, estimator, fisher)``: from the least-squares
+    rows of a CPU pass (row ``wg`` w r, ``wh`` w², ``sq`` r²) to the loss's: the gradient
+    weight w rho1 r, the weight in H w² c, c the loss's curvature (with ``fisher``, scipy's
+    w² max(rho1 + 2 rho2 z, eps)), in row ``sq`` the geodesic probe's offset w (rho1 - c) r
+    (:func:`_rules.geodesic_probe_weight`) and in row ``rho_row`` the loss; returns Σ rho.
+    Zero columns (unused points) stay zero. One loop per loss, with its code a literal: no
+    branch on the loss and no running sum in the loop (rho is summed apart), so that it
+    runs over several points at once."""
+    lines = ["def robust_rows(jac, wg, wh, sq, rho_row, estimator, fisher):"]
+    for code in ROBUST_CODES:
+        lines += [f"    {'if' if code == ROBUST_CODES[0] else 'elif'} estimator == {code}:",
+                  f"        _reweigh_{code}(jac, wg, wh, sq, rho_row, fisher)"]
+    lines.append("    return _sum(jac, rho_row)")
+    for code in ROBUST_CODES:
+        lines += [
+            "",
+            "",
+            f"def _reweigh_{code}(jac, wg, wh, sq, rho_row, fisher):",
+            "    for i in range(jac.shape[1]):",
+            "        z = jac[sq, i]",
+            f"        rho, rho1, rho2, c = robust_loss_{code}(z, {code})",
+            "        jac[rho_row, i] = rho",
+            "        wi2 = jac[wh, i]",
+            "        w_r = jac[wg, i]",
+            "        jac[wg, i] = w_r * rho1",
+            "        jac[sq, i] = w_r * (rho1 - c)",
+            # EPS as a literal, so that a float32 pass keeps it in float32.
+            f"        jac[wh, i] = wi2 * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
+            "else wi2 * c"]
+    return "\n".join(lines) + "\n"
+
+
+def _robust_rows_module(dtype, cache: bool) -> str:
+    """A module's source defining :func:`_robust_rows_source`'s functions for ``dtype``
+    (float literals of that type), compiled with numba's ``cache`` (it does not depend on
+    the model: one compilation serves every CPU pass, and a disk cache every process)."""
+    tree = ast.parse(_robust_rows_source())
+    if np.dtype(dtype) != np.float64:
+        tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
+    jit = f"numba.njit(cache={cache}, error_model='numpy', fastmath=FASTMATH)"
+    return "\n".join([
+        f'"""autofit: the robust losses\' rows of the CPU passes, {np.dtype(dtype).name} '
+        '(generated; safe to delete)."""',
+        "import numba",
+        "",
+        "from autofit.numba.passes import robust_rows_globals",
+        "",
+        f"globals().update(robust_rows_globals({np.dtype(dtype).name!r}))",
+        "",
+        "",
+        ast.unparse(tree),
+        "",
+        "",
+        inspect.getsource(_sum),
+        f"_sum = numba.njit(cache={cache}, error_model='numpy', "
+        "fastmath=_REDUCE_FASTMATH)(_sum)",
+        *(f"_reweigh_{code} = {jit}(_reweigh_{code})" for code in ROBUST_CODES),
+        f"robust_rows = {jit}(robust_rows)",
+        "",
+    ])
+
+
+def robust_rows_globals(dtype_name: str) -> dict:
+    """What :func:`_robust_rows_module`'s source takes from here: each loss alone (with the
+    dtype's literals and, in float64, the vectorisable log1p and atan), the flags, ``_real``."""
+    import numba
+
+    dtype = np.dtype(dtype_name)
+    return {"FASTMATH": FASTMATH, "_REDUCE_FASTMATH": _REDUCE_FASTMATH,
+            "_real": numba.from_dtype(dtype),
+            **robust_losses(numba.njit(inline="always", error_model="numpy",
+                                       fastmath=FASTMATH), dtype, True)}
+
+
+_ROBUST_ROWS: dict = {}
+
+
+def robust_rows(dtype=np.float64):
+    """``robust_rows(jac, wg, wh, sq, rho_row, estimator, fisher)`` (:func:`_robust_rows_source`)
+    for ``dtype``, compiled once for every model: each model's batch kernel, each Jacobian
+    method and the fused pass call the same one. From a generated module in the kernels'
+    disk cache (:mod:`autofit.numba.kernel_cache`), so that only the first process ever
+    compiles it (1.5 s); compiled in this process where that directory cannot be written."""
+    key = np.dtype(dtype)
+    if key not in _ROBUST_ROWS:
+        from autofit.numba.kernel_cache import import_generated
+
+        module = import_generated("autofit_rows", _robust_rows_module(key, cache=True))
+        if module is None:
+            namespace = {"__name__": __name__}
+            exec(compile(_robust_rows_module(key, cache=False), "<autofit robust rows>",  # noqa: S102
+                         "exec"), namespace)
+            _ROBUST_ROWS[key] = namespace["robust_rows"]
+        else:
+            _ROBUST_ROWS[key] = module.robust_rows
+    return _ROBUST_ROWS[key]
 
 
 def _generated_probe_rows(n_params, value, dtype=np.float64, tag=""):
