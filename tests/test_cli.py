@@ -287,6 +287,28 @@ def test_fit_errors_from_a_subprocess_have_no_traceback(tmp_path):
     assert out.stderr.startswith("python -m autofit fit: error: cannot read")
 
 
+def test_validate_bundles_keep_a_backend_together_and_split_the_longest():
+    pairs = validate._pairs(["numba", "jax"], None)
+    by_backend = validate.bundles(pairs, ["numba", "jax"], 2)
+    assert [{backend for _, backend in bundle} for bundle in by_backend] == [{"numba"},
+                                                                              {"jax"}]
+    three = validate.bundles(pairs, ["numba", "jax"], 3)
+    assert len(three) == 3
+    assert sorted(pair for bundle in three for pair in bundle) == sorted(pairs)
+    assert all(len({backend for _, backend in bundle}) == 1 for bundle in three)
+    # The longest backend was split into two halves of about equal expected seconds, the
+    # heavy kernels apart; each half keeps the table's order.
+    backends = [bundle[0][1] for bundle in three]
+    split = [b for b in three if backends.count(b[0][1]) == 2]
+    longest = max(by_backend, key=validate._expected_seconds)
+    assert {bundle[0][1] for bundle in split} == {longest[0][1]}
+    halves = sorted(validate._expected_seconds(bundle) for bundle in split)
+    assert halves[0] >= 0.75 * halves[1]
+    for bundle in three:
+        assert bundle == sorted(bundle, key=pairs.index)
+    assert validate.bundles(pairs[:1], ["numba"], 3) == [pairs[:1]]
+
+
 def test_validate_in_worker_processes_gives_the_rows_of_one_process():
     backends = validate.available_backends()
     if len(backends) < 2:

@@ -415,6 +415,36 @@ def _cache_sizes():
     return {name: f._cache_size() for name, f in ajax.lm_batch.jitted.items()}
 
 
+def test_every_jitted_kernel_compiles_with_the_cpu_options_on_a_cpu():
+    # autofit.jax.compiler's rule: each kernel compiled on its own runs the program built
+    # with the CPU options; called inside another program (a model inside lm_solve), the
+    # enclosing program's options apply and the model adds no program of its own.
+    from autofit.jax import compiler
+
+    kernels = [name for name in ajax.__all__ if hasattr(getattr(ajax, name), "cpu")]
+    assert {"model_gaussian", "jacobian_gaussian", "jacobian_forward", "lm_step",
+            "covariance_from_jacobian"} <= set(kernels)
+    assert hasattr(ajax.lm_solve.jitted, "cpu")
+    assert jax.default_backend() == "cpu"
+    x = np.linspace(-3.0, 3.0, 37)
+    params = np.array([2.0, 0.1, 0.7, 0.3])
+    with jax.enable_x64(True):
+        before = (ajax.model_gaussian.cpu._cache_size(),
+                  ajax.model_gaussian.default._cache_size())
+        np.testing.assert_allclose(ajax.model_gaussian(x, params),
+                                   original.model_gaussian(x, params), rtol=1e-14)
+        assert ajax.model_gaussian.cpu._cache_size() == before[0] + 1
+        assert ajax.model_gaussian.default._cache_size() == before[1]
+        y = original.model_gaussian(x, params)
+        inf = np.full(4, np.inf)
+        out = ajax.lm_solve(ajax.model_gaussian, ajax.jacobian_gaussian, JAC_ANALYTIC, x, y,
+                            np.ones_like(x), params * 1.1, -inf, inf, 1e-12, 1e-12, 1e-12,
+                            1000)
+    np.testing.assert_allclose(np.asarray(out[0]), params, rtol=1e-8)
+    assert ajax.model_gaussian.cpu._cache_size() == before[0] + 1
+    assert compiler.CPU_COMPILER_OPTIONS == {"xla_cpu_use_fusion_emitters": False}
+
+
 class _CompileCounter:
     """Counts XLA compilations (jax's compile events) while active."""
 

@@ -42,7 +42,8 @@ marked finished from the start (their chunks are not run), and are dropped from 
 output. ``x`` and ``weights`` with leading size 1 are shared by all fits: ``vmap`` gets
 them unbatched; bounds are always per fit (one program for shared and per-fit bounds).
 
-**Compile time.** On CPU the program is compiled with :data:`CPU_COMPILER_OPTIONS`.
+**Compile time.** On CPU the program is compiled with
+:data:`autofit.jax.compiler.CPU_COMPILER_OPTIONS`.
 A new process compiles each (model, bucket, dtype) once: 1.3 to 1.8 s of tracing and
 compilation for the built-in models on a 2-core CPU (``experiments/jax_compile``). To
 keep compiled programs across processes, use jax's persistent compilation cache: set
@@ -118,6 +119,7 @@ from autofit._rules import (
     robust_loss_where,
     step_not_tried_where,
 )
+from autofit.jax.compiler import CPU_COMPILER_OPTIONS, run_compiled
 from autofit.jax.fastmath import CPU_NUMPY
 
 # The most passes of a chunk in one compaction stage (a chunk's stage also ends as soon as
@@ -699,7 +701,6 @@ def _solve(model, jacobian, jac_method, estimator, data, p0, free, tol, max_iter
 
 # XLA:CPU's newer fusion emitters compile this program about 1.5x slower, and it then runs
 # about 2x slower, than with the loop emitters (measured in experiments/jax_compile).
-CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 _solve_cpu = jax.jit(_solve, static_argnames=_STATIC, compiler_options=CPU_COMPILER_OPTIONS)
 _solve_default = jax.jit(_solve, static_argnames=_STATIC)
 
@@ -711,15 +712,7 @@ def solve(**arguments):
     are padding; ``estimator`` and ``loss_index`` as :func:`static_estimator` gives them.
     ``results`` is lm_batch's ``(params, chi2, n_iter, status, covariance)`` for every row,
     ``stages`` and ``trips`` those of :class:`BatchStats`."""
-    if jax.default_backend() != "cpu":
-        return _solve_default(**arguments)
-    try:
-        return _solve_cpu(**arguments)
-    except jax.errors.JaxRuntimeError as error:
-        if "No such compile option" not in str(error):
-            raise
-        # A jaxlib without that option: its default emitters.
-        return _solve_default(**arguments)
+    return run_compiled(_solve_cpu, _solve_default, jax.default_backend(), **arguments)
 
 
 # --- Host driver -----------------------------------------------------------------------

@@ -4,17 +4,17 @@ The rule of :mod:`autofit.original.covariance` with fixed shapes: singular value
 the threshold are masked with ``jnp.where`` instead of being removed.
 """
 
-import jax
 import jax.numpy as jnp
 
 from autofit._codes import EPS
 from autofit._declarations import implements
+from autofit.jax.compiler import jit
 
 _EPS = EPS
 
 
 @implements("covariance_from_jacobian")
-@jax.jit
+@jit
 def covariance_from_jacobian(jac):
     jac = jnp.asarray(jac, dtype=float)
     _, singular_values, vt = jnp.linalg.svd(jac, full_matrices=False)
@@ -28,7 +28,7 @@ def covariance_from_jacobian(jac):
 
 
 @implements("covariance_from_information")
-@jax.jit
+@jit
 def covariance_from_information(information):
     information = jnp.asarray(information, dtype=float)
     n = information.shape[0]

@@ -15,7 +15,7 @@ chunks need no such mask. Per chunk the model and its Jacobian (analytic, forwar
 central differences, or ``jax.jacfwd``) are evaluated and folded into χ², ``JᵀW²r`` and
 ``JᵀW²J``; only one chunk's ``(n_params, chunk)`` Jacobian exists at a time.
 
-On a CPU the program is compiled with ``autofit.jax.batch.CPU_COMPILER_OPTIONS`` (XLA's
+On a CPU the program is compiled with ``autofit.jax.compiler.CPU_COMPILER_OPTIONS`` (XLA's
 loop emitters), a chunk holds about ``CPU_CHUNK_ENTRIES`` Jacobian entries, and a model of
 at most ``ENTRY_SUMS_UP_TO`` parameters gets one product-and-sum per entry of ``g`` and
 ``h``. Measured on a 2-core CPU, 10⁶ points, warm calls, ns per point per pass, before ->
@@ -70,7 +70,6 @@ from autofit._rules import (
     step_not_tried_where,
 )
 from autofit.jax.batch import (
-    CPU_COMPILER_OPTIONS,
     _cholesky,
     _damped_system,
     _substitute,
@@ -78,6 +77,7 @@ from autofit.jax.batch import (
     static_estimator,
     traced_estimator,
 )
+from autofit.jax.compiler import CPU_COMPILER_OPTIONS, run_compiled
 from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
 
 # On a CPU, Jacobian entries (points x parameters) per chunk: enough points that the loop's
@@ -320,7 +320,7 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, n_points, p0, lowe
 
 _STATIC = ("model", "jacobian", "jac_method", "chunk", "entry_sums", "estimator")
 # XLA:CPU's loop emitters run a pass about 2x faster than its newer fusion emitters (as for
-# the batch program: autofit.jax.batch.CPU_COMPILER_OPTIONS).
+# the batch program: autofit.jax.compiler).
 _lm_fused_cpu = jax.jit(_lm_fused, static_argnames=_STATIC,
                         compiler_options=CPU_COMPILER_OPTIONS)
 _lm_fused_default = jax.jit(_lm_fused, static_argnames=_STATIC)
@@ -375,12 +375,4 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
     arguments = (model, jacobian, jac_method, x, ydata, weights, n_points, p0, lower, upper,
                  ftol, xtol, gtol, max_nfev, chunk, entry_sums, static,
                  np.asarray(loss_index, np.int32))
-    if platform != "cpu":
-        return _lm_fused_default(*arguments)
-    try:
-        return _lm_fused_cpu(*arguments)
-    except jax.errors.JaxRuntimeError as error:
-        if "No such compile option" not in str(error):
-            raise
-        # A jaxlib without that option: its default emitters.
-        return _lm_fused_default(*arguments)
+    return run_compiled(_lm_fused_cpu, _lm_fused_default, platform, *arguments)

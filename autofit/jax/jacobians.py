@@ -10,13 +10,13 @@ layout ``lm_solve`` works in (its reductions over points are then contiguous).
 with arrays of the same shapes reuse the compiled code.
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
 
 from autofit._declarations import implements
 from autofit._rules import CENTRAL_STEP, FORWARD_STEP, relative_step_where
+from autofit.jax.compiler import jit
 
 
 def _as_float(a):
@@ -72,14 +72,14 @@ def autodiff_columns(model, x, params):
 
 
 @implements("jacobian_forward")
-@functools.partial(jax.jit, static_argnames=("model",))
+@jit(static_argnames=("model",))
 def jacobian_forward(model, x, params, f0, lower, upper):
     x, params, f0, upper = _as_float(x), _as_float(params), _as_float(f0), _as_float(upper)
     return forward_columns(model, x, params, f0, upper).T
 
 
 @implements("jacobian_central")
-@functools.partial(jax.jit, static_argnames=("model",))
+@jit(static_argnames=("model",))
 def jacobian_central(model, x, params, lower, upper):
     x, params = _as_float(x), _as_float(params)
     lower, upper = _as_float(lower), _as_float(upper)
@@ -87,7 +87,7 @@ def jacobian_central(model, x, params, lower, upper):
 
 
 @implements("jacobian_autodiff")
-@functools.partial(jax.jit, static_argnames=("model",))
+@jit(static_argnames=("model",))
 def jacobian_autodiff(model, x, params):
     x, params = _as_float(x), _as_float(params)
     return autodiff_columns(model, x, params).T

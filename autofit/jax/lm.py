@@ -64,6 +64,7 @@ from autofit._codes import (
 )
 from autofit._declarations import implements, require_jac_method
 from autofit.jax.batch import _cholesky, _substitute
+from autofit.jax.compiler import jit
 from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
 
 
@@ -95,7 +96,7 @@ def _lm_step(jtj, gradient, scale, damping, free):
 
 
 @implements("lm_step")
-@jax.jit
+@jit
 def lm_step(jtj, gradient, scale, damping, free):
     return _lm_step(_as_float(jtj), _as_float(gradient), _as_float(scale),
                     _as_float(damping), jnp.asarray(free, dtype=bool))
@@ -342,7 +343,7 @@ def _lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, 
     return state.params, state.chi2, integer(status), state.nfev, state.n_iter
 
 
-_lm_solve_jit = jax.jit(_lm_solve, static_argnames=("model", "jacobian", "jac_method"))
+_lm_solve_jit = jit(_lm_solve, static_argnames=("model", "jacobian", "jac_method"))
 
 
 @implements("lm_solve")

@@ -6,10 +6,10 @@ Each function is jit-compiled (the polynomial's degree follows from the static s
 follow :mod:`autofit.original.models` expression for expression.
 """
 
-import jax
 import jax.numpy as jnp
 
 from autofit._declarations import implements
+from autofit.jax.compiler import jit
 
 
 def _as_float(a):
@@ -18,21 +18,21 @@ def _as_float(a):
 
 
 @implements("model_linear")
-@jax.jit
+@jit
 def model_linear(x, params):
     x, params = _as_float(x), _as_float(params)
     return params[0] * x + params[1]
 
 
 @implements("jacobian_linear")
-@jax.jit
+@jit
 def jacobian_linear(x, params):
     x = _as_float(x)
     return jnp.stack([x, jnp.ones_like(x)], axis=1)
 
 
 @implements("model_polynomial")
-@jax.jit
+@jit
 def model_polynomial(x, params):
     x, params = _as_float(x), _as_float(params)
     # Horner's rule, unrolled over the (static) number of coefficients.
@@ -43,7 +43,7 @@ def model_polynomial(x, params):
 
 
 @implements("jacobian_polynomial")
-@jax.jit
+@jit
 def jacobian_polynomial(x, params):
     x = _as_float(x)
     columns = []
@@ -55,14 +55,14 @@ def jacobian_polynomial(x, params):
 
 
 @implements("model_exponential_decay")
-@jax.jit
+@jit
 def model_exponential_decay(x, params):
     x, params = _as_float(x), _as_float(params)
     return params[0] * jnp.exp(-params[1] * x) + params[2]
 
 
 @implements("jacobian_exponential_decay")
-@jax.jit
+@jit
 def jacobian_exponential_decay(x, params):
     x, params = _as_float(x), _as_float(params)
     decay = jnp.exp(-params[1] * x)
@@ -70,7 +70,7 @@ def jacobian_exponential_decay(x, params):
 
 
 @implements("model_gaussian")
-@jax.jit
+@jit
 def model_gaussian(x, params):
     x, params = _as_float(x), _as_float(params)
     u = (x - params[1]) / params[2]
@@ -78,7 +78,7 @@ def model_gaussian(x, params):
 
 
 @implements("jacobian_gaussian")
-@jax.jit
+@jit
 def jacobian_gaussian(x, params):
     x, params = _as_float(x), _as_float(params)
     u = (x - params[1]) / params[2]
@@ -88,7 +88,7 @@ def jacobian_gaussian(x, params):
 
 
 @implements("model_lorentzian")
-@jax.jit
+@jit
 def model_lorentzian(x, params):
     x, params = _as_float(x), _as_float(params)
     d = x - params[1]
@@ -97,7 +97,7 @@ def model_lorentzian(x, params):
 
 
 @implements("jacobian_lorentzian")
-@jax.jit
+@jit
 def jacobian_lorentzian(x, params):
     x, params = _as_float(x), _as_float(params)
     d = x - params[1]
@@ -113,7 +113,7 @@ def jacobian_lorentzian(x, params):
 
 
 @implements("model_double_exponential")
-@jax.jit
+@jit
 def model_double_exponential(x, params):
     x, params = _as_float(x), _as_float(params)
     return (params[0] * jnp.exp(-params[1] * x) + params[2] * jnp.exp(-params[3] * x)
@@ -121,7 +121,7 @@ def model_double_exponential(x, params):
 
 
 @implements("jacobian_double_exponential")
-@jax.jit
+@jit
 def jacobian_double_exponential(x, params):
     x, params = _as_float(x), _as_float(params)
     decay1 = jnp.exp(-params[1] * x)
@@ -139,7 +139,7 @@ def _stretch(x, params):
 
 
 @implements("model_stretched_exponential")
-@jax.jit
+@jit
 def model_stretched_exponential(x, params):
     x, params = _as_float(x), _as_float(params)
     t, _ = _stretch(x, params)
@@ -147,7 +147,7 @@ def model_stretched_exponential(x, params):
 
 
 @implements("jacobian_stretched_exponential")
-@jax.jit
+@jit
 def jacobian_stretched_exponential(x, params):
     x, params = _as_float(x), _as_float(params)
     t, safe = _stretch(x, params)
@@ -161,7 +161,7 @@ _LN2 = 0.6931471805599453  # np.log(2.0)
 
 
 @implements("model_pseudo_voigt")
-@jax.jit
+@jit
 def model_pseudo_voigt(x, params):
     x, params = _as_float(x), _as_float(params)
     d = x - params[1]
@@ -172,7 +172,7 @@ def model_pseudo_voigt(x, params):
 
 
 @implements("jacobian_pseudo_voigt")
-@jax.jit
+@jit
 def jacobian_pseudo_voigt(x, params):
     x, params = _as_float(x), _as_float(params)
     amplitude, hwhm, eta = params[0], params[2], params[3]
@@ -201,7 +201,7 @@ def _n_peaks(params):
 
 
 @implements("model_multi_lorentzian")
-@jax.jit
+@jit
 def model_multi_lorentzian(x, params):
     x, params = _as_float(x), _as_float(params)
     n_peaks = _n_peaks(params)
@@ -214,7 +214,7 @@ def model_multi_lorentzian(x, params):
 
 
 @implements("jacobian_multi_lorentzian")
-@jax.jit
+@jit
 def jacobian_multi_lorentzian(x, params):
     x, params = _as_float(x), _as_float(params)
     n_peaks = _n_peaks(params)
@@ -236,7 +236,7 @@ _TWO_PI = 6.283185307179586  # 2.0 * np.pi
 
 
 @implements("model_damped_cosine")
-@jax.jit
+@jit
 def model_damped_cosine(x, params):
     x, params = _as_float(x), _as_float(params)
     return (params[0] * jnp.exp(-params[1] * x) * jnp.cos(_TWO_PI * params[2] * x + params[3])
@@ -244,7 +244,7 @@ def model_damped_cosine(x, params):
 
 
 @implements("jacobian_damped_cosine")
-@jax.jit
+@jit
 def jacobian_damped_cosine(x, params):
     x, params = _as_float(x), _as_float(params)
     decay = jnp.exp(-params[1] * x)
@@ -256,14 +256,14 @@ def jacobian_damped_cosine(x, params):
 
 
 @implements("model_sine")
-@jax.jit
+@jit
 def model_sine(x, params):
     x, params = _as_float(x), _as_float(params)
     return params[0] * jnp.sin(_TWO_PI * params[1] * x + params[2]) + params[3]
 
 
 @implements("jacobian_sine")
-@jax.jit
+@jit
 def jacobian_sine(x, params):
     x, params = _as_float(x), _as_float(params)
     phase = _TWO_PI * params[1] * x + params[2]
@@ -283,7 +283,7 @@ def _logistic(x, params):
 
 
 @implements("model_logistic")
-@jax.jit
+@jit
 def model_logistic(x, params):
     x, params = _as_float(x), _as_float(params)
     _, s, _ = _logistic(x, params)
@@ -291,7 +291,7 @@ def model_logistic(x, params):
 
 
 @implements("jacobian_logistic")
-@jax.jit
+@jit
 def jacobian_logistic(x, params):
     x, params = _as_float(x), _as_float(params)
     z, s, rest = _logistic(x, params)
@@ -300,14 +300,14 @@ def jacobian_logistic(x, params):
 
 
 @implements("model_power_law")
-@jax.jit
+@jit
 def model_power_law(x, params):
     x, params = _as_float(x), _as_float(params)
     return params[0] * x ** params[1] + params[2]
 
 
 @implements("jacobian_power_law")
-@jax.jit
+@jit
 def jacobian_power_law(x, params):
     x, params = _as_float(x), _as_float(params)
     power = x ** params[1]
@@ -315,7 +315,7 @@ def jacobian_power_law(x, params):
 
 
 @implements("model_gaussian_2d")
-@jax.jit
+@jit
 def model_gaussian_2d(x, params):
     x, params = _as_float(x), _as_float(params)
     u = (x[0] - params[1]) / params[3]
@@ -324,7 +324,7 @@ def model_gaussian_2d(x, params):
 
 
 @implements("jacobian_gaussian_2d")
-@jax.jit
+@jit
 def jacobian_gaussian_2d(x, params):
     x, params = _as_float(x), _as_float(params)
     u = (x[0] - params[1]) / params[3]
@@ -336,7 +336,7 @@ def jacobian_gaussian_2d(x, params):
 
 
 @implements("model_gaussian_2d_elliptic")
-@jax.jit
+@jit
 def model_gaussian_2d_elliptic(x, params):
     x, params = _as_float(x), _as_float(params)
     u = (x[0] - params[1]) / params[3]
@@ -345,7 +345,7 @@ def model_gaussian_2d_elliptic(x, params):
 
 
 @implements("jacobian_gaussian_2d_elliptic")
-@jax.jit
+@jit
 def jacobian_gaussian_2d_elliptic(x, params):
     x, params = _as_float(x), _as_float(params)
     u = (x[0] - params[1]) / params[3]
@@ -367,7 +367,7 @@ def _rotated(x, params):
 
 
 @implements("model_gaussian_2d_rotated")
-@jax.jit
+@jit
 def model_gaussian_2d_rotated(x, params):
     x, params = _as_float(x), _as_float(params)
     u, v, _, _ = _rotated(x, params)
@@ -375,7 +375,7 @@ def model_gaussian_2d_rotated(x, params):
 
 
 @implements("jacobian_gaussian_2d_rotated")
-@jax.jit
+@jit
 def jacobian_gaussian_2d_rotated(x, params):
     x, params = _as_float(x), _as_float(params)
     u, v, cos, sin = _rotated(x, params)
@@ -394,7 +394,7 @@ def jacobian_gaussian_2d_rotated(x, params):
 
 
 @implements("model_cauchy_2d_elliptic")
-@jax.jit
+@jit
 def model_cauchy_2d_elliptic(x, params):
     x, params = _as_float(x), _as_float(params)
     u = (x[0] - params[1]) / params[3]
@@ -403,7 +403,7 @@ def model_cauchy_2d_elliptic(x, params):
 
 
 @implements("jacobian_cauchy_2d_elliptic")
-@jax.jit
+@jit
 def jacobian_cauchy_2d_elliptic(x, params):
     x, params = _as_float(x), _as_float(params)
     u = (x[0] - params[1]) / params[3]

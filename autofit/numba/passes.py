@@ -539,11 +539,11 @@ def robust_rows(dtype=np.float64):
     """``robust_rows(jac, wg, wh, sq, rho_row, estimator, fisher)`` (:func:`_robust_rows_source`)
     for ``dtype``, compiled once for every model: each model's batch kernel, each Jacobian
     method and the fused pass call the same one. From a generated module in the kernels'
-    disk cache (:mod:`autofit.numba.kernel_cache`), so that only the first process ever
+    disk cache (:mod:`autofit.numba.generated`), so that only the first process ever
     compiles it (1.5 s); compiled in this process where that directory cannot be written."""
     key = np.dtype(dtype)
     if key not in _ROBUST_ROWS:
-        from autofit.numba.kernel_cache import import_generated
+        from autofit.numba.generated import import_generated
 
         module = import_generated("autofit_rows", _robust_rows_module(key, cache=True))
         if module is None:

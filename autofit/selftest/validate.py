@@ -197,11 +197,12 @@ def implementing(name: str, backends) -> list[str]:
     return [b for b in backends if name in _module(b).__all__]
 
 
-# Seconds that the slowest (kernel, backend) pairs took on empty caches (2-core machine,
-# mostly compilation): the parallel run starts the longest backend first.
-_EXPECTED_SECONDS = {("lm_batch", "numba"): 22.0, ("lm_solve", "jax"): 14.0,
-                     ("lm_fused", "numba"): 14.0, ("lm_solve", "numba"): 13.0,
-                     ("lm_fused", "jax"): 11.5, ("lm_batch", "jax"): 9.0}
+# Seconds of CPU that the slowest (kernel, backend) pairs take on empty caches (2-core
+# machine, one backend at a time; mostly compilation; every other pair ~0.3 s): the parallel
+# run balances its workers by them.
+_EXPECTED_SECONDS = {("lm_batch", "numba"): 17.0, ("lm_fused", "numba"): 11.0,
+                     ("lm_solve", "numba"): 7.0, ("lm_fused", "jax"): 17.0,
+                     ("lm_batch", "jax"): 14.0, ("lm_solve", "jax"): 6.0}
 
 
 def _pairs(backends, kernels) -> list[tuple[str, str]]:
@@ -223,16 +224,37 @@ def _compare_pairs(pairs, sizes) -> list[list[Comparison]]:
 
 
 def _expected_seconds(pairs) -> float:
-    return sum(_EXPECTED_SECONDS.get(pair, 1.0) for pair in pairs)
+    return sum(_EXPECTED_SECONDS.get(pair, 0.3) for pair in pairs)
+
+
+def bundles(pairs, backends, n_bundles: int) -> list[list[tuple[str, str]]]:
+    """``pairs`` in at most ``n_bundles`` bundles, one per worker process: each backend's
+    pairs together (they share an import and compiled helpers, which a second process would
+    import and compile again), then, while there are fewer bundles than ``n_bundles``, the
+    bundle expected to take longest split in two of about equal expected seconds (pairs
+    dealt longest first to the lighter half; each half keeps the table's order)."""
+    found = [[pair for pair in pairs if pair[1] == backend] for backend in backends]
+    found = [bundle for bundle in found if bundle]
+    while len(found) < n_bundles:
+        longest = max(found, key=_expected_seconds)
+        if len(longest) < 2:
+            break
+        halves: tuple[list, list] = ([], [])
+        for pair in sorted(longest, key=lambda pair: -_expected_seconds([pair])):
+            min(halves, key=_expected_seconds).append(pair)
+        found.remove(longest)
+        found += [sorted(half, key=longest.index) for half in halves]
+    return found
 
 
 def run(backends=None, sizes=SIZES, kernels=None, progress=None,
         jobs: int = 1) -> list[Comparison]:
     """All comparisons for the given backends (default: every installed one).
 
-    ``jobs`` > 1 runs the backends side by side, each in a worker process of its own (at
-    most ``jobs``): on empty caches the run is mostly compilation, which one process does
-    on one core. The rows come back in the same order as with ``jobs=1``.
+    ``jobs`` > 1 runs the backends side by side in ``jobs + 1`` worker processes at most
+    (:func:`bundles`): on empty caches the run is mostly compilation, which one process does
+    on one core (numba) or a few (jax). The rows come back in the same order as with
+    ``jobs=1``.
     """
     backends = list(backends or available_backends())
     pairs = _pairs(backends, kernels)
@@ -248,15 +270,16 @@ def run(backends=None, sizes=SIZES, kernels=None, progress=None,
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     found: dict[tuple[str, str], list[Comparison]] = {}
-    # One worker per backend: a backend's kernels share compiled helpers and its import,
-    # which a second process would compile and import again.
-    bundles = [[pair for pair in pairs if pair[1] == backend] for backend in backends]
-    bundles = [bundle for bundle in bundles if bundle]
+    # One worker more than jobs: jax compiles on threads of its own and the expected
+    # seconds are estimates, so with one worker per core a core idles while the last
+    # bundle ends (2 cores, empty caches: 56.5-58.8 s with three workers, jax's kernels
+    # split in two, against 59.8-65.0 s with one worker per backend).
+    work = bundles(pairs, backends, jobs + 1)
     # spawn: a worker must not inherit the threads of an imported jax or numba.
-    with ProcessPoolExecutor(max_workers=min(jobs, len(bundles)),
+    with ProcessPoolExecutor(max_workers=len(work),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_compare_pairs, bundle, tuple(sizes)): bundle
-                   for bundle in sorted(bundles, key=_expected_seconds, reverse=True)}
+                   for bundle in sorted(work, key=_expected_seconds, reverse=True)}
         for future in as_completed(futures):
             for pair, rows in zip(futures[future], future.result(), strict=True):
                 found[pair] = rows
