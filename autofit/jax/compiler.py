@@ -1,13 +1,12 @@
 """How this backend's programs are compiled: one rule for every kernel.
 
 On a CPU, XLA's loop emitters compile autofit's programs about twice as fast as its newer
-fusion emitters, and the programs then run as fast or faster: the batch program about 2x
-(``experiments/jax_compile``); ``lm_solve``'s programs for validate's cases compiled in
-5.0-5.6 s instead of 9.7-10.4 s and ran 0.32-0.48 ms instead of 0.41-0.55 ms (1,000
-points); the models' kernels at 1e6 points compile in 24-106 ms instead of 34-186 ms, and
-run within 0.8-1.4x of their time otherwise (2-core x86-64 VM, jax 0.10). So every jitted
-kernel here is compiled with :data:`CPU_COMPILER_OPTIONS` when it runs on a CPU; on another
-platform, or with a jaxlib that lacks the option, with XLA's defaults.
+fusion emitters, and the programs run about as fast or faster: the batch program about 2x
+faster; ``lm_solve`` on validate's cases and the models' kernels compile in half the time
+and run within 0.8-1.2x of their time otherwise, most faster
+(``experiments/jax_compile/kernels.py``, README there). So every jitted kernel here is
+compiled with :data:`CPU_COMPILER_OPTIONS` when it runs on a CPU; on another platform, or
+with a jaxlib that lacks the option, with XLA's defaults.
 """
 
 from __future__ import annotations
