@@ -6,7 +6,8 @@ The user's own decay model, one point in 97 off by 3 (far beyond the noise 0.01)
 (1, 1, 0), ``loss=`` soft_l1 and cauchy with ``f_scale=0.05`` and ``method='trf'`` (scipy
 refuses a loss with its default 'lm'): scipy's ``curve_fit`` and autofit's (default
 backend) in the same process; autofit's first call (compilation included) and then the
-minimum of 3 interleaved warm calls of each. Prints one line per (size, loss).
+minimum over 3 interleaved rounds of warm calls (4 of autofit's and 1 of scipy's per
+round). Prints one line per (size, loss).
 """
 
 import sys
@@ -41,7 +42,10 @@ def main(sizes):
                 decay, x, y, full_output=True, **options))
             ours, theirs = [], []
             for _ in range(3):
-                ours.append(timed(lambda: autofit.curve_fit(decay, x, y, **options))[0])
+                # Four calls of autofit's per round (~10 ms each: one call's minimum varied
+                # by 1.5x between runs), one of scipy's (~1 s).
+                ours += [timed(lambda: autofit.curve_fit(decay, x, y, **options))[0]
+                         for _ in range(4)]
                 seconds, (expected, _) = timed(lambda: scipy.optimize.curve_fit(
                     decay, x, y, **options))
                 theirs.append(seconds)
