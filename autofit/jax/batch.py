@@ -119,7 +119,7 @@ from autofit._rules import (
     robust_loss_where,
     step_not_tried_where,
 )
-from autofit.jax.compiler import CPU_COMPILER_OPTIONS, run_compiled
+from autofit.jax.compiler import jit
 from autofit.jax.fastmath import CPU_NUMPY
 
 # The most passes of a chunk in one compaction stage (a chunk's stage also ends as soon as
@@ -701,8 +701,7 @@ def _solve(model, jacobian, jac_method, estimator, data, p0, free, tol, max_iter
 
 # XLA:CPU's newer fusion emitters compile this program about 1.5x slower, and it then runs
 # about 2x slower, than with the loop emitters (measured in experiments/jax_compile).
-_solve_cpu = jax.jit(_solve, static_argnames=_STATIC, compiler_options=CPU_COMPILER_OPTIONS)
-_solve_default = jax.jit(_solve, static_argnames=_STATIC)
+_solve_jit = jit(_solve, static_argnames=_STATIC)
 
 
 def solve(**arguments):
@@ -712,7 +711,7 @@ def solve(**arguments):
     are padding; ``estimator`` and ``loss_index`` as :func:`static_estimator` gives them.
     ``results`` is lm_batch's ``(params, chi2, n_iter, status, covariance)`` for every row,
     ``stages`` and ``trips`` those of :class:`BatchStats`."""
-    return run_compiled(_solve_cpu, _solve_default, jax.default_backend(), **arguments)
+    return _solve_jit(**arguments)
 
 
 # --- Host driver -----------------------------------------------------------------------
@@ -798,4 +797,4 @@ def lm_batch(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
 
 
 # The compiled programs, for compile-cache inspection (``._cache_size()``).
-lm_batch.jitted = {"solve_cpu": _solve_cpu, "solve": _solve_default}
+lm_batch.jitted = {"solve_cpu": _solve_jit.cpu, "solve": _solve_jit.default}

@@ -2,8 +2,8 @@
 
 On a CPU, XLA's loop emitters compile autofit's programs about twice as fast as its newer
 fusion emitters, and the programs run about as fast or faster: the batch program about 2x
-faster; ``lm_solve`` on validate's cases and the models' kernels compile in half the time
-and run within 0.8-1.2x of their time otherwise, most faster
+faster; ``lm_solve`` on validate's cases and the models' kernels compile in about half the
+time and run in 0.76-1.13x their time otherwise (a few 2-3x faster)
 (``experiments/jax_compile/kernels.py``, README there). So every jitted kernel here is
 compiled with :data:`CPU_COMPILER_OPTIONS` when it runs on a CPU; on another platform, or
 with a jaxlib that lacks the option, with XLA's defaults.
