@@ -26,7 +26,19 @@ from autofit._status import Status
 from autofit.models import Model
 
 DEFAULT_TOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-5}
+# Iterations per fit by default: 200, or 20 per parameter for models of more than ten. A fit
+# that crawls along a valley (a pair of dips merging, a width running off) needs more
+# iterations the more parameters share it; scipy's budget grows with them too (100 (n + 1)
+# evaluations with a Jacobian). 8 Lorentzian dips (25 parameters), starts one linewidth off
+# (experiments/batch_robustness): 99.2% converged within 200, 99.65% within 500, at the
+# batch's speed within this machine's noise.
 DEFAULT_MAX_ITER = 200
+MAX_ITER_PER_PARAMETER = 20
+
+
+def default_max_iter(n_params: int) -> int:
+    """``max_iter`` when the call gives none."""
+    return max(DEFAULT_MAX_ITER, MAX_ITER_PER_PARAMETER * n_params)
 # Fits per kernel call: bounds the memory of the per-fit work arrays and covariances that
 # are not kept, and is the unit of progress.
 CHUNK_FITS = 1 << 16
@@ -140,7 +152,7 @@ class Problem:
         if loss != "linear":
             # rho on (r / f_scale)²: the kernels take f_scale 1 with the weights divided.
             weights = weights / (f_scale if np.ndim(f_scale) == 0 else f_scale[:, None])
-        max_iter = check.check_max_iter(max_iter, DEFAULT_MAX_ITER)
+        max_iter = check.check_max_iter(max_iter, default_max_iter(n_params))
         tol = check.check_tol(tol, DEFAULT_TOL[dtype])
         check.check_batch_jac(jac)
         check.check_batch_feasible(p0, lower, upper, leading)

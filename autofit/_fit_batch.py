@@ -51,7 +51,8 @@ def fit_batch(model, x, y, p0=None, *, sigma=None, bounds=None, fixed=None, esti
         The residual (in units of sigma) where the robust loss bends: one for all fits or
         one per fit (the leading shape of ``y``). Default 1.
     max_iter : int, optional
-        Iterations per fit (model passes, accepted or not); default 200.
+        Iterations per fit (model passes, accepted or not); default 200, or 20 per
+        parameter for models of more than 10 parameters.
     tol : float, optional
         Relative tolerance of the stopping tests; default 1e-8 (float64), 1e-5 (float32).
     jac : None or "2-point", optional

@@ -129,8 +129,17 @@ def clip_step_where(xp, p, step, lower, upper, scale_squared, xtol):
 def judge_trial(chi2, trial_chi2, predicted, small_step, ftol, damping):
     """The acceptance rule: ``(accepted, status, damping)`` after a trial step.
 
-    The step is accepted when χ² did not rise; the damping λ then shrinks tenfold (to no
-    less than ``BATCH_MIN_DAMPING``), else it grows tenfold (Gpufit's schedule).
+    The step is accepted when χ² did not rise, else λ grows tenfold. After an accepted
+    step λ is multiplied by Nielsen's factor ``1 - (2ρ - 1)³`` of the gain ratio ρ (the
+    reduction of χ² over the reduction ``predicted``), at least ``BATCH_DAMPING_DOWN``, and
+    kept at ``BATCH_MIN_DAMPING`` or above: a tenth when the step did what the quadratic
+    model predicted (ρ ≈ 1), about 1 at ρ = 1/2, up to 2 as ρ falls to 0. (A tenth after
+    every accepted step, Gpufit's schedule, took λ on a fit crawling along a valley, where
+    ρ stays near 0.7, below what the valley allows: the next step was refused and λ went
+    back up, every other iteration wasted. ``experiments/batch_robustness``, 8 Lorentzian
+    dips with starts one linewidth off: 99th percentile of iterations 64 -> 39, 6 of the 22
+    fits that spent ``max_iter`` converged; ``experiments/robust_batch``, two dips with
+    spikes, least squares: median iterations 84 -> 42; easy fits unchanged.)
     ``small_step``: the step within xtol of the parameters (:func:`clip_step`). The
     reduction is small (MINPACK's ftol test) when the actual and the ``predicted``
     reductions are both within ``ftol`` of the trial's χ²; a trial whose χ² is not finite
@@ -158,7 +167,9 @@ def judge_trial(chi2, trial_chi2, predicted, small_step, ftol, damping):
     else:
         status = RUNNING
     if accepted:
-        return True, status, max(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING)
+        bend = 2.0 * ((chi2 - trial_chi2) / predicted if predicted > 0.0 else 1.0) - 1.0
+        factor = max(BATCH_DAMPING_DOWN, 1.0 - bend * bend * bend)
+        return True, status, max(damping * factor, BATCH_MIN_DAMPING)
     damping = damping * BATCH_DAMPING_UP
     if status == RUNNING and damping > MAX_DAMPING:
         status = MACHINE_PRECISION
@@ -177,8 +188,11 @@ def judge_trial_where(xp, chi2, trial_chi2, predicted, small_step, ftol, damping
     raised = damping * BATCH_DAMPING_UP
     status = xp.where(~accepted & (status == RUNNING) & (raised > MAX_DAMPING),
                       MACHINE_PRECISION, status)
-    damping = xp.where(accepted, xp.maximum(damping * BATCH_DAMPING_DOWN, BATCH_MIN_DAMPING),
-                       raised)
+    positive = predicted > 0.0
+    bend = 2.0 * xp.where(positive, (chi2 - trial_chi2) / xp.where(positive, predicted, 1.0),
+                          1.0) - 1.0
+    factor = xp.maximum(BATCH_DAMPING_DOWN, 1.0 - bend * bend * bend)
+    damping = xp.where(accepted, xp.maximum(damping * factor, BATCH_MIN_DAMPING), raised)
     return accepted, status, damping
 
 

@@ -290,6 +290,21 @@ def test_model_returning_nan_for_one_fit(backend):
     assert res.converged[[0, 1, 3]].all()
 
 
+def test_default_max_iter_grows_with_the_parameters_beyond_ten():
+    x = np.linspace(-2.0, 2.0, 40)
+    gaussian = _batch.Problem.build(models.gaussian, x, np.ones((2, 40)), [1.0, 0.0, 1.0, 0.0],
+                                    None, None, None, "lse", None, None, None, None)
+    assert gaussian.max_iter == 200
+    dips = models.multi_lorentzian(8)
+    start = [v for i in range(8) for v in (-0.1, -1.5 + 0.4 * i, 0.1)] + [1.0]
+    many = _batch.Problem.build(dips, x, np.ones((2, 40)), start, None, None, None, "lse",
+                                None, None, None, None)
+    assert many.max_iter == 20 * 25
+    given = _batch.Problem.build(dips, x, np.ones((2, 40)), start, None, None, None, "lse",
+                                 7, None, None, None)
+    assert given.max_iter == 7
+
+
 def test_max_iterations_status():
     y, p0, _ = gaussian_batch((3,))
     res = autofit.fit_batch(models.gaussian, X, y, p0=p0 * 1.5, max_iter=1,

@@ -9,10 +9,11 @@ from autofit import _codes, _rules
 
 FTOL = 1e-8
 # (chi2, trial_chi2, predicted): accepted or not, reductions small or not, χ² reaching 0,
-# a trial whose χ² is not finite, a tie.
+# a trial whose χ² is not finite, a tie, gain ratios of 1/2, 1/10, 0 and 3/2.
 CHI2_CASES = [(10.0, 5.0, 5.0), (10.0, 10.0 - 1e-9, 1e-9), (10.0, 10.0 + 1e-9, 1e-9),
               (10.0, 10.0 - 1e-9, 1.0), (10.0, 20.0, 1.0), (1.0, 0.0, 1.0), (0.0, 0.0, 0.0),
-              (10.0, np.inf, 1.0), (10.0, np.nan, 1.0), (10.0, 10.0, 0.0)]
+              (10.0, np.inf, 1.0), (10.0, np.nan, 1.0), (10.0, 10.0, 0.0),
+              (10.0, 9.0, 2.0), (10.0, 9.9, 1.0), (10.0, 10.0, 1.0), (10.0, 7.0, 2.0)]
 DAMPINGS = [1e-3, 1e-12, 0.5e32, 2e32]
 CASES = [(*c, small_step, damping) for c in CHI2_CASES for small_step in (False, True)
          for damping in DAMPINGS]
@@ -84,6 +85,19 @@ def test_judge_trial_ends_a_rejected_step_as_an_accepted_one():
         False, _codes.RUNNING, 1e-3 * _codes.BATCH_DAMPING_UP)
     # λ spent on a rejected step: the fit ends at machine precision.
     assert _rules.judge_trial(10.0, 20.0, 1.0, False, FTOL, 2e32)[1] == _codes.MACHINE_PRECISION
+
+
+def test_an_accepted_step_scales_the_damping_by_its_gain_ratio():
+    # Nielsen's 1 - (2ρ - 1)³, at least a tenth: a step that did what the model predicted
+    # (ρ = 1 or more) a tenth, half of it (ρ = 1/2) the same λ, a tie (ρ = 0) twice.
+    for trial, predicted, factor in [(5.0, 5.0, 0.1), (7.0, 2.0, 0.1), (9.0, 2.0, 1.0),
+                                     (9.9, 1.0, 1.0 + 0.8 ** 3), (10.0, 1.0, 2.0),
+                                     (9.0, 0.0, 0.1)]:
+        accepted, status, damping = _rules.judge_trial(10.0, trial, predicted, False, FTOL, 1e-3)
+        assert accepted and status == _codes.RUNNING
+        assert damping == pytest.approx(1e-3 * factor, rel=1e-12)
+    # Never below the floor.
+    assert _rules.judge_trial(10.0, 5.0, 5.0, False, FTOL, 1e-12)[2] == _codes.BATCH_MIN_DAMPING
 
 
 def test_a_trial_to_a_non_finite_chi2_is_rejected_not_converged():

@@ -27,8 +27,9 @@ The algorithm per fit (the same on every backend):
    step is refused like a rejected one, without a pass. Without this acceleration a fourth
    of the hard multi-peak fits crawled to ``max_iter`` or to another minimum
    (``experiments/batch_robustness``). The iteration then evaluates χ², g and H at
-   ``clip(p + step)`` in one pass, and accepts the step when χ² does not grow (λ /= 10) or
-   rejects it (λ *= 10). A failed factorisation also raises λ. An iteration is one such
+   ``clip(p + step)`` in one pass, and accepts the step when χ² does not grow (λ times
+   Nielsen's factor of the gain ratio, a tenth at best: :func:`autofit._rules.judge_trial`)
+   or rejects it (λ *= 10). A failed factorisation also raises λ. An iteration is one such
    step, accepted, rejected or refused; ``max_iter`` bounds them.
 4. Stopping (MINPACK's tests with one tolerance, :func:`autofit._rules.judge_trial`, the
    rule of ``lm_fused`` too): after a trial step, accepted or rejected, the actual and the
