@@ -254,7 +254,7 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
     if sigma is not None:
         sigma = check.expand_scalar_sigma(sigma, y.shape[0])
         check.check_sigma_shape(sigma, y.shape[0])
-    x, y, sigma, y_range = check.apply_nan_policy(x, y, sigma, nan_policy, check_finite)
+    x, y, sigma, y_squares = check.apply_nan_policy(x, y, sigma, nan_policy, check_finite)
 
     if p0 is not None:
         p0 = check.check_p0(p0, f)
@@ -283,7 +283,7 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
         weights, sigma_is_matrix = np.ones(1), False
     else:
         weights, sigma_is_matrix = check.check_sigma(sigma, y.shape[0])
-    check.check_data_scale(y, weights, y_range)
+    check.check_data_scale(y, weights, y_squares)
     max_nfev = options.pop("max_nfev") or default_max_nfev(n_params)
     if verbose == 2:
         f = _printing(f, y, weights)

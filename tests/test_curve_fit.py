@@ -255,7 +255,30 @@ def test_data_of_any_magnitude_in_range_fits_as_at_unit_scale(backend, scale):
     np.testing.assert_allclose(popt / [scale, 1.0, scale], [2.5, 1.3, 0.5], rtol=1e-9)
 
 
-@pytest.mark.parametrize("scale", [1e300, 1e-300, 1e160])
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 1e160, 1e150, 1e-150])
 def test_data_beyond_float64_squares_is_refused_with_the_scale_and_the_fix(scale):
     with pytest.raises(ValueError, match=r"reaches .*e[+-]\d+.*Rescale the data"):
         autofit.curve_fit(decay, X, Y * scale, p0=[scale, 1.0, scale])
+
+
+def test_the_one_pass_checks_of_x_and_y_agree_with_the_exact_ones():
+    # The checks read a sum of squares; where it overflows or underflows, or sits near a
+    # limit, the smallest and largest values decide.
+    from autofit import _validation as check
+
+    y = np.array([1.0, -2.0, 3.0])
+    for x in (np.array([0.0, 1e200, -1e200]), np.array([1.0, 2.0, 3.0])):
+        _, _, _, y_squares = check.apply_nan_policy(x, y, None, None, True)
+        assert y_squares == 14.0
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match="infs or NaNs"):
+            check.apply_nan_policy(np.array([0.0, bad, 1.0]), y, None, None, True)
+        with pytest.raises(ValueError, match="infs or NaNs"):
+            check.apply_nan_policy(np.arange(3.0), np.array([0.0, 1e200, bad]), None, None,
+                                   True)
+    one = np.ones(1)
+    for fine in ([0.0, 0.0], [1e-300, 1.0], [1e139, -1e139], [-1e-139, 1e-200]):
+        check.check_data_scale(np.array(fine), one)
+    for beyond in ([1e141, 0.0], [0.0, -1e200], [1e-141, 1e-200], [1e-160, -1e-160]):
+        with pytest.raises(ValueError, match="Rescale the data"):
+            check.check_data_scale(np.array(beyond), one)
