@@ -449,6 +449,22 @@ def test_numba_compiles_one_fused_pass_and_one_robust_reweighing_for_every_loss(
     assert len(passes.robust_rows().signatures) == 1
 
 
+def test_numba_driver_compiles_its_pass_once_for_the_fit_and_the_information():
+    # The flag that makes the last pass the robust information is a plain bool: as literals
+    # (False in the loop, True after it) the driver compiled its pass twice.
+    numba = pytest.importorskip("numba")
+    from numba import types
+
+    from autofit.numba import fused
+
+    f8, i8 = types.float64, types.int64
+    vector, matrix = f8[::1], f8[:, ::1]
+    numba.njit((types.FunctionType(fused._chunk_signature()), i8, i8, matrix, vector, vector,
+                vector, vector, vector, f8, f8, f8, i8, i8), cache=False,
+               error_model="numpy")(fused._solve)
+    assert len(fused._evaluate.signatures) == 1, fused._evaluate.signatures
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_run_fused_takes_a_robust_loss(backend):
     # curve_fit's fused path: the covariance is the pseudo-inverse of the robust

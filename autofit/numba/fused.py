@@ -375,8 +375,11 @@ def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, g
     trial_h = np.empty((n_params, n_params))
     step = np.empty(n_params)
     active = np.empty(n_params, dtype=np.bool_)
-    chi2 = _evaluate(chunk_sums, estimator, False, x, y, w, p, lower, upper, chunk, partial,
-                     g, h)
+    # _evaluate's flag as a plain bool: a literal False here and a literal True after the
+    # loop compiled it and its parallel pass twice (~2 s of the driver's compilation).
+    information = bool(False)
+    chi2 = _evaluate(chunk_sums, estimator, information, x, y, w, p, lower, upper, chunk,
+                     partial, g, h)
     nfev = cost
     if not math.isfinite(chi2):
         return p, chi2, NONFINITE, nfev, 0, h
@@ -421,8 +424,8 @@ def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, g
             continue
         trial = np.empty(n_params)
         small_step = _clip_step(p, step, lower, upper, scale_squared, xtol, trial)
-        trial_chi2 = _evaluate(chunk_sums, estimator, False, x, y, w, trial, lower, upper,
-                               chunk, partial, trial_g, trial_h)
+        trial_chi2 = _evaluate(chunk_sums, estimator, information, x, y, w, trial, lower,
+                               upper, chunk, partial, trial_g, trial_h)
         nfev += cost
         n_iter += 1
         predicted = _predicted_reduction(h, step, scale_squared, damping)
@@ -438,10 +441,10 @@ def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, g
     if estimator != ESTIMATOR_LSE:
         # A robust loss's information: one more pass (not counted in nfev, as in the
         # reference); least squares' is its last h.
-        information = np.empty((n_params, n_params))
-        _evaluate(chunk_sums, estimator, True, x, y, w, p, lower, upper, chunk, partial,
-                  trial_g, information)
-        return p, chi2, status, nfev, n_iter, information
+        robust_information = np.empty((n_params, n_params))
+        _evaluate(chunk_sums, estimator, not information, x, y, w, p, lower, upper, chunk,
+                  partial, trial_g, robust_information)
+        return p, chi2, status, nfev, n_iter, robust_information
     return p, chi2, status, nfev, n_iter, h
 
 
