@@ -126,12 +126,20 @@ def clip_step_where(xp, p, step, lower, upper, scale_squared, xtol):
                    <= xtol * xtol * xp.sum(scale_squared * p * p, axis=-1))
 
 
+# The gain ratio that sets λ after an accepted step is rounded to this grid: rounding in χ²'s
+# differences moves it by far less than a step of the grid, so every engine takes the same
+# λ (unrounded, two engines' λ differed in the last digits, and a fit crawling for 200
+# iterations ended 1e-7 apart on them).
+GAIN_GRID = 64.0
+
+
 def judge_trial(chi2, trial_chi2, predicted, small_step, ftol, damping):
     """The acceptance rule: ``(accepted, status, damping)`` after a trial step.
 
     The step is accepted when χ² did not rise, else λ grows tenfold. After an accepted
     step λ is multiplied by Nielsen's factor ``1 - (2ρ - 1)³`` of the gain ratio ρ (the
-    reduction of χ² over the reduction ``predicted``), at least ``BATCH_DAMPING_DOWN``, and
+    reduction of χ² over the reduction ``predicted``, on a grid of ``1 / GAIN_GRID``), at
+    least ``BATCH_DAMPING_DOWN``, and
     kept at ``BATCH_MIN_DAMPING`` or above: a tenth when the step did what the quadratic
     model predicted (ρ ≈ 1), about 1 at ρ = 1/2, up to 2 as ρ falls to 0. (A tenth after
     every accepted step, Gpufit's schedule, took λ on a fit crawling along a valley, where
@@ -167,7 +175,8 @@ def judge_trial(chi2, trial_chi2, predicted, small_step, ftol, damping):
     else:
         status = RUNNING
     if accepted:
-        bend = 2.0 * ((chi2 - trial_chi2) / predicted if predicted > 0.0 else 1.0) - 1.0
+        gain = (chi2 - trial_chi2) / predicted if predicted > 0.0 else 1.0
+        bend = 2.0 * (math.floor(GAIN_GRID * gain + 0.5) / GAIN_GRID) - 1.0
         factor = max(BATCH_DAMPING_DOWN, 1.0 - bend * bend * bend)
         return True, status, max(damping * factor, BATCH_MIN_DAMPING)
     damping = damping * BATCH_DAMPING_UP
@@ -189,8 +198,8 @@ def judge_trial_where(xp, chi2, trial_chi2, predicted, small_step, ftol, damping
     status = xp.where(~accepted & (status == RUNNING) & (raised > MAX_DAMPING),
                       MACHINE_PRECISION, status)
     positive = predicted > 0.0
-    bend = 2.0 * xp.where(positive, (chi2 - trial_chi2) / xp.where(positive, predicted, 1.0),
-                          1.0) - 1.0
+    gain = xp.where(positive, (chi2 - trial_chi2) / xp.where(positive, predicted, 1.0), 1.0)
+    bend = 2.0 * (xp.floor(GAIN_GRID * gain + 0.5) / GAIN_GRID) - 1.0
     factor = xp.maximum(BATCH_DAMPING_DOWN, 1.0 - bend * bend * bend)
     damping = xp.where(accepted, xp.maximum(damping * factor, BATCH_MIN_DAMPING), raised)
     return accepted, status, damping

@@ -94,7 +94,7 @@ def _jax(args, jac_method=JAC_ANALYTIC, estimator=ESTIMATOR_LSE, free=ALL_FREE, 
         return tuple(np.asarray(r) for r in results), stats
 
 
-def _assert_agree(expected, actual, finite_differences=False):
+def _assert_agree(expected, actual, finite_differences=False, rtol=1e-8):
     """Statuses and iteration counts identical; parameters and χ² to 1e-8 relative (with
     forward differences, parameters to 1e-7 of their column's scale: the Jacobian of a
     parameter near 0 carries the rounding of the model divided by a step ~1e-8 |p|)."""
@@ -108,7 +108,7 @@ def _assert_agree(expected, actual, finite_differences=False):
             np.abs(j_params - params) / scale)
         covariance_tolerance = 1e-4
     else:
-        np.testing.assert_allclose(j_params, params, rtol=1e-8, atol=0)
+        np.testing.assert_allclose(j_params, params, rtol=rtol, atol=0)
         covariance_tolerance = 1e-6
     np.testing.assert_allclose(j_chi2, chi2, rtol=1e-8, atol=0)
     # Covariance entries relative to sqrt(c_ii c_jj) (small off-diagonal entries carry the
@@ -263,9 +263,11 @@ def test_two_variable_model():
     expected = original.lm_batch(surface, surface_jacobian, JAC_ANALYTIC, *args, ALL_FREE,
                                  ESTIMATOR_LSE, TOL, MAX_ITER)
     actual, _ = _jax(args, model=surface, jacobian=surface_jacobian)
-    _assert_agree(expected, actual)
+    # One fit (38) amplifies the engines' rounding in its amplitude to 8e-9 (λ tenfold down
+    # after every step) or 1.3e-8 (λ by the gain ratio) of itself; the others agree to 1e-15.
+    _assert_agree(expected, actual, rtol=3e-8)
     autodiff, _ = _jax(args, jac_method=JAC_AUTODIFF, model=surface)
-    np.testing.assert_allclose(autodiff[0], expected[0], rtol=1e-8)
+    np.testing.assert_allclose(autodiff[0], expected[0], rtol=3e-8)
 
 
 @pytest.mark.parametrize("estimator", [ESTIMATOR_LSE, ESTIMATOR_MLE], ids=["lse", "mle"])

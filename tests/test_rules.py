@@ -91,11 +91,16 @@ def test_an_accepted_step_scales_the_damping_by_its_gain_ratio():
     # Nielsen's 1 - (2ρ - 1)³, at least a tenth: a step that did what the model predicted
     # (ρ = 1 or more) a tenth, half of it (ρ = 1/2) the same λ, a tie (ρ = 0) twice.
     for trial, predicted, factor in [(5.0, 5.0, 0.1), (7.0, 2.0, 0.1), (9.0, 2.0, 1.0),
-                                     (9.9, 1.0, 1.0 + 0.8 ** 3), (10.0, 1.0, 2.0),
+                                     (9.875, 1.0, 1.0 + 0.75 ** 3), (10.0, 1.0, 2.0),
                                      (9.0, 0.0, 0.1)]:
         accepted, status, damping = _rules.judge_trial(10.0, trial, predicted, False, FTOL, 1e-3)
         assert accepted and status == _codes.RUNNING
         assert damping == pytest.approx(1e-3 * factor, rel=1e-12)
+    # ρ on a grid of 1/64: a difference in χ²'s last digits leaves λ as it is.
+    near = [_rules.judge_trial(1.0, 1.0 - 0.7e-6 * (1.0 + d), 1e-6, False, FTOL, 1e-3)[2]
+            for d in (0.0, 1e-9, -1e-9)]
+    assert near[0] == near[1] == near[2]
+    assert near[0] == 1e-3 * (1.0 - (2.0 * 45.0 / 64.0 - 1.0) ** 3)
     # Never below the floor.
     assert _rules.judge_trial(10.0, 5.0, 5.0, False, FTOL, 1e-12)[2] == _codes.BATCH_MIN_DAMPING
 
