@@ -39,6 +39,8 @@ MAX_ITER_PER_PARAMETER = 20
 def default_max_iter(n_params: int) -> int:
     """``max_iter`` when the call gives none."""
     return max(DEFAULT_MAX_ITER, MAX_ITER_PER_PARAMETER * n_params)
+
+
 # Fits per kernel call: bounds the memory of the per-fit work arrays and covariances that
 # are not kept, and is the unit of progress.
 CHUNK_FITS = 1 << 16

@@ -64,7 +64,7 @@ GEODESIC_MIN_REDUCTION = 1e-2
 # Batched LM (a damping schedule that keeps the per-fit state to a few scalars): lambda
 # starts at BATCH_INITIAL_DAMPING times the running maximum of diag(JᵀJ), grows tenfold on a
 # rejected step and after an accepted one is multiplied by Nielsen's factor of the gain
-# ratio, at least BATCH_DAMPING_DOWN (autofit._rules.damping_factor).
+# ratio, at least BATCH_DAMPING_DOWN (autofit._rules.judge_trial).
 BATCH_INITIAL_DAMPING = 1e-3
 BATCH_DAMPING_DOWN = 0.1
 BATCH_DAMPING_UP = 10.0
