@@ -212,9 +212,14 @@ def test_jax_fused_fits_recompile_neither_within_a_bucket():
     assert fused._lm_fused_cpu._cache_size() == compiled + 2
     for n, (params, _, info, *_) in fits.items():
         # The padding is never read as data: the same fit as NumPy's on those points.
-        reference = autofit.curve_fit(decay, x[:n], y[:n], p0=P0, backend="numpy",
-                                      fused=True)[0]
-        np.testing.assert_allclose(params, reference, rtol=1e-7, err_msg=f"{n} points")
+        reference, _, reference_info, *_ = autofit.curve_fit(
+            decay, x[:n], y[:n], p0=P0, backend="numpy", fused=True, full_output=True)
+        np.testing.assert_allclose(info["chi2"], reference_info["chi2"], rtol=1e-10,
+                                   err_msg=f"{n} points")
+        # 10 points over x <= 0.008 leave a and b nearly interchangeable (b ~ 217): the
+        # engines' rounding moves them by ~1e-6 of themselves along that valley.
+        np.testing.assert_allclose(params, reference, rtol=1e-7 if n > 10 else 1e-5,
+                                   err_msg=f"{n} points")
         assert info["backend"] == "jax"
 
 
