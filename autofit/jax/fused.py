@@ -77,7 +77,7 @@ from autofit.jax.batch import (
     static_estimator,
     traced_estimator,
 )
-from autofit.jax.compiler import CPU_COMPILER_OPTIONS, run_compiled
+from autofit.jax.compiler import jit, run_compiled
 from autofit.jax.jacobians import autodiff_columns, central_columns, forward_columns
 
 # On a CPU, Jacobian entries (points x parameters) per chunk: enough points that the loop's
@@ -320,10 +320,10 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, n_points, p0, lowe
 
 _STATIC = ("model", "jacobian", "jac_method", "chunk", "entry_sums", "estimator")
 # XLA:CPU's loop emitters run a pass about 2x faster than its newer fusion emitters (as for
-# the batch program: autofit.jax.compiler).
-_lm_fused_cpu = jax.jit(_lm_fused, static_argnames=_STATIC,
-                        compiler_options=CPU_COMPILER_OPTIONS)
-_lm_fused_default = jax.jit(_lm_fused, static_argnames=_STATIC)
+# the batch program: autofit.jax.compiler). Its two programs are called by the platform of
+# the data (run_compiled), not by jax's default backend as the jit wrapper itself would.
+_lm_fused_jit = jit(_lm_fused, static_argnames=_STATIC)
+_lm_fused_cpu, _lm_fused_default = _lm_fused_jit.cpu, _lm_fused_jit.default
 
 
 # JAX uses a NumPy array's memory in place (on a CPU) only if it starts on such a boundary.

@@ -10,7 +10,6 @@ layout ``lm_solve`` works in (its reductions over points are then contiguous).
 with arrays of the same shapes reuse the compiled code.
 """
 
-
 import jax
 import jax.numpy as jnp
 
