@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autofit import _adapters, _codes, _dispatch, _forward_mode, _fused
+from autofit import _adapters, _codes, _dispatch, _forward_mode, _fused, _rules
 from autofit import _validation as check
 from autofit._dispatch import BackendCannotRun
 from autofit._status import Status
@@ -86,6 +86,26 @@ def default_max_nfev(n_params: int) -> int:
     return 30000 * (n_params + 1)
 
 
+SHARED_ROAD_NOTE = ("a model whose derivatives autofit can generate takes the fused pass "
+                    "below the huge sizes on every backend (numba's road), so that every "
+                    "backend reaches the same minimum")
+
+
+def _hands_over(fit: dict, budget: int, max_nfev: int) -> bool:
+    """Whether a fused pass below the huge sizes leaves the fit to lm_solve: it spent its
+    own budget (not the caller's max_nfev), or stopped at a singular matrix, where
+    lm_solve's scaling (a column of zeros keeps a scale of 1) still steps and its
+    covariance is the pseudo-inverse, as scipy's."""
+    status = fit["status"]
+    return status == Status.SINGULAR or (status == Status.MAX_NFEV and budget < max_nfev)
+
+
+def _handover_note(fit: dict, n_params: int) -> str:
+    why = (f"had not converged after {fused_budget(n_params)} passes"
+           if fit["status"] == Status.MAX_NFEV else "stopped at a singular matrix")
+    return f"the fused pass {why}: lm_solve (geodesic acceleration) ran the fit from p0"
+
+
 def fused_budget(n_params: int) -> int:
     """Passes the fused pass gets for a fit below the huge sizes before lm_solve takes over:
     easy fits need 5-12, a fit crawling through a curved valley thousands (measured: three
@@ -157,7 +177,12 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         ``FUSED_MIN_POINTS`` (100,000) points or more, unless ``sigma`` is a covariance
         matrix (which needs the old path) or the backend is numba with a callable ``jac``
         (numba's fused pass takes models one point at a time).
-        ``True`` asks for it at any size, ``False`` never uses it.
+        ``True`` asks for it at any size, ``False`` never uses it. Below that size, a
+        user's model whose derivatives autofit can generate (``jac='exact'`` would work)
+        first runs on the fused pass on every backend, within ``fused_budget`` passes;
+        a fit that runs out of them or stops at a singular matrix is run again from p0
+        by ``lm_solve`` (geodesic acceleration; ``backend_reason`` says so, ``nfev``
+        counts both).
     **kwargs
         scipy's keywords, with scipy's meaning:
 
@@ -320,10 +345,7 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
     # take point functions (numba): with them numba runs every size on its fused pass.
     exact, exact_reason = None, None
     user_model = not isinstance(f, Model) and not callable(jac)
-    takes_points = any(name in _dispatch.POINT_FUNCTION_BACKENDS
-                       for name in _dispatch.fallback_chain(choice.requested))
-    if user_model and not sigma_is_matrix and (jac == "exact" or (jac is None
-                                                                 and takes_points)):
+    if user_model and not sigma_is_matrix and jac in (None, "exact"):
         exact, exact_reason = _forward_mode.exact_or_none(
             f, n_params, 1 if x.ndim == 1 else x.shape[0], x, p0)
     if jac == "exact" and fused is False:
@@ -333,6 +355,10 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
         raise ValueError(f"jac='exact': the derivatives of {getattr(f, '__name__', f)!r} "
                          f"cannot be generated from its source: {exact_reason}")
     # numba's fused pass takes the exact point functions at every size (fused=False: never).
+    # Below the huge sizes such a model runs the same algorithm on every backend: the
+    # fused pass within fused_budget, then lm_solve (numpy and jax with their own
+    # derivatives); otherwise the backends would take different roads through a
+    # multi-minimum problem and end at different minima from the same start.
     exact_fused = exact is not None and fused is not False
     points_fused = use_fused or exact_fused
     if user_model:
@@ -350,6 +376,10 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
     _check_model_at_p0(f, jac, x[..., sample], y[sample], p0, choice.requested,
                        y_checked=check_finite)
 
+    # What a fused pass that ran out of its budget spent: a backend tried after it (the
+    # fallback) goes straight to lm_solve.
+    spent = {"nfev": 0, "nit": 0, "note": ""}
+
     def attempt(name):
         takes_points = name in _dispatch.POINT_FUNCTION_BACKENDS
         stalled = None
@@ -360,12 +390,12 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
             budget = max_nfev if use_fused else min(max_nfev, fused_budget(n_params))
             fit = _fused.run_fused(name, f, jac, None, x, y, weights, p0, lower, upper,
                                    options, budget, full_output, exact=exact)
-            if fit is not None and (fit["status"] != Status.MAX_NFEV or budget == max_nfev):
+            if fit is not None and (use_fused or not _hands_over(fit, budget, max_nfev)):
                 choice.notes.append(_forward_mode.EXACT_NOTE)
                 return fit
             if fit is not None:
-                stalled = (f"the fused pass had not converged after {budget} passes: "
-                           "lm_solve (geodesic acceleration) ran the fit")
+                stalled = _handover_note(fit, n_params)
+                spent.update(nfev=fit["nfev"], nit=fit["nit"], note=stalled)
         if exact is None:
             fd_note = _forward_mode.finite_difference_note(exact_reason)
         else:
@@ -376,15 +406,22 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
         if takes_points and not use_fused and not isinstance(f, Model):
             full_weights = np.ones(y.shape[0]) if sigma is None else weights
             fit = _run_compiled_model(name, f, None if jac == "exact" else jac, x, y,
-                                      full_weights, p0, lower, upper, options, max_nfev)
+                                      full_weights, p0, lower, upper, options,
+                                      max(max_nfev - spent["nfev"], 1))
             if user_model:
                 choice.notes.append(fd_note)
-            return fit
+            return _counting(fit, spent)
         prepared = _adapters.prepare(name, f, n_params, None if jac == "exact" else jac)
         prepared = _adapters.check_runs(name, prepared, x[..., sample], p0, f,
                                         None if jac == "exact" else jac)
         if prepared.note is not None:
             choice.notes.append(prepared.note)
+        # numba's road for this model (above), with this backend's derivatives: the budget
+        # counts passes, as there (a pass of finite differences costs more evaluations).
+        # A max_nfev below it (a caller's tight budget) is lm_solve's alone, which counts
+        # its evaluations one by one as scipy's does.
+        road_budget = fused_budget(n_params) * _rules.evaluations_per_pass(
+            prepared.jac_method, n_params)
         if jac == "exact" and prepared.jac_method not in (_codes.JAC_ANALYTIC,
                                                           _codes.JAC_AUTODIFF):
             raise BackendCannotRun(f"jac='exact': {name!r} would use finite differences")
@@ -395,9 +432,22 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
                 if takes_points and user_model:
                     choice.notes.append(fd_note)
                 return fit
+        elif exact_fused and not takes_points and (spent["nfev"]
+                                                   or road_budget <= max_nfev):
+            if not spent["nfev"]:
+                fit = _fused.run_fused(name, f, jac, prepared, x, y, weights, p0, lower,
+                                       upper, options, road_budget, full_output)
+                if fit is not None and not _hands_over(fit, road_budget, max_nfev):
+                    choice.notes.append(SHARED_ROAD_NOTE)
+                    return fit
+                if fit is not None:
+                    spent.update(nfev=fit["nfev"], nit=fit["nit"], note=_handover_note(
+                        fit, n_params))
+            if spent["nfev"]:
+                choice.notes.append(spent["note"])
         full_weights = np.ones(y.shape[0]) if sigma is None else weights
-        return _run_backend(name, prepared, x, y, full_weights, p0, lower, upper, options,
-                            max_nfev)
+        return _counting(_run_backend(name, prepared, x, y, full_weights, p0, lower, upper,
+                                      options, max(max_nfev - spent["nfev"], 1)), spent)
 
     try:
         fit = _dispatch.run_with_fallback(choice, attempt, strict=strict)
@@ -731,6 +781,13 @@ def _pad(x, y, weights, size):
     else:
         weights = np.pad(weights, ((0, extra), (0, extra)))
     return x, y, weights
+
+
+def _counting(fit: dict, spent: dict) -> dict:
+    """``fit`` with the evaluations and iterations ``spent`` before it added to its own."""
+    fit["nfev"] += spent["nfev"]
+    fit["nit"] += spent["nit"]
+    return fit
 
 
 def _run_backend(name, prepared, x, y, weights, p0, lower, upper, options, max_nfev):

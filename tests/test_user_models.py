@@ -12,12 +12,13 @@ import math
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
 
 import autofit
-from tests.conftest import installed
+from tests.conftest import backend_params, installed
 
 needs_numba = pytest.mark.skipif(not installed("numba"), reason="numba is not installed")
 
@@ -467,3 +468,71 @@ def test_users_exp_runs_the_vectorisable_exp_within_one_ulp():
     assert np.max(np.abs(got[finite] - expected[finite]) / np.abs(expected[finite])) <= 4.5e-16
     no_exp = with_vectorisable_exp(ramp)
     assert no_exp is ramp  # nothing to rewrite
+
+
+def three_peaks(x, *p):
+    out = np.full_like(x, p[-1])
+    for k in range(len(p) // 3):
+        a, c, w = p[3 * k:3 * k + 3]
+        out = out + a * np.exp(-0.5 * ((x - c) / w) ** 2)
+    return out
+
+
+def _three_peaks_starts():
+    """``experiments/user_models/hard_starts.py``'s data and starts 2-4: from start 2 the
+    fit ends in a local minimum (χ² 6.4998, as scipy's), from 3 in the best one (4.8045),
+    from 4 two peaks merge and the fused pass runs out of its budget."""
+    rng = np.random.default_rng(7)
+    x = np.linspace(0, 10, 2000)
+    truth = np.array([1.0, 3.0, 0.5, 0.8, 4.0, 0.7, 0.6, 6.5, 0.4, 0.1])
+    y = three_peaks(x, *truth) + 0.05 * rng.normal(size=x.size)
+    starts = []
+    for _ in range(5):
+        p0 = truth * (1 + 0.3 * rng.normal(size=truth.size))
+        p0[-1] = 0.0
+        p0[[1, 4, 7]] = truth[[1, 4, 7]] + 0.4 * rng.normal(size=3)
+        starts.append(p0)
+    return x, y, starts[2:]
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_every_backend_takes_one_road_to_one_minimum(backend):
+    # A user's model below the huge sizes takes numba's road on every backend (the fused
+    # pass within its budget, then lm_solve from p0): before, numpy and jax ran lm_solve
+    # alone and reached χ² 4.8045 from start 2 where numba reached 6.4998.
+    x, y, starts = _three_peaks_starts()
+    expected = (6.499837, 4.804450, 4.804450)
+    stalled = (False, False, True)
+    for p0, chi2, runs_out in zip(starts, expected, stalled, strict=True):
+        with warnings.catch_warnings():
+            # numba cannot compile this model for lm_solve: NumPy runs that part
+            warnings.simplefilter("ignore", autofit.BackendFallbackWarning)
+            _, _, info, _, _ = autofit.curve_fit(three_peaks, x, y, p0=p0, backend=backend,
+                                                 full_output=True)
+        assert info["chi2"] == pytest.approx(chi2, abs=1e-6)
+        assert ("had not converged after 550 passes" in info["backend_reason"]) == runs_out
+        if runs_out:  # the fused pass's evaluations are counted: 550 passes at least
+            assert info["nfev"] > 550
+
+
+def no_effect(x, a, b):
+    return a * x + 0.0 * b
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_a_parameter_without_effect_is_handed_to_lm_solve_on_every_backend(backend):
+    # The fused pass's damping scales by diag(H), 0 for b: its matrix stays singular. The
+    # fit is handed to lm_solve (a zero column keeps a scale of 1), whose covariance is the
+    # pseudo-inverse, as scipy's 'trf' gives (numba ended SINGULAR here before).
+    x = np.linspace(0, 5, 50)
+    y = 0.7 * x + 0.01 * np.sin(7.0 * x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", autofit.BackendFallbackWarning)
+        popt, pcov, info, _, _ = autofit.curve_fit(no_effect, x, y, p0=[1.0, 1.0],
+                                                   backend=backend, full_output=True)
+    assert "stopped at a singular matrix" in info["backend_reason"]
+    assert popt[1] == 1.0 and pcov[1, 1] == 0.0
+    slope = np.sum(x * y) / np.sum(x * x)
+    assert popt[0] == pytest.approx(slope, rel=1e-12)
+    assert pcov[0, 0] == pytest.approx(np.sum((y - slope * x) ** 2) / 48 / np.sum(x * x),
+                                       rel=1e-6)

@@ -6,8 +6,13 @@ to merge: a curved valley), the same data, autofit's default rule against scipy'
 (``autofit.wait_for_compilation()`` after it).
 
     python experiments/user_models/hard_starts.py
+
+Then the same starts with ``backend=`` each installed backend (warm): every backend takes
+one road for a user's model below the huge sizes (the fused pass within its budget, then
+lm_solve from p0), so from each start they reach the same minimum.
 """
 
+import importlib.util
 import time
 import warnings
 
@@ -52,6 +57,22 @@ def main() -> None:
         reason = info["backend_reason"].split("; ")[-1][:70]
         print(f"| {k} | {t_autofit * 1e3:.1f} ms ({info['backend']}) | {info['chi2']:.6f} "
               f"| {t_scipy * 1e3:.1f} ms | {chi2_scipy:.6f} | {reason} |")
+    backends = [name for name in ("numpy", "numba", "jax")
+                if importlib.util.find_spec(name) is not None]
+    print()
+    print("| start | " + " | ".join(f"{name} χ² (nfev, ms)" for name in backends) + " |")
+    print("|---|" + "---|" * len(backends))
+    rows = {k: [] for k in range(len(starts))}
+    for name in backends:
+        autofit.curve_fit(peaks, x, y, p0=truth, backend=name)  # compiles
+        for k, p0 in enumerate(starts):
+            t = time.perf_counter()
+            _, _, info, _, _ = autofit.curve_fit(peaks, x, y, p0=p0, backend=name,
+                                                 full_output=True)
+            rows[k].append(f"{info['chi2']:.6f} ({info['nfev']}, "
+                           f"{(time.perf_counter() - t) * 1e3:.0f})")
+    for k, cells in rows.items():
+        print(f"| {k} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
