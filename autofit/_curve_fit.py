@@ -342,7 +342,8 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
         choice = _dispatch.BackendChoice(requested="numpy", backend="numpy",
                                          source="; ".join(python_only))
     # Exact derivatives of a user's model, generated from its source, for the engines that
-    # take point functions (numba): with them numba runs every size on its fused pass.
+    # take point functions (numba): with them numba runs every size on its fused pass, and
+    # below the huge sizes every backend takes that road (see attempt).
     exact, exact_reason = None, None
     user_model = not isinstance(f, Model) and not callable(jac)
     if user_model and not sigma_is_matrix and jac in (None, "exact"):
