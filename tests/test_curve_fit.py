@@ -1,5 +1,7 @@
 """curve_fit is a drop-in for scipy.optimize.curve_fit: same arguments, results, meaning."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import optimize
@@ -251,12 +253,18 @@ def test_sigma_of_another_length_is_still_refused():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scale", [1e-100, 1e-30, 1e30, 1e100])
-def test_data_of_any_magnitude_in_range_fits_as_at_unit_scale(backend, scale):
+@pytest.mark.parametrize("fused", [None, True])
+def test_data_of_any_magnitude_in_range_fits_as_at_unit_scale(backend, scale, fused):
     # The xtol test is relative to the scaled parameters (MINPACK's): an absolute floor
-    # stopped fits of data ~1e-30 after two steps, at the fourth digit.
+    # stopped fits of data ~1e-30 after two steps, at the fourth digit. The fused pass's
+    # gtol test divides by sqrt(H_jj) sqrt(χ²): the square root of the product over- and
+    # underflowed at 1e±100 (a cosine of 0 there would stop the fit at once).
     clean = decay(X, 2.5, 1.3, 0.5)
-    popt, _ = autofit.curve_fit(model_for(backend), X, clean * scale,
-                                p0=[scale, 1.0, 0.5 * scale], backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        popt, _ = autofit.curve_fit(model_for(backend), X, clean * scale,
+                                    p0=[scale, 1.0, 0.5 * scale], backend=backend,
+                                    fused=fused)
     np.testing.assert_allclose(popt / [scale, 1.0, scale], [2.5, 1.3, 0.5], rtol=1e-9)
 
 

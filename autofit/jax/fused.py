@@ -262,7 +262,8 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, n_points, p0, lowe
         # The tests at the top of the reference's loop.
         active = active_where(s.params, s.g, lower, upper, True)
         counted = active & (jnp.diag(s.h) > 0.0)
-        cosines = jnp.abs(s.g) / jnp.sqrt(jnp.where(counted, jnp.diag(s.h), 1.0) * s.chi2)
+        cosines = jnp.abs(s.g) / (jnp.sqrt(jnp.where(counted, jnp.diag(s.h), 1.0))
+                                 * jnp.sqrt(s.chi2))
         cosine = jnp.max(jnp.where(counted, cosines, 0.0), initial=0.0)
         newton_system, newton_rhs = _damped_system(s.h, s.g, s.scale_squared, 0.0, active)
         newton_chol, newton_factored = _cholesky(newton_system)

@@ -394,7 +394,7 @@ def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, g
         for a in range(n_params):
             active[a] = _is_active(p[a], g[a], lower[a], upper[a], True)
             if active[a] and h[a, a] > 0.0:
-                cosine = max(cosine, abs(g[a]) / math.sqrt(h[a, a] * chi2))
+                cosine = max(cosine, abs(g[a]) / (math.sqrt(h[a, a]) * math.sqrt(chi2)))
         if chi2 == 0.0:
             status = CONVERGED_FTOL
             break

@@ -152,7 +152,7 @@ def _largest_cosine(g, h, chi2, active):
     cosine = 0.0
     for j in range(g.shape[0]):
         if active[j] and h[j, j] > 0.0:
-            cosine = max(cosine, abs(g[j]) / np.sqrt(h[j, j] * chi2))
+            cosine = max(cosine, abs(g[j]) / (np.sqrt(h[j, j]) * np.sqrt(chi2)))
     return cosine
 
 
