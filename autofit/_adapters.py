@@ -123,7 +123,7 @@ def check_runs(backend: str, prepared: Prepared, x: np.ndarray, p0: np.ndarray,
     ``note`` says so).
     """
     key = (id(prepared.jacobian), prepared.jac_method, x.ndim,
-           None if f is None or isinstance(f, Model) else (id(f), id(jac)))
+           None if f is None or isinstance(f, Model) else (id(f), id(jac), _numbers_of(f)))
     try:
         done = _checked.setdefault(prepared.model, {})
     except TypeError:  # not weakly referenceable: check every time
@@ -134,6 +134,26 @@ def check_runs(backend: str, prepared: Prepared, x: np.ndarray, p0: np.ndarray,
     if isinstance(found, BackendCannotRun):
         raise BackendCannotRun(str(found))
     return found
+
+
+def _numbers_of(f) -> tuple:
+    """The numbers among the globals and closure cells ``f`` names, as ``(name, value)``:
+    a script may change one between fits, and jax's translation of ``f`` holds the values
+    of its first call (its check against NumPy then fails, and says so)."""
+    code = getattr(f, "__code__", None)
+    if code is None:
+        return ()
+    cells = dict(zip(code.co_freevars, getattr(f, "__closure__", None) or (), strict=True))
+    found = []
+    for name in (*code.co_names, *code.co_freevars):
+        try:
+            value = (cells[name].cell_contents if name in cells
+                     else getattr(f, "__globals__", {}).get(name))
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, (int, float, complex, np.number)):
+            found.append((name, value))
+    return tuple(found)
 
 
 def _check(backend, prepared, x, p0, f, jac):

@@ -560,3 +560,29 @@ def test_a_numpy_model_on_jax_is_checked_and_translated_once(monkeypatch):
         reasons.append(info["backend_reason"])
     assert len(traced) == 2  # the model as written, then its translation: once
     assert all(host.TRANSLATION_NOTE in reason for reason in reasons)
+
+
+SCALE = 2.0
+
+
+def scaled_decay(x, a, b):
+    return SCALE * a * np.exp(-b * x)
+
+
+@pytest.mark.skipif(not installed("jax"), reason="jax is not installed")
+def test_a_changed_global_is_not_hidden_by_the_kept_check():
+    # jax's translation holds the globals of its first call; the kept check is keyed on
+    # the numbers the model names, so a changed one is checked again (and found out).
+    global SCALE
+    x = np.linspace(0, 4, 100)
+    y = 2.0 * 1.5 * np.exp(-0.7 * x)
+    popt, _ = autofit.curve_fit(scaled_decay, x, y, p0=[1.0, 1.0], backend="jax")
+    np.testing.assert_allclose(popt, [1.5, 0.7], rtol=1e-8)
+    SCALE = 3.0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", autofit.BackendFallbackWarning)
+            popt, _ = autofit.curve_fit(scaled_decay, x, y, p0=[1.0, 1.0], backend="jax")
+    finally:
+        SCALE = 2.0
+    np.testing.assert_allclose(popt, [1.0, 0.7], rtol=1e-8)
