@@ -112,20 +112,24 @@ def normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, u
     h = np.zeros((n_params, n_params))
     for y, w, f, jac, used in _chunks(model, jacobian, jac_method, x, ydata, weights, p,
                                       lower, upper):
-        r = np.where(used, w * (y - f), 0.0)
-        if estimator == ESTIMATOR_LSE:
-            wj = np.where(used[:, None], w[:, None] * jac, 0.0)
-            chi2 += r @ r
-            g += wj.T @ r
-            h += wj.T @ wj
-            continue
-        # r is 0 where unused, where every loss is 0 with slope 1: only jac needs the mask.
+        # Not finite (a model that overflows, or is inf at points of weight 0, masked here)
+        # is what the test below reports: no RuntimeWarning from autofit's own sums. The
+        # model's warnings, raised in _chunks, still reach the user.
         with np.errstate(invalid="ignore", over="ignore"):
+            r = np.where(used, w * (y - f), 0.0)
+            if estimator == ESTIMATOR_LSE:
+                wj = np.where(used[:, None], w[:, None] * jac, 0.0)
+                chi2 += r @ r
+                g += wj.T @ r
+                h += wj.T @ wj
+                continue
+            # r is 0 where unused, where every loss is 0 with slope 1: only jac needs the
+            # mask.
             rho, rho1, _, curvature = robust_loss_where(np, r * r, estimator)
-        jac = np.where(used[:, None], jac, 0.0)
-        chi2 += np.sum(rho)
-        g += jac.T @ (w * rho1 * r)
-        h += (jac * (w * w * curvature)[:, None]).T @ jac
+            jac = np.where(used[:, None], jac, 0.0)
+            chi2 += np.sum(rho)
+            g += jac.T @ (w * rho1 * r)
+            h += (jac * (w * w * curvature)[:, None]).T @ jac
     if not (np.isfinite(chi2) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))):
         return np.inf, g, h
     return chi2, g, h
@@ -139,12 +143,13 @@ def robust_information(model, jacobian, jac_method, x, ydata, weights, p, lower,
     information = np.zeros((n_params, n_params))
     for y, w, f, jac, used in _chunks(model, jacobian, jac_method, x, ydata, weights, p,
                                       lower, upper):
-        r = np.where(used, w * (y - f), 0.0)
-        z = r * r
-        with np.errstate(invalid="ignore", over="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):  # as in normal_equations
+            r = np.where(used, w * (y - f), 0.0)
+            z = r * r
             _, rho1, rho2, _ = robust_loss_where(np, z, estimator)
-        jac = np.where(used[:, None], jac, 0.0)
-        information += (jac * (w * w * np.maximum(rho1 + 2.0 * rho2 * z, EPS))[:, None]).T @ jac
+            jac = np.where(used[:, None], jac, 0.0)
+            information += (jac * (w * w * np.maximum(rho1 + 2.0 * rho2 * z, EPS))[:, None]
+                            ).T @ jac
     return information
 
 
