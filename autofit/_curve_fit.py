@@ -406,10 +406,14 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
             fd_note = _forward_mode.finite_difference_note(stalled)
         if takes_points and not use_fused and not isinstance(f, Model):
             full_weights = np.ones(y.shape[0]) if sigma is None else weights
-            fit = _run_compiled_model(name, f, None if jac == "exact" else jac, x, y,
-                                      full_weights, p0, lower, upper, options,
-                                      max(max_nfev - spent["nfev"], 1))
-            if user_model:
+            # After a stalled fused pass, lm_solve takes the same exact derivatives.
+            fit, exact_used = _run_compiled_model(
+                name, f, None if jac == "exact" else jac, x, y, full_weights, p0, lower,
+                upper, options, max(max_nfev - spent["nfev"], 1),
+                exact if stalled is not None else None)
+            if exact_used:
+                choice.notes.extend([_forward_mode.EXACT_NOTE, stalled])
+            elif user_model:
                 choice.notes.append(fd_note)
             return _counting(fit, spent)
         prepared = _adapters.prepare(name, f, n_params, None if jac == "exact" else jac)
@@ -825,18 +829,31 @@ def _run_backend(name, prepared, x, y, weights, p0, lower, upper, options, max_n
             "fvec": np.array(residuals[:n_points], dtype=np.float64)}
 
 
-def _run_compiled_model(name, f, jac, x, y, weights, p0, lower, upper, options, max_nfev):
+def _run_compiled_model(name, f, jac, x, y, weights, p0, lower, upper, options, max_nfev,
+                        exact=None):
     """A user's model on a backend whose host compiles it (numba): compiled once, run by
-    the host's driver, which takes the model as a first-class function."""
+    the host's driver, which takes the model as a first-class function. With ``exact``
+    point functions, the model and its exact Jacobian are built from them (where numba
+    compiles them), else the user's ``f`` is compiled for whole arrays. Returns the fit
+    and whether ``exact`` ran it."""
     host = _dispatch.host_of(name)
     kernels = _dispatch.load(name)
     x = np.ascontiguousarray(x)
     weights = np.ascontiguousarray(weights)
-    model, jacobian = host.prepare(f, jac, p0.shape[0], x.ndim)
-    if callable(jac):
-        methods = (_codes.JAC_ANALYTIC, None, _codes.JAC_ANALYTIC)
-    else:
-        methods = _adapters.finite_difference_methods(jac)
+    exact_used = False
+    if exact is not None:
+        try:
+            model, jacobian = host.prepare_points(*exact, p0.shape[0], x.ndim)
+            methods = (_codes.JAC_ANALYTIC, None, _codes.JAC_ANALYTIC)
+            exact_used = True
+        except BackendCannotRun:
+            pass
+    if not exact_used:
+        model, jacobian = host.prepare(f, jac, p0.shape[0], x.ndim)
+        if callable(jac):
+            methods = (_codes.JAC_ANALYTIC, None, _codes.JAC_ANALYTIC)
+        else:
+            methods = _adapters.finite_difference_methods(jac)
     params, chi2, status, nfev, n_iter, jac_at_params = host.solve(
         model, jacobian, *methods, x, y, weights, p0, lower, upper, options["ftol"],
         options["xtol"], options["gtol"], max_nfev)
@@ -856,7 +873,7 @@ def _run_compiled_model(name, f, jac, x, y, weights, p0, lower, upper, options, 
     return {"params": np.array(params, dtype=np.float64), "chi2": float(chi2),
             "status": Status(int(status)), "nfev": int(nfev), "nit": int(n_iter),
             "pcov": np.array(pcov, dtype=np.float64), "rank": int(rank),
-            "fvec": residuals}
+            "fvec": residuals}, exact_used
 
 
 def _jacobian(kernels, prepared, x, params, lower, upper):

@@ -249,6 +249,64 @@ def _wrapper(f, n_params: int, x_ndim: int, returns: str):
     return found
 
 
+# (value, gradient) point functions -> {(n_params, x_ndim): (model, jacobian)}
+_from_points: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _points_source(n_params: int, x_ndim: int) -> str:
+    """``model(x, params)`` and ``jacobian(x, params)`` looping over the points with the
+    point functions ``value(x2, i, p)`` and ``gradient(x2, i, p, jac, col)`` (x2: the
+    variables by rows, as the fused pass holds them)."""
+    rows = "x.reshape((1, x.shape[0]))" if x_ndim == 1 else "x"
+    return (f"def model(x, params):\n"
+            f"    x2 = {rows}\n"
+            f"    out = np.empty(x2.shape[1])\n"
+            f"    for i in range(x2.shape[1]):\n"
+            f"        out[i] = value(x2, i, params)\n"
+            f"    return out\n"
+            f"def jacobian(x, params):\n"
+            f"    x2 = {rows}\n"
+            f"    by_rows = np.empty(({n_params}, x2.shape[1]))\n"
+            f"    for i in range(x2.shape[1]):\n"
+            f"        gradient(x2, i, params, by_rows, i)\n"
+            f"    return np.ascontiguousarray(by_rows.T)\n")
+
+
+def prepare_points(value, gradient, n_params: int, x_ndim: int):
+    """(model, jacobian) for :func:`solve` built from the exact point functions of
+    :mod:`autofit._forward_mode`: ``lm_solve`` with the exact Jacobian for a model numba
+    cannot compile for whole arrays (``p[3 * k:3 * k + 3]`` with a run-time k) but whose
+    derivatives were generated; BackendCannotRun if they do not compile."""
+    with _wrappers_lock:  # one compilation, also when a warm-up is running
+        return _points_pair(value, gradient, n_params, x_ndim)
+
+
+def _points_pair(value, gradient, n_params: int, x_ndim: int):
+    import numba
+
+    table = _from_points.setdefault(value, {})
+    key = (n_params, x_ndim)
+    if key not in table:
+        namespace = {"np": np, "value": numba.njit(error_model="numpy")(value),
+                     "gradient": numba.njit(error_model="numpy")(gradient)}
+        exec(_points_source(n_params, x_ndim), namespace)  # noqa: S102 - from integers only
+        try:
+            table[key] = (
+                CompiledFunction(numba.njit(MODEL_TYPES[x_ndim].signature,
+                                            error_model="numpy")(namespace["model"]),
+                                 MODEL_TYPES[x_ndim]),
+                CompiledFunction(numba.njit(JACOBIAN_TYPES[x_ndim].signature,
+                                            error_model="numpy")(namespace["jacobian"]),
+                                 JACOBIAN_TYPES[x_ndim]))
+        except Exception as exc:  # noqa: BLE001 - whatever stops numba: the caller falls back
+            table[key] = BackendCannotRun("numba cannot compile the generated derivatives: "
+                                          + first_line(exc))
+    found = table[key]
+    if isinstance(found, BackendCannotRun):
+        raise BackendCannotRun(str(found))
+    return found
+
+
 def compile_model(f, n_params: int, x_ndim: int, weights_ndim: int = 1) -> None:
     """Compile ``f`` and the driver for these layouts (BackendCannotRun if numba cannot);
     run by the dispatcher's quick start on a background thread. One driver serves both
