@@ -381,22 +381,31 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
     # fallback) goes straight to lm_solve.
     spent = {"nfev": 0, "nit": 0, "note": ""}
 
+    def fused_road(name, prepared, budget, note):
+        """The fit by the fused pass, or None: it cannot run ``f`` here, or below the huge
+        sizes it handed the fit to lm_solve (what it spent is then in ``spent``)."""
+        fit = _fused.run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper,
+                               options, budget, full_output,
+                               exact=exact if prepared is None else None)
+        if fit is None:
+            return None
+        if use_fused or not _hands_over(fit, budget, max_nfev):
+            choice.notes.append(note)
+            return fit
+        spent.update(nfev=fit["nfev"], nit=fit["nit"], note=_handover_note(fit, n_params))
+        return None
+
     def attempt(name):
         takes_points = name in _dispatch.POINT_FUNCTION_BACKENDS
-        stalled = None
-        if takes_points and exact_fused:
+        if takes_points and exact_fused and not spent["nfev"]:
             # The generated point functions are all the fused pass needs. Below the huge
             # sizes it gets a budget of its own: a fit that crawls along a curved valley
             # (peaks that merge) is finished by lm_solve's geodesic steps instead.
-            budget = max_nfev if use_fused else min(max_nfev, fused_budget(n_params))
-            fit = _fused.run_fused(name, f, jac, None, x, y, weights, p0, lower, upper,
-                                   options, budget, full_output, exact=exact)
-            if fit is not None and (use_fused or not _hands_over(fit, budget, max_nfev)):
-                choice.notes.append(_forward_mode.EXACT_NOTE)
-                return fit
+            fit = fused_road(name, None, max_nfev if use_fused else min(
+                max_nfev, fused_budget(n_params)), _forward_mode.EXACT_NOTE)
             if fit is not None:
-                stalled = _handover_note(fit, n_params)
-                spent.update(nfev=fit["nfev"], nit=fit["nit"], note=stalled)
+                return fit
+        stalled = spent["note"] or None
         if exact is None:
             fd_note = _forward_mode.finite_difference_note(exact_reason)
         else:
@@ -437,17 +446,11 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
                 if takes_points and user_model:
                     choice.notes.append(fd_note)
                 return fit
-        elif exact_fused and not takes_points and (spent["nfev"]
-                                                   or road_budget <= max_nfev):
-            if not spent["nfev"]:
-                fit = _fused.run_fused(name, f, jac, prepared, x, y, weights, p0, lower,
-                                       upper, options, road_budget, full_output)
-                if fit is not None and not _hands_over(fit, road_budget, max_nfev):
-                    choice.notes.append(SHARED_ROAD_NOTE)
-                    return fit
+        elif exact_fused and not takes_points:
+            if not spent["nfev"] and road_budget <= max_nfev:
+                fit = fused_road(name, prepared, road_budget, SHARED_ROAD_NOTE)
                 if fit is not None:
-                    spent.update(nfev=fit["nfev"], nit=fit["nit"], note=_handover_note(
-                        fit, n_params))
+                    return fit
             if spent["nfev"]:
                 choice.notes.append(spent["note"])
         full_weights = np.ones(y.shape[0]) if sigma is None else weights

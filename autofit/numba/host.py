@@ -235,22 +235,24 @@ def _table(f):
 
 def _wrapper(f, n_params: int, x_ndim: int, returns: str):
     """The compiled wrapper of ``f`` (compiled now if no warm-up has done it)."""
-    key = (n_params, x_ndim, returns)
-    with _wrappers_lock:  # one compilation of f, also when a warm-up is running
+    return _kept(f, (n_params, x_ndim, returns),
+                 lambda: _compile_wrapper(f, n_params, x_ndim, returns))
+
+
+def _kept(f, key, build):
+    """What ``build()`` compiled for ``f`` under ``key``, built once (also when a warm-up
+    is running); BackendCannotRun, kept too, if it cannot be."""
+    with _wrappers_lock:
         table = _table(f)
         if key not in table:
             try:
-                table[key] = _compile_wrapper(f, n_params, x_ndim, returns)
+                table[key] = build()
             except BackendCannotRun as exc:
                 table[key] = exc
         found = table[key]
     if isinstance(found, BackendCannotRun):
         raise BackendCannotRun(str(found))
     return found
-
-
-# (value, gradient) point functions -> {(n_params, x_ndim): (model, jacobian)}
-_from_points: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _points_source(n_params: int, x_ndim: int) -> str:
@@ -277,34 +279,25 @@ def prepare_points(value, gradient, n_params: int, x_ndim: int):
     :mod:`autofit._forward_mode`: ``lm_solve`` with the exact Jacobian for a model numba
     cannot compile for whole arrays (``p[3 * k:3 * k + 3]`` with a run-time k) but whose
     derivatives were generated; BackendCannotRun if they do not compile."""
-    with _wrappers_lock:  # one compilation, also when a warm-up is running
-        return _points_pair(value, gradient, n_params, x_ndim)
+    return _kept(value, (n_params, x_ndim, "points"),
+                 lambda: _compile_points(value, gradient, n_params, x_ndim))
 
 
-def _points_pair(value, gradient, n_params: int, x_ndim: int):
+def _compile_points(value, gradient, n_params: int, x_ndim: int):
     import numba
 
-    table = _from_points.setdefault(value, {})
-    key = (n_params, x_ndim)
-    if key not in table:
-        namespace = {"np": np, "value": numba.njit(error_model="numpy")(value),
-                     "gradient": numba.njit(error_model="numpy")(gradient)}
-        exec(_points_source(n_params, x_ndim), namespace)  # noqa: S102 - from integers only
-        try:
-            table[key] = (
-                CompiledFunction(numba.njit(MODEL_TYPES[x_ndim].signature,
-                                            error_model="numpy")(namespace["model"]),
-                                 MODEL_TYPES[x_ndim]),
-                CompiledFunction(numba.njit(JACOBIAN_TYPES[x_ndim].signature,
-                                            error_model="numpy")(namespace["jacobian"]),
-                                 JACOBIAN_TYPES[x_ndim]))
-        except Exception as exc:  # noqa: BLE001 - whatever stops numba: the caller falls back
-            table[key] = BackendCannotRun("numba cannot compile the generated derivatives: "
-                                          + first_line(exc))
-    found = table[key]
-    if isinstance(found, BackendCannotRun):
-        raise BackendCannotRun(str(found))
-    return found
+    namespace = {"np": np, "value": numba.njit(error_model="numpy")(value),
+                 "gradient": numba.njit(error_model="numpy")(gradient)}
+    exec(_points_source(n_params, x_ndim), namespace)  # noqa: S102 - from integers only
+    try:
+        return tuple(CompiledFunction(numba.njit(kind[x_ndim].signature,
+                                                 error_model="numpy")(namespace[name]),
+                                      kind[x_ndim])
+                     for name, kind in (("model", MODEL_TYPES),
+                                        ("jacobian", JACOBIAN_TYPES)))
+    except Exception as exc:  # noqa: BLE001 - whatever stops numba: the caller falls back
+        raise BackendCannotRun("numba cannot compile the generated derivatives: "
+                               + first_line(exc)) from exc
 
 
 def compile_model(f, n_params: int, x_ndim: int, weights_ndim: int = 1) -> None:
