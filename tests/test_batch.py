@@ -422,8 +422,10 @@ CACHE_SCRIPT = textwrap.dedent("""
     result = autofit.fit_batch(models.linear, x, y, p0=np.ones((2, 2)), backend="numba")
     assert result.converged.all() and np.allclose(result.params, [[2.0, 1.0], [-1.0, 0.5]])
     (kernel,) = batch._KERNELS.values()
-    stats = kernel.fit_range.dispatcher.stats
-    print("hits", sum(stats.cache_hits.values()), "misses", sum(stats.cache_misses.values()))
+    for piece in (kernel.fit_range, kernel.evaluate, kernel.probe_rows):
+        stats = piece.dispatcher.stats
+        print("hits", sum(stats.cache_hits.values()), "misses",
+              sum(stats.cache_misses.values()))
 """)
 
 
@@ -436,12 +438,16 @@ def test_built_in_kernels_are_loaded_from_the_disk_cache_by_a_second_process(tmp
                            text=True, timeout=600) for _ in range(2)]
     for done in runs:
         assert done.returncode == 0, done.stderr[-3000:]
-    assert runs[0].stdout.split()[:2] == ["hits", "0"], runs[0].stdout
-    assert runs[1].stdout.split() == ["hits", "1", "misses", "0"], runs[1].stdout
-    # The generated module and numba's index and code for it, keyed by the source's hash.
-    (module,) = tmp_path.glob("autofit_batch_*.py")
-    assert list((tmp_path / "__pycache__").glob(module.stem + ".fit_range-*.nbi"))
-    assert list((tmp_path / "__pycache__").glob(module.stem + ".fit_range-*.nbc"))
+    # The solver of 2 parameters, and the linear model's two passes over the points.
+    assert runs[0].stdout.split()[::4] == ["hits"] * 3, runs[0].stdout
+    assert runs[0].stdout.split()[1::4] == ["0"] * 3, runs[0].stdout
+    assert runs[1].stdout.split() == ["hits", "1", "misses", "0"] * 3, runs[1].stdout
+    # The generated modules and numba's index and code for them, keyed by the source's hash.
+    (solver,) = tmp_path.glob("autofit_solver_*.py")
+    (passes,) = tmp_path.glob("autofit_passes_*.py")
+    for module, name in ((solver, "fit_range"), (passes, "evaluate"), (passes, "probe_rows")):
+        assert list((tmp_path / "__pycache__").glob(f"{module.stem}.{name}-*.nbi"))
+        assert list((tmp_path / "__pycache__").glob(f"{module.stem}.{name}-*.nbc"))
 
 
 # Each argument: a built-in model whose lm_batch kernel is run (and compiled or loaded) in
@@ -475,42 +481,48 @@ def test_kernels_cached_by_different_processes_run_side_by_side(tmp_path):
                        ["linear", "True", "gaussian", "True"]]
 
 
-def test_user_models_get_no_disk_cached_kernel():
+def test_user_models_get_no_disk_cached_passes_but_the_shared_solver():
     pytest.importorskip("numba")
     from autofit._codes import JAC_ANALYTIC, JAC_FORWARD
     from autofit.numba import kernel, kernel_cache, points, user_points
 
     value = user_points.user_point_function(user_gaussian, 4, 1)
-    assert kernel_cache.cached_cpu_kernel(value, kernel._no_gradient, JAC_FORWARD, 4) is None
-    assert kernel_cache._kernel_module_source(*points.POINT_FUNCTIONS["gaussian"], JAC_ANALYTIC, 4,
-                                       np.float64) is not None
+    assert kernel_cache.cached_passes(value, kernel._no_gradient, JAC_FORWARD, 4) is None
+    assert kernel_cache._passes_module_source(*points.POINT_FUNCTIONS["gaussian"],
+                                              JAC_ANALYTIC, 4, np.float64) is not None
+    # The solver takes the passes as arguments: its module names no model.
+    source = kernel_cache._solver_module_source(4, np.float64)
+    assert "gaussian" not in source and "cpu_fit_one(4, np.float64)" in source
 
 
-def test_kernels_of_one_size_share_their_linear_algebra():
-    # Two models of 4 parameters and both Jacobian methods: one compiled Cholesky factor
-    # (and pre-check) for all four kernels, one probe pass per model.
+def test_kernels_of_one_size_share_one_solver():
+    # Two models of 4 parameters and both Jacobian methods: one compiled solver (its linear
+    # algebra and pre-checks included) for all three kernels, one probe pass per model.
     pytest.importorskip("numba")
     from autofit._codes import ESTIMATOR_LSE, JAC_ANALYTIC, JAC_FORWARD
-    from autofit.numba import fit_one, kernel, points, user_points
+    from autofit.numba import batch, fit_one, kernel, points, user_points
 
     x = np.linspace(-3.0, 3.0, 40)
     truth = np.array([1.0, 0.2, 0.8, 0.1])
     y = user_gaussian(x, *truth)[None, :]
     user = user_points.user_point_function(user_gaussian, 4, 1)
     built_in = points.POINT_FUNCTIONS["gaussian"]
+    kernels = []
     for value, gradient, method in ((user, kernel._no_gradient, JAC_FORWARD),
                                     (*built_in, JAC_ANALYTIC), (*built_in, JAC_FORWARD)):
-        run = kernel.build_cpu_kernel(value, gradient, method, 4)
+        run = batch.cpu_kernel(value, gradient, method, 4)
         params, chi2 = np.empty((1, 4)), np.empty(1)
         n_iter, status = np.empty(1, np.int64), np.empty(1, np.int64)
         run(x[None, None, :], y, np.ones((1, 40)), truth[None, :] * 1.1,
             np.full((1, 4), -np.inf), np.full((1, 4), np.inf), np.ones(4, bool),
             ESTIMATOR_LSE, 1e-10, 100, params, chi2, n_iter, status, np.empty((1, 4, 4)))
         np.testing.assert_allclose(params[0], truth, rtol=1e-6)
-    sized = ("cpu", 4, "float64")
-    for name in ("cholesky_factor", "not_attempted", "inverse_from_factor"):
-        assert len(fit_one._SHARED[(name, sized)].overloads) == 1
-    probes = [key for key in fit_one._SHARED if key[0] == "probe_rows" and key[1][:3] == sized]
+        kernels.append(run)
+    assert len({id(run.fit_range) for run in kernels}) == 1
+    assert len(kernels[0].fit_range.dispatcher.overloads) == 1
+    assert len({id(run.evaluate) for run in kernels}) == 3
+    probes = [key for key in fit_one._SHARED if key[0] == "probe_rows"
+              and key[1][:3] == ("cpu", 4, "float64")]
     assert {key[1][3] for key in probes} >= {user, built_in[0]}
 
 

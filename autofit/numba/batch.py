@@ -27,20 +27,33 @@ from autofit._codes import (
 )
 from autofit._declarations import implements, require_jac_method
 from autofit.numba.array_batch import lm_batch_arrays
-from autofit.numba.kernel import _no_gradient, build_cpu_kernel
-from autofit.numba.kernel_cache import cached_cpu_kernel
+from autofit.numba.kernel import (
+    _no_gradient,
+    in_process_fit_range,
+    in_process_passes,
+    kernel_around,
+)
+from autofit.numba.kernel_cache import cached_fit_range, cached_passes
 from autofit.numba.models import point_functions
 
 _KERNELS: dict = {}
+_SOLVERS: dict = {}
 
 
 def cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
-    """The compiled CPU kernel for these point functions (built once per process; for
-    built-in models loaded from numba's disk cache when an earlier process compiled it)."""
+    """The compiled CPU kernel for these point functions (built once per process): the
+    solver of ``n_params`` parameters, shared by every model and loaded from numba's disk
+    cache when an earlier process compiled it, around the model's passes (for built-in
+    models from the disk cache too)."""
     key = (value, gradient, jac_method, n_params, np.dtype(dtype))
     if key not in _KERNELS:
-        _KERNELS[key] = (cached_cpu_kernel(value, gradient, jac_method, n_params, dtype)
-                         or build_cpu_kernel(value, gradient, jac_method, n_params, dtype))
+        size = (n_params, np.dtype(dtype))
+        if size not in _SOLVERS:
+            _SOLVERS[size] = (cached_fit_range(n_params, dtype)
+                              or in_process_fit_range(n_params, dtype))
+        passes = (cached_passes(value, gradient, jac_method, n_params, dtype)
+                  or in_process_passes(value, gradient, jac_method, n_params, dtype))
+        _KERNELS[key] = kernel_around(_SOLVERS[size], *passes, dtype)
     return _KERNELS[key]
 
 

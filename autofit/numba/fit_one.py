@@ -16,7 +16,10 @@ parameter at a time, each a loop over the points.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
+import textwrap
 
 import numpy as np
 
@@ -51,7 +54,7 @@ from autofit.numba.passes import (
     with_literals_of,
 )
 
-# Compiled pieces shared between the solvers that :func:`build_fit_one` builds with a
+# Compiled pieces shared between the passes that :func:`build_passes` builds with a
 # ``share`` key: see there.
 _SHARED: dict = {}
 
@@ -65,59 +68,39 @@ def _shared(key, build):
     return _SHARED[key]
 
 
-def _sharing(decorator, key):
-    """A decorator: ``decorator(function)``, or the function of the same name that it
-    made earlier for ``key`` (None: never shared)."""
-    return lambda function: _shared(None if key is None else (function.__name__, key),
-                                    lambda: decorator(function))
-
-
-def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
-                  dtype=np.float64, block=False, tag="", share=None):
-    """The per-fit solver for one model, compiled by ``jit``.
+def build_passes(value, gradient, jac_method, n_params, jit, inline=None,
+                 dtype=np.float64, tag="", share=None):
+    """``(evaluate, probe_rows)``: one model's two passes over the points on the CPU, compiled
+    by ``jit``, that the solver of :func:`build_fit_one` takes as arguments.
 
     ``value`` and ``gradient`` are point functions already compiled by ``jit``;
     ``jac_method`` is ``JAC_ANALYTIC`` or ``JAC_FORWARD`` and ``n_params`` the number of
-    parameters (compile-time constants: the pass over the points is generated for them).
-    Returns ``fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial,
-    step, g, h, trial_g, trial_h, scale_squared, system, jac, trial_jac, work_p, active, covariance)
-    -> (chi2, n_iter, status)`` which writes the fitted parameters into ``p`` and the
-    covariance into ``covariance``.
+    parameters (compile-time constants: the passes are generated for them).
+    ``evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher) ->
+    (chi2, positive)`` forms χ², its gradient and the Gauss-Newton matrix (the information
+    with ``fisher``) at ``p``; ``probe_rows(x, y, w, q, free, estimator, jac, g_probe)`` the
+    gradient at a probe ``q`` from the rows the pass at ``p`` left in ``jac``.
 
-    ``block`` chooses how a pass over the points is organised. False (the GPU): each point's
-    gradient goes to ``jac`` ``(n_params, 1)`` and is accumulated at once, in registers.
-    True (the CPU): the weighted gradients of all points are written to ``jac``
-    ``(n_params + 3, n_points)`` first, then every sum of χ²'s gradient and Gauss-Newton
-    matrix is one vectorisable dot product over the points.
-
-    ``tag`` ends the qualified name of every function compiled here (see :func:`_tagged`).
-
-    ``share``, a key ``(flavour, model)`` (None: nothing shared), lets solvers of the same
-    ``flavour`` (one ``jit``, ``inline`` and ``block``) share what does not depend on
-    the Jacobian method: the linear algebra and the pre-checks across every model of
-    ``n_params`` parameters, the probe's pass across the methods of one ``model``. Each is
-    then compiled once per process, not once per solver (5 s of a 10 s kernel).
+    ``share``, a key ``(flavour, model)`` (None: nothing shared), lets the passes of one
+    ``model`` share the probe's pass across the Jacobian methods (compiled once per process,
+    not once per method).
     """
-    # The keys of the shared pieces: with the working precision and size, and the model
-    # where a piece evaluates it.
-    sizes = None if share is None else (share[0], n_params, np.dtype(dtype).name)
-    with_model = None if share is None else (*sizes, share[1])
-    shared_tag = f"{n_params}_{np.dtype(dtype).name}"
-    analytic = jac_method == JAC_ANALYTIC
     inline = _tagging(inline or jit, tag)
-    # What depends on the sizes only (the linear algebra, the pre-checks).
-    sized = _sharing(_tagging(jit, shared_tag), sizes) if share else _tagging(jit, tag)
-    jit = _tagging(jit, tag)
-    # The iteration's decisions, shared with lm_fused (autofit._rules).
-    is_active = inline(_rules.is_active)
-    clip_step = inline(_rules.clip_step)
-    predicted_reduction = inline(_rules.predicted_reduction)
-    judge_trial = inline(_rules.judge_trial)
-    step_not_tried = inline(_rules.step_not_tried)
+    _, evaluate, probe_rows = _model_functions(value, gradient, jac_method, n_params,
+                                               _tagging(jit, tag), inline, dtype, True, tag,
+                                               share)
+    return evaluate, probe_rows
+
+
+def _model_functions(value, gradient, jac_method, n_params, jit, inline, dtype, block, tag,
+                     share):
+    """``(point_gradient, evaluate, probe_rows)`` of :func:`build_passes` (``block``, the CPU)
+    and of the GPU's solver (``probe_rows`` None: its probe recomputes each point's
+    gradient with ``point_gradient``)."""
+    analytic = jac_method == JAC_ANALYTIC
     # The robust losses (M-estimators), with the working precision's literals (the GPU's
     # pass; the CPU's reweighs its rows by passes.robust_rows, shared by every model).
     robust_loss = inline(with_literals_of(_rules.robust_loss, dtype, fast_exp=block))
-    geodesic_probe_weight = inline(_rules.geodesic_probe_weight)
     # sqrt(eps) of the working precision (float64's step would vanish in float32), as a
     # scalar of that type so that the step arithmetic stays in it.
     forward_step = np.dtype(dtype).type(_rules.forward_step(dtype))
@@ -153,15 +136,68 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     else:
         point = point_gradient
 
+    probe_rows = None
     if block:
         # The CPU pass: the model at the probe for all points in one vectorisable loop (the
         # parameters as a tuple, as in evaluate), its weighted residuals to a scratch row,
         # then one dot product per parameter with the rows the pass at p left in ``jac``.
+        with_model = share and (share[0], n_params, np.dtype(dtype).name, share[1])
         probe_rows = _shared(with_model and ("probe_rows", with_model), lambda: jit(
             _generated_probe_rows(n_params, value, dtype, tag)))
+    evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline,
+                                       value if rows_of_differences else None,
+                                       forward_step, tag, robust_loss, relative_step))
+    return point_gradient, evaluate, probe_rows
+
+
+def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
+                  dtype=np.float64, block=False, tag="", share=None):
+    """The per-fit solver, compiled by ``jit``.
+
+    ``n_params`` is the number of parameters (a compile-time constant: the loops over the
+    parameters are unrolled for it). Without ``block`` (the GPU) the solver is built for one
+    model: ``value`` and ``gradient`` are point functions already compiled by ``jit`` and
+    ``jac_method`` is ``JAC_ANALYTIC`` or ``JAC_FORWARD``; it is ``fit_one(x, y, w, p0,
+    lower, upper, free, estimator, tol, max_iter, p, trial, step, g, h, trial_g, trial_h,
+    scale_squared, system, jac, trial_jac, work_p, active, covariance) -> (chi2, n_iter,
+    status)``, which writes the fitted parameters into ``p`` and the covariance into
+    ``covariance``. With ``block`` (the CPU) it serves every model of ``n_params``
+    parameters (``value``, ``gradient`` and ``jac_method`` are not used): it takes the
+    model's two passes (:func:`build_passes`) as its first arguments, ``fit_one(evaluate,
+    probe_rows, x, y, ...)``, as first-class functions, so that it is compiled once per size
+    and precision (and kept in numba's disk cache), and a new model compiles its passes
+    only.
+
+    ``block`` chooses how a pass over the points is organised. False (the GPU): each point's
+    gradient goes to ``jac`` ``(n_params, 1)`` and is accumulated at once, in registers.
+    True (the CPU): the weighted gradients of all points are written to ``jac``
+    ``(n_params + 3, n_points)`` first, then every sum of χ²'s gradient and Gauss-Newton
+    matrix is one vectorisable dot product over the points.
+
+    ``tag`` ends the qualified name of every function compiled here (see :func:`_tagged`).
+    ``share`` is :func:`build_passes`'s.
+    """
+    inline = _tagging(inline or jit, tag)
+    jit = _tagging(jit, tag)
+    # The iteration's decisions, shared with lm_fused (autofit._rules).
+    is_active = inline(_rules.is_active)
+    clip_step = inline(_rules.clip_step)
+    predicted_reduction = inline(_rules.predicted_reduction)
+    judge_trial = inline(_rules.judge_trial)
+    step_not_tried = inline(_rules.step_not_tried)
+    if block:
+        evaluate = probe_rows = point_gradient = robust_loss = geodesic_probe_weight = None
+    else:
+        # The GPU's pass point by point, and its probe recomputes each point's gradient.
+        point_gradient, evaluate, _ = _model_functions(
+            value, gradient, jac_method, n_params, jit, inline, dtype, block, tag, share)
+        probe_rows = None
+        robust_loss = inline(with_literals_of(_rules.robust_loss, dtype))
+        geodesic_probe_weight = inline(_rules.geodesic_probe_weight)
 
     @inline
-    def probe_gradient(x, y, w, p, q, lower, upper, free, estimator, jac, work_p, g_probe):
+    def probe_gradient(probe_rows, x, y, w, p, q, lower, upper, free, estimator, jac, work_p,
+                       g_probe):
         # g_probe = J_w(p)ᵀ W (y - f(q)) over the used points; False where it is not
         # finite. It must use the very Jacobian that formed g and H: a forward difference
         # recomputed in other arithmetic (a vectorised exp against a scalar one) differs by
@@ -197,22 +233,18 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             finite = finite and math.isfinite(g_probe[a])
         return finite
 
-    evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline,
-                                       value if rows_of_differences else None,
-                                       forward_step, tag, robust_loss, relative_step))
-
     factor = inline(linalg.cholesky_factor)
     substitute = inline(linalg.cholesky_substitute)
 
-    @sized
+    @jit
     def cholesky_factor(a):
         return factor(a, n_params)
 
-    @sized
+    @jit
     def cholesky_substitute(chol, b, z):
         substitute(chol, b, z, n_params)
 
-    @sized
+    @jit
     def inverse_from_factor(chol, work, inverse):
         # (chol cholᵀ)⁻¹ = Xᵀ X with X = chol⁻¹, into the lower triangle of inverse. Rows of
         # X, then of the sum, are updated by whole (vectorisable) row operations: a third
@@ -240,13 +272,13 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
 
     damped = inline(linalg.damped_system)
 
-    @sized
+    @jit
     def damped_system(h, g, scale_squared, damping, active, system, rhs):
         damped(h, g, scale_squared, damping, active, system, rhs, n_params)
 
     @inline
-    def bend(x, y, w, p, lower, upper, free, estimator, g, h, scale_squared, damping, active,
-             system, jac, work_p, step, trial, trial_g, chi2, tol):
+    def bend(probe_rows, x, y, w, p, lower, upper, free, estimator, g, h, scale_squared,
+             damping, active, system, jac, work_p, step, trial, trial_g, chi2, tol):
         # Transtrum and Sethna's geodesic acceleration (least squares and robust losses),
         # as the reference's:
         # step (the LM step in, factor of the damped system in ``system``) becomes the
@@ -262,8 +294,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         for a in range(n_params):
             step[a] = trial[a]
             trial[a] = p[a] + GEODESIC_PROBE * step[a]
-        if not probe_gradient(x, y, w, p, trial, lower, upper, free, estimator, jac, work_p,
-                              trial_g):
+        if not probe_gradient(probe_rows, x, y, w, p, trial, lower, upper, free, estimator,
+                              jac, work_p, trial_g):
             return False
         for a in range(n_params):
             h_velocity = 0.0
@@ -284,7 +316,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             step[a] = step[a] + 0.5 * trial[a]
         return True
 
-    @sized
+    @jit
     def not_attempted(x, y, w, p0, free, estimator):
         for v in range(x.shape[0]):
             for i in range(x.shape[1]):
@@ -311,10 +343,9 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             return TOO_FEW_POINTS
         return RUNNING
 
-    @jit
-    def fit_one(x, y, w, p0, lower, upper, free, estimator, tol, max_iter, p, trial, step,
-                g, h, trial_g, trial_h, scale_squared, system, jac, trial_jac, work_p, active,
-                covariance):
+    def fit_one(evaluate, probe_rows, x, y, w, p0, lower, upper, free, estimator, tol,
+                max_iter, p, trial, step, g, h, trial_g, trial_h, scale_squared, system, jac,
+                trial_jac, work_p, active, covariance):
         # n_params is the compile-time constant, not p0.shape[0], so that loops of known
         # length can be unrolled and the work arrays kept in registers.
         for a in range(n_params):
@@ -357,8 +388,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 damping, status = step_not_tried(damping, SINGULAR)
                 continue
             if estimator != ESTIMATOR_MLE and not bend(
-                    x, y, w, p, lower, upper, free, estimator, g, h, scale_squared, damping, active,
-                    system, jac, work_p, step, trial, trial_g, chi2, tol):
+                    probe_rows, x, y, w, p, lower, upper, free, estimator, g, h, scale_squared,
+                    damping, active, system, jac, work_p, step, trial, trial_g, chi2, tol):
                 damping, status = step_not_tried(damping, MACHINE_PRECISION)
                 continue
             small_step = clip_step(p, step, lower, upper, scale_squared, tol, trial)
@@ -403,6 +434,25 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 status = SINGULAR
         return chi2, n_iter, status
 
-    return fit_one
+    if block:
+        return jit(fit_one)
+    return jit(_bound(fit_one, evaluate=evaluate, probe_rows=probe_rows))
+
+
+def _bound(function, **values):
+    """``function`` (a nested function) recompiled from its source without the parameters
+    named in ``values``, which become constants of its namespace, as its free variables
+    do: the same solver with the model's passes fixed (the GPU's: a CUDA device function
+    cannot take another as an argument)."""
+    source = textwrap.dedent(inspect.getsource(function))
+    tree = ast.parse(source)
+    definition = tree.body[0]
+    definition.decorator_list = []
+    definition.args.args = [arg for arg in definition.args.args if arg.arg not in values]
+    ast.increment_lineno(tree, function.__code__.co_firstlineno - 1)
+    namespace = {**function.__globals__, **inspect.getclosurevars(function).nonlocals,
+                 **values}
+    exec(compile(tree, function.__code__.co_filename, "exec"), namespace)  # noqa: S102
+    return namespace[function.__name__]
 
 

@@ -1,10 +1,21 @@
 """numba's CPU batch kernel: all fits in parallel chunks (``prange``), each chunk with one
 set of work arrays reused fit after fit, around the per-fit solver of
-:mod:`autofit.numba.fit_one`. The loop over the fits (:func:`run_fits`) is compiled once
-per working dtype into numba's disk cache and takes a model's ``fit_range`` (a chunk of
-fits, around its ``fit_one``) as a first-class function; ``fit_range`` is compiled either
-here, in this process (:func:`build_cpu_kernel`), or from a generated module that numba
-caches on disk (:mod:`autofit.numba.kernel_cache`).
+:mod:`autofit.numba.fit_one`.
+
+Three compiled pieces, joined as first-class functions so that each is compiled once for
+what it depends on:
+
+- the loop over the fits (:func:`run_fits`), once per working dtype;
+- the solver of a chunk of fits (``fit_range``, around ``fit_one``), once per number of
+  parameters and dtype, for every model;
+- a model's two passes over the points (``evaluate`` and ``probe_rows``, see
+  :func:`autofit.numba.fit_one.build_passes`), once per model.
+
+The first is kept in numba's disk cache; the second and a built-in model's passes are
+compiled from generated modules that numba caches on disk
+(:mod:`autofit.numba.kernel_cache`), or here, in this process (:func:`build_cpu_kernel`)
+where those cannot be written. A user's model compiles its passes only (2-4 s), not the
+solver (4-5 s more).
 """
 
 from __future__ import annotations
@@ -15,35 +26,53 @@ import numba
 import numpy as np
 from numba import from_dtype, types
 
-from autofit.numba.fit_one import build_fit_one
+from autofit.numba.fit_one import build_fit_one, build_passes
 from autofit.numba.passes import FASTMATH, with_literals_of, work_rows
 
 
-def cpu_fit_one(value, gradient, jac_method, n_params, dtype=np.float64):
-    """:func:`build_fit_one` for the CPU kernel (compiled lazily, at the kernel's first call)."""
+def _flavour():
+    """``(jit, inline)`` of the CPU kernel's pieces (compiled lazily, at the first call)."""
     jit = numba.njit(error_model="numpy", fastmath=FASTMATH)
     # The point functions are inlined into the pass over the points: a call per point that
     # passes numba's array structures would cost more than the model itself.
     inline = numba.njit(error_model="numpy", inline="always", fastmath=FASTMATH)
+    return jit, inline
+
+
+def _tag(*parts):
+    return "".join(c if c.isalnum() else "_" for c in "_".join(map(str, parts)))
+
+
+def cpu_passes(value, gradient, jac_method, n_params, dtype=np.float64):
+    """``(evaluate, probe_rows)``: :func:`~autofit.numba.fit_one.build_passes` for the CPU
+    kernel."""
+    jit, inline = _flavour()
     # Built-in models (plain functions of autofit.numba.points) get the vectorisable exp;
     # user functions are compiled as written.
     fast_exp = getattr(value, "__module__", "") == "autofit.numba.points"
-    tag = f"{getattr(value, '__name__', 'model')}_{int(jac_method)}_{n_params}_" \
-          f"{np.dtype(dtype).name}"
-    return build_fit_one(inline(with_literals_of(value, dtype, fast_exp)),
-                         inline(with_literals_of(gradient, dtype, fast_exp)),
-                         jac_method, n_params, jit, inline, dtype, block=True,
-                         tag="".join(c if c.isalnum() else "_" for c in tag),
-                         share=("cpu", value))
+    return build_passes(inline(with_literals_of(value, dtype, fast_exp)),
+                        inline(with_literals_of(gradient, dtype, fast_exp)),
+                        jac_method, n_params, jit, inline, dtype,
+                        tag=_tag(getattr(value, "__name__", "model"), int(jac_method),
+                                 n_params, np.dtype(dtype).name),
+                        share=("cpu", value))
 
 
-# A chunk of fits, as source: compiled around a model's ``fit_one`` (with ``N_PARAMS`` and
-# ``WORK_ROWS`` as globals of wherever it is compiled: here for user models, in a generated
-# module that numba caches on disk for built-in ones). The fits of a chunk share one set of
-# work arrays (no allocation per fit).
+def cpu_fit_one(n_params, dtype=np.float64):
+    """:func:`~autofit.numba.fit_one.build_fit_one` for the CPU kernel: ``fit_one(evaluate,
+    probe_rows, x, ...)``, for every model of ``n_params`` parameters."""
+    jit, inline = _flavour()
+    return build_fit_one(None, None, None, n_params, jit, inline, dtype, block=True,
+                         tag=_tag("solver", n_params, np.dtype(dtype).name))
+
+
+# A chunk of fits, as source: compiled around ``fit_one`` (with ``N_PARAMS`` and
+# ``WORK_ROWS`` as globals of wherever it is compiled: a generated module that numba caches
+# on disk, or here). The fits of a chunk share one set of work arrays (no allocation per
+# fit); the model's passes come in as first-class functions.
 FIT_RANGE_SOURCE = """
-def fit_range(first, last, x, ydata, weights, p0, lower, upper, free, estimator, tol,
-              max_iter, params, chi2, n_iter, status, covariance):
+def fit_range(evaluate, probe_rows, first, last, x, ydata, weights, p0, lower, upper, free,
+              estimator, tol, max_iter, params, chi2, n_iter, status, covariance):
     trial = np.empty(N_PARAMS, p0.dtype)
     step = np.empty(N_PARAMS, p0.dtype)
     g = np.empty(N_PARAMS, p0.dtype)
@@ -58,43 +87,59 @@ def fit_range(first, last, x, ydata, weights, p0, lower, upper, free, estimator,
     active = np.empty(N_PARAMS, dtype=np.bool_)
     for fit in range(first, last):
         chi2[fit], n_iter[fit], status[fit] = fit_one(
-            x[fit % x.shape[0]], ydata[fit], weights[fit % weights.shape[0]], p0[fit],
-            lower[fit % lower.shape[0]], upper[fit % upper.shape[0]], free, estimator, tol,
-            max_iter, params[fit], trial, step, g, h, trial_g, trial_h, scale_squared,
-            system, jac, trial_jac, work_p, active, covariance[fit])
+            evaluate, probe_rows, x[fit % x.shape[0]], ydata[fit],
+            weights[fit % weights.shape[0]], p0[fit], lower[fit % lower.shape[0]],
+            upper[fit % upper.shape[0]], free, estimator, tol, max_iter, params[fit], trial,
+            step, g, h, trial_g, trial_h, scale_squared, system, jac, trial_jac, work_p,
+            active, covariance[fit])
 """
+
+
+def _data(element, ndim):
+    # What the kernel reads only: the data and the bounds (mutable arrays convert to it).
+    return types.Array(element, ndim, "C", readonly=True)
 
 
 def _argument_types(dtype):
     """The numba types of :func:`run_fits`'s data and result arguments for ``dtype``: the
-    data and the bounds read only (mutable arrays convert to that), every array
-    C-contiguous."""
+    data and the bounds read only, every array C-contiguous."""
     real = from_dtype(np.dtype(dtype))
-
-    def data(element, ndim):
-        return types.Array(element, ndim, "C", readonly=True)
-
-    return (data(real, 3), data(real, 2), data(real, 2), data(real, 2), data(real, 2),
-            data(real, 2), data(types.boolean, 1), types.int64, types.float64, types.int64,
+    return (_data(real, 3), _data(real, 2), _data(real, 2), _data(real, 2), _data(real, 2),
+            _data(real, 2), _data(types.boolean, 1), types.int64, types.float64, types.int64,
             real[:, ::1], real[::1], types.int64[::1], types.int64[::1], real[:, :, ::1])
 
 
+def pass_types(dtype=np.float64):
+    """The numba types ``(evaluate, probe_rows)`` of a model's passes for ``dtype``, as
+    ``fit_range`` calls them."""
+    real = from_dtype(np.dtype(dtype))
+    x, vector, flags = _data(real, 2), _data(real, 1), _data(types.boolean, 1)
+    evaluate = types.FunctionType(types.Tuple((types.float64, types.boolean))(
+        x, vector, vector, real[::1], vector, vector, flags, types.int64, real[::1],
+        real[:, ::1], real[:, ::1], real[::1], types.boolean))
+    probe_rows = types.FunctionType(types.none(
+        x, vector, vector, real[::1], flags, types.int64, real[:, ::1], real[::1]))
+    return evaluate, probe_rows
+
+
 def fit_range_type(dtype=np.float64):
-    """The numba type of a compiled ``fit_range(first, last, ...)`` for ``dtype``."""
-    return types.FunctionType(types.void(types.int64, types.int64, *_argument_types(dtype)))
+    """The numba type of a compiled ``fit_range(evaluate, probe_rows, first, last, ...)``
+    for ``dtype``."""
+    return types.FunctionType(types.void(*pass_types(dtype), types.int64, types.int64,
+                                         *_argument_types(dtype)))
 
 
-def run_fits(fit_range, x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter,
-             params, chi2, n_iter, status, covariance):
+def run_fits(fit_range, evaluate, probe_rows, x, ydata, weights, p0, lower, upper, free,
+             estimator, tol, max_iter, params, chi2, n_iter, status, covariance):
     # Chunks of 16 fits: small chunks keep the two threads balanced when some fits take far
     # longer than others; one call per chunk, not per fit, through the function pointer.
     n_fits = p0.shape[0]
     chunk = 16
     n_chunks = (n_fits + chunk - 1) // chunk
     for c in numba.prange(n_chunks):
-        fit_range(c * chunk, min(n_fits, (c + 1) * chunk), x, ydata, weights, p0, lower,
-                  upper, free, estimator, tol, max_iter, params, chi2, n_iter, status,
-                  covariance)
+        fit_range(evaluate, probe_rows, c * chunk, min(n_fits, (c + 1) * chunk), x, ydata,
+                  weights, p0, lower, upper, free, estimator, tol, max_iter, params, chi2,
+                  n_iter, status, covariance)
 
 
 _driver_lock = threading.Lock()
@@ -103,61 +148,74 @@ _DRIVERS: dict = {}
 
 def _driver(dtype):
     """:func:`run_fits` for ``dtype``, compiled once (and kept in numba's disk cache) for
-    every model: it takes the model's ``fit_range`` as a first-class function, so that a new
-    model compiles only that (the parallel loop cost 4 s more for each model, and compiled
-    the model's code a second time)."""
+    every model and size: it takes ``fit_range`` and the model's passes as first-class
+    functions (the parallel loop cost 4 s more for each model, and compiled the model's
+    code a second time)."""
     key = np.dtype(dtype)
     with _driver_lock:
         if key not in _DRIVERS:
-            signature = (fit_range_type(key), *_argument_types(key))
+            signature = (fit_range_type(key), *pass_types(key), *_argument_types(key))
             _DRIVERS[key] = numba.njit(signature, parallel=True, cache=True,
                                        error_model="numpy")(run_fits)
     return _DRIVERS[key]
 
 
-def as_first_class(fit_range, dtype=np.float64):
-    """A ``fit_range`` dispatcher as the first-class value :func:`run_fits` takes; compiles
-    it for its one signature if that is not done yet."""
+def first_class(dispatcher, function_type):
+    """A dispatcher as the first-class value of ``function_type`` that the kernel takes;
+    compiles it for that one signature if that is not done yet."""
     from autofit.numba.first_class import CompiledFunction
 
-    function_type = fit_range_type(dtype)
-    if tuple(function_type.signature.args) not in fit_range.overloads:
-        fit_range.compile(function_type.signature)
-    return CompiledFunction(fit_range, function_type)
+    if tuple(function_type.signature.args) not in dispatcher.overloads:
+        dispatcher.compile(function_type.signature)
+    return CompiledFunction(dispatcher, function_type)
 
 
-def kernel_around(fit_range, dtype=np.float64):
+def kernel_around(fit_range, evaluate, probe_rows, dtype=np.float64):
     """``run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, params,
     chi2, n_iter, status, covariance)``: all fits by the compiled driver around
-    ``fit_range`` (an :func:`as_first_class` value), results in place."""
+    ``fit_range`` and the model's passes (:func:`first_class` values), results in place."""
     driver = _driver(dtype)
 
     def run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, params,
             chi2, n_iter, status, covariance):
         real = p0.dtype
-        driver(fit_range, *(np.ascontiguousarray(a, dtype=real)
-                            for a in (x, ydata, weights, p0, lower, upper)),
+        driver(fit_range, evaluate, probe_rows,
+               *(np.ascontiguousarray(a, dtype=real)
+                 for a in (x, ydata, weights, p0, lower, upper)),
                np.ascontiguousarray(free, dtype=np.bool_), int(estimator), float(tol),
                int(max_iter), params, chi2, n_iter, status, covariance)
 
-    run.fit_range = fit_range  # what it runs (a disk-cached model's dispatcher: its stats)
+    # What it runs (disk-cached dispatchers: their stats).
+    run.fit_range, run.evaluate, run.probe_rows = fit_range, evaluate, probe_rows
     return run
+
+
+def in_process_fit_range(n_params, dtype=np.float64):
+    """``fit_range`` for ``n_params`` and ``dtype`` compiled in this process (where the disk
+    cache cannot be written), as a :func:`first_class` value."""
+    namespace = {"__name__": __name__, "np": np, "N_PARAMS": n_params,
+                 "WORK_ROWS": work_rows(n_params), "fit_one": cpu_fit_one(n_params, dtype)}
+    exec(compile(FIT_RANGE_SOURCE, f"<autofit CPU kernel {n_params}>", "exec"),  # noqa: S102
+         namespace)
+    return first_class(numba.njit(error_model="numpy")(namespace["fit_range"]),
+                       fit_range_type(dtype))
+
+
+def in_process_passes(value, gradient, jac_method, n_params, dtype=np.float64):
+    """A model's passes compiled in this process, as :func:`first_class` values."""
+    return tuple(first_class(function, function_type) for function, function_type in zip(
+        cpu_passes(value, gradient, jac_method, n_params, dtype), pass_types(dtype),
+        strict=True))
 
 
 def build_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
     """``run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, params,
-    chi2, n_iter, status, covariance)``: all fits, in parallel chunks, results in place.
-
-    ``fit_range`` is compiled in this process only (numba cannot cache a function built
-    around a closure); :func:`cpu_kernel` uses the disk-cached form where it can.
-    """
-    namespace = {"__name__": __name__, "np": np, "N_PARAMS": n_params,
-                 "WORK_ROWS": work_rows(n_params),
-                 "fit_one": cpu_fit_one(value, gradient, jac_method, n_params, dtype)}
-    exec(compile(FIT_RANGE_SOURCE, f"<autofit CPU kernel {n_params}>", "exec"),  # noqa: S102
-         namespace)
-    fit_range = numba.njit(error_model="numpy")(namespace["fit_range"])
-    return kernel_around(as_first_class(fit_range, dtype), dtype)
+    chi2, n_iter, status, covariance)``: all fits, in parallel chunks, results in place,
+    with every piece compiled in this process; :func:`autofit.numba.batch.cpu_kernel` uses
+    the disk-cached pieces where it can."""
+    return kernel_around(in_process_fit_range(n_params, dtype),
+                         *in_process_passes(value, gradient, jac_method, n_params, dtype),
+                         dtype)
 
 
 def _no_gradient(x, i, p, jac, col):

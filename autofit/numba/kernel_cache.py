@@ -1,9 +1,11 @@
-"""The disk cache of numba's CPU batch kernels for built-in models.
+"""The disk cache of numba's CPU batch kernels.
 
-The kernel of a built-in model is compiled from a generated module in a per-user cache
-directory with numba's ``cache=True`` (:func:`cached_cpu_kernel`, through
-:mod:`autofit.numba.generated`), so that only the first process ever compiles it; kernels
-around user functions are compiled in each process.
+The solver of a chunk of fits (``fit_range``, one per number of parameters and dtype, for
+every model) and a built-in model's passes over the points are compiled from generated
+modules in a per-user cache directory with numba's ``cache=True``
+(:func:`cached_fit_range`, :func:`cached_passes`, through :mod:`autofit.numba.generated`),
+so that only the first process ever compiles them; the passes of user functions are
+compiled in each process.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 
 # cache_directory: where the kernels are kept (the setting's reader, as before the move).
 from autofit.numba.generated import cache_directory, import_generated  # noqa: F401
-from autofit.numba.kernel import FIT_RANGE_SOURCE
+from autofit.numba.kernel import FIT_RANGE_SOURCE, first_class, fit_range_type, pass_types
 from autofit.numba.passes import work_rows
 
 
@@ -28,27 +30,19 @@ def _importable_name(function):
         else None
 
 
-def _kernel_module_source(value, gradient, jac_method, n_params, dtype):
-    """The source of a module defining ``fit_range`` (:data:`FIT_RANGE_SOURCE`) around the
-    model's ``fit_one``, compiled for its one signature with ``cache=True``, or None when
-    the point functions cannot be imported by name (user models)."""
-    names = (_importable_name(value), _importable_name(gradient))
-    if None in names:
-        return None
-    (value_module, value_name), (gradient_module, gradient_name) = names
+def _solver_module_source(n_params, dtype):
+    """The source of a module defining ``fit_range`` (:data:`FIT_RANGE_SOURCE`) for
+    ``n_params`` parameters, compiled for its one signature with ``cache=True``."""
     dtype_name = np.dtype(dtype).name
     return "\n".join([
-        f'"""autofit CPU batch kernel: {value_name}, jac_method {jac_method}, '
-        f'{n_params} parameters, {dtype_name} (generated; safe to delete)."""',
+        f'"""autofit CPU batch solver: {n_params} parameters, {dtype_name} (generated; safe '
+        'to delete)."""',
         "import numba",
         "import numpy as np",
         "",
         "from autofit.numba.kernel import cpu_fit_one, fit_range_type",
-        f"from {value_module} import {value_name} as value",
-        f"from {gradient_module} import {gradient_name} as gradient",
         "",
-        f"fit_one = cpu_fit_one(value, gradient, {int(jac_method)}, {int(n_params)}, "
-        f"np.{dtype_name})",
+        f"fit_one = cpu_fit_one({int(n_params)}, np.{dtype_name})",
         f"N_PARAMS = {int(n_params)}",
         f"WORK_ROWS = {work_rows(n_params)}",
         FIT_RANGE_SOURCE,
@@ -58,20 +52,68 @@ def _kernel_module_source(value, gradient, jac_method, n_params, dtype):
     ])
 
 
-def cached_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
-    """The CPU kernel from a generated module in :func:`cache_directory`, compiled with
-    numba's ``cache=True``, so that a later process loads it instead of compiling it.
+def cached_fit_range(n_params, dtype=np.float64):
+    """``fit_range`` for ``n_params`` and ``dtype`` from a generated module in
+    :func:`cache_directory`, as the first-class value the kernel takes; None when the
+    directory cannot be written."""
+    module = import_generated("autofit_solver", _solver_module_source(n_params, dtype))
+    return None if module is None else first_class(module.fit_range, fit_range_type(dtype))
+
+
+def _passes_module_source(value, gradient, jac_method, n_params, dtype):
+    """The source of a module defining a built-in model's ``evaluate`` and ``probe_rows``
+    (:func:`autofit.numba.kernel.cpu_passes`), each compiled for its one signature with
+    ``cache=True``, or None when the point functions cannot be imported by name (user
+    models)."""
+    names = (_importable_name(value), _importable_name(gradient))
+    if None in names:
+        return None
+    (value_module, value_name), (gradient_module, gradient_name) = names
+    dtype_name = np.dtype(dtype).name
+    return "\n".join([
+        f'"""autofit CPU batch passes: {value_name}, jac_method {jac_method}, '
+        f'{n_params} parameters, {dtype_name} (generated; safe to delete)."""',
+        "import numba",
+        "import numpy as np",
+        "",
+        "from autofit.numba.kernel import cpu_passes, pass_types",
+        f"from {value_module} import {value_name} as value",
+        f"from {gradient_module} import {gradient_name} as gradient",
+        "",
+        f"_evaluate, _probe_rows = cpu_passes(value, gradient, {int(jac_method)}, "
+        f"{int(n_params)}, np.{dtype_name})",
+        f"_evaluate_type, _probe_rows_type = pass_types(np.{dtype_name})",
+        "",
+        "",
+        "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher):",
+        "    return _evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p,",
+        "                     fisher)",
+        "",
+        "",
+        "def probe_rows(x, y, w, q, free, estimator, jac, g_probe):",
+        "    _probe_rows(x, y, w, q, free, estimator, jac, g_probe)",
+        "",
+        "",
+        "evaluate = numba.njit(_evaluate_type.signature, cache=True, "
+        "error_model='numpy')(evaluate)",
+        "probe_rows = numba.njit(_probe_rows_type.signature, cache=True, "
+        "error_model='numpy')(probe_rows)",
+        "",
+    ])
+
+
+def cached_passes(value, gradient, jac_method, n_params, dtype=np.float64):
+    """A built-in model's ``(evaluate, probe_rows)`` from a generated module in
+    :func:`cache_directory`, compiled with numba's ``cache=True`` so that a later process
+    loads them instead of compiling them, as the first-class values the kernel takes.
 
     The module's name holds a hash of its source, of the sources it compiles and of the
     numba, llvmlite and Python versions, so a changed kernel is never loaded stale. None for
     user models, or when the directory cannot be written.
     """
-    source = _kernel_module_source(value, gradient, jac_method, n_params, dtype)
-    if source is None:
-        return None
-    module = import_generated("autofit_batch", source)
+    source = _passes_module_source(value, gradient, jac_method, n_params, dtype)
+    module = None if source is None else import_generated("autofit_passes", source)
     if module is None:
         return None
-    from autofit.numba.kernel import as_first_class, kernel_around
-
-    return kernel_around(as_first_class(module.fit_range, dtype), dtype)
+    return tuple(first_class(function, function_type) for function, function_type in zip(
+        (module.evaluate, module.probe_rows), pass_types(dtype), strict=True))
