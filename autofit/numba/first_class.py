@@ -70,6 +70,11 @@ def placeholder_jacobian(x_ndim: int) -> CompiledFunction:
     return _NO_JACOBIAN[x_ndim]
 
 
+# (dispatcher, kind, x_ndim) -> its first-class value: made once (compiling for the
+# signature and looking up the address cost ~60 us, a third of a small compiled fit).
+_FIRST_CLASS: dict = {}
+
+
 def first_class(function, kind: str, x_ndim: int) -> CompiledFunction:
     """``function`` (a numba-compiled ``model(x, params)``, or Jacobian for ``kind``
     "jacobian"; None for no Jacobian) as the first-class value the drivers take."""
@@ -77,9 +82,14 @@ def first_class(function, kind: str, x_ndim: int) -> CompiledFunction:
         return function
     if function is None and kind == "jacobian":
         return placeholder_jacobian(x_ndim)
+    key = (function, kind, x_ndim)
+    known = _FIRST_CLASS.get(key)
+    if known is not None:
+        return known
     function_type = (MODEL_TYPES if kind == "model" else JACOBIAN_TYPES)[x_ndim]
     if not hasattr(function, "compile"):
         raise TypeError(f"numba's engine for array models takes a numba-compiled {kind} "
                         f"(numba.njit), got {function!r}")
     function.compile(function_type.signature)
-    return CompiledFunction(function, function_type)
+    _FIRST_CLASS[key] = CompiledFunction(function, function_type)
+    return _FIRST_CLASS[key]

@@ -4,10 +4,10 @@ The same algorithm as ``autofit/original/lm.py``, step for step and in the same 
 that ``diff autofit/original/lm.py autofit/numba/lm.py`` shows only what numba needs:
 
 - The array arithmetic of the reference is written as loops in small helpers compiled with
-  ``cache=True``. ``lm_solve`` and the functions that call the model take a function
-  argument and cannot be cached on disk (numba #6264), so they are compiled for every model
-  in every process; keeping them free of NumPy array expressions and BLAS calls (whose
-  generated code LLVM re-optimises in every caller) keeps that compilation short.
+  ``cache=True``. The solver takes the model and its Jacobian as first-class functions, so
+  it is compiled once per layout of x and kept in numba's disk cache for every model
+  (a later process loads it); keeping it free of NumPy array expressions and BLAS calls
+  (whose generated code LLVM re-optimises in every caller) keeps that compilation short.
 - ``_weigh`` is specialised on the ndim of the values by an overload; the weights are
   always 2-D (per-point weights as one column), so one compilation serves both kinds.
 - The weighted Jacobian is kept between iterations instead of being recomputed for the
@@ -39,6 +39,7 @@ from autofit._codes import (
     RUNNING,
 )
 from autofit._declarations import implements, require_jac_method
+from autofit.numba.first_class import first_class
 from autofit.numba.jacobians import jacobian_central, jacobian_forward
 
 
@@ -391,8 +392,19 @@ def _trial_point(params, step, lower, upper, scale, gradient, jtj):
 def lm_solve(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
              gtol, max_nfev):
     require_jac_method("lm_solve", "numba", jac_method)
-    return lm_solve_2d(model, jacobian, jac_method, x, ydata, as_weight_columns(weights), p0,
-                       lower, upper, ftol, xtol, gtol, max_nfev)
+    x = _contiguous(x)
+    return lm_solve_2d(first_class(model, "model", x.ndim),
+                       first_class(jacobian, "jacobian", x.ndim), int(jac_method), x,
+                       _contiguous(ydata), as_weight_columns(weights), _contiguous(p0),
+                       _contiguous(lower), _contiguous(upper), float(ftol), float(xtol),
+                       float(gtol), int(max_nfev))
+
+
+def _contiguous(array):
+    """``array`` as the solver's signature takes it: C-contiguous, writable float64 (a copy
+    only where it is not)."""
+    array = np.ascontiguousarray(array, dtype=np.float64)
+    return array if array.flags.writeable else array.copy()
 
 
 def as_weight_columns(weights):
@@ -400,11 +412,15 @@ def as_weight_columns(weights):
     one column ``(n_points, 1)``, a weight matrix as it is (C-contiguous float64), so that
     both kinds share one compilation of the solver (a second kind compiled it all again)."""
     weights = np.asarray(weights, dtype=np.float64)
-    return np.ascontiguousarray(weights.reshape(-1, 1) if weights.ndim == 1 else weights)
+    return _contiguous(weights.reshape(-1, 1) if weights.ndim == 1 else weights)
 
 
-# No disk cache: its key holds the model's dispatcher, new in every process (numba #6264).
-@njit(cache=False, error_model="numpy")
+# Called with the model and its Jacobian as first-class functions (``FunctionType``
+# arguments, :mod:`autofit.numba.first_class`), so that one compilation per layout of x, kept
+# in numba's disk cache, serves every model (the kernel above and the single-fit driver of
+# :mod:`autofit.numba.host`); specialised on a model's dispatcher it compiled again for
+# every model, in every process (numba #6264 keeps such a key out of the disk cache).
+@njit(cache=True, error_model="numpy")
 def lm_solve_2d(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol,
            gtol, max_nfev):
     n_params = p0.shape[0]

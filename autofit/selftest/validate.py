@@ -200,7 +200,7 @@ def implementing(name: str, backends) -> list[str]:
 # Seconds of CPU that the slowest (kernel, backend) pairs take on empty caches (2-core
 # machine, one backend at a time; mostly compilation; every other pair ~0.3 s): the parallel
 # run balances its workers by them.
-_EXPECTED_SECONDS = {("lm_batch", "numba"): 17.0, ("lm_fused", "numba"): 11.0,
+_EXPECTED_SECONDS = {("lm_batch", "numba"): 11.0, ("lm_fused", "numba"): 11.0,
                      ("lm_solve", "numba"): 7.0, ("lm_fused", "jax"): 17.0,
                      ("lm_batch", "jax"): 14.0, ("lm_solve", "jax"): 6.0}
 
