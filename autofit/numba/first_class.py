@@ -70,9 +70,22 @@ def placeholder_jacobian(x_ndim: int) -> CompiledFunction:
     return _NO_JACOBIAN[x_ndim]
 
 
-# (dispatcher, kind, x_ndim) -> its first-class value: made once (compiling for the
+# (dispatcher, function type) -> its first-class value: made once (compiling for the
 # signature and looking up the address cost ~60 us, a third of a small compiled fit).
 _FIRST_CLASS: dict = {}
+
+
+def compiled_as(dispatcher, function_type) -> CompiledFunction:
+    """A numba dispatcher as the first-class value of ``function_type`` (a
+    ``types.FunctionType``), compiled for that one signature if that is not done yet; made
+    once per dispatcher and type."""
+    key = (dispatcher, function_type)
+    known = _FIRST_CLASS.get(key)
+    if known is None:
+        if tuple(function_type.signature.args) not in dispatcher.overloads:
+            dispatcher.compile(function_type.signature)
+        known = _FIRST_CLASS[key] = CompiledFunction(dispatcher, function_type)
+    return known
 
 
 def first_class(function, kind: str, x_ndim: int) -> CompiledFunction:
@@ -82,14 +95,7 @@ def first_class(function, kind: str, x_ndim: int) -> CompiledFunction:
         return function
     if function is None and kind == "jacobian":
         return placeholder_jacobian(x_ndim)
-    key = (function, kind, x_ndim)
-    known = _FIRST_CLASS.get(key)
-    if known is not None:
-        return known
-    function_type = (MODEL_TYPES if kind == "model" else JACOBIAN_TYPES)[x_ndim]
     if not hasattr(function, "compile"):
         raise TypeError(f"numba's engine for array models takes a numba-compiled {kind} "
                         f"(numba.njit), got {function!r}")
-    function.compile(function_type.signature)
-    _FIRST_CLASS[key] = CompiledFunction(function, function_type)
-    return _FIRST_CLASS[key]
+    return compiled_as(function, (MODEL_TYPES if kind == "model" else JACOBIAN_TYPES)[x_ndim])

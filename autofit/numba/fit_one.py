@@ -151,7 +151,7 @@ def _model_functions(value, gradient, jac_method, n_params, jit, inline, dtype, 
 
 
 def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
-                  dtype=np.float64, block=False, tag="", share=None):
+                  dtype=np.float64, block=False, tag=""):
     """The per-fit solver, compiled by ``jit``.
 
     ``n_params`` is the number of parameters (a compile-time constant: the loops over the
@@ -175,7 +175,6 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     matrix is one vectorisable dot product over the points.
 
     ``tag`` ends the qualified name of every function compiled here (see :func:`_tagged`).
-    ``share`` is :func:`build_passes`'s.
     """
     inline = _tagging(inline or jit, tag)
     jit = _tagging(jit, tag)
@@ -190,7 +189,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     else:
         # The GPU's pass point by point, and its probe recomputes each point's gradient.
         point_gradient, evaluate, _ = _model_functions(
-            value, gradient, jac_method, n_params, jit, inline, dtype, block, tag, share)
+            value, gradient, jac_method, n_params, jit, inline, dtype, block, tag, None)
         probe_rows = None
         robust_loss = inline(with_literals_of(_rules.robust_loss, dtype))
         geodesic_probe_weight = inline(_rules.geodesic_probe_weight)

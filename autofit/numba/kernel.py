@@ -13,7 +13,7 @@ what it depends on:
 
 The first is kept in numba's disk cache; the second and a built-in model's passes are
 compiled from generated modules that numba caches on disk
-(:mod:`autofit.numba.kernel_cache`), or here, in this process (:func:`build_cpu_kernel`)
+(:mod:`autofit.numba.kernel_cache`), or here, in this process (:func:`in_process_fit_range`)
 where those cannot be written. A user's model compiles its passes only (2-4 s), not the
 solver (4-5 s more).
 """
@@ -26,6 +26,7 @@ import numba
 import numpy as np
 from numba import from_dtype, types
 
+from autofit.numba.first_class import compiled_as
 from autofit.numba.fit_one import build_fit_one, build_passes
 from autofit.numba.passes import FASTMATH, with_literals_of, work_rows
 
@@ -160,20 +161,16 @@ def _driver(dtype):
     return _DRIVERS[key]
 
 
-def first_class(dispatcher, function_type):
-    """A dispatcher as the first-class value of ``function_type`` that the kernel takes;
-    compiles it for that one signature if that is not done yet."""
-    from autofit.numba.first_class import CompiledFunction
-
-    if tuple(function_type.signature.args) not in dispatcher.overloads:
-        dispatcher.compile(function_type.signature)
-    return CompiledFunction(dispatcher, function_type)
+def first_class_passes(evaluate, probe_rows, dtype=np.float64):
+    """A model's compiled passes as the first-class values the kernel takes."""
+    return tuple(compiled_as(function, function_type) for function, function_type in zip(
+        (evaluate, probe_rows), pass_types(dtype), strict=True))
 
 
 def kernel_around(fit_range, evaluate, probe_rows, dtype=np.float64):
     """``run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, params,
     chi2, n_iter, status, covariance)``: all fits by the compiled driver around
-    ``fit_range`` and the model's passes (:func:`first_class` values), results in place."""
+    ``fit_range`` and the model's passes (first-class values), results in place."""
     driver = _driver(dtype)
 
     def run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, params,
@@ -192,30 +189,18 @@ def kernel_around(fit_range, evaluate, probe_rows, dtype=np.float64):
 
 def in_process_fit_range(n_params, dtype=np.float64):
     """``fit_range`` for ``n_params`` and ``dtype`` compiled in this process (where the disk
-    cache cannot be written), as a :func:`first_class` value."""
+    cache cannot be written), as a first-class value."""
     namespace = {"__name__": __name__, "np": np, "N_PARAMS": n_params,
                  "WORK_ROWS": work_rows(n_params), "fit_one": cpu_fit_one(n_params, dtype)}
     exec(compile(FIT_RANGE_SOURCE, f"<autofit CPU kernel {n_params}>", "exec"),  # noqa: S102
          namespace)
-    return first_class(numba.njit(error_model="numpy")(namespace["fit_range"]),
+    return compiled_as(numba.njit(error_model="numpy")(namespace["fit_range"]),
                        fit_range_type(dtype))
 
 
 def in_process_passes(value, gradient, jac_method, n_params, dtype=np.float64):
-    """A model's passes compiled in this process, as :func:`first_class` values."""
-    return tuple(first_class(function, function_type) for function, function_type in zip(
-        cpu_passes(value, gradient, jac_method, n_params, dtype), pass_types(dtype),
-        strict=True))
-
-
-def build_cpu_kernel(value, gradient, jac_method, n_params, dtype=np.float64):
-    """``run(x, ydata, weights, p0, lower, upper, free, estimator, tol, max_iter, params,
-    chi2, n_iter, status, covariance)``: all fits, in parallel chunks, results in place,
-    with every piece compiled in this process; :func:`autofit.numba.batch.cpu_kernel` uses
-    the disk-cached pieces where it can."""
-    return kernel_around(in_process_fit_range(n_params, dtype),
-                         *in_process_passes(value, gradient, jac_method, n_params, dtype),
-                         dtype)
+    """A model's passes compiled in this process, as first-class values."""
+    return first_class_passes(*cpu_passes(value, gradient, jac_method, n_params, dtype), dtype)
 
 
 def _no_gradient(x, i, p, jac, col):

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from autofit.numba.first_class import compiled_as
+
 # cache_directory: where the kernels are kept (the setting's reader, as before the move).
 from autofit.numba.generated import cache_directory, import_generated  # noqa: F401
-from autofit.numba.kernel import FIT_RANGE_SOURCE, first_class, fit_range_type, pass_types
+from autofit.numba.kernel import FIT_RANGE_SOURCE, first_class_passes, fit_range_type
 from autofit.numba.passes import work_rows
 
 
@@ -57,7 +59,7 @@ def cached_fit_range(n_params, dtype=np.float64):
     :func:`cache_directory`, as the first-class value the kernel takes; None when the
     directory cannot be written."""
     module = import_generated("autofit_solver", _solver_module_source(n_params, dtype))
-    return None if module is None else first_class(module.fit_range, fit_range_type(dtype))
+    return None if module is None else compiled_as(module.fit_range, fit_range_type(dtype))
 
 
 def _passes_module_source(value, gradient, jac_method, n_params, dtype):
@@ -115,5 +117,4 @@ def cached_passes(value, gradient, jac_method, n_params, dtype=np.float64):
     module = None if source is None else import_generated("autofit_passes", source)
     if module is None:
         return None
-    return tuple(first_class(function, function_type) for function, function_type in zip(
-        (module.evaluate, module.probe_rows), pass_types(dtype), strict=True))
+    return first_class_passes(module.evaluate, module.probe_rows, dtype)
