@@ -311,7 +311,7 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
     check.check_data_scale(y, weights, y_squares)
     max_nfev = options.pop("max_nfev") or default_max_nfev(n_params)
     if verbose == 2:
-        f = _printing(f, y, weights)
+        f = _printing(f, y, weights, loss, f_scale)
         python_only.append("verbose=2 (each evaluation is printed from Python)")
     if no_x:
         python_only.append("xdata=None (f is called with None)")
@@ -692,9 +692,10 @@ def _transposed(jac):
     return jacobian
 
 
-def _printing(f, y, weights):
-    """``verbose=2``: the model, printing the cost ½ Σ (w (f - y))² of each evaluation at
-    all the points (finite-difference ones included) as the solver calls it."""
+def _printing(f, y, weights, loss="linear", f_scale=1.0):
+    """``verbose=2``: the model, printing the cost of each evaluation at all the points
+    (finite-difference ones included) as the solver calls it: ½ Σ (w (f - y))², or under a
+    robust loss scipy's ½ Σ f_scale² rho((w (f - y) / f_scale)²), the cost it minimises."""
     count = [0]
     print(f"{'evaluation':>10}  {'cost':>16}")
 
@@ -706,12 +707,22 @@ def _printing(f, y, weights):
             with np.errstate(all="ignore"):
                 weighted = (weights @ (output - y) if weights.ndim == 2
                             else weights * (output - y))
-                print(f"{count[0]:>10}  {0.5 * float(weighted @ weighted):>16.9e}")
+                print(f"{count[0]:>10}  {_cost(weighted, loss, f_scale):>16.9e}")
         return value
 
     model.__name__ = getattr(f, "__name__", "model")
     model.__signature__ = inspect.signature(f) if _has_signature(f) else None
     return model
+
+
+def _cost(weighted_residuals, loss, f_scale) -> float:
+    """½ Σ f_scale² rho((r / f_scale)²) of the weighted residuals r (½ Σ r² for 'linear')."""
+    if isinstance(loss, str) and loss == "linear":
+        return 0.5 * float(weighted_residuals @ weighted_residuals)
+    estimator = loss if callable(loss) else _codes.ROBUST_LOSSES[loss]
+    z = (weighted_residuals / f_scale) ** 2
+    rho = _rules.robust_loss_where(np, z, estimator)[0]
+    return 0.5 * f_scale * f_scale * float(np.sum(rho))
 
 
 def _without_x(f, n_points):

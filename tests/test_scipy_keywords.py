@@ -80,6 +80,21 @@ def test_verbose_1_prints_a_summary_and_2_a_line_per_evaluation(capsys):
     np.testing.assert_allclose(popt, plain, rtol=1e-10)
 
 
+def test_verbose_2_prints_the_robust_cost_under_a_robust_loss(capsys):
+    """The printed cost is the one the fit minimises, scipy's ½ Σ f_scale² rho(z), not the
+    sum of squares (whose 'minimum' would then mislead)."""
+    y = data()
+    y[::9] += 1.0  # outliers
+    popt, _, info, _, _ = autofit.curve_fit(decay, X, y, p0=P0, verbose=2, loss="cauchy",
+                                            f_scale=0.05, full_output=True)
+    costs = [float(line.split()[1]) for line in capsys.readouterr().out.splitlines()[1:-1]]
+    z = ((decay(X, *P0) - y) / 0.05) ** 2
+    np.testing.assert_allclose(costs[0], 0.5 * 0.05 ** 2 * np.sum(np.log1p(z)), rtol=1e-9)
+    np.testing.assert_allclose(min(costs), 0.5 * info["chi2"], rtol=1e-8)
+    squares = 0.5 * np.sum((decay(X, *popt) - y) ** 2)
+    assert min(costs) < 0.5 * squares
+
+
 def test_col_deriv_reads_jac_in_minpacks_column_layout():
     y = data()
     popt, pcov = autofit.curve_fit(decay, X, y, p0=P0, jac=decay_columns, col_deriv=True)
