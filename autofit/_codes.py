@@ -64,14 +64,8 @@ GEODESIC_MIN_REDUCTION = 1e-2
 # Batched LM (a damping schedule that keeps the per-fit state to a few scalars): lambda
 # starts at BATCH_INITIAL_DAMPING times the running maximum of diag(JᵀJ), grows tenfold on a
 # rejected step and after an accepted one is multiplied by Nielsen's factor of the gain
-# ratio, at least BATCH_DAMPING_DOWN (autofit._rules.judge_trial). Starting at 1 (was
-# Gpufit's 1e-3): the first Gauss-Newton step from a rough start overshoots, is rejected
-# and only raises λ, where a damped one is taken and λ then falls tenfold per good step.
-# Measured on the NumPy reference (experiments/batch_robustness and robust_batch): mean
-# iterations 10-25% fewer on every family (2 Lorentzians 8.6 -> 6.6, 8 Lorentzians
-# 13.1 -> 10.1, 2-D gaussian 11.0 -> 8.0), the same shares converged, worse and better
-# than scipy.
-BATCH_INITIAL_DAMPING = 1.0
+# ratio, at least BATCH_DAMPING_DOWN (autofit._rules.judge_trial).
+BATCH_INITIAL_DAMPING = 1e-3
 BATCH_DAMPING_DOWN = 0.1
 BATCH_DAMPING_UP = 10.0
 BATCH_MIN_DAMPING = 1e-12

@@ -95,11 +95,9 @@ def _jax(args, jac_method=JAC_ANALYTIC, estimator=ESTIMATOR_LSE, free=ALL_FREE, 
 
 
 def _assert_agree(expected, actual, finite_differences=False, rtol=1e-8):
-    """Statuses and iteration counts identical; parameters and χ² to 1e-8 relative (a
-    parameter much smaller than its column's scale, a centre near 0, to 1e-8 of that scale:
-    the rounding of the others' updates carries into it; with forward differences,
-    parameters to 1e-7 of their column's scale: the Jacobian of a parameter near 0 carries
-    the rounding of the model divided by a step ~1e-8 |p|)."""
+    """Statuses and iteration counts identical; parameters and χ² to 1e-8 relative (with
+    forward differences, parameters to 1e-7 of their column's scale: the Jacobian of a
+    parameter near 0 carries the rounding of the model divided by a step ~1e-8 |p|)."""
     params, chi2, n_iter, status, covariance = expected
     j_params, j_chi2, j_n_iter, j_status, j_covariance = actual
     np.testing.assert_array_equal(j_status, status)
@@ -110,12 +108,7 @@ def _assert_agree(expected, actual, finite_differences=False, rtol=1e-8):
             np.abs(j_params - params) / scale)
         covariance_tolerance = 1e-4
     else:
-        column = np.nanmax(np.where(np.isfinite(params), np.abs(params), np.nan), axis=0)
-        scale = np.fmax(np.abs(params), column)
-        same = (j_params == params) | (np.isnan(j_params) & np.isnan(params))
-        with np.errstate(invalid="ignore"):  # inf - inf where a fit was not attempted
-            close = np.abs(j_params - params) <= rtol * scale
-        assert np.all(same | close), np.nanmax(np.abs(j_params - params) / scale)
+        np.testing.assert_allclose(j_params, params, rtol=rtol, atol=0)
         covariance_tolerance = 1e-6
     np.testing.assert_allclose(j_chi2, chi2, rtol=1e-8, atol=0)
     # Covariance entries relative to sqrt(c_ii c_jj) (small off-diagonal entries carry the
@@ -291,8 +284,7 @@ def test_rounding_floor_decisions_are_rare(estimator):
     differ = (actual[2] != expected[2]) | (actual[3] != expected[3])
     assert differ.mean() <= 0.02
     assert np.all(np.isin(actual[3], CONVERGED_CODES))
-    # One pass more or less moves a converged fit by its last step: within 1e-7.
-    np.testing.assert_allclose(actual[0], expected[0], rtol=1e-7)
+    np.testing.assert_allclose(actual[0], expected[0], rtol=1e-8)
     _assert_agree([r[~differ] for r in expected], [r[~differ] for r in actual])
 
 
@@ -539,7 +531,7 @@ def test_compaction_gives_identical_results(estimator):
 
 
 def test_compaction_cost_follows_the_typical_fit():
-    """1% of the fits need about 5x the iterations: with compaction the batch executes at
+    """1% of the fits need about 10x the iterations: with compaction the batch executes at
     most 1.5x the fit x pass slots of the same batch without them (run without
     compaction), where a plain vmapped loop would pay for the slowest fit everywhere."""
     n_fits = 1000
@@ -552,7 +544,7 @@ def test_compaction_cost_follows_the_typical_fit():
     slow = np.zeros(n_fits, dtype=bool)
     slow[::100] = True
     assert np.all(mixed[3][slow] == SINGULAR)
-    assert mixed[2][slow].min() >= 5 * typical[2].mean()
+    assert mixed[2][slow].min() >= 8 * typical[2].mean()
     _assert_bitwise(mixed, plain)
     _assert_bitwise([r[~slow] for r in mixed], [r[~slow] for r in typical])
     assert stats.slots <= 1.5 * typical_stats.slots, (stats, typical_stats)

@@ -9,7 +9,7 @@ and its Jacobian are evaluated on a chunk and folded at once into χ², ``g = J�
 Jacobian is never stored, so the memory beyond the data is that of one chunk.
 
 The iteration is that of the batched solver (:mod:`autofit.original.batch`): its damping
-(λ starts at ``BATCH_INITIAL_DAMPING``, ×10 on a rejected step, after an accepted one Nielsen's factor of the
+(λ starts at 1e-3, ×10 on a rejected step, after an accepted one Nielsen's factor of the
 gain ratio, a tenth at best: :func:`autofit._rules.judge_trial`) on Marquardt's
 ``scale_squared`` (the running maximum of ``diag(H)``), a Cholesky solve of
 ``(H + λ diag(scale_squared)) δ = g`` over the active parameters, bounds by projection with
