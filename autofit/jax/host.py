@@ -15,6 +15,7 @@ falls back to the next backend with the reason, as any model jax cannot run.
 from __future__ import annotations
 
 import math
+import threading
 import types
 
 import numpy as np
@@ -239,9 +240,16 @@ def batch_engine(problem, device: str) -> BatchEngine:
                        prepared.note)
 
 
+# One batch program at a time in this process: two run at once from two threads (a user's
+# thread pool, dask's threaded scheduler) left XLA:CPU's thread pool wedged, both callers
+# waiting on their results for ever (jax 0.10, 2 cores; tests/test_jax_batch.py). They
+# would share the same cores anyway.
+_batch_lock = threading.Lock()
+
+
 def batch_call(solve, args, dtype):
-    """One chunk of fits, in jax's 64-bit mode for float64."""
-    with precision(np.dtype(dtype) == np.float64):
+    """One chunk of fits, in jax's 64-bit mode for float64, its results on the host."""
+    with _batch_lock, precision(np.dtype(dtype) == np.float64):
         return solve(*args)
 
 
