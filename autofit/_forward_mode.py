@@ -564,7 +564,8 @@ def generate_source(f, n_params: int, n_variables: int) -> tuple[str, str]:
     return value_source, gradient_source
 
 
-def _namespace(f) -> dict:
+def namespace_of(f) -> dict:
+    """The names ``f``'s code sees: its globals, and its closure's cells as names."""
     namespace = dict(f.__globals__)
     for name, cell in zip(f.__code__.co_freevars, f.__closure__ or (), strict=True):
         try:
@@ -586,7 +587,7 @@ def _generate(f, n_params, n_variables):
     defaults = dict(zip(reversed(names), reversed(f.__defaults__ or ()), strict=False))
     if not names:
         raise Unsupported("the model takes no x")
-    writer = _Writer(_namespace(f), n_params)
+    writer = _Writer(namespace_of(f), n_params)
     header = []
     if n_variables == 1:
         header.append("_x = x[0, i]")

