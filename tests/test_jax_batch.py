@@ -15,7 +15,6 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
-import autofit  # noqa: E402
 import autofit.jax as ajax  # noqa: E402
 from autofit import original  # noqa: E402
 from autofit._codes import (  # noqa: E402
@@ -576,42 +575,3 @@ def test_a_jax_batch_reports_the_device_jax_ran_on(monkeypatch):
     monkeypatch.setattr(host, "device_name", lambda requested: "gpu")
     assert autofit.fit_batch(models.gaussian, x, y, backend="jax").device == "gpu"
 
-
-def _eight_dips(f, *p):
-    out = np.full_like(f, p[24])
-    for i in range(8):
-        a, c, w = p[3 * i], p[3 * i + 1], p[3 * i + 2]
-        out = out - a * w ** 2 / ((f - c) ** 2 + w ** 2)
-    return out
-
-
-def test_batches_from_two_threads_at_once_finish_as_one_after_the_other():
-    """Two fit_batch calls on jax from two threads (a user's thread pool, dask's threaded
-    scheduler): both finish, with the results of the same calls made in turn. (Two batch
-    programs running at once left XLA:CPU's thread pool wedged, both callers waiting for
-    ever; each call now runs its program alone.)"""
-    import threading
-
-    f = np.linspace(2.80, 2.95, 200)
-    truth = np.array([v for i in range(8) for v in (0.02, 2.81 + 0.017 * i, 0.003)] + [1.0])
-    rng = np.random.default_rng(0)
-    y = np.stack([_eight_dips(f, *truth)] * 200) + 1e-3 * rng.normal(size=(200, 200))
-    p0 = np.broadcast_to(truth, (200, 25))
-    halves = [slice(0, 100), slice(100, 200)]
-    alone = [autofit.fit_batch(_eight_dips, f, y[h], p0[h], backend="jax", progress=False)
-             for h in halves]
-    together = [None, None]
-
-    def fit(k):
-        together[k] = autofit.fit_batch(_eight_dips, f, y[halves[k]], p0[halves[k]],
-                                        backend="jax", progress=False)
-
-    threads = [threading.Thread(target=fit, args=(k,), daemon=True) for k in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a batch never finished"
-    for one, other in zip(alone, together, strict=True):
-        np.testing.assert_array_equal(other.params, one.params)
-        np.testing.assert_array_equal(other.status, one.status)

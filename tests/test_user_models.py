@@ -222,6 +222,35 @@ def test_batch_of_a_loop_over_peaks_model_runs_without_fallback(backend, monkeyp
     np.testing.assert_allclose(res.params, reference.params, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.skipif(not installed("jax"), reason="jax is not installed")
+def test_jax_batches_from_two_threads_at_once_finish_as_one_after_the_other():
+    """Two fit_batch calls on jax from two threads (a user's thread pool, dask's threaded
+    scheduler): both finish, with the results of the same calls made in turn. (Two batch
+    programs running at once left XLA:CPU's thread pool wedged, both callers waiting for
+    ever; autofit.jax.host now runs one batch program at a time.)"""
+    import threading
+
+    f, y, p0 = _odmr_batch(n_fits=200)
+    halves = [slice(0, 100), slice(100, 200)]
+    alone = [autofit.fit_batch(odmr, f, y[h], p0[h], backend="jax", progress=False)
+             for h in halves]
+    together = [None, None]
+
+    def fit(k):
+        together[k] = autofit.fit_batch(odmr, f, y[halves[k]], p0[halves[k]], backend="jax",
+                                        progress=False)
+
+    threads = [threading.Thread(target=fit, args=(k,), daemon=True) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a batch never finished"
+    for one, other in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(other.params, one.params)
+        np.testing.assert_array_equal(other.status, one.status)
+
+
 def shifted_start(x, a, b):
     # Reads x[0]: numba cannot run it one point at a time, only on whole arrays.
     return a * np.exp(-b * (x - x[0]))
