@@ -67,7 +67,7 @@ GEODESIC_MIN_REDUCTION = 1e-2
 # ratio, at least BATCH_DAMPING_DOWN (autofit._rules.judge_trial). (Measured and dropped,
 # session 17: λ starting at 1 took 10-25% fewer iterations from rough starts, the
 # experiments/batch_robustness families, but 50% more from good ones, gaussians 0.1-10%
-# off: 3.3 -> 5.0 iterations, and a user's single fit of a decay 7 -> 9 passes.)
+# off: 3.3 -> 5.0 iterations, and a user's single fits of a decay 6-8 -> 8-11 passes.)
 BATCH_INITIAL_DAMPING = 1e-3
 BATCH_DAMPING_DOWN = 0.1
 BATCH_DAMPING_UP = 10.0

@@ -611,7 +611,7 @@ def centred_decay(x, a, b):
 
 
 @pytest.mark.skipif(not installed("jax"), reason="jax is not installed")
-def test_jax_takes_the_derivatives_generated_from_a_numpy_models_source():
+def test_jax_takes_the_derivatives_generated_from_a_numpy_models_source(monkeypatch):
     """jax runs a NumPy-written model translated to jax.numpy, with the Jacobian that
     autofit._forward_mode generates from its source (as numba does), on every point at
     once: the same columns as jax's autodiff of the translation; where no derivative can
@@ -647,6 +647,14 @@ def test_jax_takes_the_derivatives_generated_from_a_numpy_models_source():
                                backend="jax", strict=True, progress=False)
     assert "derivatives: exact" not in result.backend_reason
     np.testing.assert_allclose(result.params, [[2.0, 0.3]] * 2, rtol=1e-8)
+
+    # Generated jax code that fails its check, or raises, is not used: autodiff instead.
+    monkeypatch.setattr(host, "_array_jacobian_source", lambda *a: (
+        "def jacobian(x, p):\n    raise RuntimeError('broken')\n"))
+    assert host.exact_jacobian(two_bumps, 7, x, p0) is None
+    monkeypatch.setattr(host, "_array_jacobian_source", lambda *a: (
+        "def jacobian(x, p):\n    return _columns([p[0] * 0.0 + 1.0] * 7, _atleast_2d(x))\n"))
+    assert host.exact_jacobian(two_bumps, 7, x, p0) is None
 
 
 SCALE = 2.0
