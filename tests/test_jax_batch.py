@@ -574,4 +574,3 @@ def test_a_jax_batch_reports_the_device_jax_ran_on(monkeypatch):
     # On a GPU machine jax runs there, whatever device= (numba's choice) says.
     monkeypatch.setattr(host, "device_name", lambda requested: "gpu")
     assert autofit.fit_batch(models.gaussian, x, y, backend="jax").device == "gpu"
-

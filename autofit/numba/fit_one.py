@@ -86,7 +86,7 @@ def build_passes(value, gradient, jac_method, n_params, jit, inline=None,
     not once per method).
     """
     inline = _tagging(inline or jit, tag)
-    _, evaluate, probe_rows = _model_functions(value, gradient, jac_method, n_params,
+    _, evaluate, probe_rows, _ = _model_functions(value, gradient, jac_method, n_params,
                                                _tagging(jit, tag), inline, dtype, True, tag,
                                                share)
     return evaluate, probe_rows
@@ -94,9 +94,9 @@ def build_passes(value, gradient, jac_method, n_params, jit, inline=None,
 
 def _model_functions(value, gradient, jac_method, n_params, jit, inline, dtype, block, tag,
                      share):
-    """``(point_gradient, evaluate, probe_rows)`` of :func:`build_passes` (``block``, the CPU)
-    and of the GPU's solver (``probe_rows`` None: its probe recomputes each point's
-    gradient with ``point_gradient``)."""
+    """``(point_gradient, evaluate, probe_rows, robust_loss)`` of :func:`build_passes`
+    (``block``, the CPU) and of the GPU's solver (``probe_rows`` None: its probe recomputes
+    each point's gradient with ``point_gradient``, and weighs it with ``robust_loss``)."""
     analytic = jac_method == JAC_ANALYTIC
     # The robust losses (M-estimators), with the working precision's literals (the GPU's
     # pass; the CPU's reweighs its rows by passes.robust_rows, shared by every model).
@@ -147,7 +147,7 @@ def _model_functions(value, gradient, jac_method, n_params, jit, inline, dtype, 
     evaluate = jit(_generated_evaluate(n_params, point, dtype, block, inline,
                                        value if rows_of_differences else None,
                                        forward_step, tag, robust_loss, relative_step))
-    return point_gradient, evaluate, probe_rows
+    return point_gradient, evaluate, probe_rows, robust_loss
 
 
 def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
@@ -188,10 +188,9 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         evaluate = probe_rows = point_gradient = robust_loss = geodesic_probe_weight = None
     else:
         # The GPU's pass point by point, and its probe recomputes each point's gradient.
-        point_gradient, evaluate, _ = _model_functions(
+        point_gradient, evaluate, _, robust_loss = _model_functions(
             value, gradient, jac_method, n_params, jit, inline, dtype, block, tag, None)
         probe_rows = None
-        robust_loss = inline(with_literals_of(_rules.robust_loss, dtype))
         geodesic_probe_weight = inline(_rules.geodesic_probe_weight)
 
     @inline
