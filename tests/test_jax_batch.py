@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
+jnp = jax.numpy
 
 import autofit.jax as ajax  # noqa: E402
 from autofit import original  # noqa: E402
@@ -177,6 +178,60 @@ def test_autodiff_matches_reference_analytic(estimator):
     expected = _reference(args, estimator=estimator)
     actual, _ = _jax(args, jac_method=JAC_AUTODIFF, estimator=estimator)
     _assert_agree(expected, actual)
+
+
+def _with_columns_only(model):
+    """jax's forward-mode Jacobian of ``model`` as an analytic one: the geodesic then takes
+    its products from these columns, never from reverse mode."""
+    def jacobian(x, p):
+        return jax.jacfwd(lambda q: model(x, q))(p)
+
+    return jacobian
+
+
+def _kink(x, p):
+    # Reverse mode of sqrt at the points where the other branch is taken: 0 * inf = nan in
+    # the centre's derivative; forward mode selects the taken branch's tangent.
+    return p[0] * jnp.where(x > p[1], jnp.sqrt(x - p[1]), 0.0) + p[2]
+
+
+def _looped_gaussian(x, p):
+    # A while_loop: forward mode goes through it, reverse mode cannot.
+    _, value = jax.lax.while_loop(lambda c: c[0] < 1, lambda c: (c[0] + 1, c[1] + 1.0),
+                                  (0, jnp.zeros_like(x)))
+    return ajax.model_gaussian(x, p) + value - 1.0
+
+
+@pytest.mark.parametrize("model", [_kink, _looped_gaussian], ids=["nan_reverse", "loop"])
+def test_geodesic_products_fall_back_to_the_columns(model):
+    """With autodiff the geodesic's J u products come from reverse mode; where it cannot
+    be traced (a while_loop) or gives nan where forward mode does not (an unused branch of
+    a where), from the columns: the fits end exactly as with the columns throughout."""
+    rng = np.random.default_rng(8)
+    x = np.linspace(0.0, 4.0, N_POINTS)[None, None, :]
+    if model is _kink:
+        truth = np.column_stack([rng.uniform(1, 2, N_FITS), rng.uniform(0.5, 1.5, N_FITS),
+                                 rng.uniform(0, 1, N_FITS)])
+        numpy_model = np.vectorize(lambda t, a, b, c: a * np.sqrt(max(t - b, 0.0)) + c)
+        clean = np.stack([numpy_model(x[0, 0], *t) for t in truth])
+        start = truth * rng.uniform(0.8, 1.2, truth.shape)
+    else:
+        truth = np.column_stack([rng.uniform(5, 10, N_FITS), rng.uniform(1, 3, N_FITS),
+                                 rng.uniform(0.5, 1.0, N_FITS), rng.uniform(0, 1, N_FITS)])
+        clean = np.stack([_gaussian(x[0, 0], t[None])[0] for t in truth])
+        start = truth * rng.uniform(0.9, 1.1, truth.shape)
+    n_params = truth.shape[1]
+    args = (x, clean + rng.normal(0.0, 0.05, clean.shape), np.ones((1, N_POINTS)), start,
+            np.full((1, n_params), -np.inf), np.full((1, n_params), np.inf))
+    free = np.ones(n_params, dtype=bool)
+    autodiff, _ = _jax(args, jac_method=JAC_AUTODIFF, model=model, free=free)
+    columns, _ = _jax(args, model=model, jacobian=_with_columns_only(model), free=free)
+    assert np.all(np.isin(columns[3], CONVERGED_CODES))
+    np.testing.assert_array_equal(autodiff[2], columns[2])  # iterations
+    np.testing.assert_array_equal(autodiff[3], columns[3])
+    # (two programs: XLA may round differently, as between the engines)
+    np.testing.assert_allclose(autodiff[0], columns[0], rtol=1e-7)
+    np.testing.assert_allclose(autodiff[1], columns[1], rtol=1e-8)
 
 
 @pytest.mark.parametrize("estimator", [ESTIMATOR_LSE, ESTIMATOR_MLE], ids=["lse", "mle"])

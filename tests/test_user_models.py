@@ -625,6 +625,9 @@ def test_jax_takes_the_derivatives_generated_from_a_numpy_models_source(monkeypa
     p0 = np.array([1.0, -0.5, 0.6, 0.7, 2.0, 0.4, 0.1])
     jacobian = host.exact_jacobian(two_bumps, 7, x, p0)
     assert jacobian is not None
+    # jax's derivatives of the translation equal these: the batch's geodesic may take its
+    # J u products from reverse mode (autofit.jax.batch._reverse_mode_agrees).
+    assert jacobian.agrees_with_autodiff
     translated = host.translate(two_bumps)
     with jax.enable_x64(True):
         exact = np.asarray(jax.jit(jacobian)(jnp.asarray(x), jnp.asarray(p0)))
@@ -640,6 +643,7 @@ def test_jax_takes_the_derivatives_generated_from_a_numpy_models_source(monkeypa
     reference = autofit.fit_batch(two_bumps, x, y, np.tile(p0, (4, 1)), backend="numpy",
                                   progress=False)
     np.testing.assert_allclose(result.chi2, reference.chi2, rtol=1e-8)
+    np.testing.assert_array_equal(result.n_iter, reference.n_iter)
 
     assert host.exact_jacobian(centred_decay, 2, x, np.array([1.0, 0.5])) is None
     y = centred_decay(x, 2.0, 0.3)

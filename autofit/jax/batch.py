@@ -57,9 +57,15 @@ Differences from the reference, all deliberate:
   accepted besides ``JAC_ANALYTIC`` and ``JAC_FORWARD``.
 * Points with weight 0 contribute exactly nothing even where the model or its Jacobian is
   nan/inf (selects, never ``0 * value``), as the reference's ``f[used]`` does.
-* A pass whose damped system is not positive definite still evaluates the model at the
-  (unchanged) trial point and discards the result: every fit of a batch executes the same
-  instructions.
+* A step that cannot be tried (its damped system is not positive definite, or its
+  acceleration is refused) is, as in the reference, an iteration without an evaluation:
+  inside a pass λ is raised and the step proposed again (a ``while_loop`` over the
+  chunk) until every running fit has a step to try; the pass then evaluates every fit of
+  the chunk (the fits that stopped meanwhile discard it).
+* The geodesic acceleration's products ``J(p) u`` come from jax's reverse mode of the
+  model (one ``vjp``) where it agrees with the Jacobian (``JAC_AUTODIFF``, or the exact
+  derivatives generated from a NumPy model's source), else from the Jacobian's columns
+  computed again; the same numbers to rounding.
 * The budget is tested at the end of each pass (and once before the first) rather than at
   the top of the next: the same statuses and counts, one batched pass fewer.
 * The dtype follows the inputs: float64 inside ``jax.enable_x64(True)`` with float64
@@ -347,30 +353,53 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
     return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive
 
 
+def _reverse_mode_agrees(jac_method, jacobian):
+    """Whether jax's reverse mode of the model gives the Jacobian's products ``J u``: where
+    the Jacobian is jax's own derivative (``JAC_AUTODIFF``) or the exact one generated from
+    a NumPy model's source (:func:`autofit.jax.host.exact_jacobian` marks it), not a
+    user's analytic Jacobian or finite differences."""
+    return jac_method == JAC_AUTODIFF or getattr(jacobian, "agrees_with_autodiff", False)
+
+
 def _geodesic(model, jacobian, jac_method, estimator, d, s, step, active, chol, worth,
-              free):
+              free, reverse_mode):
     """The reference's geodesic acceleration (least squares and the robust losses): the
-    step ``velocity + acceleration / 2`` and whether the acceleration is trusted (else the
-    step is refused like a rejected one); the step unchanged where it is not ``worth``
-    bending (the reference's ``_worth_bending``, from :func:`_proposal`)."""
+    step ``velocity + acceleration / 2``, whether the acceleration is trusted (else the
+    step is refused like a rejected one; the step unchanged where it is not ``worth``
+    bending: the reference's ``_worth_bending``, from :func:`_proposal`) and whether its
+    right-hand side was finite.
+
+    ``g_probe = J(p) u`` takes the Jacobian at p again: with ``reverse_mode`` one ``vjp`` of
+    the model (about two evaluations of it; the 8-dip user model's columns cost 7), else
+    its columns recomputed (storing them per fit between passes cost more: under vmap
+    every pass copies the state).
+    """
     velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
     h_v = jnp.sum(s.h * velocity[None, :], axis=1)
-    f_probe = jnp.asarray(model(_model_x(d.x), s.params + GEODESIC_PROBE * velocity),
+    mx = _model_x(d.x)
+    f_probe = jnp.asarray(model(mx, s.params + GEODESIC_PROBE * velocity),
                           dtype=s.params.dtype)
-    # The Jacobian at p recomputed (storing it per fit between passes cost more: under vmap
-    # every pass copies the state). The same function of p gives the same columns as the
-    # pass that formed g and H, which (g_probe - g) / h needs.
-    f, jac, used = _model_and_columns(model, jacobian, jac_method, d, s.params, free)
+    used = d.weights != 0.0
+    if reverse_mode:
+        f, pullback = jax.vjp(lambda q: jnp.asarray(model(mx, q), dtype=q.dtype), s.params)
+
+        def jac_times(u):
+            return pullback(u)[0] * free
+    else:
+        f, jac, used = _model_and_columns(model, jacobian, jac_method, d, s.params, free)
+
+        def jac_times(u):
+            return jac @ u
     w = jnp.where(used, d.weights, 0.0)
     if estimator == ESTIMATOR_LSE:
-        g_probe = jac @ (w * w * jnp.where(used, d.ydata - f_probe, 0.0))
+        g_probe = jac_times(w * w * jnp.where(used, d.ydata - f_probe, 0.0))
     else:
         # The model's bending along v, each point weighed as H weighs it (the reference's
         # _geodesic_rhs).
         r = jnp.where(used, w * (d.ydata - f), 0.0)
         _, rho1, _, curvature = robust_loss(r * r, estimator)
         r_probe = jnp.where(used, w * (d.ydata - f_probe), 0.0)
-        g_probe = jac @ geodesic_probe_weight(w, r, r_probe, rho1, curvature)
+        g_probe = jac_times(geodesic_probe_weight(w, r, r_probe, rho1, curvature))
     second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_v)
     finite = jnp.all(jnp.isfinite(second))
     acceleration = _substitute(chol, jnp.where(active & finite, second, 0.0))
@@ -378,7 +407,31 @@ def _geodesic(model, jacobian, jac_method, estimator, d, s, step, active, chol, 
                         <= GEODESIC_MAX_RATIO
                         * jnp.sqrt(_dot(s.scale_squared * velocity, velocity)))
     return (jnp.where(worth, velocity + 0.5 * acceleration, step),
-            jnp.where(worth, trusted, True))
+            jnp.where(worth, trusted, True), finite)
+
+
+def _bend(model, jacobian, jac_method, estimator, s, fits, step, active, chol, worth, free):
+    """:func:`_geodesic` for every fit of a chunk: ``(step, trusted)``. With reverse mode
+    where it agrees (:func:`_reverse_mode_agrees`); where it cannot be traced (a
+    ``while_loop`` in the model), or where a fit's right-hand side is not finite with it
+    (an unused branch of a ``where`` can give nan derivatives), with the columns."""
+
+    def run(reverse_mode):
+        return _map_fits(lambda b, di: _geodesic(model, jacobian, jac_method, estimator, di,
+                                                 *b, free, reverse_mode),
+                         (s, step, active, chol, worth), fits)
+
+    def with_columns(_):
+        return run(False)[:2]
+
+    if _reverse_mode_agrees(jac_method, jacobian):
+        try:
+            bent_step, trusted, finite = run(True)
+        except (ValueError, NotImplementedError):  # jax cannot reverse the model
+            return with_columns(None)
+        return jax.lax.cond(jnp.any(worth & ~finite), with_columns,
+                            lambda _: (bent_step, trusted), None)
+    return with_columns(None)
 
 
 def _cholesky(a):
@@ -496,9 +549,8 @@ def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_
             worth = worth & asking
 
             def bend(_):
-                return _map_fits(lambda b, di: _geodesic(model, jacobian, jac_method,
-                                                         estimator, di, *b, free),
-                                 (s, step, active, chol, worth), fits)
+                return _bend(model, jacobian, jac_method, estimator, s, fits, step, active,
+                             chol, worth, free)
 
             step, bent = jax.lax.cond(jnp.any(worth), bend, lambda _: (step, bent), None)
         return step, ok, bent
