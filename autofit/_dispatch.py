@@ -258,6 +258,9 @@ def host_of(name: str) -> ModuleType:
 # compiled). Kept here, so that deciding costs no import of the compiling backend.
 _warm_ups: dict[tuple, threading.Event] = {}
 _warm_ups_lock = threading.Lock()
+# One per warm-up thread: set when it has compiled everything (also what only some calls
+# need, after its event let calls run on the backend).
+_warm_ups_finished: list[threading.Event] = []
 # The backends whose host module offers warm_up (the compiling ones).
 QUICK_START_BACKENDS = ("numba",)
 # The backends whose fused pass takes a model as point functions (value, gradient): a
@@ -309,16 +312,28 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
 
 
 def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=None):
+    finished = threading.Event()
+    with _warm_ups_lock:
+        _warm_ups_finished.append(finished)
+
     def work():
+        later = None
         try:
             if fused_sample is None:
                 host_of(name).compile_model(f, n_params, x_ndim, weights_ndim)
             else:
-                host_of(name).compile_fused(f, n_params, *fused_sample)
+                later = host_of(name).compile_fused(f, n_params, *fused_sample)
         except Exception:  # noqa: BLE001 - the call on that backend reports it again
             pass
         finally:
-            event.set()
+            event.set()  # calls run on the backend from now on
+        try:
+            if later is not None:
+                later()  # what only some calls need (compile_fused says which)
+        except Exception:  # noqa: BLE001 - the call that needs it reports it again
+            pass
+        finally:
+            finished.set()
 
     threading.Thread(target=work, name=f"autofit-{name}-compile", daemon=True).start()
 
@@ -337,10 +352,9 @@ def wait_for_compilation(timeout: float | None = None) -> bool:
 
     Returns True when none is left compiling.
     """
-    for event in list(_warm_ups.values()):
-        if not event.wait(timeout):
-            return False
-    return True
+    with _warm_ups_lock:
+        events = list(_warm_ups.values()) + list(_warm_ups_finished)
+    return all(event.wait(timeout) for event in events)
 
 
 def get_backend() -> str:

@@ -120,6 +120,13 @@ _QUICK_START = textwrap.dedent("""
     first = autofit.curve_fit(decay, x, y, p0=[1, 1, 0], full_output=True)
     during = autofit.explain_backend(model=decay)
     ready = autofit.wait_for_compilation(timeout=300)
+    # ... with lm_solve's model and Jacobian built from the point functions, which a fit
+    # takes when the fused pass stalls (hard multi-peak starts): compiled in the background
+    # too, after the fused pass.
+    from autofit import _forward_mode
+    from autofit.numba import host
+    value, _ = _forward_mode.point_functions(decay, 3, 1)
+    points_ready = (3, 1, "points") in host._table(value)
     second = autofit.curve_fit(decay, x, y, p0=[1, 1, 0], full_output=True)
     # decay has exact derivatives (generated from its source): numba ran it on the fused
     # pass, which fused=True therefore finds compiled.
@@ -143,7 +150,7 @@ _QUICK_START = textwrap.dedent("""
         "fused_decay": [fused_decay[2]["backend"], fused_decay[2]["backend_reason"]],
         "fused": [fused_first[2]["backend"], fused_second[2]["backend"],
                   fused_first[0].tolist(), fused_second[0].tolist()],
-        "before": before, "during": during, "ready": ready,
+        "before": before, "during": during, "ready": ready, "points_ready": points_ready,
         "after": autofit.explain_backend(model=decay),
         "first": [first[2]["backend"], first[2]["backend_reason"], first[0].tolist(),
                   first[2]["chi2"]],
@@ -164,7 +171,7 @@ def test_quick_start_numpy_answers_then_numba_runs_the_compiled_model(tmp_path):
     assert "quick start" in report["before"] and "not compiled yet" in report["before"]
     backend, reason, params, chi2 = report["first"]
     assert backend == "numpy" and "quick start" in reason and "'numba'" in reason
-    assert report["ready"] is True
+    assert report["ready"] is True and report["points_ready"] is True
     assert "compiled for 'numba'" in report["after"]
     backend2, reason2, params2, chi2_2 = report["second"]
     assert backend2 == "numba" and "quick start" not in reason2

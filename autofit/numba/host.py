@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import inspect
 import math
 import textwrap
@@ -241,15 +242,21 @@ def _wrapper(f, n_params: int, x_ndim: int, returns: str):
 
 def _kept(f, key, build):
     """What ``build()`` compiled for ``f`` under ``key``, built once (also when a warm-up
-    is running); BackendCannotRun, kept too, if it cannot be."""
+    is running: a call that needs it waits for it, a call that needs something else of
+    ``f`` does not); BackendCannotRun, kept too, if it cannot be."""
     with _wrappers_lock:
         table = _table(f)
-        if key not in table:
+        building = table.setdefault(("building", *key), threading.Lock())
+    with building:
+        with _wrappers_lock:
+            found = table.get(key)
+        if found is None:
             try:
-                table[key] = build()
+                found = build()
             except BackendCannotRun as exc:
-                table[key] = exc
-        found = table[key]
+                found = exc
+            with _wrappers_lock:
+                table[key] = found
     if isinstance(found, BackendCannotRun):
         raise BackendCannotRun(str(found))
     return found
@@ -309,13 +316,20 @@ def compile_model(f, n_params: int, x_ndim: int, weights_ndim: int = 1) -> None:
     _wrapper(f, n_params, x_ndim, "model")
 
 
-def compile_fused(f, n_params: int, x, ydata, weights, p0, lower, upper) -> None:
+def compile_fused(f, n_params: int, x, ydata, weights, p0, lower, upper):
     """Compile numba's fused pass (``lm_fused``) for ``f``, by running it briefly on a few
     points of the call's data; run by the quick start in the background. With the exact
     point functions of :mod:`autofit._forward_mode` (curve_fit then takes the fused pass at
-    every size), else with finite differences (the huge-fit path)."""
+    every size), else with finite differences (the huge-fit path).
+
+    Returns what may be compiled once calls run on the fused pass, or None: with exact
+    point functions, ``lm_solve``'s model and Jacobian built from them (:func:`prepare_points`:
+    1.25 s for three gaussians), which a fit takes when the fused pass stalls in a curved
+    valley (hard multi-peak starts: ``experiments/user_models/hard_starts.py``), so that
+    such a fit does not wait for them."""
     from autofit._codes import JAC_ANALYTIC, JAC_CENTRAL, JAC_FORWARD
     from autofit._forward_mode import exact_or_none
+    from autofit.numba.covariance import covariance_from_information
     from autofit.numba.fused import lm_fused
     from autofit.numba.user_points import user_point_function
 
@@ -329,6 +343,12 @@ def compile_fused(f, n_params: int, x, ydata, weights, p0, lower, upper) -> None
     for value, gradient, method in runs:
         lm_fused(value, gradient, method, x2, ydata, weights, p0, lower, upper, 1e-15, 1e-15,
                  1e-15, 2)
+    # The covariance after the fit, loaded here too: a call must not wait for numba's
+    # compiler lock while the work returned below compiles.
+    covariance_from_information(np.eye(n_params))
+    if exact is None:
+        return None
+    return functools.partial(prepare_points, *exact, n_params, np.ndim(x))
 
 
 def fused_compiled(value, gradient, n_params: int) -> bool:
