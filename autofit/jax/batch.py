@@ -555,18 +555,19 @@ def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_
             step, bent = jax.lax.cond(jnp.any(worth), bend, lambda _: (step, bent), None)
         return step, ok, bent
 
-    def refused(carry):
-        s, _, ok, bent = carry
-        return (s.status == RUNNING) & ~(ok & bent)
+    def propose_asked(carry):
+        # The fits asked for get a step; those whose step cannot be tried have λ raised
+        # (an iteration) and are asked again while they run.
+        s, step, ok, bent, asked = carry
+        step, ok, bent = _where_fits(asked, propose(s, asked), (step, ok, bent))
+        refused = asked & ~(ok & bent)
+        s = _where_fits(refused, _not_tried(s, ok, max_iter), s)
+        return s, step, ok, bent, refused & (s.status == RUNNING)
 
-    def propose_again(carry):
-        again = refused(carry)
-        s = _where_fits(again, _not_tried(carry[0], carry[2], max_iter), carry[0])
-        return (s,) + _where_fits(again, propose(s, again), carry[1:])
-
-    everyone = jnp.ones(s.status.shape, dtype=bool)
-    s, step, ok, bent = jax.lax.while_loop(lambda carry: jnp.any(refused(carry)),
-                                           propose_again, (s,) + propose(s, everyone))
+    running = s.status == RUNNING
+    s, step, ok, bent, _ = jax.lax.while_loop(
+        lambda carry: jnp.any(carry[-1]), propose_asked,
+        (s, jnp.zeros_like(s.params), running, running, running))
     new = _map_fits(lambda b, di: _iteration(model, jacobian, jac_method, estimator, *b, di,
                                              free, tol, max_iter),
                     (s, jnp.where((ok & bent)[:, None], step, 0.0)), fits)
