@@ -537,7 +537,7 @@ def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_
     failed, or its acceleration was refused) is an iteration without a pass, as in the
     reference: λ is raised and the step proposed again, until every running fit of the
     chunk has a step to try (a refused step cost a whole pass before: the 8-dip user
-    model's 11 iterations per fit were 6.5 passes and 4.5 refusals). The geodesic probe
+    model's 11 iterations per fit were 6.5 passes and 4.4 refusals). The geodesic probe
     (all but MLE) runs only when one of the fits it is for bends its step: under ``vmap``
     a per-fit choice would run it for every fit."""
 
