@@ -15,6 +15,7 @@ falls back to the next backend with the reason, as any model jax cannot run.
 from __future__ import annotations
 
 import ast
+import inspect
 import math
 import threading
 import types
@@ -187,16 +188,18 @@ def exact_jacobian(f, n_params: int, x, p0):
     if found is None:
         return None
     try:
-        return _checked_array_jacobian(f, n_params, n_variables, found[1], x, p0)
+        return _checked_array_jacobian(f, n_params, found[1], x, p0)
     except Exception:  # noqa: BLE001 - whatever the generated code meets: autodiff instead
         return None
 
 
-def _checked_array_jacobian(f, n_params, n_variables, gradient, x, p0):
+def _checked_array_jacobian(f, n_params, gradient, x, p0):
     import jax
     import jax.numpy as jnp
 
-    _, gradient_source = _forward_mode.generate_source(f, n_params, n_variables)
+    # The source of the very point gradient checked here (registered for inspect by
+    # autofit._forward_mode), not generated a second time.
+    gradient_source = inspect.getsource(gradient)
 
     def columns(values, rows):
         shape = rows.shape[1:]
