@@ -115,11 +115,15 @@ def run_fused(name, f, jac, prepared, x, y, weights, p0, lower, upper, options, 
             raise
         nfev, n_iter = int(nfev), int(n_iter)
         if polish_method is not None and int(status) in _codes.CONVERGED_CODES:
-            params, chi2, status, nfev_polish, n_polish, information = (
-                np.asarray(v) for v in kernels.lm_fused(
-                    model, jacobian, polish_method, x2, y, weights, params, lower,
-                    upper, *tolerances, max(max_nfev - nfev, 1), estimator))
-            nfev, n_iter = nfev + int(nfev_polish), n_iter + int(n_polish)
+            polished = [np.asarray(v) for v in kernels.lm_fused(
+                model, jacobian, polish_method, x2, y, weights, params, lower, upper,
+                *tolerances, max(max_nfev - nfev, 1), estimator)]
+            nfev, n_iter = nfev + int(polished[3]), n_iter + int(polished[4])
+            # A polish that ends unconverged does not undo the converged fit: at a
+            # parameter of ~1e-19 (noiseless data) its central step is below the model's
+            # rounding, the column is zero and the damped system never factorises.
+            if int(polished[2]) in _codes.CONVERGED_CODES:
+                params, chi2, status, _, _, information = polished
         converged = int(status) in _codes.CONVERGED_CODES
         fvec = None
         if full_output or not converged:  # the size of the data: only when asked for
