@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--batch-fits", type=int, default=2000)
     parser.add_argument("--scipy-fits", type=int, default=200)
     parser.add_argument("--huge", type=int, nargs="*", default=[1_000_000, 10_000_000])
-    parser.add_argument("--huge-repeats", type=int, default=3)
+    parser.add_argument("--huge-repeats", type=int, default=5)
     args = parser.parse_args()
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                           f"Python {platform.python_version()}",
