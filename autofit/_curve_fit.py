@@ -487,11 +487,13 @@ def _common_call(f, xdata, ydata, p0, backend):
         return None
     n_points, n_params = ydata.shape[0], start.size
     if (start.ndim != 1 or not 0 < n_params < n_points or not math.isfinite(start.sum())
-            or not math.isfinite(xdata.sum()) or not math.isfinite(ydata.sum())
+            or not math.isfinite(xdata.sum())
             or check.fixed_parameter_count(f) not in (None, n_params)):
         return None
-    magnitude = float(np.max(np.abs(ydata)))
-    if magnitude > check.LARGEST_DATA or 0.0 < magnitude < check.SMALLEST_DATA:
+    # y's smallest and largest values: both finite only when every value is (nan
+    # propagates), and the larger magnitude of the two is y's.
+    magnitude = max(-float(ydata.min()), float(ydata.max()))
+    if not (magnitude <= check.LARGEST_DATA) or 0.0 < magnitude < check.SMALLEST_DATA:
         return None  # the general path says why it cannot fit this
     choice = _dispatch.choose(backend)
     if choice.requested not in _dispatch.POINT_FUNCTION_BACKENDS:
@@ -508,7 +510,7 @@ def _common_call(f, xdata, ydata, p0, backend):
     if int(status) not in _codes.CONVERGED_CODES:
         return None
     pcov, _ = kernels.covariance_from_information(information)
-    if not np.isfinite(pcov).all():
+    if not math.isfinite(pcov.sum()):  # a nan or an inf in it (or an overflowing sum)
         return None
     return np.array(params, dtype=np.float64), pcov * (float(chi2) / (n_points - n_params))
 

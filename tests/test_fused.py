@@ -487,9 +487,8 @@ def test_numba_driver_compiles_its_pass_once_for_the_fit_and_the_information():
 
     f8, i8 = types.float64, types.int64
     vector, matrix = f8[::1], f8[:, ::1]
-    numba.njit((types.FunctionType(fused._chunk_signature()), i8, i8, matrix, vector, vector,
-                vector, vector, vector, f8, f8, f8, i8, i8), cache=False,
-               error_model="numpy")(fused._solve)
+    numba.njit((i8, i8, i8, matrix, vector, vector, vector, vector, vector, f8, f8, f8, i8,
+                i8), cache=False, error_model="numpy")(fused._solve)
     assert len(fused._evaluate.signatures) == 1, fused._evaluate.signatures
 
 

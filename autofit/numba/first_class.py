@@ -52,6 +52,42 @@ class CompiledFunction:
     def __call__(self, x, params):
         return self.dispatcher(x, params)
 
+    @property
+    def address(self) -> int:
+        """The compiled function's address, for a driver that takes it as an integer and
+        turns it back into this function with :func:`from_address`."""
+        return self._address
+
+
+_FROM_ADDRESS: dict = {}
+
+
+def from_address(function_type):
+    """An intrinsic ``f(address) -> function_type``: the first-class function value whose
+    machine code is at ``address`` (:attr:`CompiledFunction.address`), built inside compiled
+    code. A driver that takes the address as an int64 instead of the function value saves
+    numba's unboxing of that value on every call (two calls back into Python, ~2.7 us: a
+    tenth of a 100-point fit). The value calls the address with the C calling convention,
+    as a first-class value unboxed from a :class:`CompiledFunction` does."""
+    if function_type not in _FROM_ADDRESS:
+        from numba.core import cgutils
+        from numba.extending import intrinsic
+
+        @intrinsic
+        def function_at(typingctx, address):
+            def codegen(context, builder, signature, args):
+                value = cgutils.create_struct_proxy(function_type)(context, builder)
+                pointer = context.get_value_type(types.voidptr)
+                value.c_addr = builder.inttoptr(args[0], pointer)
+                value.py_addr = cgutils.get_null_value(pointer)
+                value.jit_addr = cgutils.get_null_value(pointer)
+                return value._getvalue()
+
+            return function_type(types.int64), codegen
+
+        _FROM_ADDRESS[function_type] = function_at
+    return _FROM_ADDRESS[function_type]
+
 
 @njit(cache=True)
 def zero_jacobian(x, params):

@@ -59,6 +59,7 @@ from autofit._rules import (
     fused_estimator,
 )
 from autofit.numba import linalg
+from autofit.numba.first_class import from_address
 from autofit.numba.models import required_point_functions
 from autofit.numba.passes import (
     _REDUCE_FASTMATH,
@@ -230,6 +231,9 @@ def _chunk_signature():
                       f8[:, ::1], f8[::1], f8[::1], types.int64, types.boolean)
 
 
+# ``chunk_sums`` from its address, inside the driver.
+_chunk_sums_at = from_address(numba.types.FunctionType(_chunk_signature()))
+
 _REDUCTIONS: dict = {}
 
 
@@ -309,21 +313,21 @@ def _sums_per_chunk(chunk_sums, estimator, information, x, y, w, p, lower, upper
 
 @numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
 def _evaluate(chunk_sums, estimator, information, x, y, w, p, lower, upper, chunk, partial,
-              g, h):
+              g, h, work):
     # chi2 (inf if it, g or h is not finite); g and h written in place (with information,
-    # a robust loss's information matrix as h).
+    # a robust loss's information matrix as h). ``work``: the driver's arrays, allocated
+    # once per fit (a 100-point fit's 8 passes allocated 24 arrays, ~20% of its time).
     n_params = p.shape[0]
     n_sums = partial.shape[1]
+    jac, work_p, total = work
     if partial.shape[0] == 1:
         # One chunk: no parallel launch (waking the threads costs more than a small pass).
-        jac = np.empty((2 * n_params + 3, chunk))
-        work_p = np.empty(n_params)
         chunk_sums(x, y, w, 0, p, lower, upper, jac, work_p, partial[0], estimator,
                    information)
     else:
         _sums_per_chunk(chunk_sums, estimator, information, x, y, w, p, lower, upper, chunk,
                         partial)
-    total = np.zeros(n_sums)
+    total[:] = 0.0
     for c in range(partial.shape[0]):
         for s in range(n_sums):
             total[s] += partial[c, s]
@@ -349,13 +353,11 @@ _damped_system = numba.njit(inline="always", error_model="numpy", fastmath=FASTM
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
-def _cholesky_solve(h, g, scale_squared, damping, active, step):
+def _cholesky_solve(h, g, scale_squared, damping, active, step, system, rhs):
     # (h + damping diag(scale_squared)) step = g over the active parameters (step 0 for the
     # others: an identity row and column); False when a pivot is not > 0 (as the
-    # reference's Cholesky).
+    # reference's Cholesky). ``system`` and ``rhs``: the driver's work arrays.
     n_params = g.shape[0]
-    system = np.empty((n_params, n_params))
-    rhs = np.empty(n_params)
     _damped_system(h, g, scale_squared, damping, active, system, rhs, n_params)
     if not _cholesky_factor(system, n_params):
         return False
@@ -363,8 +365,9 @@ def _cholesky_solve(h, g, scale_squared, damping, active, step):
     return True
 
 
-def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol,
+def _solve(chunk_address, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol,
            max_nfev, chunk):
+    chunk_sums = _chunk_sums_at(chunk_address)
     n_params = p0.shape[0]
     n_sums = 1 + n_params + n_params * (n_params + 1) // 2
     partial = np.empty(((y.shape[0] + chunk - 1) // chunk, n_sums))
@@ -374,12 +377,18 @@ def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, g
     trial_g = np.empty(n_params)
     trial_h = np.empty((n_params, n_params))
     step = np.empty(n_params)
+    trial = np.empty(n_params)
+    system = np.empty((n_params, n_params))
+    rhs = np.empty(n_params)
     active = np.empty(n_params, dtype=np.bool_)
+    # The single-chunk pass's work arrays (a parallel pass allocates its own per block).
+    work = (np.empty((2 * n_params + 3, chunk if partial.shape[0] == 1 else 1)),
+            np.empty(n_params), np.empty(n_sums))
     # _evaluate's flag as a plain bool: a literal False here and a literal True after the
     # loop compiled it and its parallel pass twice (~2 s of the driver's compilation).
     information = bool(False)
     chi2 = _evaluate(chunk_sums, estimator, information, x, y, w, p, lower, upper, chunk,
-                     partial, g, h)
+                     partial, g, h, work)
     nfev = cost
     if not math.isfinite(chi2):
         return p, chi2, NONFINITE, nfev, 0, h
@@ -401,7 +410,7 @@ def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, g
         if cosine <= gtol:
             status = CONVERGED_GTOL
             break
-        if _cholesky_solve(h, g, scale_squared, 0.0, active, step):
+        if _cholesky_solve(h, g, scale_squared, 0.0, active, step, system, rhs):
             decrement = 0.0
             moved2 = 0.0
             size2 = 0.0
@@ -410,7 +419,6 @@ def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, g
                 moved2 += scale_squared[a] * step[a] * step[a]
                 size2 += scale_squared[a] * p[a] * p[a]
             if decrement <= ftol * chi2 and moved2 <= UNSEEN_STEP ** 2 * size2:
-                trial = np.empty(n_params)
                 for a in range(n_params):
                     trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
                 p = trial
@@ -419,13 +427,12 @@ def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, g
         if nfev >= max_nfev:
             status = MAX_NFEV
             break
-        if not _cholesky_solve(h, g, scale_squared, damping, active, step):
+        if not _cholesky_solve(h, g, scale_squared, damping, active, step, system, rhs):
             damping, status = _step_not_tried(damping, SINGULAR)
             continue
-        trial = np.empty(n_params)
         small_step = _clip_step(p, step, lower, upper, scale_squared, xtol, trial)
         trial_chi2 = _evaluate(chunk_sums, estimator, information, x, y, w, trial, lower,
-                               upper, chunk, partial, trial_g, trial_h)
+                               upper, chunk, partial, trial_g, trial_h, work)
         nfev += cost
         n_iter += 1
         predicted = _predicted_reduction(h, step, scale_squared, damping)
@@ -433,7 +440,7 @@ def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, g
                                                  damping)
         if accepted:
             chi2 = trial_chi2
-            p = trial
+            p, trial = trial, p
             g, trial_g = trial_g, g
             h, trial_h = trial_h, h
             for a in range(n_params):
@@ -443,7 +450,7 @@ def _solve(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, g
         # reference); least squares' is its last h.
         robust_information = np.empty((n_params, n_params))
         _evaluate(chunk_sums, estimator, not information, x, y, w, p, lower, upper, chunk,
-                  partial, trial_g, robust_information)
+                  partial, trial_g, robust_information, work)
         return p, chi2, status, nfev, n_iter, robust_information
     return p, chi2, status, nfev, n_iter, h
 
@@ -454,15 +461,15 @@ _DRIVER: list = []
 
 def _driver():
     """The LM driver of the fused pass, compiled once (and kept in numba's disk cache) for
-    every model: it takes the model's ``chunk_sums`` as a first-class function."""
+    every model: it takes the address of the model's ``chunk_sums`` (a first-class
+    function rebuilt inside, :func:`autofit.numba.first_class.from_address`)."""
     with _driver_lock:
         if not _DRIVER:
             from numba import types
 
             f8, i8 = types.float64, types.int64
-            chunk_type = types.FunctionType(_chunk_signature())
             vector, matrix = f8[::1], f8[:, ::1]
-            _DRIVER.append(numba.njit((chunk_type, i8, i8, matrix, vector,
+            _DRIVER.append(numba.njit((i8, i8, i8, matrix, vector,
                                        vector, vector, vector, vector, f8, f8, f8, i8, i8),
                                       cache=True, error_model="numpy",
                                       fastmath=FASTMATH)(_solve))
@@ -478,8 +485,9 @@ def build_solver(value, gradient, jac_method, n_params):
     driver = _driver()
 
     def solve(x, y, w, p0, lower, upper, ftol, xtol, gtol, max_nfev, estimator):
-        return driver(chunk_sums, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol,
-                      gtol, max_nfev, chunk_length(y.shape[0]))
+        # chunk_sums, held by this closure, keeps the machine code at its address alive.
+        return driver(chunk_sums.address, estimator, cost, x, y, w, p0, lower, upper, ftol,
+                      xtol, gtol, max_nfev, chunk_length(y.shape[0]))
 
     return solve
 

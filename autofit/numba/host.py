@@ -354,8 +354,7 @@ def compile_fused(f, n_params: int, x, ydata, weights, p0, lower, upper):
 def fused_compiled(value, gradient, n_params: int) -> bool:
     """Whether the fused pass for these exact point functions is compiled (so that a call
     runs at once)."""
-    from autofit._codes import JAC_ANALYTIC
-    from autofit.numba.fused import is_compiled
+    from autofit.numba.fused import is_compiled  # imported once the pass has run
 
     return is_compiled(value, gradient, JAC_ANALYTIC, n_params)
 
