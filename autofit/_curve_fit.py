@@ -237,10 +237,10 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     >>> np.round(popt, 6)
     array([2.5, 1.3, 0.5])
     """
-    if (p0 is not None and sigma is None and jac is None and method is None and not kwargs
-            and not full_output and not absolute_sigma and check_finite is None
-            and nan_policy is None and fused is None and check.is_unbounded(bounds)):
-        fitted = _common_call(f, xdata, ydata, p0, backend)
+    if (p0 is not None and jac is None and method is None and not kwargs
+            and not full_output and check_finite is None and nan_policy is None
+            and fused is None and check.is_unbounded(bounds)):
+        fitted = _common_call(f, xdata, ydata, p0, backend, sigma, absolute_sigma)
         if fitted is not None:
             return fitted
     return solve(f, xdata, ydata, p0, sigma, absolute_sigma, check_finite, bounds, method, jac,
@@ -468,12 +468,14 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
 _ONE_WEIGHT = np.ones(1)
 
 
-def _common_call(f, xdata, ydata, p0, backend):
-    """``curve_fit(f, x, y, p0)`` with every option at its default, for a user's model whose
-    exact point functions are compiled on the chosen backend's fused pass: the general
-    path's result (the same kernel calls with the same arguments), with less Python around
-    it (the general path spends more time checking than a 100-point fit takes). None when
-    the call is anything else, or the fit does not end as the common case does (converged,
+def _common_call(f, xdata, ydata, p0, backend, sigma=None, absolute_sigma=False):
+    """``curve_fit(f, x, y, p0)`` with every option at its default but ``sigma`` (None, or
+    a float64 array of one positive finite standard deviation per point) and
+    ``absolute_sigma``, for a user's model whose exact point functions are compiled on the
+    chosen backend's fused pass: the general path's result (the same kernel calls with the
+    same arguments), with less Python around it (the general path spends more time
+    checking than a 100-point fit takes: 80 us of a 110 us fit with sigma). None when the
+    call is anything else, or the fit does not end as the common case does (converged,
     finite covariance): the general path then runs it and reports what happened.
     """
     if (type(xdata) is not np.ndarray or type(ydata) is not np.ndarray
@@ -481,6 +483,14 @@ def _common_call(f, xdata, ydata, p0, backend):
             or ydata.shape != xdata.shape or ydata.shape[0] >= FUSED_MIN_POINTS
             or not isinstance(f, types.FunctionType)):
         return None
+    weights, weighted_y = _ONE_WEIGHT, ydata
+    if sigma is not None:
+        if (type(sigma) is not np.ndarray or sigma.dtype != np.float64
+                or sigma.shape != ydata.shape or not float(sigma.min()) > 0.0
+                or not math.isfinite(float(sigma.max()))):
+            return None  # the general path checks (or expands) it
+        weights = 1.0 / sigma
+        weighted_y = weights * ydata
     try:
         start = np.array(p0, dtype=np.float64)
     except (TypeError, ValueError):
@@ -490,9 +500,9 @@ def _common_call(f, xdata, ydata, p0, backend):
             or not math.isfinite(xdata.sum())
             or check.fixed_parameter_count(f) not in (None, n_params)):
         return None
-    # y's smallest and largest values: both finite only when every value is (nan
-    # propagates), and the larger magnitude of the two is y's.
-    magnitude = max(-float(ydata.min()), float(ydata.max()))
+    # The weighted y's smallest and largest values: both finite only when every y is (nan
+    # propagates; the weights are finite), and the larger magnitude of the two is theirs.
+    magnitude = max(-float(weighted_y.min()), float(weighted_y.max()))
     if not (magnitude <= check.LARGEST_DATA) or 0.0 < magnitude < check.SMALLEST_DATA:
         return None  # the general path says why it cannot fit this
     choice = _dispatch.choose(backend)
@@ -504,7 +514,7 @@ def _common_call(f, xdata, ydata, p0, backend):
         return None
     kernels = _dispatch.load(choice.requested)
     params, chi2, status, _, _, information = kernels.lm_fused(
-        *exact, _codes.JAC_ANALYTIC, xdata[None, :], ydata, _ONE_WEIGHT, start,
+        *exact, _codes.JAC_ANALYTIC, xdata[None, :], ydata, weights, start,
         np.full(n_params, -np.inf), np.full(n_params, np.inf), DEFAULT_FTOL, DEFAULT_XTOL,
         DEFAULT_GTOL, fused_budget(n_params))
     if int(status) not in _codes.CONVERGED_CODES:
@@ -512,6 +522,8 @@ def _common_call(f, xdata, ydata, p0, backend):
     pcov, _ = kernels.covariance_from_information(information)
     if not math.isfinite(pcov.sum()):  # a nan or an inf in it (or an overflowing sum)
         return None
+    if absolute_sigma:  # scipy's rule, with or without sigma
+        return np.array(params, dtype=np.float64), pcov
     return np.array(params, dtype=np.float64), pcov * (float(chi2) / (n_points - n_params))
 
 

@@ -382,6 +382,34 @@ def test_the_common_call_returns_what_the_general_path_returns():
 
 
 @needs_numba
+@pytest.mark.parametrize("absolute_sigma", [False, True])
+def test_the_common_call_with_sigma_returns_what_the_general_path_returns(absolute_sigma):
+    import autofit
+    from autofit import _curve_fit
+
+    x = np.linspace(0, 4, 300)
+    rng = np.random.default_rng(4)
+    sigma = 0.005 + 0.02 * rng.random(x.size)
+    y = decay(x, 2.5, 1.3, 0.5) + sigma * rng.normal(size=x.size)
+    p0 = [2.0, 1.0, 0.3]
+    general = autofit.curve_fit(decay, x, y, p0=p0, sigma=sigma, absolute_sigma=absolute_sigma,
+                                backend="numba", full_output=True)
+    common = _curve_fit._common_call(decay, x, y, p0, "numba", sigma, absolute_sigma)
+    assert common is not None
+    np.testing.assert_array_equal(common[0], general[0])
+    np.testing.assert_array_equal(common[1], general[1])
+    popt, pcov = autofit.curve_fit(decay, x, y, p0, sigma=sigma, absolute_sigma=absolute_sigma,
+                                   backend="numba")
+    np.testing.assert_array_equal(pcov, general[1])
+    # A sigma the general path must check, expand or refuse goes its way.
+    for odd in (np.where(x > 1, 0.0, sigma), np.where(x > 1, np.inf, sigma), list(sigma),
+                0.01, sigma[:-1], sigma.astype(np.float32)):
+        assert _curve_fit._common_call(decay, x, y, p0, "numba", odd, absolute_sigma) is None
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        autofit.curve_fit(decay, x, y, p0, sigma=np.where(x > 1, 0.0, sigma), backend="numba")
+
+
+@needs_numba
 def test_a_fit_that_fails_on_the_common_call_is_reported_by_the_general_path():
     import autofit
 

@@ -59,6 +59,21 @@ class CompiledFunction:
         return self._address
 
 
+def _function_value(context, builder, function_type, address):
+    """The first-class value of ``function_type`` (numba's struct of addresses) whose
+    machine code is at the int64 ``address``: called through it with the C calling
+    convention, as a value unboxed from a :class:`CompiledFunction` is (no Python object
+    behind it, no numba-convention entry point)."""
+    from numba.core import cgutils
+
+    value = cgutils.create_struct_proxy(function_type)(context, builder)
+    pointer = context.get_value_type(types.voidptr)
+    value.c_addr = builder.inttoptr(address, pointer)
+    value.py_addr = cgutils.get_null_value(pointer)
+    value.jit_addr = cgutils.get_null_value(pointer)
+    return value._getvalue()
+
+
 _FROM_ADDRESS: dict = {}
 
 
@@ -67,26 +82,42 @@ def from_address(function_type):
     machine code is at ``address`` (:attr:`CompiledFunction.address`), built inside compiled
     code. A driver that takes the address as an int64 instead of the function value saves
     numba's unboxing of that value on every call (two calls back into Python, ~2.7 us: a
-    tenth of a 100-point fit). The value calls the address with the C calling convention,
-    as a first-class value unboxed from a :class:`CompiledFunction` does."""
+    tenth of a 100-point fit)."""
     if function_type not in _FROM_ADDRESS:
-        from numba.core import cgutils
         from numba.extending import intrinsic
 
         @intrinsic
         def function_at(typingctx, address):
             def codegen(context, builder, signature, args):
-                value = cgutils.create_struct_proxy(function_type)(context, builder)
-                pointer = context.get_value_type(types.voidptr)
-                value.c_addr = builder.inttoptr(args[0], pointer)
-                value.py_addr = cgutils.get_null_value(pointer)
-                value.jit_addr = cgutils.get_null_value(pointer)
-                return value._getvalue()
+                return _function_value(context, builder, function_type, args[0])
 
             return function_type(types.int64), codegen
 
         _FROM_ADDRESS[function_type] = function_at
     return _FROM_ADDRESS[function_type]
+
+
+def _at_address_for(kinds):
+    """An intrinsic ``f(address, x)``: :func:`from_address` for the function type in
+    ``kinds`` (:data:`MODEL_TYPES` or :data:`JACOBIAN_TYPES`) of x's layout, so that one
+    driver source serves every layout."""
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def function_at(typingctx, address, x):
+        function_type = kinds[x.ndim]
+
+        def codegen(context, builder, signature, args):
+            return _function_value(context, builder, function_type, args[0])
+
+        return function_type(types.int64, x), codegen
+
+    return function_at
+
+
+# model(x, params) and jacobian(x, params) from their addresses, for x's layout.
+model_at = _at_address_for(MODEL_TYPES)
+jacobian_at = _at_address_for(JACOBIAN_TYPES)
 
 
 @njit(cache=True)

@@ -2,7 +2,8 @@
 
 A user writes ``f(x, a, b, c)`` in NumPy. numba compiles it (``numba.njit``) and a small
 generated wrapper ``model(x, params)`` with a fixed signature; the wrapper is passed to the
-single-fit driver :func:`solve` as a *first-class function* (``numba.types.FunctionType``).
+single-fit driver :func:`solve` as a *first-class function* (``numba.types.FunctionType``),
+by its address (:func:`autofit.numba.first_class.model_at`).
 The driver is therefore compiled once for each layout of ``x`` and of the weights, not once
 per model, and it lives in numba's disk cache: a model the process has never seen costs only
 the compilation of that model (0.6-1.3 s measured), and a new process loads the driver. The
@@ -46,6 +47,8 @@ from autofit.numba.first_class import (
     MODEL_TYPES,
     CompiledFunction,
     is_converged,
+    jacobian_at,
+    model_at,
     placeholder_jacobian,
     zero_jacobian,
 )
@@ -54,8 +57,9 @@ from autofit.numba.lm import as_weight_columns, lm_solve_2d
 from autofit.numba.points import POINT_FUNCTIONS
 
 
-def _solve(model, jacobian, jac_method, polish_method, covariance_method, x, ydata, weights,
-           p0, lower, upper, ftol, xtol, gtol, max_nfev):
+def _solve(model_address, jacobian_address, jac_method, polish_method, covariance_method,
+           x, ydata, weights, p0, lower, upper, ftol, xtol, gtol, max_nfev):
+    model, jacobian = model_at(model_address, x), jacobian_at(jacobian_address, x)
     params, chi2, status, nfev, n_iter = lm_solve_2d(
         model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, ftol, xtol, gtol,
         max_nfev)
@@ -80,7 +84,8 @@ def _solve(model, jacobian, jac_method, polish_method, covariance_method, x, yda
 def _solve_signature(x_ndim: int):
     array = _F8[::1]
     # The weights as lm_solve_2d takes them (as_weight_columns): always 2-D.
-    return (MODEL_TYPES[x_ndim], JACOBIAN_TYPES[x_ndim], types.int64, types.int64,
+    # The model and its Jacobian by address (:func:`autofit.numba.first_class.model_at`).
+    return (types.int64, types.int64, types.int64, types.int64,
             types.int64, _X_TYPES[x_ndim], array, _F8[:, ::1], array, array, array, _F8, _F8,
             _F8, types.int64)
 
@@ -124,8 +129,9 @@ def solve(model, jacobian, jac_method, polish_method, covariance_method, x, ydat
         covariance (zeros when the fit did not converge).
     """
     polish = -1 if polish_method is None else polish_method
+    # model and jacobian (held by the caller) keep the code at their addresses alive.
     return _solver(x.ndim)(
-        model, jacobian, jac_method, polish, covariance_method, x, ydata,
+        model.address, jacobian.address, jac_method, polish, covariance_method, x, ydata,
         as_weight_columns(weights), p0, lower,
         upper, float(ftol), float(xtol), float(gtol), int(max_nfev))
 
