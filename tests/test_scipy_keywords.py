@@ -200,3 +200,15 @@ def test_the_same_mistake_raises_scipys_error_type(mistake):
     assert scipy_error is not None, "scipy accepts this: not a mistake"
     assert our_error is not None and issubclass(our_error, scipy_error), (
         f"scipy raises {scipy_error.__name__}, autofit {getattr(our_error, '__name__', None)}")
+
+
+def test_no_keywords_give_the_options_their_defaults_would():
+    # curve_fit without keywords skips their checks; the options must be those of every
+    # keyword given at its default value.
+    from autofit import _validation
+
+    defaults = {"ftol": 1e-15, "xtol": 1e-15, "gtol": 1e-15}
+    spelled_out = {"loss": "linear", "f_scale": 1.0, "verbose": 0, "col_deriv": False,
+                   "max_nfev": None, "x_scale": "jac", "diff_step": None, "factor": 100}
+    assert (_validation.solver_keywords({}, defaults)
+            == _validation.solver_keywords(spelled_out, defaults))
