@@ -761,8 +761,10 @@ def _has_signature(f) -> bool:
 def _n_params_hint(f, p0) -> int:
     if p0 is not None:
         return np.atleast_1d(check.as_float_array(p0, "p0")).shape[0]
-    count = check.fixed_parameter_count(f)
-    return 1 if count is None else count
+    try:
+        return check.count_parameters(f)  # scipy's count: defaults included
+    except ValueError:
+        return 1
 
 
 def _default_p0(f, x, y, lower, upper):

@@ -65,26 +65,67 @@ def count_parameters(f) -> int:
     return known
 
 
-def _count_parameters(f) -> int:
+def _positional(f):
+    """``f``'s signature and its parameters that a positional argument can fill."""
     try:
         signature = inspect.signature(f)
     except (TypeError, ValueError) as exc:
         raise ValueError("Unable to determine number of fit parameters from the signature "
                          f"of {f!r}; pass p0") from exc
-    parameters = list(signature.parameters.values())
-    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters) or \
-            len(parameters) < 2:
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return signature, [p for p in signature.parameters.values() if p.kind in kinds]
+
+
+def _count_parameters(f) -> int:
+    # scipy's count: the parameters after x that a positional argument can fill, those
+    # with a default included; keyword-only ones (a functools.partial's keywords) are not.
+    signature, positional = _positional(f)
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+           for p in signature.parameters.values()) or len(positional) < 2:
         raise ValueError("Unable to determine number of fit parameters: f takes "
                          f"{signature}; pass p0 with one value per parameter")
-    return len(parameters) - 1
+    return len(positional) - 1
+
+
+def parameter_count_range(f) -> tuple[int, int | None] | None:
+    """``(fewest, most)`` parameters after x that ``f(x, *p)`` accepts (``most`` None
+    after ``*args``): those without a default, up to every positional one. None when the
+    signature cannot be read."""
+    try:
+        known = _parameter_ranges.get(f)
+    except TypeError:  # not weakly referenceable
+        return _parameter_range(f)
+    if known is None:
+        known = _parameter_ranges[f] = _parameter_range(f) or ()
+    return known or None
+
+
+def _parameter_range(f):
+    try:
+        signature, positional = _positional(f)
+    except ValueError:
+        return None
+    if len(positional) < 1:
+        return None
+    after_x = positional[1:]
+    fewest = sum(p.default is inspect.Parameter.empty for p in after_x)
+    open_ended = any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values())
+    return fewest, None if open_ended else len(after_x)
+
+
+_parameter_ranges: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def fixed_parameter_count(f) -> int | None:
-    """The number of parameters after x when the signature fixes it, else None."""
-    try:
-        return count_parameters(f)
-    except ValueError:
+    """The number of parameters after x when the signature fixes it, else None (a
+    parameter with a default, ``*args``, or no readable signature)."""
+    n_params = getattr(f, "n_params", None)
+    if n_params is not None:
+        return n_params
+    found = parameter_count_range(f)
+    if found is None or found[0] != found[1]:
         return None
+    return found[0]
 
 
 def check_p0(p0, f) -> np.ndarray:
@@ -97,11 +138,18 @@ def check_p0(p0, f) -> np.ndarray:
         i = int(np.argmax(~np.isfinite(p0)))
         raise ValueError(f"p0 must be finite, but p0[{i}] = {p0[i]}; give a finite "
                          "starting value for every parameter")
-    expected = fixed_parameter_count(f)
+    found = (None if getattr(f, "n_params", None) is not None
+             else parameter_count_range(f))
+    expected = getattr(f, "n_params", None)
     if expected is not None and expected != p0.size:
         raise ValueError(f"p0 has {p0.size} value(s) but the model takes {expected} "
-                         f"parameter(s) "
-                         f"after x; give one starting value per parameter")
+                         f"parameter(s) after x; give one starting value per parameter")
+    if found is not None and not (found[0] <= p0.size
+                                  and (found[1] is None or p0.size <= found[1])):
+        takes = (f"{found[0]}" if found[0] == found[1] else
+                 f"{found[0]} or more" if found[1] is None else f"{found[0]} to {found[1]}")
+        raise ValueError(f"p0 has {p0.size} value(s) but the model takes {takes} "
+                         f"parameter(s) after x; give one starting value per parameter")
     return p0
 
 

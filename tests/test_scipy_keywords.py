@@ -212,3 +212,37 @@ def test_no_keywords_give_the_options_their_defaults_would():
                    "max_nfev": None, "x_scale": "jac", "diff_step": None, "factor": 100}
     assert (_validation.solver_keywords({}, defaults)
             == _validation.solver_keywords(spelled_out, defaults))
+
+
+def decay_offset(x, a, b, c=0.5):
+    return a * np.exp(-b * x) + c
+
+
+def decay_scaled(x, a, b, *, scale=1.0):
+    return a * np.exp(-b * x * scale)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_parameters_with_defaults_and_partial_keywords_fit_as_in_scipy(backend):
+    # scipy calls f(x, *p0): a model's parameters with defaults are fitted only when p0
+    # gives them, and keyword-only ones (a functools.partial's keywords) are not fit
+    # parameters. autofit refused both ("p0 has 2 value(s) but the model takes 3").
+    import functools
+
+    y = decay_offset(X, 2.5, 1.3, 0.4) + 0.01 * np.random.default_rng(5).normal(size=X.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for f, p0 in ((decay_offset, [1.0, 1.0]), (decay_offset, [1.0, 1.0, 0.0]),
+                      (decay_scaled, [1.0, 1.0]),
+                      (functools.partial(decay_scaled, scale=0.8), [1.0, 1.0])):
+            expected, _ = scipy_curve_fit(f, X, y, p0=p0)
+            popt, _ = autofit.curve_fit(f, X, y, p0=p0, backend=backend)
+            assert popt.shape == (len(p0),)
+            np.testing.assert_allclose(popt, expected, rtol=1e-5)
+        # Without p0 scipy counts every positional parameter after x, defaults included.
+        assert autofit.curve_fit(decay_offset, X, y, backend=backend)[0].shape == (3,)
+        assert autofit.curve_fit(decay_scaled, X, y, backend=backend)[0].shape == (2,)
+    with pytest.raises(ValueError, match=r"p0 has 4 value\(s\) but the model takes 2 to 3"):
+        autofit.curve_fit(decay_offset, X, y, p0=[1.0, 1.0, 1.0, 1.0], backend=backend)
+    with pytest.raises(ValueError, match=r"p0 has 1 value\(s\) but the model takes 2 to 3"):
+        autofit.curve_fit(decay_offset, X, y, p0=[1.0], backend=backend)

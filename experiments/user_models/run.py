@@ -4,7 +4,8 @@ Each single-fit case runs in a fresh process: the first ``autofit.curve_fit`` ca
 default rule (import excluded), then, after ``autofit.wait_for_compilation()``, warm calls
 on the default rule, on ``backend="numpy"`` and against ``scipy.optimize.curve_fit`` in the
 same process (minimum of ``--repeats``; the plain ``popt, pcov = curve_fit(f, x, y, p0)``
-call and the same with ``full_output=True``). Also: a per-pixel batch of the 8-Lorentzian user
+call, the same with ``sigma=`` (0.05 for every point, as an array) and with
+``full_output=True``). Also: a per-pixel batch of the 8-Lorentzian user
 model written with a Python loop over the peaks, and one huge fit of a user model.
 
     python experiments/user_models/run.py [--sizes 100 1000 10000 100000] [--repeats 5]
@@ -69,6 +70,10 @@ warm, plain = best(lambda: autofit.curve_fit(f, x, y, p0=p0))
 scipy_time, _ = best(lambda: so.curve_fit(f, x, y, p0=p0))
 warm_full, out = best(lambda: autofit.curve_fit(f, x, y, p0=p0, full_output=True))
 assert np.array_equal(plain[0], out[0]) and np.array_equal(plain[1], out[1])
+# With each point's standard deviation, as scientists usually call it.
+sigma = np.full(n, 0.05)
+sigma_time, with_sigma = best(lambda: autofit.curve_fit(f, x, y, p0=p0, sigma=sigma))
+scipy_sigma, sp_sigma = best(lambda: so.curve_fit(f, x, y, p0=p0, sigma=sigma))
 numpy_time, out_np = best(lambda: autofit.curve_fit(f, x, y, p0=p0, backend="numpy"))
 out_np = autofit.curve_fit(f, x, y, p0=p0, backend="numpy", full_output=True)
 scipy_full, out_sp = best(lambda: so.curve_fit(f, x, y, p0=p0, full_output=True))
@@ -78,6 +83,9 @@ print(json.dumps({
     "warm_backend": out[2]["backend"], "warm_reason": out[2]["backend_reason"],
     "warm_s": warm, "warm_full_output_s": warm_full, "warm_nfev": out[2]["nfev"],
     "numpy_s": numpy_time, "scipy_s": scipy_time, "scipy_full_output_s": scipy_full,
+    "sigma_s": sigma_time, "scipy_sigma_s": scipy_sigma,
+    "sigma_popt_vs_scipy": float(np.max(np.abs(with_sigma[0] - sp_sigma[0])
+                                        / np.sqrt(np.diag(sp_sigma[1])))),
     "scipy_nfev": int(out_sp[2]["nfev"]),
     "chi2": out[2]["chi2"], "chi2_numpy": out_np[2]["chi2"],
     "chi2_scipy": float(np.sum(out_sp[2]["fvec"] ** 2)),
@@ -195,9 +203,9 @@ def main() -> None:
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "single": [], "batch": None, "huge": []}
     print("| model | points | first call (backend) | warm default (backend) | x scipy "
-          "| full_output x scipy's | numpy engine x scipy | nfev (autofit / scipy) "
-          "| chi2 / scipy's - 1 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| sigma= x scipy's | full_output x scipy's | numpy engine x scipy "
+          "| nfev (autofit / scipy) | chi2 / scipy's - 1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for model in args.models:
         for n in args.sizes:
             r = _run(SINGLE, model, n, args.repeats)
@@ -205,6 +213,7 @@ def main() -> None:
             print(f"| {model} | {n} | {r['first_s'] * 1e3:.1f} ms ({r['first_backend']}) "
                   f"| {r['warm_s'] * 1e3:.3f} ms ({r['warm_backend']}) "
                   f"| {r['scipy_s'] / r['warm_s']:.2f}x "
+                  f"| {r['scipy_sigma_s'] / r['sigma_s']:.2f}x "
                   f"| {r['scipy_full_output_s'] / r['warm_full_output_s']:.2f}x "
                   f"| {r['scipy_s'] / r['numpy_s']:.2f}x "
                   f"| {r['warm_nfev']} / {r['scipy_nfev']} "
