@@ -638,9 +638,12 @@ def _output_broadcasts(f, x, p0) -> bool:
     model's scalar, say), as scipy's ``f(xdata, *p) - ydata`` allows; tried on two points."""
     if isinstance(f, Model) or x.shape[-1] < 2:
         return False
+    # NumPy's floating-point warnings are silenced; a warning of the user's own code would
+    # come again from the check at p0 (on every point). Not warnings.catch_warnings: each
+    # use resets Python's once-per-place record, and a fallback warning was then shown
+    # on every call of a loop of fits instead of once.
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
+        with np.errstate(all="ignore"):
             shape = np.shape(f(x[..., :2], *p0))
     except Exception:  # the full check at p0 reports what is wrong
         return False
