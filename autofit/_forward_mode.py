@@ -541,7 +541,35 @@ class _Writer:
                           "known before the fit)")
 
 
+def _lambda_definition(f):
+    """A lambda's ``def`` equivalent: the one lambda of f's first line in its file that
+    takes f's arguments, as ``def <lambda>(args): return body`` (the whole file is parsed:
+    a lambda's own lines, say inside a call that goes on below, need not parse alone)."""
+    try:
+        lines, _ = inspect.findsource(f)
+    except (OSError, TypeError) as exc:
+        raise Unsupported("the source of this lambda cannot be read") from exc
+    try:
+        tree = ast.parse("".join(lines))
+    except SyntaxError as exc:
+        raise Unsupported("the lambda's file does not parse") from exc
+    code = f.__code__
+    arguments = code.co_varnames[:code.co_argcount]
+    found = [node for node in ast.walk(tree)
+             if isinstance(node, ast.Lambda) and node.lineno == code.co_firstlineno
+             and tuple(a.arg for a in node.args.args) == arguments]
+    if len(found) != 1:
+        raise Unsupported(f"{len(found)} lambdas with these arguments on line "
+                          f"{code.co_firstlineno} (define the model with def)")
+    definition = ast.FunctionDef(name=f.__name__, args=found[0].args,
+                                 body=[ast.Return(found[0].body)], decorator_list=[],
+                                 returns=None, type_params=[])
+    return ast.fix_missing_locations(definition)
+
+
 def _definition(f):
+    if f.__name__ == "<lambda>":
+        return _lambda_definition(f)
     try:
         source = textwrap.dedent(inspect.getsource(f))
     except (OSError, TypeError) as exc:
