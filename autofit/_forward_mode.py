@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import inspect
 import itertools
 import linecache
@@ -593,7 +594,9 @@ def generate_source(f, n_params: int, n_variables: int) -> tuple[str, str]:
 
 
 def namespace_of(f) -> dict:
-    """The names ``f``'s code sees: its globals, and its closure's cells as names."""
+    """The names ``f``'s code sees: its globals, and its closure's cells as names (a
+    ``functools.partial``'s: its function's)."""
+    f = _function_of(f)
     namespace = dict(f.__globals__)
     for name, cell in zip(f.__code__.co_freevars, f.__closure__ or (), strict=True):
         try:
@@ -603,18 +606,38 @@ def namespace_of(f) -> dict:
     return namespace
 
 
+def _function_of(f):
+    """The function whose code ``f`` runs: ``f`` itself, or a ``functools.partial``'s
+    function (its keywords are constants of the model, as a default is)."""
+    if isinstance(f, functools.partial):
+        if f.args:
+            raise Unsupported("a functools.partial with positional arguments (bind the "
+                              "model's constants by keyword)")
+        f = f.func
+    if not isinstance(f, types_module.FunctionType):
+        raise Unsupported(f"{type(f).__name__} objects (only functions defined with def, "
+                          "lambdas, and functools.partial of them with keywords)")
+    return f
+
+
 def _generate(f, n_params, n_variables):
     """(value source, gradient source, the global and closure numbers they hold)."""
-    if not isinstance(f, types_module.FunctionType):
-        raise Unsupported(f"{type(f).__name__} objects (only functions defined with def)")
+    bound = dict(f.keywords) if isinstance(f, functools.partial) else {}
+    f = _function_of(f)
     definition = _definition(f)
     arguments = definition.args
-    if arguments.posonlyargs or arguments.kwonlyargs or arguments.kwarg:
-        raise Unsupported("positional-only, keyword-only or **kwargs arguments")
+    if arguments.posonlyargs or arguments.kwarg:
+        raise Unsupported("positional-only or **kwargs arguments")
     names = [a.arg for a in arguments.args]
     defaults = dict(zip(reversed(names), reversed(f.__defaults__ or ()), strict=False))
+    keyword_only = [a.arg for a in arguments.kwonlyargs]
+    defaults.update({k: v for k, v in (f.__kwdefaults__ or {}).items()})
+    defaults.update(bound)
     if not names:
         raise Unsupported("the model takes no x")
+    # A keyword the partial binds is no positional parameter (scipy's f(x, *p) cannot
+    # fill it without clashing).
+    names = [names[0]] + [name for name in names[1:] if name not in bound]
     writer = _Writer(namespace_of(f), n_params)
     header = []
     if n_variables == 1:
@@ -638,6 +661,10 @@ def _generate(f, n_params, n_variables):
         if name not in defaults:
             raise Unsupported(f"no value for the argument {name!r}")
         env[name] = writer._outside(defaults[name], name)
+    for name in keyword_only + [name for name in bound if name not in env]:
+        if name not in defaults:
+            raise Unsupported(f"no value for the keyword-only argument {name!r}")
+        env[name] = writer._outside(defaults[name], name)
     if arguments.vararg is not None:
         env[arguments.vararg.arg] = tuple(params[len(positional):])
     result = writer.block(definition.body, env, top_level=True)
@@ -657,6 +684,7 @@ def _constants_unchanged(f, constants: dict) -> bool:
     values it was generated with (a script may change a global between fits)."""
     if not constants:
         return True
+    f = _function_of(f)
     cells = dict(zip(f.__code__.co_freevars, f.__closure__ or (), strict=True))
     missing = object()
     for name, value in constants.items():

@@ -692,3 +692,29 @@ def test_a_changed_global_is_not_hidden_by_the_kept_check():
     finally:
         SCALE = 2.0
     np.testing.assert_allclose(popt, [1.0, 0.7], rtol=1e-8)
+
+
+def peak_with_constants(x, a, mu, *, width=1.0, offset=0.0):
+    return a * np.exp(-((x - mu) / width) ** 2) + offset
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_a_partial_with_keywords_runs_on_every_backend_without_falling_back(backend):
+    # functools.partial binds a model's constants: numba and jax read or translate its
+    # function (numba's batch crashed with numba's TypeError, jax fell back).
+    import functools
+
+    model = functools.partial(peak_with_constants, width=0.7, offset=0.1)
+    x = np.linspace(-2, 2, 120)
+    rng = np.random.default_rng(8)
+    y = np.stack([model(x, 2.0, 0.3 + 0.1 * k) for k in range(3)]) + 0.01 * rng.normal(
+        size=(3, x.size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", autofit.BackendFallbackWarning)
+        popt, _, info, _, _ = autofit.curve_fit(model, x, y[0], p0=[1.5, 0.0],
+                                                backend=backend, full_output=True)
+        batch = autofit.fit_batch(model, x, y, p0=[1.5, 0.0], backend=backend)
+    assert info["backend"] == backend and batch.backend == backend
+    assert batch.converged.all()
+    np.testing.assert_allclose(batch.params[0], popt, rtol=1e-6)
+    np.testing.assert_allclose(batch.params[:, 1], [0.3, 0.4, 0.5], atol=0.01)

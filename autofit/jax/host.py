@@ -15,6 +15,7 @@ falls back to the next backend with the reason, as any model jax cannot run.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import math
 import threading
@@ -74,9 +75,15 @@ def _replacements(f) -> dict:
 def translate(f):
     """A copy of ``f`` with its NumPy (and math) globals bound to jax.numpy.
 
-    Raises BackendCannotRun when ``f`` is not a plain Python function or names NumPy in no
-    global it uses (nothing to translate).
+    Raises BackendCannotRun when ``f`` is not a plain Python function (or a
+    ``functools.partial`` of one with keywords, translated as its function) or names NumPy
+    in no global it uses (nothing to translate).
     """
+    if (type(f) is functools.partial and not f.args
+            and isinstance(f.func, types.FunctionType)):
+        translated = functools.partial(translate(f.func), **f.keywords)
+        translated.__wrapped_numpy__ = f
+        return translated
     if not isinstance(f, types.FunctionType):
         raise BackendCannotRun(f"jax cannot trace {f!r} and cannot translate it (not a "
                                "Python function)")
@@ -211,7 +218,8 @@ def _checked_array_jacobian(f, n_params, gradient, x, p0):
                      _or=jnp.logical_or, _not=jnp.logical_not, _atleast_2d=jnp.atleast_2d,
                      _columns=columns)
     source = _array_jacobian_source(gradient_source, n_params)
-    exec(compile(source, f"<autofit jax derivatives of {f.__name__}>", "exec"),  # noqa: S102
+    name = getattr(f, "__name__", type(f).__name__)
+    exec(compile(source, f"<autofit jax derivatives of {name}>", "exec"),  # noqa: S102
          namespace)
     jacobian = namespace["jacobian"]
     x2 = np.atleast_2d(np.asarray(x, dtype=np.float64))

@@ -528,16 +528,21 @@ def batch_engine(problem, device: str) -> BatchEngine:
             if rescue is not None:
                 return rescue
     n_variables = problem.x.shape[1]
+    reason = None
+    if problem.jac is None and device == "cpu":
+        x = problem.x[0, 0] if n_variables == 1 else problem.x[0]
+        exact, reason = exact_or_none(f, problem.n_params, n_variables, x,
+                                      problem.p0[0].astype(np.float64))
+        if exact is not None:  # the user's f itself is not compiled
+            return BatchEngine(solve, *exact, JAC_ANALYTIC,
+                               "derivatives: exact, generated from the model's source "
+                               "(forward mode)")
+    if not isinstance(f, types_module.FunctionType) and not hasattr(f, "py_func"):
+        raise BackendCannotRun(f"numba compiles functions defined with def or lambda, not "
+                               f"{type(f).__name__} objects")
     point = user_point_function(f, problem.n_params, n_variables, device, problem.dtype)
-    if problem.jac is not None or device != "cpu":
+    if reason is None:
         return BatchEngine(solve, point, None, JAC_FORWARD)
-    x = problem.x[0, 0] if n_variables == 1 else problem.x[0]
-    exact, reason = exact_or_none(f, problem.n_params, n_variables, x,
-                                  problem.p0[0].astype(np.float64))
-    if exact is not None:
-        return BatchEngine(solve, *exact, JAC_ANALYTIC,
-                           "derivatives: exact, generated from the model's source (forward "
-                           "mode)")
     return BatchEngine(solve, point, None, JAC_FORWARD,
                        f"derivatives: finite differences ({reason})")
 
