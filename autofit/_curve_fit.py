@@ -510,7 +510,12 @@ def _common_call(f, xdata, ydata, p0, backend, sigma=None, absolute_sigma=False)
     choice = _dispatch.choose(backend)
     if choice.requested not in _dispatch.POINT_FUNCTION_BACKENDS:
         return None
-    host = _dispatch.host_of(choice.requested)
+    # Not loaded yet: nothing can be compiled for this model, and importing numba here
+    # (~0.2 s) would make a fresh process's first call wait for it; the general path
+    # answers that call while numba loads and compiles in the background.
+    host = _dispatch.loaded_host(choice.requested)
+    if host is None:
+        return None
     exact, _ = _forward_mode.exact_or_none(f, n_params, 1, xdata, start)
     if exact is None or not host.fused_compiled(*exact, n_params):
         return None

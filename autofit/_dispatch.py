@@ -241,6 +241,12 @@ def choose(backend: str | None = None) -> BackendChoice:
 _hosts: dict[str, ModuleType] = {}
 
 
+def loaded_host(name: str) -> ModuleType | None:
+    """The backend's ``host`` module if this process has loaded it, else None (nothing is
+    imported: numba's import alone takes ~0.2 s)."""
+    return _hosts.get(name)
+
+
 def host_of(name: str) -> ModuleType:
     """The backend's ``host`` module: what it needs from a user's model, where it runs and
     how its engines are called (the same names on every backend; see
