@@ -24,6 +24,8 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -200,12 +202,23 @@ def default_backend() -> str:
     return _default_cache["default"]
 
 
-def _jax_gpu_plugin_installed() -> bool:
-    """Whether a jax GPU plugin (CUDA or ROCm) is installed, without importing jax."""
-    for dist in importlib.metadata.distributions():
-        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if name.startswith(("jax-cuda", "jax-rocm", "jaxlib-cuda")) or name == "jax-plugins":
-            return True
+# What a jax GPU plugin (CUDA or ROCm) installs on the path: its package or its
+# .dist-info folder (names normalised to lower case and underscores).
+_JAX_GPU_PLUGINS = ("jax_cuda", "jax_rocm", "jaxlib_cuda", "jax_plugins")
+
+
+def _jax_gpu_plugin_installed(path=None) -> bool:
+    """Whether a jax GPU plugin (CUDA or ROCm) is installed, without importing jax: a name
+    on the import path (``path``, default ``sys.path``) that starts as one's does. (Reading
+    every installed distribution's metadata took ~20 ms of a fresh process's first fit.)"""
+    for entry in sys.path if path is None else path:
+        try:
+            names = os.listdir(entry or ".")
+        except (OSError, TypeError):  # not a folder (a zip file, say)
+            continue
+        for name in names:
+            if name.lower().replace("-", "_").startswith(_JAX_GPU_PLUGINS):
+                return True
     return False
 
 
