@@ -68,9 +68,16 @@ def _function_value(context, builder, function_type, address):
 
     value = cgutils.create_struct_proxy(function_type)(context, builder)
     pointer = context.get_value_type(types.voidptr)
-    value.c_addr = builder.inttoptr(address, pointer)
-    value.py_addr = cgutils.get_null_value(pointer)
-    value.jit_addr = cgutils.get_null_value(pointer)
+    # The fields by the names of this numba's model: (c_addr, py_addr, jit_addr) in recent
+    # versions, the C entry point named addr before; every field but it is null (no
+    # Python object, no numba-convention entry: calls take the C entry point).
+    fields = context.data_model_manager[function_type]._fields
+    for name in fields:
+        setattr(value, name, builder.inttoptr(address, pointer) if name in ("c_addr", "addr")
+                else cgutils.get_null_value(pointer))
+    if not {"c_addr", "addr"} & set(fields):
+        raise TypeError(f"numba's first-class function model has no C entry point field "
+                        f"({fields})")
     return value._getvalue()
 
 
