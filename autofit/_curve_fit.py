@@ -239,9 +239,10 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     array([2.5, 1.3, 0.5])
     """
     if (p0 is not None and jac is None and method is None and not kwargs
-            and not full_output and check_finite is None and nan_policy is None
-            and fused is None and check.is_unbounded(bounds)):
-        fitted = _common_call(f, xdata, ydata, p0, backend, sigma, absolute_sigma)
+            and check_finite is None and nan_policy is None and fused is None
+            and check.is_unbounded(bounds)):
+        fitted = _common_call(f, xdata, ydata, p0, backend, sigma, absolute_sigma,
+                              full_output)
         if fitted is not None:
             return fitted
     return solve(f, xdata, ydata, p0, sigma, absolute_sigma, check_finite, bounds, method, jac,
@@ -469,14 +470,16 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
 _ONE_WEIGHT = np.ones(1)
 
 
-def _common_call(f, xdata, ydata, p0, backend, sigma=None, absolute_sigma=False):
+def _common_call(f, xdata, ydata, p0, backend, sigma=None, absolute_sigma=False,
+                 full_output=False):
     """``curve_fit(f, x, y, p0)`` with every option at its default but ``sigma`` (None, or
-    a float64 array of one positive finite standard deviation per point) and
-    ``absolute_sigma``, for a user's model whose exact point functions are compiled on the
-    chosen backend's fused pass: the general path's result (the same kernel calls with the
-    same arguments), with less Python around it (the general path spends more time
-    checking than a 100-point fit takes: 80 us of a 110 us fit with sigma). None when the
-    call is anything else, or the fit does not end as the common case does (converged,
+    a float64 array of one positive finite standard deviation per point),
+    ``absolute_sigma`` and ``full_output``, for a user's model whose exact point functions
+    are compiled on the chosen backend's fused pass: the general path's result (the same
+    kernel calls with the same arguments, and with ``full_output`` the same infodict, built
+    by the same :func:`_outcome`), with less Python around it (the general path spends more
+    time checking than a 100-point fit takes: 80 us of a 110 us fit with sigma). None when
+    the call is anything else, or the fit does not end as the common case does (converged,
     finite covariance): the general path then runs it and reports what happened.
     """
     if (type(xdata) is not np.ndarray or type(ydata) is not np.ndarray
@@ -520,15 +523,25 @@ def _common_call(f, xdata, ydata, p0, backend, sigma=None, absolute_sigma=False)
     if exact is None or not host.fused_compiled(*exact, n_params):
         return None
     kernels = _dispatch.load(choice.requested)
-    params, chi2, status, _, _, information = kernels.lm_fused(
+    params, chi2, status, nfev, n_iter, information = kernels.lm_fused(
         *exact, _codes.JAC_ANALYTIC, xdata[None, :], ydata, weights, start,
         np.full(n_params, -np.inf), np.full(n_params, np.inf), DEFAULT_FTOL, DEFAULT_XTOL,
         DEFAULT_GTOL, fused_budget(n_params))
     if int(status) not in _codes.CONVERGED_CODES:
         return None
-    pcov, _ = kernels.covariance_from_information(information)
+    pcov, rank = kernels.covariance_from_information(information)
     if not math.isfinite(pcov.sum()):  # a nan or an inf in it (or an overflowing sum)
         return None
+    if full_output:
+        # As run_fused and the general path's outcome make it (fvec: the model in Python).
+        params = np.array(params, dtype=np.float64)
+        fvec = weights * (np.asarray(f(xdata, *params), dtype=np.float64) - ydata)
+        fit = {"params": params, "chi2": float(chi2), "status": Status(int(status)),
+               "nfev": int(nfev), "nit": int(n_iter),
+               "pcov": np.asarray(pcov, dtype=np.float64), "rank": int(rank), "fvec": fvec}
+        choice.notes.append(_forward_mode.EXACT_NOTE)
+        return _outcome(fit, choice, ydata, n_params, absolute_sigma,
+                        default_max_nfev(n_params)).curve_fit_output(True)
     if absolute_sigma:  # scipy's rule, with or without sigma
         return np.array(params, dtype=np.float64), pcov
     return np.array(params, dtype=np.float64), pcov * (float(chi2) / (n_points - n_params))

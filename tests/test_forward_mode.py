@@ -446,6 +446,36 @@ def test_the_common_call_returns_what_the_general_path_returns():
 
 
 @needs_numba
+@pytest.mark.parametrize("weighting", ["none", "sigma", "absolute_sigma"])
+def test_the_common_call_with_full_output_returns_what_the_general_path_returns(weighting):
+    import autofit
+    from autofit import _curve_fit
+
+    x = np.linspace(0, 4, 300)
+    rng = np.random.default_rng(9)
+    sigma = 0.005 + 0.02 * rng.random(x.size)
+    y = decay(x, 2.5, 1.3, 0.5) + sigma * rng.normal(size=x.size)
+    kwargs = {"none": {}, "sigma": {"sigma": sigma},
+              "absolute_sigma": {"sigma": sigma, "absolute_sigma": True}}[weighting]
+    p0 = [2.0, 1.0, 0.3]
+    autofit.curve_fit(decay, x, y, p0, backend="numba", **kwargs)  # compiles
+    common = _curve_fit._common_call(decay, x, y, p0, "numba", kwargs.get("sigma"),
+                                     kwargs.get("absolute_sigma", False), True)
+    general = _curve_fit.solve(decay, x, y, p0, backend="numba", full_output=True,
+                               **kwargs).curve_fit_output(True)
+    assert common is not None
+    np.testing.assert_array_equal(common[0], general[0])
+    np.testing.assert_array_equal(common[1], general[1])
+    assert common[3:] == general[3:]  # mesg, ier
+    assert common[2].keys() == general[2].keys()
+    for key, value in general[2].items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(common[2][key], value, err_msg=key)
+        else:
+            assert common[2][key] == value, key
+
+
+@needs_numba
 def test_the_common_call_never_loads_a_backend(monkeypatch):
     # In a fresh process the plain call loaded numba's host (importing numba, ~0.2 s) on
     # the first call, which then waited 160-290 ms where the general path answers in ~25
