@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
-import types
 import warnings
 from dataclasses import dataclass
 
@@ -485,8 +483,7 @@ def _common_call(f, xdata, ydata, p0, backend, sigma=None, absolute_sigma=False,
     if (type(xdata) is not np.ndarray or type(ydata) is not np.ndarray
             or xdata.dtype != np.float64 or ydata.dtype != np.float64 or xdata.ndim != 1
             or ydata.shape != xdata.shape or ydata.shape[0] >= FUSED_MIN_POINTS
-            or not (isinstance(f, types.FunctionType) or (
-                type(f) is functools.partial and isinstance(f.func, types.FunctionType)))):
+            or _forward_mode.plain_function(f) is None):
         return None
     weights, weighted_y = _ONE_WEIGHT, ydata
     if sigma is not None:

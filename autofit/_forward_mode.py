@@ -606,18 +606,25 @@ def namespace_of(f) -> dict:
     return namespace
 
 
+def plain_function(f):
+    """The Python function whose code ``f`` runs: ``f`` itself (a def or a lambda), or the
+    function of a ``functools.partial`` that binds only keywords (constants of the model,
+    as a default is); None for anything else."""
+    if type(f) is functools.partial and not f.args:
+        f = f.func
+    return f if isinstance(f, types_module.FunctionType) else None
+
+
 def _function_of(f):
-    """The function whose code ``f`` runs: ``f`` itself, or a ``functools.partial``'s
-    function (its keywords are constants of the model, as a default is)."""
-    if isinstance(f, functools.partial):
-        if f.args:
+    """:func:`plain_function`, or :class:`Unsupported` saying why there is none."""
+    function = plain_function(f)
+    if function is None:
+        if isinstance(f, functools.partial) and f.args:
             raise Unsupported("a functools.partial with positional arguments (bind the "
                               "model's constants by keyword)")
-        f = f.func
-    if not isinstance(f, types_module.FunctionType):
         raise Unsupported(f"{type(f).__name__} objects (only functions defined with def, "
                           "lambdas, and functools.partial of them with keywords)")
-    return f
+    return function
 
 
 def _generate(f, n_params, n_variables):

@@ -40,33 +40,30 @@ def as_float_array(value, name: str) -> np.ndarray:
                     f"{name} must be an array of numbers, got dtype {array.dtype}")
 
 
-# f -> its parameter count or the ValueError reading its signature gave (signatures are
-# read once: inspect.signature costs more than a small compiled fit).
-_parameter_counts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# f -> (signature, the parameters a positional argument can fill), or the ValueError
+# reading its signature gave (read once: inspect.signature costs more than a small
+# compiled fit).
+_signatures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def count_parameters(f) -> int:
-    """Number of fit parameters of ``f(x, p1, p2, ...)`` from its signature."""
-    n_params = getattr(f, "n_params", None)
-    if n_params is not None:
-        return n_params
+def _positional(f):
+    """``f``'s signature and its parameters that a positional argument can fill."""
     try:
-        known = _parameter_counts.get(f)
+        known = _signatures.get(f)
     except TypeError:  # not weakly referenceable
-        return _count_parameters(f)
+        return _read_positional(f)
     if known is None:
         try:
-            known = _count_parameters(f)
+            known = _read_positional(f)
         except ValueError as exc:
             known = exc
-        _parameter_counts[f] = known
+        _signatures[f] = known
     if isinstance(known, ValueError):
         raise ValueError(str(known)) from known.__cause__
     return known
 
 
-def _positional(f):
-    """``f``'s signature and its parameters that a positional argument can fill."""
+def _read_positional(f):
     try:
         signature = inspect.signature(f)
     except (TypeError, ValueError) as exc:
@@ -76,9 +73,13 @@ def _positional(f):
     return signature, [p for p in signature.parameters.values() if p.kind in kinds]
 
 
-def _count_parameters(f) -> int:
-    # scipy's count: the parameters after x that a positional argument can fill, those
-    # with a default included; keyword-only ones (a functools.partial's keywords) are not.
+def count_parameters(f) -> int:
+    """Number of fit parameters of ``f(x, p1, p2, ...)`` from its signature, as scipy counts
+    them: the parameters after x that a positional argument can fill, those with a default
+    included; keyword-only ones (a functools.partial's keywords) are not."""
+    n_params = getattr(f, "n_params", None)
+    if n_params is not None:
+        return n_params
     signature, positional = _positional(f)
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
            for p in signature.parameters.values()) or len(positional) < 2:
@@ -89,23 +90,16 @@ def _count_parameters(f) -> int:
 
 def parameter_count_range(f) -> tuple[int, int | None] | None:
     """``(fewest, most)`` parameters after x that ``f(x, *p)`` accepts (``most`` None
-    after ``*args``): those without a default, up to every positional one. None when the
-    signature cannot be read."""
-    try:
-        known = _parameter_ranges.get(f)
-    except TypeError:  # not weakly referenceable
-        return _parameter_range(f)
-    if known is None:
-        known = _parameter_ranges[f] = _parameter_range(f) or ()
-    return known or None
-
-
-def _parameter_range(f):
+    after ``*args``): those without a default, up to every positional one; both the
+    model's ``n_params`` for a built-in model. None when the signature cannot be read."""
+    n_params = getattr(f, "n_params", None)
+    if n_params is not None:
+        return n_params, n_params
     try:
         signature, positional = _positional(f)
     except ValueError:
         return None
-    if len(positional) < 1:
+    if not positional:
         return None
     after_x = positional[1:]
     fewest = sum(p.default is inspect.Parameter.empty for p in after_x)
@@ -113,19 +107,11 @@ def _parameter_range(f):
     return fewest, None if open_ended else len(after_x)
 
 
-_parameter_ranges: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def fixed_parameter_count(f) -> int | None:
     """The number of parameters after x when the signature fixes it, else None (a
     parameter with a default, ``*args``, or no readable signature)."""
-    n_params = getattr(f, "n_params", None)
-    if n_params is not None:
-        return n_params
     found = parameter_count_range(f)
-    if found is None or found[0] != found[1]:
-        return None
-    return found[0]
+    return found[0] if found is not None and found[0] == found[1] else None
 
 
 def check_p0(p0, f) -> np.ndarray:
@@ -138,12 +124,7 @@ def check_p0(p0, f) -> np.ndarray:
         i = int(np.argmax(~np.isfinite(p0)))
         raise ValueError(f"p0 must be finite, but p0[{i}] = {p0[i]}; give a finite "
                          "starting value for every parameter")
-    found = (None if getattr(f, "n_params", None) is not None
-             else parameter_count_range(f))
-    expected = getattr(f, "n_params", None)
-    if expected is not None and expected != p0.size:
-        raise ValueError(f"p0 has {p0.size} value(s) but the model takes {expected} "
-                         f"parameter(s) after x; give one starting value per parameter")
+    found = parameter_count_range(f)
     if found is not None and not (found[0] <= p0.size
                                   and (found[1] is None or p0.size <= found[1])):
         takes = (f"{found[0]}" if found[0] == found[1] else

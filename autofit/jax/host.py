@@ -79,12 +79,12 @@ def translate(f):
     ``functools.partial`` of one with keywords, translated as its function) or names NumPy
     in no global it uses (nothing to translate).
     """
-    if (type(f) is functools.partial and not f.args
-            and isinstance(f.func, types.FunctionType)):
-        translated = functools.partial(translate(f.func), **f.keywords)
+    function = _forward_mode.plain_function(f)
+    if function is not None and function is not f:  # a partial: its function translated
+        translated = functools.partial(translate(function), **f.keywords)
         translated.__wrapped_numpy__ = f
         return translated
-    if not isinstance(f, types.FunctionType):
+    if function is None:
         raise BackendCannotRun(f"jax cannot trace {f!r} and cannot translate it (not a "
                                "Python function)")
     replacements = _replacements(f)
