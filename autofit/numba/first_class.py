@@ -55,7 +55,7 @@ class CompiledFunction:
     @property
     def address(self) -> int:
         """The compiled function's address, for a driver that takes it as an integer and
-        turns it back into this function with :func:`from_address`."""
+        turns it back into this function with :func:`function_at_address`."""
         return self._address
 
 
@@ -81,38 +81,18 @@ def _function_value(context, builder, function_type, address):
     return value._getvalue()
 
 
-_FROM_ADDRESS: dict = {}
-
-
-def from_address(function_type):
-    """An intrinsic ``f(address) -> function_type``: the first-class function value whose
-    machine code is at ``address`` (:attr:`CompiledFunction.address`), built inside compiled
-    code. A driver that takes the address as an int64 instead of the function value saves
+def function_at_address(type_for):
+    """An intrinsic ``f(address, x)``: the first-class function value of type
+    ``type_for(numba type of x)`` whose machine code is at ``address``
+    (:attr:`CompiledFunction.address`), built inside compiled code (x only chooses the
+    type). A driver that takes the address as an int64 instead of the function value saves
     numba's unboxing of that value on every call (two calls back into Python, ~2.7 us: a
     tenth of a 100-point fit)."""
-    if function_type not in _FROM_ADDRESS:
-        from numba.extending import intrinsic
-
-        @intrinsic
-        def function_at(typingctx, address):
-            def codegen(context, builder, signature, args):
-                return _function_value(context, builder, function_type, args[0])
-
-            return function_type(types.int64), codegen
-
-        _FROM_ADDRESS[function_type] = function_at
-    return _FROM_ADDRESS[function_type]
-
-
-def _at_address_for(kinds):
-    """An intrinsic ``f(address, x)``: :func:`from_address` for the function type in
-    ``kinds`` (:data:`MODEL_TYPES` or :data:`JACOBIAN_TYPES`) of x's layout, so that one
-    driver source serves every layout."""
     from numba.extending import intrinsic
 
     @intrinsic
     def function_at(typingctx, address, x):
-        function_type = kinds[x.ndim]
+        function_type = type_for(x)
 
         def codegen(context, builder, signature, args):
             return _function_value(context, builder, function_type, args[0])
@@ -123,8 +103,8 @@ def _at_address_for(kinds):
 
 
 # model(x, params) and jacobian(x, params) from their addresses, for x's layout.
-model_at = _at_address_for(MODEL_TYPES)
-jacobian_at = _at_address_for(JACOBIAN_TYPES)
+model_at = function_at_address(lambda x: MODEL_TYPES[x.ndim])
+jacobian_at = function_at_address(lambda x: JACOBIAN_TYPES[x.ndim])
 
 
 @njit(cache=True)

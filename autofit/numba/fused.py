@@ -59,7 +59,7 @@ from autofit._rules import (
     fused_estimator,
 )
 from autofit.numba import linalg
-from autofit.numba.first_class import from_address
+from autofit.numba.first_class import function_at_address
 from autofit.numba.models import required_point_functions
 from autofit.numba.passes import (
     _REDUCE_FASTMATH,
@@ -232,7 +232,8 @@ def _chunk_signature():
 
 
 # ``chunk_sums`` from its address, inside the driver.
-_chunk_sums_at = from_address(numba.types.FunctionType(_chunk_signature()))
+_CHUNK_TYPE = numba.types.FunctionType(_chunk_signature())
+_chunk_sums_at = function_at_address(lambda x: _CHUNK_TYPE)
 
 _REDUCTIONS: dict = {}
 
@@ -367,7 +368,7 @@ def _cholesky_solve(h, g, scale_squared, damping, active, step, system, rhs):
 
 def _solve(chunk_address, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol, gtol,
            max_nfev, chunk):
-    chunk_sums = _chunk_sums_at(chunk_address)
+    chunk_sums = _chunk_sums_at(chunk_address, x)
     n_params = p0.shape[0]
     n_sums = 1 + n_params + n_params * (n_params + 1) // 2
     partial = np.empty(((y.shape[0] + chunk - 1) // chunk, n_sums))
@@ -462,7 +463,7 @@ _DRIVER: list = []
 def _driver():
     """The LM driver of the fused pass, compiled once (and kept in numba's disk cache) for
     every model: it takes the address of the model's ``chunk_sums`` (a first-class
-    function rebuilt inside, :func:`autofit.numba.first_class.from_address`)."""
+    function rebuilt inside, :func:`autofit.numba.first_class.function_at_address`)."""
     with _driver_lock:
         if not _DRIVER:
             from numba import types
