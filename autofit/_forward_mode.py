@@ -303,11 +303,6 @@ class _Writer:
             t = self.value(f"{u.value} {symbol} {v.value}")
         du, dv = u.tangent, v.tangent
         tangent = {}
-        # A quotient's derivatives share one reciprocal of the divisor: 8 Lorentzian dips
-        # took four divisions a point each (jax's array Jacobian 400 -> ... us for 64 fits);
-        # the value itself stays NumPy's quotient.
-        reciprocal = (self.derivative(f"1.0 / {v.value}")
-                      if op is ast.Div and len(set(du) | set(dv)) > 1 else None)
         for j in sorted(set(du) | set(dv)):
             a, b = du.get(j), dv.get(j)
             if op is ast.Add:
@@ -319,13 +314,6 @@ class _Writer:
             elif op is ast.Mult:
                 parts = ([_times(a, v.value)] if a else []) + ([_times(u.value, b)] if b else [])
                 tangent[j] = self.derivative(" + ".join(parts))
-            elif op is ast.Div and reciprocal is not None:
-                if a and b:
-                    tangent[j] = self.derivative(f"({a} - {t.value} * {b}) * {reciprocal}")
-                elif a:
-                    tangent[j] = self.derivative(f"{a} * {reciprocal}")
-                else:
-                    tangent[j] = self.derivative(f"-({t.value} * {b}) * {reciprocal}")
             elif op is ast.Div:
                 if a and b:
                     tangent[j] = self.derivative(f"({a} - {t.value} * {b}) / {v.value}")
