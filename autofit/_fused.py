@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autofit import _codes, _dispatch
+from autofit import _codes, _dispatch, _threads
 from autofit._status import Status
 
 # From this many points on, a fit first runs on every ``stride``-th point (a strided
@@ -53,10 +53,10 @@ def _fit_from_coarse_start(lm_fused, model, jacobian, jac_method, x2, y, weights
         params, chi2, status, nfev, n_iter, information = full(p0, max_nfev)
         return params, chi2, status, int(nfev), int(n_iter), information
     sample_weights = weights if weights.shape[0] == 1 else weights[::stride]
-    sample_y = np.ascontiguousarray(y[::stride])
+    sample_y, sample_x = _threads.both(np.ascontiguousarray, y[::stride], x2[:, ::stride])
     sample = _fit_from_coarse_start(
-        lm_fused, model, jacobian, jac_method, np.ascontiguousarray(x2[:, ::stride]),
-        sample_y, np.ascontiguousarray(sample_weights), p0, lower, upper, tolerances,
+        lm_fused, model, jacobian, jac_method, sample_x, sample_y,
+        np.ascontiguousarray(sample_weights), p0, lower, upper, tolerances,
         max(max_nfev // 2, 1), estimator, coarse)
     spent, spent_iterations = sample[3], sample[4]
     if int(sample[2]) not in _codes.CONVERGED_CODES:

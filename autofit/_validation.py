@@ -12,7 +12,7 @@ import weakref
 
 import numpy as np
 
-from autofit import _codes
+from autofit import _codes, _threads
 
 
 class NotNumbersError(TypeError, ValueError):
@@ -493,10 +493,13 @@ def apply_nan_policy(x, y, sigma, nan_policy, check_finite):
     the check found it finite (for :func:`check_data_scale`), else None."""
     y_squares = None
     if check_finite:
-        for array, name in ((x, "xdata"), (y, "ydata")):
-            # The sum of squares (one pass) is finite when every value is; when it is not,
-            # the smallest and largest values say whether a value is or a square overflowed.
-            squares = sum_of_squares(array) if array.size else 0.0
+        # The sum of squares (one pass; x's and y's at once) is finite when every value
+        # is; when it is not, the smallest and largest values say whether a value is or a
+        # square overflowed.
+        found_squares = _threads.both(
+            lambda array: sum_of_squares(array) if array.size else 0.0, x, y)
+        for array, name, squares in ((x, "xdata", found_squares[0]),
+                                     (y, "ydata", found_squares[1])):
             if not math.isfinite(squares):
                 found = value_range(array)
                 if not (math.isfinite(found[0]) and math.isfinite(found[1])):

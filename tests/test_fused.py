@@ -676,3 +676,38 @@ def test_the_subsample_start_keeps_sigma_bounds_and_robust_losses(decay_data, ba
     np.testing.assert_allclose(found[0][1], found[1][1], rtol=1e-4)
     if case == "sigma-bounds":
         assert found[0][0][2] == pytest.approx(0.45)
+
+
+def test_two_large_arrays_are_read_in_two_threads_with_the_results_of_one(monkeypatch):
+    import threading
+
+    from autofit import _threads
+
+    large = np.arange(300_000, dtype=np.float64)  # 2.4 MB: over the threshold
+    threads = []
+
+    def squares(array):
+        threads.append(threading.get_ident())
+        return float(np.sum(array * array))
+
+    assert _threads.both(squares, large, large[::-1]) == (squares(large),) * 2
+    assert len(set(threads[:2])) == 2 and threading.get_ident() in threads[:2]
+    # A strided view reads the whole array (its cache lines): it counts as large.
+    threads.clear()
+    _threads.both(squares, large[::20], large[1::20])
+    assert len(set(threads)) == 2
+    threads.clear()
+    _threads.both(squares, large[:1000], large)  # one small: no helper
+    assert set(threads) == {threading.get_ident()}
+
+
+@pytest.mark.parametrize("where", ["xdata", "ydata"])
+def test_the_concurrent_checks_find_a_nan_in_either_array(decay_data, monkeypatch, where):
+    from autofit import _threads
+
+    monkeypatch.setattr(_threads, "CONCURRENT_MIN_BYTES", 1024)
+    x, y = decay_data
+    bad_x, bad_y = x.copy(), y.copy()
+    (bad_x if where == "xdata" else bad_y)[N - 3] = np.nan
+    with pytest.raises(ValueError, match=f"{where}.*must not contain infs or NaNs"):
+        autofit.curve_fit(decay, bad_x, bad_y, p0=[2.0, 1.0, 0.4], backend="numpy")
