@@ -97,6 +97,41 @@ print(json.dumps({
 }))
 '''
 
+# New models one after another in one fresh process: each one's first call.
+NEW_MODELS = r'''
+import json, time
+import numpy as np
+import autofit
+
+def decay(x, a, b, c):
+    return a * np.exp(-b * x) + c
+
+def gaussian(x, a, mu, sigma, c):
+    return a * np.exp(-0.5 * ((x - mu) / sigma) ** 2) + c
+
+def damped_cosine(x, a, tau, omega, phi, c):
+    return a * np.exp(-x / tau) * np.cos(omega * x + phi) + c
+
+def double_decay(x, a, b, c, d):
+    return a * np.exp(-b * x) + c * np.exp(-d * x)
+
+rng = np.random.default_rng(0)
+x = np.linspace(0, 4, 1000)
+cases = [(decay, (2.5, 1.3, 0.5), (1.0, 1.0, 0.0)),
+         (gaussian, (3.0, 2.0, 0.8, 0.5), (2.5, 1.8, 1.0, 0.3)),
+         (damped_cosine, (2.0, 3.0, 5.0, 0.3, 0.1), (1.8, 2.5, 4.9, 0.2, 0.0)),
+         (double_decay, (2.0, 1.5, 1.0, 0.3), (1.8, 1.4, 1.1, 0.35))]
+out = []
+for k, (f, truth, p0) in enumerate(cases):
+    if k == len(cases) - 1:
+        autofit.wait_for_compilation()  # the last one once the others have compiled
+    y = f(x, *truth) + 0.05 * rng.normal(size=x.size)
+    t = time.perf_counter()
+    autofit.curve_fit(f, x, y, p0=p0)
+    out.append([f.__name__, time.perf_counter() - t])
+print(json.dumps(out))
+'''
+
 BATCH = r'''
 import json, sys, time, warnings
 import numpy as np, scipy.optimize as so
@@ -214,7 +249,7 @@ def main() -> None:
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                           f"Python {platform.python_version()}",
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "single": [], "batch": None, "huge": []}
+               "single": [], "new_models": [], "batch": None, "huge": []}
     print("| model | points | first call (backend) | warm default (backend) | x scipy "
           "| sigma= x scipy's | full_output x scipy's | numpy engine x scipy "
           "| nfev (autofit / scipy) | chi2 / scipy's - 1 |")
@@ -231,6 +266,12 @@ def main() -> None:
                   f"| {r['scipy_s'] / r['numpy_s']:.2f}x "
                   f"| {r['warm_nfev']} / {r['scipy_nfev']} "
                   f"| {r['chi2'] / r['chi2_scipy'] - 1:.1e} |", flush=True)
+    if args.sizes:
+        results["new_models"] = found = _run(NEW_MODELS)
+        print("\nNew models one after another in one fresh process (1,000 points), each one's "
+              "first call: " + ", ".join(f"{name} {seconds * 1e3:.1f} ms"
+                                        for name, seconds in found)
+              + " (the last after wait_for_compilation())")
     if args.batch_fits:
         results["batch"] = r = _run(BATCH, args.batch_fits, args.scipy_fits,
                                     args.batch_repeats)
@@ -256,7 +297,7 @@ def main() -> None:
     # Parts not run keep their earlier figures.
     path = HERE / "results.json"
     earlier = json.loads(path.read_text()) if path.exists() else {}
-    for part, empty in (("single", []), ("batch", None), ("huge", [])):
+    for part, empty in (("single", []), ("new_models", []), ("batch", None), ("huge", [])):
         if results[part] == empty and part in earlier:
             results[part] = earlier[part]
     path.write_text(json.dumps(results, indent=1) + "\n")
