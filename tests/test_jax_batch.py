@@ -637,6 +637,19 @@ def test_bucket_and_chunk_sizes():
         assert size % chunk == 0 and chunk <= max(batch.CPU_CHUNK, batch.ACCELERATOR_CHUNK)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU's chunk rule")
+def test_a_cpu_chunk_holds_a_bounded_jacobian():
+    # A small model keeps chunks of CPU_CHUNK fits; a large one (8 Lorentzian dips, 200
+    # points) gets fewer fits a chunk, so that its Jacobian stays in a core's cache; a
+    # single fit's Jacobian beyond the bound still gets a chunk of one.
+    size = batch.bucket_size(2000)
+    assert batch._chunk_size(size, 3, 100) == batch.CPU_CHUNK
+    chunk = batch._chunk_size(size, 25, 200)
+    assert chunk * 25 * 200 <= batch.CPU_CHUNK_ENTRIES < 2 * chunk * 25 * 200
+    assert size % chunk == 0
+    assert batch._chunk_size(size, 50, batch.CPU_CHUNK_ENTRIES) == 1
+
+
 def test_a_jax_batch_reports_the_device_jax_ran_on(monkeypatch):
     import autofit
     from autofit import models

@@ -21,19 +21,19 @@ size of the program, and was the cost to cut (``experiments/jax_compile``).
 :func:`lm_batch` (the declared kernel) and :func:`run_batch` (the same with options and
 statistics) pad the batch, call it once and read the results back.
 
-**Chunks and compaction.** The fits are advanced in chunks of :func:`_chunk_size` fits
-(at most :data:`CPU_CHUNK` on CPU, so that a chunk's temporaries stay in cache across its
-passes): a ``while_loop`` whose body is the per-fit pass ``vmap``-ed over the chunk and
-applied only to its moving fits, which is what ``vmap`` of a per-fit ``while_loop``
-compiles to. A vmapped loop runs every fit until the slowest one stops; here the batch runs
-in stages: each stage lists the moving fits first (a stable partition of the fits: the same
-shapes, nothing to recompile) and runs the chunks that hold them, each for at most
-:data:`STAGE_ITERATIONS` passes and only while more than half of its fits still move. The
-slow fits of many chunks are so gathered into few, and the work executed (fits x passes)
-follows the typical fit, not the slowest. Once the moving fits fit in one chunk, it runs
-to the end. ``run_batch(..., compaction=False)`` runs every chunk to its end in one stage,
-in the fits' order. Both run the same program, so a fit's result does not depend on the
-order or the chunk it runs in: bit for bit (tested).
+**Chunks and compaction.** The fits are advanced in chunks of :func:`_chunk_size` fits (on
+CPU at most :data:`CPU_CHUNK`, and at most :data:`CPU_CHUNK_ENTRIES` Jacobian entries, so
+that a chunk's temporaries stay in cache across its passes): a ``while_loop`` whose body is
+the per-fit pass ``vmap``-ed over the chunk and applied only to its moving fits, which is
+what ``vmap`` of a per-fit ``while_loop`` compiles to. A vmapped loop runs every fit until
+the slowest one stops; here the batch runs in stages: each stage lists the moving fits
+first (a stable partition of the fits: the same shapes, nothing to recompile) and runs the
+chunks that hold them, each for at most :data:`STAGE_ITERATIONS` passes and only while more
+than half of its fits still move. The slow fits of many chunks are so gathered into few,
+and the work executed (fits x passes) follows the typical fit, not the slowest. Once the
+moving fits fit in one chunk, it runs to the end. ``run_batch(..., compaction=False)`` runs
+every chunk to its end in one stage, in the fits' order. Both run the same program, so a
+fit's result does not depend on the order or the chunk it runs in: bit for bit (tested).
 
 **Buckets.** The number of fits is padded up to :func:`bucket_size` (8, 12, 16, 24, 32,
 48, ...: powers of two and 1.5 times powers of two): no recompilation while only values

@@ -30,14 +30,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-SINGLE = r'''
-import json, sys, time, warnings
-t0 = time.perf_counter()
-import numpy as np, scipy.optimize as so
-import autofit
-t_import = time.perf_counter() - t0
-name, n, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-
+# The users' models of the single fits, as each script defines them.
+USER_MODELS = '''
 def decay(x, a, b, c):
     return a * np.exp(-b * x) + c
 
@@ -46,7 +40,16 @@ def gaussian(x, a, mu, sigma, c):
 
 def damped_cosine(x, a, tau, omega, phi, c):
     return a * np.exp(-x / tau) * np.cos(omega * x + phi) + c
+'''
 
+SINGLE = r'''
+import json, sys, time, warnings
+t0 = time.perf_counter()
+import numpy as np, scipy.optimize as so
+import autofit
+t_import = time.perf_counter() - t0
+name, n, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+''' + USER_MODELS + r'''
 cases = {"decay": (decay, (2.5, 1.3, 0.5), (1.0, 1.0, 0.0), (0, 4)),
          "gaussian": (gaussian, (3.0, 0.2, 0.8, 0.5), (2.5, 0.0, 1.0, 0.3), (-4, 4)),
          "damped_cosine": (damped_cosine, (2.0, 3.0, 5.0, 0.3, 0.1),
@@ -102,16 +105,7 @@ NEW_MODELS = r'''
 import json, time
 import numpy as np
 import autofit
-
-def decay(x, a, b, c):
-    return a * np.exp(-b * x) + c
-
-def gaussian(x, a, mu, sigma, c):
-    return a * np.exp(-0.5 * ((x - mu) / sigma) ** 2) + c
-
-def damped_cosine(x, a, tau, omega, phi, c):
-    return a * np.exp(-x / tau) * np.cos(omega * x + phi) + c
-
+''' + USER_MODELS + r'''
 def double_decay(x, a, b, c, d):
     return a * np.exp(-b * x) + c * np.exp(-d * x)
 
