@@ -139,7 +139,7 @@ MIN_BUCKET = 8
 CPU_CHUNK = 64
 # ... and on CPU at most this many Jacobian entries (fits x parameters x points, 2 MB: one
 # core's L2 cache here), so that the chunk's Jacobian stays in cache: the 8-Lorentzian user
-# model (25 parameters, 200 points) ran 2,200 fits/s in chunks of 64, 2,500 in chunks of 32
+# model (25 parameters, 200 points) ran 2,440 fits/s in chunks of 64, 2,630 in chunks of 32
 # (a damped cosine of 3,000 points: 728 fits/s in 64, 782 in 16; experiments/user_models).
 CPU_CHUNK_ENTRIES = 1 << 18
 # On accelerators a chunk must fill the device.
