@@ -43,6 +43,15 @@ ESTIMATOR_ARCTAN = 5   # rho = arctan(z)
 ROBUST_LOSSES = {"soft_l1": ESTIMATOR_SOFT_L1, "huber": ESTIMATOR_HUBER,
                  "cauchy": ESTIMATOR_CAUCHY, "arctan": ESTIMATOR_ARCTAN}
 
+# How a batch pass weighs each point in H under a robust loss (autofit._rules.point_weight):
+# the loss's safe curvature (robust_loss's, never negative), scipy's information weight
+# max(rho1 + 2 rho2 z, eps) (the covariance's matrix), or Newton's rho1 + 2 rho2 z, negative
+# where the loss bends down (once the fit has accepted NEWTON_AFTER_ACCEPTED steps).
+WEIGH_CURVATURE = 0
+WEIGH_INFORMATION = 1
+WEIGH_NEWTON = 2
+NEWTON_AFTER_ACCEPTED = 3
+
 # Levenberg-Marquardt tuning, one definition for the three lm.py files.
 EPS = 2.220446049250313e-16  # float64 machine epsilon
 # Nielsen's initial damping relative to the (unit) diagonal of the scaled system.

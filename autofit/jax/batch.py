@@ -95,7 +95,6 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
-    EPS,
     ESTIMATOR_LSE,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
@@ -114,6 +113,8 @@ from autofit._codes import (
     RUNNING,
     SINGULAR,
     TOO_FEW_POINTS,
+    WEIGH_CURVATURE,
+    WEIGH_INFORMATION,
 )
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
@@ -121,6 +122,8 @@ from autofit._rules import (
     clip_step_where,
     geodesic_probe_weight,
     judge_trial_where,
+    pass_weighing_where,
+    point_weight_where,
     predicted_reduction_where,
     robust_loss_where,
     step_not_tried_where,
@@ -235,6 +238,9 @@ class BatchState(NamedTuple):
     damping: jax.Array  # (n,)
     n_iter: jax.Array  # (n,) int
     status: jax.Array  # (n,) int: RUNNING while the fit goes on
+    # (n,) int: steps accepted, which say how a pass weighs a robust loss's points in H
+    # (autofit._rules.pass_weighing): the pass at params was weighed for n_accepted - 1
+    n_accepted: jax.Array
 
 
 class BatchStats(NamedTuple):
@@ -323,9 +329,10 @@ def _normal_sums(vectors, jac, residual, weight=None):
     return [jnp.sum(v) for v in vectors], g, matrix
 
 
-def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
+def _evaluate(model, jacobian, jac_method, estimator, d, p, free, weighing=WEIGH_CURVATURE):
     """chi2, g, h at p (chi2 = inf where they are not finite or, for MLE, some f <= 0),
-    and whether the Poisson model was positive at every used point."""
+    and whether the Poisson model was positive at every used point; a robust loss's points
+    weighed in h as ``weighing`` says (:func:`autofit._rules.point_weight`)."""
     f, jac, used = _model_and_columns(model, jacobian, jac_method, d, p, free)
     y, w = d.ydata, d.weights
     if estimator == ESTIMATOR_MLE:
@@ -347,13 +354,16 @@ def _evaluate(model, jacobian, jac_method, estimator, d, p, free):
         wj = jac * jnp.where(used, w, 0.0)[None, :]
         (chi2,), g, h = _normal_sums((r * r,), wj, r)
     else:
-        # A robust loss: Σ rho, each point's weight in H the loss's curvature (the
-        # reference's _evaluate). r is exactly 0 at weight-0 points, so every term there is 0 too.
+        # A robust loss: Σ rho, each point's weight in H the loss's curvature or Newton's
+        # (the reference's _evaluate). r is exactly 0 at weight-0 points, so every term
+        # there is 0 too.
         positive = jnp.asarray(True)
         r = jnp.where(used, w * (y - f), 0.0)
-        rho, rho1, _, curvature = robust_loss(r * r, estimator)
+        z = r * r
+        rho, rho1, rho2, curvature = robust_loss(z, estimator)
+        weight = point_weight_where(jnp, rho1, rho2, z, curvature, weighing)
         (chi2,), g, h = _normal_sums((rho,), jac, jnp.where(used, w * rho1 * r, 0.0),
-                                     jnp.where(used, w * w * curvature, 0.0))
+                                     jnp.where(used, w * w * weight, 0.0))
     finite = jnp.isfinite(chi2) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(h))
     return jnp.where(finite & positive, chi2, jnp.inf), g, h, positive
 
@@ -400,11 +410,14 @@ def _geodesic(model, jacobian, jac_method, estimator, d, s, step, active, chol, 
         g_probe = jac_times(w * w * jnp.where(used, d.ydata - f_probe, 0.0))
     else:
         # The model's bending along v, each point weighed as H weighs it (the reference's
-        # _geodesic_rhs).
+        # _geodesic_rhs; the pass at p was weighed for s.n_accepted - 1 steps).
         r = jnp.where(used, w * (d.ydata - f), 0.0)
-        _, rho1, _, curvature = robust_loss(r * r, estimator)
+        z = r * r
+        _, rho1, rho2, curvature = robust_loss(z, estimator)
+        weight = point_weight_where(jnp, rho1, rho2, z, curvature,
+                                    pass_weighing_where(jnp, True, s.n_accepted - 1))
         r_probe = jnp.where(used, w * (d.ydata - f_probe), 0.0)
-        g_probe = jac_times(geodesic_probe_weight(w, r, r_probe, rho1, curvature))
+        g_probe = jac_times(geodesic_probe_weight(w, r, r_probe, rho1, weight))
     second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_v)
     finite = jnp.all(jnp.isfinite(second))
     acceleration = _substitute(chol, jnp.where(active & finite, second, 0.0))
@@ -503,7 +516,8 @@ def _prepare(estimator, d, p0, free):
         chi2=jnp.asarray(jnp.nan, p0.dtype), g=jnp.zeros_like(p0),
         h=jnp.zeros((n_params, n_params), p0.dtype), scale_squared=jnp.zeros_like(p0),
         damping=jnp.asarray(BATCH_INITIAL_DAMPING, dtype=p0.dtype),
-        n_iter=jnp.asarray(0, dtype=int), status=jnp.asarray(status, dtype=int))
+        n_iter=jnp.asarray(0, dtype=int), status=jnp.asarray(status, dtype=int),
+        n_accepted=jnp.asarray(0, dtype=int))
 
 
 def _first_pass(s, chi2, g, h, positive, free, max_iter):
@@ -608,8 +622,10 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, d, free, tol, ma
     trial, small_step = clip_step_where(jnp, s.params, step, d.lower, d.upper,
                                         s.scale_squared, tol)
     trial = jnp.where(first, s.params, trial)
-    trial_chi2, trial_g, trial_h, positive = _evaluate(model, jacobian, jac_method,
-                                                       estimator, d, trial, free)
+    robust = estimator != ESTIMATOR_LSE and estimator != ESTIMATOR_MLE
+    trial_chi2, trial_g, trial_h, positive = _evaluate(
+        model, jacobian, jac_method, estimator, d, trial, free,
+        pass_weighing_where(jnp, robust, s.n_accepted))
     started = _first_pass(s, trial_chi2, trial_g, trial_h, positive, free, max_iter)
     predicted = predicted_reduction_where(jnp, s.h, step, s.scale_squared, s.damping)
     accept, status, judged = judge_trial_where(jnp, s.chi2, trial_chi2, predicted,
@@ -625,7 +641,8 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, d, free, tol, ma
                                 s.scale_squared),
         damping=judged,
         n_iter=n_iter,
-        status=jnp.asarray(status, dtype=int))
+        status=jnp.asarray(status, dtype=int),
+        n_accepted=s.n_accepted + jnp.asarray(accept, dtype=s.n_accepted.dtype))
     return jax.tree.map(lambda a, b: jnp.where(first, a, b), started, iterated)
 
 
@@ -646,8 +663,9 @@ def _finish(model, jacobian, jac_method, estimator, s, d, free):
         w = jnp.where(used, d.weights, 0.0)
         r = jnp.where(used, w * (d.ydata - f), 0.0)
         z = r * r
-        _, rho1, rho2, _ = robust_loss(z, estimator)
-        weight = jnp.where(used, w * w * jnp.maximum(rho1 + 2.0 * rho2 * z, EPS), 0.0)
+        _, rho1, rho2, curvature = robust_loss(z, estimator)
+        weight = jnp.where(used, w * w * point_weight_where(jnp, rho1, rho2, z, curvature,
+                                                            WEIGH_INFORMATION), 0.0)
         _, _, information = _normal_sums((), jac, weight, weight)
     covariance, ok = _invert(information, free)
     covariance = jnp.where(started, covariance, jnp.nan)

@@ -22,7 +22,6 @@ from autofit import _rules
 from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     CONVERGED_GTOL,
-    EPS,
     ESTIMATOR_LSE,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
@@ -38,6 +37,8 @@ from autofit._codes import (
     RUNNING,
     SINGULAR,
     TOO_FEW_POINTS,
+    WEIGH_CURVATURE,
+    WEIGH_INFORMATION,
 )
 from autofit.numba.first_class import JACOBIAN_TYPES, MODEL_TYPES, first_class, is_converged
 from autofit.numba.jacobians import jacobian_forward
@@ -54,15 +55,19 @@ _substitute = njit(inline="always")(cholesky_substitute)
 _damped = njit(inline="always")(damped_system)
 _robust_loss = njit(inline="always")(_rules.robust_loss)
 _geodesic_probe_weight = njit(inline="always")(_rules.geodesic_probe_weight)
+_point_weight = njit(inline="always")(_rules.point_weight)
+_pass_weighing = njit(inline="always")(_rules.pass_weighing)
 
 _F8 = types.float64
 
 
 @njit(cache=True, error_model="numpy")
-def _sums(f, jac, y, w, free, estimator, fisher):
-    """χ², g and H over the points of non-zero weight (the reference's ``_evaluate``), or
-    with ``fisher`` the matrix whose inverse is the covariance in H (the Poisson Fisher
-    information, or scipy's for a robust loss: the reference's ``_information``). ``ok`` is
+def _sums(f, jac, y, w, free, estimator, weighing):
+    """χ², g and H over the points of non-zero weight (the reference's ``_evaluate``), a
+    robust loss's points weighed in H as ``weighing`` says (:func:`_rules.point_weight`),
+    or with ``WEIGH_INFORMATION`` the matrix whose inverse is the covariance in H (the
+    Poisson Fisher information, or scipy's for a robust loss: the reference's
+    ``_information``). ``ok`` is
     False where the model is not usable (non-finite, or ≤ 0 for MLE: then ``positive`` is
     False)."""
     n_points, n_params = jac.shape
@@ -80,7 +85,8 @@ def _sums(f, jac, y, w, free, estimator, fisher):
             if y[i] > 0.0:
                 chi2 -= 2.0 * w[i] * y[i] * np.log(f[i] / y[i])
             residual_weight = w[i] * (y[i] / f[i] - 1.0)
-            curvature = w[i] / f[i] if fisher else w[i] * y[i] / (f[i] * f[i])
+            curvature = (w[i] / f[i] if weighing == WEIGH_INFORMATION
+                         else w[i] * y[i] / (f[i] * f[i]))
             for j in range(n_params):
                 row[j] = jac[i, j] if free[j] else 0.0
                 g[j] += row[j] * residual_weight
@@ -97,17 +103,14 @@ def _sums(f, jac, y, w, free, estimator, fisher):
                 for k in range(j, n_params):
                     h[j, k] += row[j] * row[k]
         else:
-            # A robust loss: Σ rho, each point's weight in H the loss's curvature (see
-            # autofit._rules.robust_loss).
+            # A robust loss: Σ rho, each point's weight in H the loss's curvature or
+            # Newton's (see autofit._rules.pass_weighing).
             r = w[i] * (y[i] - f[i])
             z = r * r
             rho, rho1, rho2, curvature = _robust_loss(z, estimator)
             chi2 += rho
             residual_weight = w[i] * rho1 * r
-            if fisher:
-                curvature = w[i] * w[i] * max(rho1 + 2.0 * rho2 * z, EPS)
-            else:
-                curvature = w[i] * w[i] * curvature
+            curvature = w[i] * w[i] * _point_weight(rho1, rho2, z, curvature, weighing)
             for j in range(n_params):
                 row[j] = jac[i, j] if free[j] else 0.0
                 g[j] += row[j] * residual_weight
@@ -154,13 +157,13 @@ def _cholesky_solve(system, rhs):
 
 
 @njit(cache=True, error_model="numpy")
-def _bend(model, x, y, w, p, lower, upper, free, estimator, active, g, h, scale_squared, damping,
-          system, f, jac, step, chi2, tol):
+def _bend(model, x, y, w, p, lower, upper, free, estimator, weighing, active, g, h,
+          scale_squared, damping, system, f, jac, step, chi2, tol):
     """The reference's geodesic acceleration (least squares and robust losses): ``(step,
     ok)``, the step ``velocity + acceleration / 2``; ok False when the acceleration is not
     finite or large next to the velocity; the step unchanged when its predicted reduction is
     within tol of χ² (the reference's ``_worth_bending``). ``f`` and ``jac`` are the model
-    and the Jacobian that formed g and H."""
+    and the Jacobian that formed g and H, ``weighing`` how that pass weighed the points."""
     n_params = p.shape[0]
     velocity = np.empty(n_params)
     probe = np.empty(n_params)
@@ -180,9 +183,10 @@ def _bend(model, x, y, w, p, lower, upper, free, estimator, active, g, h, scale_
         else:
             # The model's bending along v, each point weighed as H weighs it.
             r = w[i] * (y[i] - f[i])
-            _, rho1, _, curvature = _robust_loss(r * r, estimator)
+            z = r * r
+            _, rho1, rho2, curvature = _robust_loss(z, estimator)
             weight = _geodesic_probe_weight(w[i], r, w[i] * (y[i] - f_probe[i]), rho1,
-                                            curvature)
+                                            _point_weight(rho1, rho2, z, curvature, weighing))
         for j in range(n_params):
             if free[j]:
                 g_probe[j] += weight * jac[i, j]
@@ -248,7 +252,8 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
     for j in range(n_params):
         p[j] = min(max(p0[j], lower[j]), upper[j])
     f_p, jac = _model_jacobian(model, jacobian, jac_method, x, p, lower, upper)
-    chi2, g, h, positive = _sums(f_p, jac, y, w, free, estimator, False)
+    weighing = WEIGH_CURVATURE  # how the pass at p weighed its points
+    chi2, g, h, positive = _sums(f_p, jac, y, w, free, estimator, weighing)
     params_out[:] = p
     if not np.isfinite(chi2):
         return np.nan, 0, NONFINITE if positive else MLE_NONPOSITIVE_MODEL
@@ -263,6 +268,8 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
         scale_squared[j] = h[j, j]
     damping = BATCH_INITIAL_DAMPING
     n_iter = 0
+    robust = estimator != ESTIMATOR_LSE and estimator != ESTIMATOR_MLE
+    n_accepted = 0
     active = np.empty(n_params, dtype=np.bool_)
     trial = np.empty(n_params)
     while status == RUNNING:
@@ -278,26 +285,31 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             damping, status = _step_not_tried(damping, SINGULAR)
             continue
         if estimator != ESTIMATOR_MLE:
-            step, bent = _bend(model, x, y, w, p, lower, upper, free, estimator, active, g,
-                               h, scale_squared, damping, system, f_p, jac, step, chi2, tol)
+            step, bent = _bend(model, x, y, w, p, lower, upper, free, estimator, weighing,
+                               active, g, h, scale_squared, damping, system, f_p, jac, step,
+                               chi2, tol)
             if not bent:
                 damping, status = _step_not_tried(damping, MACHINE_PRECISION)
                 continue
         small_step = _clip_step(p, step, lower, upper, scale_squared, tol, trial)
         f, trial_jac = _model_jacobian(model, jacobian, jac_method, x, trial, lower, upper)
-        trial_chi2, trial_g, trial_h, _ = _sums(f, trial_jac, y, w, free, estimator, False)
+        trial_weighing = _pass_weighing(robust, n_accepted)
+        trial_chi2, trial_g, trial_h, _ = _sums(f, trial_jac, y, w, free, estimator,
+                                                trial_weighing)
         predicted = _predicted_reduction(h, step, scale_squared, damping)
         accepted, status, damping = _judge_trial(chi2, trial_chi2, predicted, small_step, tol,
                                                  damping)
         if accepted:
             p = trial.copy()
             chi2, g, h, f_p, jac = trial_chi2, trial_g, trial_h, f, trial_jac
+            weighing = trial_weighing
+            n_accepted += 1
             for j in range(n_params):
                 scale_squared[j] = max(scale_squared[j], h[j, j])
     params_out[:] = p
     if estimator != ESTIMATOR_LSE:
         # The information matrix of MLE or of a robust loss, from the pass at p kept above.
-        _, _, h, _ = _sums(f_p, jac, y, w, free, estimator, True)
+        _, _, h, _ = _sums(f_p, jac, y, w, free, estimator, WEIGH_INFORMATION)
     # The covariance: the inverse over the free parameters (identity rows for fixed ones).
     system, _ = _damped_system(h, np.zeros(n_params), np.zeros(n_params), 0.0, free)
     if not _factor(system, n_params):

@@ -45,6 +45,7 @@ from autofit._codes import (
     RUNNING,
     SINGULAR,
     TOO_FEW_POINTS,
+    WEIGH_INFORMATION,
 )
 from autofit.numba import linalg
 from autofit.numba.passes import (
@@ -76,10 +77,11 @@ def build_passes(value, gradient, jac_method, n_params, jit, inline=None,
     ``value`` and ``gradient`` are point functions already compiled by ``jit``;
     ``jac_method`` is ``JAC_ANALYTIC`` or ``JAC_FORWARD`` and ``n_params`` the number of
     parameters (compile-time constants: the passes are generated for them).
-    ``evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher) ->
-    (chi2, positive)`` forms χ², its gradient and the Gauss-Newton matrix (the information
-    with ``fisher``) at ``p``; ``probe_rows(x, y, w, q, free, estimator, jac, g_probe)`` the
-    gradient at a probe ``q`` from the rows the pass at ``p`` left in ``jac``.
+    ``evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, weighing) ->
+    (chi2, positive)`` forms χ², its gradient and the Gauss-Newton matrix at ``p``, its
+    points weighed as the int ``weighing`` says (:func:`autofit._rules.point_weight`; the
+    information with ``WEIGH_INFORMATION``); ``probe_rows(x, y, w, q, free, estimator, jac,
+    g_probe)`` the gradient at a probe ``q`` from the rows the pass at ``p`` left in ``jac``.
 
     ``share``, a key ``(flavour, model)`` (None: nothing shared), lets the passes of one
     ``model`` share the probe's pass across the Jacobian methods (compiled once per process,
@@ -184,26 +186,30 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     predicted_reduction = inline(_rules.predicted_reduction)
     judge_trial = inline(_rules.judge_trial)
     step_not_tried = inline(_rules.step_not_tried)
+    pass_weighing = inline(_rules.pass_weighing)
     if block:
         evaluate = probe_rows = point_gradient = robust_loss = geodesic_probe_weight = None
+        point_weight = None
     else:
         # The GPU's pass point by point, and its probe recomputes each point's gradient.
         point_gradient, evaluate, _, robust_loss = _model_functions(
             value, gradient, jac_method, n_params, jit, inline, dtype, block, tag, None)
         probe_rows = None
         geodesic_probe_weight = inline(_rules.geodesic_probe_weight)
+        point_weight = inline(with_literals_of(_rules.point_weight, dtype))
 
     @inline
-    def probe_gradient(probe_rows, x, y, w, p, q, lower, upper, free, estimator, jac, work_p,
-                       g_probe):
+    def probe_gradient(probe_rows, x, y, w, p, q, lower, upper, free, estimator, weighing, jac,
+                       work_p, g_probe):
         # g_probe = J_w(p)ᵀ W (y - f(q)) over the used points; False where it is not
         # finite. It must use the very Jacobian that formed g and H: a forward difference
         # recomputed in other arithmetic (a vectorised exp against a scalar one) differs by
         # ~1e-8 of itself, and (g_probe - g) / h then measures that, not the curvature. So
         # the CPU pass reads the rows that the pass at p left in ``jac``; the GPU pass, which
         # keeps no rows, recomputes each point's gradient with the same point function.
-        # A robust loss weighs each point as _rules.geodesic_probe_weight says (the CPU
-        # pass left its two terms' weights in rows too).
+        # A robust loss weighs each point as _rules.geodesic_probe_weight says, with the
+        # weight in H of the pass at p (``weighing``; the CPU pass left its two terms'
+        # weights in rows too).
         if block:
             probe_rows(x, y, w, q, free, estimator, jac, g_probe)
         else:
@@ -218,9 +224,11 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 f = point_gradient(x, i, p, lower, upper, free, jac, work_p, 0)
                 if robust:
                     r = wi * (y[i] - f)
-                    _, rho1, _, curvature = robust_loss(r * r, estimator)
-                    weight = geodesic_probe_weight(wi, r, wi * (y[i] - value(x, i, q)), rho1,
-                                                   curvature)
+                    z = r * r
+                    _, rho1, rho2, curvature = robust_loss(z, estimator)
+                    weight = geodesic_probe_weight(
+                        wi, r, wi * (y[i] - value(x, i, q)), rho1,
+                        point_weight(rho1, rho2, z, curvature, weighing))
                 else:
                     weight = wi * wi * (y[i] - value(x, i, q))
                 for a in range(n_params):
@@ -275,8 +283,9 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         damped(h, g, scale_squared, damping, active, system, rhs, n_params)
 
     @inline
-    def bend(probe_rows, x, y, w, p, lower, upper, free, estimator, g, h, scale_squared,
-             damping, active, system, jac, work_p, step, trial, trial_g, chi2, tol):
+    def bend(probe_rows, x, y, w, p, lower, upper, free, estimator, weighing, g, h,
+             scale_squared, damping, active, system, jac, work_p, step, trial, trial_g, chi2,
+             tol):
         # Transtrum and Sethna's geodesic acceleration (least squares and robust losses),
         # as the reference's:
         # step (the LM step in, factor of the damped system in ``system``) becomes the
@@ -293,7 +302,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             step[a] = trial[a]
             trial[a] = p[a] + GEODESIC_PROBE * step[a]
         if not probe_gradient(probe_rows, x, y, w, p, trial, lower, upper, free, estimator,
-                              jac, work_p, trial_g):
+                              weighing, jac, work_p, trial_g):
             return False
         for a in range(n_params):
             h_velocity = 0.0
@@ -356,11 +365,12 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             return math.nan, 0, status
         for a in range(n_params):
             p[a] = min(max(p0[a], lower[a]), upper[a])
-        # evaluate's last argument as a plain bool: a literal False here and a literal True
-        # below would compile the whole pass twice (4 s more for each model's kernel).
-        information = bool(False)
+        # How the pass at p weighed its points in H (_rules.pass_weighing), a plain int:
+        # literals here and below would compile the whole pass once for each (4 s more
+        # for each model's kernel).
+        weighing = pass_weighing(False, 0)
         chi2, positive = evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac,
-                                  work_p, information)
+                                  work_p, weighing)
         if not math.isfinite(chi2):
             return math.nan, 0, (NONFINITE if positive else MLE_NONPOSITIVE_MODEL)
         any_gradient = False
@@ -372,6 +382,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             status = CONVERGED_GTOL
         damping = BATCH_INITIAL_DAMPING
         n_iter = 0
+        robust = estimator != ESTIMATOR_LSE and estimator != ESTIMATOR_MLE
+        n_accepted = 0
         while status == RUNNING:
             if n_iter >= max_iter:
                 status = MAX_ITERATIONS
@@ -386,19 +398,23 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 damping, status = step_not_tried(damping, SINGULAR)
                 continue
             if estimator != ESTIMATOR_MLE and not bend(
-                    probe_rows, x, y, w, p, lower, upper, free, estimator, g, h, scale_squared,
-                    damping, active, system, jac, work_p, step, trial, trial_g, chi2, tol):
+                    probe_rows, x, y, w, p, lower, upper, free, estimator, weighing, g, h,
+                    scale_squared, damping, active, system, jac, work_p, step, trial, trial_g,
+                    chi2, tol):
                 damping, status = step_not_tried(damping, MACHINE_PRECISION)
                 continue
             small_step = clip_step(p, step, lower, upper, scale_squared, tol, trial)
             # Into the other work array: jac keeps the pass at p (the probe reads it).
+            trial_weighing = pass_weighing(robust, n_accepted)
             trial_chi2, _ = evaluate(x, y, w, trial, lower, upper, free, estimator, trial_g,
-                                     trial_h, trial_jac, work_p, information)
+                                     trial_h, trial_jac, work_p, trial_weighing)
             predicted = predicted_reduction(h, step, scale_squared, damping)
             accepted, status, damping = judge_trial(chi2, trial_chi2, predicted, small_step,
                                                     tol, damping)
             if accepted:
                 chi2 = trial_chi2
+                weighing = trial_weighing
+                n_accepted += 1
                 jac, trial_jac = trial_jac, jac
                 for a in range(n_params):
                     p[a] = trial[a]
@@ -410,7 +426,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # of scipy's matrix for a robust loss (both one more pass).
         if estimator != ESTIMATOR_LSE:
             evaluate(x, y, w, p, lower, upper, free, estimator, trial_g, h, jac, work_p,
-                     not information)
+                     WEIGH_INFORMATION)
         for a in range(n_params):
             scale_squared[a] = 0.0
         damped_system(h, scale_squared, scale_squared, 0.0, free, system, work_p)

@@ -48,6 +48,8 @@ from autofit._codes import (
     NONFINITE,
     RUNNING,
     SINGULAR,
+    WEIGH_CURVATURE,
+    WEIGH_INFORMATION,
 )
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
@@ -200,7 +202,10 @@ def _chunk_source(n_params: int) -> str:
         "    else:",
         # The rows as plain ints (literals would compile it once per model size).
         f"        out[0] = robust_rows(jac, int({wg}), int({wh}), int({sq}), int({sq + 1}),",
-        "                             estimator, information)",
+        # information (a bool) as robust_rows' weighing (an int): the fused fit keeps the
+        # loss's safe curvature at every step (the batch's Newton weighing is its own).
+        f"                             estimator, {WEIGH_INFORMATION} if information else "
+        f"{WEIGH_CURVATURE})",
     ]
     if small:
         pairs = [(a, b) for a in n for b in range(a + 1)]

@@ -117,7 +117,7 @@ def pass_types(dtype=np.float64):
     x, vector, flags = _data(real, 2), _data(real, 1), _data(types.boolean, 1)
     evaluate = types.FunctionType(types.Tuple((types.float64, types.boolean))(
         x, vector, vector, real[::1], vector, vector, flags, types.int64, real[::1],
-        real[:, ::1], real[:, ::1], real[::1], types.boolean))
+        real[:, ::1], real[:, ::1], real[::1], types.int64))
     probe_rows = types.FunctionType(types.none(
         x, vector, vector, real[::1], flags, types.int64, real[:, ::1], real[::1]))
     return evaluate, probe_rows

@@ -18,10 +18,10 @@ import textwrap
 import numpy as np
 
 from autofit._codes import (
-    EPS,
     ESTIMATOR_LSE,
     ESTIMATOR_MLE,
     ROBUST_LOSSES,
+    WEIGH_INFORMATION,
 )
 
 # Floating-point freedoms for the CPU kernel: reciprocals (a division by a loop-invariant
@@ -34,19 +34,20 @@ FASTMATH = {"arcp", "contract"}
 def _evaluate_source(n_params: int) -> str:
     """Source of the pass over the points, unrolled over ``n_params`` parameters.
 
-    ``evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher)``
+    ``evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, weighing)``
     returns ``(chi2, positive)``: χ² (inf when not finite), and False when the Poisson model
     was <= 0 at a used point; it writes the gradient ``g = -½ ∂χ²/∂p`` and the
-    Gauss-Newton matrix ``h`` (with ``fisher`` set, the matrix whose inverse is the
-    covariance: the Poisson Fisher information, or scipy's ``Σ w² max(rho1 + 2 rho2 z, eps)
-    J Jᵀ`` for a robust loss). The sums are scalar locals rather than array elements, which
+    Gauss-Newton matrix ``h``, its points weighed as ``weighing`` says (an int,
+    :func:`autofit._rules.point_weight`; with ``WEIGH_INFORMATION`` the matrix whose inverse
+    is the covariance: the Poisson Fisher information, or scipy's ``Σ w² max(rho1 + 2 rho2
+    z, eps) J Jᵀ`` for a robust loss). The sums are scalar locals rather than array elements, which
     lets the compiler keep them in registers: with a loop over a run-time number of
     parameters, the pass cost 4x more.
     """
     n = range(n_params)
     pairs = [(a, b) for a in n for b in range(a + 1)]
     lines = [
-        "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher):",
+        "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, weighing):",
         *(f"    work_p[{a}] = p[{a}]" for a in n),
         *(f"    free{a} = free[{a}]" for a in n),
         # The parameters as a tuple of scalars: the model cannot then alias the Jacobian
@@ -76,7 +77,7 @@ def _evaluate_source(n_params: int) -> str:
         "                term -= yi * math.log(f / yi)",
         "            chi2 += 2.0 * wi * term",
         "            weight_g = wi * (yi / f - 1.0)",
-        "            weight_h = wi / f if fisher else wi * yi / (f * f)",
+        f"            weight_h = wi / f if weighing == {WEIGH_INFORMATION} else wi * yi / (f * f)",
         "        else:",
         *_robust_point_lines(12),
         *(f"        j{a} = jac[{a}, 0] if free{a} else 0.0" for a in n),
@@ -99,8 +100,8 @@ def _evaluate_source(n_params: int) -> str:
 def _robust_point_lines(indent):
     """Lines of a pass that form one used point's χ² term and two weights under a robust
     loss, from ``wi``, ``yi`` and the model value ``f`` (see :func:`_rules.robust_loss`):
-    the weight in H is ``w²`` times the loss's curvature; with ``fisher``, scipy's
-    covariance weight."""
+    the weight in H is ``w²`` times the point's weight that ``weighing`` chooses
+    (:func:`_rules.point_weight`)."""
     pad = " " * indent
     return [pad + line for line in (
         "r = wi * (yi - f)",
@@ -108,9 +109,7 @@ def _robust_point_lines(indent):
         "rho, rho1, rho2, curvature = robust_loss(z, estimator)",
         "chi2 += rho",
         "weight_g = wi * rho1 * r",
-        # EPS as a literal, so that a float32 pass keeps it in float32.
-        f"weight_h = wi * wi * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
-        "else wi * wi * curvature",
+        "weight_h = wi * wi * point_weight(rho1, rho2, z, curvature, weighing)",
     )]
 
 
@@ -147,7 +146,7 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         return [f"{pad}for a in range({n_params}):", pad + "    " + statement.format(a="a")]
 
     lines = [
-        "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, fisher):",
+        "def evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac, work_p, weighing):",
         *each_param("work_p[{a}] = p[{a}]", 4),
         # Large models index their parameters in loops (multi_lorentzian's peaks): a tuple
         # indexed at run time costs a branch per access there, so they keep the array.
@@ -186,9 +185,9 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         "        else:",
         # The rows as plain ints (literals would compile it once per model size).
         f"            chi2 = robust_rows(jac, int({wg}), int({wh}), int({sq}), int({vr}),",
-        "                               estimator, fisher)",
+        "                               estimator, weighing)",
         "    else:",
-        "        chi2 = _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, fisher)",
+        "        chi2 = _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, weighing)",
         "        if chi2 == -1.0:",
         "            return math.inf, False",
         *([
@@ -213,7 +212,7 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         "    return chi2, True",
         "",
         "",
-        "def _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, fisher):",
+        "def _mle_pass(x, y, w, params, lower, upper, free, jac, work_p, weighing):",
         "    # chi2 (the Poisson deviance), or -1 when the model is <= 0 at a used point.",
         "    chi2 = 0.0",
         "    for i in range(y.shape[0]):",
@@ -233,7 +232,7 @@ def _block_evaluate_source(n_params: int, forward: bool = False) -> str:
         "            term -= yi * math.log(f / yi)",
         "        chi2 += 2.0 * wi * term",
         f"        jac[{wg}, i] = wi * (yi / f - 1.0)",
-        f"        jac[{wh}, i] = wi / f if fisher else wi * yi / (f * f)",
+        f"        jac[{wh}, i] = wi / f if weighing == {WEIGH_INFORMATION} else wi * yi / (f * f)",
         "    return chi2",
     ]
     if forward:
@@ -425,8 +424,12 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
         tree = ast.fix_missing_locations(_TypedFloatLiterals().visit(tree))
     # __name__: numba's disk cache rebuilds each compiled function's environment from an
     # importable module (the CPU kernels of built-in models are cached, this pass included).
+    from autofit import _rules
+
     namespace = {"__name__": __name__, "math": math, "point": point,
                  "robust_loss": robust_loss, "ESTIMATOR_LSE": ESTIMATOR_LSE,
+                 "point_weight": (inline or numba.njit)(with_literals_of(_rules.point_weight,
+                                                                          dtype)),
                  "ESTIMATOR_MLE": ESTIMATOR_MLE, "_real": numba.from_dtype(np.dtype(dtype))}
     if block:
         # Not inline="always": numba would inline the IR and compile it without these flags.
@@ -458,35 +461,34 @@ def _generated_evaluate(n_params, point, dtype=np.float64, block=False, inline=N
 
 
 def _robust_rows_source() -> str:
-    """``robust_rows(jac, wg, wh, sq, rho_row, estimator, fisher)``: from the least-squares
+    """``robust_rows(jac, wg, wh, sq, rho_row, estimator, weighing)``: from the least-squares
     rows of a CPU pass (row ``wg`` w r, ``wh`` w², ``sq`` r²) to the loss's: the gradient
-    weight w rho1 r, the weight in H w² c, c the loss's curvature (with ``fisher``, scipy's
-    w² max(rho1 + 2 rho2 z, eps)), in row ``sq`` the geodesic probe's offset w (rho1 - c) r
+    weight w rho1 r, the weight in H w² c, c the point's weight that ``weighing`` chooses
+    (:func:`_rules.point_weight`), in row ``sq`` the geodesic probe's offset w (rho1 - c) r
     (:func:`_rules.geodesic_probe_weight`) and in row ``rho_row`` the loss; returns Σ rho.
     Zero columns (unused points) stay zero. One loop per loss, with its code a literal: no
     branch on the loss and no running sum in the loop (rho is summed apart), so that it
     runs over several points at once."""
-    lines = ["def robust_rows(jac, wg, wh, sq, rho_row, estimator, fisher):"]
+    lines = ["def robust_rows(jac, wg, wh, sq, rho_row, estimator, weighing):"]
     for code in ROBUST_CODES:
         lines += [f"    {'if' if code == ROBUST_CODES[0] else 'elif'} estimator == {code}:",
-                  f"        _reweigh_{code}(jac, wg, wh, sq, rho_row, fisher)"]
+                  f"        _reweigh_{code}(jac, wg, wh, sq, rho_row, weighing)"]
     lines.append("    return _sum(jac, rho_row)")
     for code in ROBUST_CODES:
         lines += [
             "",
             "",
-            f"def _reweigh_{code}(jac, wg, wh, sq, rho_row, fisher):",
+            f"def _reweigh_{code}(jac, wg, wh, sq, rho_row, weighing):",
             "    for i in range(jac.shape[1]):",
             "        z = jac[sq, i]",
             f"        rho, rho1, rho2, c = robust_loss_{code}(z, {code})",
+            "        c = point_weight(rho1, rho2, z, c, weighing)",
             "        jac[rho_row, i] = rho",
             "        wi2 = jac[wh, i]",
             "        w_r = jac[wg, i]",
             "        jac[wg, i] = w_r * rho1",
             "        jac[sq, i] = w_r * (rho1 - c)",
-            # EPS as a literal, so that a float32 pass keeps it in float32.
-            f"        jac[wh, i] = wi2 * max(rho1 + 2.0 * rho2 * z, {EPS!r}) if fisher "
-            "else wi2 * c"]
+            "        jac[wh, i] = wi2 * c"]
     return "\n".join(lines) + "\n"
 
 
@@ -525,9 +527,13 @@ def robust_rows_globals(dtype_name: str) -> dict:
     dtype's literals and, in float64, the vectorisable log1p and atan), the flags, ``_real``."""
     import numba
 
+    from autofit import _rules
+
     dtype = np.dtype(dtype_name)
     return {"FASTMATH": FASTMATH, "_REDUCE_FASTMATH": _REDUCE_FASTMATH,
             "_real": numba.from_dtype(dtype),
+            "point_weight": numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
+                with_literals_of(_rules.point_weight, dtype)),
             **robust_losses(numba.njit(inline="always", error_model="numpy",
                                        fastmath=FASTMATH), dtype, True)}
 
@@ -536,7 +542,7 @@ _ROBUST_ROWS: dict = {}
 
 
 def robust_rows(dtype=np.float64):
-    """``robust_rows(jac, wg, wh, sq, rho_row, estimator, fisher)`` (:func:`_robust_rows_source`)
+    """``robust_rows(jac, wg, wh, sq, rho_row, estimator, weighing)`` (:func:`_robust_rows_source`)
     for ``dtype``, compiled once for every model: each model's batch kernel, each Jacobian
     method and the fused pass call the same one. From a generated module in the kernels'
     disk cache (:mod:`autofit.numba.generated`), so that only the first process ever

@@ -50,7 +50,6 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
-    EPS,
     ESTIMATOR_LSE,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
@@ -66,6 +65,8 @@ from autofit._codes import (
     RUNNING,
     SINGULAR,
     TOO_FEW_POINTS,
+    WEIGH_CURVATURE,
+    WEIGH_INFORMATION,
 )
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
@@ -73,6 +74,8 @@ from autofit._rules import (
     clip_step_where,
     geodesic_probe_weight,
     judge_trial,
+    pass_weighing,
+    point_weight_where,
     predicted_reduction_where,
     robust_loss_where,
     step_not_tried,
@@ -98,8 +101,10 @@ def _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper, free
     return f[used], jac[used] * free
 
 
-def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estimator):
-    """chi2, g, H at p (chi2 = inf where the model is non-finite or, for MLE, f <= 0)."""
+def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estimator,
+              weighing=WEIGH_CURVATURE):
+    """chi2, g, H at p (chi2 = inf where the model is non-finite or, for MLE, f <= 0); a
+    robust loss's H weighs its points as ``weighing`` says (:func:`_rules.point_weight`)."""
     f, jac = _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper,
                                   free)
     y, w = y[w != 0.0], w[w != 0.0]
@@ -118,24 +123,26 @@ def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estim
         g = wj.T @ r
         h = wj.T @ wj
     else:
-        # A robust loss: Σ rho, each point's weight in H the loss's curvature
-        # (autofit._rules.robust_loss).
+        # A robust loss: Σ rho, each point's weight in H the loss's curvature or Newton's
+        # (autofit._rules.pass_weighing).
         r = w * (y - f)
-        rho, rho1, _, curvature = robust_loss_where(np, r * r, estimator)
+        z = r * r
+        rho, rho1, rho2, curvature = robust_loss_where(np, z, estimator)
         chi2 = np.sum(rho)
         g = jac.T @ (w * rho1 * r)
-        h = (jac * (w * w * curvature)[:, None]).T @ jac
+        weight = point_weight_where(np, rho1, rho2, z, curvature, weighing)
+        h = (jac * (w * w * weight)[:, None]).T @ jac
     finite = np.isfinite(chi2) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))
     return (chi2 if finite else np.inf), g, h, True
 
 
 def _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estimator,
-                  velocity, g, h):
+                  velocity, g, h, weighing):
     """The right-hand side whose damped solve is Transtrum and Sethna's geodesic
     acceleration along ``velocity`` (least squares), from one more model evaluation at
     ``p + h v``: ``(2/h) ((g_probe - g)/h + H v)``, ``g_probe = J_w(p)ᵀ W (y - f(p + h v))``
     (the batch's signs: the step solves ``(H + λD) δ = g``); None where the probe's model is
-    not finite."""
+    not finite. ``weighing``: how the pass at p weighed the points in H."""
     f, jac = _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper, free)
     used = w != 0.0
     y, w = y[used], w[used]
@@ -146,8 +153,10 @@ def _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper, free, e
     else:
         # The model's bending along v, each point weighed as H weighs it.
         r = w * (y - f)
-        _, rho1, _, curvature = robust_loss_where(np, r * r, estimator)
-        g_probe = jac.T @ geodesic_probe_weight(w, r, r_probe, rho1, curvature)
+        z = r * r
+        _, rho1, rho2, curvature = robust_loss_where(np, z, estimator)
+        weight = point_weight_where(np, rho1, rho2, z, curvature, weighing)
+        g_probe = jac.T @ geodesic_probe_weight(w, r, r_probe, rho1, weight)
     if not np.all(np.isfinite(g_probe)):
         return None
     return (2.0 / GEODESIC_PROBE) * ((g_probe - g) / GEODESIC_PROBE + h @ velocity)
@@ -173,8 +182,9 @@ def _information(model, jacobian, jac_method, x, y, w, p, lower, upper, free, es
     if estimator == ESTIMATOR_MLE:
         return (jac * (w / f)[:, None]).T @ jac
     z = (w * (y - f)) ** 2
-    _, rho1, rho2, _ = robust_loss_where(np, z, estimator)
-    return (jac * (w * w * np.maximum(rho1 + 2.0 * rho2 * z, EPS))[:, None]).T @ jac
+    _, rho1, rho2, curvature = robust_loss_where(np, z, estimator)
+    weight = point_weight_where(np, rho1, rho2, z, curvature, WEIGH_INFORMATION)
+    return (jac * (w * w * weight)[:, None]).T @ jac
 
 
 def _invert(information, free):
@@ -219,6 +229,9 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
     scale_squared = np.diag(h).copy()
     damping = BATCH_INITIAL_DAMPING
     n_iter = 0
+    robust = estimator not in (ESTIMATOR_LSE, ESTIMATOR_MLE)
+    n_accepted = 0
+    weighing = WEIGH_CURVATURE  # how the pass at p weighed its points
     while status == RUNNING:
         if n_iter >= max_iter:
             status = MAX_ITERATIONS
@@ -236,7 +249,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             # The step bends along the valley: velocity + acceleration / 2, or it is refused
             # like a rejected step when the acceleration is large next to the velocity.
             second = _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper,
-                                   free, estimator, velocity, g, h)
+                                   free, estimator, velocity, g, h, weighing)
             accelerated = second is not None
             if accelerated:
                 _, second = damped_system(h, second, scale_squared, damping, active)
@@ -249,13 +262,17 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
                 continue
             step = velocity + 0.5 * acceleration
         trial, small_step = clip_step_where(np, p, step, lower, upper, scale_squared, tol)
+        trial_weighing = pass_weighing(robust, n_accepted)
         trial_chi2, trial_g, trial_h, _ = _evaluate(model, jacobian, jac_method, x, y, w,
-                                                    trial, lower, upper, free, estimator)
+                                                    trial, lower, upper, free, estimator,
+                                                    trial_weighing)
         predicted = predicted_reduction_where(np, h, step, scale_squared, damping)
         accepted, status, damping = judge_trial(chi2, trial_chi2, predicted, small_step, tol,
                                                 damping)
         if accepted:
             p, chi2, g, h = trial, trial_chi2, trial_g, trial_h
+            weighing = trial_weighing
+            n_accepted += 1
             scale_squared = np.maximum(scale_squared, np.diag(h))
     information = _information(model, jacobian, jac_method, x, y, w, p, lower, upper, free,
                                estimator, h)

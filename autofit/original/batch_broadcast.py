@@ -19,7 +19,6 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
-    EPS,
     ESTIMATOR_LSE,
     ESTIMATOR_MLE,
     GEODESIC_MAX_RATIO,
@@ -34,12 +33,16 @@ from autofit._codes import (
     RUNNING,
     SINGULAR,
     TOO_FEW_POINTS,
+    WEIGH_CURVATURE,
+    WEIGH_INFORMATION,
 )
 from autofit._rules import (
     FORWARD_STEP,
     active_where,
     clip_step_where,
     judge_trial_where,
+    pass_weighing_where,
+    point_weight_where,
     predicted_reduction_where,
     relative_step_where,
     robust_loss_where,
@@ -76,14 +79,16 @@ def broadcasts(f, x, p_rows) -> bool:
     return bool(np.allclose(together, apart, rtol=1e-12, atol=1e-14 * magnitude, equal_nan=True))
 
 
-def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
+def _evaluate(f, x, y, w, p, upper, free, estimator, weighing=WEIGH_CURVATURE):
     """χ², g, H at each row of p (the reference's ``_evaluate``); χ² inf where unusable,
     ``positive`` False where the Poisson model is ≤ 0, and what the geodesic probe needs:
     ``(wj, factor, offset)``, ``g_probe = wjᵀ (factor r_probe + offset)`` (least squares:
     ``J`` times ``w``, 1 and 0; a robust loss: ``J`` and
     :func:`autofit._rules.geodesic_probe_weight`'s two terms, in its arithmetic; MLE: the
-    plain ``J``). With ``information`` (MLE and the robust losses), H is the reference's
+    plain ``J``). ``weighing``: a code or one per row (:func:`autofit._rules.point_weight`);
+    with ``WEIGH_INFORMATION`` (MLE and the robust losses), H is the reference's
     ``_information``, whose inverse is the covariance."""
+    information = np.all(weighing == WEIGH_INFORMATION)
     with np.errstate(all="ignore"):
         f0 = _call(f, x, p)
         n_params = p.shape[1]
@@ -128,14 +133,15 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, information=False):
             rho, rho1, rho2, curvature = robust_loss_where(np, z, estimator)
             chi2 = np.sum(rho, axis=1)
             g = _transposed_times(jac, w * rho1 * r)
-            # H weighs each point by the loss's curvature; the information (whose inverse
-            # is the covariance) by scipy's max(rho1 + 2 rho2 z, eps) at every point.
-            weight = np.maximum(rho1 + 2.0 * rho2 * z, EPS) if information else curvature
+            # H weighs each point by the loss's curvature or Newton's; the information
+            # (whose inverse is the covariance) by scipy's max(rho1 + 2 rho2 z, eps).
+            weight = point_weight_where(np, rho1, rho2, z, curvature,
+                                        np.reshape(weighing, (-1, 1)))
             wj = jac
             h = np.matmul((jac * np.where(used, w * w * weight, 0.0)[:, :, None])
                           .transpose(0, 2, 1), jac)
             if not information:
-                factor, offset = w * curvature, w * (rho1 - curvature) * r
+                factor, offset = w * weight, w * (rho1 - weight) * r
         finite = (np.isfinite(chi2) & np.all(np.isfinite(g), axis=1)
                   & np.all(np.isfinite(h), axis=(1, 2)) & positive)
     return np.where(finite, chi2, np.inf), g, h, positive, (wj, factor, offset)
@@ -222,6 +228,8 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
     status[go[no_gradient]] = CONVERGED_GTOL
     scale_squared = np.einsum("kii->ki", h).copy()
     damping = np.full(go.shape[0], BATCH_INITIAL_DAMPING)
+    n_accepted = np.zeros(go.shape[0], dtype=np.int64)
+    robust = estimator not in (ESTIMATOR_LSE, ESTIMATOR_MLE)
     # State of every fit that started (index into go); the loop works on the running ones.
     state_p, state_c, state_g, state_h, state_probe = p, c, g, h, probe
     running = ~no_gradient
@@ -260,12 +268,14 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         s = scale_squared[r]
         trial, small_step = clip_step_where(np, p, step, lower[go[r]], upper[go[r]], s, tol)
         xs_r, y_r, w_r, up_r = at(go[r])
-        t_c, t_g, t_h, _, t_probe = _evaluate(f, xs_r, y_r, w_r, trial, up_r, free, estimator)
+        t_c, t_g, t_h, _, t_probe = _evaluate(f, xs_r, y_r, w_r, trial, up_r, free, estimator,
+                                               pass_weighing_where(np, robust, n_accepted[r]))
         predicted = predicted_reduction_where(np, h, step, s, damping[r])
         with np.errstate(invalid="ignore"):
             accept, status[go[r]], damping[r] = judge_trial_where(
                 np, state_c[r], t_c, predicted, small_step, tol, damping[r])
         a = r[accept]
+        n_accepted[a] += 1
         state_p[a], state_c[a], state_g[a], state_h[a] = (trial[accept], t_c[accept],
                                                           t_g[accept], t_h[accept])
         for part, trial_part in zip(state_probe, t_probe):
@@ -278,7 +288,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         if estimator != ESTIMATOR_LSE:
             xs_g, y_g, w_g, up_g = at(go)
             _, _, information, _, _ = _evaluate(f, xs_g, y_g, w_g, state_p, up_g, free,
-                                                estimator, information=True)
+                                                estimator, WEIGH_INFORMATION)
         k = go.size
         system, _ = damped_system(information, np.zeros((k, n_params)),
                                    np.zeros((k, n_params)), np.zeros(k),
