@@ -243,7 +243,9 @@ def robust_loss(z, estimator):
     iterations and arctan 20 where least squares takes 9, this one 11 and 16; Newton's
     everywhere, as scipy, let more dips collapse onto a spike: 1.5% of the cauchy fits
     ended worse than scipy's, against 0.2%.) Least squares: 1 everywhere. The covariance
-    uses scipy's matrix ``Σ max(rho1 + 2 rho2 z, eps) J Jᵀ`` at every point.
+    uses scipy's matrix ``Σ max(rho1 + 2 rho2 z, eps) J Jᵀ`` at every point. This is the
+    weight of a fit's first steps: once a batched fit has accepted a few, its passes take
+    Newton's signed weight instead (:func:`pass_weighing`, :func:`point_weight`).
     """
     if estimator == ESTIMATOR_SOFT_L1:
         t = 1.0 + z
@@ -296,6 +298,7 @@ def pass_weighing(robust, n_accepted):
     17 on ODMR, the fits ending as before against scipy; Newton's weight from the first
     step, or after a number of iterations rather than of accepted steps, took more.)
     Least squares and Poisson MLE: always ``WEIGH_CURVATURE`` (their H is unchanged).
+    Every ``lm_batch`` weighs its passes so; ``lm_fused`` keeps the safe curvature.
     """
     if robust and n_accepted >= NEWTON_AFTER_ACCEPTED:
         return WEIGH_NEWTON

@@ -256,20 +256,20 @@ def test_geodesic_probe_weight_is_the_models_bending_weighed_as_h():
 
 
 def test_robust_batch_takes_about_the_iterations_of_least_squares():
-    # Medians here: least squares 7.5; soft_l1 6, huber 7, cauchy 9.5, arctan 14. When the
+    # Medians here: least squares 7.5; soft_l1 6, huber 6, cauchy 7, arctan 7.5. With the
+    # loss's safe curvature in H at every step (no Newton weighing after the first accepted
+    # steps, _rules.pass_weighing) huber took 7, cauchy 9.5 and arctan 14; when the
     # geodesic acceleration also took the loss's own bending, the points near f_scale
-    # refused most steps (soft_l1 and huber 11, cauchy 18.5, arctan 24.5); with the
-    # square-root residuals' Gauss-Newton weight in H at every point, cauchy took 12 and
-    # arctan 18.5. Counts are the same on every engine (the generated lm_batch cases), so
-    # the reference's are checked.
+    # refused most steps (soft_l1 and huber 11, cauchy 18.5, arctan 24.5). Counts are the
+    # same on every engine (the generated lm_batch cases), so the reference's are checked.
     x, y, p0 = batch_with_outliers()
     median = {loss: np.median(autofit.fit_batch(autofit.models.gaussian, x, y, p0, loss=loss,
                                                 f_scale=0.03, backend="numpy").n_iter)
               for loss in ("linear", *LOSSES)}
     assert median["soft_l1"] <= median["linear"] + 1.0
     assert median["huber"] <= median["linear"] + 1.0
-    assert median["cauchy"] <= 1.5 * median["linear"]
-    assert median["arctan"] <= 2.2 * median["linear"]
+    assert median["cauchy"] <= median["linear"] + 1.0
+    assert median["arctan"] <= median["linear"] + 1.0
 
 
 def test_fit_batch_robust_fits_ignore_the_outliers_that_least_squares_follows():

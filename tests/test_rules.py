@@ -188,3 +188,45 @@ def test_a_loss_cut_to_its_own_branch_is_that_loss(code):
         assert alone(z, code) == _rules.robust_loss(z, code)
         # The code argument no longer chooses anything: the branch is the one cut to.
         assert alone(z, -1) == _rules.robust_loss(z, code)
+
+
+def test_pass_weighing_turns_to_newton_after_the_accepted_steps():
+    after = _codes.NEWTON_AFTER_ACCEPTED
+    for n_accepted in range(after + 3):
+        expected = _codes.WEIGH_NEWTON if n_accepted >= after else _codes.WEIGH_CURVATURE
+        assert _rules.pass_weighing(True, n_accepted) == expected
+        # Least squares and Poisson MLE keep their H at every step.
+        assert _rules.pass_weighing(False, n_accepted) == _codes.WEIGH_CURVATURE
+    counts = np.arange(after + 3)
+    np.testing.assert_array_equal(_rules.pass_weighing_where(np, True, counts),
+                                  [_rules.pass_weighing(True, n) for n in counts])
+    np.testing.assert_array_equal(_rules.pass_weighing_where(np, False, counts),
+                                  np.full(counts.size, _codes.WEIGH_CURVATURE))
+
+
+@pytest.mark.parametrize("loss", sorted(_codes.ROBUST_LOSSES))
+def test_point_weight_forms_agree_and_newton_is_the_losss_curvature(loss):
+    code = _codes.ROBUST_LOSSES[loss]
+    z = np.array([0.0, 0.1, 0.5, 0.9, 1.0, 2.0, 30.0, 1e6])
+    rho, rho1, rho2, curvature = _rules.robust_loss_where(np, z, code)
+    # Newton's weight is the second derivative of rho(r²) in r, over 2: rho1 + 2 rho2 z.
+    r = np.sqrt(z)
+    step = 1e-4 * np.maximum(r, 1.0)
+    second = (_rules.robust_loss_where(np, (r + step) ** 2, code)[0] - 2.0 * rho
+              + _rules.robust_loss_where(np, (r - step) ** 2, code)[0]) / step ** 2
+    for weighing, expected in ((_codes.WEIGH_CURVATURE, curvature),
+                               (_codes.WEIGH_INFORMATION, np.maximum(rho1 + 2 * rho2 * z,
+                                                                     _codes.EPS)),
+                               (_codes.WEIGH_NEWTON, rho1 + 2 * rho2 * z)):
+        where = _rules.point_weight_where(np, rho1, rho2, z, curvature, weighing)
+        scalar = [_rules.point_weight(a, b, c, d, weighing)
+                  for a, b, c, d in zip(rho1, rho2, z, curvature, strict=True)]
+        np.testing.assert_array_equal(where, scalar)
+        np.testing.assert_array_equal(where, expected)
+    newton = _rules.point_weight_where(np, rho1, rho2, z, curvature, _codes.WEIGH_NEWTON)
+    smooth = ~((loss == "huber") & (np.abs(z - 1.0) < 0.2))  # huber's kink at z = 1
+    np.testing.assert_allclose((0.5 * second)[smooth], newton[smooth], rtol=1e-5, atol=1e-7)
+    # The safe curvature is never negative; Newton's is where the loss bends down.
+    assert np.all(curvature > 0.0)
+    if loss in ("cauchy", "arctan"):
+        assert np.any(newton < 0.0)
