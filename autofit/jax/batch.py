@@ -535,19 +535,38 @@ def _first_pass(s, chi2, g, h, positive, free, max_iter):
                       status=jnp.asarray(status, dtype=int))
 
 
-def _proposal(s, d, free, tol):
-    """The LM step of one fit: ``(active, chol, ok, step, worth)``, ``worth`` whether a
-    running fit's step is large enough to bend (see :func:`_geodesic`)."""
+def _proposal(s, d, free, tol, max_iter):
+    """The LM step of one fit: ``(s, active, chol, ok, step, worth)``, ``worth`` whether a
+    running fit's step is large enough to bend (see :func:`_geodesic`).
+
+    Where the damped system does not factorise, λ is raised tenfold (an iteration without a
+    pass, :func:`_not_tried`) and it is factorised again, until it does or the fit ends
+    (``s`` is the state after those iterations; ``ok`` False only for a fit that ended):
+    the reference's iterations one after another, in one proposal (each had cost a round of
+    proposals, the geodesic probe included, for the whole chunk: a robust fit's Newton
+    weighing does not factorise about once per fit)."""
     # The active set: a parameter at a bound whose descent direction points out is held.
     active = active_where(s.params, s.g, d.lower, d.upper, free)
-    system, rhs = _damped_system(s.h, s.g, s.scale_squared, s.damping, active)
-    chol, ok = _cholesky(system)
+
+    def factorise(s):
+        system, rhs = _damped_system(s.h, s.g, s.scale_squared, s.damping, active)
+        return _cholesky(system) + (rhs,)
+
+    def failed(carry):
+        s, _, ok, _ = carry
+        return ~ok & (s.status == RUNNING)
+
+    def raise_damping(carry):
+        s = _not_tried(carry[0], False, max_iter)
+        return (s, *factorise(s))
+
+    s, chol, ok, rhs = jax.lax.while_loop(failed, raise_damping, (s, *factorise(s)))
     step = jnp.where(ok, _substitute(chol, rhs), 0.0)
     velocity = jnp.minimum(jnp.maximum(s.params + step, d.lower), d.upper) - s.params
     predicted = predicted_reduction_where(jnp, s.h, velocity, s.scale_squared, s.damping)
     worth = (ok & (s.status == RUNNING)
              & (predicted > jnp.maximum(tol, GEODESIC_MIN_REDUCTION) * s.chi2))
-    return active, chol, ok, step, worth
+    return s, active, chol, ok, step, worth
 
 
 def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_iter):
@@ -561,8 +580,8 @@ def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_
     a per-fit choice would run it for every fit."""
 
     def propose(s, asking):
-        active, chol, ok, step, worth = _map_fits(
-            lambda si, di: _proposal(si, di, free, tol), s, fits)
+        s, active, chol, ok, step, worth = _map_fits(
+            lambda si, di: _proposal(si, di, free, tol, max_iter), s, fits)
         bent = jnp.ones_like(ok)
         if estimator != ESTIMATOR_MLE:
             worth = worth & asking
@@ -572,14 +591,15 @@ def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_
                              chol, worth, free)
 
             step, bent = jax.lax.cond(jnp.any(worth), bend, lambda _: (step, bent), None)
-        return step, ok, bent
+        return s, step, ok, bent
 
     def propose_asked(carry):
-        # The fits asked for get a step; those whose step cannot be tried have λ raised
-        # (an iteration) and are asked again while they run.
+        # The fits asked for get a step (a system that does not factorise has λ raised
+        # within the proposal); those whose acceleration is refused have λ raised (an
+        # iteration) and are asked again while they run.
         s, step, ok, bent, asked = carry
-        step, ok, bent = _where_fits(asked, propose(s, asked), (step, ok, bent))
-        refused = asked & ~(ok & bent)
+        s, step, ok, bent = _where_fits(asked, propose(s, asked), (s, step, ok, bent))
+        refused = asked & ok & ~bent
         s = _where_fits(refused, _not_tried(s, ok, max_iter), s)
         return s, step, ok, bent, refused & (s.status == RUNNING)
 

@@ -36,15 +36,17 @@ def arctan(x):
     """``arctan(x)`` elementwise, for float64 arrays (see the module docstring)."""
     a = jnp.abs(x)
     inverted = a > 1.0
-    t = jnp.where(inverted, 1.0 / jnp.where(inverted, a, 1.0), a)
-    shifted = t > TAN_PI_8
-    u = jnp.where(shifted, (t - 1.0) / (t + 1.0), t)
-    v = u / (1.0 + jnp.sqrt(1.0 + u * u))
+    # u = num / den, v = u / (1 + sqrt(1 + u²)) in one division (vatan's arithmetic)
+    shifted = (a > TAN_PI_8) & (a < 1.0 / TAN_PI_8)
+    num = jnp.where(shifted, jnp.where(a <= 1.0, a - 1.0, 1.0 - a),
+                    jnp.where(inverted, 1.0, a))
+    den = jnp.where(shifted, a + 1.0, jnp.where(inverted, a, 1.0))
+    v = num / (den + jnp.sqrt(den * den + num * num))
     q = -(v * v)
     r = 2.0 * (v + v * (q * _odd_series(q)))
-    # Below 1e-8, atan(u) is u to rounding; and u / 2 may be subnormal, which XLA:CPU
+    # Below 1e-8, atan(a) is a to rounding; and a / 2 may be subnormal, which XLA:CPU
     # flushes to 0.
-    r = jnp.where(jnp.abs(u) < 1e-8, u, r)
+    r = jnp.where(~inverted & (a < 1e-8), a, r)
     r = jnp.where(shifted, PI_4 + (r + PI_4_LO), r)
     r = jnp.where(inverted, PI_2 - r, r)
     r = jnp.where(x >= 0.0, r, -r)

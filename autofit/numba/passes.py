@@ -22,6 +22,7 @@ from autofit._codes import (
     ESTIMATOR_MLE,
     ROBUST_LOSSES,
     WEIGH_INFORMATION,
+    WEIGH_NEWTON,
 )
 
 # Floating-point freedoms for the CPU kernel: reciprocals (a division by a loop-invariant
@@ -472,17 +473,24 @@ def _robust_rows_source() -> str:
     lines = ["def robust_rows(jac, wg, wh, sq, rho_row, estimator, weighing):"]
     for code in ROBUST_CODES:
         lines += [f"    {'if' if code == ROBUST_CODES[0] else 'elif'} estimator == {code}:",
-                  f"        _reweigh_{code}(jac, wg, wh, sq, rho_row, weighing)"]
+                  f"        if weighing == {WEIGH_NEWTON}:",
+                  f"            _reweigh_{code}_newton(jac, wg, wh, sq, rho_row, weighing)",
+                  "        else:",
+                  f"            _reweigh_{code}(jac, wg, wh, sq, rho_row, weighing)"]
     lines.append("    return _sum(jac, rho_row)")
-    for code in ROBUST_CODES:
+    # Newton's weighing has a loop of its own, with the weighing a literal: the safe
+    # curvature, which it does not use (a division by rho), is then not computed.
+    for code, suffix, weighing in [(code, suffix, weighing) for code in ROBUST_CODES
+                                   for suffix, weighing in (("", "weighing"),
+                                                            ("_newton", f"{WEIGH_NEWTON}"))]:
         lines += [
             "",
             "",
-            f"def _reweigh_{code}(jac, wg, wh, sq, rho_row, weighing):",
+            f"def _reweigh_{code}{suffix}(jac, wg, wh, sq, rho_row, weighing):",
             "    for i in range(jac.shape[1]):",
             "        z = jac[sq, i]",
             f"        rho, rho1, rho2, c = robust_loss_{code}(z, {code})",
-            "        c = point_weight(rho1, rho2, z, c, weighing)",
+            f"        c = point_weight(rho1, rho2, z, c, {weighing})",
             "        jac[rho_row, i] = rho",
             "        wi2 = jac[wh, i]",
             "        w_r = jac[wg, i]",
@@ -516,7 +524,8 @@ def _robust_rows_module(dtype, cache: bool) -> str:
         inspect.getsource(_sum),
         f"_sum = numba.njit(cache={cache}, error_model='numpy', "
         "fastmath=_REDUCE_FASTMATH)(_sum)",
-        *(f"_reweigh_{code} = {jit}(_reweigh_{code})" for code in ROBUST_CODES),
+        *(f"_reweigh_{code}{suffix} = {jit}(_reweigh_{code}{suffix})" for code in ROBUST_CODES
+          for suffix in ("", "_newton")),
         f"robust_rows = {jit}(robust_rows)",
         "",
     ])
