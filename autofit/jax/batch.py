@@ -115,6 +115,7 @@ from autofit._codes import (
     TOO_FEW_POINTS,
     WEIGH_CURVATURE,
     WEIGH_INFORMATION,
+    WEIGH_NEWTON,
 )
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
@@ -584,7 +585,11 @@ def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_
             lambda si, di: _proposal(si, di, free, tol, max_iter), s, fits)
         bent = jnp.ones_like(ok)
         if estimator != ESTIMATOR_MLE:
-            worth = worth & asking
+            # Not from a point whose H holds Newton's weights (_rules.pass_weighing: the
+            # pass at p was weighed for one accepted step fewer).
+            robust = estimator != ESTIMATOR_LSE
+            worth = worth & asking & (pass_weighing_where(jnp, robust, s.n_accepted - 1)
+                                      != WEIGH_NEWTON)
 
             def bend(_):
                 return _bend(model, jacobian, jac_method, estimator, s, fits, step, active,

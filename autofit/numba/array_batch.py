@@ -39,6 +39,7 @@ from autofit._codes import (
     TOO_FEW_POINTS,
     WEIGH_CURVATURE,
     WEIGH_INFORMATION,
+    WEIGH_NEWTON,
 )
 from autofit.numba.first_class import JACOBIAN_TYPES, MODEL_TYPES, first_class, is_converged
 from autofit.numba.jacobians import jacobian_forward
@@ -284,7 +285,8 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
         if not ok:
             damping, status = _step_not_tried(damping, SINGULAR)
             continue
-        if estimator != ESTIMATOR_MLE:
+        # (Not from a point whose H holds Newton's weights: _rules.pass_weighing.)
+        if estimator != ESTIMATOR_MLE and weighing != WEIGH_NEWTON:
             step, bent = _bend(model, x, y, w, p, lower, upper, free, estimator, weighing,
                                active, g, h, scale_squared, damping, system, f_p, jac, step,
                                chi2, tol)

@@ -98,8 +98,12 @@ ONE_BITS = 1023 << 52
 SQRT2 = 1.4142135623730951
 
 
-# 1/23, 1/21, ..., 1/3: the odd series' coefficients, highest power first.
-_ODD_SERIES = tuple(1.0 / k for k in range(23, 2, -2))
+# The odd series' coefficients 1/3, 1/5, ..., 1/23 as two polynomials in q², of its even
+# and of its odd powers of q, highest power first: two Horner chains of half the length,
+# which run side by side (one chain of 11 was bound by its latency: the arctan loss's loop
+# took 15% longer).
+_ODD_SERIES_EVEN = tuple(1.0 / k for k in range(23, 2, -4))  # 1/23, 1/19, ..., 1/3
+_ODD_SERIES_ODD = tuple(1.0 / k for k in range(21, 4, -4))  # 1/21, 1/17, ..., 1/5
 
 
 @numba.njit(fastmath={"arcp", "contract"}, inline="always", cache=True)
@@ -107,7 +111,8 @@ def _odd_series(q):
     """``1/3 + q/5 + q²/7 + ... + q¹⁰/23``: with ``q = s²``, ``atanh(s) = s + s q (this)``
     (the log's series); with ``q = -s²``, ``atan(s) = s + s q (this)``. For ``|q| <= 0.04``
     the next term is below 1e-17 of the sum's."""
-    return _horner(q, _ODD_SERIES)
+    q2 = q * q
+    return _horner(q2, _ODD_SERIES_EVEN) + q * _horner(q2, _ODD_SERIES_ODD)
 
 
 # tan(pi / 8): above it (up to 1), atan(t) = pi/4 + atan((t - 1) / (t + 1)).

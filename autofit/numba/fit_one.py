@@ -46,6 +46,7 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
     WEIGH_INFORMATION,
+    WEIGH_NEWTON,
 )
 from autofit.numba import linalg
 from autofit.numba.passes import (
@@ -397,7 +398,8 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             else:
                 damping, status = step_not_tried(damping, SINGULAR)
                 continue
-            if estimator != ESTIMATOR_MLE and not bend(
+            # (Not from a point whose H holds Newton's weights: _rules.pass_weighing.)
+            if estimator != ESTIMATOR_MLE and weighing != WEIGH_NEWTON and not bend(
                     probe_rows, x, y, w, p, lower, upper, free, estimator, weighing, g, h,
                     scale_squared, damping, active, system, jac, work_p, step, trial, trial_g,
                     chi2, tol):

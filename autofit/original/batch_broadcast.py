@@ -35,6 +35,7 @@ from autofit._codes import (
     TOO_FEW_POINTS,
     WEIGH_CURVATURE,
     WEIGH_INFORMATION,
+    WEIGH_NEWTON,
 )
 from autofit._rules import (
     FORWARD_STEP,
@@ -254,10 +255,18 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         if r.size == 0:
             continue
         if estimator != ESTIMATOR_MLE:
-            step, bent = _geodesic(f, at(go[r])[0], y[go[r]], w[go[r]], p, lower[go[r]],
-                                   upper[go[r]], step, g, h,
-                                   [part[r] for part in state_probe], system[ok],
-                                   scale_squared[r], damping[r], active[ok], state_c[r], tol)
+            # Not from a point whose H holds Newton's weights (_rules.pass_weighing: the
+            # pass at p was weighed for one accepted step fewer).
+            c = np.flatnonzero(pass_weighing_where(np, robust, n_accepted[r] - 1)
+                               != WEIGH_NEWTON)
+            bent = np.ones(r.size, dtype=bool)
+            if c.size:
+                rc, step = r[c], step.copy()
+                step[c], bent[c] = _geodesic(
+                    f, at(go[rc])[0], y[go[rc]], w[go[rc]], p[c], lower[go[rc]],
+                    upper[go[rc]], step[c], g[c], h[c], [part[rc] for part in state_probe],
+                    system[ok][c], scale_squared[rc], damping[rc], active[ok][c], state_c[rc],
+                    tol)
             refused = r[~bent]
             damping[refused], status[go[refused]] = step_not_tried_where(
                 np, damping[refused], MACHINE_PRECISION)
