@@ -299,6 +299,10 @@ def pass_weighing(robust, n_accepted):
     step, or after a number of iterations rather than of accepted steps, took more.)
     Least squares and Poisson MLE: always ``WEIGH_CURVATURE`` (their H is unchanged).
     Every ``lm_batch`` weighs its passes so; ``lm_fused`` keeps the safe curvature.
+
+    A step from a point whose pass took Newton's weights is not bent by the geodesic
+    acceleration (its probe costs a model evaluation: arctan probed 6.6 times per fit where
+    least squares probes 2.5, and without the probes there 4.6, at the same iterations).
     """
     if robust and n_accepted >= NEWTON_AFTER_ACCEPTED:
         return WEIGH_NEWTON

@@ -253,7 +253,9 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
     for j in range(n_params):
         p[j] = min(max(p0[j], lower[j]), upper[j])
     f_p, jac = _model_jacobian(model, jacobian, jac_method, x, p, lower, upper)
-    weighing = WEIGH_CURVATURE  # how the pass at p weighed its points
+    # How the pass at p weighed its points, as a plain int (int() drops numba's literal
+    # type: _sums would be compiled once for each literal value).
+    weighing = int(WEIGH_CURVATURE)
     chi2, g, h, positive = _sums(f_p, jac, y, w, free, estimator, weighing)
     params_out[:] = p
     if not np.isfinite(chi2):
@@ -295,7 +297,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
                 continue
         small_step = _clip_step(p, step, lower, upper, scale_squared, tol, trial)
         f, trial_jac = _model_jacobian(model, jacobian, jac_method, x, trial, lower, upper)
-        trial_weighing = _pass_weighing(robust, n_accepted)
+        trial_weighing = int(_pass_weighing(robust, n_accepted))
         trial_chi2, trial_g, trial_h, _ = _sums(f, trial_jac, y, w, free, estimator,
                                                 trial_weighing)
         predicted = _predicted_reduction(h, step, scale_squared, damping)
@@ -311,7 +313,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
     params_out[:] = p
     if estimator != ESTIMATOR_LSE:
         # The information matrix of MLE or of a robust loss, from the pass at p kept above.
-        _, _, h, _ = _sums(f_p, jac, y, w, free, estimator, WEIGH_INFORMATION)
+        _, _, h, _ = _sums(f_p, jac, y, w, free, estimator, int(WEIGH_INFORMATION))
     # The covariance: the inverse over the free parameters (identity rows for fixed ones).
     system, _ = _damped_system(h, np.zeros(n_params), np.zeros(n_params), 0.0, free)
     if not _factor(system, n_params):

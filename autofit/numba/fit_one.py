@@ -366,10 +366,10 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             return math.nan, 0, status
         for a in range(n_params):
             p[a] = min(max(p0[a], lower[a]), upper[a])
-        # How the pass at p weighed its points in H (_rules.pass_weighing), a plain int:
-        # literals here and below would compile the whole pass once for each (4 s more
-        # for each model's kernel).
-        weighing = pass_weighing(False, 0)
+        # How the pass at p weighed its points in H (_rules.pass_weighing), as a plain int
+        # (int() drops numba's literal type: each literal value would compile the whole
+        # pass once more, 4 s for each model's kernel).
+        weighing = int(pass_weighing(False, 0))
         chi2, positive = evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac,
                                   work_p, weighing)
         if not math.isfinite(chi2):
@@ -407,7 +407,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 continue
             small_step = clip_step(p, step, lower, upper, scale_squared, tol, trial)
             # Into the other work array: jac keeps the pass at p (the probe reads it).
-            trial_weighing = pass_weighing(robust, n_accepted)
+            trial_weighing = int(pass_weighing(robust, n_accepted))
             trial_chi2, _ = evaluate(x, y, w, trial, lower, upper, free, estimator, trial_g,
                                      trial_h, trial_jac, work_p, trial_weighing)
             predicted = predicted_reduction(h, step, scale_squared, damping)
@@ -428,7 +428,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # of scipy's matrix for a robust loss (both one more pass).
         if estimator != ESTIMATOR_LSE:
             evaluate(x, y, w, p, lower, upper, free, estimator, trial_g, h, jac, work_p,
-                     WEIGH_INFORMATION)
+                     int(WEIGH_INFORMATION))
         for a in range(n_params):
             scale_squared[a] = 0.0
         damped_system(h, scale_squared, scale_squared, 0.0, free, system, work_p)
