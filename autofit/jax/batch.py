@@ -4,8 +4,8 @@ The algorithm of :mod:`autofit.original.batch`, step for step: the same pre-chec
 same damping schedule, the same stopping tests in the same order, the same statuses, the
 same ``n_iter`` counting and the same covariance. One pass of the reference's loop body is
 the per-fit function :func:`_iteration`; the per-fit state it carries is the explicit
-pytree :class:`BatchState` (params, χ², g, H, scale_squared, damping, n_iter, status), so a fit can
-be stopped after any pass and resumed later with the same result.
+pytree :class:`BatchState` (params, χ², g, H, scale_squared, damping, n_iter, status,
+n_accepted), so a fit can be stopped after any pass and resumed later with the same result.
 
 **One compiled program per model and bucket** (:func:`solve`; ``model``, ``jacobian``,
 ``jac_method`` and ``estimator`` static, but one program for every robust loss: its code is
