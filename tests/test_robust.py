@@ -330,3 +330,18 @@ def test_one_bad_fit_in_a_robust_batch_spoils_no_other():
                              backend="numpy")
     assert result.status[5] == autofit.Status.NONFINITE_DATA
     np.testing.assert_array_equal(np.delete(result.params, 5, 0), good.params)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("backend", backend_params())
+def test_fit_batch_with_a_loss_in_float32_is_the_float64_fit(backend, loss):
+    # jax's CPU log1p for the cauchy loss splits a float64 by its bits; a float32 batch
+    # (run without x64) raised an OverflowError there before it fell back to jax's own.
+    x, y, p0 = batch_with_outliers()
+    fit = {dtype: autofit.fit_batch(autofit.models.gaussian, x, y, p0, loss=loss,
+                                    f_scale=0.05, backend=backend, strict=True, dtype=dtype)
+           for dtype in (np.float32, np.float64)}
+    assert fit[np.float32].params.dtype == np.float32
+    assert fit[np.float32].converged.all() and fit[np.float64].converged.all()
+    errors = fit[np.float64].errors
+    assert np.max(np.abs(fit[np.float32].params - fit[np.float64].params) / errors) < 0.05

@@ -85,11 +85,23 @@ def log1p(z):
     return jnp.where(jnp.isnan(z), z, result)
 
 
-class _CpuNumpy:
-    """``jax.numpy`` with :func:`arctan` and :func:`log1p`."""
+def _for_float64(function, fallback):
+    """``function`` on float64 arrays, ``fallback`` (jax's own) on others: the bit
+    arithmetic is float64's, and a float32 batch runs without x64 (no int64 to split a
+    float32 by; a robust float32 batch on a CPU raised an OverflowError)."""
 
-    arctan = staticmethod(arctan)
-    log1p = staticmethod(log1p)
+    def dispatched(x):
+        return function(x) if jnp.result_type(x) == jnp.float64 else fallback(x)
+
+    dispatched.__doc__ = function.__doc__
+    return dispatched
+
+
+class _CpuNumpy:
+    """``jax.numpy`` with :func:`arctan` and :func:`log1p` (for float64)."""
+
+    arctan = staticmethod(_for_float64(arctan, jnp.arctan))
+    log1p = staticmethod(_for_float64(log1p, jnp.log1p))
 
     def __getattr__(self, name):
         return getattr(jnp, name)
