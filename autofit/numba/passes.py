@@ -480,23 +480,22 @@ def _robust_rows_source() -> str:
     lines.append("    return _sum(jac, rho_row)")
     # Newton's weighing has a loop of its own, with the weighing a literal: the safe
     # curvature, which it does not use (a division by rho), is then not computed.
-    for code, suffix, weighing in [(code, suffix, weighing) for code in ROBUST_CODES
-                                   for suffix, weighing in (("", "weighing"),
-                                                            ("_newton", f"{WEIGH_NEWTON}"))]:
-        lines += [
-            "",
-            "",
-            f"def _reweigh_{code}{suffix}(jac, wg, wh, sq, rho_row, weighing):",
-            "    for i in range(jac.shape[1]):",
-            "        z = jac[sq, i]",
-            f"        rho, rho1, rho2, c = robust_loss_{code}(z, {code})",
-            f"        c = point_weight(rho1, rho2, z, c, {weighing})",
-            "        jac[rho_row, i] = rho",
-            "        wi2 = jac[wh, i]",
-            "        w_r = jac[wg, i]",
-            "        jac[wg, i] = w_r * rho1",
-            "        jac[sq, i] = w_r * (rho1 - c)",
-            "        jac[wh, i] = wi2 * c"]
+    for code in ROBUST_CODES:
+        for suffix, weighing in (("", "weighing"), ("_newton", f"{WEIGH_NEWTON}")):
+            lines += [
+                "",
+                "",
+                f"def _reweigh_{code}{suffix}(jac, wg, wh, sq, rho_row, weighing):",
+                "    for i in range(jac.shape[1]):",
+                "        z = jac[sq, i]",
+                f"        rho, rho1, rho2, c = robust_loss_{code}(z, {code})",
+                f"        c = point_weight(rho1, rho2, z, c, {weighing})",
+                "        jac[rho_row, i] = rho",
+                "        wi2 = jac[wh, i]",
+                "        w_r = jac[wg, i]",
+                "        jac[wg, i] = w_r * rho1",
+                "        jac[sq, i] = w_r * (rho1 - c)",
+                "        jac[wh, i] = wi2 * c"]
     return "\n".join(lines) + "\n"
 
 
