@@ -315,6 +315,20 @@ def pass_weighing_where(xp, robust, n_accepted):
                     WEIGH_CURVATURE)
 
 
+def weighing_at_params_where(xp, robust, n_accepted):
+    """How the pass at a fit's current parameters weighed its points: the pass that was
+    accepted as the ``n_accepted``-th step ran with one accepted step fewer
+    (:func:`pass_weighing`); the start (``n_accepted`` 0) with the safe curvature. For the
+    engines that keep the count, not the weighing, in their state."""
+    return pass_weighing_where(xp, robust, n_accepted - 1)
+
+
+def bends_from(weighing):
+    """Whether a step from a point whose pass was weighed so may take the geodesic
+    acceleration: not from Newton's (:func:`pass_weighing`); scalars or arrays."""
+    return weighing != WEIGH_NEWTON
+
+
 def point_weight(rho1, rho2, z, curvature, weighing):
     """A point's weight in H under a robust loss (before the data weight w²), scalars or
     arrays: the safe ``curvature`` (:func:`robust_loss`), scipy's information weight

@@ -230,3 +230,17 @@ def test_point_weight_forms_agree_and_newton_is_the_losss_curvature(loss):
     assert np.all(curvature > 0.0)
     if loss in ("cauchy", "arctan"):
         assert np.any(newton < 0.0)
+
+
+def test_the_pass_at_the_parameters_and_whether_its_step_bends():
+    after = _codes.NEWTON_AFTER_ACCEPTED
+    counts = np.arange(after + 3)
+    at_params = _rules.weighing_at_params_where(np, True, counts)
+    # The pass accepted as the n-th step ran with n - 1 accepted; the start with none.
+    np.testing.assert_array_equal(
+        at_params, [_rules.pass_weighing(True, max(n - 1, 0)) for n in counts])
+    assert at_params[0] == _codes.WEIGH_CURVATURE
+    np.testing.assert_array_equal(_rules.bends_from(at_params),
+                                  at_params != _codes.WEIGH_NEWTON)
+    assert _rules.bends_from(_codes.WEIGH_CURVATURE)
+    assert not _rules.bends_from(_codes.WEIGH_NEWTON)

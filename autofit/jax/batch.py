@@ -115,11 +115,11 @@ from autofit._codes import (
     TOO_FEW_POINTS,
     WEIGH_CURVATURE,
     WEIGH_INFORMATION,
-    WEIGH_NEWTON,
 )
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
     active_where,
+    bends_from,
     clip_step_where,
     geodesic_probe_weight,
     judge_trial_where,
@@ -128,6 +128,7 @@ from autofit._rules import (
     predicted_reduction_where,
     robust_loss_where,
     step_not_tried_where,
+    weighing_at_params_where,
 )
 from autofit.jax.compiler import jit
 from autofit.jax.fastmath import CPU_NUMPY
@@ -240,7 +241,7 @@ class BatchState(NamedTuple):
     n_iter: jax.Array  # (n,) int
     status: jax.Array  # (n,) int: RUNNING while the fit goes on
     # (n,) int: steps accepted, which say how a pass weighs a robust loss's points in H
-    # (autofit._rules.pass_weighing): the pass at params was weighed for n_accepted - 1
+    # (autofit._rules.pass_weighing, weighing_at_params_where)
     n_accepted: jax.Array
 
 
@@ -411,12 +412,12 @@ def _geodesic(model, jacobian, jac_method, estimator, d, s, step, active, chol, 
         g_probe = jac_times(w * w * jnp.where(used, d.ydata - f_probe, 0.0))
     else:
         # The model's bending along v, each point weighed as H weighs it (the reference's
-        # _geodesic_rhs; the pass at p was weighed for s.n_accepted - 1 steps).
+        # _geodesic_rhs).
         r = jnp.where(used, w * (d.ydata - f), 0.0)
         z = r * r
         _, rho1, rho2, curvature = robust_loss(z, estimator)
         weight = point_weight_where(jnp, rho1, rho2, z, curvature,
-                                    pass_weighing_where(jnp, True, s.n_accepted - 1))
+                                    weighing_at_params_where(jnp, True, s.n_accepted))
         r_probe = jnp.where(used, w * (d.ydata - f_probe), 0.0)
         g_probe = jac_times(geodesic_probe_weight(w, r, r_probe, rho1, weight))
     second = (2.0 / GEODESIC_PROBE) * ((g_probe - s.g) / GEODESIC_PROBE + h_v)
@@ -585,11 +586,9 @@ def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_
             lambda si, di: _proposal(si, di, free, tol, max_iter), s, fits)
         bent = jnp.ones_like(ok)
         if estimator != ESTIMATOR_MLE:
-            # Not from a point whose H holds Newton's weights (_rules.pass_weighing: the
-            # pass at p was weighed for one accepted step fewer).
             robust = estimator != ESTIMATOR_LSE
-            worth = worth & asking & (pass_weighing_where(jnp, robust, s.n_accepted - 1)
-                                      != WEIGH_NEWTON)
+            worth = worth & asking & bends_from(
+                weighing_at_params_where(jnp, robust, s.n_accepted))
 
             def bend(_):
                 return _bend(model, jacobian, jac_method, estimator, s, fits, step, active,

@@ -46,7 +46,6 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_GTOL,
-    EPS,
     ESTIMATOR_LSE,
     JAC_ANALYTIC,
     JAC_AUTODIFF,
@@ -56,6 +55,8 @@ from autofit._codes import (
     NONFINITE,
     RUNNING,
     SINGULAR,
+    WEIGH_CURVATURE,
+    WEIGH_INFORMATION,
 )
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
@@ -66,6 +67,7 @@ from autofit._rules import (
     evaluations_per_pass,
     fused_estimator,
     judge_trial_where,
+    point_weight_where,
     predicted_reduction_where,
     step_not_tried_where,
 )
@@ -138,17 +140,18 @@ def _columns(model, jacobian, jac_method, mx, p, f, lower, upper):
 
 
 def _chunk_sums(model, jacobian, jac_method, xc, yc, wc, used, p, lower, upper,
-                entry_sums, estimator=ESTIMATOR_LSE, information=False):
+                entry_sums, estimator=ESTIMATOR_LSE, weighing=WEIGH_CURVATURE):
     """``(chi2, g, h)`` of one chunk's points where ``used`` is true; for a robust
-    ``estimator`` the loss's sums, or with ``information`` (chi2 and g then
-    unused) h is the robust information matrix."""
+    ``estimator`` the loss's sums, its points weighed in h as ``weighing`` says
+    (:func:`autofit._rules.point_weight`: with ``WEIGH_INFORMATION``, chi2 and g then
+    unused, h is the robust information matrix)."""
     n_params = p.shape[0]
     mx = xc[0] if xc.shape[0] == 1 else xc
     f = jnp.asarray(model(mx, p), dtype=p.dtype)
     jac = _columns(model, jacobian, jac_method, mx, p, f, lower, upper)
     r = jnp.where(used, wc * (yc - f), 0.0)
     if estimator != ESTIMATOR_LSE:
-        return _robust_chunk_sums(jac, r, wc, used, entry_sums, estimator, information)
+        return _robust_chunk_sums(jac, r, wc, used, entry_sums, estimator, weighing)
     wj = jnp.where(used[None, :], wc[None, :] * jac, 0.0)
     if not entry_sums:
         return r @ r, wj @ r, wj @ wj.T
@@ -168,17 +171,14 @@ def _entry_sums_h(left, right):
     return h.at[cols, rows].set(upper_h)
 
 
-def _robust_chunk_sums(jac, r, wc, used, entry_sums, estimator, information):
+def _robust_chunk_sums(jac, r, wc, used, entry_sums, estimator, weighing):
     # r is 0 where unused, where every loss is 0 with slope 1: only jac needs the mask.
     z = r * r
     rho, rho1, rho2, curvature = robust_loss(z, estimator)
     jac = jnp.where(used[None, :], jac, 0.0)
     weight_g = wc * rho1 * r
-    if information:
-        left = jac * (wc * wc * jnp.maximum(rho1 + 2.0 * rho2 * z, EPS))[None, :]
-        right = jac
-    else:
-        left, right = jac * (wc * wc * curvature)[None, :], jac
+    weight = point_weight_where(jnp, rho1, rho2, z, curvature, weighing)
+    left, right = jac * (wc * wc * weight)[None, :], jac
     if not entry_sums:
         return jnp.sum(rho), jac @ weight_g, left @ right.T
     g = jnp.stack([jnp.sum(jac[i] * weight_g) for i in range(jac.shape[0])])
@@ -186,7 +186,8 @@ def _robust_chunk_sums(jac, r, wc, used, entry_sums, estimator, information):
 
 
 def _normal_equations(model, jacobian, jac_method, x, ydata, weights, n_points, p, lower,
-                      upper, chunk, entry_sums, estimator=ESTIMATOR_LSE, information=False):
+                      upper, chunk, entry_sums, estimator=ESTIMATOR_LSE,
+                      weighing=WEIGH_CURVATURE):
     """One pass over the first ``n_points`` (a traced integer) of the padded data:
     ``(chi2, g, h)`` at ``p``; chi2 is inf if any of them is not finite."""
     n_full = n_points // chunk
@@ -205,7 +206,7 @@ def _normal_equations(model, jacobian, jac_method, x, ydata, weights, n_points, 
         xc, yc, wc = read(start)
         used = wc != 0.0 if mask is None else mask & (wc != 0.0)
         terms = _chunk_sums(model, jacobian, jac_method, xc, yc, wc, used, p, lower, upper,
-                            entry_sums, estimator, information)
+                            entry_sums, estimator, weighing)
         return tuple(a + b for a, b in zip(sums, terms))
 
     zero = jnp.zeros((), p.dtype)
@@ -314,7 +315,8 @@ def _lm_fused(model, jacobian, jac_method, x, ydata, weights, n_points, p0, lowe
     information = jax.lax.cond(
         s.status == NONFINITE, lambda p: s.h,
         lambda p: _normal_equations(model, jacobian, jac_method, x, ydata, weights, n_points,
-                                    p, lower, upper, chunk, entry_sums, estimator, True)[2],
+                                    p, lower, upper, chunk, entry_sums, estimator,
+                                    WEIGH_INFORMATION)[2],
         s.params)
     return s.params, s.chi2, s.status, s.nfev, s.n_iter, information
 

@@ -39,7 +39,6 @@ from autofit._codes import (
     TOO_FEW_POINTS,
     WEIGH_CURVATURE,
     WEIGH_INFORMATION,
-    WEIGH_NEWTON,
 )
 from autofit.numba.first_class import JACOBIAN_TYPES, MODEL_TYPES, first_class, is_converged
 from autofit.numba.jacobians import jacobian_forward
@@ -58,6 +57,7 @@ _robust_loss = njit(inline="always")(_rules.robust_loss)
 _geodesic_probe_weight = njit(inline="always")(_rules.geodesic_probe_weight)
 _point_weight = njit(inline="always")(_rules.point_weight)
 _pass_weighing = njit(inline="always")(_rules.pass_weighing)
+_bends_from = njit(inline="always")(_rules.bends_from)
 
 _F8 = types.float64
 
@@ -287,8 +287,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
         if not ok:
             damping, status = _step_not_tried(damping, SINGULAR)
             continue
-        # (Not from a point whose H holds Newton's weights: _rules.pass_weighing.)
-        if estimator != ESTIMATOR_MLE and weighing != WEIGH_NEWTON:
+        if estimator != ESTIMATOR_MLE and _bends_from(weighing):
             step, bent = _bend(model, x, y, w, p, lower, upper, free, estimator, weighing,
                                active, g, h, scale_squared, damping, system, f_p, jac, step,
                                chi2, tol)

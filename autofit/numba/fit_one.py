@@ -46,7 +46,6 @@ from autofit._codes import (
     SINGULAR,
     TOO_FEW_POINTS,
     WEIGH_INFORMATION,
-    WEIGH_NEWTON,
 )
 from autofit.numba import linalg
 from autofit.numba.passes import (
@@ -188,6 +187,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     judge_trial = inline(_rules.judge_trial)
     step_not_tried = inline(_rules.step_not_tried)
     pass_weighing = inline(_rules.pass_weighing)
+    bends_from = inline(_rules.bends_from)
     if block:
         evaluate = probe_rows = point_gradient = robust_loss = geodesic_probe_weight = None
         point_weight = None
@@ -398,8 +398,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
             else:
                 damping, status = step_not_tried(damping, SINGULAR)
                 continue
-            # (Not from a point whose H holds Newton's weights: _rules.pass_weighing.)
-            if estimator != ESTIMATOR_MLE and weighing != WEIGH_NEWTON and not bend(
+            if estimator != ESTIMATOR_MLE and bends_from(weighing) and not bend(
                     probe_rows, x, y, w, p, lower, upper, free, estimator, weighing, g, h,
                     scale_squared, damping, active, system, jac, work_p, step, trial, trial_g,
                     chi2, tol):

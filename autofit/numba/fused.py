@@ -24,8 +24,8 @@ every loss) takes the least-squares point loop, and then the work array's rows a
 reweighed by :func:`autofit.numba.passes.robust_rows`, the batched pass's own (one loop
 per loss over the chunk, shared by every model): the two weights become the reference's
 ``w rho1 r`` and ``w² c`` (c the loss's curvature), and the sums are formed as for least
-squares, χ² from the loss's row. One more pass, its flag ``information`` set, makes the
-information (the h weight ``w² max(rho1 + 2 rho2 z, eps)``) after the fit.
+squares, χ² from the loss's row. One more pass, weighed with ``WEIGH_INFORMATION``, makes
+the information (the h weight ``w² max(rho1 + 2 rho2 z, eps)``) after the fit.
 """
 
 from __future__ import annotations
@@ -150,11 +150,11 @@ def _point_weights(n_params: int, point: str) -> list:
 
 def _chunk_source(n_params: int) -> str:
     """``chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out, estimator,
-    information)``: the sums of the chunk of points ``start, start + 1, ...``
+    weighing)``: the sums of the chunk of points ``start, start + 1, ...``
     (``jac.shape[1]`` of them) written to ``out``: χ², then ``g`` (n_params), then
-    ``h[a, b]`` for ``b <= a`` row by row (for a robust ``estimator`` the loss's sums, or
-    with ``information`` h is the robust information matrix; least squares ignores the
-    flag)."""
+    ``h[a, b]`` for ``b <= a`` row by row (for a robust ``estimator`` the loss's sums, its
+    points weighed in h as the int ``weighing`` says, :func:`autofit._rules.point_weight`:
+    with ``WEIGH_INFORMATION`` the robust information matrix; least squares ignores it)."""
     n = range(n_params)
     wg, wh, sq = n_params, n_params + 1, n_params + 2
     small = n_params <= FUSED_SUMS_MAX_PARAMS
@@ -162,7 +162,7 @@ def _chunk_source(n_params: int) -> str:
     body = _point_weights(n_params, point)
     lines = [
         "def chunk_sums(x, y, w, start, p, lower, upper, jac, work_p, out, estimator,",
-        "               information):",
+        "               weighing):",
         # The parameters as a tuple of scalars: the model cannot then alias the work array
         # it writes, so the compiler keeps them out of the loop (as in the batched pass).
         ("    params = (" + "".join(f"p[{a}], " for a in n) + ")") if small else
@@ -202,10 +202,7 @@ def _chunk_source(n_params: int) -> str:
         "    else:",
         # The rows as plain ints (literals would compile it once per model size).
         f"        out[0] = robust_rows(jac, int({wg}), int({wh}), int({sq}), int({sq + 1}),",
-        # information (a bool) as robust_rows' weighing (an int): the fused fit keeps the
-        # loss's safe curvature at every step (the batch's Newton weighing is its own).
-        f"                             estimator, {WEIGH_INFORMATION} if information else "
-        f"{WEIGH_CURVATURE})",
+        "                             estimator, weighing)",
     ]
     if small:
         pairs = [(a, b) for a in n for b in range(a + 1)]
@@ -233,7 +230,7 @@ def _chunk_signature():
 
     f8 = types.float64
     return types.void(f8[:, ::1], f8[::1], f8[::1], types.int64, f8[::1], f8[::1], f8[::1],
-                      f8[:, ::1], f8[::1], f8[::1], types.int64, types.boolean)
+                      f8[:, ::1], f8[::1], f8[::1], types.int64, types.int64)
 
 
 # ``chunk_sums`` from its address, inside the driver.
@@ -304,7 +301,7 @@ def chunk_length(n_points: int) -> int:
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
-def _sums_per_chunk(chunk_sums, estimator, information, x, y, w, p, lower, upper, chunk,
+def _sums_per_chunk(chunk_sums, estimator, weighing, x, y, w, p, lower, upper, chunk,
                     partial):
     n_params = p.shape[0]
     n_chunks = partial.shape[0]
@@ -314,24 +311,25 @@ def _sums_per_chunk(chunk_sums, estimator, information, x, y, w, p, lower, upper
         work_p = np.empty(n_params)
         for c in range(b * n_chunks // n_blocks, (b + 1) * n_chunks // n_blocks):
             chunk_sums(x, y, w, c * chunk, p, lower, upper, jac, work_p, partial[c],
-                       estimator, information)
+                       estimator, weighing)
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
-def _evaluate(chunk_sums, estimator, information, x, y, w, p, lower, upper, chunk, partial,
+def _evaluate(chunk_sums, estimator, weighing, x, y, w, p, lower, upper, chunk, partial,
               g, h, work):
-    # chi2 (inf if it, g or h is not finite); g and h written in place (with information,
-    # a robust loss's information matrix as h). ``work``: the driver's arrays, allocated
-    # once per fit (a 100-point fit's 8 passes allocated 24 arrays, ~20% of its time).
+    # chi2 (inf if it, g or h is not finite); g and h written in place (h weighed as
+    # ``weighing`` says: with WEIGH_INFORMATION, a robust loss's information matrix).
+    # ``work``: the driver's arrays, allocated once per fit (a 100-point fit's 8 passes
+    # allocated 24 arrays, ~20% of its time).
     n_params = p.shape[0]
     n_sums = partial.shape[1]
     jac, work_p, total = work
     if partial.shape[0] == 1:
         # One chunk: no parallel launch (waking the threads costs more than a small pass).
         chunk_sums(x, y, w, 0, p, lower, upper, jac, work_p, partial[0], estimator,
-                   information)
+                   weighing)
     else:
-        _sums_per_chunk(chunk_sums, estimator, information, x, y, w, p, lower, upper, chunk,
+        _sums_per_chunk(chunk_sums, estimator, weighing, x, y, w, p, lower, upper, chunk,
                         partial)
     total[:] = 0.0
     for c in range(partial.shape[0]):
@@ -390,10 +388,12 @@ def _solve(chunk_address, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol
     # The single-chunk pass's work arrays (a parallel pass allocates its own per block).
     work = (np.empty((2 * n_params + 3, chunk if partial.shape[0] == 1 else 1)),
             np.empty(n_params), np.empty(n_sums))
-    # _evaluate's flag as a plain bool: a literal False here and a literal True after the
-    # loop compiled it and its parallel pass twice (~2 s of the driver's compilation).
-    information = bool(False)
-    chi2 = _evaluate(chunk_sums, estimator, information, x, y, w, p, lower, upper, chunk,
+    # The fit's passes weigh a robust loss's points by its safe curvature at every step
+    # (lm_batch's Newton weighing took a single fit no fewer passes). As a plain int:
+    # int() drops numba's literal type (each literal value compiled _evaluate and its
+    # parallel pass once more, ~2 s of the driver's compilation each).
+    weighing = int(WEIGH_CURVATURE)
+    chi2 = _evaluate(chunk_sums, estimator, weighing, x, y, w, p, lower, upper, chunk,
                      partial, g, h, work)
     nfev = cost
     if not math.isfinite(chi2):
@@ -437,7 +437,7 @@ def _solve(chunk_address, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol
             damping, status = _step_not_tried(damping, SINGULAR)
             continue
         small_step = _clip_step(p, step, lower, upper, scale_squared, xtol, trial)
-        trial_chi2 = _evaluate(chunk_sums, estimator, information, x, y, w, trial, lower,
+        trial_chi2 = _evaluate(chunk_sums, estimator, weighing, x, y, w, trial, lower,
                                upper, chunk, partial, trial_g, trial_h, work)
         nfev += cost
         n_iter += 1
@@ -455,8 +455,8 @@ def _solve(chunk_address, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol
         # A robust loss's information: one more pass (not counted in nfev, as in the
         # reference); least squares' is its last h.
         robust_information = np.empty((n_params, n_params))
-        _evaluate(chunk_sums, estimator, not information, x, y, w, p, lower, upper, chunk,
-                  partial, trial_g, robust_information, work)
+        _evaluate(chunk_sums, estimator, int(WEIGH_INFORMATION), x, y, w, p, lower, upper,
+                  chunk, partial, trial_g, robust_information, work)
         return p, chi2, status, nfev, n_iter, robust_information
     return p, chi2, status, nfev, n_iter, h
 

@@ -67,11 +67,11 @@ from autofit._codes import (
     TOO_FEW_POINTS,
     WEIGH_CURVATURE,
     WEIGH_INFORMATION,
-    WEIGH_NEWTON,
 )
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
     active_where,
+    bends_from,
     clip_step_where,
     geodesic_probe_weight,
     judge_trial,
@@ -245,8 +245,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
             damping, status = step_not_tried(damping, SINGULAR)
             continue
         velocity = np.clip(p + step, lower, upper) - p
-        # (Not from a point whose H holds Newton's weights: _rules.pass_weighing.)
-        if (estimator != ESTIMATOR_MLE and weighing != WEIGH_NEWTON
+        if (estimator != ESTIMATOR_MLE and bends_from(weighing)
                 and _worth_bending(velocity, h, scale_squared, damping, chi2, tol)):
             # The step bends along the valley: velocity + acceleration / 2, or it is refused
             # like a rejected step when the acceleration is large next to the velocity.

@@ -35,11 +35,11 @@ from autofit._codes import (
     TOO_FEW_POINTS,
     WEIGH_CURVATURE,
     WEIGH_INFORMATION,
-    WEIGH_NEWTON,
 )
 from autofit._rules import (
     FORWARD_STEP,
     active_where,
+    bends_from,
     clip_step_where,
     judge_trial_where,
     pass_weighing_where,
@@ -48,6 +48,7 @@ from autofit._rules import (
     relative_step_where,
     robust_loss_where,
     step_not_tried_where,
+    weighing_at_params_where,
 )
 from autofit.original.linalg import cholesky_solve_many, damped_system
 
@@ -255,10 +256,8 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         if r.size == 0:
             continue
         if estimator != ESTIMATOR_MLE:
-            # Not from a point whose H holds Newton's weights (_rules.pass_weighing: the
-            # pass at p was weighed for one accepted step fewer).
-            c = np.flatnonzero(pass_weighing_where(np, robust, n_accepted[r] - 1)
-                               != WEIGH_NEWTON)
+            c = np.flatnonzero(bends_from(weighing_at_params_where(np, robust,
+                                                                   n_accepted[r])))
             bent = np.ones(r.size, dtype=bool)
             if c.size:
                 rc, step = r[c], step.copy()

@@ -46,7 +46,6 @@ from autofit._codes import (
     BATCH_INITIAL_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_GTOL,
-    EPS,
     ESTIMATOR_LSE,
     JAC_ANALYTIC,
     JAC_CENTRAL,
@@ -55,6 +54,7 @@ from autofit._codes import (
     NONFINITE,
     RUNNING,
     SINGULAR,
+    WEIGH_INFORMATION,
 )
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
@@ -65,6 +65,7 @@ from autofit._rules import (
     evaluations_per_pass,
     fused_estimator,
     judge_trial,
+    point_weight_where,
     predicted_reduction_where,
     robust_loss_where,
     step_not_tried,
@@ -146,10 +147,10 @@ def robust_information(model, jacobian, jac_method, x, ydata, weights, p, lower,
         with np.errstate(invalid="ignore", over="ignore"):  # as in normal_equations
             r = np.where(used, w * (y - f), 0.0)
             z = r * r
-            _, rho1, rho2, _ = robust_loss_where(np, z, estimator)
+            _, rho1, rho2, curvature = robust_loss_where(np, z, estimator)
             jac = np.where(used[:, None], jac, 0.0)
-            information += (jac * (w * w * np.maximum(rho1 + 2.0 * rho2 * z, EPS))[:, None]
-                            ).T @ jac
+            weight = point_weight_where(np, rho1, rho2, z, curvature, WEIGH_INFORMATION)
+            information += (jac * (w * w * weight)[:, None]).T @ jac
     return information
 
 
