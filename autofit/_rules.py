@@ -367,6 +367,13 @@ def geodesic_probe_weight(w, r, r_probe, rho1, curvature):
     return w * curvature * r_probe + w * (rho1 - curvature) * r
 
 
+def geodesic_probe_terms(w, r, rho1, curvature):
+    """:func:`geodesic_probe_weight` as ``factor * r_probe + offset`` (bit for bit): the
+    two terms known at p, for the engines that form them in the pass at p and keep them
+    until the probe (arrays or scalars)."""
+    return w * curvature, w * (rho1 - curvature) * r
+
+
 def robust_loss_where(xp, z, estimator):
     """:func:`robust_loss` on an array of z (``xp`` = ``numpy`` or ``jax.numpy``), for one
     estimator code (a Python int: the branch is chosen once), or (NumPy) a user's loss

@@ -345,3 +345,14 @@ def test_fit_batch_with_a_loss_in_float32_is_the_float64_fit(backend, loss):
     assert fit[np.float32].converged.all() and fit[np.float64].converged.all()
     errors = fit[np.float64].errors
     assert np.max(np.abs(fit[np.float32].params - fit[np.float64].params) / errors) < 0.05
+
+
+def test_geodesic_probe_terms_are_the_probe_weight_bit_for_bit():
+    # The engines that keep the two terms from the pass at p (jax, the broadcast engine)
+    # must bend exactly as those that form the weight at the probe (reference, numba).
+    rng = np.random.default_rng(7)
+    w, r, r_probe, rho1 = (rng.normal(size=50) for _ in range(4))
+    curvature = rng.uniform(-1.0, 1.0, 50)
+    factor, offset = _rules.geodesic_probe_terms(w, r, rho1, curvature)
+    np.testing.assert_array_equal(factor * r_probe + offset,
+                                  _rules.geodesic_probe_weight(w, r, r_probe, rho1, curvature))

@@ -41,6 +41,7 @@ from autofit._rules import (
     active_where,
     bends_from,
     clip_step_where,
+    geodesic_probe_terms,
     judge_trial_where,
     pass_weighing_where,
     point_weight_where,
@@ -86,7 +87,7 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, weighing=WEIGH_CURVATURE):
     ``positive`` False where the Poisson model is ≤ 0, and what the geodesic probe needs:
     ``(wj, factor, offset)``, ``g_probe = wjᵀ (factor r_probe + offset)`` (least squares:
     ``J`` times ``w``, 1 and 0; a robust loss: ``J`` and
-    :func:`autofit._rules.geodesic_probe_weight`'s two terms, in its arithmetic; MLE: the
+    :func:`autofit._rules.geodesic_probe_terms`; MLE: the
     plain ``J``). ``weighing``: a code or one per row (:func:`autofit._rules.point_weight`);
     with ``WEIGH_INFORMATION`` (MLE and the robust losses), H is the reference's
     ``_information``, whose inverse is the covariance."""
@@ -143,7 +144,7 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, weighing=WEIGH_CURVATURE):
             h = np.matmul((jac * np.where(used, w * w * weight, 0.0)[:, :, None])
                           .transpose(0, 2, 1), jac)
             if not information:
-                factor, offset = w * weight, w * (rho1 - weight) * r
+                factor, offset = geodesic_probe_terms(w, r, rho1, weight)
         finite = (np.isfinite(chi2) & np.all(np.isfinite(g), axis=1)
                   & np.all(np.isfinite(h), axis=(1, 2)) & positive)
     return np.where(finite, chi2, np.inf), g, h, positive, (wj, factor, offset)
