@@ -14,6 +14,12 @@ the first ``N_SCIPY`` fits), the median error of the peak position against the t
 second (warm: the batch runs once to compile, then is timed) as a ratio to the same engine's
 ``loss='linear'`` run of the same batch.
 
+Of the fits that end above scipy's cost (numba, the engines agree fit for fit): how many
+scipy lowers when started from autofit's end (``worse_improved_by_scipy``: 0 means each is
+a minimum of its own, another basin than scipy's, not a fit stopped early), and in how many
+autofit's curve is the closer to the clean curve (``worse_closer_to_truth``, the RMS of
+model minus truth over x).
+
     python experiments/robust_batch/run.py            # ~12 min on 2 cores
     python experiments/robust_batch/run.py --quick
 
@@ -80,17 +86,34 @@ def odmr_family(rng, n):
 FAMILIES = {"gaussian": gaussian_family, "odmr": odmr_family}
 
 
+def _least_squares(model, x, y_i, start_i, loss):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return so.least_squares(lambda p: model(x, *p) - y_i, start_i, loss=loss,
+                                f_scale=F_SCALE, method="trf", ftol=1e-10, xtol=1e-10,
+                                gtol=1e-10)
+
+
 def scipy_costs(model, x, y, start, loss):
     costs = np.empty(min(N_SCIPY, y.shape[0]))
     t0 = time.perf_counter()
     for i in range(costs.size):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fit = so.least_squares(lambda p, i=i: model(x, *p) - y[i], start[i], loss=loss,
-                                   f_scale=F_SCALE, method="trf", ftol=1e-10, xtol=1e-10,
-                                   gtol=1e-10)
-        costs[i] = 2.0 * fit.cost  # Σ f_scale² rho, autofit's chi2
+        costs[i] = 2.0 * _least_squares(model, x, y[i], start[i], loss).cost  # autofit's chi2
     return costs, costs.size / (time.perf_counter() - t0)
+
+
+def worse_fits(model, x, y, start, truth, loss, result, worse):
+    """``(improved by scipy from our end, ours closer to the truth)`` over the fits in
+    ``worse`` (indices into the first fits)."""
+    improved = closer = 0
+    for i in np.flatnonzero(worse):
+        again = _least_squares(model, x, y[i], result.params[i], loss)
+        improved += bool(2.0 * again.cost < result.chi2[i] * (1.0 - WORSE))
+        theirs = _least_squares(model, x, y[i], start[i], loss).x
+        clean = model(x, *truth[i])
+        closer += bool(np.sqrt(np.mean((model(x, *result.params[i]) - clean) ** 2))
+                       < np.sqrt(np.mean((model(x, *theirs) - clean) ** 2)))
+    return improved, closer
 
 
 def run_engine(engine, model, x, y, start, loss):
@@ -116,11 +139,18 @@ def main():
                 result, rate = run_engine(engine, model, x, y, start, loss)
                 chi2 = result.chi2[:costs.size]
                 worse = ~(chi2 <= costs * (1.0 + WORSE))
+                improved = closer = None
+                if engine == "numba" and loss != "linear":
+                    improved, closer = worse_fits(model, x, y, start, truth, loss, result,
+                                                  worse)
                 rows.append({
                     "family": family, "loss": loss, "engine": engine,
                     "converged": float(np.mean(result.converged)),
                     "worse_than_scipy": float(np.mean(worse)),
                     "better_than_scipy": float(np.mean(chi2 < costs * (1.0 - WORSE))),
+                    "n_worse": int(np.sum(worse)),
+                    "worse_improved_by_scipy": improved,
+                    "worse_closer_to_truth": closer,
                     "median_centre_error": float(np.median(np.abs(
                         result.params[:, centre] - truth[:, centre]))),
                     "median_iterations": float(np.median(result.n_iter)),
