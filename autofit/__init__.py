@@ -52,7 +52,7 @@ def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> 
             or choice.requested not in _dispatch.QUICK_START_BACKENDS):
         return reason
     states = {_dispatch.quick_start_state(choice.requested, model, n_params, x_ndim,
-                                          fused=fused) for fused in (False, True)}
+                                          road=road) for road in _dispatch.QUICK_START_ROADS}
     state = "done" if "done" in states else "compiling" if "compiling" in states else None
     if state == "done":
         return (reason + f"; this model was compiled for {choice.requested!r} in the "

@@ -631,13 +631,28 @@ def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_n
         params, chi2, status = params[0], chi2[0] * f_scale ** 2, int(status[0])
         covariance, n_iter = covariance[0] / f_scale ** 2, int(n_iter[0])
     else:
-        result = fit_batch(
-            f, x, y, p0, sigma=sigma, bounds=None if unbounded else (lower, upper),
-            loss=loss, f_scale=f_scale, tol=tol, max_iter=max_iter,
-            jac="2-point" if jac in ("2-point", "3-point") else None, backend=backend,
-            strict=strict, absolute_sigma=True, progress=False)
-        choice = _dispatch.BackendChoice(requested=result.backend, backend=result.backend,
-                                         source=result.backend_reason)
+        bounds = None if unbounded else (lower, upper)
+        batch_jac = "2-point" if jac in ("2-point", "3-point") else None
+        choice = quick = _dispatch.choose(backend)
+        if not isinstance(f, Model) and jac is None:
+            # A user's model on the default rule: compiling numba's batched passes for it
+            # takes ~2 s, the NumPy engine answers in milliseconds (the quick start).
+            few = slice(0, min(y.shape[0], _CHECK_SAMPLE))
+            quick = _dispatch.quick_choice(choice, f, p0.shape[0], x.ndim, warm_up=(
+                lambda: fit_batch(f, x[..., few], y[few], p0, bounds=bounds, loss=loss,
+                                  f_scale=f_scale, max_iter=2, jac=batch_jac,
+                                  backend=choice.requested, strict=True, progress=False)))
+        try:
+            result = fit_batch(
+                f, x, y, p0, sigma=sigma, bounds=bounds, loss=loss, f_scale=f_scale,
+                tol=tol, max_iter=max_iter, jac=batch_jac,
+                backend=backend if quick is choice else quick.requested, strict=strict,
+                absolute_sigma=True, progress=False)
+        finally:
+            if quick.after_call is not None:
+                quick.after_call()
+        choice = quick if quick is not choice else _dispatch.BackendChoice(
+            requested=result.backend, backend=result.backend, source=result.backend_reason)
         params, chi2, status = result.params, float(result.chi2), int(result.status)
         covariance, n_iter = result.covariance, int(result.n_iter)
     fitted = _adapters.prepare("numpy", f, p0.shape[0], None).model(x, params)

@@ -287,12 +287,17 @@ QUICK_START_BACKENDS = ("numba",)
 POINT_FUNCTION_BACKENDS = ("numba",)
 
 
-def _warm_up_key(name, f, n_params, x_ndim, weights_ndim, fused=False):
-    return (name, id(f), n_params, x_ndim, weights_ndim, bool(fused))
+# What a quick start compiles a user's model for: lm_solve's driver, the fused pass
+# (lm_fused), or the batched passes (lm_batch: a single fit with a robust loss).
+QUICK_START_ROADS = ("model", "fused", "batch")
+
+
+def _warm_up_key(name, f, n_params, x_ndim, weights_ndim, road="model"):
+    return (name, id(f), n_params, x_ndim, weights_ndim, road)
 
 
 def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
-                 weights_ndim: int = 1, *, fused_sample=None) -> BackendChoice:
+                 weights_ndim: int = 1, *, fused_sample=None, warm_up=None) -> BackendChoice:
     """The default rule's quick start for a user's model, for one call.
 
     When the default rule chose a compiling backend (numba) and that backend has not yet
@@ -304,11 +309,14 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
 
     ``fused_sample`` ``(x, y, weights, p0, lower, upper)``, a few points of the call's data,
     is for a fit on the fused path (``lm_fused``), which the backend compiles separately.
+    ``warm_up``, a function of no arguments, is for a fit on the batched passes
+    (``lm_batch``, a single fit with a robust loss): it runs on the background thread in
+    place of the backend's compilation of the model.
     """
     if choice.source != DEFAULT_RULE or choice.requested not in QUICK_START_BACKENDS:
         return choice
-    fused = fused_sample is not None
-    key = _warm_up_key(choice.requested, f, n_params, x_ndim, weights_ndim, fused)
+    road = "fused" if fused_sample is not None else "batch" if warm_up is not None else "model"
+    key = _warm_up_key(choice.requested, f, n_params, x_ndim, weights_ndim, road)
     with _warm_ups_lock:
         event = _warm_ups.get(key)
         start = event is None
@@ -326,11 +334,13 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
         # Started by the caller once this call has its answer: importing and compiling on
         # another thread would compete with it for the interpreter.
         quick.after_call = functools.partial(_start_warm_up, choice.requested, f, n_params,
-                                             x_ndim, weights_ndim, event, fused_sample)
+                                             x_ndim, weights_ndim, event, fused_sample,
+                                             warm_up)
     return quick
 
 
-def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=None):
+def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=None,
+                   warm_up=None):
     finished = threading.Event()
     with _warm_ups_lock:
         _warm_ups_finished.append(finished)
@@ -338,7 +348,9 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=
     def work():
         later = None
         try:
-            if fused_sample is None:
+            if warm_up is not None:
+                warm_up()
+            elif fused_sample is None:
                 host_of(name).compile_model(f, n_params, x_ndim, weights_ndim)
             else:
                 later = host_of(name).compile_fused(f, n_params, *fused_sample)
@@ -358,9 +370,10 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=
 
 
 def quick_start_state(name: str, f, n_params: int, x_ndim: int = 1,
-                      weights_ndim: int = 1, fused: bool = False) -> str | None:
-    """None (never asked), 'compiling' or 'done' for a user's model on backend ``name``."""
-    event = _warm_ups.get(_warm_up_key(name, f, n_params, x_ndim, weights_ndim, fused))
+                      weights_ndim: int = 1, road: str = "model") -> str | None:
+    """None (never asked), 'compiling' or 'done' for a user's model on backend ``name``
+    and one of the :data:`QUICK_START_ROADS`."""
+    event = _warm_ups.get(_warm_up_key(name, f, n_params, x_ndim, weights_ndim, road))
     if event is None:
         return None
     return "done" if event.is_set() else "compiling"

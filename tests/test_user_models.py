@@ -146,7 +146,21 @@ _QUICK_START = textwrap.dedent("""
     autofit.wait_for_compilation(timeout=300)
     fused_second = autofit.curve_fit(decay_by_helper, x, y, p0=[1, 1, 0], fused=True,
                                      full_output=True)
+    # A robust loss runs on the batched passes, which have a quick start of their own.
+    def peak(x, a, mu, s, c):
+        return a * np.exp(-0.5 * ((x - mu) / s) ** 2) + c
+
+    y_peak = peak(x, 2.0, 2.0, 0.5, 0.3) + 0.01 * np.random.default_rng(1).normal(size=x.size)
+    y_peak[::50] += 3.0  # spikes
+    robust = [autofit.curve_fit(peak, x, y_peak, p0=[1.5, 1.8, 0.6, 0.0], loss="soft_l1",
+                                f_scale=0.01, method="trf", full_output=True)]
+    robust_during = autofit.explain_backend(model=peak)
+    autofit.wait_for_compilation(timeout=300)
+    robust.append(autofit.curve_fit(peak, x, y_peak, p0=[1.5, 1.8, 0.6, 0.0], loss="soft_l1",
+                                    f_scale=0.01, method="trf", full_output=True))
     print(json.dumps({
+        "robust": [[r[2]["backend"], r[2]["backend_reason"], r[0].tolist()] for r in robust],
+        "robust_during": robust_during,
         "fused_decay": [fused_decay[2]["backend"], fused_decay[2]["backend_reason"]],
         "fused": [fused_first[2]["backend"], fused_second[2]["backend"],
                   fused_first[0].tolist(), fused_second[0].tolist()],
@@ -183,6 +197,14 @@ def test_quick_start_numpy_answers_then_numba_runs_the_compiled_model(tmp_path):
     first_backend, second_backend, fused_params, fused_params2 = report["fused"]
     assert (first_backend, second_backend) == ("numpy", "numba")
     np.testing.assert_allclose(fused_params2, fused_params, rtol=1e-7)
+    # A robust fit: numpy answers while numba compiles the batched passes, then numba.
+    (robust_backend, robust_reason, robust_params), (robust_backend2, robust_reason2,
+                                                      robust_params2) = report["robust"]
+    assert robust_backend == "numpy" and "quick start" in robust_reason
+    assert "not compiled yet" not in report["robust_during"]  # explain_backend knows it
+    assert robust_backend2 == "numba" and "quick start" not in robust_reason2
+    np.testing.assert_allclose(robust_params2, robust_params, rtol=1e-7)
+    np.testing.assert_allclose(robust_params, [2.0, 2.0, 0.5, 0.3], rtol=0.01)
 
 
 def test_explicit_choices_are_never_second_guessed():
