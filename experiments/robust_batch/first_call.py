@@ -1,0 +1,81 @@
+"""A scientist's first robust fit in a fresh process: ``curve_fit(model, x, y, p0,
+loss=..., f_scale=..., method='trf')`` with their own NumPy model, autofit against scipy.
+
+Each (library, loss) runs in a new Python process: the import, the first call, a second
+call at once (autofit: while numba compiles in the background) and a third (autofit: once
+compiled, after ``autofit.wait_for_compilation()``) are timed. Data: a gaussian on a line,
+3,000 points, noise 0.05, 150 spikes of +1 to +4 (5% of the points); f_scale 0.05.
+
+    python experiments/robust_batch/first_call.py
+
+Writes ``first_call.json`` beside this file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = r'''
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+if sys.argv[1] == "scipy":
+    from scipy.optimize import curve_fit
+else:
+    from autofit import curve_fit
+
+def model(x, a, mu, s, b, c):
+    return a * np.exp(-0.5 * ((x - mu) / s) ** 2) + b * x + c
+
+rng = np.random.default_rng(3)
+x = np.linspace(-5, 5, 3000)
+y = model(x, 2.0, 0.3, 0.8, 0.1, 0.5) + 0.05 * rng.standard_normal(x.size)
+spikes = rng.choice(x.size, 150, replace=False)
+y[spikes] += rng.uniform(1, 4, spikes.size)
+t1 = time.perf_counter()
+times = []
+for _ in range(2):
+    t = time.perf_counter()
+    popt, pcov = curve_fit(model, x, y, p0=[1.5, 0.0, 1.0, 0.0, 0.0], loss=sys.argv[2],
+                           f_scale=0.05, method="trf")
+    times.append(time.perf_counter() - t)
+if sys.argv[1] == "autofit":
+    import autofit
+    autofit.wait_for_compilation()  # numba's passes, compiled in the background
+t = time.perf_counter()
+popt, pcov = curve_fit(model, x, y, p0=[1.5, 0.0, 1.0, 0.0, 0.0], loss=sys.argv[2],
+                       f_scale=0.05, method="trf")
+times.append(time.perf_counter() - t)
+print(json.dumps({"import_s": t1 - t0, "first_s": times[0], "second_s": times[1],
+                  "compiled_s": times[2], "params": popt.tolist()}))
+'''
+
+
+def main():
+    rows = []
+    for loss in ("soft_l1", "huber", "cauchy", "arctan"):
+        row = {"loss": loss}
+        for library in ("scipy", "autofit"):
+            done = subprocess.run([sys.executable, "-c", SCRIPT, library, loss],
+                                  capture_output=True, text=True, check=True)
+            row[library] = json.loads(done.stdout.strip().splitlines()[-1])
+        row["first_call_vs_scipy"] = row["autofit"]["first_s"] / row["scipy"]["first_s"]
+        row["largest_param_difference"] = max(
+            abs(a - b) for a, b in zip(row["autofit"]["params"], row["scipy"]["params"]))
+        rows.append(row)
+        print(f"{loss:8s} first call: autofit {row['autofit']['first_s']:.3f} s, scipy "
+              f"{row['scipy']['first_s']:.3f} s ({row['first_call_vs_scipy']:.1f}x); second "
+              f"{row['autofit']['second_s']:.4f} / {row['scipy']['second_s']:.4f} s; compiled "
+              f"{row['autofit']['compiled_s']:.4f} / {row['scipy']['compiled_s']:.4f} s; import "
+              f"{row['autofit']['import_s']:.2f} / {row['scipy']['import_s']:.2f} s; params "
+              f"differ by {row['largest_param_difference']:.1e}")
+    out = Path(__file__).with_name("first_call.json")
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
