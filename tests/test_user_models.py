@@ -122,6 +122,38 @@ def test_a_fit_too_large_for_the_numpy_engine_compiles_at_once(monkeypatch):
 
 
 @needs_numba
+def test_a_huge_robust_fit_has_the_quick_start_up_to_its_own_size(monkeypatch):
+    # A robust fit on the fused pass (here from 500 points on): the NumPy engine answers
+    # while numba compiles, up to QUICK_START_MAX_EVALUATIONS_ROBUST; beyond it, numba.
+    from autofit import _curve_fit
+
+    monkeypatch.setattr(_curve_fit, "FUSED_MIN_POINTS", 500)
+    x = np.linspace(0, 4, 2000)
+    y = 2.0 * np.exp(-1.3 * x) + 0.1 * x + 0.01 * np.random.default_rng(2).normal(size=x.size)
+    y[::40] += 1.0  # spikes
+
+    def first(x, a, b, c):
+        return a * np.exp(-b * x) + c * x
+
+    def second(x, a, b, c):
+        return a * np.exp(-b * x) + c * x
+
+    fits = {}
+    for model, limit in ((first, 4 * x.size), (second, 4 * x.size - 1)):
+        monkeypatch.setattr(_curve_fit, "QUICK_START_MAX_EVALUATIONS_ROBUST", limit)
+        popt, _, info, _, _ = autofit.curve_fit(model, x, y, p0=[1, 1, 0], loss="soft_l1",
+                                                f_scale=0.01, method="trf", full_output=True)
+        fits[model.__name__] = popt, info
+    assert fits["first"][1]["backend"] == "numpy"
+    assert "quick start" in fits["first"][1]["backend_reason"]
+    assert fits["second"][1]["backend"] == "numba"
+    assert "no quick start" in fits["second"][1]["backend_reason"]
+    np.testing.assert_allclose(fits["first"][0], fits["second"][0], rtol=1e-6)
+    np.testing.assert_allclose(fits["first"][0], [2.0, 1.3, 0.1], rtol=0.05)
+    autofit.wait_for_compilation(timeout=300)
+
+
+@needs_numba
 def test_a_model_numba_cannot_compile_falls_back_with_the_reason():
     def needs_python(x, a, b):
         return a * np.array([float(str(v)) for v in x]) + b  # str() does not compile
