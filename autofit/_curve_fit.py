@@ -676,7 +676,8 @@ def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_n
             quick = _dispatch.quick_choice(choice, f, p0.shape[0], x.ndim, warm_up=(
                 lambda: fit_batch(f, x[..., few], y[few], p0, bounds=bounds, loss=loss,
                                   f_scale=f_scale, max_iter=2, jac=batch_jac,
-                                  backend=choice.requested, strict=True, progress=False)))
+                                  backend=choice.requested, strict=True, progress=False)),
+                large=y.shape[0] * (p0.shape[0] + 1) > QUICK_START_MAX_EVALUATIONS_ROBUST // 10)
         try:
             result = fit_batch(
                 f, x, y, p0, sigma=sigma, bounds=bounds, loss=loss, f_scale=f_scale,
