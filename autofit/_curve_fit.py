@@ -383,8 +383,15 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
     # The fused path checks the model on a sample (a full evaluation in Python would cost
     # more than the fit); a non-finite value elsewhere ends the fit with NONFINITE.
     sample = slice(None) if not use_fused else slice(0, min(y.shape[0], _CHECK_SAMPLE))
-    _check_model_at_p0(f, jac, x[..., sample], y[sample], p0, choice.requested,
-                       y_checked=check_finite)
+    try:
+        _check_model_at_p0(f, jac, x[..., sample], y[sample], p0, choice.requested,
+                           y_checked=check_finite)
+    except BaseException:
+        # The quick start's compilation still starts: its event, once created, is what
+        # later calls of this model (and wait_for_compilation) wait for.
+        if choice.after_call is not None:
+            choice.after_call()
+        raise
 
     # What a fused pass that ran out of its budget spent: a backend tried after it (the
     # fallback) goes straight to lm_solve.

@@ -154,6 +154,23 @@ def test_a_huge_robust_fit_has_the_quick_start_up_to_its_own_size(monkeypatch):
 
 
 @needs_numba
+def test_a_first_call_refused_at_p0_still_starts_the_compilation():
+    # The quick start's event is created before the model is checked at p0: a first call
+    # refused there (nan at p0) must still start numba's compilation, else later calls of
+    # the model ran on numpy for good and wait_for_compilation never returned True.
+    def rooted(x, a, b):
+        return a * np.sqrt(b) * x + 1.0
+
+    x = np.linspace(0, 1, 200)
+    with pytest.raises(ValueError, match="non-finite"), np.errstate(invalid="ignore"):
+        autofit.curve_fit(rooted, x, rooted(x, 2.0, 4.0), p0=[1.0, -1.0])
+    assert autofit.wait_for_compilation(timeout=300) is True
+    *_, info, _, _ = autofit.curve_fit(rooted, x, rooted(x, 2.0, 4.0), p0=[1.0, 1.0],
+                                       full_output=True)
+    assert info["backend"] == "numba"
+
+
+@needs_numba
 def test_a_model_numba_cannot_compile_falls_back_with_the_reason():
     def needs_python(x, a, b):
         return a * np.array([float(str(v)) for v in x]) + b  # str() does not compile
