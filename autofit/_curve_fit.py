@@ -378,8 +378,10 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
         fused_sample = None if not points_fused else (
             x[..., few], y[few], weights[few] if weights.shape[0] > 1 else weights, p0,
             lower, upper)
-        choice = _quick_choice(choice, f, n_params, x.ndim, 1 if weights.ndim == 1 else 2,
-                               y.shape[0], QUICK_START_MAX_EVALUATIONS, fused_sample)
+        choice = _dispatch.quick_choice(
+            choice, f, n_params, x.ndim, 1 if weights.ndim == 1 else 2,
+            fused_sample=fused_sample, evaluations=y.shape[0] * (n_params + 1),
+            max_evaluations=QUICK_START_MAX_EVALUATIONS)
     # The fused path checks the model on a sample (a full evaluation in Python would cost
     # more than the fit); a non-finite value elsewhere ends the fit with NONFINITE.
     sample = slice(None) if not use_fused else slice(0, min(y.shape[0], _CHECK_SAMPLE))
@@ -560,24 +562,6 @@ def _common_call(f, xdata, ydata, p0, backend, sigma=None, absolute_sigma=False,
     return np.array(params, dtype=np.float64), pcov * (float(chi2) / (n_points - n_params))
 
 
-def _quick_choice(choice, f, n_params, x_ndim, weights_ndim, n_points, max_evaluations,
-                  fused_sample):
-    """The default rule's quick start (:func:`autofit._dispatch.quick_choice`) for a fit of
-    ``n_points`` on the fused pass, only while ``n_points * (n_params + 1)`` stays within
-    ``max_evaluations``: beyond it numba's compilation answers sooner than the NumPy
-    engine, and the choice says why it compiles. From a tenth of it on, a call that finds
-    the compilation under way waits for it."""
-    evaluations = n_points * (n_params + 1)
-    if evaluations <= max_evaluations:
-        return _dispatch.quick_choice(choice, f, n_params, x_ndim, weights_ndim,
-                                      fused_sample=fused_sample,
-                                      large=evaluations > max_evaluations // 10)
-    if choice.source == _dispatch.DEFAULT_RULE:
-        choice.notes.append(f"no quick start: on {n_points:,} points numba's compilation "
-                            "costs less than the NumPy engine's fit")
-    return choice
-
-
 def _robust_fused(f, jac, x, y, weights, p0, lower, upper, loss, f_scale, options, max_nfev,
                   full_output, backend, strict):
     """A huge fit with a robust loss: ``lm_fused`` with the loss's estimator code, the
@@ -600,11 +584,12 @@ def _robust_fused(f, jac, x, y, weights, p0, lower, upper, loss, f_scale, option
         # numba compiles one fused pass for least squares and every loss (the quick start
         # of either serves both).
         few = slice(0, min(y.shape[0], 64))
-        choice = _quick_choice(choice, f, p0.shape[0], x.ndim, 1, y.shape[0],
-                               QUICK_START_MAX_EVALUATIONS_ROBUST,
-                               (x[..., few], y[few],
-                                weights[few] if weights.shape[0] > 1 else weights, p0, lower,
-                                upper))
+        choice = _dispatch.quick_choice(
+            choice, f, p0.shape[0], x.ndim, 1,
+            fused_sample=(x[..., few], y[few], weights[few] if weights.shape[0] > 1
+                          else weights, p0, lower, upper),
+            evaluations=y.shape[0] * (p0.shape[0] + 1),
+            max_evaluations=QUICK_START_MAX_EVALUATIONS_ROBUST)
 
     def attempt(name):
         fit = None
@@ -684,7 +669,8 @@ def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_n
                 lambda: fit_batch(f, x[..., few], y[few], p0, bounds=bounds, loss=loss,
                                   f_scale=f_scale, max_iter=2, jac=batch_jac,
                                   backend=choice.requested, strict=True, progress=False)),
-                large=y.shape[0] * (p0.shape[0] + 1) > QUICK_START_MAX_EVALUATIONS_ROBUST // 10)
+                evaluations=y.shape[0] * (p0.shape[0] + 1),
+                max_evaluations=QUICK_START_MAX_EVALUATIONS_ROBUST)
         try:
             result = fit_batch(
                 f, x, y, p0, sigma=sigma, bounds=bounds, loss=loss, f_scale=f_scale,

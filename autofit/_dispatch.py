@@ -303,7 +303,7 @@ QUICK_START_WAIT_S = 30.0
 
 def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
                  weights_ndim: int = 1, *, fused_sample=None, warm_up=None,
-                 large: bool = False) -> BackendChoice:
+                 evaluations: int = 0, max_evaluations: int | None = None) -> BackendChoice:
     """The default rule's quick start for a user's model, for one call.
 
     When the default rule chose a compiling backend (numba) and that backend has not yet
@@ -317,13 +317,24 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     is for a fit on the fused path (``lm_fused``), which the backend compiles separately.
     ``warm_up``, a function of no arguments, is for a fit on the batched passes
     (``lm_batch``, a single fit with a robust loss): it runs on the background thread in
-    place of the backend's compilation of the model. A ``large`` call that finds the
+    place of the backend's compilation of the model.
+
+    ``evaluations``, the call's model evaluations at one point per pass (points x
+    (parameters + 1)), against ``max_evaluations``, where the NumPy engine's fit costs as
+    much as the backend's compilation (measured per road by the caller): beyond it the
+    call compiles at once (its choice says why); from a third of it a call that finds the
     compilation under way waits for it (up to :data:`QUICK_START_WAIT_S`): the NumPy
     engine, sharing the interpreter with the compiling thread, would answer it later (a
     user's model on 2,000,000 points: 1.9 s on the NumPy engine then, 0.6 s alone).
     """
     if choice.source != DEFAULT_RULE or choice.requested not in QUICK_START_BACKENDS:
         return choice
+    if max_evaluations is not None and evaluations > max_evaluations:
+        choice.notes.append(f"no quick start: at {evaluations:,} point evaluations per pass "
+                            f"{choice.requested}'s compilation costs less than the NumPy "
+                            "engine's fit")
+        return choice
+    large = max_evaluations is not None and evaluations > max_evaluations // 3
     road = "fused" if fused_sample is not None else "batch" if warm_up is not None else "model"
     key = _warm_up_key(choice.requested, f, n_params, x_ndim, weights_ndim, road)
     with _warm_ups_lock:

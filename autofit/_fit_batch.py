@@ -128,6 +128,10 @@ def fit_batch(model, x, y, p0=None, *, sigma=None, bounds=None, fixed=None, esti
     problem = _batch.Problem.build(model, x, y, p0, sigma, bounds, fixed, estimator, max_iter, tol,
                              jac, dtype, loss=loss, f_scale=f_scale)
     device = _batch.choose_device(device)
-    choice = _dispatch.choose(backend)
-    return _batch.solve(problem, choice, device, strict, absolute_sigma, covariance,
-                  progress=progress, checkpoint=checkpoint, chunk_size=chunk_size)
+    choice = _batch.quick_choice(problem, _dispatch.choose(backend), device, checkpoint)
+    try:
+        return _batch.solve(problem, choice, device, strict, absolute_sigma, covariance,
+                            progress=progress, checkpoint=checkpoint, chunk_size=chunk_size)
+    finally:
+        if choice.after_call is not None:
+            choice.after_call()

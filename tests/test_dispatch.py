@@ -221,6 +221,7 @@ def test_a_jax_gpu_plugin_is_found_on_the_path_without_reading_metadata(tmp_path
 
 
 def test_a_large_call_waits_for_the_compilation_an_earlier_call_started():
+    # From a third of max_evaluations on (here 34 of 100).
     choice = _dispatch.choose(None)
     if choice.requested not in _dispatch.QUICK_START_BACKENDS:
         pytest.skip("the default rule chose no compiling backend here (numba not installed)")
@@ -232,9 +233,11 @@ def test_a_large_call_waits_for_the_compilation_an_earlier_call_started():
     first = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait)
     assert first.requested == "numpy" and "quick start" in first.reason
     first.after_call()  # starts the warm-up thread
-    small = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait)
+    small = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait,
+                                   evaluations=30, max_evaluations=100)
     assert small.requested == "numpy"  # a small call does not wait: numpy answers it
     threading.Timer(0.2, compiled.set).start()
-    large = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait, large=True)
+    large = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait,
+                                   evaluations=40, max_evaluations=100)
     assert large.requested == choice.requested and compiled.is_set()
     assert _dispatch.quick_start_state(choice.requested, model, 1, road="batch") == "done"

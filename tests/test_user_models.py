@@ -109,7 +109,8 @@ def test_a_fit_too_large_for_the_numpy_engine_compiles_at_once(monkeypatch):
     *_, info, _, _ = autofit.curve_fit(tilted, x, tilted(x, 2.0, 1.3, 0.1), p0=[1, 1, 0],
                                        full_output=True)
     assert info["backend"] == "numba"
-    assert "no quick start" in info["backend_reason"] and "2,000 points" in info["backend_reason"]
+    assert "no quick start" in info["backend_reason"]
+    assert "8,000 point evaluations" in info["backend_reason"]
     monkeypatch.setattr(_curve_fit, "QUICK_START_MAX_EVALUATIONS", 4 * x.size)
 
     def tilted_again(x, a, b, c):
@@ -168,6 +169,35 @@ def test_a_first_call_refused_at_p0_still_starts_the_compilation():
     *_, info, _, _ = autofit.curve_fit(rooted, x, rooted(x, 2.0, 4.0), p0=[1.0, 1.0],
                                        full_output=True)
     assert info["backend"] == "numba"
+
+
+@needs_numba
+def test_fit_batch_of_a_new_model_quick_starts_below_its_size_limit(monkeypatch):
+    # A user's model in a batch on the default rule: the NumPy engine answers the first
+    # call while numba compiles its batched passes; once compiled, numba, with the same
+    # fits. Beyond QUICK_START_MAX_EVALUATIONS (fits x points x (parameters + 1)) numba
+    # compiles at once.
+    from autofit import _batch
+
+    def bump(x, a, mu, c):
+        return a * np.exp(-((x - mu) ** 2)) + c
+
+    def bump_too(x, a, mu, c):
+        return a * np.exp(-((x - mu) ** 2)) + c
+
+    x = np.linspace(-3, 3, 50)
+    truth = np.column_stack([np.linspace(1, 2, 6), np.linspace(-0.5, 0.5, 6), np.full(6, 0.2)])
+    y = np.stack([bump(x, *t) for t in truth])
+    first = autofit.fit_batch(bump, x, y, truth * 1.1, progress=False)
+    assert first.backend == "numpy" and "quick start" in first.backend_reason
+    assert autofit.wait_for_compilation(timeout=300) is True
+    second = autofit.fit_batch(bump, x, y, truth * 1.1, progress=False)
+    assert second.backend == "numba" and "quick start" not in second.backend_reason
+    np.testing.assert_allclose(second.params, first.params, rtol=1e-7)
+    np.testing.assert_allclose(first.params, truth, rtol=1e-6)
+    monkeypatch.setattr(_batch, "QUICK_START_MAX_EVALUATIONS", 6 * 50 * 4 - 1)
+    big = autofit.fit_batch(bump_too, x, y, truth * 1.1, progress=False)
+    assert big.backend == "numba" and "no quick start" in big.backend_reason
 
 
 @needs_numba
