@@ -71,14 +71,17 @@ def quick_choice(problem, choice, device, checkpoint=None):
     limit = (QUICK_START_MAX_EVALUATIONS
              if problem.estimator == _codes.ESTIMATOR_LSE else
              QUICK_START_MAX_EVALUATIONS_ROBUST)
-    k = min(problem.n_fits, _WARM_UP_FITS)
-    x, y, weights, p0, lower, upper = problem.rows(0, k)
-    sample = replace(problem, x=x, y=y, weights=weights, p0=p0, lower=lower, upper=upper,
-                     leading=(k,), max_iter=2, f_scale=1.0)
+
+    def warm_up():  # on the background thread: a few passes of a few fits
+        k = min(problem.n_fits, _WARM_UP_FITS)
+        x, y, weights, p0, lower, upper = problem.rows(0, k)
+        sample = replace(problem, x=x, y=y, weights=weights, p0=p0, lower=lower,
+                         upper=upper, leading=(k,), max_iter=2, f_scale=1.0)
+        _run(choice.requested, device, sample, keep_covariance=False)
+
     return _dispatch.quick_choice(
         choice, problem.model, problem.n_params, 1 if problem.x.shape[1] == 1 else 2,
-        warm_up=lambda: _run(choice.requested, device, sample, keep_covariance=False),
-        evaluations=evaluations, max_evaluations=limit)
+        warm_up=warm_up, evaluations=evaluations, max_evaluations=limit)
 
 
 def solve(problem, choice, device, strict, absolute_sigma, covariance, *, progress=False,

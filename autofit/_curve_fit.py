@@ -374,10 +374,8 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
     points_fused = use_fused or exact_fused
     if user_model:
         # A user's model on the default rule: the engine that answers this call fastest.
-        few = slice(0, min(y.shape[0], 64))
-        fused_sample = None if not points_fused else (
-            x[..., few], y[few], weights[few] if weights.shape[0] > 1 else weights, p0,
-            lower, upper)
+        fused_sample = (_fused_sample(x, y, weights, p0, lower, upper) if points_fused
+                        else None)
         choice = _dispatch.quick_choice(
             choice, f, n_params, x.ndim, 1 if weights.ndim == 1 else 2,
             fused_sample=fused_sample, evaluations=y.shape[0] * (n_params + 1),
@@ -562,6 +560,14 @@ def _common_call(f, xdata, ydata, p0, backend, sigma=None, absolute_sigma=False,
     return np.array(params, dtype=np.float64), pcov * (float(chi2) / (n_points - n_params))
 
 
+def _fused_sample(x, y, weights, p0, lower, upper):
+    """The few points on which the quick start compiles the fused pass in the background
+    (:func:`autofit._dispatch.quick_choice`'s ``fused_sample``)."""
+    few = slice(0, min(y.shape[0], 64))
+    return (x[..., few], y[few], weights[few] if weights.shape[0] > 1 else weights, p0,
+            lower, upper)
+
+
 def _robust_fused(f, jac, x, y, weights, p0, lower, upper, loss, f_scale, options, max_nfev,
                   full_output, backend, strict):
     """A huge fit with a robust loss: ``lm_fused`` with the loss's estimator code, the
@@ -583,11 +589,9 @@ def _robust_fused(f, jac, x, y, weights, p0, lower, upper, loss, f_scale, option
             f, p0.shape[0], 1 if x.ndim == 1 else x.shape[0], x, p0)
         # numba compiles one fused pass for least squares and every loss (the quick start
         # of either serves both).
-        few = slice(0, min(y.shape[0], 64))
         choice = _dispatch.quick_choice(
             choice, f, p0.shape[0], x.ndim, 1,
-            fused_sample=(x[..., few], y[few], weights[few] if weights.shape[0] > 1
-                          else weights, p0, lower, upper),
+            fused_sample=_fused_sample(x, y, weights, p0, lower, upper),
             evaluations=y.shape[0] * (p0.shape[0] + 1),
             max_evaluations=QUICK_START_MAX_EVALUATIONS_ROBUST)
 
@@ -658,30 +662,15 @@ def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_n
         params, chi2, status = params[0], chi2[0] * f_scale ** 2, int(status[0])
         covariance, n_iter = covariance[0] / f_scale ** 2, int(n_iter[0])
     else:
-        bounds = None if unbounded else (lower, upper)
-        batch_jac = "2-point" if jac in ("2-point", "3-point") else None
-        choice = quick = _dispatch.choose(backend)
-        if not isinstance(f, Model) and jac is None:
-            # A user's model on the default rule: compiling numba's batched passes for it
-            # takes ~2 s, the NumPy engine answers in milliseconds (the quick start).
-            few = slice(0, min(y.shape[0], _CHECK_SAMPLE))
-            quick = _dispatch.quick_choice(choice, f, p0.shape[0], x.ndim, warm_up=(
-                lambda: fit_batch(f, x[..., few], y[few], p0, bounds=bounds, loss=loss,
-                                  f_scale=f_scale, max_iter=2, jac=batch_jac,
-                                  backend=choice.requested, strict=True, progress=False)),
-                evaluations=y.shape[0] * (p0.shape[0] + 1),
-                max_evaluations=QUICK_START_MAX_EVALUATIONS_ROBUST)
-        try:
-            result = fit_batch(
-                f, x, y, p0, sigma=sigma, bounds=bounds, loss=loss, f_scale=f_scale,
-                tol=tol, max_iter=max_iter, jac=batch_jac,
-                backend=backend if quick is choice else quick.requested, strict=strict,
-                absolute_sigma=True, progress=False)
-        finally:
-            if quick.after_call is not None:
-                quick.after_call()
-        choice = quick if quick is not choice else _dispatch.BackendChoice(
-            requested=result.backend, backend=result.backend, source=result.backend_reason)
+        # (A user's model on the default rule: fit_batch's quick start answers on the
+        # NumPy engine while numba compiles its batched passes.)
+        result = fit_batch(
+            f, x, y, p0, sigma=sigma, bounds=None if unbounded else (lower, upper),
+            loss=loss, f_scale=f_scale, tol=tol, max_iter=max_iter,
+            jac="2-point" if jac in ("2-point", "3-point") else None, backend=backend,
+            strict=strict, absolute_sigma=True, progress=False)
+        choice = _dispatch.BackendChoice(requested=result.backend, backend=result.backend,
+                                         source=result.backend_reason)
         params, chi2, status = result.params, float(result.chi2), int(result.status)
         covariance, n_iter = result.covariance, int(result.n_iter)
     fitted = _adapters.prepare("numpy", f, p0.shape[0], None).model(x, params)
