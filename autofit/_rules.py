@@ -13,6 +13,7 @@ import numpy as np
 from autofit._codes import (
     BATCH_DAMPING_DOWN,
     BATCH_DAMPING_UP,
+    BATCH_INITIAL_DAMPING,
     BATCH_MIN_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_FTOL_XTOL,
@@ -28,6 +29,7 @@ from autofit._codes import (
     MACHINE_PRECISION,
     MAX_DAMPING,
     NEWTON_AFTER_ACCEPTED,
+    ROBUST_INITIAL_DAMPING,
     RUNNING,
     WEIGH_CURVATURE,
     WEIGH_INFORMATION,
@@ -278,6 +280,14 @@ def robust_loss(z, estimator):
     else:
         curvature = rho1 * rho1 * z / rho
     return rho, rho1, rho2, curvature
+
+
+def initial_damping(robust):
+    """λ of a batched fit's first step: ``ROBUST_INITIAL_DAMPING`` for a robust loss (see
+    :mod:`autofit._codes`), else ``BATCH_INITIAL_DAMPING`` (least squares, Poisson MLE).
+    ``lm_fused``, which does not bend its steps, starts at ``BATCH_INITIAL_DAMPING`` for
+    every loss."""
+    return ROBUST_INITIAL_DAMPING if robust else BATCH_INITIAL_DAMPING
 
 
 def pass_weighing(robust, n_accepted):

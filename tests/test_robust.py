@@ -256,20 +256,23 @@ def test_geodesic_probe_weight_is_the_models_bending_weighed_as_h():
 
 
 def test_robust_batch_takes_about_the_iterations_of_least_squares():
-    # Medians here: least squares 7.5; soft_l1 6, huber 6, cauchy 7, arctan 7.5. With the
+    # Medians here: least squares 7.5; soft_l1 6, huber 6, cauchy 6, arctan 8. With the
     # loss's safe curvature in H at every step (no Newton weighing after the first accepted
     # steps, _rules.pass_weighing) huber took 7, cauchy 9.5 and arctan 14; when the
     # geodesic acceleration also took the loss's own bending, the points near f_scale
-    # refused most steps (soft_l1 and huber 11, cauchy 18.5, arctan 24.5). Counts are the
-    # same on every engine (the generated lm_batch cases), so the reference's are checked.
+    # refused most steps (soft_l1 and huber 11, cauchy 18.5, arctan 24.5). The means take
+    # the slow fits in: least squares 8.1; soft_l1 6.0, huber 6.2, cauchy 6.2, arctan 8.1
+    # with λ starting at 1 (_rules.initial_damping); from 1e-3, as least squares starts,
+    # the geodesic test refused the first steps and arctan took 13.0 (one fit 44). Counts
+    # are the same on every engine (the generated lm_batch cases), so the reference's are
+    # checked.
     x, y, p0 = batch_with_outliers()
-    median = {loss: np.median(autofit.fit_batch(autofit.models.gaussian, x, y, p0, loss=loss,
-                                                f_scale=0.03, backend="numpy").n_iter)
+    n_iter = {loss: autofit.fit_batch(autofit.models.gaussian, x, y, p0, loss=loss,
+                                      f_scale=0.03, backend="numpy").n_iter
               for loss in ("linear", *LOSSES)}
-    assert median["soft_l1"] <= median["linear"] + 1.0
-    assert median["huber"] <= median["linear"] + 1.0
-    assert median["cauchy"] <= median["linear"] + 1.0
-    assert median["arctan"] <= median["linear"] + 1.0
+    for loss in LOSSES:
+        assert np.median(n_iter[loss]) <= np.median(n_iter["linear"]) + 1.0, loss
+        assert np.mean(n_iter[loss]) <= np.mean(n_iter["linear"]) + 0.5, loss
 
 
 def test_fit_batch_robust_fits_ignore_the_outliers_that_least_squares_follows():

@@ -93,7 +93,6 @@ import jax.scipy.linalg
 import numpy as np
 
 from autofit._codes import (
-    BATCH_INITIAL_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
     ESTIMATOR_LSE,
@@ -123,6 +122,7 @@ from autofit._rules import (
     bends_from,
     clip_step_where,
     geodesic_probe_terms,
+    initial_damping,
     judge_trial_where,
     pass_weighing_where,
     point_weight_where,
@@ -535,7 +535,7 @@ def _prepare(estimator, d, p0, free):
                          p0),
         chi2=jnp.asarray(jnp.nan, p0.dtype), g=jnp.zeros_like(p0),
         h=jnp.zeros((n_params, n_params), p0.dtype), scale_squared=jnp.zeros_like(p0),
-        damping=jnp.asarray(BATCH_INITIAL_DAMPING, dtype=p0.dtype),
+        damping=jnp.asarray(initial_damping(_robust(estimator)), dtype=p0.dtype),
         n_iter=jnp.asarray(0, dtype=int), status=jnp.asarray(status, dtype=int),
         n_accepted=jnp.asarray(0, dtype=int),
         probe_factor=probe[0], probe_offset=probe[1])

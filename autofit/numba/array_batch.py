@@ -20,7 +20,6 @@ from numba import njit, prange, types
 
 from autofit import _rules
 from autofit._codes import (
-    BATCH_INITIAL_DAMPING,
     CONVERGED_GTOL,
     ESTIMATOR_LSE,
     ESTIMATOR_MLE,
@@ -57,6 +56,7 @@ _robust_loss = njit(inline="always")(_rules.robust_loss)
 _geodesic_probe_weight = njit(inline="always")(_rules.geodesic_probe_weight)
 _point_weight = njit(inline="always")(_rules.point_weight)
 _pass_weighing = njit(inline="always")(_rules.pass_weighing)
+_initial_damping = njit(inline="always")(_rules.initial_damping)
 _bends_from = njit(inline="always")(_rules.bends_from)
 
 _F8 = types.float64
@@ -269,9 +269,9 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
     scale_squared = np.empty(n_params)
     for j in range(n_params):
         scale_squared[j] = h[j, j]
-    damping = BATCH_INITIAL_DAMPING
-    n_iter = 0
     robust = estimator != ESTIMATOR_LSE and estimator != ESTIMATOR_MLE
+    damping = _initial_damping(robust)
+    n_iter = 0
     n_accepted = 0
     active = np.empty(n_params, dtype=np.bool_)
     trial = np.empty(n_params)

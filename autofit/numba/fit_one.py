@@ -25,7 +25,6 @@ import numpy as np
 
 from autofit import _rules
 from autofit._codes import (
-    BATCH_INITIAL_DAMPING,
     CONVERGED_FTOL,
     CONVERGED_FTOL_XTOL,
     CONVERGED_GTOL,
@@ -187,6 +186,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
     judge_trial = inline(_rules.judge_trial)
     step_not_tried = inline(_rules.step_not_tried)
     pass_weighing = inline(_rules.pass_weighing)
+    initial_damping = inline(_rules.initial_damping)
     bends_from = inline(_rules.bends_from)
     if block:
         evaluate = probe_rows = point_gradient = robust_loss = geodesic_probe_weight = None
@@ -381,9 +381,9 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 any_gradient = True
         if not any_gradient:
             status = CONVERGED_GTOL
-        damping = BATCH_INITIAL_DAMPING
-        n_iter = 0
         robust = estimator != ESTIMATOR_LSE and estimator != ESTIMATOR_MLE
+        damping = initial_damping(robust)
+        n_iter = 0
         n_accepted = 0
         while status == RUNNING:
             if n_iter >= max_iter:

@@ -17,7 +17,8 @@ The algorithm per fit (the same on every backend):
 3. Each iteration solves ``(H + λ diag(scale_squared)) δ = g`` by Cholesky over the active
    parameters (free, and not at a bound that the gradient pushes against: those are held
    for the step), where ``scale_squared`` is the running maximum of ``diag(H)``
-   (Marquardt's scaling; the square of ``lm_solve``'s ``scale`` for least squares).
+   (Marquardt's scaling; the square of ``lm_solve``'s ``scale`` for least squares), and
+   λ starts at :func:`autofit._rules.initial_damping` (1e-3; 1 for a robust loss).
    Least squares then bends the step along the valley (Transtrum and Sethna's geodesic
    acceleration, as in ``lm_solve``) when it predicts a reduction of χ² above
    ``max(tol, GEODESIC_MIN_REDUCTION)`` of it: the velocity ``v = clip(p + δ) - p``, one
@@ -47,7 +48,6 @@ The algorithm per fit (the same on every backend):
 import numpy as np
 
 from autofit._codes import (
-    BATCH_INITIAL_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
     ESTIMATOR_LSE,
@@ -74,6 +74,7 @@ from autofit._rules import (
     bends_from,
     clip_step_where,
     geodesic_probe_weight,
+    initial_damping,
     judge_trial,
     pass_weighing,
     point_weight_where,
@@ -228,9 +229,9 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
     if not np.any(g[free] != 0.0):
         status = CONVERGED_GTOL
     scale_squared = np.diag(h).copy()
-    damping = BATCH_INITIAL_DAMPING
-    n_iter = 0
     robust = estimator not in (ESTIMATOR_LSE, ESTIMATOR_MLE)
+    damping = initial_damping(robust)
+    n_iter = 0
     n_accepted = 0
     weighing = WEIGH_CURVATURE  # how the pass at p weighed its points
     while status == RUNNING:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 from autofit._codes import (
-    BATCH_INITIAL_DAMPING,
     CONVERGED_CODES,
     CONVERGED_GTOL,
     ESTIMATOR_LSE,
@@ -42,6 +41,7 @@ from autofit._rules import (
     bends_from,
     clip_step_where,
     geodesic_probe_terms,
+    initial_damping,
     judge_trial_where,
     pass_weighing_where,
     point_weight_where,
@@ -230,9 +230,9 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
     no_gradient = ~np.any((g != 0.0) & free, axis=1)
     status[go[no_gradient]] = CONVERGED_GTOL
     scale_squared = np.einsum("kii->ki", h).copy()
-    damping = np.full(go.shape[0], BATCH_INITIAL_DAMPING)
-    n_accepted = np.zeros(go.shape[0], dtype=np.int64)
     robust = estimator not in (ESTIMATOR_LSE, ESTIMATOR_MLE)
+    damping = np.full(go.shape[0], initial_damping(robust))
+    n_accepted = np.zeros(go.shape[0], dtype=np.int64)
     # State of every fit that started (index into go); the loop works on the running ones.
     state_p, state_c, state_g, state_h, state_probe = p, c, g, h, probe
     running = ~no_gradient
