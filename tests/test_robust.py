@@ -6,6 +6,8 @@ The kernels' agreement with the NumPy reference (numba CPU, jax, CUDA under the 
 is the generated ``lm_batch`` robust cases of ``autofit.selftest.cases``.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.optimize import curve_fit as scipy_curve_fit
@@ -234,6 +236,52 @@ def test_fit_batch_with_outliers_ends_no_worse_than_scipy_fit_for_fit(backend, l
         jac = expected.jac
         covariance = np.linalg.inv(jac.T @ jac) * 2.0 * expected.cost / (x.size - 4)
         np.testing.assert_allclose(result.covariance[fit], covariance, rtol=1e-3)
+
+
+def two_dips_with_spikes(n_fits=48, seed=11):
+    """Pairs of Lorentzian dips (ODMR) with 6 spikes per curve, every fit from the same
+    start: a landscape of several minima (a dip can sit on a spike, or the two swap)."""
+    rng = np.random.default_rng(seed)
+    model = autofit.models.multi_lorentzian(2)
+    x = np.linspace(2.80, 2.95, 100)
+    base = np.array([-0.3, 2.85, 0.004, -0.3, 2.89, 0.004, 1.0])
+    truth = base * (1.0 + 0.05 * rng.standard_normal((n_fits, 7)))
+    truth[:, [1, 4]] = base[[1, 4]] + 0.002 * rng.standard_normal((n_fits, 2))
+    y = np.stack([model(x, *t) for t in truth]) + 0.05 * rng.standard_normal((n_fits, x.size))
+    for fit in range(n_fits):
+        spikes = rng.choice(x.size, 6, replace=False)
+        y[fit, spikes] += rng.uniform(1.0, 4.0, 6) * np.sign(rng.uniform(-0.3, 1.0, 6))
+    return model, x, y, np.broadcast_to(base, truth.shape).copy()
+
+
+@pytest.mark.parametrize("loss", ["huber", "cauchy", "arctan"])
+def test_fit_batch_with_several_minima_ends_where_scipy_cannot_go_lower(loss):
+    # Where the landscape has several minima, two local solvers from one start can end in
+    # different ones, so "no worse than scipy fit for fit" means: every fit that reports
+    # convergence is a minimum scipy's least_squares cannot lower (started from autofit's
+    # end), and autofit's minimum is the lower of the two at least as often as scipy's.
+    # Here arctan ends below scipy's cost on 16 fits and above it on 4 (other basins, the
+    # same distance from the truth on average: experiments/robust_batch), huber 3 and 0,
+    # cauchy 5 and 0. The engines agree fit for fit (the generated lm_batch cases), so the
+    # reference is checked.
+    model, x, y, p0 = two_dips_with_spikes()
+    result = autofit.fit_batch(model, x, y, p0, loss=loss, f_scale=0.05, backend="numpy")
+    assert result.converged.all(), result.status
+    below = above = 0
+    for fit in range(y.shape[0]):
+        def residuals(p, fit=fit):
+            return model(x, *p) - y[fit]
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            theirs, from_ours = (least_squares(residuals, start, loss=loss, f_scale=0.05,
+                                               ftol=1e-10, xtol=1e-10, gtol=1e-10)
+                                 for start in (p0[fit], result.params[fit]))
+        ours = result.chi2[fit]  # Σ f_scale² rho: twice scipy's cost
+        assert 2.0 * from_ours.cost >= ours * (1.0 - 1e-6), fit
+        below += bool(ours < 2.0 * theirs.cost * (1.0 - 1e-6))
+        above += bool(ours > 2.0 * theirs.cost * (1.0 + 1e-6))
+    assert below >= above, (below, above)
 
 
 def test_geodesic_probe_weight_is_the_models_bending_weighed_as_h():
