@@ -10,9 +10,9 @@ curve far off, the use robust losses are for):
 Per engine (numpy reference, numba CPU, jax CPU) and loss: the share of fits converged, the
 share whose robust cost ends above (and below) scipy's by more than WORSE (scipy's
 ``least_squares`` with the same loss and f_scale, from the same start, tolerances 1e-10, on
-the first ``N_SCIPY`` fits), the median error of the peak position against the truth, and fits per
-second (warm: the batch runs once to compile, then is timed) as a ratio to the same engine's
-``loss='linear'`` run of the same batch.
+the first ``N_SCIPY`` fits), the median error of the peak position against the truth, and
+fits per second (warm: the batch runs once to compile, then the best of 5 calls; the NumPy
+engine once) as a ratio to the same engine's ``loss='linear'`` run of the same batch.
 
 Of the fits that end above scipy's cost (numba, the engines agree fit for fit): how many
 scipy lowers when started from autofit's end (``worse_improved_by_scipy``: 0 means each is
@@ -121,11 +121,16 @@ def run_engine(engine, model, x, y, start, loss):
         return autofit.fit_batch(model, x, y, start, loss=loss, f_scale=F_SCALE,
                                  backend=engine, strict=True, progress=False)
 
+    repeats = 1
     if engine != "numpy":
         call()  # compile (the NumPy engine compiles nothing)
-    t0 = time.perf_counter()
-    result = call()
-    return result, y.shape[0] / (time.perf_counter() - t0)
+        repeats = 5  # a numba batch takes a few ms here: the best of 5 calls
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = call()
+        best = min(best, time.perf_counter() - t0)
+    return result, y.shape[0] / best
 
 
 def main():
