@@ -585,8 +585,9 @@ def test_numpy_broadcast_engine_follows_the_reference_with_robust_losses(loss):
         # some paths split at rounding level (the two engines sum in another order) and
         # meet at the same minimum a few iterations apart; the others are step for step.
         # (With f_scale a tenth of the noise, fits crawl for 50-200 iterations: arctan's
-        # paths split in 5 of the 15 fits, cauchy's in 2.)
-        assert np.count_nonzero(fast[2] != n_iter) <= (5 if loss == "arctan" else 3)
+        # paths split in 6 of the 15 fits, cauchy's in 1; 5 and 2 when a robust fit's λ
+        # started at 1e-3, as least squares' does.)
+        assert np.count_nonzero(fast[2] != n_iter) <= (6 if loss == "arctan" else 3)
     else:
         np.testing.assert_array_equal(fast[2], n_iter)
     assert status[3] == autofit.Status.NONFINITE_DATA
