@@ -35,7 +35,8 @@ def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> 
 
     With ``model`` (a user's function, or a built-in model), for a ``curve_fit`` of that
     model: on the default rule a user's model that numba has not compiled yet runs on
-    ``numpy`` while numba compiles it in the background (the quick start), and this says so.
+    ``numpy`` until its calls have taken ``_dispatch.QUICK_START_COMPILE_AFTER_S``, then
+    numba compiles it in the background (the quick start), and this says where it stands.
     """
     choice = choose(backend)
     if model is None or isinstance(model, models.Model):
@@ -53,13 +54,18 @@ def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> 
         return reason
     states = {_dispatch.quick_start_state(choice.requested, model, n_params, x_ndim,
                                           road=road) for road in _dispatch.QUICK_START_ROADS}
-    state = "done" if "done" in states else "compiling" if "compiling" in states else None
+    state = next((s for s in ("done", "compiling", "numpy") if s in states), None)
     if state == "done":
         return (reason + f"; this model was compiled for {choice.requested!r} in the "
                 "background (if it could not be, the fallback table runs it, with a warning)")
-    return (f"{reason}; quick start: this model is "
-            + ("being compiled" if state == "compiling" else "not compiled yet")
-            + f" for {choice.requested!r}, and 'numpy' answers until it is ready")
+    if state == "compiling":
+        return (f"{reason}; quick start: this model is being compiled for "
+                f"{choice.requested!r}, and its calls wait for it")
+    return (f"{reason}; quick start: this model is not compiled yet for "
+            f"{choice.requested!r}: 'numpy' answers its calls until they have taken "
+            f"{_dispatch.QUICK_START_COMPILE_AFTER_S:g} s, then {choice.requested!r} compiles "
+            "it in the background (autofit.wait_for_compilation() compiles it at once)"
+            + ("; 'numpy' has answered it" if state == "numpy" else ""))
 
 
 def _derivatives_note(model, n_params: int, x_ndim: int) -> str:
@@ -77,8 +83,9 @@ def _derivatives_note(model, n_params: int, x_ndim: int) -> str:
 
 
 def wait_for_compilation(timeout: float | None = None) -> bool:
-    """Wait until the user models compiling in the background are ready (True when none is
-    left compiling); afterwards calls of those models run on the compiled backend."""
+    """Compile now the user models the quick start has answered on the NumPy engine, and
+    wait until every background compilation is ready (True when none is left compiling);
+    afterwards calls of those models run on the compiled backend."""
     return _dispatch.wait_for_compilation(timeout)
 
 

@@ -27,6 +27,7 @@ import importlib.util
 import os
 import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -272,10 +273,9 @@ def host_of(name: str) -> ModuleType:
     return module
 
 
-# Background compilations of users' models for the quick start, by backend name and key:
-# a threading.Event while compiling; set when done (then the backend's host says whether it
-# compiled). Kept here, so that deciding costs no import of the compiling backend.
-_warm_ups: dict[tuple, threading.Event] = {}
+# The quick start of users' models, by backend name and key (:func:`_warm_up_key`): a
+# _QuickStart each. Kept here, so that deciding costs no import of the compiling backend.
+_warm_ups: dict[tuple, _QuickStart] = {}
 _warm_ups_lock = threading.Lock()
 # One per warm-up thread: set when it has compiled everything (also what only some calls
 # need, after its event let calls run on the backend).
@@ -291,14 +291,34 @@ POINT_FUNCTION_BACKENDS = ("numba",)
 # (lm_fused), or the batched passes (lm_batch: a single fit with a robust loss).
 QUICK_START_ROADS = ("model", "fused", "batch")
 
+# The NumPy engine answers a user's model until its calls have taken this long in all
+# (seconds): then numba compiles the model on a background thread (a ski rental: the
+# NumPy engine's time is the rent, the compilation, 0.6-1.8 s per model and road on the
+# 2-core VM, the price). Compiling after the first call cost a scientist's loop of fits
+# more than it saved: 50 robust fits of their own model on 3,000 points took 2.7-4.3 s
+# (scipy 0.3-0.4 s), each call beside the compiling thread 2-6x slower and the compilation
+# 2x longer for sharing Python's lock; 50 least-squares fits 1.2 s (scipy 0.06).
+QUICK_START_COMPILE_AFTER_S = 1.0
+
+# How long a call waits for its model's compilation under way before the NumPy engine
+# answers it instead.
+QUICK_START_WAIT_S = 30.0
+
+
+@dataclass
+class _QuickStart:
+    """Where one model (one backend, layout and road) stands in the quick start."""
+
+    compiled: threading.Event = field(default_factory=threading.Event)
+    # Seconds the NumPy engine has answered the model's calls in, all together.
+    spent: float = 0.0
+    # Starts the compilation (with the latest call's sample), once a call has run.
+    start: object = None
+    started: bool = False
+
 
 def _warm_up_key(name, f, n_params, x_ndim, weights_ndim, road="model"):
     return (name, id(f), n_params, x_ndim, weights_ndim, road)
-
-
-# How long a large call waits for its model's compilation, started by an earlier call,
-# before the NumPy engine answers it instead.
-QUICK_START_WAIT_S = 30.0
 
 
 def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
@@ -306,12 +326,17 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
                  evaluations: int = 0, max_evaluations: int | None = None) -> BackendChoice:
     """The default rule's quick start for a user's model, for one call.
 
-    When the default rule chose a compiling backend (numba) and that backend has not yet
-    compiled ``f``, compiling it would make this call wait for seconds where the NumPy
-    engine answers in milliseconds: the backend starts compiling ``f`` on a background
-    thread and this call runs on ``numpy``, which the returned choice says. Once compiled,
-    later calls run on the chosen backend. An explicit choice (``backend=``,
-    :func:`use_backend`, :func:`set_backend`, ``FFIT_BACKEND``) is returned unchanged.
+    When the default rule chose a compiling backend (numba) that has not compiled ``f``,
+    compiling it would make this call wait for seconds where the NumPy engine answers in
+    milliseconds: this call runs on ``numpy``, which the returned choice says. Once the
+    NumPy engine has spent :data:`QUICK_START_COMPILE_AFTER_S` on the model's calls (a
+    loop of fits, or one large call), the backend compiles ``f`` on a background thread,
+    and the calls from then on run on it: a call that finds the compilation under way
+    waits for it (up to :data:`QUICK_START_WAIT_S`; the NumPy engine beside the compiling
+    thread, both taking turns at Python's lock, answered 2-6x slower and made the
+    compilation twice as long). :func:`wait_for_compilation` compiles at once. An explicit
+    choice (``backend=``, :func:`use_backend`, :func:`set_backend`, ``FFIT_BACKEND``) is
+    returned unchanged.
 
     ``fused_sample`` ``(x, y, weights, p0, lower, upper)``, a few points of the call's data,
     is for a fit on the fused path (``lm_fused``), which the backend compiles separately.
@@ -322,10 +347,8 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     ``evaluations``, the call's model evaluations at one point per pass (points x
     (parameters + 1)), against ``max_evaluations``, where the NumPy engine's fit costs as
     much as the backend's compilation (measured per road by the caller): beyond it the
-    call compiles at once (its choice says why); from a third of it a call that finds the
-    compilation under way waits for it (up to :data:`QUICK_START_WAIT_S`): the NumPy
-    engine, sharing the interpreter with the compiling thread, would answer it later (a
-    user's model on 2,000,000 points: 1.9 s on the NumPy engine then, 0.6 s alone).
+    call compiles at once (its choice says why); from a third of it the compilation starts
+    after this call, whatever the NumPy engine has spent.
     """
     if choice.source != DEFAULT_RULE or choice.requested not in QUICK_START_BACKENDS:
         return choice
@@ -338,25 +361,37 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     road = "fused" if fused_sample is not None else "batch" if warm_up is not None else "model"
     key = _warm_up_key(choice.requested, f, n_params, x_ndim, weights_ndim, road)
     with _warm_ups_lock:
-        event = _warm_ups.get(key)
-        start = event is None
-        if start:
-            event = _warm_ups[key] = threading.Event()
-    if event.is_set() or (large and not start and event.wait(QUICK_START_WAIT_S)):
+        state = _warm_ups.setdefault(key, _QuickStart())
+        started = state.started
+    if state.compiled.is_set() or (started and state.compiled.wait(QUICK_START_WAIT_S)):
         return choice  # compiled (or known not to compile: the fallback says why)
     quick = BackendChoice(
         requested="numpy", backend="numpy",
-        source=(f"{DEFAULT_RULE}: {choice.requested!r} is compiling this model on a "
-                "background thread and runs it from a later call once compiled (quick "
-                f"start); 'numpy' answers meanwhile (backend={choice.requested!r} waits "
-                "for the compilation instead)"))
-    if start:
-        # Started by the caller once this call has its answer: importing and compiling on
-        # another thread would compete with it for the interpreter.
-        quick.after_call = functools.partial(_start_warm_up, choice.requested, f, n_params,
-                                             x_ndim, weights_ndim, event, fused_sample,
-                                             warm_up)
+        source=(f"{DEFAULT_RULE}: {choice.requested!r} compiles this model on a background "
+                f"thread once the NumPy engine has spent {QUICK_START_COMPILE_AFTER_S:g} s "
+                "on its calls, and runs it from then on (quick start); 'numpy' answers "
+                f"meanwhile (backend={choice.requested!r}, or "
+                "autofit.wait_for_compilation(), compiles it at once)"))
+    # Run by the caller once this call has its answer: compiling on another thread would
+    # compete with it for the interpreter.
+    quick.after_call = functools.partial(
+        _after_quick_call, state, time.perf_counter(), large,
+        functools.partial(_start_warm_up, choice.requested, f, n_params, x_ndim,
+                          weights_ndim, state.compiled, fused_sample, warm_up))
     return quick
+
+
+def _after_quick_call(state: _QuickStart, began: float, large: bool, start) -> None:
+    """A call the NumPy engine answered: its time counts, and the compilation starts once
+    the model has had its share (:data:`QUICK_START_COMPILE_AFTER_S`), or after a large
+    call."""
+    with _warm_ups_lock:
+        state.spent += time.perf_counter() - began
+        state.start = start
+        go = not state.started and (large or state.spent >= QUICK_START_COMPILE_AFTER_S)
+        state.started = state.started or go
+    if go:
+        start()
 
 
 def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=None,
@@ -391,21 +426,33 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=
 
 def quick_start_state(name: str, f, n_params: int, x_ndim: int = 1,
                       weights_ndim: int = 1, road: str = "model") -> str | None:
-    """None (never asked), 'compiling' or 'done' for a user's model on backend ``name``
-    and one of the :data:`QUICK_START_ROADS`."""
-    event = _warm_ups.get(_warm_up_key(name, f, n_params, x_ndim, weights_ndim, road))
-    if event is None:
+    """None (never asked), 'numpy' (answered by the NumPy engine, not compiling yet),
+    'compiling' or 'done' for a user's model on backend ``name`` and one of the
+    :data:`QUICK_START_ROADS`."""
+    state = _warm_ups.get(_warm_up_key(name, f, n_params, x_ndim, weights_ndim, road))
+    if state is None:
         return None
-    return "done" if event.is_set() else "compiling"
+    if state.compiled.is_set():
+        return "done"
+    return "compiling" if state.started else "numpy"
 
 
 def wait_for_compilation(timeout: float | None = None) -> bool:
-    """Wait for the user models being compiled in the background (see :func:`quick_choice`).
+    """Compile at once the user models the quick start has run on the NumPy engine (see
+    :func:`quick_choice`), and wait for every background compilation.
 
     Returns True when none is left compiling.
     """
     with _warm_ups_lock:
-        events = list(_warm_ups.values()) + list(_warm_ups_finished)
+        pending = [state for state in _warm_ups.values()
+                   if not state.started and state.start is not None]
+        for state in pending:
+            state.started = True
+    for state in pending:
+        state.start()
+    with _warm_ups_lock:
+        events = ([state.compiled for state in _warm_ups.values() if state.started]
+                  + list(_warm_ups_finished))
     return all(event.wait(timeout) for event in events)
 
 

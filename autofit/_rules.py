@@ -29,6 +29,7 @@ from autofit._codes import (
     MACHINE_PRECISION,
     MAX_DAMPING,
     NEWTON_AFTER_ACCEPTED,
+    NEWTON_MAX_DAMPING,
     ROBUST_INITIAL_DAMPING,
     RUNNING,
     WEIGH_CURVATURE,
@@ -290,47 +291,43 @@ def initial_damping(robust):
     return ROBUST_INITIAL_DAMPING if robust else BATCH_INITIAL_DAMPING
 
 
-def pass_weighing(robust, n_accepted):
+def pass_weighing(robust, n_accepted, damping):
     """How the pass at a trial point weighs each point in H (``WEIGH_CURVATURE`` or
-    ``WEIGH_NEWTON``) for a fit that has accepted ``n_accepted`` steps.
+    ``WEIGH_NEWTON``) for a fit that has accepted ``n_accepted`` steps and proposed this one
+    with λ = ``damping``.
 
     A robust fit takes its first steps on the loss's safe curvature (:func:`robust_loss`),
     which is never negative: far from the minimum many good points look like outliers, and
     Newton's weight, negative where the loss bends down, leaves H indefinite there. Once the
-    fit has accepted ``NEWTON_AFTER_ACCEPTED`` steps it is near a minimum, where Newton's H
-    is the loss's true curvature and the steps converge fast; where that H is not positive
-    definite the step is not tried and λ grows, as for any matrix that does not factorise.
-    (The safe curvature overestimates the loss's bending at the points near f_scale, which are
-    most inliers when f_scale is the noise level: its steps fell short by a steady factor,
-    the gain ratio stayed at 1.5, and arctan converged linearly. Measured on the NumPy
-    engine, gaussians and pairs of Lorentzian dips with spikes, ``experiments/robust_batch``:
+    fit has accepted ``NEWTON_AFTER_ACCEPTED`` steps and λ has fallen to
+    ``NEWTON_MAX_DAMPING`` it is near a minimum, where Newton's H is the loss's true
+    curvature and the steps converge fast; where that H is not positive definite the step
+    is not tried and λ grows, as for any matrix that does not factorise. (The safe
+    curvature overestimates the loss's bending at the points near f_scale, which are most
+    inliers when f_scale is the noise level: its steps fell short by a steady factor, the
+    gain ratio stayed at 1.5, and arctan converged linearly. Measured on the NumPy engine,
+    gaussians and pairs of Lorentzian dips with spikes, ``experiments/robust_batch``:
     median iterations cauchy 11 -> 9, arctan 16 -> 10 on the gaussians, 15 -> 13 and 20 ->
     17 on ODMR, the fits ending as before against scipy; Newton's weight from the first
-    step, or after a number of iterations rather than of accepted steps, took more.)
-    Least squares and Poisson MLE: always ``WEIGH_CURVATURE`` (their H is unchanged).
-    Every ``lm_batch`` weighs its passes so; ``lm_fused`` keeps the safe curvature.
+    step, or after a number of iterations rather than of accepted steps, took more; the
+    bound on λ: see :mod:`autofit._codes`.) Least squares and Poisson MLE: always
+    ``WEIGH_CURVATURE`` (their H is unchanged). Every ``lm_batch`` weighs its passes so
+    and keeps how the pass at its parameters was weighed; ``lm_fused`` keeps the safe
+    curvature.
 
     A step from a point whose pass took Newton's weights is not bent by the geodesic
     acceleration (its probe costs a model evaluation: arctan probed 6.6 times per fit where
     least squares probes 2.5, and without the probes there 4.6, at the same iterations).
     """
-    if robust and n_accepted >= NEWTON_AFTER_ACCEPTED:
+    if robust and n_accepted >= NEWTON_AFTER_ACCEPTED and damping <= NEWTON_MAX_DAMPING:
         return WEIGH_NEWTON
     return WEIGH_CURVATURE
 
 
-def pass_weighing_where(xp, robust, n_accepted):
-    """:func:`pass_weighing` on an array of fits' ``n_accepted``."""
-    return xp.where(robust & (n_accepted >= NEWTON_AFTER_ACCEPTED), WEIGH_NEWTON,
-                    WEIGH_CURVATURE)
-
-
-def weighing_at_params_where(xp, robust, n_accepted):
-    """How the pass at a fit's current parameters weighed its points: the pass that was
-    accepted as the ``n_accepted``-th step ran with one accepted step fewer
-    (:func:`pass_weighing`); the start (``n_accepted`` 0) with the safe curvature. For the
-    engines that keep the count, not the weighing, in their state."""
-    return pass_weighing_where(xp, robust, n_accepted - 1)
+def pass_weighing_where(xp, robust, n_accepted, damping):
+    """:func:`pass_weighing` on arrays of fits' ``n_accepted`` and ``damping``."""
+    return xp.where(robust & (n_accepted >= NEWTON_AFTER_ACCEPTED)
+                    & (damping <= NEWTON_MAX_DAMPING), WEIGH_NEWTON, WEIGH_CURVATURE)
 
 
 def bends_from(weighing):

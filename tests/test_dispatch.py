@@ -1,6 +1,7 @@
 """Backend selection: precedence, errors, fallbacks, strict mode, thread safety."""
 
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -220,24 +221,62 @@ def test_a_jax_gpu_plugin_is_found_on_the_path_without_reading_metadata(tmp_path
     assert _dispatch._jax_gpu_plugin_installed([str(namespace)])
 
 
-def test_a_large_call_waits_for_the_compilation_an_earlier_call_started():
-    # From a third of max_evaluations on (here 34 of 100).
+def test_a_model_runs_on_numpy_until_its_calls_have_had_their_time(monkeypatch):
+    # The quick start's ski rental: the NumPy engine answers a model's calls until they
+    # have taken QUICK_START_COMPILE_AFTER_S in all; then numba compiles it on a background
+    # thread, and a call that finds the compilation under way waits for it.
     choice = _dispatch.choose(None)
     if choice.requested not in _dispatch.QUICK_START_BACKENDS:
         pytest.skip("the default rule chose no compiling backend here (numba not installed)")
+    monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_S", 0.05)
 
     def model(x, a):
         return a * x
 
     compiled = threading.Event()  # the warm-up below "compiles" until this is set
-    first = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait)
-    assert first.requested == "numpy" and "quick start" in first.reason
-    first.after_call()  # starts the warm-up thread
-    small = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait,
-                                   evaluations=30, max_evaluations=100)
-    assert small.requested == "numpy"  # a small call does not wait: numpy answers it
+    for _ in range(2):  # quick calls: their time does not reach the rent
+        call = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait)
+        assert call.requested == "numpy" and "quick start" in call.reason
+        call.after_call()
+    assert _dispatch.quick_start_state(choice.requested, model, 1, road="batch") == "numpy"
+    call = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait)
+    time.sleep(0.06)  # a slow call: the NumPy engine has now spent more than 0.05 s
+    call.after_call()
+    assert _dispatch.quick_start_state(choice.requested, model, 1, road="batch") == "compiling"
     threading.Timer(0.2, compiled.set).start()
-    large = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait,
-                                   evaluations=40, max_evaluations=100)
-    assert large.requested == choice.requested and compiled.is_set()
+    waited = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait)
+    assert waited.requested == choice.requested and compiled.is_set()
     assert _dispatch.quick_start_state(choice.requested, model, 1, road="batch") == "done"
+
+
+def test_a_large_call_starts_the_compilation_and_wait_for_compilation_starts_the_rest():
+    choice = _dispatch.choose(None)
+    if choice.requested not in _dispatch.QUICK_START_BACKENDS:
+        pytest.skip("the default rule chose no compiling backend here (numba not installed)")
+
+    def large_model(x, a):
+        return a * x
+
+    def small_model(x, a):
+        return a * x
+
+    compiled = threading.Event()
+    # From a third of max_evaluations (here 34 of 100) the compilation starts after the call
+    large = _dispatch.quick_choice(choice, large_model, 1, 1, warm_up=compiled.wait,
+                                   evaluations=40, max_evaluations=100)
+    assert large.requested == "numpy"
+    large.after_call()
+    assert _dispatch.quick_start_state(choice.requested, large_model, 1,
+                                       road="batch") == "compiling"
+    compiled.set()
+    small = _dispatch.quick_choice(choice, small_model, 1, 1, warm_up=lambda: None,
+                                   evaluations=30, max_evaluations=100)
+    small.after_call()
+    assert _dispatch.quick_start_state(choice.requested, small_model, 1,
+                                       road="batch") == "numpy"
+    # The user's "compile now": every model the NumPy engine has answered.
+    assert _dispatch.wait_for_compilation(timeout=300) is True
+    assert _dispatch.quick_start_state(choice.requested, small_model, 1,
+                                       road="batch") == "done"
+    assert _dispatch.quick_start_state(choice.requested, large_model, 1,
+                                       road="batch") == "done"

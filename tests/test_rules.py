@@ -190,18 +190,30 @@ def test_a_loss_cut_to_its_own_branch_is_that_loss(code):
         assert alone(z, -1) == _rules.robust_loss(z, code)
 
 
-def test_pass_weighing_turns_to_newton_after_the_accepted_steps():
-    after = _codes.NEWTON_AFTER_ACCEPTED
-    for n_accepted in range(after + 3):
-        expected = _codes.WEIGH_NEWTON if n_accepted >= after else _codes.WEIGH_CURVATURE
-        assert _rules.pass_weighing(True, n_accepted) == expected
-        # Least squares and Poisson MLE keep their H at every step.
-        assert _rules.pass_weighing(False, n_accepted) == _codes.WEIGH_CURVATURE
-    counts = np.arange(after + 3)
-    np.testing.assert_array_equal(_rules.pass_weighing_where(np, True, counts),
-                                  [_rules.pass_weighing(True, n) for n in counts])
-    np.testing.assert_array_equal(_rules.pass_weighing_where(np, False, counts),
+def test_pass_weighing_turns_to_newton_after_the_accepted_steps_once_damping_is_low():
+    after, low = _codes.NEWTON_AFTER_ACCEPTED, _codes.NEWTON_MAX_DAMPING
+    for damping in (1e-5, low, 1.0001 * low, 1.0):
+        for n_accepted in range(after + 3):
+            newton = n_accepted >= after and damping <= low
+            expected = _codes.WEIGH_NEWTON if newton else _codes.WEIGH_CURVATURE
+            assert _rules.pass_weighing(True, n_accepted, damping) == expected
+            # Least squares and Poisson MLE keep their H at every step.
+            assert _rules.pass_weighing(False, n_accepted, damping) == _codes.WEIGH_CURVATURE
+    counts = np.repeat(np.arange(after + 3), 2)
+    dampings = np.tile([low, 10.0 * low], after + 3)
+    np.testing.assert_array_equal(
+        _rules.pass_weighing_where(np, True, counts, dampings),
+        [_rules.pass_weighing(True, n, d) for n, d in zip(counts, dampings, strict=True)])
+    np.testing.assert_array_equal(_rules.pass_weighing_where(np, False, counts, dampings),
                                   np.full(counts.size, _codes.WEIGH_CURVATURE))
+
+
+def test_a_robust_batch_starts_with_more_damping_than_least_squares():
+    assert _rules.initial_damping(True) == _codes.ROBUST_INITIAL_DAMPING
+    assert _rules.initial_damping(False) == _codes.BATCH_INITIAL_DAMPING
+    # A robust fit's first passes take the safe curvature, Newton's weighing only once λ
+    # has fallen from its start.
+    assert _codes.ROBUST_INITIAL_DAMPING > _codes.NEWTON_MAX_DAMPING
 
 
 @pytest.mark.parametrize("loss", sorted(_codes.ROBUST_LOSSES))
@@ -232,15 +244,9 @@ def test_point_weight_forms_agree_and_newton_is_the_losss_curvature(loss):
         assert np.any(newton < 0.0)
 
 
-def test_the_pass_at_the_parameters_and_whether_its_step_bends():
-    after = _codes.NEWTON_AFTER_ACCEPTED
-    counts = np.arange(after + 3)
-    at_params = _rules.weighing_at_params_where(np, True, counts)
-    # The pass accepted as the n-th step ran with n - 1 accepted; the start with none.
-    np.testing.assert_array_equal(
-        at_params, [_rules.pass_weighing(True, max(n - 1, 0)) for n in counts])
-    assert at_params[0] == _codes.WEIGH_CURVATURE
-    np.testing.assert_array_equal(_rules.bends_from(at_params),
-                                  at_params != _codes.WEIGH_NEWTON)
+def test_a_step_bends_unless_the_pass_at_the_parameters_took_newtons_weights():
+    weighings = np.array([_codes.WEIGH_CURVATURE, _codes.WEIGH_NEWTON,
+                          _codes.WEIGH_INFORMATION])
+    np.testing.assert_array_equal(_rules.bends_from(weighings), [True, False, True])
     assert _rules.bends_from(_codes.WEIGH_CURVATURE)
     assert not _rules.bends_from(_codes.WEIGH_NEWTON)

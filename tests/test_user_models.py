@@ -306,7 +306,8 @@ def test_quick_start_numpy_answers_then_numba_runs_the_compiled_model(tmp_path):
     (robust_backend, robust_reason, robust_params), (robust_backend2, robust_reason2,
                                                       robust_params2) = report["robust"]
     assert robust_backend == "numpy" and "quick start" in robust_reason
-    assert "not compiled yet" not in report["robust_during"]  # explain_backend knows it
+    # explain_backend knows the batched passes' road: the NumPy engine answered the model
+    assert "'numpy' has answered it" in report["robust_during"]
     assert robust_backend2 == "numba" and "quick start" not in robust_reason2
     np.testing.assert_allclose(robust_params2, robust_params, rtol=1e-7)
     np.testing.assert_allclose(robust_params, [2.0, 2.0, 0.5, 0.3], rtol=0.01)

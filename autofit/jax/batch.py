@@ -5,7 +5,8 @@ same damping schedule, the same stopping tests in the same order, the same statu
 same ``n_iter`` counting and the same covariance. One pass of the reference's loop body is
 the per-fit function :func:`_iteration`; the per-fit state it carries is the explicit
 pytree :class:`BatchState` (params, χ², g, H, scale_squared, damping, n_iter, status,
-n_accepted, a robust loss's geodesic probe weights at params), so a fit can be stopped
+n_accepted, how the pass at params weighed a robust loss's points, and their geodesic
+probe weights there), so a fit can be stopped
 after any pass and resumed later with the same result.
 
 **One compiled program per model and bucket** (:func:`solve`; ``model``, ``jacobian``,
@@ -129,7 +130,6 @@ from autofit._rules import (
     predicted_reduction_where,
     robust_loss_where,
     step_not_tried_where,
-    weighing_at_params_where,
 )
 from autofit.jax.compiler import jit
 from autofit.jax.fastmath import CPU_NUMPY
@@ -241,9 +241,11 @@ class BatchState(NamedTuple):
     damping: jax.Array  # (n,)
     n_iter: jax.Array  # (n,) int
     status: jax.Array  # (n,) int: RUNNING while the fit goes on
-    # (n,) int: steps accepted, which say how a pass weighs a robust loss's points in H
-    # (autofit._rules.pass_weighing, weighing_at_params_where)
+    # (n,) int: steps accepted, which with damping say how a pass weighs a robust loss's
+    # points in H (autofit._rules.pass_weighing)
     n_accepted: jax.Array
+    # (n,) int: how the pass at params weighed them (whether a step from there bends)
+    weighing: jax.Array
     # (n, n_points) each for a robust loss, (n, 0) otherwise: the geodesic probe's point
     # weights at params, ``probe_factor r_probe + probe_offset``
     # (autofit._rules.geodesic_probe_terms), kept from the pass that evaluated params: the
@@ -537,7 +539,7 @@ def _prepare(estimator, d, p0, free):
         h=jnp.zeros((n_params, n_params), p0.dtype), scale_squared=jnp.zeros_like(p0),
         damping=jnp.asarray(initial_damping(_robust(estimator)), dtype=p0.dtype),
         n_iter=jnp.asarray(0, dtype=int), status=jnp.asarray(status, dtype=int),
-        n_accepted=jnp.asarray(0, dtype=int),
+        n_accepted=jnp.asarray(0, dtype=int), weighing=jnp.asarray(WEIGH_CURVATURE, dtype=int),
         probe_factor=probe[0], probe_offset=probe[1])
 
 
@@ -606,9 +608,7 @@ def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_
             lambda si, di: _proposal(si, di, free, tol, max_iter), s, fits)
         bent = jnp.ones_like(ok)
         if estimator != ESTIMATOR_MLE:
-            robust = estimator != ESTIMATOR_LSE
-            worth = worth & asking & bends_from(
-                weighing_at_params_where(jnp, robust, s.n_accepted))
+            worth = worth & asking & bends_from(s.weighing)
 
             def bend(_):
                 return _bend(model, jacobian, jac_method, estimator, s, fits, step, active,
@@ -666,9 +666,9 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, d, free, tol, ma
     trial, small_step = clip_step_where(jnp, s.params, step, d.lower, d.upper,
                                         s.scale_squared, tol)
     trial = jnp.where(first, s.params, trial)
+    trial_weighing = pass_weighing_where(jnp, _robust(estimator), s.n_accepted, s.damping)
     trial_chi2, trial_g, trial_h, positive, probe = _evaluate(
-        model, jacobian, jac_method, estimator, d, trial, free,
-        pass_weighing_where(jnp, _robust(estimator), s.n_accepted))
+        model, jacobian, jac_method, estimator, d, trial, free, trial_weighing)
     started = _first_pass(s, trial_chi2, trial_g, trial_h, positive, probe, free, max_iter)
     predicted = predicted_reduction_where(jnp, s.h, step, s.scale_squared, s.damping)
     accept, status, judged = judge_trial_where(jnp, s.chi2, trial_chi2, predicted,
@@ -686,6 +686,7 @@ def _iteration(model, jacobian, jac_method, estimator, s, step, d, free, tol, ma
         n_iter=n_iter,
         status=jnp.asarray(status, dtype=int),
         n_accepted=s.n_accepted + jnp.asarray(accept, dtype=s.n_accepted.dtype),
+        weighing=jnp.where(accept, trial_weighing, s.weighing).astype(s.weighing.dtype),
         probe_factor=jnp.where(accept, probe[0], s.probe_factor),
         probe_offset=jnp.where(accept, probe[1], s.probe_offset))
     return jax.tree.map(lambda a, b: jnp.where(first, a, b), started, iterated)

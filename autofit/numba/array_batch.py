@@ -296,7 +296,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
                 continue
         small_step = _clip_step(p, step, lower, upper, scale_squared, tol, trial)
         f, trial_jac = _model_jacobian(model, jacobian, jac_method, x, trial, lower, upper)
-        trial_weighing = int(_pass_weighing(robust, n_accepted))
+        trial_weighing = int(_pass_weighing(robust, n_accepted, damping))
         trial_chi2, trial_g, trial_h, _ = _sums(f, trial_jac, y, w, free, estimator,
                                                 trial_weighing)
         predicted = _predicted_reduction(h, step, scale_squared, damping)

@@ -369,7 +369,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
         # How the pass at p weighed its points in H (_rules.pass_weighing), as a plain int
         # (int() drops numba's literal type: each literal value would compile the whole
         # pass once more, 4 s for each model's kernel).
-        weighing = int(pass_weighing(False, 0))
+        weighing = int(pass_weighing(False, 0, 1.0))
         chi2, positive = evaluate(x, y, w, p, lower, upper, free, estimator, g, h, jac,
                                   work_p, weighing)
         if not math.isfinite(chi2):
@@ -406,7 +406,7 @@ def build_fit_one(value, gradient, jac_method, n_params, jit, inline=None,
                 continue
             small_step = clip_step(p, step, lower, upper, scale_squared, tol, trial)
             # Into the other work array: jac keeps the pass at p (the probe reads it).
-            trial_weighing = int(pass_weighing(robust, n_accepted))
+            trial_weighing = int(pass_weighing(robust, n_accepted, damping))
             trial_chi2, _ = evaluate(x, y, w, trial, lower, upper, free, estimator, trial_g,
                                      trial_h, trial_jac, work_p, trial_weighing)
             predicted = predicted_reduction(h, step, scale_squared, damping)

@@ -264,7 +264,7 @@ def _fit_one(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estim
                 continue
             step = velocity + 0.5 * acceleration
         trial, small_step = clip_step_where(np, p, step, lower, upper, scale_squared, tol)
-        trial_weighing = pass_weighing(robust, n_accepted)
+        trial_weighing = pass_weighing(robust, n_accepted, damping)
         trial_chi2, trial_g, trial_h, _ = _evaluate(model, jacobian, jac_method, x, y, w,
                                                     trial, lower, upper, free, estimator,
                                                     trial_weighing)

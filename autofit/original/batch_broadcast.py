@@ -49,7 +49,6 @@ from autofit._rules import (
     relative_step_where,
     robust_loss_where,
     step_not_tried_where,
-    weighing_at_params_where,
 )
 from autofit.original.linalg import cholesky_solve_many, damped_system
 
@@ -233,6 +232,8 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
     robust = estimator not in (ESTIMATOR_LSE, ESTIMATOR_MLE)
     damping = np.full(go.shape[0], initial_damping(robust))
     n_accepted = np.zeros(go.shape[0], dtype=np.int64)
+    # How the pass at each fit's parameters weighed its points (_rules.pass_weighing).
+    weighing = np.full(go.shape[0], WEIGH_CURVATURE)
     # State of every fit that started (index into go); the loop works on the running ones.
     state_p, state_c, state_g, state_h, state_probe = p, c, g, h, probe
     running = ~no_gradient
@@ -257,8 +258,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         if r.size == 0:
             continue
         if estimator != ESTIMATOR_MLE:
-            c = np.flatnonzero(bends_from(weighing_at_params_where(np, robust,
-                                                                   n_accepted[r])))
+            c = np.flatnonzero(bends_from(weighing[r]))
             bent = np.ones(r.size, dtype=bool)
             if c.size:
                 rc, step = r[c], step.copy()
@@ -277,14 +277,16 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         s = scale_squared[r]
         trial, small_step = clip_step_where(np, p, step, lower[go[r]], upper[go[r]], s, tol)
         xs_r, y_r, w_r, up_r = at(go[r])
+        trial_weighing = pass_weighing_where(np, robust, n_accepted[r], damping[r])
         t_c, t_g, t_h, _, t_probe = _evaluate(f, xs_r, y_r, w_r, trial, up_r, free, estimator,
-                                               pass_weighing_where(np, robust, n_accepted[r]))
+                                               trial_weighing)
         predicted = predicted_reduction_where(np, h, step, s, damping[r])
         with np.errstate(invalid="ignore"):
             accept, status[go[r]], damping[r] = judge_trial_where(
                 np, state_c[r], t_c, predicted, small_step, tol, damping[r])
         a = r[accept]
         n_accepted[a] += 1
+        weighing[a] = trial_weighing[accept]
         state_p[a], state_c[a], state_g[a], state_h[a] = (trial[accept], t_c[accept],
                                                           t_g[accept], t_h[accept])
         for part, trial_part in zip(state_probe, t_probe):
