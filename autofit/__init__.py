@@ -54,7 +54,7 @@ def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> 
         return reason
     states = {_dispatch.quick_start_state(choice.requested, model, n_params, x_ndim,
                                           road=road) for road in _dispatch.QUICK_START_ROADS}
-    state = next((s for s in ("done", "compiling", "numpy") if s in states), None)
+    state = next((s for s in ("done", "compiling", "answered") if s in states), None)
     if state == "done":
         return (reason + f"; this model was compiled for {choice.requested!r} in the "
                 "background (if it could not be, the fallback table runs it, with a warning)")
@@ -65,7 +65,7 @@ def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> 
             f"{choice.requested!r}: 'numpy' answers its calls until they have taken "
             f"{_dispatch.QUICK_START_COMPILE_AFTER_S:g} s, then {choice.requested!r} compiles "
             "it in the background (autofit.wait_for_compilation() compiles it at once)"
-            + ("; 'numpy' has answered it" if state == "numpy" else ""))
+            + ("; 'numpy' has answered it" if state == "answered" else ""))
 
 
 def _derivatives_note(model, n_params: int, x_ndim: int) -> str:

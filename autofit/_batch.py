@@ -47,8 +47,9 @@ CHUNK_FITS = 1 << 16
 DEVICES = ("cpu", "cuda")
 
 
-# The default rule's quick start for a user's model (the NumPy engine answers while numba
-# compiles the model's batched passes on a background thread) up to this many point
+# The default rule's quick start for a user's model (the NumPy engine answers its first
+# calls, then numba compiles its batched passes on a background thread:
+# autofit._dispatch.quick_choice) up to this many point
 # evaluations per pass, fits x points x (parameters + 1): beyond it numba's compilation
 # (~1.8 s in a fresh process) answers sooner. A user's 4-parameter peak on 200 points,
 # first call, NumPy engine / numba: 1,000 fits 0.19 / 1.70 s, 5,000 1.28 / 1.72 s, 20,000

@@ -71,7 +71,7 @@ class SingleFit:
 FUSED_MIN_POINTS = 100_000
 # Points on which the fused path checks the model at p0 in Python.
 _CHECK_SAMPLE = 1000
-# The quick start (the NumPy engine answers while numba compiles) only below this many
+# The quick start (the NumPy engine answers a model's first calls) only below this many
 # points x (parameters + 1), a pass of finite differences: beyond it the NumPy engine takes
 # longer than numba's compilation plus its fit (a user's 5-parameter gaussian on a line,
 # first call in a fresh process: 2,000,000 points NumPy 0.55 s / numba 1.44 s, 5,000,000
@@ -387,8 +387,9 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
         _check_model_at_p0(f, jac, x[..., sample], y[sample], p0, choice.requested,
                            y_checked=check_finite)
     except BaseException:
-        # The quick start's compilation still starts: its event, once created, is what
-        # later calls of this model (and wait_for_compilation) wait for.
+        # The call still counts for the quick start: its time, and the compilation that
+        # wait_for_compilation starts (else that model's state waited for a call that
+        # never came).
         if choice.after_call is not None:
             choice.after_call()
         raise
@@ -528,7 +529,7 @@ def _common_call(f, xdata, ydata, p0, backend, sigma=None, absolute_sigma=False,
         return None
     # Not loaded yet: nothing can be compiled for this model, and importing numba here
     # (~0.2 s) would make a fresh process's first call wait for it; the general path
-    # answers that call while numba loads and compiles in the background.
+    # answers that call (the quick start).
     host = _dispatch.loaded_host(choice.requested)
     if host is None:
         return None

@@ -426,7 +426,7 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=
 
 def quick_start_state(name: str, f, n_params: int, x_ndim: int = 1,
                       weights_ndim: int = 1, road: str = "model") -> str | None:
-    """None (never asked), 'numpy' (answered by the NumPy engine, not compiling yet),
+    """None (never asked), 'answered' (by the NumPy engine, not compiling yet),
     'compiling' or 'done' for a user's model on backend ``name`` and one of the
     :data:`QUICK_START_ROADS`."""
     state = _warm_ups.get(_warm_up_key(name, f, n_params, x_ndim, weights_ndim, road))
@@ -434,7 +434,7 @@ def quick_start_state(name: str, f, n_params: int, x_ndim: int = 1,
         return None
     if state.compiled.is_set():
         return "done"
-    return "compiling" if state.started else "numpy"
+    return "compiling" if state.started else "answered"
 
 
 def wait_for_compilation(timeout: float | None = None) -> bool:

@@ -238,7 +238,7 @@ def test_a_model_runs_on_numpy_until_its_calls_have_had_their_time(monkeypatch):
         call = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait)
         assert call.requested == "numpy" and "quick start" in call.reason
         call.after_call()
-    assert _dispatch.quick_start_state(choice.requested, model, 1, road="batch") == "numpy"
+    assert _dispatch.quick_start_state(choice.requested, model, 1, road="batch") == "answered"
     call = _dispatch.quick_choice(choice, model, 1, 1, warm_up=compiled.wait)
     time.sleep(0.06)  # a slow call: the NumPy engine has now spent more than 0.05 s
     call.after_call()
@@ -273,7 +273,7 @@ def test_a_large_call_starts_the_compilation_and_wait_for_compilation_starts_the
                                    evaluations=30, max_evaluations=100)
     small.after_call()
     assert _dispatch.quick_start_state(choice.requested, small_model, 1,
-                                       road="batch") == "numpy"
+                                       road="batch") == "answered"
     # The user's "compile now": every model the NumPy engine has answered.
     assert _dispatch.wait_for_compilation(timeout=300) is True
     assert _dispatch.quick_start_state(choice.requested, small_model, 1,

@@ -155,10 +155,11 @@ def test_a_huge_robust_fit_has_the_quick_start_up_to_its_own_size(monkeypatch):
 
 
 @needs_numba
-def test_a_first_call_refused_at_p0_still_starts_the_compilation():
-    # The quick start's event is created before the model is checked at p0: a first call
-    # refused there (nan at p0) must still start numba's compilation, else later calls of
-    # the model ran on numpy for good and wait_for_compilation never returned True.
+def test_a_first_call_refused_at_p0_still_counts_for_the_compilation():
+    # The quick start's state is created before the model is checked at p0: a first call
+    # refused there (nan at p0) must still register the model's compilation (which
+    # wait_for_compilation starts), else later calls of the model ran on numpy for good
+    # and wait_for_compilation never returned True.
     def rooted(x, a, b):
         return a * np.sqrt(b) * x + 1.0
 

@@ -1,0 +1,70 @@
+"""A scientist's loop of fits in a fresh process: ``curve_fit(model, x, y, p0, ...)`` with
+their own NumPy model, once per spectrum, autofit against scipy.
+
+Each (library, loss, number of calls) runs in a new Python process: the import, then the
+loop, each call timed. Data: a gaussian on a line, 3,000 points, noise 0.05, 150 spikes of
++1 to +4 (5% of the points), the peak's centre moving from spectrum to spectrum; least
+squares, or ``loss=..., f_scale=0.05, method='trf'``.
+
+    python experiments/robust_batch/loop.py
+
+Writes ``loop.json`` beside this file.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = r'''
+import json, sys, time
+import numpy as np
+library, loss, n_calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if library == "scipy":
+    from scipy.optimize import curve_fit
+else:
+    from autofit import curve_fit
+
+def model(x, a, mu, s, b, c):
+    return a * np.exp(-0.5 * ((x - mu) / s) ** 2) + b * x + c
+
+rng = np.random.default_rng(3)
+x = np.linspace(-5, 5, 3000)
+options = {} if loss == "linear" else {"loss": loss, "f_scale": 0.05, "method": "trf"}
+times = []
+for k in range(n_calls):
+    y = model(x, 2.0, 0.3 + 0.3 * np.sin(k), 0.8, 0.1, 0.5)
+    y += 0.05 * rng.standard_normal(x.size)
+    spikes = rng.choice(x.size, 150, replace=False)
+    y[spikes] += rng.uniform(1, 4, spikes.size)
+    t = time.perf_counter()
+    curve_fit(model, x, y, p0=[1.5, 0.0, 1.0, 0.0, 0.0], **options)
+    times.append(time.perf_counter() - t)
+print(json.dumps(times))
+'''
+
+
+def main():
+    rows = []
+    for n_calls in (10, 50, 300):
+        for loss in ("linear", "soft_l1", "arctan"):
+            for library in ("scipy", "autofit"):
+                done = subprocess.run([sys.executable, "-c", SCRIPT, library, loss,
+                                       str(n_calls)], capture_output=True, text=True,
+                                      check=True)
+                times = json.loads(done.stdout.strip().splitlines()[-1])
+                rows.append({"library": library, "loss": loss, "n_calls": n_calls,
+                             "loop_s": sum(times), "first_s": times[0],
+                             "slowest_s": max(times), "last_s": times[-1]})
+                print(json.dumps(rows[-1]), flush=True)
+    out = Path(__file__).with_name("loop.json")
+    out.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.processor()}",
+                               "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
