@@ -247,8 +247,9 @@ def robust_loss(z, estimator):
     everywhere, as scipy, let more dips collapse onto a spike: 1.5% of the cauchy fits
     ended worse than scipy's, against 0.2%.) Least squares: 1 everywhere. The covariance
     uses scipy's matrix ``Σ max(rho1 + 2 rho2 z, eps) J Jᵀ`` at every point. This is the
-    weight of a fit's first steps: once a batched fit has accepted a few, its passes take
-    Newton's signed weight instead (:func:`pass_weighing`, :func:`point_weight`).
+    weight of a fit's first steps: once a batched fit has accepted a few and λ has fallen,
+    its passes take Newton's signed weight instead (:func:`pass_weighing`,
+    :func:`point_weight`).
     """
     if estimator == ESTIMATOR_SOFT_L1:
         t = 1.0 + z
