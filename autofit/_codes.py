@@ -96,7 +96,7 @@ BATCH_INITIAL_DAMPING = 1e-3
 # fit on the gaussians and 3.9 on the dips below (λ raised tenfold each time: a probe
 # spent, and on jax a round of the whole chunk). Measured on the NumPy reference, 300
 # gaussians and 300 pairs of Lorentzian dips with spikes (experiments/robust_batch), with
-# NEWTON_MAX_DAMPING: iterations -13% to -23% per loss (arctan on the dips 6,184 -> 4,997),
+# NEWTON_MAX_DAMPING: iterations -9% to -21% per loss (arctan on the dips 6,184 -> 4,997),
 # refused accelerations there 1,159 -> 425, the same fits worse or better than scipy's;
 # without that bound Newton's weighing began too far from the minimum and a user's gaussian
 # on a line took arctan twice the iterations.
