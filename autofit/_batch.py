@@ -73,11 +73,14 @@ def quick_choice(problem, choice, device, checkpoint=None):
              if problem.estimator == _codes.ESTIMATOR_LSE else
              QUICK_START_MAX_EVALUATIONS_ROBUST)
 
+    # A few fits, copied: the quick start keeps its warm-up until numba compiles (maybe
+    # never), and views would keep the call's whole arrays alive.
+    k = min(problem.n_fits, _WARM_UP_FITS)
+    x, y, weights, p0, lower, upper = (np.array(a) for a in problem.rows(0, k))
+    sample = replace(problem, x=x, y=y, weights=weights, p0=p0, lower=lower, upper=upper,
+                     leading=(k,), max_iter=2, f_scale=1.0)
+
     def warm_up():  # on the background thread: a few passes of a few fits
-        k = min(problem.n_fits, _WARM_UP_FITS)
-        x, y, weights, p0, lower, upper = problem.rows(0, k)
-        sample = replace(problem, x=x, y=y, weights=weights, p0=p0, lower=lower,
-                         upper=upper, leading=(k,), max_iter=2, f_scale=1.0)
         _run(choice.requested, device, sample, keep_covariance=False)
 
     return _dispatch.quick_choice(

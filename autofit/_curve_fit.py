@@ -563,10 +563,13 @@ def _common_call(f, xdata, ydata, p0, backend, sigma=None, absolute_sigma=False,
 
 def _fused_sample(x, y, weights, p0, lower, upper):
     """The few points on which the quick start compiles the fused pass in the background
-    (:func:`autofit._dispatch.quick_choice`'s ``fused_sample``)."""
+    (:func:`autofit._dispatch.quick_choice`'s ``fused_sample``): copies, as the quick start
+    keeps them until numba compiles (maybe never), and views would keep the call's whole
+    arrays alive."""
     few = slice(0, min(y.shape[0], 64))
-    return (x[..., few], y[few], weights[few] if weights.shape[0] > 1 else weights, p0,
-            lower, upper)
+    return (np.array(x[..., few]), np.array(y[few]),
+            np.array(weights[few] if weights.shape[0] > 1 else weights), np.array(p0),
+            np.array(lower), np.array(upper))
 
 
 def _robust_fused(f, jac, x, y, weights, p0, lower, upper, loss, f_scale, options, max_nfev,

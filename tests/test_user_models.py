@@ -155,6 +155,39 @@ def test_a_huge_robust_fit_has_the_quick_start_up_to_its_own_size(monkeypatch):
 
 
 @needs_numba
+def test_the_quick_start_keeps_copies_of_a_few_points_not_the_calls_arrays(monkeypatch):
+    # What the quick start keeps for its compilation (maybe for good: a model the NumPy
+    # engine answers in less than QUICK_START_COMPILE_AFTER_S) must not hold the call's
+    # data: a view of 64 points kept a 1e6-point fit's x and y (16 MB) alive.
+    import inspect
+
+    from autofit import _curve_fit, _dispatch
+
+    monkeypatch.setattr(_curve_fit, "FUSED_MIN_POINTS", 500)
+    x = np.linspace(0, 4, 2000)
+    y = 2.0 * np.exp(-1.3 * x) + 0.1 + 0.01 * np.random.default_rng(3).normal(size=x.size)
+
+    def kept(x, a, b, c):
+        return a * np.exp(-b * x) + c
+
+    *_, info, _, _ = autofit.curve_fit(kept, x, y, p0=[1, 1, 0], full_output=True)
+    assert info["backend"] == "numpy" and "quick start" in info["backend_reason"]
+    rows = np.stack([y[:200]] * 6)
+    batch = autofit.fit_batch(kept, x[:200], rows, np.tile([1.0, 1.0, 0.0], (6, 1)),
+                              progress=False)
+    assert batch.backend == "numpy"
+    states = [state for key, state in _dispatch._warm_ups.items() if key[1] == id(kept)]
+    fused = next(state.start.args[6] for state in states if state.start.args[6] is not None)
+    warm_up = next(state.start.args[7] for state in states if state.start.args[7] is not None)
+    sample = inspect.getclosurevars(warm_up).nonlocals["sample"]
+    for kept_array in (*fused, sample.x, sample.y, sample.weights, sample.p0):
+        for data in (x, y, rows):
+            assert not np.shares_memory(kept_array, data)
+    assert fused[1].shape == (64,) and sample.y.shape == (4, 200)
+    autofit.wait_for_compilation(timeout=300)
+
+
+@needs_numba
 def test_a_first_call_refused_at_p0_still_counts_for_the_compilation():
     # The quick start's state is created before the model is checked at p0: a first call
     # refused there (nan at p0) must still register the model's compilation (which
