@@ -666,8 +666,8 @@ def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_n
         params, chi2, status = params[0], chi2[0] * f_scale ** 2, int(status[0])
         covariance, n_iter = covariance[0] / f_scale ** 2, int(n_iter[0])
     else:
-        # (A user's model on the default rule: fit_batch's quick start answers on the
-        # NumPy engine while numba compiles its batched passes.)
+        # (A user's model on the default rule: fit_batch's quick start, the NumPy engine
+        # until the model's calls have had their time, then numba's batched passes.)
         result = fit_batch(
             f, x, y, p0, sigma=sigma, bounds=None if unbounded else (lower, upper),
             loss=loss, f_scale=f_scale, tol=tol, max_iter=max_iter,

@@ -11,9 +11,9 @@ user's ``exp`` calls run the vectorisable exp (:func:`with_vectorisable_exp`); a
 the user's code raises in compiled code comes back as nan (see ``_wrapper_source``).
 
 :func:`compile_model` is what the default rule's quick start
-(:func:`autofit._dispatch.quick_choice`) runs on a background thread, so that the NumPy
-engine answers the first calls of a new model while numba compiles it. ``backend="numba"``
-given explicitly compiles at once (:func:`prepare`).
+(:func:`autofit._dispatch.quick_choice`) runs on a background thread, once the NumPy
+engine has answered a new model's first calls for their time. ``backend="numba"`` given
+explicitly compiles at once (:func:`prepare`).
 """
 
 from __future__ import annotations
