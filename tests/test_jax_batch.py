@@ -585,6 +585,47 @@ def test_compaction_gives_identical_results(estimator):
     _assert_bitwise([r[order] for r in compacted], shuffled)
 
 
+@pytest.mark.parametrize("estimator", [ESTIMATOR_LSE, "arctan"])
+def test_bends_in_groups_give_identical_results(monkeypatch, estimator):
+    """On a CPU a chunk's geodesic probes run for the fits that bend, a few at a time
+    (``_in_groups``): the same results, bit for bit, as one probe for the whole chunk."""
+    from autofit._codes import ROBUST_LOSSES
+
+    code = ROBUST_LOSSES.get(estimator, estimator)
+    args = list(_problem(n_fits=300, seed=24))
+    args[1] = args[1].copy()
+    args[1][:, ::9] += 3.0  # outliers, for the robust loss
+    args[3] = args[3].copy()
+    args[3][::5] *= 1.3  # fits that bend for longer than the others
+    grouped, _ = _jax(args, estimator=code)
+    chunk = batch._chunk_size(batch.bucket_size(300))
+    assert batch._group_size(chunk) < chunk  # this test's premise
+    jax.clear_caches()
+    monkeypatch.setattr(batch, "_group_size", lambda chunk: chunk)
+    whole, _ = _jax(args, estimator=code)
+    jax.clear_caches()
+    _assert_bitwise(grouped, whole)
+    assert np.mean(np.isin(grouped[3], CONVERGED_CODES)) > 0.9
+
+
+def test_in_groups_runs_the_chosen_fits_and_no_more_groups_than_they_need():
+    n, size = 64, 8
+    values = jnp.arange(n, dtype=float)
+
+    def function(v, chosen):
+        # What a bend does: its result for a fit not chosen is what it had.
+        return jnp.where(chosen, v + 100.0, v), jnp.ones_like(v)
+
+    for n_chosen in (0, 1, 8, 9, 30, 64):
+        chosen = jnp.zeros(n, dtype=bool).at[(np.arange(n_chosen) * 7) % n].set(True)
+        assert int(chosen.sum()) == n_chosen
+        out, ran = batch._in_groups(function, chosen, size, (values, jnp.zeros(n)), values,
+                                    chosen)
+        np.testing.assert_array_equal(out, np.where(chosen, values + 100.0, values))
+        assert int(ran.sum()) == -(-n_chosen // size) * size  # whole groups, no more
+        assert bool(jnp.all(ran[chosen] == 1.0))
+
+
 def test_compaction_cost_follows_the_typical_fit():
     """1% of the fits need about 10x the iterations: with compaction the batch executes at
     most 1.5x the fit x pass slots of the same batch without them (run without
