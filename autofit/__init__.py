@@ -6,9 +6,9 @@ call (``backend=``), per block (``use_backend``), per process (``set_backend``),
 ``FFIT_BACKEND`` environment variable, or by a documented default.
 """
 
-from autofit import _dispatch, models
+from autofit import _curve_fit, _dispatch, models
 from autofit._codes import CONVERGED_CODES
-from autofit._curve_fit import ImproperInputError, OptimizeWarning, curve_fit
+from autofit._curve_fit import ImproperInputError, curve_fit
 from autofit._declarations import KERNELS, MODELS
 from autofit._dispatch import (
     BACKENDS,
@@ -28,6 +28,14 @@ from autofit._fit_batch import fit_batch
 from autofit._results import BatchResult, FitResult, load_result
 from autofit._status import Status
 from autofit._version import __version__  # noqa: F401  (autofit.__version__)
+
+
+def __getattr__(name):
+    # OptimizeWarning subclasses scipy's: made at its first use, so that importing autofit
+    # does not import scipy.optimize (autofit._curve_fit.optimize_warning).
+    if name == "OptimizeWarning":
+        return _curve_fit.optimize_warning()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import warnings
@@ -15,14 +16,29 @@ from autofit._dispatch import BackendCannotRun
 from autofit._status import Status
 from autofit.models import Model
 
-try:  # users catching scipy's warning keep catching ours
-    from scipy.optimize import OptimizeWarning as _ScipyOptimizeWarning
-except ImportError:  # pragma: no cover - scipy is a dependency
-    _ScipyOptimizeWarning = UserWarning
+
+@functools.cache
+def optimize_warning():
+    """autofit's ``OptimizeWarning`` (the covariance could not be estimated): a subclass of
+    scipy's, so that users catching scipy's keep catching ours. Made at its first use:
+    ``import scipy.optimize`` takes 0.26 s, two thirds of what importing autofit took, for
+    a warning that most scripts never see (``autofit.OptimizeWarning`` makes it too)."""
+    try:
+        from scipy.optimize import OptimizeWarning as scipy_warning
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        scipy_warning = UserWarning
+
+    class OptimizeWarning(scipy_warning):
+        """The covariance could not be estimated (a subclass of scipy's OptimizeWarning)."""
+
+    OptimizeWarning.__module__ = "autofit"
+    return OptimizeWarning
 
 
-class OptimizeWarning(_ScipyOptimizeWarning):
-    """The covariance could not be estimated (a subclass of scipy's OptimizeWarning)."""
+def __getattr__(name):
+    if name == "OptimizeWarning":
+        return optimize_warning()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ImproperInputError(ValueError, TypeError):
@@ -1002,7 +1018,7 @@ def _outcome(fit, choice, y, n_params, absolute_sigma, max_nfev, verbose=0) -> S
             warn_cov = True
     if warn_cov:  # the user's call -> curve_fit or fit -> solve -> here
         warnings.warn("Covariance of the parameters could not be estimated",
-                      category=OptimizeWarning, stacklevel=4)
+                      category=optimize_warning(), stacklevel=4)
     return SingleFit(fit["params"], pcov, infodict, status.message, status)
 
 

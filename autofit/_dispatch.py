@@ -22,7 +22,6 @@ import contextlib
 import contextvars
 import functools
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -158,6 +157,8 @@ def load(name: str) -> ModuleType:
 
 
 def installed_version(name: str) -> str | None:
+    import importlib.metadata  # here: importing it costs a script that never asks 17 ms
+
     dependency = _TABLE[normalize(name)][1] or "numpy"
     try:
         return importlib.metadata.version(dependency)

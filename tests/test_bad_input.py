@@ -765,6 +765,32 @@ def test_too_small_maxfev_raises_runtime_error(name):
 def test_optimize_warning_is_scipys():
     assert issubclass(OptimizeWarning, scipy.optimize.OptimizeWarning)
     assert autofit.OptimizeWarning is OptimizeWarning
+    assert autofit._curve_fit.optimize_warning() is OptimizeWarning
+    assert OptimizeWarning.__module__ == "autofit"
+
+
+def test_a_script_that_fits_once_never_imports_scipy_optimize():
+    """scipy.optimize costs 0.26 s to import (two thirds of importing autofit, when it
+    did): autofit's OptimizeWarning is made only when it is first needed. A first fit on
+    the default rule (the NumPy engine) imports neither scipy.optimize nor numba nor jax."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from autofit import curve_fit\n"
+        "x = np.linspace(0.0, 4.0, 50)\n"
+        "popt, pcov = curve_fit(lambda x, a, b: a * np.exp(-b * x), x, 2.0 * np.exp(-x),"
+        " p0=[1.0, 0.5])\n"
+        "assert abs(popt[0] - 2.0) < 1e-8, popt\n"
+        "print(sorted(m for m in ('scipy.optimize', 'numba', 'jax', 'importlib.metadata')"
+        " if m in sys.modules))\n")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FFIT_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, env=environment)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("n", [2, 3])
