@@ -89,15 +89,29 @@ def _chunk_jacobian(model, jacobian, jac_method, mx, p, f, lower, upper):
 
 
 def _chunks(model, jacobian, jac_method, x, ydata, weights, p, lower, upper):
-    """Per chunk: ``(y, w, f, jac, used)`` at ``p`` (``used``: the points of weight != 0)."""
+    """Per chunk: ``(y, w, f, jac, used)`` at ``p`` (``used``: the points of weight != 0).
+    A weight shared by every point comes as a number, and then ``used`` is None where it
+    is not 0: nothing to mask (a user's unweighted fit; the masks and the array of equal
+    weights took half the time of a pass's sums on 3,000 points, for the same numbers)."""
     n_points = ydata.shape[0]
     for start in range(0, n_points, CHUNK):
         stop = min(start + CHUNK, n_points)
         mx = x[0, start:stop] if x.shape[0] == 1 else x[:, start:stop]
-        w = weights[start:stop] if weights.shape[0] > 1 else np.full(stop - start, weights[0])
         f = model(mx, p)
         jac = _chunk_jacobian(model, jacobian, jac_method, mx, p, f, lower, upper)
-        yield ydata[start:stop], w, f, jac, w != 0.0
+        if weights.shape[0] == 1 and weights[0] != 0.0:
+            yield ydata[start:stop], weights[0], f, jac, None
+        else:
+            w = weights[start:stop] if weights.shape[0] > 1 else np.full(stop - start,
+                                                                         weights[0])
+            yield ydata[start:stop], w, f, jac, w != 0.0
+
+
+def _masked(used, values, ndim=1):
+    """``values`` where the point is ``used``, else 0 (``used`` None: every point is)."""
+    if used is None:
+        return values
+    return np.where(used if ndim == 1 else used[:, None], values, 0.0)
 
 
 def normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, upper,
@@ -117,9 +131,9 @@ def normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, u
         # is what the test below reports: no RuntimeWarning from autofit's own sums. The
         # model's warnings, raised in _chunks, still reach the user.
         with np.errstate(invalid="ignore", over="ignore"):
-            r = np.where(used, w * (y - f), 0.0)
+            r = _masked(used, w * (y - f))
             if estimator == ESTIMATOR_LSE:
-                wj = np.where(used[:, None], w[:, None] * jac, 0.0)
+                wj = _masked(used, jac * np.asarray(w)[..., None], ndim=2)
                 chi2 += r @ r
                 g += wj.T @ r
                 h += wj.T @ wj
@@ -127,7 +141,7 @@ def normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, u
             # r is 0 where unused, where every loss is 0 with slope 1: only jac needs the
             # mask.
             rho, rho1, _, curvature = robust_loss_where(np, r * r, estimator)
-            jac = np.where(used[:, None], jac, 0.0)
+            jac = _masked(used, jac, ndim=2)
             chi2 += np.sum(rho)
             g += jac.T @ (w * rho1 * r)
             h += (jac * (w * w * curvature)[:, None]).T @ jac
@@ -145,10 +159,10 @@ def robust_information(model, jacobian, jac_method, x, ydata, weights, p, lower,
     for y, w, f, jac, used in _chunks(model, jacobian, jac_method, x, ydata, weights, p,
                                       lower, upper):
         with np.errstate(invalid="ignore", over="ignore"):  # as in normal_equations
-            r = np.where(used, w * (y - f), 0.0)
+            r = _masked(used, w * (y - f))
             z = r * r
             _, rho1, rho2, curvature = robust_loss_where(np, z, estimator)
-            jac = np.where(used[:, None], jac, 0.0)
+            jac = _masked(used, jac, ndim=2)
             weight = point_weight_where(np, rho1, rho2, z, curvature, WEIGH_INFORMATION)
             information += (jac * (w * w * weight)[:, None]).T @ jac
     return information
