@@ -93,6 +93,8 @@ class BackendChoice:
     notes: list[str] = field(default_factory=list)
     # Work to start once the call has its answer (the quick start's background compilation).
     after_call: object = field(default=None, repr=False, compare=False)
+    # Whether ``backend`` ran the call to its answer (run_with_fallback).
+    ran: bool = field(default=False, repr=False, compare=False)
 
     @property
     def reason(self) -> str:
@@ -337,7 +339,9 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     thread, both taking turns at Python's lock, answered 2-6x slower and made the
     compilation twice as long). :func:`wait_for_compilation` compiles at once. An explicit
     choice (``backend=``, :func:`use_backend`, :func:`set_backend`, ``FFIT_BACKEND``) is
-    returned unchanged.
+    returned unchanged; once it has run on the compiling backend, the model counts as
+    compiled for the default rule's later calls (as after a call too large for the NumPy
+    engine).
 
     ``fused_sample`` ``(x, y, weights, p0, lower, upper)``, a few points of the call's data,
     is for a fit on the fused path (``lm_fused``), which the backend compiles separately.
@@ -351,16 +355,22 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     call compiles at once (its choice says why); from a third of it the compilation starts
     after this call, whatever the NumPy engine has spent.
     """
-    if choice.source != DEFAULT_RULE or choice.requested not in QUICK_START_BACKENDS:
+    if choice.requested not in QUICK_START_BACKENDS:
+        return choice
+    road = "fused" if fused_sample is not None else "batch" if warm_up is not None else "model"
+    key = _warm_up_key(choice.requested, f, n_params, x_ndim, weights_ndim, road)
+    if choice.source != DEFAULT_RULE:
+        # An explicit choice compiles at once; once it has run, the default rule's calls of
+        # the model run compiled too (they were answered by the NumPy engine for a second).
+        choice.after_call = functools.partial(_compiled_by_the_call, choice, key)
         return choice
     if max_evaluations is not None and evaluations > max_evaluations:
         choice.notes.append(f"no quick start: at {evaluations:,} point evaluations per pass "
                             f"{choice.requested}'s compilation costs less than the NumPy "
                             "engine's fit")
+        choice.after_call = functools.partial(_compiled_by_the_call, choice, key)
         return choice
     large = max_evaluations is not None and evaluations > max_evaluations // 3
-    road = "fused" if fused_sample is not None else "batch" if warm_up is not None else "model"
-    key = _warm_up_key(choice.requested, f, n_params, x_ndim, weights_ndim, road)
     with _warm_ups_lock:
         state = _warm_ups.setdefault(key, _QuickStart())
         started = state.started
@@ -380,6 +390,18 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
         functools.partial(_start_warm_up, choice.requested, f, n_params, x_ndim,
                           weights_ndim, state.compiled, fused_sample, warm_up))
     return quick
+
+
+def _compiled_by_the_call(choice: BackendChoice, key) -> None:
+    """A call that ran on the compiling backend itself (an explicit choice, or a call too
+    large for the NumPy engine) has compiled the model for its road: the quick start of
+    that model is done."""
+    if not (choice.ran and choice.backend == choice.requested):
+        return  # it fell back, or failed: nothing is known to be compiled
+    with _warm_ups_lock:
+        state = _warm_ups.setdefault(key, _QuickStart())
+        state.started = True
+    state.compiled.set()
 
 
 def _after_quick_call(state: _QuickStart, began: float, large: bool, start) -> None:
@@ -493,6 +515,7 @@ def run_with_fallback(choice: BackendChoice, attempt, *, strict: bool | None = N
                                    "FFIT_STRICT to allow it)") from exc
             continue
         choice.backend = name
+        choice.ran = True
         if choice.fallbacks:
             warnings.warn(f"autofit ran on {name!r} instead: {choice.reason}",
                           BackendFallbackWarning, stacklevel=3)

@@ -280,3 +280,62 @@ def test_a_large_call_starts_the_compilation_and_wait_for_compilation_starts_the
                                        road="batch") == "done"
     assert _dispatch.quick_start_state(choice.requested, large_model, 1,
                                        road="batch") == "done"
+
+
+def test_an_explicit_call_that_compiled_a_model_ends_its_quick_start():
+    # A model compiled by a call that named the compiling backend: the default rule's
+    # later calls run compiled at once (the NumPy engine answered them for a second).
+    default = _dispatch.choose(None)
+    if default.requested not in _dispatch.QUICK_START_BACKENDS:
+        pytest.skip("the default rule chose no compiling backend here (numba not installed)")
+    name = default.requested
+
+    def model(x, a):
+        return a * x
+
+    def failing(x, a):
+        return a * x
+
+    explicit = _dispatch.quick_choice(_dispatch.choose(name), model, 1, 1,
+                                      warm_up=lambda: None)
+    assert explicit.requested == name and explicit.after_call is not None
+    assert _dispatch.quick_start_state(name, model, 1, road="batch") is None
+    _dispatch.run_with_fallback(explicit, lambda backend: "fitted")
+    explicit.after_call()
+    assert _dispatch.quick_start_state(name, model, 1, road="batch") == "done"
+    later = _dispatch.quick_choice(default, model, 1, 1, warm_up=lambda: None)
+    assert later.requested == name and "quick start" not in later.reason
+    # A call that fell back compiled nothing: the model keeps its quick start.
+    fell_back = _dispatch.quick_choice(_dispatch.choose(name), failing, 1, 1,
+                                       warm_up=lambda: None)
+
+    def attempt(backend):
+        if backend == name:
+            raise _dispatch.BackendCannotRun("cannot compile it")
+        return "fitted"
+
+    with pytest.warns(autofit.BackendFallbackWarning):
+        _dispatch.run_with_fallback(fell_back, attempt)
+    fell_back.after_call()
+    assert _dispatch.quick_start_state(name, failing, 1, road="batch") is None
+    assert _dispatch.quick_choice(default, failing, 1, 1,
+                                  warm_up=lambda: None).requested == "numpy"
+
+
+def test_a_user_model_fitted_with_backend_numba_then_runs_compiled_on_the_default_rule():
+    pytest.importorskip("numba")
+    default = _dispatch.choose(None)
+    if default.requested != "numba":
+        pytest.skip("the default rule does not choose numba here")
+
+    def decay(x, a, b):
+        return a * np.exp(-b * x)
+
+    x = np.linspace(0.0, 4.0, 200)
+    y = decay(x, 2.0, 0.7) + 0.01 * np.sin(7 * x)
+    explicit = autofit.fit(decay, x, y, p0=[1.0, 1.0], backend="numba")
+    assert explicit.backend == "numba"
+    later = autofit.fit(decay, x, y, p0=[1.0, 1.0])
+    assert later.backend == "numba", later.backend_reason
+    assert "quick start" not in later.backend_reason
+    np.testing.assert_allclose(later.params, explicit.params, rtol=1e-12)
