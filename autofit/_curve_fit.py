@@ -31,7 +31,8 @@ def optimize_warning():
     class OptimizeWarning(scipy_warning):
         """The covariance could not be estimated (a subclass of scipy's OptimizeWarning)."""
 
-    OptimizeWarning.__module__ = "autofit"
+    # Found where users name it (and pickle finds it): autofit.OptimizeWarning.
+    OptimizeWarning.__module__, OptimizeWarning.__qualname__ = "autofit", "OptimizeWarning"
     return OptimizeWarning
 
 

@@ -767,6 +767,10 @@ def test_optimize_warning_is_scipys():
     assert autofit.OptimizeWarning is OptimizeWarning
     assert autofit._curve_fit.optimize_warning() is OptimizeWarning
     assert OptimizeWarning.__module__ == "autofit"
+    import pickle
+
+    warning = pickle.loads(pickle.dumps(OptimizeWarning("Covariance ...")))
+    assert type(warning) is OptimizeWarning and warning.args == ("Covariance ...",)
 
 
 def test_a_script_that_fits_once_never_imports_scipy_optimize():
