@@ -618,8 +618,8 @@ def _in_groups(function, chosen, size, default, *per_fit):
     Under ``vmap`` a bend costs each fit of the group the same whether it bends or not
     (0.47 us per gaussian fit on a CPU, in groups of 8 to 64 alike): the few fits that still
     bend late in a robust batch, or whose acceleration was refused, paid for the chunk's 64
-    (the arctan loss on 20,000 gaussians: 2.1x the time of least squares, now 1.9x; least
-    squares itself 3% faster)."""
+    (20,000 gaussians on a CPU, experiments/robust_batch: least squares 403-413 -> 343-345
+    ms, arctan 807-820 -> 694-697 ms)."""
     order = _running_first(chosen)
 
     def group(k, out):
@@ -643,7 +643,7 @@ def _chunk_pass(model, jacobian, jac_method, estimator, s, fits, free, tol, max_
     model's 11 iterations per fit were 6.5 passes and 4.4 refusals). The geodesic probe
     (all but MLE) runs only when one of the fits it is for bends its step: under ``vmap``
     a per-fit choice would run it for every fit; on a CPU it runs for the fits that bend,
-    gathered in groups of a quarter of the chunk (:func:`_in_groups`)."""
+    gathered in groups of an eighth of the chunk (:func:`_in_groups`)."""
     group = _group_size(s.status.shape[0])
 
     def bend_all(s, fits, step, active, chol, worth):
