@@ -729,6 +729,9 @@ def _define(source: str, name: str, namespace: dict):
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - generated from an AST
     function = namespace[name]
     function.__module__ = __name__
+    # Self-contained (it names only math and np; the model's numbers are literals in it):
+    # numba's kernel cache writes it into a module of its own (autofit.numba.kernel_cache).
+    function.generated_source = source
     return function
 
 

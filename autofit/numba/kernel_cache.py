@@ -4,8 +4,11 @@ The solver of a chunk of fits (``fit_range``, one per number of parameters and d
 every model) and a built-in model's passes over the points are compiled from generated
 modules in a per-user cache directory with numba's ``cache=True``
 (:func:`cached_fit_range`, :func:`cached_passes`, through :mod:`autofit.numba.generated`),
-so that only the first process ever compiles them; the passes of user functions are
-compiled in each process.
+so that only the first process ever compiles them. So are the passes of a user's model
+whose point functions :mod:`autofit._forward_mode` generated from its source (their source,
+self-contained, is written into the module: a script run again loads its model's passes,
+1.6 s of a 20,000-fit batch's first call, instead of compiling them); the passes of other
+user functions are compiled in each process.
 """
 
 from __future__ import annotations
@@ -62,25 +65,42 @@ def cached_fit_range(n_params, dtype=np.float64):
     return None if module is None else compiled_as(module.fit_range, fit_range_type(dtype))
 
 
-def _passes_module_source(value, gradient, jac_method, n_params, dtype):
-    """The source of a module defining a built-in model's ``evaluate`` and ``probe_rows``
-    (:func:`autofit.numba.kernel.cpu_passes`), each compiled for its one signature with
-    ``cache=True``, or None when the point functions cannot be imported by name (user
-    models)."""
-    names = (_importable_name(value), _importable_name(gradient))
-    if None in names:
+def _definition_of(function, as_name):
+    """Source lines that give a generated module ``function`` as ``as_name``: an import for
+    a built-in point function, or the source of one generated from a user's model; None
+    for anything else (a user's own function: its globals could be anything)."""
+    found = _importable_name(function)
+    if found is not None:
+        return [f"from {found[0]} import {found[1]} as {as_name}"]
+    source = getattr(function, "generated_source", None)
+    if getattr(function, "__module__", None) != "autofit._forward_mode" or source is None:
         return None
-    (value_module, value_name), (gradient_module, gradient_name) = names
+    return [source.rstrip("\n"), "", "", f"{as_name} = {function.__name__}"]
+
+
+def _passes_module_source(value, gradient, jac_method, n_params, dtype):
+    """The source of a module defining a model's ``evaluate`` and ``probe_rows``
+    (:func:`autofit.numba.kernel.cpu_passes`), each compiled for its one signature with
+    ``cache=True``, or None when the point functions can be neither imported by name nor
+    written out (:func:`_definition_of`)."""
+    definitions = (_definition_of(value, "value"), _definition_of(gradient, "gradient"))
+    if None in definitions:
+        return None
+    name = getattr(value, "__name__", "model")
     dtype_name = np.dtype(dtype).name
     return "\n".join([
-        f'"""autofit CPU batch passes: {value_name}, jac_method {jac_method}, '
+        f'"""autofit CPU batch passes: {name}, jac_method {jac_method}, '
         f'{n_params} parameters, {dtype_name} (generated; safe to delete)."""',
+        "import math",
+        "",
         "import numba",
         "import numpy as np",
         "",
         "from autofit.numba.kernel import cpu_passes, pass_types",
-        f"from {value_module} import {value_name} as value",
-        f"from {gradient_module} import {gradient_name} as gradient",
+        "",
+        *definitions[0],
+        "",
+        *definitions[1],
         "",
         f"_evaluate, _probe_rows = cpu_passes(value, gradient, {int(jac_method)}, "
         f"{int(n_params)}, np.{dtype_name})",
@@ -105,13 +125,14 @@ def _passes_module_source(value, gradient, jac_method, n_params, dtype):
 
 
 def cached_passes(value, gradient, jac_method, n_params, dtype=np.float64):
-    """A built-in model's ``(evaluate, probe_rows)`` from a generated module in
+    """A model's ``(evaluate, probe_rows)`` from a generated module in
     :func:`cache_directory`, compiled with numba's ``cache=True`` so that a later process
     loads them instead of compiling them, as the first-class values the kernel takes.
 
-    The module's name holds a hash of its source, of the sources it compiles and of the
-    numba, llvmlite and Python versions, so a changed kernel is never loaded stale. None for
-    user models, or when the directory cannot be written.
+    The module's name holds a hash of its source (a user model's generated point functions,
+    with its numbers, included), of the sources it compiles and of the numba, llvmlite and
+    Python versions, so a changed kernel is never loaded stale. None for user functions
+    without generated point functions, or when the directory cannot be written.
     """
     source = _passes_module_source(value, gradient, jac_method, n_params, dtype)
     module = None if source is None else import_generated("autofit_passes", source)
