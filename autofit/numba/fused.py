@@ -256,32 +256,88 @@ def _reductions(n_params):
     return _REDUCTIONS[n_params]
 
 
+def chunk_sums_namespace(value, gradient, jac_method, n_params, fast_exp):
+    """What ``point`` (:func:`_point_source`) and ``chunk_sums`` (:func:`_chunk_source`)
+    name, for these point functions: the model inlined, with the vectorisable exp where
+    ``fast_exp`` (built-in models and the point functions generated from a user's source;
+    other user functions are compiled as written). ``_inline`` compiles ``point``."""
+    inline = numba.njit(error_model="numpy", inline="always", fastmath=FASTMATH)
+    return {"math": math, "unsigned": numba.uint64, "robust_rows": robust_rows(),
+            "relative_step": _relative_step, **_reductions(n_params),
+            "value": inline(with_literals_of(value, np.float64, fast_exp)),
+            "gradient": (inline(with_literals_of(gradient, np.float64, fast_exp))
+                         if jac_method == JAC_ANALYTIC else None),
+            "_inline": inline}
+
+
+def _fast_exp(value) -> bool:
+    return getattr(value, "__module__", "") in ("autofit.numba.points", "autofit._forward_mode")
+
+
+def _chunk_module_source(value, gradient, jac_method, n_params):
+    """The source of a module defining ``chunk_sums`` for these point functions, compiled
+    for its one signature with numba's ``cache=True``, or None where they can be neither
+    imported by name nor written out (a user's function compiled as written)."""
+    from autofit.numba.kernel_cache import point_function_definition
+
+    definitions = [point_function_definition(value, "_value")]
+    if jac_method == JAC_ANALYTIC:
+        definitions.append(point_function_definition(gradient, "_gradient"))
+    else:
+        definitions.append(["_gradient = None"])
+    if None in definitions:
+        return None
+    name = getattr(value, "__name__", "model")
+    return "\n".join([
+        f'"""autofit fused chunk sums: {name}, jac_method {int(jac_method)}, {int(n_params)} '
+        'parameters (generated; safe to delete)."""',
+        "import math",
+        "",
+        "import numba",
+        "import numpy as np",
+        "",
+        "from autofit.numba.fused import FASTMATH, _chunk_signature, chunk_sums_namespace",
+        "",
+        *definitions[0],
+        "",
+        *definitions[1],
+        "",
+        f"globals().update(chunk_sums_namespace(_value, _gradient, {int(jac_method)}, "
+        f"{int(n_params)}, {_fast_exp(value)}))",
+        "",
+        _point_source(jac_method, n_params),
+        "point = _inline(point)",
+        "",
+        _chunk_source(n_params),
+        "chunk_sums = numba.njit(_chunk_signature(), cache=True, error_model='numpy',",
+        "                        fastmath=FASTMATH)(chunk_sums)",
+        "",
+    ])
+
+
 def build_chunk_sums(value, gradient, jac_method, n_params):
     """``chunk_sums`` for these point functions (see ``_chunk_source``), compiled for its one
     signature and passed to the driver as a first-class function: the only code compiled
-    per model (the point loop, with the model inlined so that it vectorises)."""
-    import numba
+    per model (the point loop, with the model inlined so that it vectorises). From a
+    generated module in numba's disk cache (:mod:`autofit.numba.generated`) where the point
+    functions can be written into it (built-in models, and those generated from a user's
+    source: a script run again loads its model's pass instead of compiling it); else
+    compiled in this process."""
     from numba import types
 
     from autofit.numba.first_class import CompiledFunction
+    from autofit.numba.generated import import_generated
 
-    inline = numba.njit(error_model="numpy", inline="always", fastmath=FASTMATH)
-    # Built-in models and the point functions generated from a user's source get the
-    # vectorisable exp; other user functions are compiled as written.
-    fast_exp = getattr(value, "__module__", "") in ("autofit.numba.points",
-                                                    "autofit._forward_mode")
-    namespace = {"math": math, "unsigned": numba.uint64, "robust_rows": robust_rows(),
-                 "relative_step": _relative_step,
-                 **_reductions(n_params),
-                 "value": inline(with_literals_of(value, np.float64, fast_exp)),
-                 "gradient": (inline(with_literals_of(gradient, np.float64, fast_exp))
-                              if jac_method == JAC_ANALYTIC else None)}
+    signature = _chunk_signature()
+    source = _chunk_module_source(value, gradient, jac_method, n_params)
+    module = None if source is None else import_generated("autofit_chunk", source)
+    if module is not None:
+        return CompiledFunction(module.chunk_sums, types.FunctionType(signature))
+    namespace = chunk_sums_namespace(value, gradient, jac_method, n_params, _fast_exp(value))
     exec(compile(_point_source(jac_method, n_params), "<autofit fused point>", "exec"),  # noqa: S102
          namespace)
-    namespace["point"] = inline(namespace["point"])
-    source = _chunk_source(n_params)
-    exec(compile(source, "<autofit fused chunk>", "exec"), namespace)  # noqa: S102
-    signature = _chunk_signature()
+    namespace["point"] = namespace["_inline"](namespace["point"])
+    exec(compile(_chunk_source(n_params), "<autofit fused chunk>", "exec"), namespace)  # noqa: S102
     compiled = numba.njit(signature, error_model="numpy", fastmath=FASTMATH)(
         namespace["chunk_sums"])
     return CompiledFunction(compiled, types.FunctionType(signature))

@@ -65,7 +65,7 @@ def cached_fit_range(n_params, dtype=np.float64):
     return None if module is None else compiled_as(module.fit_range, fit_range_type(dtype))
 
 
-def _definition_of(function, as_name):
+def point_function_definition(function, as_name):
     """Source lines that give a generated module ``function`` as ``as_name``: an import for
     a built-in point function, or the source of one generated from a user's model; None
     for anything else (a user's own function: its globals could be anything)."""
@@ -82,8 +82,9 @@ def _passes_module_source(value, gradient, jac_method, n_params, dtype):
     """The source of a module defining a model's ``evaluate`` and ``probe_rows``
     (:func:`autofit.numba.kernel.cpu_passes`), each compiled for its one signature with
     ``cache=True``, or None when the point functions can be neither imported by name nor
-    written out (:func:`_definition_of`)."""
-    definitions = (_definition_of(value, "value"), _definition_of(gradient, "gradient"))
+    written out (:func:`point_function_definition`)."""
+    definitions = (point_function_definition(value, "value"),
+                   point_function_definition(gradient, "gradient"))
     if None in definitions:
         return None
     name = getattr(value, "__name__", "model")
