@@ -17,6 +17,7 @@ from autofit import (
     _codes,
     _dispatch,
     _environment,
+    _forward_mode,
     _progress,
 )
 from autofit import _validation as check
@@ -85,7 +86,20 @@ def quick_choice(problem, choice, device, checkpoint=None):
 
     return _dispatch.quick_choice(
         choice, problem.model, problem.n_params, 1 if problem.x.shape[1] == 1 else 2,
-        warm_up=warm_up, evaluations=evaluations, max_evaluations=limit)
+        warm_up=warm_up, evaluations=evaluations, max_evaluations=limit,
+        cached=_forward_mode.is_compiled_on_disk(_exact(problem), "batch"))
+
+
+def _exact(problem):
+    """The point functions generated from the model's source, as numba's batch takes them
+    (:func:`autofit.numba.host.batch_engine`), or None."""
+    if problem.jac is not None:
+        return None
+    n_variables = problem.x.shape[1]
+    x = problem.x[0, 0] if n_variables == 1 else problem.x[0]
+    exact, _ = _forward_mode.exact_or_none(problem.model, problem.n_params, n_variables, x,
+                                           problem.p0[0].astype(np.float64))
+    return exact
 
 
 def solve(problem, choice, device, strict, absolute_sigma, covariance, *, progress=False,

@@ -34,10 +34,12 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
+import hashlib
 import inspect
 import itertools
 import linecache
 import math
+import os
 import textwrap
 import threading
 import types as types_module
@@ -835,4 +837,39 @@ def point_functions(f, n_params: int, n_variables: int, x=None, p0=None):
     return found
 
 
-__all__ = ["Unsupported", "exact_or_none", "generate_source", "point_functions"]
+def compiled_marker(value, gradient, road: str) -> str:
+    """The file whose presence says that a backend has compiled its passes for these
+    generated point functions into its disk cache, for ``road`` (``"fused"``: curve_fit's
+    fused pass, ``"batch"``: the batched passes): ``FFIT_CACHE_DIR/compiled/<road>-<hash of
+    their sources>``. Written by the numba backend (:mod:`autofit.numba.fused`,
+    :mod:`autofit.numba.kernel_cache`), read by the default rule's quick start, which must
+    not import numba to ask (:func:`autofit._dispatch.quick_choice`'s ``cached``). A marker
+    left by another numba version only makes the quick start compile sooner."""
+    from autofit._environment import cache_directory
+
+    digest = hashlib.sha256((value.generated_source + gradient.generated_source).encode())
+    return os.path.join(cache_directory(), "compiled", f"{road}-{digest.hexdigest()[:24]}")
+
+
+def mark_compiled(value, gradient, road: str) -> None:
+    """Leave :func:`compiled_marker` for point functions generated here (nothing for
+    others, or where the directory cannot be written: a marker is only a hint)."""
+    if not (hasattr(value, "generated_source") and hasattr(gradient, "generated_source")):
+        return
+    marker = compiled_marker(value, gradient, road)
+    try:
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        with open(marker, "a"):
+            pass
+    except OSError:
+        pass
+
+
+def is_compiled_on_disk(functions, road: str) -> bool:
+    """Whether :func:`compiled_marker` is there for ``functions`` ``(value, gradient)``
+    (False for None)."""
+    return functions is not None and os.path.exists(compiled_marker(*functions, road))
+
+
+__all__ = ["Unsupported", "compiled_marker", "exact_or_none", "generate_source",
+           "is_compiled_on_disk", "mark_compiled", "point_functions"]

@@ -493,6 +493,7 @@ def test_a_user_models_passes_are_loaded_from_the_disk_cache_by_a_second_process
     (passes,) = (tmp_path / "cache").glob("autofit_passes_*.py")
     assert "def peak" not in passes.read_text()  # the generated point functions, not f
     assert "def value(x, i, p)" in passes.read_text()
+    assert [m.name[:6] for m in (tmp_path / "cache" / "compiled").iterdir()] == ["batch-"]
 
 
 FUSED_CACHE_SCRIPT = textwrap.dedent("""
@@ -537,6 +538,8 @@ def test_the_fused_pass_of_a_model_is_loaded_from_the_disk_cache_by_a_second_pro
     (module,) = (tmp_path / "cache").glob("autofit_chunk_*.py")
     assert "def value(x, i, p)" in module.read_text()  # generated from decay's source
     assert "def decay" not in module.read_text()
+    # The hint for the next process's quick start (which must not import numba to ask).
+    assert [m.name[:6] for m in (tmp_path / "cache" / "compiled").iterdir()] == ["fused-"]
 
 
 # Each argument: a built-in model whose lm_batch kernel is run (and compiled or loaded) in

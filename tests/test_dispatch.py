@@ -249,6 +249,34 @@ def test_a_model_runs_on_numpy_until_its_calls_have_had_their_time(monkeypatch):
     assert _dispatch.quick_start_state(choice.requested, model, 1, road="batch") == "done"
 
 
+def test_a_model_the_backend_keeps_compiled_on_disk_is_loaded_sooner(monkeypatch):
+    # Loading a model's passes from numba's disk cache costs less than compiling them: the
+    # quick start's rent is shorter for it (the caller says so, without importing numba).
+    choice = _dispatch.choose(None)
+    if choice.requested not in _dispatch.QUICK_START_BACKENDS:
+        pytest.skip("the default rule chose no compiling backend here (numba not installed)")
+    monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_S", 10.0)
+    monkeypatch.setattr(_dispatch, "QUICK_START_LOAD_AFTER_S", 0.05)
+
+    def compiled_model(x, a):
+        return a * x
+
+    def new_model(x, a):
+        return a * x
+
+    for model, cached in ((compiled_model, True), (new_model, False)):
+        call = _dispatch.quick_choice(choice, model, 1, 1, warm_up=lambda: None,
+                                      cached=cached)
+        assert call.requested == "numpy"
+        time.sleep(0.06)  # more than the load's rent, less than the compilation's
+        call.after_call()
+    assert _dispatch.quick_start_state(choice.requested, compiled_model, 1,
+                                       road="batch") in ("compiling", "done")
+    assert _dispatch.quick_start_state(choice.requested, new_model, 1,
+                                       road="batch") == "answered"
+    assert _dispatch.wait_for_compilation(timeout=300) is True
+
+
 def test_a_large_call_starts_the_compilation_and_wait_for_compilation_starts_the_rest():
     choice = _dispatch.choose(None)
     if choice.requested not in _dispatch.QUICK_START_BACKENDS:

@@ -332,6 +332,10 @@ def build_chunk_sums(value, gradient, jac_method, n_params):
     source = _chunk_module_source(value, gradient, jac_method, n_params)
     module = None if source is None else import_generated("autofit_chunk", source)
     if module is not None:
+        if jac_method == JAC_ANALYTIC:
+            from autofit._forward_mode import mark_compiled
+
+            mark_compiled(value, gradient, "fused")  # the next process's quick start
         return CompiledFunction(module.chunk_sums, types.FunctionType(signature))
     namespace = chunk_sums_namespace(value, gradient, jac_method, n_params, _fast_exp(value))
     exec(compile(_point_source(jac_method, n_params), "<autofit fused point>", "exec"),  # noqa: S102

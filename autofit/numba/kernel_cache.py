@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from autofit._codes import JAC_ANALYTIC
 from autofit.numba.first_class import compiled_as
 
 # cache_directory: where the kernels are kept (the setting's reader, as before the move).
@@ -139,4 +140,8 @@ def cached_passes(value, gradient, jac_method, n_params, dtype=np.float64):
     module = None if source is None else import_generated("autofit_passes", source)
     if module is None:
         return None
+    if jac_method == JAC_ANALYTIC and np.dtype(dtype) == np.float64:
+        from autofit._forward_mode import mark_compiled
+
+        mark_compiled(value, gradient, "batch")  # the next process's quick start
     return first_class_passes(module.evaluate, module.probe_rows, dtype)
