@@ -473,13 +473,12 @@ USER_CACHE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_a_user_models_passes_are_loaded_from_the_disk_cache_by_a_second_process(tmp_path):
-    # A script run again: the passes of its model, compiled from the point functions
-    # generated from its source, load from numba's disk cache (1.9 -> 0.5 s of a first
-    # fit_batch of 20,000 fits) instead of being compiled in every process.
-    pytest.importorskip("numba")
-    script = tmp_path / "fit_peaks.py"  # a file: the model's source must be readable
-    script.write_text(USER_CACHE_SCRIPT)
+def _a_script_run_twice(tmp_path, source):
+    """A scientist's script (a file: the model's source must be readable) run in two
+    processes one after the other, with a kernels' cache of its own
+    (``tmp_path / "cache"``)."""
+    script = tmp_path / "fit.py"
+    script.write_text(source)
     env = dict(os.environ, AUTOFIT_CACHE_DIR=str(tmp_path / "cache"))
     env.pop("NUMBA_CACHE_DIR", None)
     env.pop("FFIT_CACHE_DIR", None)  # (the newer name wins; CI sets it)
@@ -487,6 +486,15 @@ def test_a_user_models_passes_are_loaded_from_the_disk_cache_by_a_second_process
                            text=True, timeout=600) for _ in range(2)]
     for done in runs:
         assert done.returncode == 0, done.stderr[-3000:]
+    return runs
+
+
+def test_a_user_models_passes_are_loaded_from_the_disk_cache_by_a_second_process(tmp_path):
+    # A script run again: the passes of its model, compiled from the point functions
+    # generated from its source, load from numba's disk cache (1.9 -> 0.5 s of a first
+    # fit_batch of 20,000 fits) instead of being compiled in every process.
+    pytest.importorskip("numba")
+    runs = _a_script_run_twice(tmp_path, USER_CACHE_SCRIPT)
     assert runs[0].stdout.split()[:2] == ["hits", "0"], runs[0].stdout  # compiled
     assert runs[0].stdout.split()[4:6] == ["hits", "0"], runs[0].stdout
     assert runs[1].stdout.split() == ["hits", "1", "misses", "0"] * 2, runs[1].stdout
@@ -524,15 +532,7 @@ def test_the_fused_pass_of_a_model_is_loaded_from_the_disk_cache_by_a_second_pro
     # the module): a script run again loads it (a user's 3,000-point gaussian: the first
     # numba call 1.55 -> 0.44 s).
     pytest.importorskip("numba")
-    script = tmp_path / "fit_decay.py"
-    script.write_text(FUSED_CACHE_SCRIPT)
-    env = dict(os.environ, AUTOFIT_CACHE_DIR=str(tmp_path / "cache"))
-    env.pop("NUMBA_CACHE_DIR", None)
-    env.pop("FFIT_CACHE_DIR", None)  # (the newer name wins; CI sets it)
-    runs = [subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                           text=True, timeout=600) for _ in range(2)]
-    for done in runs:
-        assert done.returncode == 0, done.stderr[-3000:]
+    runs = _a_script_run_twice(tmp_path, FUSED_CACHE_SCRIPT)
     assert runs[0].stdout.split() == ["hits", "0"], runs[0].stdout
     assert runs[1].stdout.split() == ["hits", "1"], runs[1].stdout
     (module,) = (tmp_path / "cache").glob("autofit_chunk_*.py")
