@@ -87,7 +87,7 @@ def quick_choice(problem, choice, device, checkpoint=None):
     return _dispatch.quick_choice(
         choice, problem.model, problem.n_params, 1 if problem.x.shape[1] == 1 else 2,
         warm_up=warm_up, evaluations=evaluations, max_evaluations=limit,
-        cached=_forward_mode.is_compiled_on_disk(_exact(problem), "batch"))
+        cached=lambda: _forward_mode.is_compiled_on_disk(_exact(problem), "batch"))
 
 
 def _exact(problem):

@@ -320,8 +320,9 @@ class _QuickStart:
     # Seconds the NumPy engine has answered the model's calls in, all together.
     spent: float = 0.0
     # Whether the backend keeps the model compiled in its disk cache (it then answers for
-    # QUICK_START_LOAD_AFTER_S, not QUICK_START_COMPILE_AFTER_S, before the backend loads it).
-    cached: bool = False
+    # QUICK_START_LOAD_AFTER_S, not QUICK_START_COMPILE_AFTER_S, before the backend loads
+    # it); None until asked.
+    cached: bool | None = None
     # Starts the compilation (with the latest call's sample), once a call has run.
     start: object = None
     started: bool = False
@@ -334,7 +335,7 @@ def _warm_up_key(name, f, n_params, x_ndim, weights_ndim, road="model"):
 def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
                  weights_ndim: int = 1, *, fused_sample=None, warm_up=None,
                  evaluations: int = 0, max_evaluations: int | None = None,
-                 cached: bool = False) -> BackendChoice:
+                 cached=None) -> BackendChoice:
     """The default rule's quick start for a user's model, for one call.
 
     When the default rule chose a compiling backend (numba) that has not compiled ``f``,
@@ -363,9 +364,11 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     call compiles at once (its choice says why); from a third of it the compilation starts
     after this call, whatever the NumPy engine has spent.
 
-    ``cached``: the backend keeps this model's compiled code in its disk cache (the caller
-    knows without importing it), so it loads rather than compiles: the NumPy engine answers
-    for :data:`QUICK_START_LOAD_AFTER_S` only.
+    ``cached``, a function of no arguments: whether the backend keeps this model's compiled
+    code in its disk cache (the caller can tell without importing it), so that it loads
+    rather than compiles, and the NumPy engine answers for :data:`QUICK_START_LOAD_AFTER_S`
+    only. Asked once per model and road, and only where the quick start applies (finding
+    out may cost the caller some work: the derivatives generated from the model's source).
     """
     if choice.requested not in QUICK_START_BACKENDS:
         return choice
@@ -386,7 +389,8 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     with _warm_ups_lock:
         state = _warm_ups.setdefault(key, _QuickStart())
         started = state.started
-        state.cached = state.cached or cached
+    if state.cached is None and not started:
+        state.cached = bool(cached()) if cached is not None else False
     if state.compiled.is_set() or (started and state.compiled.wait(QUICK_START_WAIT_S)):
         return choice  # compiled (or known not to compile: the fallback says why)
     quick = BackendChoice(

@@ -266,7 +266,7 @@ def test_a_model_the_backend_keeps_compiled_on_disk_is_loaded_sooner(monkeypatch
 
     for model, cached in ((compiled_model, True), (new_model, False)):
         call = _dispatch.quick_choice(choice, model, 1, 1, warm_up=lambda: None,
-                                      cached=cached)
+                                      cached=lambda cached=cached: cached)
         assert call.requested == "numpy"
         time.sleep(0.06)  # more than the load's rent, less than the compilation's
         call.after_call()
