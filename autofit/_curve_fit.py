@@ -176,10 +176,10 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         Accepted for compatibility; all run autofit's (bounded) LM.
     jac : callable, or {'2-point', '3-point', 'cs', 'exact'}, optional
         A callable is ``jac(x, p1, ..., pk) -> (n_points, n_params)``.
-        None: analytic for built-in models, autodiff on jax; for a user's model on numba,
-        exact derivatives generated from the model's source where that can be done
-        (:mod:`autofit._forward_mode`; ``infodict['backend_reason']`` says which), else
-        forward differences with central differences for the final steps and the
+        None: analytic for built-in models, autodiff on jax; for a user's model on numba
+        and NumPy, exact derivatives generated from the model's source where that can be
+        done (:mod:`autofit._forward_mode`; ``infodict['backend_reason']`` says which),
+        else forward differences with central differences for the final steps and the
         covariance. '2-point' / '3-point': finite differences always. 'cs': complex
         steps (exact to rounding; the model must carry complex parameters through, which
         is checked at p0; on NumPy unless a backend is named). 'exact': the generated
@@ -463,6 +463,12 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
         prepared = _adapters.prepare(name, f, n_params, None if jac == "exact" else jac)
         prepared = _adapters.check_runs(name, prepared, x[..., sample], p0, f,
                                         None if jac == "exact" else jac)
+        if exact_fused:
+            # The generated derivatives where this backend runs them as they are (NumPy: on
+            # arrays of points; its host says), so that it takes numba's road with numba's
+            # derivatives.
+            prepared = _dispatch.host_of(name).exact_prepared(prepared, exact, n_params,
+                                                              x[..., sample], p0)
         if prepared.note is not None:
             choice.notes.append(prepared.note)
         # numba's road for this model (above), with this backend's derivatives: the budget

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import autofit
-from autofit import _curve_fit, _dispatch
+from autofit import _curve_fit, _dispatch, _forward_mode
 from tests.conftest import installed
 
 needs_numba = pytest.mark.skipif(not installed("numba"), reason="numba is not installed")
@@ -175,8 +175,10 @@ def test_every_result_records_the_backend_that_ran():
     *_, info, _, _ = autofit.curve_fit(numpy_decay, X, Y, p0=[1, 1], backend="numpy",
                                        full_output=True)
     assert info["backend"] == "numpy"
-    # numpy_decay's derivatives can be generated: numba's road on every backend, said.
+    # numpy_decay's derivatives can be generated: numba's road on every backend, with
+    # them (NumPy runs them on arrays), said.
     assert info["backend_reason"] == ("'numpy' chosen by the backend= argument; "
+                                      + _forward_mode.EXACT_NOTE + "; "
                                       + _curve_fit.SHARED_ROAD_NOTE)
 
 

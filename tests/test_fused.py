@@ -77,10 +77,10 @@ def test_large_problems_take_the_fused_path(decay_data, monkeypatch):
     autofit.curve_fit(decay, x, y, p0=[2.0, 1.0, 0.4], backend="numpy")
     assert calls == [("numpy", whole_budget)]
     # A small problem of a model whose derivatives autofit can generate takes numba's
-    # road: the fused pass within its own budget of passes (4 evaluations each with
-    # forward differences), lm_solve after it.
+    # road: the fused pass within its own budget of passes (NumPy runs the generated
+    # derivatives too: one evaluation each), lm_solve after it.
     autofit.curve_fit(decay, x[:1000], y[:1000], p0=[2.0, 1.0, 0.4], backend="numpy")
-    assert calls[1:] == [("numpy", 4 * _curve_fit.fused_budget(3))]
+    assert calls[1:] == [("numpy", _curve_fit.fused_budget(3))]
     autofit.curve_fit(decay, x[:1000], y[:1000], p0=[2.0, 1.0, 0.4], backend="numpy",
                       fused=True)
     assert calls[2:] == [("numpy", whole_budget)]
@@ -474,7 +474,8 @@ def test_numba_compiles_one_fused_pass_and_one_robust_reweighing_for_every_loss(
                    decay_x[None, :], decay_y, np.ones(1), np.array([1.0, 1.0, 0.0]),
                    np.full(3, -np.inf), np.full(3, np.inf), 1e-10, 1e-10, 1e-10, 100,
                    _codes.ESTIMATOR_CAUCHY)
-    assert len(passes.robust_rows().signatures) == 1
+    # (none where the solvers came from the disk cache without compiling it)
+    assert len(passes.robust_rows().signatures) <= 1
 
 
 def test_numba_driver_compiles_its_pass_once_for_the_fit_and_the_information():

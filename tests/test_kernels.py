@@ -97,3 +97,58 @@ def test_relative_deviation_is_absolute_only_at_rounding_level():
     assert validate.relative_deviation(wrong, expected, _cases.KERNEL_RTOL) > 1e-10
     # Without a tolerance the floor stays at 1e-8 of the largest entry.
     assert validate.relative_deviation(rounding, expected) > 1e-10
+
+
+def _systems(n_systems=400):
+    """Symmetric positive-definite systems of 1-8 unknowns, columns scaled over 10 decades,
+    and a few that are not positive definite or not finite."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    for k in range(n_systems):
+        n = int(rng.integers(1, 9))
+        m = rng.standard_normal((n + 3, n)) * 10.0 ** rng.uniform(-5, 5, n)
+        a = m.T @ m
+        if k % 50 == 1:
+            a[n - 1, n - 1] = -1.0
+        if k % 50 == 2:
+            a[0, 0] = np.nan
+        yield a, rng.standard_normal(n), rng.random(n) < 0.8, 10.0 ** rng.uniform(-6, 2)
+
+
+def test_the_references_small_solves_are_numbas_sums_and_solve_the_systems():
+    """``cholesky_solve`` (Python floats) gives numba's numbers bit for bit (the same sums in
+    the same order), solves the system to rounding, and refuses what does not factorise;
+    ``damped_solve`` is ``cholesky_solve(*damped_system(...))`` bit for bit."""
+    import numpy as np
+
+    from autofit.original.linalg import cholesky_solve, damped_solve, damped_system
+
+    if installed("numba"):
+        import numba
+
+        from autofit.numba import linalg
+
+        factor, substitute = numba.njit(linalg.cholesky_factor), numba.njit(
+            linalg.cholesky_substitute)
+    refused = 0
+    for a, b, active, damping in _systems():
+        z, ok = cholesky_solve(a, b)
+        if ok:
+            assert np.max(np.abs(a @ z - b)) <= 1e-9 * np.abs(a).max() * np.abs(z).max()
+        else:
+            refused += 1
+            assert not np.any(z)
+        if installed("numba"):
+            chol, compiled = a.copy(), np.zeros(b.size)
+            assert factor(chol, b.size) == ok
+            if ok:
+                substitute(chol, b, compiled, b.size)
+                np.testing.assert_array_equal(z, compiled)
+        scale = np.abs(np.diag(a)) + 1.0
+        damped, damped_ok = damped_solve(a, b, scale, damping, active)
+        expected, expected_ok = cholesky_solve(*damped_system(a, b, scale, damping, active))
+        assert damped_ok == expected_ok
+        np.testing.assert_array_equal(damped, expected)
+        assert np.all(damped[~active] == 0.0)
+    assert refused >= 8

@@ -78,7 +78,9 @@ def test_verbose_1_prints_a_summary_and_2_a_line_per_evaluation(capsys):
     np.testing.assert_allclose(costs[0], 0.5 * residuals @ residuals, rtol=1e-9)
     np.testing.assert_allclose(min(costs), 0.5 * info["fvec"] @ info["fvec"], rtol=1e-8)
     assert info["backend"] == "numpy" and "verbose=2" in info["backend_reason"]
-    np.testing.assert_allclose(popt, plain, rtol=1e-10)
+    # verbose=2 fits the printing wrapper, by finite differences (plain: exact derivatives)
+    assert "derivatives: exact" not in info["backend_reason"]
+    np.testing.assert_allclose(popt, plain, rtol=1e-8)
 
 
 def test_verbose_2_prints_the_robust_cost_under_a_robust_loss(capsys):

@@ -800,6 +800,7 @@ def test_jax_takes_the_derivatives_generated_from_a_numpy_models_source(monkeypa
     import jax
     import jax.numpy as jnp
 
+    from autofit import _forward_mode
     from autofit.jax import host
 
     x = np.linspace(-3.0, 5.0, 300)
@@ -834,10 +835,10 @@ def test_jax_takes_the_derivatives_generated_from_a_numpy_models_source(monkeypa
     np.testing.assert_allclose(result.params, [[2.0, 0.3]] * 2, rtol=1e-8)
 
     # Generated jax code that fails its check, or raises, is not used: autodiff instead.
-    monkeypatch.setattr(host, "_array_jacobian_source", lambda *a: (
+    monkeypatch.setattr(_forward_mode, "array_jacobian_source", lambda *a: (
         "def jacobian(x, p):\n    raise RuntimeError('broken')\n"))
     assert host.exact_jacobian(two_bumps, 7, x, p0) is None
-    monkeypatch.setattr(host, "_array_jacobian_source", lambda *a: (
+    monkeypatch.setattr(_forward_mode, "array_jacobian_source", lambda *a: (
         "def jacobian(x, p):\n    return _columns([p[0] * 0.0 + 1.0] * 7, _atleast_2d(x))\n"))
     assert host.exact_jacobian(two_bumps, 7, x, p0) is None
 
@@ -929,3 +930,57 @@ def test_numpy_broadcast_engine_a_fit_alone_or_in_company(loss):
     assert alone[3][0] == reference[3][0] and alone[2][0] == reference[2][0]
     np.testing.assert_allclose(alone[0], reference[0], rtol=1e-12)
     np.testing.assert_allclose(alone[1], reference[1], rtol=1e-13)
+
+
+def bump_and_ramp(x, *p):
+    # two_bumps' kinds of lines, and a conditional: np.where(x > c, ...)
+    out = np.zeros_like(x) + p[4]
+    out = out + p[0] * np.exp(-0.5 * ((x - p[1]) / p[2]) ** 2)
+    return out + np.where(x > p[1], p[3] * (x - p[1]), 0.0)
+
+
+def test_numpy_runs_the_generated_derivatives_on_every_point_at_once(monkeypatch):
+    """The NumPy engine takes a user's model with the derivatives generated from its source
+    (the point gradient's lines on arrays: its numbers, conditionals included), as numba
+    takes them: one model call and the derivative lines a pass instead of n_params + 1
+    calls, no central differences at the end, and numba's minimum to rounding. Where the
+    lines cannot run on arrays, finite differences, as before."""
+    from autofit import _adapters, _codes, _forward_mode
+    from autofit.original import host
+
+    x = np.linspace(-3.0, 5.0, 300)
+    p0 = np.array([1.0, 0.4, 0.8, 0.3, 0.1])
+    exact = _forward_mode.point_functions(bump_and_ramp, 5, 1, x, p0)
+    prepared = host.exact_prepared(_adapters.prepare("numpy", bump_and_ramp, 5, None), exact,
+                                   5, x, p0)
+    assert prepared.jac_method == _codes.JAC_ANALYTIC and prepared.polish_method is None
+    expected = np.zeros((5, x.size))
+    for k in range(x.size):
+        exact[1](x[None, :], k, p0, expected, k)
+    np.testing.assert_allclose(prepared.jacobian(x, p0), expected.T, rtol=1e-13, atol=0)
+
+    y = bump_and_ramp(x, 1.2, 0.5, 0.7, 0.25, 0.05)
+    y = y + 0.01 * np.random.default_rng(2).normal(size=x.size)
+    popt, _, info, _, _ = autofit.curve_fit(bump_and_ramp, x, y, p0=p0, backend="numpy",
+                                            full_output=True)
+    assert _forward_mode.EXACT_NOTE in info["backend_reason"] and info["status"].converged
+    if installed("numba"):
+        compiled = autofit.curve_fit(bump_and_ramp, x, y, p0=p0, backend="numba")[0]
+        np.testing.assert_allclose(popt, compiled, rtol=1e-10)
+
+    # Lines that fail on arrays, or give other numbers: the NumPy engine's finite
+    # differences (a model of its own: the Jacobian is kept per point gradient).
+    def bump(x, a, c, w):
+        return a * np.exp(-0.5 * ((x - c) / w) ** 2)
+
+    y = bump(x, 1.0, 0.5, 0.7)
+    for source in ("def jacobian(x, p):\n    raise RuntimeError('broken')\n",
+                   "def jacobian(x, p):\n    return _columns([p[0]] * 3, _atleast_2d(x))\n"):
+        monkeypatch.setattr(_forward_mode, "array_jacobian_source", lambda *a, s=source: s)
+        exact = _forward_mode.point_functions(bump, 3, 1, x, [0.9, 0.4, 0.8])
+        before = _adapters.prepare("numpy", bump, 3, None)
+        assert host.exact_prepared(before, exact, 3, x, [0.9, 0.4, 0.8]) is before
+        _adapters._cache.pop(exact[1], None)
+    _, _, info, _, _ = autofit.curve_fit(bump, x, y, p0=[0.9, 0.4, 0.8], backend="numpy",
+                                         full_output=True)
+    assert "derivatives: exact" not in info["backend_reason"] and info["status"].converged

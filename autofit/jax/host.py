@@ -14,7 +14,6 @@ falls back to the next backend with the reason, as any model jax cannot run.
 
 from __future__ import annotations
 
-import ast
 import functools
 import inspect
 import math
@@ -122,66 +121,6 @@ def check_translation(f, translated, x, p0) -> None:
                                "model's values at p0; jax cannot run it")
 
 
-class _OnArrays(ast.NodeTransformer):
-    """The generated gradient's scalar code (:mod:`autofit._forward_mode`) on arrays of
-    points: ``a if c else b`` as ``where(c, a, b)``, ``and``/``or``/``not`` as logical
-    functions, and ``x[k, i]`` (the point's k-th variable) as the row ``_X[k]``."""
-
-    def visit_IfExp(self, node):
-        self.generic_visit(node)
-        return _call("_where", node.test, node.body, node.orelse)
-
-    def visit_BoolOp(self, node):
-        self.generic_visit(node)
-        name = "_and" if isinstance(node.op, ast.And) else "_or"
-        combined = node.values[0]
-        for value in node.values[1:]:
-            combined = _call(name, combined, value)
-        return combined
-
-    def visit_UnaryOp(self, node):
-        self.generic_visit(node)
-        return _call("_not", node.operand) if isinstance(node.op, ast.Not) else node
-
-    def visit_Subscript(self, node):
-        self.generic_visit(node)
-        if (isinstance(node.value, ast.Name) and node.value.id == "x"
-                and isinstance(node.slice, ast.Tuple)):
-            return ast.Subscript(ast.Name("_X", ast.Load()), node.slice.elts[0], ast.Load())
-        return node
-
-
-def _call(name, *arguments):
-    return ast.Call(ast.Name(name, ast.Load()), list(arguments), [])
-
-
-def _is_column(statement) -> bool:
-    """``jac[j, col] = ...``: the generated gradient's write of one derivative."""
-    target = statement.targets[0] if isinstance(statement, ast.Assign) else None
-    return (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
-            and target.value.id == "jac")
-
-
-def _array_jacobian_source(gradient_source: str, n_params: int) -> str:
-    """``jacobian(x, p) -> (n_points, n_params)`` from the point gradient's source: the
-    same lines on every point at once, the derivatives stacked as columns."""
-    definition = ast.parse(gradient_source).body[0]
-    columns = {}
-    body = [ast.parse("_X = _atleast_2d(x)").body[0]]
-    for statement in definition.body:
-        if _is_column(statement):
-            columns[statement.targets[0].slice.elts[0].value] = statement.value
-        elif not isinstance(statement, ast.Return):
-            body.append(statement)
-    stacked = ast.Tuple([columns[j] for j in range(n_params)], ast.Load())
-    body.append(ast.Return(_call("_columns", stacked, ast.Name("_X", ast.Load()))))
-    definition.name = "jacobian"
-    definition.args = ast.arguments(posonlyargs=[], args=[ast.arg("x"), ast.arg("p")],
-                                    kwonlyargs=[], kw_defaults=[], defaults=[])
-    definition.body = [_OnArrays().visit(statement) for statement in body]
-    return ast.unparse(ast.fix_missing_locations(definition))
-
-
 def exact_jacobian(f, n_params: int, x, p0):
     """The Jacobian of a user's NumPy model ``f`` as jax code, ``jacobian(x, params) ->
     (n_points, n_params)``, from the derivatives :mod:`autofit._forward_mode` generates
@@ -210,14 +149,15 @@ def _checked_array_jacobian(f, n_params, gradient, x, p0):
 
     def columns(values, rows):
         shape = rows.shape[1:]
-        return jnp.stack([jnp.broadcast_to(jnp.asarray(v, dtype=rows.dtype), shape)
-                          for v in values], axis=-1)
+        stacked = jnp.stack([jnp.broadcast_to(jnp.asarray(v, dtype=rows.dtype), shape)
+                             for v in values], axis=-1)
+        return jnp.where(jnp.isnan(stacked), 0.0, stacked)  # (autofit._forward_mode)
 
     namespace = _forward_mode.namespace_of(f)
     namespace.update(math=_MathOnJax(), abs=jnp.abs, _where=jnp.where, _and=jnp.logical_and,
                      _or=jnp.logical_or, _not=jnp.logical_not, _atleast_2d=jnp.atleast_2d,
                      _columns=columns)
-    source = _array_jacobian_source(gradient_source, n_params)
+    source = _forward_mode.array_jacobian_source(gradient_source, n_params)
     name = getattr(f, "__name__", type(f).__name__)
     exec(compile(source, f"<autofit jax derivatives of {name}>", "exec"),  # noqa: S102
          namespace)
@@ -351,6 +291,12 @@ def run_instead(prepared, error, x, p0, f, jac):
     except BackendCannotRun as exc:
         raise BackendCannotRun(f"{error}; {exc}") from exc
     return result
+
+
+def exact_prepared(prepared, exact, n_params: int, x, p0):
+    """``prepared`` as it is: jax's own derivatives are exact (automatic differentiation;
+    a model it runs translated takes the generated ones already: :func:`exact_jacobian`)."""
+    return prepared
 
 
 def fused_model(f, jac, prepared, n_params: int, n_variables: int):

@@ -463,6 +463,12 @@ def run_instead(prepared, error, x, p0, f, jac):
     raise error
 
 
+def exact_prepared(prepared, exact, n_params: int, x, p0):
+    """``prepared`` as it is: numba takes the generated point functions themselves, on its
+    fused pass and in ``lm_solve`` (:func:`compile_model`)."""
+    return prepared
+
+
 def fused_model(f, jac, prepared, n_params: int, n_variables: int):
     """``(value, gradient, jac_method, polish_method)``: the point functions numba's fused
     pass runs for ``f``; None where it cannot run f (a user's Jacobian is an array

@@ -71,7 +71,7 @@ from autofit._rules import (
     step_not_tried,
 )
 from autofit.original.jacobians import jacobian_central, jacobian_forward
-from autofit.original.linalg import cholesky_solve, damped_system
+from autofit.original.linalg import damped_solve
 
 # Points per chunk: the chunk's Jacobian and temporaries (a few MB) stay in cache.
 CHUNK = 65536
@@ -131,9 +131,12 @@ def normal_equations(model, jacobian, jac_method, x, ydata, weights, p, lower, u
         # is what the test below reports: no RuntimeWarning from autofit's own sums. The
         # model's warnings, raised in _chunks, still reach the user.
         with np.errstate(invalid="ignore", over="ignore"):
-            r = _masked(used, w * (y - f))
+            # (a weight of 1, an unweighted fit's, multiplies nothing: the same numbers)
+            unweighted = used is None and w == 1.0
+            r = y - f if unweighted else _masked(used, w * (y - f))
             if estimator == ESTIMATOR_LSE:
-                wj = _masked(used, jac * np.asarray(w)[..., None], ndim=2)
+                wj = jac if unweighted else _masked(used, jac * np.asarray(w)[..., None],
+                                                    ndim=2)
                 chi2 += r @ r
                 g += wj.T @ r
                 h += wj.T @ wj
@@ -212,7 +215,7 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         # points). χ², g and H stay those of the last pass (within ftol of the new point's).
         # Only a small step is taken unseen: along a direction χ² barely sees, a tiny
         # predicted reduction can come with a large step.
-        newton, factored = cholesky_solve(*damped_system(h, g, scale_squared, 0.0, active))
+        newton, factored = damped_solve(h, g, scale_squared, 0.0, active)
         if (factored and newton @ g <= ftol * chi2
                 and np.sum(scale_squared * newton * newton)
                 <= UNSEEN_STEP ** 2 * np.sum(scale_squared * p * p)):
@@ -222,8 +225,7 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         if nfev >= max_nfev:
             status = MAX_NFEV
             break
-        system, rhs = damped_system(h, g, scale_squared, damping, active)
-        step, ok = cholesky_solve(system, rhs)
+        step, ok = damped_solve(h, g, scale_squared, damping, active)
         if not ok:
             damping, status = step_not_tried(damping, SINGULAR)
             continue
