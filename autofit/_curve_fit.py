@@ -635,6 +635,9 @@ def _robust_fused(f, jac, x, y, weights, p0, lower, upper, loss, f_scale, option
         if fit is None:
             prepared = _adapters.prepare(name, f, p0.shape[0], jac)
             prepared = _adapters.check_runs(name, prepared, x[..., sample], p0, f, jac)
+            if exact is not None:  # (NumPy: on arrays of points)
+                prepared = _dispatch.host_of(name).exact_prepared(
+                    prepared, exact, p0.shape[0], x[..., sample], p0)
             if prepared.note is not None:
                 choice.notes.append(prepared.note)
             if user_model and name in _dispatch.POINT_FUNCTION_BACKENDS:
@@ -699,7 +702,8 @@ def _robust(f, jac, x, y, sigma, p0, lower, upper, loss, f_scale, options, max_n
             jac="2-point" if jac in ("2-point", "3-point") else None, backend=backend,
             strict=strict, absolute_sigma=True, progress=False)
         choice = _dispatch.BackendChoice(requested=result.backend, backend=result.backend,
-                                         source=result.backend_reason)
+                                         source="fit_batch",
+                                         given_reason=result.backend_reason)
         params, chi2, status = result.params, float(result.chi2), int(result.status)
         covariance, n_iter = result.covariance, int(result.n_iter)
     fitted = _adapters.prepare("numpy", f, p0.shape[0], None).model(x, params)

@@ -95,9 +95,14 @@ class BackendChoice:
     after_call: object = field(default=None, repr=False, compare=False)
     # Whether ``backend`` ran the call to its answer (run_with_fallback).
     ran: bool = field(default=False, repr=False, compare=False)
+    # The whole reason of a call made for this one (a robust curve_fit's fit_batch), which
+    # said how its backend was chosen already; its notes follow.
+    given_reason: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def reason(self) -> str:
+        if self.given_reason is not None:
+            return "; ".join([self.given_reason, *self.notes])
         text = f"{self.requested!r} chosen by {self.source}"
         for skipped, why in self.fallbacks:
             text += f"; {skipped!r} could not run it ({why})"

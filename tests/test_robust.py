@@ -99,6 +99,11 @@ def test_curve_fit_with_a_robust_loss_is_scipys_fit(backend, loss):
                                              f_scale=0.05, method="trf", ftol=1e-12,
                                              xtol=1e-12, gtol=1e-12)
     assert info["backend"] == backend
+    # how the backend was chosen, said once; a user's model: its exact derivatives
+    assert info["backend_reason"].startswith(f"{backend!r} chosen by the backend= argument")
+    assert info["backend_reason"].count("chosen by") == 1
+    if backend != "jax":
+        assert "derivatives: exact" in info["backend_reason"]
     np.testing.assert_allclose(popt, expected, rtol=1e-6)
     # scipy's convention: (Jᵀ diag(rho' + 2 rho'' z) J)⁻¹ scaled by the robust cost / dof.
     np.testing.assert_allclose(pcov, expected_cov, rtol=1e-4)
@@ -124,7 +129,7 @@ def test_huge_fits_take_a_robust_loss_on_the_fused_pass(backend, loss):
                                              ftol=1e-12, xtol=1e-12, gtol=1e-12)
     np.testing.assert_allclose(popt, expected, rtol=1e-6)
     np.testing.assert_allclose(pcov, expected_cov, rtol=1e-4)
-    if backend == "numba":  # a user's model: its exact derivatives, as least squares'
+    if backend != "jax":  # a user's model: its exact derivatives, as least squares'
         assert "derivatives: exact" in info["backend_reason"]
     residuals = (decay(X, *popt) - y) / sigma
     np.testing.assert_allclose(info["fvec"], residuals, rtol=1e-12)

@@ -984,3 +984,44 @@ def test_numpy_runs_the_generated_derivatives_on_every_point_at_once(monkeypatch
     _, _, info, _, _ = autofit.curve_fit(bump, x, y, p0=[0.9, 0.4, 0.8], backend="numpy",
                                          full_output=True)
     assert "derivatives: exact" not in info["backend_reason"] and info["status"].converged
+
+
+def test_numpy_batches_take_the_generated_derivatives_with_parameters_as_columns():
+    """The broadcast engine (fit_batch on NumPy, a robust curve_fit) runs the generated
+    derivative lines with each parameter a column of fits, as it calls the model: each
+    fit's own columns, shared or per-fit x; numba's fits to rounding; finite differences
+    where the lines do not take columns."""
+    from autofit import _adapters, _forward_mode
+    from autofit.original import host
+
+    x, y, p0 = _gaussian_batch(n_fits=12)
+    exact = _forward_mode.point_functions(gaussian_offset, 4, 1, x, p0[0])
+    batched = host._batched_jacobian(exact[1], 4, x, p0[:3])
+    single = host.exact_prepared(_adapters.prepare("numpy", gaussian_offset, 4, None), exact,
+                                 4, x, p0[0]).jacobian
+    expected = np.stack([single(x, p) for p in p0])
+    np.testing.assert_allclose(batched(x, p0), expected, rtol=1e-13, atol=0)
+    per_fit_x = np.broadcast_to(x, y.shape) + 0.01 * np.arange(12)[:, None]
+    np.testing.assert_allclose(batched(per_fit_x, p0),
+                               np.stack([single(xk, p) for xk, p in zip(per_fit_x, p0)]),
+                               rtol=1e-13, atol=0)
+
+    result = autofit.fit_batch(gaussian_offset, x, y, p0, backend="numpy", progress=False)
+    assert _forward_mode.EXACT_NOTE in result.backend_reason
+    assert np.count_nonzero(result.converged) == 11  # fit 3 holds a nan
+    if installed("numba"):
+        compiled = autofit.fit_batch(gaussian_offset, x, y, p0, backend="numba",
+                                     progress=False)
+        ok = result.converged
+        np.testing.assert_allclose(result.params[ok], compiled.params[ok], rtol=1e-9)
+
+    def offset_peak(x, a, mu, c):  # its own gradient: the check is kept per gradient
+        return a * np.exp(-((x - mu) ** 2)) + c
+
+    exact = _forward_mode.point_functions(offset_peak, 3, 1, x, p0[0, :3])
+    real = _forward_mode.array_jacobian_source
+    with pytest.MonkeyPatch.context() as patch:  # lines that take one fit, not columns
+        patch.setattr(_forward_mode, "array_jacobian_source",
+                      lambda *a: real(*a).replace("_p0 = p[0]", "_p0 = float(p[0])"))
+        assert host._checked_array_jacobian(exact[1], 3, x, p0[0, :3]) is not None
+        assert host._batched_jacobian(exact[1], 3, x, p0[:3, :3]) is None

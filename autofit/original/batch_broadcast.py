@@ -103,7 +103,8 @@ def broadcasts(f, x, p_rows) -> bool:
     return bool(np.allclose(together, apart, rtol=1e-12, atol=1e-14 * magnitude, equal_nan=True))
 
 
-def _evaluate(f, x, y, w, p, upper, free, estimator, weighing=WEIGH_CURVATURE):
+def _evaluate(f, x, y, w, p, upper, free, estimator, weighing=WEIGH_CURVATURE,
+              jacobian=None):
     """χ², g, H at each row of p (the reference's ``_evaluate``); χ² inf where unusable,
     ``positive`` False where the Poisson model is ≤ 0, and what the geodesic probe needs:
     ``(wj, factor, offset)``, ``g_probe = wjᵀ (factor r_probe + offset)`` (least squares:
@@ -111,19 +112,23 @@ def _evaluate(f, x, y, w, p, upper, free, estimator, weighing=WEIGH_CURVATURE):
     :func:`autofit._rules.geodesic_probe_terms`; MLE: the
     plain ``J``). ``weighing``: a code or one per row (:func:`autofit._rules.point_weight`);
     with ``WEIGH_INFORMATION`` (MLE and the robust losses), H is the reference's
-    ``_information``, whose inverse is the covariance."""
+    ``_information``, whose inverse is the covariance. ``jacobian(x, p) -> (n_fits,
+    n_points, n_params)``: the model's exact derivatives, else forward differences."""
     information = np.all(weighing == WEIGH_INFORMATION)
     with np.errstate(all="ignore"):
         f0 = _call(f, x, p)
         n_params = p.shape[1]
-        jac = np.empty(f0.shape + (n_params,))
-        for j in range(n_params):
-            h = relative_step_where(np, p[:, j], FORWARD_STEP)
-            h = np.where(p[:, j] + h > upper[:, j], -h, h)
-            shifted = p.copy()
-            shifted[:, j] = p[:, j] + h
-            h = shifted[:, j] - p[:, j]
-            jac[:, :, j] = (_call(f, x, shifted) - f0) / h[:, None]
+        if jacobian is not None:
+            jac = jacobian(x, p)
+        else:
+            jac = np.empty(f0.shape + (n_params,))
+            for j in range(n_params):
+                h = relative_step_where(np, p[:, j], FORWARD_STEP)
+                h = np.where(p[:, j] + h > upper[:, j], -h, h)
+                shifted = p.copy()
+                shifted[:, j] = p[:, j] + h
+                h = shifted[:, j] - p[:, j]
+                jac[:, :, j] = (_call(f, x, shifted) - f0) / h[:, None]
         used = w != 0.0
         # Every point used and every parameter free (a user's unweighted fit): nothing to
         # mask, the same numbers without the temporaries.
@@ -218,8 +223,9 @@ def _not_attempted(x, y, w, p0, free, estimator):
 
 
 def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, tol,
-                       max_iter):
-    """``lm_batch`` (forward differences) for a user's function ``f(x, *params)`` that
+                       max_iter, jacobian=None):
+    """``lm_batch`` (forward differences, or ``jacobian(x, p) -> (n_fits, n_points,
+    n_params)``: the exact derivatives) for a user's function ``f(x, *params)`` that
     broadcasts over fits; ``x`` is ``(1, n_points)`` shared or ``(n_fits, n_points)``.
 
     Returns params (n_fits, n_params), chi2, n_iter, status and covariance, as the
@@ -246,7 +252,8 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         return (x[0] if x.shape[0] == 1 else x[rows]), y[rows], w[rows], upper[rows]
 
     x_go, y_go, w_go, upper_go = at(go)
-    c, g, h, positive, probe = _evaluate(f, x_go, y_go, w_go, p, upper_go, free, estimator)
+    c, g, h, positive, probe = _evaluate(f, x_go, y_go, w_go, p, upper_go, free, estimator,
+                                         jacobian=jacobian)
     bad = ~np.isfinite(c)
     status[go[bad]] = np.where(positive[bad], NONFINITE, MLE_NONPOSITIVE_MODEL)
     chi2[go] = np.where(bad, np.nan, c)
@@ -306,7 +313,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         xs_r, y_r, w_r, up_r = at(go[r])
         trial_weighing = pass_weighing_where(np, robust, n_accepted[r], damping[r])
         t_c, t_g, t_h, _, t_probe = _evaluate(f, xs_r, y_r, w_r, trial, up_r, free, estimator,
-                                               trial_weighing)
+                                               trial_weighing, jacobian)
         predicted = predicted_reduction_where(np, h, step, s, damping[r])
         with np.errstate(invalid="ignore"):
             accept, status[go[r]], damping[r] = judge_trial_where(
@@ -326,7 +333,7 @@ def lm_batch_broadcast(f, x, ydata, weights, p0, lower, upper, free, estimator, 
         if estimator != ESTIMATOR_LSE:
             xs_g, y_g, w_g, up_g = at(go)
             _, _, information, _, _ = _evaluate(f, xs_g, y_g, w_g, state_p, up_g, free,
-                                                estimator, WEIGH_INFORMATION)
+                                                estimator, WEIGH_INFORMATION, jacobian)
         k = go.size
         system, _ = damped_system(information, np.zeros((k, n_params)),
                                    np.zeros((k, n_params)), np.zeros(k),

@@ -115,15 +115,21 @@ def exact_prepared(prepared, exact, n_params: int, x, p0):
 
 
 def _columns(values, rows):
-    # (n_params, n_points) filled row by row (a derivative may be a number: x's
-    # coefficient), returned as the (n_points, n_params) view lm_fused takes; a nan
-    # derivative is 0 (autofit._forward_mode), found by one sum
-    out = np.empty((len(values), rows.shape[1]))
+    # (n_params, ...) filled derivative by derivative (one may be a number: x's
+    # coefficient), returned as the (..., n_params) view the solvers take: (n_points,
+    # n_params) for a fit, (n_fits, n_points, n_params) for the batch's columns of
+    # parameters (_batched_jacobian); a nan derivative is 0 (autofit._forward_mode),
+    # found by one sum
+    if rows.ndim == 2:
+        shape = rows.shape[1:]
+    else:
+        shape = np.broadcast_shapes(rows.shape[1:], *(np.shape(v) for v in values))
+    out = np.empty((len(values),) + shape)
     for j, value in enumerate(values):
         out[j] = value
     if np.isnan(np.sum(out)):
         out[np.isnan(out)] = 0.0
-    return out.T
+    return np.moveaxis(out, 0, -1)
 
 
 _ARRAY_NAMESPACE = {"math": _forward_mode.ArrayMath, "np": np, "abs": np.abs,
@@ -147,6 +153,8 @@ def _checked_array_jacobian(gradient, n_params: int, x, p0):
             # non-finite derivative makes the pass non-finite, which the fit handles.
             with np.errstate(all="ignore"):
                 return on_arrays(x, params)
+
+        jacobian.on_arrays = on_arrays
 
         x2 = np.atleast_2d(np.asarray(x, dtype=np.float64))
         sample = np.linspace(0, x2.shape[1] - 1, min(x2.shape[1], 16)).astype(np.int64)
@@ -197,12 +205,52 @@ def _broadcast_engine(problem):
         return None
     sample = problem.p0[:3].astype(np.float64)
     x = problem.x[:, 0, :]
-    if not broadcasts(f, x[0] if x.shape[0] == 1 else x[:sample.shape[0]], sample):
+    x_sample = x[0] if x.shape[0] == 1 else x[:sample.shape[0]]
+    if not broadcasts(f, x_sample, sample):
         return None
+    jacobian = None
+    if problem.jac is None:
+        exact, _ = _forward_mode.exact_or_none(f, problem.n_params, 1, x[0], sample[0])
+        if exact is not None:
+            jacobian = cached(exact[1], ("numpy", problem.n_params, "batched jacobian"),
+                              lambda: _batched_jacobian(exact[1], problem.n_params,
+                                                        x_sample, sample))
 
-    def solve(model, jacobian, jac_method, x, y, w, p0, lower, upper, free, estimator, tol,
+    def solve(model, _, jac_method, x, y, w, p0, lower, upper, free, estimator, tol,
               max_iter):
         return lm_batch_broadcast(f, x[:, 0, :], y, w, p0, lower, upper, free, estimator,
-                                  tol, max_iter)
+                                  tol, max_iter, jacobian)
 
-    return BatchEngine(solve, None, None, _codes.JAC_FORWARD)
+    if jacobian is None:
+        return BatchEngine(solve, None, None, _codes.JAC_FORWARD)
+    return BatchEngine(solve, None, None, _codes.JAC_ANALYTIC, _forward_mode.EXACT_NOTE)
+
+
+def _batched_jacobian(gradient, n_params: int, x, p_rows):
+    """``jacobian(x, p) -> (n_fits, n_points, n_params)`` for the broadcast engine (``x``
+    ``(1 or n_fits, n_points)``, ``p`` ``(n_fits, n_params)``): the point ``gradient``'s
+    lines on arrays (:func:`exact_prepared`) with each parameter a column ``(n_fits, 1)``,
+    as the model is called; None where they do not give a fit's own columns for the rows
+    of ``p_rows`` (checked once)."""
+    single = _checked_array_jacobian(gradient, n_params, x if x.ndim == 1 else x[0],
+                                     p_rows[0])
+    if single is None:
+        return None
+    on_arrays = single.on_arrays
+
+    def jacobian(x, p):
+        x = np.atleast_2d(x)
+        with np.errstate(all="ignore"):  # (as in _checked_array_jacobian)
+            columns = on_arrays(x[None], p.T[:, :, None])
+        return np.broadcast_to(columns, (p.shape[0], x.shape[-1], p.shape[1]))
+
+    try:
+        together = jacobian(x, p_rows)
+        apart = np.stack([single(x if x.ndim == 1 else x[k], row)
+                          for k, row in enumerate(p_rows)])
+    except Exception:  # noqa: BLE001 - lines that do not take columns: finite differences
+        return None
+    if together.shape != apart.shape or not np.allclose(together, apart, rtol=1e-12, atol=0.0,
+                                                        equal_nan=True):
+        return None
+    return jacobian
