@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from autofit import _batch, _checkpoint, _dispatch, _progress
+from autofit import _batch, _checkpoint, _dispatch, _forward_mode, _progress
 from autofit import _validation as check
 from autofit._results import BatchResult
 
@@ -230,9 +230,12 @@ def _digest_block(*pieces) -> str:
     return _checkpoint.digest_arrays(pieces)
 
 
-def _fit_block(model, x, y, p0, sigma, lower, upper, settings):
+def _fit_block(model, definition, x, y, p0, sigma, lower, upper, settings):
     """The in-memory fit of one block (on a worker): (per-fit arrays, other fields,
-    warnings) of its BatchResult."""
+    warnings) of its BatchResult. ``definition``: the model's source as the caller's
+    process read it (:func:`autofit._forward_mode.definition_to_ship`), for a worker that
+    cannot: the same derivatives, the same fits."""
+    _forward_mode.receive_definition(model, definition)
     y = np.asarray(y)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -301,16 +304,17 @@ def _fit_blocks(model, blocks, settings, store, progress, client, dask):
             store.save(index, arrays, json.loads(json.dumps(fields, default=_json_default)))
         bar.update(int(np.prod([stop - start for start, stop in boxes[index]])))
 
+    definition = _forward_mode.definition_to_ship(model) if pending else None
     with _progress.ProgressBar(n_fits, progress, initial=initial, desc=label) as bar:
         if client is None:
             for index in pending:
                 pieces = dask.compute(*blocks.pieces(ids[index]))
-                finish(index, _fit_block(model, *pieces, settings))
+                finish(index, _fit_block(model, definition, *pieces, settings))
         else:
             from distributed import as_completed
 
-            tasks = [dask.delayed(_fit_block, pure=False)(model, *blocks.pieces(ids[i]),
-                                                          settings)
+            tasks = [dask.delayed(_fit_block, pure=False)(model, definition,
+                                                          *blocks.pieces(ids[i]), settings)
                      for i in pending]
             futures = client.compute(tasks)
             where = {future.key: index for future, index in zip(futures, pending)}

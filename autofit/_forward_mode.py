@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import copy
 import functools
 import hashlib
 import inspect
@@ -587,7 +588,37 @@ def _lambda_definition(f):
     return ast.fix_missing_locations(definition)
 
 
+# Definitions that came with a user's function from the process that could read its source
+# (a dask worker's copy of the model: pickled by value, its source is not on the worker).
+_shipped: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def definition_to_ship(f):
+    """The parsed definition of a user's model ``f`` (a partial's function: an ``ast``
+    node), to send with ``f`` to processes that cannot read its source
+    (:func:`receive_definition`); None where it has none."""
+    try:
+        return _definition(_function_of(f))
+    except Unsupported:
+        return None
+
+
+def receive_definition(f, definition) -> None:
+    """Use ``definition`` (:func:`definition_to_ship`'s, from the sending process) as the
+    source of ``f`` here, so that its derivatives are generated here as there: a distributed
+    batch then fits as the in-memory one does."""
+    if definition is None:
+        return
+    try:
+        _shipped[_function_of(f)] = definition
+    except (Unsupported, TypeError):  # nothing to generate from here either
+        pass
+
+
 def _definition(f):
+    shipped = _shipped.get(f)
+    if shipped is not None:
+        return copy.deepcopy(shipped)
     if f.__name__ == "<lambda>":
         return _lambda_definition(f)
     try:

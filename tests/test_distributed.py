@@ -87,6 +87,9 @@ def test_user_function_is_shipped_to_the_workers(client):
                                p0=[3.0, 0.4, 1.1], backend="numpy", scheduler=client)
     assert_identical(result, reference)
     assert result.converged.sum() == 19
+    # The workers cannot read the closure's source: its definition goes with it, and they
+    # fit with the derivatives generated from it, as the in-memory fit does.
+    assert "derivatives: exact" in result.backend_reason
 
 
 @pytest.mark.slow        # numba compiles in each worker process: about 25 s on 2 cores
