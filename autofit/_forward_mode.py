@@ -102,29 +102,33 @@ def _constant(value) -> Term:
 
 
 # The elementwise functions understood, by name: (the function at one point, derivative).
-# The derivative is a template in u (the argument), t (the function's value) and du.
+# The derivative is ``du * factor`` or ``du / factor`` (the factor a template in u, the
+# argument, and t, the function's value; written once and shared by every parameter's
+# derivative: on NumPy's arrays a sin(u) per parameter was a pass of its own), ``SAME``
+# (du itself) or None (piecewise constant: no derivative).
+SAME = "same"
 _ONE_ARGUMENT = {
-    "exp": ("math.exp", "{t} * {du}"),
-    "log": ("math.log", "{du} / {u}"),
-    "log10": ("math.log10", "{du} / ({u} * 2.302585092994046)"),
-    "log2": ("math.log2", "{du} / ({u} * 0.6931471805599453)"),
-    "log1p": ("math.log1p", "{du} / (1.0 + {u})"),
-    "expm1": ("math.expm1", "({t} + 1.0) * {du}"),
-    "sqrt": ("math.sqrt", "{du} / (2.0 * {t})"),
-    "sin": ("math.sin", "math.cos({u}) * {du}"),
-    "cos": ("math.cos", "-(math.sin({u}) * {du})"),
-    "tan": ("math.tan", "(1.0 + {t} * {t}) * {du}"),
-    "arcsin": ("math.asin", "{du} / math.sqrt(1.0 - {u} * {u})"),
-    "arccos": ("math.acos", "-({du} / math.sqrt(1.0 - {u} * {u}))"),
-    "arctan": ("math.atan", "{du} / (1.0 + {u} * {u})"),
-    "sinh": ("math.sinh", "math.cosh({u}) * {du}"),
-    "cosh": ("math.cosh", "math.sinh({u}) * {du}"),
-    "tanh": ("math.tanh", "(1.0 - {t} * {t}) * {du}"),
-    "abs": ("abs", "({du} if {u} >= 0.0 else -{du})"),
-    "square": ("{u} * {u}".format, "2.0 * {u} * {du}"),
-    "erf": ("math.erf", "1.1283791670955126 * math.exp(-({u} * {u})) * {du}"),
-    "erfc": ("math.erfc", "-(1.1283791670955126 * math.exp(-({u} * {u})) * {du})"),
-    "float": ("float", "{du}"),
+    "exp": ("math.exp", ("{t}", "*")),
+    "log": ("math.log", ("{u}", "/")),
+    "log10": ("math.log10", ("({u} * 2.302585092994046)", "/")),
+    "log2": ("math.log2", ("({u} * 0.6931471805599453)", "/")),
+    "log1p": ("math.log1p", ("(1.0 + {u})", "/")),
+    "expm1": ("math.expm1", ("({t} + 1.0)", "*")),
+    "sqrt": ("math.sqrt", ("(2.0 * {t})", "/")),
+    "sin": ("math.sin", ("math.cos({u})", "*")),
+    "cos": ("math.cos", ("-math.sin({u})", "*")),
+    "tan": ("math.tan", ("(1.0 + {t} * {t})", "*")),
+    "arcsin": ("math.asin", ("math.sqrt(1.0 - {u} * {u})", "/")),
+    "arccos": ("math.acos", ("-math.sqrt(1.0 - {u} * {u})", "/")),
+    "arctan": ("math.atan", ("(1.0 + {u} * {u})", "/")),
+    "sinh": ("math.sinh", ("math.cosh({u})", "*")),
+    "cosh": ("math.cosh", ("math.sinh({u})", "*")),
+    "tanh": ("math.tanh", ("(1.0 - {t} * {t})", "*")),
+    "abs": ("abs", ("(1.0 if {u} >= 0.0 else -1.0)", "*")),
+    "square": ("{u} * {u}".format, ("2.0 * {u}", "*")),
+    "erf": ("math.erf", ("1.1283791670955126 * math.exp(-({u} * {u}))", "*")),
+    "erfc": ("math.erfc", ("-(1.1283791670955126 * math.exp(-({u} * {u})))", "*")),
+    "float": ("float", SAME),
     "floor": ("math.floor", None),
     "ceil": ("math.ceil", None),
     "sign": ("np.sign", None),
@@ -450,9 +454,15 @@ class _Writer:
                 return _constant(float(evaluate(u.static)))
         code = primal(u=u.value) if callable(primal) else f"{primal}({u.value})"
         t = self.value(code)
-        if rule is not None:
-            t.tangent = {j: self.derivative(rule.format(u=u.value, t=t.value, du=d),
-                                            name in _SINGULAR)
+        if rule == SAME:
+            t.tangent = dict(u.tangent)
+        elif rule is not None and u.tangent:
+            template, combine = rule
+            factor = template.format(u=u.value, t=t.value)
+            if not factor.isidentifier():
+                factor = self.emit(factor, False)
+            t.tangent = {j: self.derivative(f"{d} / {factor}" if combine == "/"
+                                            else _times(d, factor), name in _SINGULAR)
                          for j, d in u.tangent.items()}
         return t
 
