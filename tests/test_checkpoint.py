@@ -208,7 +208,7 @@ def test_dask_blocks_resume(tmp_path, monkeypatch):
     original = _distributed._fit_block
 
     def counting(*args):
-        blocks.append(args[2].shape)
+        blocks.append(args[3].shape)  # (model, its definition, x, y, ...)
         return original(*args)
 
     monkeypatch.setattr(_distributed, "_fit_block", counting)
