@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -331,6 +332,27 @@ class _QuickStart:
     # Starts the compilation (with the latest call's sample), once a call has run.
     start: object = None
     started: bool = False
+    # The model (a weak reference where it takes one): a key holds its id, which Python
+    # gives a new function once the old one is gone (a test's model ran on numba, taken for
+    # compiled, because an earlier test's compiled model had had its id).
+    model: object = None
+
+    def is_for(self, f) -> bool:
+        found = self.model() if isinstance(self.model, weakref.ref) else self.model
+        return found is f
+
+
+def _state(key, f) -> _QuickStart:
+    """The quick start's state of model ``f`` under ``key`` (a new one where the key's id
+    was another function's); the caller holds ``_warm_ups_lock``."""
+    state = _warm_ups.get(key)
+    if state is None or not state.is_for(f):
+        try:
+            model = weakref.ref(f)
+        except TypeError:
+            model = f
+        state = _warm_ups[key] = _QuickStart(model=model)
+    return state
 
 
 def _warm_up_key(name, f, n_params, x_ndim, weights_ndim, road="model"):
@@ -382,17 +404,17 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     if choice.source != DEFAULT_RULE:
         # An explicit choice compiles at once; once it has run, the default rule's calls of
         # the model run compiled too (they were answered by the NumPy engine for a second).
-        choice.after_call = functools.partial(_compiled_by_the_call, choice, key)
+        choice.after_call = functools.partial(_compiled_by_the_call, choice, key, f)
         return choice
     if max_evaluations is not None and evaluations > max_evaluations:
         choice.notes.append(f"no quick start: at {evaluations:,} point evaluations per pass "
                             f"{choice.requested}'s compilation costs less than the NumPy "
                             "engine's fit")
-        choice.after_call = functools.partial(_compiled_by_the_call, choice, key)
+        choice.after_call = functools.partial(_compiled_by_the_call, choice, key, f)
         return choice
     large = max_evaluations is not None and evaluations > max_evaluations // 3
     with _warm_ups_lock:
-        state = _warm_ups.setdefault(key, _QuickStart())
+        state = _state(key, f)
         started = state.started
     if state.cached is None and not started:
         state.cached = bool(cached()) if cached is not None else False
@@ -414,14 +436,14 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     return quick
 
 
-def _compiled_by_the_call(choice: BackendChoice, key) -> None:
+def _compiled_by_the_call(choice: BackendChoice, key, f) -> None:
     """A call that ran on the compiling backend itself (an explicit choice, or a call too
     large for the NumPy engine) has compiled the model for its road: the quick start of
     that model is done."""
     if not (choice.ran and choice.backend == choice.requested):
         return  # it fell back, or failed: nothing is known to be compiled
     with _warm_ups_lock:
-        state = _warm_ups.setdefault(key, _QuickStart())
+        state = _state(key, f)
         state.started = True
     state.compiled.set()
 
@@ -477,7 +499,7 @@ def quick_start_state(name: str, f, n_params: int, x_ndim: int = 1,
     'compiling' or 'done' for a user's model on backend ``name`` and one of the
     :data:`QUICK_START_ROADS`."""
     state = _warm_ups.get(_warm_up_key(name, f, n_params, x_ndim, weights_ndim, road))
-    if state is None:
+    if state is None or not state.is_for(f):
         return None
     if state.compiled.is_set():
         return "done"

@@ -369,3 +369,31 @@ def test_a_user_model_fitted_with_backend_numba_then_runs_compiled_on_the_defaul
     assert later.backend == "numba", later.backend_reason
     assert "quick start" not in later.backend_reason
     np.testing.assert_allclose(later.params, explicit.params, rtol=1e-12)
+
+
+def test_a_quick_start_state_belongs_to_its_model_not_to_an_id():
+    """The quick start keys a model by id(f), which Python gives a new function once the
+    old one is gone: a model found the compiled state of a dead one with its id and ran
+    on numba at once (a test failed by the order tests ran in). The state holds its model
+    and is only found for it."""
+    def dead(x, a):
+        return a * x
+
+    def new(x, a):
+        return a * x
+
+    choice = _dispatch.BackendChoice(requested="numba", backend="numba",
+                                     source=_dispatch.DEFAULT_RULE)
+    key = _dispatch._warm_up_key("numba", new, 1, 1, 1, "model")
+    with _dispatch._warm_ups_lock:
+        stale = _dispatch._state(key, dead)  # what a dead model with new's id left
+    stale.started = True
+    stale.compiled.set()
+    try:
+        quick = _dispatch.quick_choice(choice, new, 1, 1)
+        assert quick.backend == "numpy" and "quick start" in quick.reason
+        assert _dispatch.quick_start_state("numba", new, 1) == "answered"
+        with _dispatch._warm_ups_lock:
+            assert _dispatch._state(key, new) is not stale
+    finally:
+        _dispatch._warm_ups.pop(key, None)

@@ -100,7 +100,15 @@ def _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper, free
     else:
         jac = jacobian_forward(model, mx, p, f, lower, upper)
     used = w != 0.0
+    if used.all():  # (a user's unweighted fit: the same numbers without the copies)
+        return f, (jac if free.all() else jac * free)
     return f[used], jac[used] * free
+
+
+def _used(y, w):
+    """y and w at the points of non-zero weight (as they are where every point is used)."""
+    used = w != 0.0
+    return (y, w) if used.all() else (y[used], w[used])
 
 
 def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estimator,
@@ -109,7 +117,7 @@ def _evaluate(model, jacobian, jac_method, x, y, w, p, lower, upper, free, estim
     robust loss's H weighs its points as ``weighing`` says (:func:`_rules.point_weight`)."""
     f, jac = _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper,
                                   free)
-    y, w = y[w != 0.0], w[w != 0.0]
+    y, w = _used(y, w)
     if estimator == ESTIMATOR_MLE:
         if not np.all(f > 0.0):
             return np.inf, None, None, False
@@ -147,8 +155,10 @@ def _geodesic_rhs(model, jacobian, jac_method, x, y, w, p, lower, upper, free, e
     not finite. ``weighing``: how the pass at p weighed the points in H."""
     f, jac = _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper, free)
     used = w != 0.0
-    y, w = y[used], w[used]
-    f_probe = model(_model_x(x), p + GEODESIC_PROBE * velocity)[used]
+    y, w = _used(y, w)
+    f_probe = model(_model_x(x), p + GEODESIC_PROBE * velocity)
+    if not used.all():
+        f_probe = f_probe[used]
     r_probe = w * (y - f_probe)
     if estimator == ESTIMATOR_LSE:
         g_probe = (jac * w[:, None]).T @ r_probe
@@ -180,7 +190,7 @@ def _information(model, jacobian, jac_method, x, y, w, p, lower, upper, free, es
         return h
     f, jac = _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper,
                                   free)
-    y, w = y[w != 0.0], w[w != 0.0]
+    y, w = _used(y, w)
     if estimator == ESTIMATOR_MLE:
         return (jac * (w / f)[:, None]).T @ jac
     z = (w * (y - f)) ** 2
