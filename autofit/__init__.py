@@ -43,7 +43,7 @@ def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> 
 
     With ``model`` (a user's function, or a built-in model), for a ``curve_fit`` of that
     model: on the default rule a user's model that numba has not compiled yet runs on
-    ``numpy`` until its calls have taken ``_dispatch.QUICK_START_COMPILE_AFTER_S``, then
+    ``numpy`` until its calls have taken ``_dispatch.compile_after_s(road)``, then
     numba compiles it in the background (the quick start), and this says where it stands.
     """
     choice = choose(backend)
@@ -71,7 +71,8 @@ def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> 
                 f"{choice.requested!r}, and its calls wait for it")
     return (f"{reason}; quick start: this model is not compiled yet for "
             f"{choice.requested!r}: 'numpy' answers its calls until they have taken "
-            f"{_dispatch.QUICK_START_COMPILE_AFTER_S:g} s, then {choice.requested!r} compiles "
+            f"{_dispatch.compile_after_s():g} s (a robust fit's: "
+            f"{_dispatch.compile_after_s('batch'):g} s), then {choice.requested!r} compiles "
             "it in the background (autofit.wait_for_compilation() compiles it at once)"
             + ("; 'numpy' has answered it" if state == "answered" else ""))
 

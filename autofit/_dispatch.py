@@ -308,6 +308,13 @@ QUICK_START_ROADS = ("model", "fused", "batch")
 # (scipy 0.3-0.4 s), each call beside the compiling thread 2-6x slower and the compilation
 # 2x longer for sharing Python's lock; 50 least-squares fits 1.2 s (scipy 0.06).
 QUICK_START_COMPILE_AFTER_S = 1.0
+# ... for the batched passes (a single fit with a robust loss, fit_batch), whose
+# compilation costs more (2.8 s for a new model on the 2-core VM, the fused pass 1.6 s), and
+# which the NumPy engine runs nearer scipy's speed since it takes the generated derivatives
+# (a robust fit of a gaussian on 3,000 points 3.5 against scipy's 5 ms): a scientist's
+# loop of 300 arctan fits of a new model took 4.0 s with 1 s (scipy 2.3 s), numba
+# compiling 2.8 s of it, where the NumPy engine alone takes 1.9 s.
+QUICK_START_COMPILE_AFTER_BATCH_S = 2.0
 # ... and this long for a model whose compiled code numba keeps in its disk cache (the
 # caller says so: ``cached``): loading it costs 0.4-0.5 s, not 1.6-2.7 s (a scientist's
 # script run again: 300 robust fits of their model on 3,000 points, 1.6 -> 1.1 s).
@@ -332,6 +339,8 @@ class _QuickStart:
     # Starts the compilation (with the latest call's sample), once a call has run.
     start: object = None
     started: bool = False
+    # The road (QUICK_START_ROADS), whose compilation the rent is set against.
+    road: str = "model"
     # The model (a weak reference where it takes one): a key holds its id, which Python
     # gives a new function once the old one is gone (a test's model ran on numba, taken for
     # compiled, because an earlier test's compiled model had had its id).
@@ -351,8 +360,14 @@ def _state(key, f) -> _QuickStart:
             model = weakref.ref(f)
         except TypeError:
             model = f
-        state = _warm_ups[key] = _QuickStart(model=model)
+        state = _warm_ups[key] = _QuickStart(model=model, road=key[-1])
     return state
+
+
+def compile_after_s(road: str = "model") -> float:
+    """The NumPy engine's time on a model before numba compiles it for ``road``
+    (:data:`QUICK_START_COMPILE_AFTER_S`, :data:`QUICK_START_COMPILE_AFTER_BATCH_S`)."""
+    return QUICK_START_COMPILE_AFTER_BATCH_S if road == "batch" else QUICK_START_COMPILE_AFTER_S
 
 
 def _warm_up_key(name, f, n_params, x_ndim, weights_ndim, road="model"):
@@ -423,7 +438,7 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     quick = BackendChoice(
         requested="numpy", backend="numpy",
         source=(f"{DEFAULT_RULE}: {choice.requested!r} compiles this model on a background "
-                f"thread once the NumPy engine has spent {QUICK_START_COMPILE_AFTER_S:g} s "
+                f"thread once the NumPy engine has spent {compile_after_s(road):g} s "
                 "on its calls, and runs it from then on (quick start); 'numpy' answers "
                 f"meanwhile (backend={choice.requested!r}, or "
                 "autofit.wait_for_compilation(), compiles it at once)"))
@@ -450,13 +465,13 @@ def _compiled_by_the_call(choice: BackendChoice, key, f) -> None:
 
 def _after_quick_call(state: _QuickStart, began: float, large: bool, start) -> None:
     """A call the NumPy engine answered: its time counts, and the compilation starts once
-    the model has had its share (:data:`QUICK_START_COMPILE_AFTER_S`, or
+    the model has had its share (:func:`compile_after_s` for its road, or
     :data:`QUICK_START_LOAD_AFTER_S` where the backend keeps it compiled), or after a large
     call."""
     with _warm_ups_lock:
         state.spent += time.perf_counter() - began
         state.start = start
-        rent = QUICK_START_LOAD_AFTER_S if state.cached else QUICK_START_COMPILE_AFTER_S
+        rent = QUICK_START_LOAD_AFTER_S if state.cached else compile_after_s(state.road)
         go = not state.started and (large or state.spent >= rent)
         state.started = state.started or go
     if go:

@@ -225,12 +225,13 @@ def test_a_jax_gpu_plugin_is_found_on_the_path_without_reading_metadata(tmp_path
 
 def test_a_model_runs_on_numpy_until_its_calls_have_had_their_time(monkeypatch):
     # The quick start's ski rental: the NumPy engine answers a model's calls until they
-    # have taken QUICK_START_COMPILE_AFTER_S in all; then numba compiles it on a background
-    # thread, and a call that finds the compilation under way waits for it.
+    # have taken compile_after_s(road) in all (the batched passes':
+    # QUICK_START_COMPILE_AFTER_BATCH_S); then numba compiles it on a background thread,
+    # and a call that finds the compilation under way waits for it.
     choice = _dispatch.choose(None)
     if choice.requested not in _dispatch.QUICK_START_BACKENDS:
         pytest.skip("the default rule chose no compiling backend here (numba not installed)")
-    monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_S", 0.05)
+    monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_BATCH_S", 0.05)
 
     def model(x, a):
         return a * x
@@ -257,7 +258,7 @@ def test_a_model_the_backend_keeps_compiled_on_disk_is_loaded_sooner(monkeypatch
     choice = _dispatch.choose(None)
     if choice.requested not in _dispatch.QUICK_START_BACKENDS:
         pytest.skip("the default rule chose no compiling backend here (numba not installed)")
-    monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_S", 10.0)
+    monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_BATCH_S", 10.0)
     monkeypatch.setattr(_dispatch, "QUICK_START_LOAD_AFTER_S", 0.05)
 
     def compiled_model(x, a):
@@ -397,3 +398,39 @@ def test_a_quick_start_state_belongs_to_its_model_not_to_an_id():
             assert _dispatch._state(key, new) is not stale
     finally:
         _dispatch._warm_ups.pop(key, None)
+
+
+def test_the_batched_passes_are_rented_longer_than_the_fused_pass(monkeypatch):
+    """A robust fit's road (the batched passes) costs numba more to compile than the fused
+    pass, and the NumPy engine runs it near scipy's speed: its rent is longer."""
+    choice = _dispatch.choose(None)
+    if choice.requested not in _dispatch.QUICK_START_BACKENDS:
+        pytest.skip("the default rule chose no compiling backend here (numba not installed)")
+    assert _dispatch.QUICK_START_COMPILE_AFTER_BATCH_S > _dispatch.QUICK_START_COMPILE_AFTER_S
+    monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_S", 0.05)
+    monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_BATCH_S", 10.0)
+
+    def robust_model(x, a):
+        return a * x
+
+    def plain_model(x, a):
+        return a * x
+
+    started = []  # the models whose compilation the quick start started
+    monkeypatch.setattr(_dispatch, "_start_warm_up", lambda name, f, *a: started.append(f))
+    keys = [_dispatch._warm_up_key(choice.requested, robust_model, 1, 1, 1, "batch"),
+            _dispatch._warm_up_key(choice.requested, plain_model, 1, 1, 1, "model")]
+    try:
+        robust = _dispatch.quick_choice(choice, robust_model, 1, 1, warm_up=lambda: None)
+        plain = _dispatch.quick_choice(choice, plain_model, 1, 1)
+        assert "spent 10 s" in robust.reason and "spent 0.05 s" in plain.reason
+        time.sleep(0.06)
+        robust.after_call()
+        plain.after_call()
+        assert started == [plain_model]
+        assert _dispatch.quick_start_state(choice.requested, robust_model, 1,
+                                           road="batch") == "answered"
+        assert _dispatch.quick_start_state(choice.requested, plain_model, 1) == "compiling"
+    finally:  # nothing left for wait_for_compilation to wait for
+        for key in keys:
+            _dispatch._warm_ups.pop(key, None)
