@@ -223,14 +223,20 @@ def test_a_jax_gpu_plugin_is_found_on_the_path_without_reading_metadata(tmp_path
     assert _dispatch._jax_gpu_plugin_installed([str(namespace)])
 
 
+def _quick_start_choice():
+    """The default rule's choice where it picks a compiling backend; else the test skips."""
+    choice = _dispatch.choose(None)
+    if choice.requested not in _dispatch.QUICK_START_BACKENDS:
+        pytest.skip("the default rule chose no compiling backend here (numba not installed)")
+    return choice
+
+
 def test_a_model_runs_on_numpy_until_its_calls_have_had_their_time(monkeypatch):
     # The quick start's ski rental: the NumPy engine answers a model's calls until they
     # have taken compile_after_s(road) in all (the batched passes':
     # QUICK_START_COMPILE_AFTER_BATCH_S); then numba compiles it on a background thread,
     # and a call that finds the compilation under way waits for it.
-    choice = _dispatch.choose(None)
-    if choice.requested not in _dispatch.QUICK_START_BACKENDS:
-        pytest.skip("the default rule chose no compiling backend here (numba not installed)")
+    choice = _quick_start_choice()
     monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_BATCH_S", 0.05)
 
     def model(x, a):
@@ -255,9 +261,7 @@ def test_a_model_runs_on_numpy_until_its_calls_have_had_their_time(monkeypatch):
 def test_a_model_the_backend_keeps_compiled_on_disk_is_loaded_sooner(monkeypatch):
     # Loading a model's passes from numba's disk cache costs less than compiling them: the
     # quick start's rent is shorter for it (the caller says so, without importing numba).
-    choice = _dispatch.choose(None)
-    if choice.requested not in _dispatch.QUICK_START_BACKENDS:
-        pytest.skip("the default rule chose no compiling backend here (numba not installed)")
+    choice = _quick_start_choice()
     monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_BATCH_S", 10.0)
     monkeypatch.setattr(_dispatch, "QUICK_START_LOAD_AFTER_S", 0.05)
 
@@ -281,9 +285,7 @@ def test_a_model_the_backend_keeps_compiled_on_disk_is_loaded_sooner(monkeypatch
 
 
 def test_a_large_call_starts_the_compilation_and_wait_for_compilation_starts_the_rest():
-    choice = _dispatch.choose(None)
-    if choice.requested not in _dispatch.QUICK_START_BACKENDS:
-        pytest.skip("the default rule chose no compiling backend here (numba not installed)")
+    choice = _quick_start_choice()
 
     def large_model(x, a):
         return a * x
@@ -403,9 +405,7 @@ def test_a_quick_start_state_belongs_to_its_model_not_to_an_id():
 def test_the_batched_passes_are_rented_longer_than_the_fused_pass(monkeypatch):
     """A robust fit's road (the batched passes) costs numba more to compile than the fused
     pass, and the NumPy engine runs it near scipy's speed: its rent is longer."""
-    choice = _dispatch.choose(None)
-    if choice.requested not in _dispatch.QUICK_START_BACKENDS:
-        pytest.skip("the default rule chose no compiling backend here (numba not installed)")
+    choice = _quick_start_choice()
     assert _dispatch.QUICK_START_COMPILE_AFTER_BATCH_S > _dispatch.QUICK_START_COMPILE_AFTER_S
     monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_S", 0.05)
     monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_BATCH_S", 10.0)
