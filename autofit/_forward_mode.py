@@ -861,25 +861,30 @@ def _is_column(statement) -> bool:
 def array_jacobian_source(gradient_source: str, n_params: int) -> str:
     """``jacobian(x, p) -> (n_points, n_params)`` from the point gradient's source: the
     same lines on every point at once, the derivatives stacked as columns by the
-    namespace's ``_columns(values, rows)``, which must make a nan derivative 0 (the point
-    gradient's rule, written there per derivative). The namespace gives array functions for
+    namespace's ``_columns(values, rows, guarded)``, which must make a nan derivative 0 in
+    the columns listed in ``guarded`` (the point gradient's rule for the derivatives that a
+    singular rule leads to, written there per derivative). The namespace gives array functions for
     ``math``, ``abs``, ``_where``, ``_and``, ``_or``, ``_not`` and ``_atleast_2d``
     (jax.numpy's: :func:`autofit.jax.host.exact_jacobian`; NumPy's:
     :func:`autofit.original.host.exact_prepared`)."""
     definition = ast.parse(gradient_source).body[0]
     columns = {}
+    guarded = []
     body = [ast.parse("_X = _atleast_2d(x)").body[0]]
     for statement in definition.body:
         if _is_column(statement):
-            column = statement.value
-            # nan as 0 for a whole array at once (_columns): a select per column cost the
+            j, column = statement.targets[0].slice.elts[0].value, statement.value
+            # nan as 0 for whole columns at once (_columns): a select per column cost the
             # NumPy engine a third more
-            columns[statement.targets[0].slice.elts[0].value] = (
-                column.body if _is_nan_as_zero(column) else column)
+            if _is_nan_as_zero(column):
+                column = column.body
+                guarded.append(j)
+            columns[j] = column
         elif not isinstance(statement, ast.Return):
             body.append(statement)
     stacked = ast.Tuple([columns[j] for j in range(n_params)], ast.Load())
-    body.append(ast.Return(_call("_columns", stacked, ast.Name("_X", ast.Load()))))
+    listed = ast.Tuple([ast.Constant(j) for j in guarded], ast.Load())
+    body.append(ast.Return(_call("_columns", stacked, ast.Name("_X", ast.Load()), listed)))
     definition.name = "jacobian"
     definition.args = ast.arguments(posonlyargs=[], args=[ast.arg("x"), ast.arg("p")],
                                     kwonlyargs=[], kw_defaults=[], defaults=[])

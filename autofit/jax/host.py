@@ -147,11 +147,12 @@ def _checked_array_jacobian(f, n_params, gradient, x, p0):
     # autofit._forward_mode), not generated a second time.
     gradient_source = inspect.getsource(gradient)
 
-    def columns(values, rows):
+    def columns(values, rows, guarded=()):
         shape = rows.shape[1:]
-        stacked = jnp.stack([jnp.broadcast_to(jnp.asarray(v, dtype=rows.dtype), shape)
-                             for v in values], axis=-1)
-        return jnp.where(jnp.isnan(stacked), 0.0, stacked)  # (autofit._forward_mode)
+        values = [jnp.broadcast_to(jnp.asarray(v, dtype=rows.dtype), shape) for v in values]
+        for j in guarded:  # a nan derivative is 0 there (autofit._forward_mode)
+            values[j] = jnp.where(jnp.isnan(values[j]), 0.0, values[j])
+        return jnp.stack(values, axis=-1)
 
     namespace = _forward_mode.namespace_of(f)
     namespace.update(math=_MathOnJax(), abs=jnp.abs, _where=jnp.where, _and=jnp.logical_and,

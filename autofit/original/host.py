@@ -114,12 +114,12 @@ def exact_prepared(prepared, exact, n_params: int, x, p0):
                     note=_forward_mode.EXACT_NOTE)
 
 
-def _columns(values, rows):
+def _columns(values, rows, guarded=()):
     # (n_params, ...) filled derivative by derivative (one may be a number: x's
     # coefficient), returned as the (..., n_params) view the solvers take: (n_points,
     # n_params) for a fit, (n_fits, n_points, n_params) for the batch's columns of
-    # parameters (_batched_jacobian); a nan derivative is 0 (autofit._forward_mode),
-    # found by one sum
+    # parameters (_batched_jacobian); a nan derivative of the guarded columns is 0
+    # (autofit._forward_mode), found by one sum
     if rows.ndim == 2:
         shape = rows.shape[1:]
     else:
@@ -127,8 +127,9 @@ def _columns(values, rows):
     out = np.empty((len(values),) + shape)
     for j, value in enumerate(values):
         out[j] = value
-    if np.isnan(np.sum(out)):
-        out[np.isnan(out)] = 0.0
+    for j in guarded:
+        if np.isnan(np.sum(out[j])):
+            out[j][np.isnan(out[j])] = 0.0
     return np.moveaxis(out, 0, -1)
 
 
