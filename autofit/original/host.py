@@ -130,7 +130,7 @@ def _columns(values, rows, guarded=()):
     for j in guarded:
         if np.isnan(np.sum(out[j])):
             out[j][np.isnan(out[j])] = 0.0
-    return np.moveaxis(out, 0, -1)
+    return out.transpose(tuple(range(1, out.ndim)) + (0,))  # (np.moveaxis: 5 us more)
 
 
 _ARRAY_NAMESPACE = {"math": _forward_mode.ArrayMath, "np": np, "abs": np.abs,
