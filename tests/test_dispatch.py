@@ -410,12 +410,7 @@ def test_the_batched_passes_are_rented_longer_than_the_fused_pass(monkeypatch):
     monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_S", 0.05)
     monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_BATCH_S", 10.0)
 
-    def robust_model(x, a):
-        return a * x
-
-    def plain_model(x, a):
-        return a * x
-
+    robust_model, plain_model = (lambda x, a: a * x), (lambda x, a: a * x)  # two models
     started = []  # the models whose compilation the quick start started
     monkeypatch.setattr(_dispatch, "_start_warm_up", lambda name, f, *a: started.append(f))
     keys = [_dispatch._warm_up_key(choice.requested, robust_model, 1, 1, 1, "batch"),
