@@ -777,6 +777,11 @@ def test_a_numpy_model_on_jax_is_checked_and_translated_once(monkeypatch):
     assert all(host.TRANSLATION_NOTE in reason for reason in reasons)
 
 
+def _compiled(source):
+    """A stand-in for ``_forward_mode.array_jacobian_code`` that compiles ``source``."""
+    return lambda *args: compile(source, "<test derivatives>", "exec")
+
+
 def two_bumps(x, *p):
     out = np.zeros_like(x) + p[6]
     for k in range(2):
@@ -835,10 +840,10 @@ def test_jax_takes_the_derivatives_generated_from_a_numpy_models_source(monkeypa
     np.testing.assert_allclose(result.params, [[2.0, 0.3]] * 2, rtol=1e-8)
 
     # Generated jax code that fails its check, or raises, is not used: autodiff instead.
-    monkeypatch.setattr(_forward_mode, "array_jacobian_source", lambda *a: (
+    monkeypatch.setattr(_forward_mode, "array_jacobian_code", _compiled(
         "def jacobian(x, p):\n    raise RuntimeError('broken')\n"))
     assert host.exact_jacobian(two_bumps, 7, x, p0) is None
-    monkeypatch.setattr(_forward_mode, "array_jacobian_source", lambda *a: (
+    monkeypatch.setattr(_forward_mode, "array_jacobian_code", _compiled(
         "def jacobian(x, p):\n    return _columns([p[0] * 0.0 + 1.0] * 7, _atleast_2d(x))\n"))
     assert host.exact_jacobian(two_bumps, 7, x, p0) is None
 
@@ -976,7 +981,7 @@ def test_numpy_runs_the_generated_derivatives_on_every_point_at_once(monkeypatch
     y = bump(x, 1.0, 0.5, 0.7)
     for source in ("def jacobian(x, p):\n    raise RuntimeError('broken')\n",
                    "def jacobian(x, p):\n    return _columns([p[0]] * 3, _atleast_2d(x))\n"):
-        monkeypatch.setattr(_forward_mode, "array_jacobian_source", lambda *a, s=source: s)
+        monkeypatch.setattr(_forward_mode, "array_jacobian_code", _compiled(source))
         exact = _forward_mode.point_functions(bump, 3, 1, x, [0.9, 0.4, 0.8])
         before = _adapters.prepare("numpy", bump, 3, None)
         assert host.exact_prepared(before, exact, 3, x, [0.9, 0.4, 0.8]) is before
@@ -1021,7 +1026,7 @@ def test_numpy_batches_take_the_generated_derivatives_with_parameters_as_columns
     exact = _forward_mode.point_functions(offset_peak, 3, 1, x, p0[0, :3])
     real = _forward_mode.array_jacobian_source
     with pytest.MonkeyPatch.context() as patch:  # lines that take one fit, not columns
-        patch.setattr(_forward_mode, "array_jacobian_source",
-                      lambda *a: real(*a).replace("_p0 = p[0]", "_p0 = float(p[0])"))
+        patch.setattr(_forward_mode, "array_jacobian_code", lambda *a: _compiled(
+            real(*a[:2]).replace("_p0 = p[0]", "_p0 = float(p[0])"))())
         assert host._checked_array_jacobian(exact[1], 3, x, p0[0, :3]) is not None
         assert host._batched_jacobian(exact[1], 3, x, p0[:3, :3]) is None

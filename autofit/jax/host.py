@@ -158,10 +158,9 @@ def _checked_array_jacobian(f, n_params, gradient, x, p0):
     namespace.update(math=_MathOnJax(), abs=jnp.abs, _where=jnp.where, _and=jnp.logical_and,
                      _or=jnp.logical_or, _not=jnp.logical_not, _atleast_2d=jnp.atleast_2d,
                      _columns=columns)
-    source = _forward_mode.array_jacobian_source(gradient_source, n_params)
     name = getattr(f, "__name__", type(f).__name__)
-    exec(compile(source, f"<autofit jax derivatives of {name}>", "exec"),  # noqa: S102
-         namespace)
+    exec(_forward_mode.array_jacobian_code(  # noqa: S102 - generated from an AST
+        gradient_source, n_params, f"<autofit jax derivatives of {name}>"), namespace)
     jacobian = namespace["jacobian"]
     x2 = np.atleast_2d(np.asarray(x, dtype=np.float64))
     sample = np.unique(np.linspace(0, x2.shape[1] - 1, min(x2.shape[1], 16)).astype(int))

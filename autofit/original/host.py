@@ -143,9 +143,9 @@ def _checked_array_jacobian(gradient, n_params: int, x, p0):
     """``jacobian(x, params) -> (n_points, n_params)`` from the point ``gradient``'s source,
     or None where it does not give the point gradient's numbers on a sample of ``x``."""
     namespace = dict(_ARRAY_NAMESPACE)
-    source = _forward_mode.array_jacobian_source(gradient.generated_source, n_params)
     try:
-        exec(compile(source, "<autofit numpy derivatives>", "exec"), namespace)  # noqa: S102
+        exec(_forward_mode.array_jacobian_code(  # noqa: S102 - generated from an AST
+            gradient.generated_source, n_params, "<autofit numpy derivatives>"), namespace)
         on_arrays = namespace["jacobian"]
 
         def jacobian(x, params):
