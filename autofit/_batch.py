@@ -87,19 +87,7 @@ def quick_choice(problem, choice, device, checkpoint=None):
     return _dispatch.quick_choice(
         choice, problem.model, problem.n_params, 1 if problem.x.shape[1] == 1 else 2,
         warm_up=warm_up, evaluations=evaluations, max_evaluations=limit,
-        cached=lambda: _forward_mode.is_compiled_on_disk(_exact(problem), "batch"))
-
-
-def _exact(problem):
-    """The point functions generated from the model's source, as numba's batch takes them
-    (:func:`autofit.numba.host.batch_engine`), or None."""
-    if problem.jac is not None:
-        return None
-    n_variables = problem.x.shape[1]
-    x = problem.x[0, 0] if n_variables == 1 else problem.x[0]
-    exact, _ = _forward_mode.exact_or_none(problem.model, problem.n_params, n_variables, x,
-                                           problem.p0[0].astype(np.float64))
-    return exact
+        cached=lambda: _forward_mode.is_compiled_on_disk(problem.exact()[0], "batch"))
 
 
 def solve(problem, choice, device, strict, absolute_sigma, covariance, *, progress=False,
@@ -224,6 +212,17 @@ class Problem:
     @property
     def n_fits(self) -> int:
         return self.y.shape[0]
+
+    def exact(self):
+        """``(point functions, None)`` generated from the model's source for every engine
+        that takes them (:mod:`autofit._forward_mode`, checked at the first fit's x and
+        start), or ``(None, why not)``; a Jacobian asked for (``jac``) takes none."""
+        if self.jac is not None:
+            return None, f"jac={self.jac!r}"
+        n_variables = self.x.shape[1]
+        x = self.x[0, 0] if n_variables == 1 else self.x[0]
+        return _forward_mode.exact_or_none(self.model, self.n_params, n_variables, x,
+                                           self.p0[0].astype(np.float64))
 
     def rows(self, start, stop):
         """The per-fit argument arrays (x, y, weights, p0, lower, upper) of fits start:stop."""

@@ -504,7 +504,6 @@ def batch_engine(problem, device: str) -> BatchEngine:
     note says why). On the CPU a user's model that was found not to compile point by point
     goes to the engine for array models (:func:`batch_rescue`).
     """
-    from autofit._forward_mode import exact_or_none
     from autofit.numba.user_points import user_point_function
 
     f = problem.model
@@ -536,9 +535,7 @@ def batch_engine(problem, device: str) -> BatchEngine:
     n_variables = problem.x.shape[1]
     reason = None
     if problem.jac is None and device == "cpu":
-        x = problem.x[0, 0] if n_variables == 1 else problem.x[0]
-        exact, reason = exact_or_none(f, problem.n_params, n_variables, x,
-                                      problem.p0[0].astype(np.float64))
+        exact, reason = problem.exact()
         if exact is not None:  # the user's f itself is not compiled
             return BatchEngine(solve, *exact, JAC_ANALYTIC,
                                "derivatives: exact, generated from the model's source "

@@ -106,12 +106,17 @@ def exact_prepared(prepared, exact, n_params: int, x, p0):
     its last steps and covariance: the same road as numba's fused pass, with the same
     derivatives.
     """
-    jacobian = cached(exact[1], ("numpy", n_params, "array jacobian"),
-                      lambda: _checked_array_jacobian(exact[1], n_params, x, p0))
+    jacobian = _array_jacobian(exact[1], n_params, x, p0)
     if jacobian is None:
         return prepared
     return Prepared(prepared.model, jacobian, _codes.JAC_ANALYTIC, None, _codes.JAC_ANALYTIC,
                     note=_forward_mode.EXACT_NOTE)
+
+
+def _array_jacobian(gradient, n_params: int, x, p0):
+    """:func:`_checked_array_jacobian`, built once per point gradient."""
+    return cached(gradient, ("numpy", n_params, "array jacobian"),
+                  lambda: _checked_array_jacobian(gradient, n_params, x, p0))
 
 
 def _columns(values, rows, guarded=()):
@@ -189,15 +194,11 @@ def batch_engine(problem, device: str) -> BatchEngine:
     if lockstep is not None:
         return lockstep
     prepared = prepare("numpy", problem.model, problem.n_params, problem.jac)
-    if (problem.jac is None and not isinstance(problem.model, Model)
-            and problem.dtype == np.float64):
-        n_variables = problem.x.shape[1]
-        x = problem.x[0, 0] if n_variables == 1 else problem.x[0]
-        p0 = problem.p0[0].astype(np.float64)
-        exact, _ = _forward_mode.exact_or_none(problem.model, problem.n_params, n_variables,
-                                               x, p0)
+    if not isinstance(problem.model, Model) and problem.dtype == np.float64:
+        exact, _ = problem.exact()
         if exact is not None:
-            prepared = exact_prepared(prepared, exact, problem.n_params, x, p0)
+            x = problem.x[0, 0] if problem.x.shape[1] == 1 else problem.x[0]
+            prepared = exact_prepared(prepared, exact, problem.n_params, x, problem.p0[0])
     return BatchEngine(lm_batch, prepared.model, prepared.jacobian, prepared.jac_method,
                        prepared.note)
 
@@ -223,12 +224,11 @@ def _broadcast_engine(problem):
     if not broadcasts(f, x_sample, sample):
         return None
     jacobian = None
-    if problem.jac is None:
-        exact, _ = _forward_mode.exact_or_none(f, problem.n_params, 1, x[0], sample[0])
-        if exact is not None:
-            jacobian = cached(exact[1], ("numpy", problem.n_params, "batched jacobian"),
-                              lambda: _batched_jacobian(exact[1], problem.n_params,
-                                                        x_sample, sample))
+    exact, _ = problem.exact()
+    if exact is not None:
+        jacobian = cached(exact[1], ("numpy", problem.n_params, "batched jacobian"),
+                          lambda: _batched_jacobian(exact[1], problem.n_params, x_sample,
+                                                    sample))
 
     def solve(model, _, jac_method, x, y, w, p0, lower, upper, free, estimator, tol,
               max_iter):
@@ -246,8 +246,7 @@ def _batched_jacobian(gradient, n_params: int, x, p_rows):
     lines on arrays (:func:`exact_prepared`) with each parameter a column ``(n_fits, 1)``,
     as the model is called; None where they do not give a fit's own columns for the rows
     of ``p_rows`` (checked once)."""
-    single = _checked_array_jacobian(gradient, n_params, x if x.ndim == 1 else x[0],
-                                     p_rows[0])
+    single = _array_jacobian(gradient, n_params, x if x.ndim == 1 else x[0], p_rows[0])
     if single is None:
         return None
     on_arrays = single.on_arrays
