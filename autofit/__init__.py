@@ -6,7 +6,7 @@ call (``backend=``), per block (``use_backend``), per process (``set_backend``),
 ``FFIT_BACKEND`` environment variable, or by a documented default.
 """
 
-from autofit import _curve_fit, _dispatch, models
+from autofit import _curve_fit, _dispatch, _memory, models
 from autofit._codes import CONVERGED_CODES
 from autofit._curve_fit import ImproperInputError, curve_fit
 from autofit._declarations import KERNELS, MODELS
@@ -28,6 +28,8 @@ from autofit._fit_batch import fit_batch
 from autofit._results import BatchResult, FitResult, load_result
 from autofit._status import Status
 from autofit._version import __version__  # noqa: F401  (autofit.__version__)
+
+_memory.tune_malloc()  # glibc's thresholds for the NumPy engine's arrays (autofit._memory)
 
 
 def __getattr__(name):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autofit import _dispatch
+from autofit import _dispatch, _memory
 from autofit.selftest import validate
 
 
@@ -37,7 +37,8 @@ def backends_report() -> str:
     lines.append("kernels some backends lack run on:")
     for kernel_name, targets in _dispatch.KERNEL_FALLBACK.items():
         lines.append(f"  {kernel_name} -> {', '.join(targets)}")
-    lines += ["", f"a call now would run on: {_dispatch.choose().reason}"]
+    lines += ["", f"a call now would run on: {_dispatch.choose().reason}",
+              f"malloc: {_memory.malloc_report()}"]
     return "\n".join(lines)
 
 

@@ -270,6 +270,10 @@ def loaded_host(name: str) -> ModuleType | None:
     return _hosts.get(name)
 
 
+def _host_module(name: str) -> str:
+    return _TABLE[name][0] + ".host"
+
+
 def host_of(name: str) -> ModuleType:
     """The backend's ``host`` module: what it needs from a user's model, where it runs and
     how its engines are called (the same names on every backend; see
@@ -278,7 +282,7 @@ def host_of(name: str) -> ModuleType:
     if module is None:
         name = normalize(name)
         _check_installed(name)
-        module = _hosts[name] = importlib.import_module(_TABLE[name][0] + ".host")
+        module = _hosts[name] = importlib.import_module(_host_module(name))
     return module
 
 
@@ -319,9 +323,14 @@ QUICK_START_COMPILE_AFTER_BATCH_S = 2.0
 # caller says so: ``cached``): loading it costs 0.4-0.5 s, not 1.6-2.7 s (a scientist's
 # script run again: 300 robust fits of their model on 3,000 points, 1.6 -> 1.1 s).
 QUICK_START_LOAD_AFTER_S = 0.3
+# ... and this long for a fused pass that a child process compiles (autofit._elsewhere:
+# the calls go on meanwhile, and wait only for its loading here, 0.4 s): a scientist's loop
+# of 3,000 least-squares fits of a new model (a gaussian on 3,000 points) took 3.3 s with
+# 1 s, scipy's 3.0 s.
+QUICK_START_COMPILE_ELSEWHERE_AFTER_S = 0.3
 
-# How long a call waits for its model's compilation under way before the NumPy engine
-# answers it instead.
+# How long a call waits for its model's compilation under way in this process before the
+# NumPy engine answers it instead (while a child process compiles it, none waits).
 QUICK_START_WAIT_S = 30.0
 
 
@@ -330,6 +339,10 @@ class _QuickStart:
     """Where one model (one backend, layout and road) stands in the quick start."""
 
     compiled: threading.Event = field(default_factory=threading.Event)
+    # Set once this process's own share of the compilation has begun (the calls then wait
+    # for it); until then a child process compiles (autofit._elsewhere), and the NumPy
+    # engine answers the calls.
+    loading: threading.Event = field(default_factory=threading.Event)
     # Seconds the NumPy engine has answered the model's calls in, all together.
     spent: float = 0.0
     # Whether the backend keeps the model compiled in its disk cache (it then answers for
@@ -341,6 +354,8 @@ class _QuickStart:
     started: bool = False
     # The road (QUICK_START_ROADS), whose compilation the rent is set against.
     road: str = "model"
+    # Whether a child process can compile it (quick_choice's ``elsewhere``).
+    elsewhere: bool = False
     # The model (a weak reference where it takes one): a key holds its id, which Python
     # gives a new function once the old one is gone (a test's model ran on numba, taken for
     # compiled, because an earlier test's compiled model had had its id).
@@ -377,7 +392,7 @@ def _warm_up_key(name, f, n_params, x_ndim, weights_ndim, road="model"):
 def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
                  weights_ndim: int = 1, *, fused_sample=None, warm_up=None,
                  evaluations: int = 0, max_evaluations: int | None = None,
-                 cached=None) -> BackendChoice:
+                 cached=None, elsewhere: bool = False) -> BackendChoice:
     """The default rule's quick start for a user's model, for one call.
 
     When the default rule chose a compiling backend (numba) that has not compiled ``f``,
@@ -411,6 +426,11 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     rather than compiles, and the NumPy engine answers for :data:`QUICK_START_LOAD_AFTER_S`
     only. Asked once per model and road, and only where the quick start applies (finding
     out may cost the caller some work: the derivatives generated from the model's source).
+
+    ``elsewhere``: the fused pass of ``f`` can be compiled by a child process (its
+    derivatives were generated from its source: :mod:`autofit._elsewhere`), while the NumPy
+    engine goes on answering; it then starts after
+    :data:`QUICK_START_COMPILE_ELSEWHERE_AFTER_S`, and only its loading makes calls wait.
     """
     if choice.requested not in QUICK_START_BACKENDS:
         return choice
@@ -431,23 +451,27 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     with _warm_ups_lock:
         state = _state(key, f)
         started = state.started
+        state.elsewhere = elsewhere and road == "fused"
     if state.cached is None and not started:
         state.cached = bool(cached()) if cached is not None else False
-    if state.compiled.is_set() or (started and state.compiled.wait(QUICK_START_WAIT_S)):
+    if state.compiled.is_set() or (started and state.loading.is_set()
+                                   and state.compiled.wait(QUICK_START_WAIT_S)):
         return choice  # compiled (or known not to compile: the fallback says why)
+    where = ("in a child process" if state.elsewhere and not state.cached
+             else "on a background thread")
     quick = BackendChoice(
         requested="numpy", backend="numpy",
-        source=(f"{DEFAULT_RULE}: {choice.requested!r} compiles this model on a background "
-                f"thread once the NumPy engine has spent {compile_after_s(road):g} s "
-                "on its calls, and runs it from then on (quick start); 'numpy' answers "
-                f"meanwhile (backend={choice.requested!r}, or "
-                "autofit.wait_for_compilation(), compiles it at once)"))
+        source=(f"{DEFAULT_RULE}: {choice.requested!r} compiles this model {where} once "
+                f"the NumPy engine has spent {_rent(state):g} s on its calls, and runs it "
+                "from then on (quick start); 'numpy' answers meanwhile "
+                f"(backend={choice.requested!r}, or autofit.wait_for_compilation(), "
+                "compiles it at once)"))
     # Run by the caller once this call has its answer: compiling on another thread would
     # compete with it for the interpreter.
     quick.after_call = functools.partial(
         _after_quick_call, state, time.perf_counter(), large,
         functools.partial(_start_warm_up, choice.requested, f, n_params, x_ndim,
-                          weights_ndim, state.compiled, fused_sample, warm_up))
+                          weights_ndim, state, fused_sample, warm_up))
     return quick
 
 
@@ -460,26 +484,41 @@ def _compiled_by_the_call(choice: BackendChoice, key, f) -> None:
     with _warm_ups_lock:
         state = _state(key, f)
         state.started = True
+    state.loading.set()
     state.compiled.set()
+
+
+def _rent(state: _QuickStart) -> float:
+    """The NumPy engine's time on a model before the quick start compiles (or loads) it."""
+    if state.cached:
+        return QUICK_START_LOAD_AFTER_S
+    if state.elsewhere:
+        return QUICK_START_COMPILE_ELSEWHERE_AFTER_S
+    return compile_after_s(state.road)
 
 
 def _after_quick_call(state: _QuickStart, began: float, large: bool, start) -> None:
     """A call the NumPy engine answered: its time counts, and the compilation starts once
-    the model has had its share (:func:`compile_after_s` for its road, or
-    :data:`QUICK_START_LOAD_AFTER_S` where the backend keeps it compiled), or after a large
-    call."""
+    the model has had its share (:func:`compile_after_s` for its road,
+    :data:`QUICK_START_LOAD_AFTER_S` where the backend keeps it compiled,
+    :data:`QUICK_START_COMPILE_ELSEWHERE_AFTER_S` where a child process compiles it), or
+    after a large call."""
     with _warm_ups_lock:
         state.spent += time.perf_counter() - began
         state.start = start
-        rent = QUICK_START_LOAD_AFTER_S if state.cached else compile_after_s(state.road)
-        go = not state.started and (large or state.spent >= rent)
+        go = not state.started and (large or state.spent >= _rent(state))
         state.started = state.started or go
     if go:
-        start()
+        # (a model in the disk cache loads here faster than a child could start)
+        start(elsewhere=state.elsewhere and not state.cached)
 
 
-def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=None,
-                   warm_up=None):
+def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, state, fused_sample=None,
+                   warm_up=None, elsewhere=False):
+    """Compile ``f`` for its road on a background thread (``state``: its _QuickStart).
+    ``elsewhere``: the fused pass of a model with generated derivatives is compiled by a
+    child process first (:mod:`autofit._elsewhere`), the calls answered meanwhile;
+    :func:`wait_for_compilation`, which makes them wait anyway, compiles here at once."""
     finished = threading.Event()
     with _warm_ups_lock:
         _warm_ups_finished.append(finished)
@@ -487,6 +526,14 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=
     def work():
         later = None
         try:
+            if elsewhere and fused_sample is not None:
+                from autofit import _elsewhere
+
+                job = _elsewhere.fused_work(_host_module(name), f, n_params,
+                                            *fused_sample)
+                if job is not None:
+                    _elsewhere.compile_fused(job)  # else this thread compiles it below
+            state.loading.set()
             if warm_up is not None:
                 warm_up()
             elif fused_sample is None:
@@ -496,7 +543,8 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, event, fused_sample=
         except Exception:  # noqa: BLE001 - the call on that backend reports it again
             pass
         finally:
-            event.set()  # calls run on the backend from now on
+            state.loading.set()
+            state.compiled.set()  # calls run on the backend from now on
         try:
             if later is not None:
                 later()  # what only some calls need (compile_fused says which)

@@ -6,10 +6,13 @@ One prefix, ``FFIT_``:
 - ``FFIT_STRICT``: ``1``/``true``/``yes``/``on`` makes a fallback an error;
 - ``FFIT_DEVICE``: ``cpu`` or ``cuda``, for numba's batches;
 - ``FFIT_CACHE_DIR``: where numba's generated kernels are kept (default
-  ``$XDG_CACHE_HOME/autofit`` or ``~/.cache/autofit``).
+  ``$XDG_CACHE_HOME/autofit`` or ``~/.cache/autofit``);
+- ``FFIT_SYSTEM_MALLOC``: ``1``/``true``/``yes``/``on`` leaves glibc's ``malloc`` settings
+  as they are (read once, at import: :mod:`autofit._memory`).
 
 Older spellings are still honoured: ``AUTOFIT_CACHE_DIR``. Each is read when it is used, so
-a variable set in a running process takes effect at the next call.
+a variable set in a running process takes effect at the next call (but
+``FFIT_SYSTEM_MALLOC``).
 """
 
 from __future__ import annotations

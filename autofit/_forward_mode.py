@@ -859,31 +859,39 @@ def _is_column(statement) -> bool:
 
 
 def array_jacobian_source(gradient_source: str, n_params: int) -> str:
-    """:func:`array_jacobian_code`'s function as source text."""
-    return ast.unparse(_array_jacobian_definition(gradient_source, n_params))
+    """:func:`array_jacobian_code`'s functions as source text."""
+    return "\n\n".join(ast.unparse(definition)
+                       for definition in _array_jacobian_definitions(gradient_source,
+                                                                     n_params))
 
 
 def array_jacobian_code(gradient_source: str, n_params: int, filename: str):
-    """The code that defines ``jacobian`` (:func:`_array_jacobian_definition`), compiled
-    from the tree (unparsed and parsed again: 1.1 against 0.7 ms for a gaussian on a line)."""
-    module = ast.Module(body=[_array_jacobian_definition(gradient_source, n_params)],
+    """The code that defines ``jacobian`` and ``value_and_jacobian``
+    (:func:`_array_jacobian_definitions`), compiled from the tree (unparsed and parsed
+    again: 1.1 against 0.7 ms for a gaussian on a line)."""
+    module = ast.Module(body=_array_jacobian_definitions(gradient_source, n_params),
                         type_ignores=[])
     return compile(module, filename, "exec")
 
 
-def _array_jacobian_definition(gradient_source: str, n_params: int):
+def _array_jacobian_definitions(gradient_source: str, n_params: int):
     """``jacobian(x, p) -> (n_points, n_params)`` from the point gradient's source: the
     same lines on every point at once, the derivatives stacked as columns by the
     namespace's ``_columns(values, rows, guarded)``, which must make a nan derivative 0 in
     the columns listed in ``guarded`` (the point gradient's rule for the derivatives that a
-    singular rule leads to, written there per derivative). The namespace gives array functions for
-    ``math``, ``abs``, ``_where``, ``_and``, ``_or``, ``_not`` and ``_atleast_2d``
-    (jax.numpy's: :func:`autofit.jax.host.exact_jacobian`; NumPy's:
+    singular rule leads to, written there per derivative); and ``value_and_jacobian(x, p)
+    -> (value, jacobian)``, the model's value too (the gradient's return value, made an
+    array of the points by the namespace's ``_values(value, rows)``), where a pass needs
+    both: one set of lines for both, not the model's and the derivatives'. Each keeps only
+    the lines its results need. The namespace gives array functions for ``math``, ``abs``,
+    ``_where``, ``_and``, ``_or``, ``_not`` and ``_atleast_2d`` (jax.numpy's:
+    :func:`autofit.jax.host.exact_jacobian`; NumPy's:
     :func:`autofit.original.host.exact_prepared`)."""
     definition = ast.parse(gradient_source).body[0]
     columns = {}
     guarded = []
     body = [ast.parse("_X = _atleast_2d(x)").body[0]]
+    value = None
     for statement in definition.body:
         if _is_column(statement):
             j, column = statement.targets[0].slice.elts[0].value, statement.value
@@ -893,15 +901,36 @@ def _array_jacobian_definition(gradient_source: str, n_params: int):
                 column = column.body
                 guarded.append(j)
             columns[j] = column
-        elif not isinstance(statement, ast.Return):
+        elif isinstance(statement, ast.Return):
+            value = statement.value
+        else:
             body.append(statement)
-    stacked = ast.Tuple([columns[j] for j in range(n_params)], ast.Load())
-    listed = ast.Tuple([ast.Constant(j) for j in guarded], ast.Load())
-    body.append(ast.Return(_call("_columns", stacked, ast.Name("_X", ast.Load()), listed)))
-    definition.name = "jacobian"
-    definition.args = ast.arguments(posonlyargs=[], args=[ast.arg("x"), ast.arg("p")],
-                                    kwonlyargs=[], kw_defaults=[], defaults=[])
-    definition.body = [_OnArrays().visit(statement) for statement in body]
+    rows = ast.Name("_X", ast.Load())
+    stacked = _call("_columns", ast.Tuple([columns[j] for j in range(n_params)], ast.Load()),
+                    rows, ast.Tuple([ast.Constant(j) for j in guarded], ast.Load()))
+    both = ast.Tuple([_call("_values", value, rows), stacked], ast.Load())
+    return [_array_function(name, body, result)
+            for name, result in (("jacobian", stacked), ("value_and_jacobian", both))]
+
+
+def _array_function(name, body, result):
+    """``def name(x, p): <the lines of body that result needs>; return result``, on arrays
+    (:class:`_OnArrays`)."""
+    needed = {node.id for node in ast.walk(result) if isinstance(node, ast.Name)}
+    kept = []
+    for statement in reversed(body):
+        targets = statement.targets if isinstance(statement, ast.Assign) else ()
+        if (len(targets) == 1 and isinstance(targets[0], ast.Name)
+                and targets[0].id not in needed):
+            continue  # (the generated lines compute; none has an effect besides its name)
+        kept.append(statement)
+        needed |= {node.id for node in ast.walk(statement) if isinstance(node, ast.Name)}
+    lines = [_OnArrays().visit(copy.deepcopy(statement)) for statement in reversed(kept)]
+    definition = ast.FunctionDef(
+        name=name, args=ast.arguments(posonlyargs=[], args=[ast.arg("x"), ast.arg("p")],
+                                      kwonlyargs=[], kw_defaults=[], defaults=[]),
+        body=[*lines, ast.Return(_OnArrays().visit(copy.deepcopy(result)))],
+        decorator_list=[], returns=None, type_params=[])
     return ast.fix_missing_locations(definition)
 
 
@@ -1022,6 +1051,14 @@ def point_functions(f, n_params: int, n_variables: int, x=None, p0=None):
     return found
 
 
+def point_functions_from_sources(value_source: str, gradient_source: str):
+    """``(value, gradient)`` from the sources :func:`point_functions` generated (their
+    ``generated_source``), in another process: they name only ``math``, ``np`` and
+    literals."""
+    return (_define(value_source, "value", {"math": math, "np": np}),
+            _define(gradient_source, "gradient", {"math": math, "np": np}))
+
+
 def compiled_marker(value, gradient, road: str) -> str:
     """The file whose presence says that a backend has compiled its passes for these
     generated point functions into its disk cache, for ``road`` (``"fused"``: curve_fit's
@@ -1057,4 +1094,5 @@ def is_compiled_on_disk(functions, road: str) -> bool:
 
 
 __all__ = ["Unsupported", "compiled_marker", "exact_or_none", "generate_source",
-           "is_compiled_on_disk", "mark_compiled", "point_functions"]
+           "is_compiled_on_disk", "mark_compiled", "point_functions",
+           "point_functions_from_sources"]

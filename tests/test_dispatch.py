@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import autofit
-from autofit import _curve_fit, _dispatch, _forward_mode
+from autofit import _curve_fit, _dispatch, _elsewhere, _forward_mode
 from tests.conftest import installed
 
 needs_numba = pytest.mark.skipif(not installed("numba"), reason="numba is not installed")
@@ -284,6 +284,89 @@ def test_a_model_the_backend_keeps_compiled_on_disk_is_loaded_sooner(monkeypatch
     assert _dispatch.wait_for_compilation(timeout=300) is True
 
 
+def test_a_child_process_compiles_the_fused_pass_while_the_calls_go_on(monkeypatch):
+    # A fused pass that a child process can compile (the model's derivatives generated:
+    # autofit._elsewhere) is rented QUICK_START_COMPILE_ELSEWHERE_AFTER_S; while the child
+    # works the NumPy engine answers every call, and calls wait only while this process
+    # loads what it compiled.
+    choice = _quick_start_choice()
+    monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_ELSEWHERE_AFTER_S", 0.05)
+    monkeypatch.setattr(_dispatch, "QUICK_START_COMPILE_AFTER_S", 1000.0)
+    monkeypatch.setattr(_dispatch, "QUICK_START_WAIT_S", 20.0)
+    child_done, loaded = threading.Event(), threading.Event()
+    children = []
+    monkeypatch.setattr(_elsewhere, "fused_work", lambda *args: {"job": args[1]})
+    monkeypatch.setattr(_elsewhere, "compile_fused",
+                        lambda job: children.append(job) or child_done.wait(20))
+
+    class Host:
+        @staticmethod
+        def compile_fused(*args):
+            loaded.wait(20)
+
+    monkeypatch.setattr(_dispatch, "host_of", lambda name: Host)
+
+    def model(x, a):
+        return a * x
+
+    sample = (np.ones(3), np.ones(3), np.ones(1), np.ones(1), -np.inf * np.ones(1),
+              np.inf * np.ones(1))
+    key = _dispatch._warm_up_key(choice.requested, model, 1, 1, 1, "fused")
+    try:
+        call = _dispatch.quick_choice(choice, model, 1, 1, fused_sample=sample,
+                                      elsewhere=True)
+        assert call.requested == "numpy"
+        assert "in a child process" in call.reason and "spent 0.05 s" in call.reason
+        time.sleep(0.06)
+        call.after_call()
+        assert children == [{"job": model}]
+        assert _dispatch.quick_start_state(choice.requested, model, 1, road="fused") == (
+            "compiling")
+        began = time.perf_counter()
+        answered = _dispatch.quick_choice(choice, model, 1, 1, fused_sample=sample,
+                                          elsewhere=True)
+        # (not the 20 s a call waits for a compilation in this process)
+        assert answered.requested == "numpy" and time.perf_counter() - began < 10.0
+        child_done.set()  # now this process loads it: a call waits for that
+        threading.Timer(0.2, loaded.set).start()
+        waited = _dispatch.quick_choice(choice, model, 1, 1, fused_sample=sample,
+                                        elsewhere=True)
+        assert waited.requested == choice.requested and loaded.is_set()
+        assert _dispatch.quick_start_state(choice.requested, model, 1, road="fused") == "done"
+    finally:
+        child_done.set()
+        loaded.set()
+        _dispatch._warm_ups.pop(key, None)
+
+
+def test_a_child_still_compiling_when_the_process_exits_is_stopped(monkeypatch):
+    monkeypatch.setattr(_elsewhere, "_CHILD", "import time; time.sleep(60)")
+    outcome = []
+
+    def compile_in_child():
+        try:
+            outcome.append(_elsewhere.compile_fused({"job": 1}))
+        except _elsewhere.Stopped as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=compile_in_child)
+    thread.start()
+    try:
+        for _ in range(200):
+            if _elsewhere._children:
+                break
+            time.sleep(0.05)
+        assert len(_elsewhere._children) == 1
+        _elsewhere._stop_children()  # what the interpreter runs at exit
+        thread.join(30)
+        assert len(outcome) == 1 and isinstance(outcome[0], _elsewhere.Stopped)
+        assert not _elsewhere._children
+        assert _elsewhere.compile_fused({"job": 2}) is False  # none starts any more
+    finally:
+        _elsewhere._exiting.clear()
+        thread.join(30)
+
+
 def test_a_large_call_starts_the_compilation_and_wait_for_compilation_starts_the_rest():
     choice = _quick_start_choice()
 
@@ -412,7 +495,8 @@ def test_the_batched_passes_are_rented_longer_than_the_fused_pass(monkeypatch):
 
     robust_model, plain_model = (lambda x, a: a * x), (lambda x, a: a * x)  # two models
     started = []  # the models whose compilation the quick start started
-    monkeypatch.setattr(_dispatch, "_start_warm_up", lambda name, f, *a: started.append(f))
+    monkeypatch.setattr(_dispatch, "_start_warm_up",
+                        lambda name, f, *a, **k: started.append(f))
     keys = [_dispatch._warm_up_key(choice.requested, robust_model, 1, 1, 1, "batch"),
             _dispatch._warm_up_key(choice.requested, plain_model, 1, 1, 1, "model")]
     try:

@@ -610,8 +610,11 @@ def test_only_derivatives_through_a_singular_rule_take_the_nan_check():
     assert columns[0].endswith("else 0.0") and columns[1] == "jac[1, col] = 1.0"
     # On arrays the columns to check are listed for _columns (a select per column cost the
     # NumPy engine a third more): the first here, none of the gaussian's.
-    assert _forward_mode.array_jacobian_source(root, 2).rstrip().endswith(", _X, (0,))")
-    assert _forward_mode.array_jacobian_source(plain, 4).rstrip().endswith(", _X, ())")
+    for source, listed in ((root, "(0,)"), (plain, "()")):
+        jacobian, both = _forward_mode.array_jacobian_source(source, 4 - 2 * (
+            source is root)).split("\n\n")
+        assert jacobian.rstrip().endswith(f", _X, {listed})")
+        assert both.rstrip().endswith(f", _X, {listed}))")  # (value, columns)
     value, gradient = _forward_mode.point_functions(root_of_a_product, 2, 1)
     jac = np.zeros((2, 1))
     with np.errstate(invalid="ignore"):  # 0/0 in Python (numba's compiled code is silent)

@@ -347,6 +347,41 @@ def test_quick_start_numpy_answers_then_numba_runs_the_compiled_model(tmp_path):
     np.testing.assert_allclose(robust_params, [2.0, 2.0, 0.5, 0.3], rtol=0.01)
 
 
+def _peak_on_a_slope(x, a, mu, s, b):
+    return a * np.exp(-((x - mu) / s) ** 2) + b * x
+
+
+@needs_numba
+def test_a_child_process_compiles_a_models_fused_pass_for_this_one_to_load(tmp_path,
+                                                                           monkeypatch):
+    # The quick start's background compilation (autofit._elsewhere): the child compiles
+    # the generated pass into the disk cache, and this process then loads it from there.
+    from autofit import _elsewhere, _forward_mode
+
+    monkeypatch.setenv("FFIT_CACHE_DIR", str(tmp_path))  # a cache that has nothing yet
+    x = np.linspace(-3, 3, 40)
+    p0 = np.array([1.0, 0.2, 0.8, 0.1])
+    y = _peak_on_a_slope(x, 1.2, 0.0, 1.0, 0.05)
+    sample = (x, y, np.ones(1), p0, np.full(4, -np.inf), np.full(4, np.inf))
+    job = _elsewhere.fused_work("autofit.numba.host", _peak_on_a_slope, 4, *sample)
+    exact, _ = _forward_mode.exact_or_none(_peak_on_a_slope, 4, 1, x, p0)
+    assert job["value"] == exact[0].generated_source and job["n_params"] == 4
+    assert not _forward_mode.is_compiled_on_disk(exact, "fused")
+    assert _elsewhere.compile_fused(job) is True
+    assert _forward_mode.is_compiled_on_disk(exact, "fused")  # the child's marker
+    written = sorted(path.name for path in tmp_path.glob("autofit_chunk_*.py"))
+    assert len(written) == 1
+    from autofit.numba import host
+
+    host.compile_fused(_peak_on_a_slope, 4, *sample)  # loads the child's module
+    assert host.fused_compiled(*exact, 4)
+    assert sorted(path.name for path in tmp_path.glob("autofit_chunk_*.py")) == written
+    loaded = sys.modules[written[0][:-3]].chunk_sums.stats
+    assert sum(loaded.cache_hits.values()) == 1 and not loaded.cache_misses  # not compiled
+    # A model without generated derivatives has nothing a child could compile.
+    assert _elsewhere.fused_work("autofit.numba.host", np.polyval, 2, *sample) is None
+
+
 def test_explicit_choices_are_never_second_guessed():
     def line(x, a, b):
         return a * x + b
@@ -963,6 +998,11 @@ def test_numpy_runs_the_generated_derivatives_on_every_point_at_once(monkeypatch
     for k in range(x.size):
         exact[1](x[None, :], k, p0, expected, k)
     np.testing.assert_allclose(prepared.jacobian(x, p0), expected.T, rtol=1e-13, atol=0)
+    # A pass takes the model's value from the same lines (no call of the model): the
+    # model's numbers, and the same columns.
+    value, columns = prepared.jacobian.with_value(x, p0)
+    np.testing.assert_allclose(value, bump_and_ramp(x, *p0), rtol=1e-13, atol=0)
+    np.testing.assert_array_equal(columns, prepared.jacobian(x, p0))
 
     y = bump_and_ramp(x, 1.2, 0.5, 0.7, 0.25, 0.05)
     y = y + 0.01 * np.random.default_rng(2).normal(size=x.size)

@@ -333,10 +333,7 @@ def compile_fused(f, n_params: int, x, ydata, weights, p0, lower, upper):
     1.25 s for three gaussians), which a fit takes when the fused pass stalls in a curved
     valley (hard multi-peak starts: ``experiments/user_models/hard_starts.py``), so that
     such a fit does not wait for them."""
-    from autofit._codes import JAC_ANALYTIC, JAC_CENTRAL, JAC_FORWARD
     from autofit._forward_mode import exact_or_none
-    from autofit.numba.covariance import covariance_from_information
-    from autofit.numba.fused import lm_fused
     from autofit.numba.user_points import user_point_function
 
     x2 = np.ascontiguousarray(x[None, :] if x.ndim == 1 else x)
@@ -346,15 +343,35 @@ def compile_fused(f, n_params: int, x, ydata, weights, p0, lower, upper):
     else:
         value = user_point_function(f, n_params, x2.shape[0])
         runs = [(value, None, JAC_FORWARD), (value, None, JAC_CENTRAL)]  # iterate, polish
+    _run_fused_briefly(runs, n_params, x2, ydata, weights, p0, lower, upper)
+    if exact is None:
+        return None
+    return functools.partial(prepare_points, *exact, n_params, np.ndim(x))
+
+
+def compile_fused_from_sources(value_source: str, gradient_source: str, n_params: int, x,
+                               ydata, weights, p0, lower, upper) -> None:
+    """:func:`compile_fused` for the exact point functions of these sources (their
+    ``generated_source``), into the disk cache: in a child process
+    (:mod:`autofit._elsewhere`), whose parent then loads what it compiled."""
+    from autofit._forward_mode import point_functions_from_sources
+
+    x2 = np.ascontiguousarray(x[None, :] if x.ndim == 1 else x)
+    value, gradient = point_functions_from_sources(value_source, gradient_source)
+    _run_fused_briefly([(value, gradient, JAC_ANALYTIC)], n_params, x2, ydata, weights, p0,
+                       lower, upper)
+
+
+def _run_fused_briefly(runs, n_params, x2, ydata, weights, p0, lower, upper):
+    from autofit.numba.covariance import covariance_from_information
+    from autofit.numba.fused import lm_fused
+
     for value, gradient, method in runs:
         lm_fused(value, gradient, method, x2, ydata, weights, p0, lower, upper, 1e-15, 1e-15,
                  1e-15, 2)
     # The covariance after the fit, loaded here too: a call must not wait for numba's
-    # compiler lock while the work returned below compiles.
+    # compiler lock while the work returned by compile_fused compiles.
     covariance_from_information(np.eye(n_params))
-    if exact is None:
-        return None
-    return functools.partial(prepare_points, *exact, n_params, np.ndim(x))
 
 
 def fused_compiled(value, gradient, n_params: int) -> bool:

@@ -82,7 +82,7 @@ from autofit._rules import (
     robust_loss_where,
     step_not_tried,
 )
-from autofit.original.jacobians import jacobian_forward
+from autofit.original.jacobians import jacobian_forward, value_and_jacobian
 from autofit.original.linalg import cholesky_solve, damped_system
 
 
@@ -94,10 +94,10 @@ def _model_x(x):
 def _model_and_jacobian(model, jacobian, jac_method, x, w, p, lower, upper, free):
     """f and J at the points of non-zero weight; J's columns of fixed parameters are 0."""
     mx = _model_x(x)
-    f = model(mx, p)
     if jac_method == JAC_ANALYTIC:
-        jac = jacobian(mx, p)
+        f, jac = value_and_jacobian(model, jacobian, mx, p)
     else:
+        f = model(mx, p)
         jac = jacobian_forward(model, mx, p, f, lower, upper)
     used = w != 0.0
     if used.all():  # (a user's unweighted fit: the same numbers without the copies)

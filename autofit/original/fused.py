@@ -70,7 +70,7 @@ from autofit._rules import (
     robust_loss_where,
     step_not_tried,
 )
-from autofit.original.jacobians import jacobian_central, jacobian_forward
+from autofit.original.jacobians import jacobian_central, jacobian_forward, value_and_jacobian
 from autofit.original.linalg import damped_solve
 
 # Points per chunk: the chunk's Jacobian and temporaries (a few MB) stay in cache.
@@ -97,8 +97,11 @@ def _chunks(model, jacobian, jac_method, x, ydata, weights, p, lower, upper):
     for start in range(0, n_points, CHUNK):
         stop = min(start + CHUNK, n_points)
         mx = x[0, start:stop] if x.shape[0] == 1 else x[:, start:stop]
-        f = model(mx, p)
-        jac = _chunk_jacobian(model, jacobian, jac_method, mx, p, f, lower, upper)
+        if jac_method == JAC_ANALYTIC:
+            f, jac = value_and_jacobian(model, jacobian, mx, p)
+        else:
+            f = model(mx, p)
+            jac = _chunk_jacobian(model, jacobian, jac_method, mx, p, f, lower, upper)
         if weights.shape[0] == 1 and weights[0] != 0.0:
             yield ydata[start:stop], weights[0], f, jac, None
         else:

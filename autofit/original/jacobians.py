@@ -6,6 +6,17 @@ from autofit._declarations import implements
 from autofit._rules import CENTRAL_STEP, FORWARD_STEP, relative_step
 
 
+def value_and_jacobian(model, jacobian, x, params):
+    """``(f, J)`` at ``params`` for an analytic ``jacobian``: from one set of lines where it
+    gives the model's value too (``jacobian.with_value``: a user's model's derivatives
+    generated from its source, run on arrays by :mod:`autofit.original.host`), else the
+    model's and the Jacobian's calls."""
+    both = getattr(jacobian, "with_value", None)
+    if both is not None:
+        return both(x, params)
+    return model(x, params), jacobian(x, params)
+
+
 @implements("jacobian_forward")
 def jacobian_forward(model, x, params, f0, lower, upper):
     n_params = params.shape[0]

@@ -1,0 +1,112 @@
+"""The quick start's background compilation of a user's model, in another process.
+
+The default rule's quick start (:func:`autofit._dispatch.quick_choice`) answers a new
+model's calls on the NumPy engine, and once those have taken their time, the compiling
+backend compiles the model in the background. On a thread of this process that
+compilation shares Python's lock with the calls, which ran 2-6x slower beside it and made
+it twice as long, so the calls waited for it instead: a scientist's loop of 1,000 fits of
+their own gaussian on 3,000 points stopped for 1.5 s, and took 2.7 s where scipy's took
+1.1 s.
+
+Where the model's derivatives were generated from its source, what the backend compiles
+for its fused pass is text (:mod:`autofit._forward_mode`: the point functions name only
+``math``, ``np`` and literals), which the backend writes into a module of its disk cache.
+A child process (this Python, this autofit) compiles that module into the disk cache on
+another core while the calls go on on the NumPy engine; this process then loads it (0.4 s,
+during which its calls wait). A child still compiling when this process exits is stopped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import threading
+
+# The folder that holds this autofit package: the child imports the same one.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CHILD = ("import sys; sys.path.insert(0, {root!r}); "
+          "from autofit._elsewhere import main; main()")
+
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
+_exiting = threading.Event()
+
+
+class Stopped(Exception):
+    """This process is exiting: the compilation stopped, and nothing is left to load."""
+
+
+def fused_work(host: str, f, n_params: int, x, ydata, weights, p0, lower, upper):
+    """What a child compiles for the fused pass of ``f`` (a few points of a call's data:
+    ``x`` (n_points,) or (n_variables, n_points), ...) with the ``compile_fused_from_sources``
+    of the backend's ``host`` module (its name), or None where that cannot be written out:
+    no derivatives generated from its source."""
+    import numpy as np
+
+    from autofit import _forward_mode
+
+    x = np.asarray(x, dtype=np.float64)
+    exact, _ = _forward_mode.exact_or_none(f, n_params, 1 if x.ndim == 1 else x.shape[0],
+                                           x, p0)
+    if exact is None:
+        return None
+    value, gradient = exact
+    return {"host": host, "value": value.generated_source,
+            "gradient": gradient.generated_source, "n_params": int(n_params),
+            **{key: np.asarray(array, dtype=np.float64).tolist() for key, array in (
+                ("x", x), ("ydata", ydata), ("weights", weights), ("p0", p0),
+                ("lower", lower), ("upper", upper))}}
+
+
+def compile_fused(job: dict) -> bool:
+    """Run :func:`fused_work`'s ``job`` in a child process and wait for it (this thread
+    only: waiting holds no lock of Python's). True when it compiled; :class:`Stopped` when
+    this process began to exit meanwhile."""
+    if not sys.executable or _exiting.is_set():
+        return False
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD.format(root=_ROOT)], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return False
+    with _children_lock:
+        _children.add(child)
+    try:
+        child.communicate(json.dumps(job).encode())
+    finally:
+        with _children_lock:
+            _children.discard(child)
+    if _exiting.is_set():
+        raise Stopped
+    return child.returncode == 0
+
+
+@atexit.register
+def _stop_children() -> None:
+    _exiting.set()
+    with _children_lock:
+        children = list(_children)
+    for child in children:
+        child.kill()
+        child.wait()
+
+
+def main() -> None:
+    """The child: compile the work on stdin (exit status 0 when it did)."""
+    import importlib
+
+    import numpy as np
+
+    work = json.loads(sys.stdin.read())
+    try:
+        os.nice(5)  # the parent's calls, on the NumPy engine meanwhile, come first
+    except (AttributeError, OSError):
+        pass
+    arrays = {key: np.asarray(work[key], dtype=np.float64)
+              for key in ("x", "ydata", "weights", "p0", "lower", "upper")}
+    importlib.import_module(work["host"]).compile_fused_from_sources(
+        work["value"], work["gradient"], work["n_params"], **arrays)
