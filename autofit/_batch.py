@@ -7,6 +7,7 @@ chunks of fits, and wraps the results in a :class:`BatchResult` shaped like the 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, replace
 
@@ -16,6 +17,7 @@ from autofit import (
     _checkpoint,
     _codes,
     _dispatch,
+    _elsewhere,
     _environment,
     _forward_mode,
     _progress,
@@ -87,7 +89,9 @@ def quick_choice(problem, choice, device, checkpoint=None):
     return _dispatch.quick_choice(
         choice, problem.model, problem.n_params, 1 if problem.x.shape[1] == 1 else 2,
         warm_up=warm_up, evaluations=evaluations, max_evaluations=limit,
-        cached=lambda: _forward_mode.is_compiled_on_disk(problem.exact()[0], "batch"))
+        cached=lambda: _forward_mode.is_compiled_on_disk(problem.exact()[0], "batch"),
+        elsewhere=(functools.partial(_elsewhere.batch_work, problem=sample)
+                   if problem.exact()[0] is not None else None))
 
 
 def solve(problem, choice, device, strict, absolute_sigma, covariance, *, progress=False,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autofit import _adapters, _codes, _dispatch, _forward_mode, _fused, _rules
+from autofit import _adapters, _codes, _dispatch, _elsewhere, _forward_mode, _fused, _rules
 from autofit import _validation as check
 from autofit._dispatch import BackendCannotRun
 from autofit._status import Status
@@ -398,7 +398,8 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
             fused_sample=fused_sample, evaluations=y.shape[0] * (n_params + 1),
             max_evaluations=QUICK_START_MAX_EVALUATIONS,
             cached=lambda: exact_fused and _forward_mode.is_compiled_on_disk(exact, "fused"),
-            elsewhere=exact_fused)
+            elsewhere=(functools.partial(_elsewhere.fused_work, f=f, n_params=n_params,
+                                         sample=fused_sample) if exact_fused else None))
     # The fused path checks the model on a sample (a full evaluation in Python would cost
     # more than the fit); a non-finite value elsewhere ends the fit with NONFINITE.
     sample = slice(None) if not use_fused else slice(0, min(y.shape[0], _CHECK_SAMPLE))

@@ -392,7 +392,7 @@ def _warm_up_key(name, f, n_params, x_ndim, weights_ndim, road="model"):
 def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
                  weights_ndim: int = 1, *, fused_sample=None, warm_up=None,
                  evaluations: int = 0, max_evaluations: int | None = None,
-                 cached=None, elsewhere: bool = False) -> BackendChoice:
+                 cached=None, elsewhere=None) -> BackendChoice:
     """The default rule's quick start for a user's model, for one call.
 
     When the default rule chose a compiling backend (numba) that has not compiled ``f``,
@@ -427,10 +427,12 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     only. Asked once per model and road, and only where the quick start applies (finding
     out may cost the caller some work: the derivatives generated from the model's source).
 
-    ``elsewhere``: the fused pass of ``f`` can be compiled by a child process (its
-    derivatives were generated from its source: :mod:`autofit._elsewhere`), while the NumPy
-    engine goes on answering; it then starts after
-    :data:`QUICK_START_COMPILE_ELSEWHERE_AFTER_S`, and only its loading makes calls wait.
+    ``elsewhere``, a function of the backend's host module (its name): what a child
+    process can compile for this road (:mod:`autofit._elsewhere`: a model whose
+    derivatives were generated from its source), or None. The NumPy engine then goes on
+    answering while the child compiles; it starts after
+    :data:`QUICK_START_COMPILE_ELSEWHERE_AFTER_S`, and only its loading here makes calls
+    wait.
     """
     if choice.requested not in QUICK_START_BACKENDS:
         return choice
@@ -451,7 +453,7 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     with _warm_ups_lock:
         state = _state(key, f)
         started = state.started
-        state.elsewhere = elsewhere and road == "fused"
+        state.elsewhere = elsewhere is not None
     if state.cached is None and not started:
         state.cached = bool(cached()) if cached is not None else False
     if state.compiled.is_set() or (started and state.loading.is_set()
@@ -471,7 +473,7 @@ def quick_choice(choice: BackendChoice, f, n_params: int, x_ndim: int,
     quick.after_call = functools.partial(
         _after_quick_call, state, time.perf_counter(), large,
         functools.partial(_start_warm_up, choice.requested, f, n_params, x_ndim,
-                          weights_ndim, state, fused_sample, warm_up))
+                          weights_ndim, state, fused_sample, warm_up, elsewhere))
     return quick
 
 
@@ -510,14 +512,14 @@ def _after_quick_call(state: _QuickStart, began: float, large: bool, start) -> N
         state.started = state.started or go
     if go:
         # (a model in the disk cache loads here faster than a child could start)
-        start(elsewhere=state.elsewhere and not state.cached)
+        start(in_child=state.elsewhere and not state.cached)
 
 
 def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, state, fused_sample=None,
-                   warm_up=None, elsewhere=False):
+                   warm_up=None, elsewhere=None, in_child=False):
     """Compile ``f`` for its road on a background thread (``state``: its _QuickStart).
-    ``elsewhere``: the fused pass of a model with generated derivatives is compiled by a
-    child process first (:mod:`autofit._elsewhere`), the calls answered meanwhile;
+    ``in_child``: a child process compiles ``elsewhere``'s job first (:mod:`autofit._elsewhere`),
+    the calls answered meanwhile, and this thread then loads what it compiled;
     :func:`wait_for_compilation`, which makes them wait anyway, compiles here at once."""
     finished = threading.Event()
     with _warm_ups_lock:
@@ -526,13 +528,12 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, state, fused_sample=
     def work():
         later = None
         try:
-            if elsewhere and fused_sample is not None:
+            if in_child and elsewhere is not None:
                 from autofit import _elsewhere
 
-                job = _elsewhere.fused_work(_host_module(name), f, n_params,
-                                            *fused_sample)
+                job = elsewhere(_host_module(name))
                 if job is not None:
-                    _elsewhere.compile_fused(job)  # else this thread compiles it below
+                    _elsewhere.compile(job)  # else this thread compiles it below
             state.loading.set()
             if warm_up is not None:
                 warm_up()

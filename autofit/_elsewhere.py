@@ -9,11 +9,12 @@ their own gaussian on 3,000 points stopped for 1.5 s, and took 2.7 s where scipy
 1.1 s.
 
 Where the model's derivatives were generated from its source, what the backend compiles
-for its fused pass is text (:mod:`autofit._forward_mode`: the point functions name only
-``math``, ``np`` and literals), which the backend writes into a module of its disk cache.
-A child process (this Python, this autofit) compiles that module into the disk cache on
-another core while the calls go on on the NumPy engine; this process then loads it (0.4 s,
-during which its calls wait). A child still compiling when this process exits is stopped.
+for it (curve_fit's fused pass, the batched passes of fit_batch and of a robust curve_fit)
+is text (:mod:`autofit._forward_mode`: the point functions name only ``math``, ``np`` and
+literals), which the backend writes into modules of its disk cache. A child process (this
+Python, this autofit) compiles them into the disk cache on another core while the calls go
+on on the NumPy engine; this process then loads them (0.4 s, during which its calls wait).
+A child still compiling when this process exits is stopped.
 """
 
 from __future__ import annotations
@@ -39,32 +40,58 @@ class Stopped(Exception):
     """This process is exiting: the compilation stopped, and nothing is left to load."""
 
 
-def fused_work(host: str, f, n_params: int, x, ydata, weights, p0, lower, upper):
-    """What a child compiles for the fused pass of ``f`` (a few points of a call's data:
-    ``x`` (n_points,) or (n_variables, n_points), ...) with the ``compile_fused_from_sources``
-    of the backend's ``host`` module (its name), or None where that cannot be written out:
-    no derivatives generated from its source."""
+def fused_work(host: str, f, n_params: int, sample):
+    """What a child compiles for the fused pass of ``f`` (``sample``: a few points of a
+    call's data, ``(x, ydata, weights, p0, lower, upper)``, ``x`` (n_points,) or
+    (n_variables, n_points)) with ``compile_fused_from_sources`` of the backend's ``host``
+    module (its name); None where it cannot be written out: no derivatives generated from
+    the model's source."""
     import numpy as np
 
-    from autofit import _forward_mode
-
-    x = np.asarray(x, dtype=np.float64)
-    exact, _ = _forward_mode.exact_or_none(f, n_params, 1 if x.ndim == 1 else x.shape[0],
-                                           x, p0)
+    x = np.asarray(sample[0], dtype=np.float64)
+    exact = _exact(f, n_params, 1 if x.ndim == 1 else x.shape[0], x, sample[3])
     if exact is None:
         return None
+    return _job(host, "compile_fused_from_sources", exact, n_params=int(n_params),
+                **dict(zip(("x", "ydata", "weights", "p0", "lower", "upper"), sample)))
+
+
+def batch_work(host: str, problem):
+    """What a child compiles for the batched passes of ``problem`` (a few fits of a
+    ``fit_batch`` or a robust ``curve_fit``: :class:`autofit._batch.Problem`), with
+    ``compile_batch_from_sources`` of the backend's ``host`` module; None where it cannot be
+    written out."""
+    exact, _ = problem.exact()
+    if exact is None:
+        return None
+    return _job(host, "compile_batch_from_sources", exact, x=problem.x, ydata=problem.y,
+                weights=problem.weights, p0=problem.p0, lower=problem.lower,
+                upper=problem.upper, free=problem.free, estimator=int(problem.estimator),
+                tol=float(problem.tol), max_iter=int(problem.max_iter))
+
+
+def _exact(f, n_params, n_variables, x, p0):
+    from autofit import _forward_mode
+
+    exact, _ = _forward_mode.exact_or_none(f, n_params, n_variables, x, p0)
+    return exact
+
+
+def _job(host, function, exact, **arguments):
+    import numpy as np
+
     value, gradient = exact
-    return {"host": host, "value": value.generated_source,
-            "gradient": gradient.generated_source, "n_params": int(n_params),
-            **{key: np.asarray(array, dtype=np.float64).tolist() for key, array in (
-                ("x", x), ("ydata", ydata), ("weights", weights), ("p0", p0),
-                ("lower", lower), ("upper", upper))}}
+    arrays = {name: {"array": a.tolist(), "dtype": a.dtype.name}
+              for name, a in arguments.items() if isinstance(a, np.ndarray)}
+    return {"host": host, "function": function,
+            "arguments": {**arguments, **arrays, "value_source": value.generated_source,
+                          "gradient_source": gradient.generated_source}}
 
 
-def compile_fused(job: dict) -> bool:
-    """Run :func:`fused_work`'s ``job`` in a child process and wait for it (this thread
-    only: waiting holds no lock of Python's). True when it compiled; :class:`Stopped` when
-    this process began to exit meanwhile."""
+def compile(job: dict) -> bool:  # noqa: A001 - this module's verb
+    """Run :func:`fused_work`'s or :func:`batch_work`'s ``job`` in a child process and wait
+    for it (this thread only: waiting holds no lock of Python's). True when it compiled;
+    :class:`Stopped` when this process began to exit meanwhile."""
     if not sys.executable or _exiting.is_set():
         return False
     try:
@@ -96,17 +123,16 @@ def _stop_children() -> None:
 
 
 def main() -> None:
-    """The child: compile the work on stdin (exit status 0 when it did)."""
+    """The child: compile the job on stdin (exit status 0 when it did)."""
     import importlib
 
     import numpy as np
 
-    work = json.loads(sys.stdin.read())
+    job = json.loads(sys.stdin.read())
     try:
         os.nice(5)  # the parent's calls, on the NumPy engine meanwhile, come first
     except (AttributeError, OSError):
         pass
-    arrays = {key: np.asarray(work[key], dtype=np.float64)
-              for key in ("x", "ydata", "weights", "p0", "lower", "upper")}
-    importlib.import_module(work["host"]).compile_fused_from_sources(
-        work["value"], work["gradient"], work["n_params"], **arrays)
+    arguments = {name: np.asarray(a["array"], dtype=a["dtype"]) if isinstance(a, dict) else a
+                 for name, a in job["arguments"].items()}
+    getattr(importlib.import_module(job["host"]), job["function"])(**arguments)

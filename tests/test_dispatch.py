@@ -295,8 +295,7 @@ def test_a_child_process_compiles_the_fused_pass_while_the_calls_go_on(monkeypat
     monkeypatch.setattr(_dispatch, "QUICK_START_WAIT_S", 20.0)
     child_done, loaded = threading.Event(), threading.Event()
     children = []
-    monkeypatch.setattr(_elsewhere, "fused_work", lambda *args: {"job": args[1]})
-    monkeypatch.setattr(_elsewhere, "compile_fused",
+    monkeypatch.setattr(_elsewhere, "compile",
                         lambda job: children.append(job) or child_done.wait(20))
 
     class Host:
@@ -314,23 +313,23 @@ def test_a_child_process_compiles_the_fused_pass_while_the_calls_go_on(monkeypat
     key = _dispatch._warm_up_key(choice.requested, model, 1, 1, 1, "fused")
     try:
         call = _dispatch.quick_choice(choice, model, 1, 1, fused_sample=sample,
-                                      elsewhere=True)
+                                      elsewhere=lambda host: {"job": host})
         assert call.requested == "numpy"
         assert "in a child process" in call.reason and "spent 0.05 s" in call.reason
         time.sleep(0.06)
         call.after_call()
-        assert children == [{"job": model}]
+        assert children == [{"job": _dispatch._host_module(choice.requested)}]
         assert _dispatch.quick_start_state(choice.requested, model, 1, road="fused") == (
             "compiling")
         began = time.perf_counter()
         answered = _dispatch.quick_choice(choice, model, 1, 1, fused_sample=sample,
-                                          elsewhere=True)
+                                          elsewhere=lambda host: {"job": host})
         # (not the 20 s a call waits for a compilation in this process)
         assert answered.requested == "numpy" and time.perf_counter() - began < 10.0
         child_done.set()  # now this process loads it: a call waits for that
         threading.Timer(0.2, loaded.set).start()
         waited = _dispatch.quick_choice(choice, model, 1, 1, fused_sample=sample,
-                                        elsewhere=True)
+                                        elsewhere=lambda host: {"job": host})
         assert waited.requested == choice.requested and loaded.is_set()
         assert _dispatch.quick_start_state(choice.requested, model, 1, road="fused") == "done"
     finally:
@@ -345,7 +344,7 @@ def test_a_child_still_compiling_when_the_process_exits_is_stopped(monkeypatch):
 
     def compile_in_child():
         try:
-            outcome.append(_elsewhere.compile_fused({"job": 1}))
+            outcome.append(_elsewhere.compile({"job": 1}))
         except _elsewhere.Stopped as exc:
             outcome.append(exc)
 
@@ -361,7 +360,7 @@ def test_a_child_still_compiling_when_the_process_exits_is_stopped(monkeypatch):
         thread.join(30)
         assert len(outcome) == 1 and isinstance(outcome[0], _elsewhere.Stopped)
         assert not _elsewhere._children
-        assert _elsewhere.compile_fused({"job": 2}) is False  # none starts any more
+        assert _elsewhere.compile({"job": 2}) is False  # none starts any more
     finally:
         _elsewhere._exiting.clear()
         thread.join(30)

@@ -352,34 +352,49 @@ def _peak_on_a_slope(x, a, mu, s, b):
 
 
 @needs_numba
-def test_a_child_process_compiles_a_models_fused_pass_for_this_one_to_load(tmp_path,
-                                                                           monkeypatch):
+def test_a_child_process_compiles_a_models_passes_for_this_one_to_load(tmp_path,
+                                                                       monkeypatch):
     # The quick start's background compilation (autofit._elsewhere): the child compiles
-    # the generated pass into the disk cache, and this process then loads it from there.
-    from autofit import _elsewhere, _forward_mode
+    # the generated passes into the disk cache (curve_fit's fused pass; fit_batch's and a
+    # robust curve_fit's batched passes), and this process then loads them from there.
+    from autofit import _batch, _elsewhere, _forward_mode
+    from autofit.numba import host
 
     monkeypatch.setenv("FFIT_CACHE_DIR", str(tmp_path))  # a cache that has nothing yet
     x = np.linspace(-3, 3, 40)
     p0 = np.array([1.0, 0.2, 0.8, 0.1])
     y = _peak_on_a_slope(x, 1.2, 0.0, 1.0, 0.05)
     sample = (x, y, np.ones(1), p0, np.full(4, -np.inf), np.full(4, np.inf))
-    job = _elsewhere.fused_work("autofit.numba.host", _peak_on_a_slope, 4, *sample)
+    job = _elsewhere.fused_work("autofit.numba.host", _peak_on_a_slope, 4, sample)
     exact, _ = _forward_mode.exact_or_none(_peak_on_a_slope, 4, 1, x, p0)
-    assert job["value"] == exact[0].generated_source and job["n_params"] == 4
+    assert job["arguments"]["value_source"] == exact[0].generated_source
     assert not _forward_mode.is_compiled_on_disk(exact, "fused")
-    assert _elsewhere.compile_fused(job) is True
+    assert _elsewhere.compile(job) is True
     assert _forward_mode.is_compiled_on_disk(exact, "fused")  # the child's marker
     written = sorted(path.name for path in tmp_path.glob("autofit_chunk_*.py"))
     assert len(written) == 1
-    from autofit.numba import host
-
     host.compile_fused(_peak_on_a_slope, 4, *sample)  # loads the child's module
     assert host.fused_compiled(*exact, 4)
     assert sorted(path.name for path in tmp_path.glob("autofit_chunk_*.py")) == written
     loaded = sys.modules[written[0][:-3]].chunk_sums.stats
     assert sum(loaded.cache_hits.values()) == 1 and not loaded.cache_misses  # not compiled
+
+    # The batched passes of a robust fit of two curves.
+    problem = _batch.Problem.build(_peak_on_a_slope, x, np.stack([y, 1.1 * y]),
+                                   np.stack([p0, p0]), None, (-np.inf, np.inf), None, "lse",
+                                   None, None, None, np.float64, loss="cauchy")
+    job = _elsewhere.batch_work("autofit.numba.host", problem)
+    assert job["arguments"]["estimator"] == problem.estimator
+    assert not _forward_mode.is_compiled_on_disk(exact, "batch")
+    assert _elsewhere.compile(job) is True
+    assert _forward_mode.is_compiled_on_disk(exact, "batch")
+    result = autofit.fit_batch(_peak_on_a_slope, x, np.stack([y, 1.1 * y]),
+                               np.stack([p0, p0]), loss="cauchy", backend="numba",
+                               progress=False)
+    assert np.all(result.converged)
+
     # A model without generated derivatives has nothing a child could compile.
-    assert _elsewhere.fused_work("autofit.numba.host", np.polyval, 2, *sample) is None
+    assert _elsewhere.fused_work("autofit.numba.host", np.polyval, 2, sample) is None
 
 
 def test_explicit_choices_are_never_second_guessed():

@@ -362,6 +362,21 @@ def compile_fused_from_sources(value_source: str, gradient_source: str, n_params
                        lower, upper)
 
 
+def compile_batch_from_sources(value_source: str, gradient_source: str, x, ydata, weights,
+                               p0, lower, upper, free, estimator: int, tol: float,
+                               max_iter: int) -> None:
+    """The batched passes (``lm_batch``) of the exact point functions of these sources,
+    compiled into the disk cache by running them on a few fits (the arrays as
+    :class:`autofit._batch.Problem` holds them): in a child process
+    (:mod:`autofit._elsewhere`), whose parent then loads what it compiled."""
+    from autofit._forward_mode import point_functions_from_sources
+    from autofit.numba.batch import lm_batch
+
+    value, gradient = point_functions_from_sources(value_source, gradient_source)
+    lm_batch(value, gradient, JAC_ANALYTIC, x, ydata, weights, p0, lower, upper, free,
+             estimator, tol, max_iter)
+
+
 def _run_fused_briefly(runs, n_params, x2, ydata, weights, p0, lower, upper):
     from autofit.numba.covariance import covariance_from_information
     from autofit.numba.fused import lm_fused

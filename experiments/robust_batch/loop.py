@@ -12,6 +12,8 @@ squares, or ``loss=..., f_scale=0.05, method='trf'``.
 
     python experiments/robust_batch/loop.py
 
+10, 50, 300 and 1,000 calls of each loss, 3,000 of least squares (where the quick start
+has numba take over: a child process compiles the model while the NumPy engine answers).
 Writes ``loop.json`` beside this file.
 """
 
@@ -53,6 +55,9 @@ print(json.dumps(times))
 '''
 
 
+LOSSES = ("linear", "soft_l1", "arctan")
+
+
 def _run(folder, library, loss, n_calls, tag):
     script = Path(folder) / "fit.py"
     script.write_text(SCRIPT.replace("TAG", tag))
@@ -69,8 +74,9 @@ def main():
                     str(Path(__file__).resolve().parents[2] / "autofit")], check=True)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for n_calls in (10, 50, 300):
-            for loss in ("linear", "soft_l1", "arctan"):
+        for n_calls, losses in ((10, LOSSES), (50, LOSSES), (300, LOSSES), (1000, LOSSES),
+                                (3000, ("linear",))):
+            for loss in losses:
                 # c * 1.000<tag>: a number in the model's source that no earlier run had (its
                 # derivatives then differ: a model new to the cache)
                 tag = f"{uuid.uuid4().int % 10**12:012d}"
