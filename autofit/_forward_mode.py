@@ -909,13 +909,15 @@ def _array_jacobian_definitions(gradient_source: str, n_params: int):
     stacked = _call("_columns", ast.Tuple([columns[j] for j in range(n_params)], ast.Load()),
                     rows, ast.Tuple([ast.Constant(j) for j in guarded], ast.Load()))
     both = ast.Tuple([_call("_values", value, rows), stacked], ast.Load())
+    # On arrays once; the two functions share the lines (compile takes a node twice).
+    body = [_OnArrays().visit(statement) for statement in body]
+    both = _OnArrays().visit(both)
     return [_array_function(name, body, result)
-            for name, result in (("jacobian", stacked), ("value_and_jacobian", both))]
+            for name, result in (("jacobian", both.elts[1]), ("value_and_jacobian", both))]
 
 
 def _array_function(name, body, result):
-    """``def name(x, p): <the lines of body that result needs>; return result``, on arrays
-    (:class:`_OnArrays`)."""
+    """``def name(x, p): <the lines of body that result needs>; return result``."""
     needed = {node.id for node in ast.walk(result) if isinstance(node, ast.Name)}
     kept = []
     for statement in reversed(body):
@@ -925,12 +927,11 @@ def _array_function(name, body, result):
             continue  # (the generated lines compute; none has an effect besides its name)
         kept.append(statement)
         needed |= {node.id for node in ast.walk(statement) if isinstance(node, ast.Name)}
-    lines = [_OnArrays().visit(copy.deepcopy(statement)) for statement in reversed(kept)]
     definition = ast.FunctionDef(
         name=name, args=ast.arguments(posonlyargs=[], args=[ast.arg("x"), ast.arg("p")],
                                       kwonlyargs=[], kw_defaults=[], defaults=[]),
-        body=[*lines, ast.Return(_OnArrays().visit(copy.deepcopy(result)))],
-        decorator_list=[], returns=None, type_params=[])
+        body=[*reversed(kept), ast.Return(result)], decorator_list=[], returns=None,
+        type_params=[])
     return ast.fix_missing_locations(definition)
 
 
