@@ -70,10 +70,13 @@ def explain_backend(backend: str | None = None, model=None, x_ndim: int = 1) -> 
                 "background (if it could not be, the fallback table runs it, with a warning)")
     if state == "compiling":
         return (f"{reason}; quick start: this model is being compiled for "
-                f"{choice.requested!r}, and its calls wait for it")
+                f"{choice.requested!r} (while a child process compiles it 'numpy' answers "
+                "its calls; they wait while this process loads it, or compiles it itself)")
     return (f"{reason}; quick start: this model is not compiled yet for "
             f"{choice.requested!r}: 'numpy' answers its calls until they have taken "
-            f"{_dispatch.compile_after_s():g} s (a robust fit's: "
+            f"{_dispatch.QUICK_START_COMPILE_ELSEWHERE_AFTER_S:g} s where its derivatives "
+            "are generated (then a child process compiles it, and 'numpy' answers until "
+            f"it is loaded), else {_dispatch.compile_after_s():g} s (a robust fit's: "
             f"{_dispatch.compile_after_s('batch'):g} s), then {choice.requested!r} compiles "
             "it in the background (autofit.wait_for_compilation() compiles it at once)"
             + ("; 'numpy' has answered it" if state == "answered" else ""))
