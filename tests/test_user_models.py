@@ -378,6 +378,14 @@ def test_a_child_process_compiles_a_models_passes_for_this_one_to_load(tmp_path,
     assert sorted(path.name for path in tmp_path.glob("autofit_chunk_*.py")) == written
     loaded = sys.modules[written[0][:-3]].chunk_sums.stats
     assert sum(loaded.cache_hits.values()) == 1 and not loaded.cache_misses  # not compiled
+    # ... and lm_solve's model and Jacobian from the point functions (what a fit stalled in
+    # a curved valley takes), compiled there too: loaded here.
+    points = sorted(path.name for path in tmp_path.glob("autofit_points_*.py"))
+    assert len(points) == 1
+    model, jacobian = host.prepare_points(*exact, 4, 1)
+    loaded = sys.modules[points[0][:-3]]
+    for function in (loaded.model, loaded.jacobian):
+        assert sum(function.stats.cache_hits.values()) == 1 and not function.stats.cache_misses
 
     # The batched passes of a robust fit of two curves.
     problem = _batch.Problem.build(_peak_on_a_slope, x, np.stack([y, 1.1 * y]),

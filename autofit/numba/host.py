@@ -296,13 +296,56 @@ def prepare_points(value, gradient, n_params: int, x_ndim: int):
                  lambda: _compile_points(value, gradient, n_params, x_ndim))
 
 
+def _points_module_source(value, gradient, n_params: int, x_ndim: int) -> str | None:
+    """The source of a module defining :func:`prepare_points`'s ``model`` and ``jacobian``,
+    each compiled for its one signature with ``cache=True`` (numba's disk cache: a script
+    run again, or the quick start's child process, compiles them once), or None where the
+    point functions cannot be written out."""
+    from autofit.numba.kernel_cache import point_function_definition
+
+    definitions = (point_function_definition(value, "value"),
+                   point_function_definition(gradient, "gradient"))
+    if None in definitions:
+        return None
+    compiled = "numba.njit({}[{}].signature, cache=True, error_model='numpy')({})"
+    return "\n".join([
+        f'"""autofit lm_solve model and Jacobian from the point functions of '
+        f'{getattr(value, "__name__", "model")}, {int(n_params)} parameters, x of '
+        f'{int(x_ndim)} dimension(s) (generated; safe to delete)."""',
+        "import math",
+        "",
+        "import numba",
+        "import numpy as np",
+        "",
+        "from autofit.numba.first_class import JACOBIAN_TYPES, MODEL_TYPES",
+        "",
+        *definitions[0],
+        "",
+        *definitions[1],
+        "",
+        "value = numba.njit(error_model='numpy')(value)",
+        "gradient = numba.njit(error_model='numpy')(gradient)",
+        _points_source(n_params, x_ndim),
+        "model = " + compiled.format("MODEL_TYPES", int(x_ndim), "model"),
+        "jacobian = " + compiled.format("JACOBIAN_TYPES", int(x_ndim), "jacobian"),
+        "",
+    ])
+
+
 def _compile_points(value, gradient, n_params: int, x_ndim: int):
     import numba
 
-    namespace = {"np": np, "value": numba.njit(error_model="numpy")(value),
-                 "gradient": numba.njit(error_model="numpy")(gradient)}
-    exec(_points_source(n_params, x_ndim), namespace)  # noqa: S102 - from integers only
+    from autofit.numba.generated import import_generated
+
     try:
+        source = _points_module_source(value, gradient, n_params, x_ndim)
+        module = None if source is None else import_generated("autofit_points", source)
+        if module is not None:
+            return (CompiledFunction(module.model, MODEL_TYPES[x_ndim]),
+                    CompiledFunction(module.jacobian, JACOBIAN_TYPES[x_ndim]))
+        namespace = {"np": np, "value": numba.njit(error_model="numpy")(value),
+                     "gradient": numba.njit(error_model="numpy")(gradient)}
+        exec(_points_source(n_params, x_ndim), namespace)  # noqa: S102 - from integers only
         return tuple(CompiledFunction(numba.njit(kind[x_ndim].signature,
                                                  error_model="numpy")(namespace[name]),
                                       kind[x_ndim])
@@ -360,6 +403,7 @@ def compile_fused_from_sources(value_source: str, gradient_source: str, n_params
     value, gradient = point_functions_from_sources(value_source, gradient_source)
     _run_fused_briefly([(value, gradient, JAC_ANALYTIC)], n_params, x2, ydata, weights, p0,
                        lower, upper)
+    prepare_points(value, gradient, n_params, x.ndim)  # what compile_fused leaves for later
 
 
 def compile_batch_from_sources(value_source: str, gradient_source: str, x, ydata, weights,
