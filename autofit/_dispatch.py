@@ -532,8 +532,9 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, state, fused_sample=
                 from autofit import _elsewhere
 
                 job = elsewhere(_host_module(name))
-                if job is not None:
-                    _elsewhere.compile(job)  # else this thread compiles it below
+                if job is not None:  # (else this thread compiles it below)
+                    # numba's import (0.3 s) while the child compiles, not while calls wait
+                    _elsewhere.compile(job, meanwhile=functools.partial(host_of, name))
             state.loading.set()
             if warm_up is not None:
                 warm_up()

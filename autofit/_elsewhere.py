@@ -88,10 +88,11 @@ def _job(host, function, exact, **arguments):
                           "gradient_source": gradient.generated_source}}
 
 
-def compile(job: dict) -> bool:  # noqa: A001 - this module's verb
+def compile(job: dict, meanwhile=None) -> bool:  # noqa: A001 - this module's verb
     """Run :func:`fused_work`'s or :func:`batch_work`'s ``job`` in a child process and wait
-    for it (this thread only: waiting holds no lock of Python's). True when it compiled;
-    :class:`Stopped` when this process began to exit meanwhile."""
+    for it (this thread only: waiting holds no lock of Python's), after ``meanwhile()``
+    (what this process can do before the child is done: import the backend). True when it
+    compiled; :class:`Stopped` when this process began to exit meanwhile."""
     if not sys.executable or _exiting.is_set():
         return False
     try:
@@ -102,9 +103,21 @@ def compile(job: dict) -> bool:  # noqa: A001 - this module's verb
         return False
     with _children_lock:
         _children.add(child)
+    done = False
     try:
-        child.communicate(json.dumps(job).encode())
+        try:
+            child.stdin.write(json.dumps(job).encode())
+            child.stdin.close()
+        except OSError:  # the child has ended already: its exit status says how
+            pass
+        if meanwhile is not None:
+            meanwhile()
+        child.wait()
+        done = True
     finally:
+        if not done:  # (meanwhile raised)
+            child.kill()
+            child.wait()
         with _children_lock:
             _children.discard(child)
     if _exiting.is_set():
