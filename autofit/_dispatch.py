@@ -532,9 +532,11 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, state, fused_sample=
                 from autofit import _elsewhere
 
                 job = elsewhere(_host_module(name))
-                if job is not None:  # (else this thread compiles it below)
-                    # numba's import (0.3 s) while the child compiles, not while calls wait
-                    _elsewhere.compile(job, meanwhile=functools.partial(host_of, name))
+                if job is not None:
+                    # (else this thread compiles it below). Not numba's import meanwhile:
+                    # beside the calls it cost a loop of 1,000 fits 0.2 s, more than the
+                    # calls that wait for it save where the child finishes in time.
+                    _elsewhere.compile(job)
             state.loading.set()
             if warm_up is not None:
                 warm_up()

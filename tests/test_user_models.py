@@ -9,6 +9,7 @@ the NumPy reference.
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -347,6 +348,20 @@ def test_quick_start_numpy_answers_then_numba_runs_the_compiled_model(tmp_path):
     np.testing.assert_allclose(robust_params, [2.0, 2.0, 0.5, 0.3], rtol=0.01)
 
 
+# Another process loads a points module (its path in FFIT_CACHE_DIR): numba's cache hits
+# and misses of its model and jacobian.
+_LOAD_POINTS = """
+import importlib.util, json, os, sys
+path = os.path.join(os.environ["FFIT_CACHE_DIR"], "{name}.py")
+spec = importlib.util.spec_from_file_location("{name}", path)
+module = importlib.util.module_from_spec(spec)
+sys.modules["{name}"] = module
+spec.loader.exec_module(module)
+print(json.dumps([[sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())]
+                  for f in (module.model, module.jacobian)]))
+"""
+
+
 def _peak_on_a_slope(x, a, mu, s, b):
     return a * np.exp(-((x - mu) / s) ** 2) + b * x
 
@@ -378,14 +393,18 @@ def test_a_child_process_compiles_a_models_passes_for_this_one_to_load(tmp_path,
     assert sorted(path.name for path in tmp_path.glob("autofit_chunk_*.py")) == written
     loaded = sys.modules[written[0][:-3]].chunk_sums.stats
     assert sum(loaded.cache_hits.values()) == 1 and not loaded.cache_misses  # not compiled
-    # ... and lm_solve's model and Jacobian from the point functions (what a fit stalled in
-    # a curved valley takes), compiled there too: loaded here.
+    # lm_solve's model and Jacobian from the point functions (what a fit stalled in a
+    # curved valley takes) are compiled here, into the disk cache, where another process
+    # (a script run again) loads them.
+    assert not list(tmp_path.glob("autofit_points_*.py"))
+    host.prepare_points(*exact, 4, 1)
     points = sorted(path.name for path in tmp_path.glob("autofit_points_*.py"))
     assert len(points) == 1
-    model, jacobian = host.prepare_points(*exact, 4, 1)
-    loaded = sys.modules[points[0][:-3]]
-    for function in (loaded.model, loaded.jacobian):
-        assert sum(function.stats.cache_hits.values()) == 1 and not function.stats.cache_misses
+    loaded = subprocess.run(
+        [sys.executable, "-c", _LOAD_POINTS.format(name=points[0][:-3])], capture_output=True,
+        text=True, env={**os.environ, "FFIT_CACHE_DIR": str(tmp_path)}, timeout=300,
+        check=True)
+    assert json.loads(loaded.stdout.strip().splitlines()[-1]) == [[1, 0], [1, 0]]
 
     # The batched passes of a robust fit of two curves.
     problem = _batch.Problem.build(_peak_on_a_slope, x, np.stack([y, 1.1 * y]),
