@@ -88,6 +88,11 @@ def count_parameters(f) -> int:
     return len(positional) - 1
 
 
+# f -> parameter_count_range(f) (it and the signature are read once per function; counting
+# the signature's parameters cost a call 10 us)
+_ranges: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def parameter_count_range(f) -> tuple[int, int | None] | None:
     """``(fewest, most)`` parameters after x that ``f(x, *p)`` accepts (``most`` None
     after ``*args``): those without a default, up to every positional one; both the
@@ -95,6 +100,19 @@ def parameter_count_range(f) -> tuple[int, int | None] | None:
     n_params = getattr(f, "n_params", None)
     if n_params is not None:
         return n_params, n_params
+    try:
+        return _ranges[f]
+    except (KeyError, TypeError):  # not counted yet, or not weakly referenceable
+        pass
+    found = _count_range(f)
+    try:
+        _ranges[f] = found
+    except TypeError:
+        pass
+    return found
+
+
+def _count_range(f):
     try:
         signature, positional = _positional(f)
     except ValueError:
