@@ -536,7 +536,7 @@ def _start_warm_up(name, f, n_params, x_ndim, weights_ndim, state, fused_sample=
                     # (else this thread compiles it below). Not numba's import meanwhile:
                     # beside the calls it cost a loop of 1,000 fits 0.2 s, more than the
                     # calls that wait for it save where the child finishes in time.
-                    _elsewhere.compile(job)
+                    _elsewhere.compile_in_child(job)
             state.loading.set()
             if warm_up is not None:
                 warm_up()

@@ -88,11 +88,10 @@ def _job(host, function, exact, **arguments):
                           "gradient_source": gradient.generated_source}}
 
 
-def compile(job: dict, meanwhile=None) -> bool:  # noqa: A001 - this module's verb
+def compile_in_child(job: dict) -> bool:
     """Run :func:`fused_work`'s or :func:`batch_work`'s ``job`` in a child process and wait
-    for it (this thread only: waiting holds no lock of Python's), after ``meanwhile()``
-    (what this process can do before the child is done: import the backend). True when it
-    compiled; :class:`Stopped` when this process began to exit meanwhile."""
+    for it (this thread only: waiting holds no lock of Python's). True when it compiled;
+    :class:`Stopped` when this process began to exit meanwhile."""
     if not sys.executable or _exiting.is_set():
         return False
     try:
@@ -103,21 +102,14 @@ def compile(job: dict, meanwhile=None) -> bool:  # noqa: A001 - this module's ve
         return False
     with _children_lock:
         _children.add(child)
-    done = False
     try:
         try:
             child.stdin.write(json.dumps(job).encode())
             child.stdin.close()
         except OSError:  # the child has ended already: its exit status says how
             pass
-        if meanwhile is not None:
-            meanwhile()
         child.wait()
-        done = True
     finally:
-        if not done:  # (meanwhile raised)
-            child.kill()
-            child.wait()
         with _children_lock:
             _children.discard(child)
     if _exiting.is_set():

@@ -384,7 +384,7 @@ def test_a_child_process_compiles_a_models_passes_for_this_one_to_load(tmp_path,
     exact, _ = _forward_mode.exact_or_none(_peak_on_a_slope, 4, 1, x, p0)
     assert job["arguments"]["value_source"] == exact[0].generated_source
     assert not _forward_mode.is_compiled_on_disk(exact, "fused")
-    assert _elsewhere.compile(job) is True
+    assert _elsewhere.compile_in_child(job) is True
     assert _forward_mode.is_compiled_on_disk(exact, "fused")  # the child's marker
     written = sorted(path.name for path in tmp_path.glob("autofit_chunk_*.py"))
     assert len(written) == 1
@@ -413,7 +413,7 @@ def test_a_child_process_compiles_a_models_passes_for_this_one_to_load(tmp_path,
     job = _elsewhere.batch_work("autofit.numba.host", problem)
     assert job["arguments"]["estimator"] == problem.estimator
     assert not _forward_mode.is_compiled_on_disk(exact, "batch")
-    assert _elsewhere.compile(job) is True
+    assert _elsewhere.compile_in_child(job) is True
     assert _forward_mode.is_compiled_on_disk(exact, "batch")
     result = autofit.fit_batch(_peak_on_a_slope, x, np.stack([y, 1.1 * y]),
                                np.stack([p0, p0]), loss="cauchy", backend="numba",
