@@ -908,12 +908,15 @@ def _array_jacobian_definitions(gradient_source: str, n_params: int):
     rows = ast.Name("_X", ast.Load())
     stacked = _call("_columns", ast.Tuple([columns[j] for j in range(n_params)], ast.Load()),
                     rows, ast.Tuple([ast.Constant(j) for j in guarded], ast.Load()))
-    both = ast.Tuple([_call("_values", value, rows), stacked], ast.Load())
     # On arrays once; the two functions share the lines (compile takes a node twice).
     body = [_OnArrays().visit(statement) for statement in body]
-    both = _OnArrays().visit(both)
-    return [_array_function(name, body, result)
-            for name, result in (("jacobian", both.elts[1]), ("value_and_jacobian", both))]
+    stacked = _OnArrays().visit(stacked)
+    functions = [_array_function("jacobian", body, stacked)]
+    if value is not None:  # (a gradient returns the model's value: generate_source's do)
+        both = ast.Tuple([_call("_values", _OnArrays().visit(value), rows), stacked],
+                         ast.Load())
+        functions.append(_array_function("value_and_jacobian", body, both))
+    return functions
 
 
 def _array_function(name, body, result):

@@ -1046,6 +1046,16 @@ def test_numpy_runs_the_generated_derivatives_on_every_point_at_once(monkeypatch
     np.testing.assert_allclose(value, bump_and_ramp(x, *p0), rtol=1e-13, atol=0)
     np.testing.assert_array_equal(columns, prepared.jacobian(x, p0))
 
+    def level(x, c):  # a value that does not vary with x: one per point all the same
+        return c * 1.0
+
+    exact_level = _forward_mode.point_functions(level, 1, 1, x, [2.0])
+    level_prepared = host.exact_prepared(_adapters.prepare("numpy", level, 1, None),
+                                         exact_level, 1, x, [2.0])
+    value, columns = level_prepared.jacobian.with_value(x, np.array([2.0]))
+    assert value.shape == x.shape and np.all(value == 2.0)
+    assert columns.shape == (x.size, 1) and np.all(columns == 1.0)
+
     y = bump_and_ramp(x, 1.2, 0.5, 0.7, 0.25, 0.05)
     y = y + 0.01 * np.random.default_rng(2).normal(size=x.size)
     popt, _, info, _, _ = autofit.curve_fit(bump_and_ramp, x, y, p0=p0, backend="numpy",
