@@ -1083,6 +1083,37 @@ def test_numpy_runs_the_generated_derivatives_on_every_point_at_once(monkeypatch
     assert "derivatives: exact" not in info["backend_reason"] and info["status"].converged
 
 
+def peak_on_a_level(x, a, mu, s, c):
+    return a * np.exp(-0.5 * ((x - mu) / s) ** 2) + c
+
+
+def test_a_numpy_engine_pass_calls_no_model():
+    """The NumPy engine's passes take the model's value from the derivative lines: a fit
+    of a few passes calls the user's model only to check it at p0 (and whether its output
+    broadcasts) and for fvec, however many passes it takes."""
+    x = np.linspace(-4, 4, 500)
+    y = peak_on_a_level(x, 2.0, 0.3, 0.8, 0.1) + 0.01 * np.random.default_rng(1).normal(
+        size=x.size)
+    autofit.curve_fit(peak_on_a_level, x, y, p0=[1.5, 0.0, 1.0, 0.0], backend="numpy")
+    calls = []
+
+    def count(frame, event, arg):  # the model's calls in this thread, by their x's shape
+        if event == "call" and frame.f_code is peak_on_a_level.__code__:
+            calls.append(np.shape(frame.f_locals["x"]))
+
+    sys.setprofile(count)
+    try:
+        popt, _, info, _, _ = autofit.curve_fit(peak_on_a_level, x, y,
+                                                p0=[1.5, 0.0, 1.0, 0.0], backend="numpy",
+                                                full_output=True)
+    finally:
+        sys.setprofile(None)
+    assert "derivatives: exact" in info["backend_reason"] and info["nfev"] >= 4
+    # whether the output broadcasts (two points), the check at p0, fvec
+    assert sorted(calls) == [(2,), (500,), (500,)]
+    np.testing.assert_allclose(popt, [2.0, 0.3, 0.8, 0.1], rtol=0.02)
+
+
 def test_numpy_batches_take_the_generated_derivatives_with_parameters_as_columns():
     """The broadcast engine (fit_batch on NumPy, a robust curve_fit) runs the generated
     derivative lines with each parameter a column of fits, as it calls the model: each
