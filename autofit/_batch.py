@@ -86,12 +86,13 @@ def quick_choice(problem, choice, device, checkpoint=None):
     def warm_up():  # on the background thread: a few passes of a few fits
         _run(choice.requested, device, sample, keep_covariance=False)
 
+    exact, _ = problem.exact()
     return _dispatch.quick_choice(
         choice, problem.model, problem.n_params, 1 if problem.x.shape[1] == 1 else 2,
         warm_up=warm_up, evaluations=evaluations, max_evaluations=limit,
-        cached=lambda: _forward_mode.is_compiled_on_disk(problem.exact()[0], "batch"),
-        elsewhere=(functools.partial(_elsewhere.batch_work, problem=sample)
-                   if problem.exact()[0] is not None else None))
+        cached=lambda: _forward_mode.is_compiled_on_disk(exact, "batch"),
+        elsewhere=(functools.partial(_elsewhere.batch_work, exact=exact, problem=sample)
+                   if exact is not None else None))
 
 
 def solve(problem, choice, device, strict, absolute_sigma, covariance, *, progress=False,

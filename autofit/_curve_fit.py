@@ -398,8 +398,9 @@ def solve(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_fini
             fused_sample=fused_sample, evaluations=y.shape[0] * (n_params + 1),
             max_evaluations=QUICK_START_MAX_EVALUATIONS,
             cached=lambda: exact_fused and _forward_mode.is_compiled_on_disk(exact, "fused"),
-            elsewhere=(functools.partial(_elsewhere.fused_work, f=f, n_params=n_params,
-                                         sample=fused_sample) if exact_fused else None))
+            elsewhere=(functools.partial(_elsewhere.fused_work, exact=exact,
+                                         n_params=n_params, sample=fused_sample)
+                       if exact_fused else None))
     # The fused path checks the model on a sample (a full evaluation in Python would cost
     # more than the fit); a non-finite value elsewhere ends the fit with NONFINITE.
     sample = slice(None) if not use_fused else slice(0, min(y.shape[0], _CHECK_SAMPLE))

@@ -40,41 +40,25 @@ class Stopped(Exception):
     """This process is exiting: the compilation stopped, and nothing is left to load."""
 
 
-def fused_work(host: str, f, n_params: int, sample):
-    """What a child compiles for the fused pass of ``f`` (``sample``: a few points of a
-    call's data, ``(x, ydata, weights, p0, lower, upper)``, ``x`` (n_points,) or
-    (n_variables, n_points)) with ``compile_fused_from_sources`` of the backend's ``host``
-    module (its name); None where it cannot be written out: no derivatives generated from
-    the model's source."""
-    import numpy as np
-
-    x = np.asarray(sample[0], dtype=np.float64)
-    exact = _exact(f, n_params, 1 if x.ndim == 1 else x.shape[0], x, sample[3])
-    if exact is None:
-        return None
+def fused_work(host: str, exact, n_params: int, sample) -> dict:
+    """What a child compiles for a fused pass with ``compile_fused_from_sources`` of the
+    backend's ``host`` module (its name): ``exact``, a model's ``(value, gradient)`` point
+    functions generated from its source (:mod:`autofit._forward_mode`); ``sample``, a few
+    points of a call's data, ``(x, ydata, weights, p0, lower, upper)``, ``x`` (n_points,)
+    or (n_variables, n_points)."""
     return _job(host, "compile_fused_from_sources", exact, n_params=int(n_params),
                 **dict(zip(("x", "ydata", "weights", "p0", "lower", "upper"), sample)))
 
 
-def batch_work(host: str, problem):
+def batch_work(host: str, exact, problem) -> dict:
     """What a child compiles for the batched passes of ``problem`` (a few fits of a
-    ``fit_batch`` or a robust ``curve_fit``: :class:`autofit._batch.Problem`), with
-    ``compile_batch_from_sources`` of the backend's ``host`` module; None where it cannot be
-    written out."""
-    exact, _ = problem.exact()
-    if exact is None:
-        return None
+    ``fit_batch`` or a robust ``curve_fit``: :class:`autofit._batch.Problem`) with the point
+    functions ``exact`` (its model's), with ``compile_batch_from_sources`` of the
+    backend's ``host`` module."""
     return _job(host, "compile_batch_from_sources", exact, x=problem.x, ydata=problem.y,
                 weights=problem.weights, p0=problem.p0, lower=problem.lower,
                 upper=problem.upper, free=problem.free, estimator=int(problem.estimator),
                 tol=float(problem.tol), max_iter=int(problem.max_iter))
-
-
-def _exact(f, n_params, n_variables, x, p0):
-    from autofit import _forward_mode
-
-    exact, _ = _forward_mode.exact_or_none(f, n_params, n_variables, x, p0)
-    return exact
 
 
 def _job(host, function, exact, **arguments):

@@ -380,8 +380,8 @@ def test_a_child_process_compiles_a_models_passes_for_this_one_to_load(tmp_path,
     p0 = np.array([1.0, 0.2, 0.8, 0.1])
     y = _peak_on_a_slope(x, 1.2, 0.0, 1.0, 0.05)
     sample = (x, y, np.ones(1), p0, np.full(4, -np.inf), np.full(4, np.inf))
-    job = _elsewhere.fused_work("autofit.numba.host", _peak_on_a_slope, 4, sample)
     exact, _ = _forward_mode.exact_or_none(_peak_on_a_slope, 4, 1, x, p0)
+    job = _elsewhere.fused_work("autofit.numba.host", exact, 4, sample)
     assert job["arguments"]["value_source"] == exact[0].generated_source
     assert not _forward_mode.is_compiled_on_disk(exact, "fused")
     assert _elsewhere.compile_in_child(job) is True
@@ -410,7 +410,7 @@ def test_a_child_process_compiles_a_models_passes_for_this_one_to_load(tmp_path,
     problem = _batch.Problem.build(_peak_on_a_slope, x, np.stack([y, 1.1 * y]),
                                    np.stack([p0, p0]), None, (-np.inf, np.inf), None, "lse",
                                    None, None, None, np.float64, loss="cauchy")
-    job = _elsewhere.batch_work("autofit.numba.host", problem)
+    job = _elsewhere.batch_work("autofit.numba.host", problem.exact()[0], problem)
     assert job["arguments"]["estimator"] == problem.estimator
     assert not _forward_mode.is_compiled_on_disk(exact, "batch")
     assert _elsewhere.compile_in_child(job) is True
@@ -420,8 +420,9 @@ def test_a_child_process_compiles_a_models_passes_for_this_one_to_load(tmp_path,
                                progress=False)
     assert np.all(result.converged)
 
-    # A model without generated derivatives has nothing a child could compile.
-    assert _elsewhere.fused_work("autofit.numba.host", np.polyval, 2, sample) is None
+    # A model without generated derivatives has nothing a child could compile: the quick
+    # start is given no job for it.
+    assert _forward_mode.exact_or_none(np.polyval, 2, 1, x, p0[:2])[0] is None
 
 
 def test_explicit_choices_are_never_second_guessed():

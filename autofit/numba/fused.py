@@ -278,30 +278,18 @@ def _chunk_module_source(value, gradient, jac_method, n_params):
     """The source of a module defining ``chunk_sums`` for these point functions, compiled
     for its one signature with numba's ``cache=True``, or None where they can be neither
     imported by name nor written out (a user's function compiled as written)."""
-    from autofit.numba.kernel_cache import point_function_definition
+    from autofit.numba.kernel_cache import point_module_head
 
-    definitions = [point_function_definition(value, "_value")]
-    if jac_method == JAC_ANALYTIC:
-        definitions.append(point_function_definition(gradient, "_gradient"))
-    else:
-        definitions.append(["_gradient = None"])
-    if None in definitions:
-        return None
     name = getattr(value, "__name__", "model")
-    return "\n".join([
-        f'"""autofit fused chunk sums: {name}, jac_method {int(jac_method)}, {int(n_params)} '
-        'parameters (generated; safe to delete)."""',
-        "import math",
-        "",
-        "import numba",
-        "import numpy as np",
-        "",
+    head = point_module_head(
+        f"autofit fused chunk sums: {name}, jac_method {int(jac_method)}, {int(n_params)} "
+        "parameters",
         "from autofit.numba.fused import FASTMATH, _chunk_signature, chunk_sums_namespace",
-        "",
-        *definitions[0],
-        "",
-        *definitions[1],
-        "",
+        value, gradient if jac_method == JAC_ANALYTIC else None, ("_value", "_gradient"))
+    if head is None:
+        return None
+    return "\n".join([
+        *head,
         f"globals().update(chunk_sums_namespace(_value, _gradient, {int(jac_method)}, "
         f"{int(n_params)}, {_fast_exp(value)}))",
         "",

@@ -301,28 +301,18 @@ def _points_module_source(value, gradient, n_params: int, x_ndim: int) -> str | 
     each compiled for its one signature with ``cache=True`` (numba's disk cache: a script
     run again, or the quick start's child process, compiles them once), or None where the
     point functions cannot be written out."""
-    from autofit.numba.kernel_cache import point_function_definition
+    from autofit.numba.kernel_cache import point_module_head
 
-    definitions = (point_function_definition(value, "value"),
-                   point_function_definition(gradient, "gradient"))
-    if None in definitions:
+    head = point_module_head(
+        f"autofit lm_solve model and Jacobian from the point functions of "
+        f"{getattr(value, '__name__', 'model')}, {int(n_params)} parameters, x of "
+        f"{int(x_ndim)} dimension(s)",
+        "from autofit.numba.first_class import JACOBIAN_TYPES, MODEL_TYPES", value, gradient)
+    if head is None:
         return None
     compiled = "numba.njit({}[{}].signature, cache=True, error_model='numpy')({})"
     return "\n".join([
-        f'"""autofit lm_solve model and Jacobian from the point functions of '
-        f'{getattr(value, "__name__", "model")}, {int(n_params)} parameters, x of '
-        f'{int(x_ndim)} dimension(s) (generated; safe to delete)."""',
-        "import math",
-        "",
-        "import numba",
-        "import numpy as np",
-        "",
-        "from autofit.numba.first_class import JACOBIAN_TYPES, MODEL_TYPES",
-        "",
-        *definitions[0],
-        "",
-        *definitions[1],
-        "",
+        *head,
         "value = numba.njit(error_model='numpy')(value)",
         "gradient = numba.njit(error_model='numpy')(gradient)",
         _points_source(n_params, x_ndim),

@@ -79,31 +79,37 @@ def point_function_definition(function, as_name):
     return [source.rstrip("\n"), "", "", f"{as_name} = {function.__name__}"]
 
 
+def point_module_head(title: str, imports: str, value, gradient,
+                      names=("value", "gradient")):
+    """The first lines of a generated module that compiles something of these point
+    functions with numba's ``cache=True``: its docstring (``title``), numba's and NumPy's
+    imports and ``imports``, then ``value`` and ``gradient`` as ``names``
+    (:func:`point_function_definition`; a ``gradient`` of None is None there); None where
+    they can be neither imported by name nor written out."""
+    definitions = (point_function_definition(value, names[0]),
+                   [f"{names[1]} = None"] if gradient is None
+                   else point_function_definition(gradient, names[1]))
+    if None in definitions:
+        return None
+    return [f'"""{title} (generated; safe to delete)."""', "import math", "", "import numba",
+            "import numpy as np", "", imports, "", *definitions[0], "", *definitions[1], ""]
+
+
 def _passes_module_source(value, gradient, jac_method, n_params, dtype):
     """The source of a module defining a model's ``evaluate`` and ``probe_rows``
     (:func:`autofit.numba.kernel.cpu_passes`), each compiled for its one signature with
     ``cache=True``, or None when the point functions can be neither imported by name nor
     written out (:func:`point_function_definition`)."""
-    definitions = (point_function_definition(value, "value"),
-                   point_function_definition(gradient, "gradient"))
-    if None in definitions:
-        return None
     name = getattr(value, "__name__", "model")
     dtype_name = np.dtype(dtype).name
+    head = point_module_head(
+        f"autofit CPU batch passes: {name}, jac_method {jac_method}, {n_params} parameters, "
+        f"{dtype_name}", "from autofit.numba.kernel import cpu_passes, pass_types", value,
+        gradient)
+    if head is None:
+        return None
     return "\n".join([
-        f'"""autofit CPU batch passes: {name}, jac_method {jac_method}, '
-        f'{n_params} parameters, {dtype_name} (generated; safe to delete)."""',
-        "import math",
-        "",
-        "import numba",
-        "import numpy as np",
-        "",
-        "from autofit.numba.kernel import cpu_passes, pass_types",
-        "",
-        *definitions[0],
-        "",
-        *definitions[1],
-        "",
+        *head,
         f"_evaluate, _probe_rows = cpu_passes(value, gradient, {int(jac_method)}, "
         f"{int(n_params)}, np.{dtype_name})",
         f"_evaluate_type, _probe_rows_type = pass_types(np.{dtype_name})",

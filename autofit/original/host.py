@@ -100,11 +100,12 @@ def exact_prepared(prepared, exact, n_params: int, x, p0):
     not run on arrays (checked once, against the point gradient at ``p0`` on a sample of
     ``x``).
 
-    The model's value is still the user's own function. A pass of the gaussian on a line
-    (5 parameters, 3,000 points) costs the model and 31 us where forward differences cost
-    six models and their arithmetic (110 us), and the fit needs no central differences for
-    its last steps and covariance: the same road as numba's fused pass, with the same
-    derivatives.
+    A pass takes the model's value from the same lines where they give it
+    (``jacobian.with_value``, :func:`_checked_array_jacobian`): a pass of the gaussian on a
+    line (5 parameters, 3,000 points) costs those lines (~30 us) where forward differences
+    cost six models and their arithmetic (110 us), and the fit needs no central differences
+    for its last steps and covariance: the same road as numba's fused pass, with the same
+    derivatives. The user's own function still gives the value at p0's check and fvec.
     """
     jacobian = _array_jacobian(exact[1], n_params, x, p0)
     if jacobian is None:
