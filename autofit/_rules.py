@@ -72,7 +72,8 @@ def relative_step_where(xp, params, relative):
 # takes its step by these rules; the engines differ only in how a pass over the points
 # forms χ², g (= -½ ∂χ²/∂p) and H, and in what they test before a step (lm_fused's gtol and
 # unseen Newton step, lm_batch's iteration budget and geodesic acceleration). The scalar
-# forms loop over the parameters (numba compiles them, for the CPU and CUDA alike); the
+# forms loop over the parameters (numba compiles them, for the CPU and CUDA alike, and the
+# NumPy reference's single fit runs them on Python lists: hence ``len`` and ``h[a][b]``); the
 # ``_where`` forms take ``xp`` (``numpy`` or ``jax.numpy``) and arrays with the parameters
 # on the last axis, so that one call serves one fit or a whole batch of them.
 
@@ -95,10 +96,11 @@ def predicted_reduction(h, step, scale_squared, damping):
     ftol test compares with χ²)."""
     predicted = 0.0
     damped = 0.0
-    for a in range(step.shape[0]):
+    for a in range(len(step)):
         row = 0.0
-        for b in range(step.shape[0]):
-            row += h[a, b] * step[b]
+        h_a = h[a]
+        for b in range(len(step)):
+            row += h_a[b] * step[b]
         predicted += step[a] * row
         damped += scale_squared[a] * step[a] * step[a]
     return predicted + 2.0 * damping * damped
@@ -117,7 +119,7 @@ def clip_step(p, step, lower, upper, scale_squared, xtol, trial):
     (MINPACK's xtol test, with ``scale_squared`` the running maximum of ``diag(H)``)."""
     moved2 = 0.0
     size2 = 0.0
-    for a in range(p.shape[0]):
+    for a in range(len(p)):
         trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
         moved = trial[a] - p[a]
         moved2 += scale_squared[a] * moved * moved

@@ -712,3 +712,40 @@ def test_the_concurrent_checks_find_a_nan_in_either_array(decay_data, monkeypatc
     (bad_x if where == "xdata" else bad_y)[N - 3] = np.nan
     with pytest.raises(ValueError, match=f"{where}.*must not contain infs or NaNs"):
         autofit.curve_fit(decay, bad_x, bad_y, p0=[2.0, 1.0, 0.4], backend="numpy")
+
+
+def test_the_reference_solves_for_the_unseen_newton_step_only_where_it_can_end_the_fit(
+        monkeypatch):
+    """The NumPy reference's ``lm_fused`` skips the Gauss-Newton solve of its unseen-step
+    test where ``_cosines``' lower bound of the predicted reduction already exceeds twice
+    ftol: every output the same, bit for bit, as solving for it at every iteration (numba's
+    loop does), on every kernel case and built-in model, and fewer solves."""
+    from autofit import original
+    from autofit.original import fused, linalg
+    from autofit.selftest import cases as _cases
+    from autofit.selftest import validate
+
+    solves = []
+
+    def counted(*args):
+        solves.append(args[3])  # the damping: 0.0 for the Newton step
+        return linalg.damped_solve(*args)
+
+    monkeypatch.setattr(fused, "damped_solve", counted)
+    bound = fused._cosines
+    cases = _cases.cases("lm_fused", 300) + _cases.model_parity_cases("lm_fused")
+    skipped = 0
+    for case in cases:
+        arguments = validate.resolve_arguments(case.args, original)
+        solves.clear()
+        with monkeypatch.context() as always:
+            always.setattr(fused, "_cosines", lambda *a: (bound(*a)[0], 0.0))
+            expected = fused.lm_fused(*arguments)
+        newton_always = solves.count(0.0)
+        solves.clear()
+        found = fused.lm_fused(*arguments)
+        skipped += newton_always - solves.count(0.0)
+        for got, want in zip(found, expected, strict=True):
+            assert np.array_equal(np.asarray(got), np.asarray(want), equal_nan=True), \
+                case.variant
+    assert skipped >= len(cases)  # the bound does skip solves: one a fit at least

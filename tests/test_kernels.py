@@ -119,7 +119,7 @@ def _systems(n_systems=400):
 def test_the_references_small_solves_are_numbas_sums_and_solve_the_systems():
     """``cholesky_solve`` (Python floats) gives numba's numbers bit for bit (the same sums in
     the same order), solves the system to rounding, and refuses what does not factorise;
-    ``damped_solve`` is ``cholesky_solve(*damped_system(...))`` bit for bit."""
+    ``damped_solve`` (on lists) is ``cholesky_solve(*damped_system(...))`` bit for bit."""
     import numpy as np
 
     from autofit.original.linalg import cholesky_solve, damped_solve, damped_system
@@ -146,7 +146,11 @@ def test_the_references_small_solves_are_numbas_sums_and_solve_the_systems():
                 substitute(chol, b, compiled, b.size)
                 np.testing.assert_array_equal(z, compiled)
         scale = np.abs(np.diag(a)) + 1.0
-        damped, damped_ok = damped_solve(a, b, scale, damping, active)
+        rows = a.tolist()
+        damped, damped_ok = damped_solve(rows, b.tolist(), scale.tolist(), damping,
+                                         active.tolist())
+        assert np.array_equal(np.array(rows), a, equal_nan=True)  # rows left as they were
+        damped = np.array(damped)
         expected, expected_ok = cholesky_solve(*damped_system(a, b, scale, damping, active))
         assert damped_ok == expected_ok
         np.testing.assert_array_equal(damped, expected)

@@ -40,6 +40,8 @@ final parameters, from one more pass (beyond f_scale ``H`` keeps the square-root
 residuals' Gauss-Newton weight, not the curvature the covariance needs).
 """
 
+import math
+
 import numpy as np
 
 from autofit._codes import (
@@ -59,14 +61,14 @@ from autofit._codes import (
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
     UNSEEN_STEP,
-    active_where,
     chi2_rounding,
-    clip_step_where,
+    clip_step,
     evaluations_per_pass,
     fused_estimator,
+    is_active,
     judge_trial,
     point_weight_where,
-    predicted_reduction_where,
+    predicted_reduction,
     robust_loss_where,
     step_not_tried,
 )
@@ -174,12 +176,29 @@ def robust_information(model, jacobian, jac_method, x, ydata, weights, p, lower,
     return information
 
 
-def _largest_cosine(g, h, chi2, active):
-    cosine = 0.0
-    for j in range(g.shape[0]):
-        if active[j] and h[j, j] > 0.0:
-            cosine = max(cosine, abs(g[j]) / (np.sqrt(h[j, j]) * np.sqrt(chi2)))
-    return cosine
+def _cosines(g, diagonal, chi2, active):
+    """``(largest, newton_bound)`` for one fit's lists: the largest cosine between the
+    residual vector and an active column, ``|g_j| / sqrt(H_jj chi2)`` (the gtol test), and
+    a lower bound of the Gauss-Newton step's predicted reduction over chi2,
+    ``g·H⁻¹g / chi2 >= Σ cosine_j² / n``: with D = diag(H), ``D^-1/2 H D^-1/2`` has a unit
+    diagonal, so its largest eigenvalue is at most n (the active columns with ``H_jj > 0``;
+    one with ``H_jj = 0`` makes H singular, and then no Newton step is taken at all)."""
+    largest = 0.0
+    squares = 0.0
+    counted = 0
+    root_chi2 = math.sqrt(chi2)
+    for j, g_j in enumerate(g):
+        if active[j] and diagonal[j] > 0.0:
+            cosine = abs(g_j) / (math.sqrt(diagonal[j]) * root_chi2)
+            largest = max(largest, cosine)
+            squares += cosine * cosine
+            counted += 1
+    return largest, squares / max(counted, 1)
+
+
+def _clipped(p, step, lower, upper):
+    return [min(max(p_a + step_a, lower_a), upper_a)
+            for p_a, step_a, lower_a, upper_a in zip(p, step, lower, upper)]
 
 
 @implements("lm_fused")
@@ -199,17 +218,26 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
     nfev = cost
     if not np.isfinite(chi2):
         return p, chi2, NONFINITE, nfev, 0, h
-    scale_squared = np.diag(h).copy()
+    # The iteration's small arithmetic runs on Python floats, with the scalar rules that
+    # numba compiles (the same numbers): NumPy's per-call cost on arrays of a handful of
+    # parameters made it 50 us an iteration, as much as a pass over 3,000 points.
+    n_params = p.shape[0]
+    p, lower_list, upper_list = p.tolist(), lower.tolist(), upper.tolist()
+    g, rows = g.tolist(), h.tolist()
+    scale_squared = [rows[a][a] for a in range(n_params)]
     damping = BATCH_INITIAL_DAMPING
     n_iter = 0
     status = RUNNING
     while status == RUNNING:
         # The active set: a parameter at a bound whose descent direction points out is held.
-        active = active_where(p, g, lower, upper, True)
+        active = [is_active(p[a], g[a], lower_list[a], upper_list[a], True)
+                  for a in range(n_params)]
         if chi2 == 0.0:
             status = CONVERGED_FTOL
             break
-        if _largest_cosine(g, h, chi2, active) <= gtol:
+        largest_cosine, newton_bound = _cosines(g, [rows[a][a] for a in range(n_params)],
+                                                chi2, active)
+        if largest_cosine <= gtol:
             status = CONVERGED_GTOL
             break
         # The Gauss-Newton step's predicted reduction (g·H⁻¹g, the undamped ``predicted``
@@ -217,33 +245,46 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         # χ² did not change measurably is skipped (4 passes instead of 5 for a fit of 1e6
         # points). χ², g and H stay those of the last pass (within ftol of the new point's).
         # Only a small step is taken unseen: along a direction χ² barely sees, a tiny
-        # predicted reduction can come with a large step.
-        newton, factored = damped_solve(h, g, scale_squared, 0.0, active)
-        if (factored and newton @ g <= ftol * chi2
-                and np.sum(scale_squared * newton * newton)
-                <= UNSEEN_STEP ** 2 * np.sum(scale_squared * p * p)):
-            p = np.minimum(np.maximum(p + newton, lower), upper)
-            status = CONVERGED_FTOL
-            break
+        # predicted reduction can come with a large step. Where the bound of _cosines is
+        # already twice ftol the step cannot pass, and is not solved for (numba's loop
+        # solves it and finds the same).
+        if newton_bound <= 2.0 * ftol:
+            newton, factored = damped_solve(rows, g, scale_squared, 0.0, active)
+            if factored:
+                decrement = 0.0
+                moved2 = 0.0
+                size2 = 0.0
+                for a in range(n_params):
+                    decrement += newton[a] * (g[a] if active[a] else 0.0)
+                    moved2 += scale_squared[a] * newton[a] * newton[a]
+                    size2 += scale_squared[a] * p[a] * p[a]
+                if decrement <= ftol * chi2 and moved2 <= UNSEEN_STEP ** 2 * size2:
+                    p = _clipped(p, newton, lower_list, upper_list)
+                    status = CONVERGED_FTOL
+                    break
         if nfev >= max_nfev:
             status = MAX_NFEV
             break
-        step, ok = damped_solve(h, g, scale_squared, damping, active)
+        step, ok = damped_solve(rows, g, scale_squared, damping, active)
         if not ok:
             damping, status = step_not_tried(damping, SINGULAR)
             continue
-        trial, small_step = clip_step_where(np, p, step, lower, upper, scale_squared, xtol)
-        trial_chi2, trial_g, trial_h = evaluate(trial)
+        trial = [0.0] * n_params
+        small_step = clip_step(p, step, lower_list, upper_list, scale_squared, xtol, trial)
+        trial_chi2, trial_g, trial_h = evaluate(np.array(trial))
         nfev += cost
         n_iter += 1
         # (MINPACK also tests ftol on rejected steps: without it, a fit of 1e7 points
         # rejected ~10 steps at rounding level while λ grew until the xtol test fired.)
-        predicted = predicted_reduction_where(np, h, step, scale_squared, damping)
+        predicted = predicted_reduction(rows, step, scale_squared, damping)
         accepted, status, damping = judge_trial(chi2, trial_chi2, predicted, small_step, ftol,
                                                 damping)
         if accepted:
-            p, chi2, g, h = trial, trial_chi2, trial_g, trial_h
-            scale_squared = np.maximum(scale_squared, np.diag(h))
+            p, chi2, g, h = trial, trial_chi2, trial_g.tolist(), trial_h
+            rows = h.tolist()
+            scale_squared = [max(largest, rows[a][a])
+                             for a, largest in enumerate(scale_squared)]
+    p = np.array(p)
     if estimator != ESTIMATOR_LSE:
         # Not counted in nfev: like lm_batch's information pass, it is no part of the fit.
         h = robust_information(model, jacobian, jac_method, x, ydata, weights, p, lower,

@@ -18,32 +18,36 @@ def cholesky_solve(a, b):
     system or two per pass, and NumPy's per-call cost made a 5 x 5 solve 35 us (8 here): a
     fifth of a NumPy-engine fit of a user's model on 3,000 points.
     """
-    return _solve_lists(a.tolist(), b.tolist())
+    z, ok = _solve_lists(a.tolist(), b.tolist())
+    return np.array(z), ok
 
 
-def damped_solve(h, g, scale_squared, damping, active):
-    """``cholesky_solve(*damped_system(h, g, scale_squared, damping, active))`` for one fit
-    (``h`` ``(n, n)``), the same numbers without the arrays between (11 us a system)."""
-    rows = h.tolist()
-    rhs = g.tolist()
-    scale = scale_squared.tolist()
-    used = active.tolist()
-    damping = float(damping)
-    for a, row in enumerate(rows):
-        if used[a]:
-            for b in range(len(row)):
-                if not used[b]:
-                    row[b] = 0.0
-            row[a] = row[a] + damping * scale[a]
+def damped_solve(rows, g, scale_squared, damping, active):
+    """The solution of ``(H + λ diag(scale_squared)) δ = g`` over the ``active`` parameters
+    (held ones get an identity row and a right-hand side of 0: their step is exactly 0),
+    for one fit whose ``H`` (``rows``), ``g``, ``scale_squared`` and ``active`` are Python
+    lists: ``(δ, ok)``, δ a list; the numbers of
+    ``cholesky_solve(*damped_system(...))`` without the arrays between. ``rows`` is not
+    changed."""
+    n = len(g)
+    system = []
+    rhs = []
+    for a in range(n):
+        if active[a]:
+            row = [value if active[b] else 0.0 for b, value in enumerate(rows[a])]
+            row[a] = row[a] + damping * scale_squared[a]
+            rhs.append(g[a])
         else:
-            rows[a] = [0.0] * len(row)
-            rows[a][a] = 1.0
-            rhs[a] = 0.0
-    return _solve_lists(rows, rhs)
+            row = [0.0] * n
+            row[a] = 1.0
+            rhs.append(0.0)
+        system.append(row)
+    return _solve_lists(system, rhs)
 
 
 def _solve_lists(rows, z):
-    """:func:`cholesky_solve` on lists (``z`` holds b and is overwritten)."""
+    """:func:`cholesky_solve` on lists (``z`` holds b and is overwritten): ``(z, ok)``, z a
+    list (zeros where not solved)."""
     n = len(z)
     chol = [[0.0] * n for _ in range(n)]
     for j in range(n):
@@ -52,7 +56,7 @@ def _solve_lists(rows, z):
         for k in range(j):
             pivot -= chol_j[k] * chol_j[k]
         if not (pivot > 0.0 and math.isfinite(pivot)):
-            return np.zeros(n), False
+            return [0.0] * n, False
         diagonal = chol_j[j] = math.sqrt(pivot)
         for i in range(j + 1, n):
             chol_i = chol[i]
@@ -71,7 +75,7 @@ def _solve_lists(rows, z):
         for k in range(i + 1, n):
             s -= chol[k][i] * z[k]
         z[i] = s / chol[i][i]
-    return np.array(z), True
+    return z, True
 
 
 def cholesky_solve_many(a, b):
