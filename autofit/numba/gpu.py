@@ -8,10 +8,15 @@ Built-in models use their point functions (:mod:`autofit.numba.points`), user fu
 are compiled as device functions, so no CUDA source is written by hand.
 
 Without a GPU this module runs on numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set
-before numba is imported), which the tests use for small batches.
+before numba is imported), which the tests use for small batches; and :func:`ptx` compiles a
+kernel with NVIDIA's own compiler (numba-cuda and NVVM, no GPU needed), which the tests use
+to hold every model's kernel to what a GPU would be given.
 """
 
 from __future__ import annotations
+
+import contextlib
+import types
 
 import numba
 import numpy as np
@@ -74,6 +79,53 @@ def build_kernel(value, gradient, jac_method, n_params, dtype):
             jac, jac, work_p, active, covariance[fit])
 
     return kernel
+
+
+def kernel_types(dtype) -> tuple:
+    """The numba types of a launch of :func:`build_kernel`'s kernel by
+    :func:`lm_batch_device` from host arrays (contiguous device arrays; ``estimator`` and
+    ``max_iter`` Python ints, ``tol`` of ``dtype``)."""
+    real = numba.from_dtype(np.dtype(dtype))
+    return (real[:, :, ::1], real[:, ::1], real[:, ::1], real[:, ::1], real[:, ::1],
+            real[:, ::1], numba.boolean[::1], numba.int64, real, numba.int64, real[:, ::1],
+            real[::1], numba.int64[::1], numba.int64[::1], real[:, :, ::1])
+
+
+@contextlib.contextmanager
+def _device_of(compute_capability):
+    # numba compiles a device function for the current GPU's compute capability, which it
+    # asks the driver for; where there is neither, it is given the one asked for.
+    from numba.cuda import dispatcher
+
+    asked = dispatcher.get_current_device
+    device = types.SimpleNamespace(compute_capability=tuple(compute_capability))
+    dispatcher.get_current_device = lambda: device
+    try:
+        yield
+    finally:
+        dispatcher.get_current_device = asked
+
+
+def ptx(value, gradient, jac_method, n_params, dtype, compute_capability=(8, 0)) -> str:
+    """The PTX that NVIDIA's compiler makes of the kernel :func:`lm_batch_device` launches
+    for these point functions (``gradient`` None: forward differences), for a GPU of
+    ``compute_capability``, on a machine with or without a GPU: the check that the CUDA
+    engine compiles (type inference, lowering, NVVM) where nothing can run it.
+
+    Needs numba-cuda and NVIDIA's NVVM and NVRTC libraries (the ``cuda`` extra, or
+    ``.ci/cuda-compiler.txt``); numba's own deprecated CUDA target does not compile the
+    kernels (RuntimeError)."""
+    if getattr(cuda, "implementation", "") != "NVIDIA":
+        raise RuntimeError("autofit.numba.gpu.ptx needs numba-cuda (NVIDIA's CUDA target "
+                           "for numba: the 'cuda' extra, or .ci/cuda-compiler.txt), not "
+                           f"numba's {getattr(cuda, 'implementation', 'missing')} target")
+    kernel = build_kernel(value, _no_gradient if gradient is None else gradient, jac_method,
+                          n_params, dtype)
+    with _device_of(compute_capability):
+        text, _ = cuda.compile_ptx(kernel.py_func, kernel_types(dtype),
+                                   fastmath=np.dtype(dtype) == np.float32,
+                                   cc=tuple(compute_capability))
+    return text
 
 
 def kernel_for(value, gradient, jac_method, n_params, dtype):
