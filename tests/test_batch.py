@@ -721,3 +721,50 @@ def test_numba_lm_batch_and_lm_fused_take_models_as_every_backend_does():
     with pytest.raises(TypeError, match="lm_fused runs a built-in model's kernels"):
         kernels.lm_fused(own, None, JAC_FORWARD, x[None, :], y[0], np.ones(1), truth[0],
                          np.full(4, -np.inf), np.full(4, np.inf), 1e-10, 1e-10, 1e-10, 100)
+
+
+EXACT_ON_THE_SIMULATOR = textwrap.dedent("""
+    import numpy as np
+    import autofit
+
+
+    def peaks(x, *p):  # a scientist's several peaks: numba-cuda cannot compile it as written
+        out = np.full_like(x, p[-1])
+        for k in range(len(p) // 3):
+            a, c, w = p[3 * k:3 * k + 3]
+            out = out + a * np.exp(-0.5 * ((x - c) / w) ** 2)
+        return out
+
+
+    x = np.linspace(0.0, 10.0, 24)
+    rng = np.random.default_rng(5)
+    truth = np.array([1.0, 3.0, 0.8, 0.8, 6.0, 1.0, 0.1])
+    y = np.stack([peaks(x, *truth) + 0.02 * rng.normal(size=x.size) for _ in range(3)])
+    p0 = truth * 1.05
+    ref = autofit.fit_batch(peaks, x, y, p0=p0, backend="numpy", tol=1e-10)
+    gpu = autofit.fit_batch(peaks, x, y, p0=p0, backend="numba", device="cuda", tol=1e-10)
+    assert gpu.device == "cuda", gpu.device
+    assert "exact" in gpu.backend_reason, gpu.backend_reason
+    assert (gpu.status == ref.status).all() and ref.converged.all(), (gpu.status, ref.status)
+    assert np.abs(gpu.params - ref.params).max() < 1e-7 * np.abs(ref.params).max()
+    print("simulator ok")
+""")
+
+
+def test_a_users_model_takes_its_exact_derivatives_on_the_cuda_engine(tmp_path):
+    """On a GPU as on the CPU, a user's NumPy model runs as the point functions generated
+    from its source (exact derivatives), which numba-cuda compiles where the model itself
+    does not (tests/test_cuda_compiler.py); here on the simulator, against the NumPy engine,
+    from a script file (the source readable, as a scientist's is)."""
+    pytest.importorskip("numba")
+    try:
+        import numba.cuda  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"numba.cuda is not importable: {exc}")
+    script = tmp_path / "fit_peaks.py"
+    script.write_text(EXACT_ON_THE_SIMULATOR)
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "simulator ok" in done.stdout

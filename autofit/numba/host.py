@@ -601,7 +601,10 @@ def batch_engine(problem, device: str) -> BatchEngine:
                 return rescue
     n_variables = problem.x.shape[1]
     reason = None
-    if problem.jac is None and device == "cpu":
+    if problem.jac is None:
+        # (on a GPU too: numba-cuda compiles the generated lines where a user's own function
+        # may not compile, a loop over peaks slicing *p, np.full_like on a point:
+        # tests/test_cuda_compiler.py)
         exact, reason = problem.exact()
         if exact is not None:  # the user's f itself is not compiled
             return BatchEngine(solve, *exact, JAC_ANALYTIC,
