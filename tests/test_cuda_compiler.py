@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy import exp
 
 from tests.conftest import installed
 
@@ -191,6 +192,10 @@ def test_the_deprecated_numba_cuda_target_is_refused_with_a_reason():
     assert "needs numba-cuda" in done.stdout and "cuda-compiler.txt" in done.stdout
 
 
+def _decay_with_exp_imported(x, a):
+    return a * exp(-x)
+
+
 def _gaussian_on_a_line(x, a, mu, s, b):
     return a * np.exp(-0.5 * ((x - mu) / s) ** 2) / np.sqrt(2.0 * np.pi) + b * np.abs(x)
 
@@ -219,3 +224,5 @@ def test_a_users_numpy_model_sees_maths_functions_of_one_point_on_cuda():
         return a * x
 
     assert for_cuda(without_numpy) is without_numpy
+    imported = for_cuda(_decay_with_exp_imported)
+    assert imported.__globals__["exp"] is math.exp and imported(0.5, 2.0) == 2.0 * exp(-0.5)

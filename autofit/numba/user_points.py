@@ -44,17 +44,27 @@ def _numpy_of_a_point():
 
 
 def for_cuda(f):
-    """``f`` with every global or closure name that is NumPy (``import numpy as np``)
-    seeing :func:`_numpy_of_a_point` instead, for numba-cuda to compile one point at a
-    time; ``f`` itself where it names no NumPy."""
+    """``f`` with every global name that is NumPy (``import numpy as np``) seeing
+    :func:`_numpy_of_a_point` instead, and every one that is a NumPy function of
+    :data:`SCALAR_MATH` (``from numpy import exp``) its math twin, for numba-cuda to
+    compile one point at a time; ``f`` itself where it names neither."""
     f = getattr(f, "py_func", f)
     if not isinstance(f, types.FunctionType):
         return f
-    names = [name for name in f.__code__.co_names if f.__globals__.get(name) is np]
-    if not names:
+    point_numpy = None
+    changed = {}
+    for name in f.__code__.co_names:
+        value = f.__globals__.get(name)
+        if value is np:
+            point_numpy = point_numpy or _numpy_of_a_point()
+            changed[name] = point_numpy
+        else:  # from numpy import exp
+            for numpy_name, scalar in SCALAR_MATH.items():
+                if value is getattr(np, numpy_name, None):
+                    changed[name] = scalar
+    if not changed:
         return f
-    point_numpy = _numpy_of_a_point()
-    namespace = dict(f.__globals__, **{name: point_numpy for name in names})
+    namespace = dict(f.__globals__, **changed)
     # the function's own globals dictionary, changed: with_literals_of rebuilds it from there
     rebuilt = types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__,
                                  f.__closure__)
