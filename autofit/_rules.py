@@ -424,6 +424,24 @@ def robust_loss_where(xp, z, estimator):
 # The largest final Gauss-Newton step taken without a pass over the points, relative to the
 # parameters (both scaled as in the xtol test).
 UNSEEN_STEP = 1e-6
+
+
+def unseen_step_ends(newton, g, active, scale_squared, p, chi2, ftol):
+    """Whether lm_fused takes its Gauss-Newton step ``newton`` without a pass over the
+    points and ends (``CONVERGED_FTOL``): the reduction it predicts, ``newton · g`` over the
+    active parameters, within ``ftol`` of χ², and the step within :data:`UNSEEN_STEP` of the
+    parameters (scaled as in the xtol test). Scalars looped over the parameters (numba
+    compiles it; the NumPy reference runs it on lists)."""
+    decrement = 0.0
+    moved2 = 0.0
+    size2 = 0.0
+    for a in range(len(p)):
+        decrement += newton[a] * (g[a] if active[a] else 0.0)
+        moved2 += scale_squared[a] * newton[a] * newton[a]
+        size2 += scale_squared[a] * p[a] * p[a]
+    return decrement <= ftol * chi2 and moved2 <= UNSEEN_STEP ** 2 * size2
+
+
 # What lm_fused fits: least squares and the robust losses (Poisson MLE is lm_batch's only).
 FUSED_ESTIMATORS = (ESTIMATOR_LSE, ESTIMATOR_SOFT_L1, ESTIMATOR_HUBER, ESTIMATOR_CAUCHY,
                     ESTIMATOR_ARCTAN)

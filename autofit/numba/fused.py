@@ -55,7 +55,6 @@ from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
     CENTRAL_STEP,
     FORWARD_STEP,
-    UNSEEN_STEP,
     chi2_rounding,
     evaluations_per_pass,
     fused_estimator,
@@ -79,6 +78,7 @@ from autofit.numba.passes import (
 _is_active = numba.njit(inline="always")(_rules.is_active)
 _clip_step = numba.njit(inline="always")(_rules.clip_step)
 _predicted_reduction = numba.njit(inline="always")(_rules.predicted_reduction)
+_unseen_step_ends = numba.njit(inline="always")(_rules.unseen_step_ends)
 _judge_trial = numba.njit(inline="always")(_rules.judge_trial)
 _step_not_tried = numba.njit(inline="always")(_rules.step_not_tried)
 _relative_step = numba.njit(inline="always", error_model="numpy", fastmath=FASTMATH)(
@@ -465,14 +465,7 @@ def _solve(chunk_address, estimator, cost, x, y, w, p0, lower, upper, ftol, xtol
             status = CONVERGED_GTOL
             break
         if _cholesky_solve(h, g, scale_squared, 0.0, active, step, system, rhs):
-            decrement = 0.0
-            moved2 = 0.0
-            size2 = 0.0
-            for a in range(n_params):
-                decrement += step[a] * (g[a] if active[a] else 0.0)
-                moved2 += scale_squared[a] * step[a] * step[a]
-                size2 += scale_squared[a] * p[a] * p[a]
-            if decrement <= ftol * chi2 and moved2 <= UNSEEN_STEP ** 2 * size2:
+            if _unseen_step_ends(step, g, active, scale_squared, p, chi2, ftol):
                 for a in range(n_params):
                     trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
                 p = trial

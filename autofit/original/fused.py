@@ -60,7 +60,6 @@ from autofit._codes import (
 )
 from autofit._declarations import implements, require_jac_method
 from autofit._rules import (
-    UNSEEN_STEP,
     chi2_rounding,
     clip_step,
     evaluations_per_pass,
@@ -71,6 +70,7 @@ from autofit._rules import (
     predicted_reduction,
     robust_loss_where,
     step_not_tried,
+    unseen_step_ends,
 )
 from autofit.original.jacobians import jacobian_central, jacobian_forward, value_and_jacobian
 from autofit.original.linalg import damped_solve
@@ -250,18 +250,11 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         # solves it and finds the same).
         if newton_bound <= 2.0 * ftol:
             newton, factored = damped_solve(rows, g, scale_squared, 0.0, active)
-            if factored:
-                decrement = 0.0
-                moved2 = 0.0
-                size2 = 0.0
-                for a in range(n_params):
-                    decrement += newton[a] * (g[a] if active[a] else 0.0)
-                    moved2 += scale_squared[a] * newton[a] * newton[a]
-                    size2 += scale_squared[a] * p[a] * p[a]
-                if decrement <= ftol * chi2 and moved2 <= UNSEEN_STEP ** 2 * size2:
-                    p = _clipped(p, newton, lower_list, upper_list)
-                    status = CONVERGED_FTOL
-                    break
+            if factored and unseen_step_ends(newton, g, active, scale_squared, p, chi2,
+                                             ftol):
+                p = _clipped(p, newton, lower_list, upper_list)
+                status = CONVERGED_FTOL
+                break
         if nfev >= max_nfev:
             status = MAX_NFEV
             break
