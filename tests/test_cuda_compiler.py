@@ -83,6 +83,20 @@ COMPILE_SCRIPT = textwrap.dedent('''
         cases[f"user-peaks-exact-{name}"] = (*exact, JAC_ANALYTIC, 10, dtype)
 
     found = {}
+    try:  # the compiler itself first: numba-cuda, NVVM and NVRTC found and working
+        from numba import cuda
+
+        if getattr(cuda, "implementation", "") != "NVIDIA":
+            raise RuntimeError(f"numba.cuda is numba's {cuda.implementation} target, not "
+                               "numba-cuda's")
+
+        def copy(a, b):
+            b[0] = a[0]
+
+        cuda.compile_ptx(copy, "void(float64[::1], float64[::1])", cc=(8, 0))
+    except Exception as exc:
+        found["compiler"] = f"{type(exc).__name__}: {exc}"[-2000:]
+        cases = {}
     for case, arguments in cases.items():
         try:
             text = gpu.ptx(*arguments, compute_capability=(8, 0))
@@ -132,7 +146,14 @@ def compiled(tmp_path_factory):
     done = subprocess.run([sys.executable, str(script), str(out), *folders], env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(out.read_text())
+    found = json.loads(out.read_text())
+    if "compiler" in found:
+        if folders:  # named: CI installed it, and it must work
+            pytest.fail(f"numba's CUDA compiler in {folders[0]} does not start: "
+                        f"{found['compiler']}")
+        pytest.skip(f"numba-cuda is installed but its compiler does not start here "
+                    f"({found['compiler'][:300]}): {INSTALL}")
+    return found
 
 
 def _cases():
