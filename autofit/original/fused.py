@@ -176,10 +176,10 @@ def robust_information(model, jacobian, jac_method, x, ydata, weights, p, lower,
     return information
 
 
-def _cosines(g, diagonal, chi2, active):
-    """``(largest, newton_bound)`` for one fit's lists: the largest cosine between the
-    residual vector and an active column, ``|g_j| / sqrt(H_jj chi2)`` (the gtol test), and
-    a lower bound of the Gauss-Newton step's predicted reduction over chi2,
+def _cosines(g, rows, chi2, active):
+    """``(largest, newton_bound)`` for one fit's lists (``rows``: H's): the largest cosine
+    between the residual vector and an active column, ``|g_j| / sqrt(H_jj chi2)`` (the gtol
+    test), and a lower bound of the Gauss-Newton step's predicted reduction over chi2,
     ``g·H⁻¹g / chi2 >= Σ cosine_j² / n``: with D = diag(H), ``D^-1/2 H D^-1/2`` has a unit
     diagonal, so its largest eigenvalue is at most n (the active columns with ``H_jj > 0``;
     one with ``H_jj = 0`` makes H singular, and then no Newton step is taken at all)."""
@@ -188,17 +188,12 @@ def _cosines(g, diagonal, chi2, active):
     counted = 0
     root_chi2 = math.sqrt(chi2)
     for j, g_j in enumerate(g):
-        if active[j] and diagonal[j] > 0.0:
-            cosine = abs(g_j) / (math.sqrt(diagonal[j]) * root_chi2)
+        if active[j] and rows[j][j] > 0.0:
+            cosine = abs(g_j) / (math.sqrt(rows[j][j]) * root_chi2)
             largest = max(largest, cosine)
             squares += cosine * cosine
             counted += 1
     return largest, squares / max(counted, 1)
-
-
-def _clipped(p, step, lower, upper):
-    return [min(max(p_a + step_a, lower_a), upper_a)
-            for p_a, step_a, lower_a, upper_a in zip(p, step, lower, upper)]
 
 
 @implements("lm_fused")
@@ -235,8 +230,7 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
         if chi2 == 0.0:
             status = CONVERGED_FTOL
             break
-        largest_cosine, newton_bound = _cosines(g, [rows[a][a] for a in range(n_params)],
-                                                chi2, active)
+        largest_cosine, newton_bound = _cosines(g, rows, chi2, active)
         if largest_cosine <= gtol:
             status = CONVERGED_GTOL
             break
@@ -252,7 +246,8 @@ def lm_fused(model, jacobian, jac_method, x, ydata, weights, p0, lower, upper, f
             newton, factored = damped_solve(rows, g, scale_squared, 0.0, active)
             if factored and unseen_step_ends(newton, g, active, scale_squared, p, chi2,
                                              ftol):
-                p = _clipped(p, newton, lower_list, upper_list)
+                p, unseen = [0.0] * n_params, p
+                clip_step(unseen, newton, lower_list, upper_list, scale_squared, xtol, p)
                 status = CONVERGED_FTOL
                 break
         if nfev >= max_nfev:
